@@ -1,0 +1,74 @@
+# sfc-k8s build and test entry points.
+#
+# `make test` and `make demo` are the two commands a new user (and CI) runs on a fresh
+# Debian machine as root: each installs what it needs (apt packages, the venv, the compiled
+# eBPF object) and is safe to run again.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+ARCH := $(shell uname -m)
+
+APT_PKGS := clang llvm libbpf-dev bpftool iperf3 iputils-ping containernetworking-plugins \
+            iproute2 ethtool
+
+BPF_DIR := src/sfc_k8s/dataplane/bpf
+BPF_SRC := $(wildcard $(BPF_DIR)/*.bpf.c)
+BPF_OBJ := $(BPF_SRC:.c=.o)
+BPF_HDR := $(wildcard $(BPF_DIR)/lib/*.h)
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 \
+              -I/usr/include/$(ARCH)-linux-gnu -I$(BPF_DIR)
+
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt venv bpf test lint typecheck pytest demo bench clean
+
+all: deps
+
+deps: apt venv bpf
+
+# Installs only what is missing, so a second run costs one dpkg query per package.
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+bpf: $(BPF_OBJ)
+
+$(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: deps lint typecheck pytest
+
+demo: deps
+	$(BIN)/sfc-k8s demo
+
+bench: deps
+	$(PY) bench/dataplane.py
+
+clean:
+	rm -f $(BPF_OBJ)
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,54 @@
+"""The ``sfc-k8s`` command: one entry point for people, dispatching to each component's CLI.
+
+Each subcommand lives in the component that owns it and exposes ``main(argv) -> int``; the
+component is imported only when its subcommand runs, so ``sfc-k8s dp show`` does not pay for
+Kopf or the local cluster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from sfc_k8s import __version__
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dp": ("sfc_k8s.dataplane.cli", "low-level data plane: links, endpoints, counters (no Kubernetes)"),
+    "controller": ("sfc_k8s.operator.cli", "run the ServiceFunctionChain controller"),
+    "agent": ("sfc_k8s.operator.cli", "run the node agent that programs the local data plane"),
+    "local": ("sfc_k8s.local.cli", "the local cluster: up, down, status, exec"),
+    "demo": ("sfc_k8s.local.demo", "run the showcase on the local cluster"),
+}
+
+
+def _usage() -> str:
+    lines = [f"usage: sfc-k8s COMMAND [ARGS...]   (sfc-k8s {__version__})", "", "commands:"]
+    width = max(len(name) for name in COMMANDS)
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'sfc-k8s COMMAND --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(__version__)
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"sfc-k8s: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    # The operator module serves two subcommands and needs to know which one ran.
+    if name in ("controller", "agent"):
+        rest = [name, *rest]
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

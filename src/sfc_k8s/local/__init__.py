@@ -1,0 +1,1 @@
+"""The local cluster: a Kubernetes-compatible API server and a node runtime, for dev and CI."""

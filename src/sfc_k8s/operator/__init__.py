@@ -1,0 +1,1 @@
+"""The Kopf controller (ServiceFunctionChain -> CrossConnections) and node agent."""
