@@ -14,7 +14,7 @@ from sfc_k8s import __version__
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "dp": ("sfc_k8s.dataplane.cli", "low-level data plane: links, endpoints, counters (no Kubernetes)"),
+    "dp": ("sfc_k8s.dataplane.cli", "the data plane alone: links, endpoints, counters"),
     "controller": ("sfc_k8s.operator.cli", "run the ServiceFunctionChain controller"),
     "agent": ("sfc_k8s.operator.cli", "run the node agent that programs the local data plane"),
     "local": ("sfc_k8s.local.cli", "the local cluster: up, down, status, exec"),
