@@ -1,0 +1,243 @@
+"""The node agent's pure logic (sfc_k8s.operator.agent_reconcile).
+
+Covers: link names (deterministic, bpffs-safe, injective, bounded, recognisable); local endpoint
+extraction (node filter, derived host interfaces, invalid specs); the plan from desired to
+programmed endpoints (create, add, drain, remove, delete, re-activation, side moves, ordering,
+no-op when equal); stale-link detection for garbage collection; the per-node projection used for
+change detection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sfc_k8s.api.naming import host_ifname
+from sfc_k8s.operator.agent_reconcile import (
+    LINK_NAME_MAX,
+    AddEndpoint,
+    CreateLink,
+    DeleteLink,
+    DrainEndpoint,
+    InvalidCrossConnectionError,
+    LocalEndpoint,
+    RemoveEndpoint,
+    desired_projection,
+    is_agent_link,
+    link_name,
+    local_endpoints,
+    plan,
+    stale_links,
+)
+
+L = "default_web-a-b"
+
+
+def ep(side: str, ifname: str, mode: str = "active") -> LocalEndpoint:
+    return LocalEndpoint(side, ifname, mode)  # type: ignore[arg-type]
+
+
+def desired(*eps: LocalEndpoint) -> dict[str, LocalEndpoint]:
+    return {e.ifname: e for e in eps}
+
+
+def spec_endpoint(pod: str, node: str, host: str | None, state: str = "active") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pod": pod,
+        "podUID": f"uid-{pod}",
+        "node": node,
+        "interface": "eth1",
+        "state": state,
+    }
+    if host is not None:
+        body["hostInterface"] = host
+    return body
+
+
+# -- link names ------------------------------------------------------------------------------
+
+
+def test_link_name_is_deterministic_and_bpffs_safe() -> None:
+    name = link_name("default", "web.v2-client-firewall")
+    assert name == link_name("default", "web.v2-client-firewall")
+    assert name == "default_web_v2-client-firewall"
+    assert "." not in name and "/" not in name
+    assert is_agent_link(name)
+    assert is_agent_link(name, namespace="default")
+    assert not is_agent_link(name, namespace="other")
+
+
+def test_link_names_differ_across_namespaces_and_names() -> None:
+    names = {
+        link_name(ns, n)
+        for ns in ("a", "a-b", "ab")
+        for n in ("x", "b-x", "x.y", "x-y", "b_x".replace("_", "-"))
+    }
+    assert len(names) == 3 * 4  # "b-x" appears twice in the inputs on purpose
+
+
+def test_long_link_names_are_bounded_and_still_distinct() -> None:
+    ns = "n" * 63
+    first = link_name(ns, "c" * 200 + "-one")
+    second = link_name(ns, "c" * 200 + "-two")
+    assert len(first) == len(second) == LINK_NAME_MAX
+    assert first != second
+    assert is_agent_link(first, namespace=ns)
+
+
+def test_hand_made_links_are_not_agent_links() -> None:
+    assert not is_agent_link("mylink")
+    assert not is_agent_link("UPPER_case")
+    assert not is_agent_link("_leading")
+
+
+# -- local endpoints -------------------------------------------------------------------------
+
+
+def test_local_endpoints_keeps_this_nodes_endpoints_only() -> None:
+    spec = {
+        "a": {"endpoints": [spec_endpoint("c1", "n1", "sfcaaa"), spec_endpoint("c2", "n2", "x")]},
+        "b": {"endpoints": [spec_endpoint("f1", "n1", "sfcbbb", "draining")]},
+    }
+    assert local_endpoints(spec, "n1") == desired(ep("a", "sfcaaa"), ep("b", "sfcbbb", "draining"))
+    assert local_endpoints(spec, "n3") == {}
+    assert local_endpoints({}, "n1") == {}
+
+
+def test_local_endpoints_derives_missing_host_interface_like_the_cni_plugin() -> None:
+    spec = {"a": {"endpoints": [spec_endpoint("c1", "n1", None)]}}
+    expected = host_ifname("uid-c1", "eth1")
+    assert local_endpoints(spec, "n1") == desired(ep("a", expected))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": {"endpoints": [spec_endpoint("c1", "n1", "sfcx", "gone")]}},
+        {
+            "a": {"endpoints": [spec_endpoint("c1", "n1", "sfcx")]},
+            "b": {"endpoints": [spec_endpoint("f1", "n1", "sfcx")]},
+        },
+        {"a": {"endpoints": [{"pod": "c1", "node": "n1"}]}},
+    ],
+    ids=["unknown-state", "interface-twice", "no-interface"],
+)
+def test_invalid_specs_are_refused_with_the_offending_field(spec: dict[str, Any]) -> None:
+    with pytest.raises(InvalidCrossConnectionError, match=r"spec\.[ab]\.endpoints\[0\]"):
+        local_endpoints(spec, "n1")
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+def test_nothing_desired_and_no_link_is_a_no_op() -> None:
+    assert plan(L, {}, None) == []
+
+
+def test_new_link_is_created_then_filled_in_order() -> None:
+    ops = plan(L, desired(ep("b", "sfc2"), ep("a", "sfc9"), ep("a", "sfc1")), None)
+    assert ops == [
+        CreateLink(L),
+        AddEndpoint(L, "a", "sfc1"),
+        AddEndpoint(L, "a", "sfc9"),
+        AddEndpoint(L, "b", "sfc2"),
+    ]
+
+
+def test_equal_state_gives_no_operation() -> None:
+    state = [ep("a", "sfc1"), ep("b", "sfc2", "draining")]
+    assert plan(L, desired(*state), state) == []
+
+
+def test_scale_out_adds_only_the_new_endpoint() -> None:
+    programmed = [ep("a", "sfc1"), ep("b", "sfc2")]
+    ops = plan(L, desired(*programmed, ep("b", "sfc3")), programmed)
+    assert ops == [AddEndpoint(L, "b", "sfc3")]
+
+
+def test_terminating_endpoint_is_drained_then_removed() -> None:
+    programmed = [ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3")]
+    draining = desired(ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining"))
+    assert plan(L, draining, programmed) == [DrainEndpoint(L, "b", "sfc3")]
+    now = [ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining")]
+    assert plan(L, desired(ep("a", "sfc1"), ep("b", "sfc2")), now) == [
+        RemoveEndpoint(L, "b", "sfc3")
+    ]
+
+
+def test_draining_endpoint_never_programmed_is_not_added() -> None:
+    programmed = [ep("a", "sfc1")]
+    assert plan(L, desired(ep("a", "sfc1"), ep("b", "sfc2", "draining")), programmed) == []
+    assert plan(L, desired(ep("b", "sfc2", "draining")), None) == []
+
+
+def test_replacement_adds_before_it_drains_and_removes() -> None:
+    programmed = [ep("a", "sfc1"), ep("b", "old1"), ep("b", "old2")]
+    want = desired(ep("a", "sfc1"), ep("b", "new"), ep("b", "old1", "draining"))
+    assert plan(L, want, programmed) == [
+        AddEndpoint(L, "b", "new"),
+        DrainEndpoint(L, "b", "old1"),
+        RemoveEndpoint(L, "b", "old2"),
+    ]
+
+
+def test_reactivation_and_side_moves_remove_then_add() -> None:
+    programmed = [ep("a", "sfc1", "draining"), ep("b", "sfc2")]
+    want = desired(ep("a", "sfc1"), ep("a", "sfc2"))
+    assert plan(L, want, programmed) == [
+        RemoveEndpoint(L, "a", "sfc1"),
+        RemoveEndpoint(L, "b", "sfc2"),
+        AddEndpoint(L, "a", "sfc1"),
+        AddEndpoint(L, "a", "sfc2"),
+    ]
+
+
+def test_draining_endpoint_that_moves_side_is_removed_only() -> None:
+    programmed = [ep("a", "sfc1"), ep("b", "sfc2")]
+    want = desired(ep("a", "sfc1"), ep("a", "sfc2", "draining"))
+    assert plan(L, want, programmed) == [RemoveEndpoint(L, "b", "sfc2")]
+
+
+def test_link_is_deleted_when_nothing_is_left_to_keep() -> None:
+    programmed = [ep("a", "sfc1"), ep("b", "sfc2", "draining")]
+    assert plan(L, {}, programmed) == [DeleteLink(L)]
+    assert plan(L, {}, []) == [DeleteLink(L)]
+    # A draining endpoint still holds sessions: the link stays while it drains.
+    assert plan(L, desired(ep("b", "sfc2", "draining")), programmed) == [
+        RemoveEndpoint(L, "a", "sfc1")
+    ]
+
+
+def test_existing_empty_link_is_filled_without_recreating_it() -> None:
+    assert plan(L, desired(ep("a", "sfc1")), []) == [AddEndpoint(L, "a", "sfc1")]
+
+
+# -- garbage collection and change detection ---------------------------------------------------
+
+
+def test_stale_links_are_agent_links_no_object_explains() -> None:
+    pinned = ["default_web-a-b", "default_web-b-c", "handmade", "other_x"]
+    assert stale_links(pinned, {"default_web-a-b"}) == ["default_web-b-c", "other_x"]
+    assert stale_links(pinned, {"default_web-a-b"}, namespace="default") == ["default_web-b-c"]
+    assert stale_links(pinned, set(pinned)) == []
+
+
+def test_projection_changes_only_with_this_nodes_endpoints() -> None:
+    base = {
+        "a": {"endpoints": [spec_endpoint("c1", "n1", "sfc1"), spec_endpoint("c2", "n2", "x")]},
+        "b": {"endpoints": [spec_endpoint("f1", "n1", "sfc2")]},
+    }
+    other_node_changed = {
+        "a": {"endpoints": [spec_endpoint("c1", "n1", "sfc1"), spec_endpoint("c3", "n2", "y")]},
+        "b": base["b"],
+    }
+    local_drain = {
+        "a": base["a"],
+        "b": {"endpoints": [spec_endpoint("f1", "n1", "sfc2", "draining")]},
+    }
+    assert desired_projection(base, "n1") == desired_projection(other_node_changed, "n1")
+    assert desired_projection(base, "n1") != desired_projection(local_drain, "n1")
+    assert desired_projection(base, "n2") != desired_projection(other_node_changed, "n2")
+    broken = {"a": {"endpoints": [spec_endpoint("c1", "n1", "sfc1", "bogus")]}}
+    assert desired_projection(broken, "n1") != desired_projection(base, "n1")
