@@ -383,11 +383,14 @@ def traffic_argv(netns: str, *args: str) -> list[str]:
     return in_netns(netns, PYTHON, TRAFFIC, *args)
 
 
-def spawn(janitor: Janitor, argv: Sequence[str]) -> subprocess.Popen[str]:
-    """Start a process that the janitor kills (by its pid) if it is still running."""
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+def spawn(janitor: Janitor, argv: Sequence[str], *, output: bool = True) -> subprocess.Popen[str]:
+    """Start a process that the janitor kills (by its pid) if it is still running.
+
+    With ``output`` its stdout/stderr are pipes to read (keep reading a chatty process, or the
+    pipe fills and blocks it); without, they go to /dev/null.
+    """
+    sink = subprocess.PIPE if output else subprocess.DEVNULL
+    proc = subprocess.Popen(list(argv), stdout=sink, stderr=sink, text=True, env=os.environ)
 
     def stop() -> None:
         if proc.poll() is None:
