@@ -1,0 +1,236 @@
+"""Chain + pods -> CrossConnections (the endpoint sets of each link), and their parsing.
+
+``compute_cross_connections`` is the heart of the controller: for every link of a chain it lists
+the pods selected by the function on each side as endpoints (Ready -> active, terminating ->
+draining, anything else left out), sorted by pod name so that an unchanged set produces an
+identical body and no write. ``parse_cross_connection`` is what the node agent calls on each
+CrossConnection it programs, and ``link_programming`` reads back what the agents reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sfc_k8s.api.errors import CrossConnectionInvalid
+from sfc_k8s.api.models import (
+    API_VERSION,
+    CHAIN_KIND,
+    CHAIN_LABEL,
+    LINK_LABEL,
+    XC_KIND,
+    ChainSpec,
+    CrossConnectionSide,
+    CrossConnectionSpec,
+    DataplaneSpec,
+    EndpointSpec,
+    EndpointState,
+    LinkEnd,
+    PodInfo,
+    Side,
+)
+from sfc_k8s.api.naming import host_ifname
+from sfc_k8s.api.pods import functions_of, selector_overlaps
+from sfc_k8s.api.types import CrossConnectionBody
+
+
+def endpoint_state(pod: PodInfo) -> EndpointState | None:
+    """Terminating pods drain, Ready pods are active, others (starting, unready) are no endpoint."""
+    if pod.node is None or not pod.uid:
+        return None
+    if pod.terminating:
+        return EndpointState.DRAINING
+    if pod.ready:
+        return EndpointState.ACTIVE
+    return None
+
+
+def _side(end: LinkEnd, pods: Iterable[PodInfo]) -> CrossConnectionSide:
+    endpoints = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        state = endpoint_state(pod)
+        if state is None or pod.node is None:
+            continue
+        endpoints.append(
+            EndpointSpec(
+                pod=pod.name,
+                pod_uid=pod.uid,
+                node=pod.node,
+                interface=end.interface,
+                host_interface=host_ifname(pod.uid, end.interface),
+                state=state,
+            )
+        )
+    return CrossConnectionSide(end.function, end.interface, tuple(endpoints))
+
+
+def compute_links(chain: ChainSpec, pods: Iterable[PodInfo]) -> list[CrossConnectionSpec]:
+    """The desired CrossConnection spec of every link of ``chain``, in link order.
+
+    Pods selected by two functions of the chain (see ``selector_overlaps``) are left out.
+    """
+    pods = [p for p in pods if p.namespace == chain.namespace]
+    ambiguous = set(selector_overlaps(chain, pods))
+    by_function: dict[str, list[PodInfo]] = {fn.name: [] for fn in chain.functions}
+    for pod in pods:
+        if pod.name in ambiguous:
+            continue
+        for fn in functions_of(chain, pod):
+            by_function[fn.name].append(pod)
+    return [
+        CrossConnectionSpec(
+            chain=chain.name,
+            link=link.name,
+            a=_side(link.a, by_function.get(link.a.function, ())),
+            b=_side(link.b, by_function.get(link.b.function, ())),
+            dataplane=chain.dataplane,
+        )
+        for link in chain.links
+    ]
+
+
+def cross_connection_body(chain: ChainSpec, spec: CrossConnectionSpec) -> CrossConnectionBody:
+    """The full object the controller writes for ``spec``: labels and owner reference included."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": XC_KIND,
+        "metadata": {
+            "name": chain.xc_name(spec.link),
+            "namespace": chain.namespace,
+            "labels": {CHAIN_LABEL: chain.name, LINK_LABEL: spec.link},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": CHAIN_KIND,
+                    "name": chain.name,
+                    "uid": chain.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec.to_body(),
+    }
+
+
+def compute_cross_connections(
+    chain: ChainSpec, pods: Iterable[PodInfo]
+) -> list[CrossConnectionBody]:
+    """One CrossConnection body per link of ``chain``, sorted by name."""
+    bodies = [cross_connection_body(chain, spec) for spec in compute_links(chain, pods)]
+    return sorted(bodies, key=lambda b: b["metadata"]["name"])
+
+
+def _parse_side(raw: object, side: Side, problems: list[str]) -> CrossConnectionSide:
+    if not isinstance(raw, Mapping):
+        problems.append(f"spec.{side}: must be an object with function, interface and endpoints")
+        return CrossConnectionSide("", "")
+    endpoints: list[EndpointSpec] = []
+    for i, item in enumerate(raw.get("endpoints") or ()):
+        at = f"spec.{side}.endpoints[{i}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{at}: must be an object")
+            continue
+        missing = [
+            key
+            for key in ("pod", "podUID", "node", "interface", "hostInterface", "state")
+            if not isinstance(item.get(key), str) or not item.get(key)
+        ]
+        if missing:
+            problems.append(f"{at}: missing {', '.join(missing)}")
+            continue
+        try:
+            state = EndpointState(item["state"])
+        except ValueError:
+            problems.append(f"{at}.state: {item['state']!r} is neither active nor draining")
+            continue
+        endpoints.append(
+            EndpointSpec(
+                pod=item["pod"],
+                pod_uid=item["podUID"],
+                node=item["node"],
+                interface=item["interface"],
+                host_interface=item["hostInterface"],
+                state=state,
+            )
+        )
+    return CrossConnectionSide(
+        str(raw.get("function") or ""), str(raw.get("interface") or ""), tuple(endpoints)
+    )
+
+
+def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
+    """Parse a CrossConnection body (as the node agent receives it).
+
+    Raises ``CrossConnectionInvalid`` listing every problem.
+    """
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    spec = body.get("spec")
+    problems: list[str] = []
+    if not isinstance(spec, Mapping):
+        raise CrossConnectionInvalid(name, ["spec: is missing"])
+    chain, link = spec.get("chain"), spec.get("link")
+    if not isinstance(chain, str) or not chain:
+        problems.append("spec.chain: must name the owning chain")
+    if not isinstance(link, str) or not link:
+        problems.append("spec.link: must name the chain's link")
+    a = _parse_side(spec.get("a"), Side.A, problems)
+    b = _parse_side(spec.get("b"), Side.B, problems)
+    raw_dp = spec.get("dataplane") or {}
+    dataplane = DataplaneSpec(
+        session_table_size=raw_dp.get("sessionTableSize"),
+        drain_timeout_seconds=raw_dp.get("drainTimeoutSeconds"),
+    )
+    if problems:
+        raise CrossConnectionInvalid(name, problems)
+    return CrossConnectionSpec(str(chain), str(link), a, b, dataplane)
+
+
+@dataclass(frozen=True)
+class LinkProgramming:
+    """What the node agents reported for one CrossConnection, relative to its current spec."""
+
+    waiting: tuple[str, ...] = ()  # nodes that have not reported the current generation yet
+    failed: tuple[tuple[str, str], ...] = ()  # (node, message) of agents that reported an error
+
+    @property
+    def programmed(self) -> bool:
+        return not self.waiting and not self.failed
+
+
+def link_programming(body: Mapping[str, Any]) -> LinkProgramming:
+    """Compare ``status.nodes`` with the nodes holding endpoints in ``spec``.
+
+    A node counts as programmed once it reports ``ready: true`` with an ``observedGeneration`` at
+    least the object's ``metadata.generation`` (so a report about an older endpoint set does not
+    count). Nodes without endpoints need not report.
+    """
+    meta = body.get("metadata") or {}
+    generation = meta.get("generation")
+    spec = body.get("spec") or {}
+    nodes: set[str] = set()
+    for side in ("a", "b"):
+        for ep in (spec.get(side) or {}).get("endpoints") or ():
+            if isinstance(ep, Mapping) and isinstance(ep.get("node"), str):
+                nodes.add(ep["node"])
+    reports = (body.get("status") or {}).get("nodes") or {}
+    waiting: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for node in sorted(nodes):
+        report = reports.get(node)
+        if not isinstance(report, Mapping):
+            waiting.append(node)
+            continue
+        observed = report.get("observedGeneration")
+        current = generation is None or (isinstance(observed, int) and observed >= int(generation))
+        if not current:
+            waiting.append(node)
+        elif report.get("ready") is True:
+            continue
+        elif report.get("message"):
+            failed.append((node, str(report["message"])))
+        else:
+            waiting.append(node)
+    return LinkProgramming(tuple(waiting), tuple(failed))

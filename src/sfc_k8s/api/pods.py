@@ -1,0 +1,56 @@
+"""Reduction of Pod bodies to the few facts the controller needs, and pod -> function matching.
+
+The controller keeps a ``PodInfo`` per pod in a Kopf index (so a chain reconcile never lists pods
+from the API) and asks ``functions_of`` which functions of a chain select a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sfc_k8s.api.models import ChainSpec, FunctionSpec, PodInfo
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+def pod_info(body: Mapping[str, Any]) -> PodInfo:
+    """Summarise a Pod body: identity, labels, node, readiness and whether it is terminating."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    ready = status.get("phase") not in TERMINAL_PHASES and any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    labels = meta.get("labels") or {}
+    return PodInfo(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        labels={str(k): str(v) for k, v in labels.items()},
+        node=spec.get("nodeName") or None,
+        ready=ready,
+        terminating=meta.get("deletionTimestamp") is not None,
+    )
+
+
+def functions_of(chain: ChainSpec, pod: PodInfo) -> list[FunctionSpec]:
+    """The functions of ``chain`` whose selector matches ``pod`` (same namespace only)."""
+    if pod.namespace != chain.namespace:
+        return []
+    return [fn for fn in chain.functions if fn.selector.matches(pod.labels)]
+
+
+def selector_overlaps(chain: ChainSpec, pods: Iterable[PodInfo]) -> dict[str, tuple[str, ...]]:
+    """Pods selected by more than one function of ``chain``: pod name -> function names.
+
+    Such a pod would be an endpoint on two sides at once; the controller leaves it out of every
+    link and reports the overlap so the user can make the selectors disjoint.
+    """
+    overlaps: dict[str, tuple[str, ...]] = {}
+    for pod in pods:
+        names = tuple(fn.name for fn in functions_of(chain, pod))
+        if len(names) > 1:
+            overlaps[pod.name] = names
+    return dict(sorted(overlaps.items()))

@@ -1,0 +1,286 @@
+"""Chain status and conditions, computed from the chain, its pods and what the agents reported.
+
+The controller writes exactly what ``compute_chain_status`` / ``invalid_chain_status`` return and
+only when it differs from the stored status, so a no-op reconcile makes no API call.
+``set_condition`` keeps ``lastTransitionTime`` while a condition's status does not change, and
+``condition_changes`` tells which transitions deserve a Kubernetes event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from sfc_k8s.api.crossconnection import LinkProgramming, compute_links
+from sfc_k8s.api.errors import ChainInvalid
+from sfc_k8s.api.models import (
+    ChainSpec,
+    ConditionStatus,
+    ConditionType,
+    CrossConnectionSpec,
+    PodInfo,
+    Reason,
+)
+from sfc_k8s.api.pods import functions_of, selector_overlaps
+from sfc_k8s.api.types import (
+    ChainStatusBody,
+    ConditionBody,
+    FunctionStatusBody,
+    LinkStatusBody,
+)
+
+CONDITION_ORDER = (ConditionType.READY, ConditionType.DEGRADED)
+MAX_LISTED = 5  # names listed in a condition message before "and N more"
+
+
+def now_rfc3339() -> str:
+    """Current UTC time as Kubernetes writes timestamps (second precision, ``Z``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    more = len(names) - MAX_LISTED
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def condition(
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: Reason,
+    message: str,
+    *,
+    observed_generation: int,
+) -> ConditionBody:
+    """A condition body without ``lastTransitionTime`` (``set_condition`` fills it in)."""
+    return {
+        "type": str(type_),
+        "status": str(status),
+        "reason": str(reason),
+        "message": message,
+        "observedGeneration": observed_generation,
+    }
+
+
+def set_condition(
+    conditions: Sequence[ConditionBody], new: ConditionBody, *, now: str
+) -> list[ConditionBody]:
+    """Replace the condition of ``new``'s type, keeping lastTransitionTime if status is unchanged.
+
+    Conditions come back in a stable order (Ready, Degraded, then others by type) so that equal
+    states compare equal.
+    """
+    previous = next((c for c in conditions if c.get("type") == new.get("type")), None)
+    merged: ConditionBody = {**new}
+    if previous is not None and previous.get("status") == new.get("status"):
+        merged["lastTransitionTime"] = previous.get("lastTransitionTime") or now
+    else:
+        merged["lastTransitionTime"] = now
+    others = [c for c in conditions if c.get("type") != new.get("type")]
+    return sort_conditions([*others, merged])
+
+
+def sort_conditions(conditions: Iterable[ConditionBody]) -> list[ConditionBody]:
+    order = {str(t): i for i, t in enumerate(CONDITION_ORDER)}
+    return sorted(conditions, key=lambda c: (order.get(c.get("type", ""), 99), c.get("type", "")))
+
+
+def get_condition(
+    conditions: Sequence[ConditionBody], type_: ConditionType
+) -> ConditionBody | None:
+    return next((c for c in conditions if c.get("type") == str(type_)), None)
+
+
+def condition_changes(
+    old: Sequence[ConditionBody], new: Sequence[ConditionBody]
+) -> list[ConditionBody]:
+    """Conditions of ``new`` whose status or reason differs from ``old``: worth an event."""
+    changes = []
+    for cond in new:
+        before = next((c for c in old if c.get("type") == cond.get("type")), None)
+        if before is None or (before.get("status"), before.get("reason")) != (
+            cond.get("status"),
+            cond.get("reason"),
+        ):
+            changes.append(cond)
+    return changes
+
+
+def _apply(
+    previous: Sequence[ConditionBody], new: Iterable[ConditionBody], now: str
+) -> list[ConditionBody]:
+    conditions = list(previous)
+    for cond in new:
+        conditions = set_condition(conditions, cond, now=now)
+    return conditions
+
+
+def invalid_chain_status(
+    error: ChainInvalid,
+    *,
+    generation: int,
+    previous: ChainStatusBody | None = None,
+    now: str | None = None,
+) -> ChainStatusBody:
+    """Status of a chain whose spec is invalid: both conditions say what to fix.
+
+    The per-function and per-link figures of the last valid spec are kept (the controller leaves
+    that spec's CrossConnections in place, so traffic is not cut by a bad edit).
+    """
+    now = now or now_rfc3339()
+    previous = previous or {}
+    message = "spec is invalid, fix: " + "; ".join(error.problems)
+    status: ChainStatusBody = {**previous}
+    status["observedGeneration"] = generation
+    status["conditions"] = _apply(
+        previous.get("conditions") or (),
+        [
+            condition(
+                ConditionType.READY,
+                ConditionStatus.FALSE,
+                Reason.INVALID_SPEC,
+                message,
+                observed_generation=generation,
+            ),
+            condition(
+                ConditionType.DEGRADED,
+                ConditionStatus.TRUE,
+                Reason.INVALID_SPEC,
+                message,
+                observed_generation=generation,
+            ),
+        ],
+        now,
+    )
+    return status
+
+
+def compute_chain_status(
+    chain: ChainSpec,
+    pods: Iterable[PodInfo],
+    *,
+    links: Sequence[CrossConnectionSpec] | None = None,
+    programming: Mapping[str, LinkProgramming] | None = None,
+    conflicts: Sequence[str] = (),
+    previous: ChainStatusBody | None = None,
+    now: str | None = None,
+) -> ChainStatusBody:
+    """The status of a valid chain.
+
+    ``links``: the CrossConnection specs as computed by ``compute_links`` (recomputed if omitted).
+    ``programming``: per link name, what the agents reported (``link_programming``); a link
+    missing from the mapping counts as not programmed yet. ``None`` skips that check (for callers
+    running without node agents). ``conflicts``: problems found while applying (for instance a
+    CrossConnection name owned by another chain), reported as Degraded.
+
+    Ready is True when every function has a Ready replica and every link is programmed by the
+    agents of the nodes holding its endpoints. Degraded is True when something needs a person:
+    overlapping selectors, a name conflict, an agent that failed to program a link.
+    """
+    now = now or now_rfc3339()
+    pods = [p for p in pods if p.namespace == chain.namespace]
+    links = list(links) if links is not None else compute_links(chain, pods)
+    gen = chain.generation
+
+    functions: dict[str, FunctionStatusBody] = {}
+    overlaps = selector_overlaps(chain, pods)
+    for fn in chain.functions:
+        selected = [
+            p
+            for p in pods
+            if p.name not in overlaps and not p.terminating and fn in functions_of(chain, p)
+        ]
+        functions[fn.name] = {
+            "replicas": len(selected),
+            "readyReplicas": sum(1 for p in selected if p.ready),
+        }
+    link_status: dict[str, LinkStatusBody] = {}
+    ready_links = 0
+    waiting: list[str] = []
+    failed: list[str] = []
+    for spec in links:
+        link_status[spec.link] = {
+            "endpointsA": len(spec.a.active),
+            "endpointsB": len(spec.b.active),
+            "drainingA": len(spec.a.draining),
+            "drainingB": len(spec.b.draining),
+            "crossConnection": chain.xc_name(spec.link),
+        }
+        report = None if programming is None else programming.get(spec.link, None)
+        if programming is not None and report is None:
+            report = LinkProgramming(waiting=tuple(sorted(spec.nodes)) or ("(none)",))
+        if report is not None:
+            waiting += [f"{spec.link} on {node}" for node in report.waiting]
+            failed += [f"{spec.link} on {node}: {msg}" for node, msg in report.failed]
+        if spec.a.active and spec.b.active and (report is None or report.programmed):
+            ready_links += 1
+    not_ready = [name for name, f in functions.items() if not f.get("readyReplicas")]
+
+    degraded_problems: list[tuple[Reason, str]] = []
+    if overlaps:
+        pods_listed = [f"{pod} ({' and '.join(fns)})" for pod, fns in overlaps.items()]
+        degraded_problems.append(
+            (
+                Reason.SELECTOR_OVERLAP,
+                "pods selected by several functions are left out of every link, make the "
+                f"selectors disjoint: {_listing(pods_listed)}",
+            )
+        )
+    if conflicts:
+        degraded_problems.append((Reason.NAME_CONFLICT, "; ".join(conflicts)))
+    if failed:
+        degraded_problems.append(
+            (Reason.PROGRAMMING_FAILED, f"node agents failed to program: {_listing(failed)}")
+        )
+
+    if degraded_problems:
+        reason, message = degraded_problems[0]
+        message = "; ".join(m for _, m in degraded_problems)
+        degraded = condition(
+            ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message, observed_generation=gen
+        )
+        ready = condition(
+            ConditionType.READY, ConditionStatus.FALSE, reason, message, observed_generation=gen
+        )
+    else:
+        degraded = condition(
+            ConditionType.DEGRADED,
+            ConditionStatus.FALSE,
+            Reason.AS_EXPECTED,
+            "no problem found",
+            observed_generation=gen,
+        )
+        if not_ready:
+            ready = condition(
+                ConditionType.READY,
+                ConditionStatus.FALSE,
+                Reason.FUNCTIONS_NOT_READY,
+                f"waiting for a Ready replica of: {_listing(not_ready)}",
+                observed_generation=gen,
+            )
+        elif waiting:
+            ready = condition(
+                ConditionType.READY,
+                ConditionStatus.FALSE,
+                Reason.NOT_PROGRAMMED,
+                f"waiting for node agents to program: {_listing(waiting)}",
+                observed_generation=gen,
+            )
+        else:
+            ready = condition(
+                ConditionType.READY,
+                ConditionStatus.TRUE,
+                Reason.READY,
+                f"{len(functions)} functions have Ready replicas and "
+                f"{len(links)} links are programmed",
+                observed_generation=gen,
+            )
+    previous = previous or {}
+    return {
+        "observedGeneration": gen,
+        "functions": functions,
+        "links": link_status,
+        "readyFunctions": f"{len(functions) - len(not_ready)}/{len(functions)}",
+        "readyLinks": f"{ready_links}/{len(links)}",
+        "conditions": _apply(previous.get("conditions") or (), [ready, degraded], now),
+    }
