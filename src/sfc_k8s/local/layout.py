@@ -1,0 +1,137 @@
+"""Where the local cluster keeps its state, and how it names what it creates on the host.
+
+Everything ``sfc-k8s local up`` makes on the machine (network namespaces, bpffs folders,
+processes, files) is named from one short cluster id derived from the state directory, and
+recorded in the state directory before it is created, so that ``local down`` can remove all of
+it even after ``up`` or the node runtime crashed: first from the records, then by name prefix.
+Used by the CLI, the node runtime and the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = "/var/lib/sfc-k8s-local"
+STATE_DIR_ENV = "SFC_K8S_LOCAL_DIR"
+NETNS_PREFIX = "sfcl-"
+BPFFS_BASE = "/sys/fs/bpf/sfc-k8s-local"
+NETNS_DIR = Path("/run/netns")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+def node_name(index: int) -> str:
+    """Name of the ``index``-th (1-based) emulated node."""
+    return f"node-{index}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths and names of one local cluster, all derived from its state directory."""
+
+    state_dir: Path
+
+    @property
+    def cluster_id(self) -> str:
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()
+        return digest[:6]
+
+    @property
+    def netns_prefix(self) -> str:
+        """Every network namespace of this cluster starts with this."""
+        return f"{NETNS_PREFIX}{self.cluster_id}-"
+
+    def node_netns(self, node: str) -> str:
+        return f"{self.netns_prefix}{node}"
+
+    def pod_netns(self, pod_uid: str) -> str:
+        return f"{self.netns_prefix}pod-{pod_uid}"
+
+    def bpffs_root(self, node: str) -> str:
+        return f"{BPFFS_BASE}/{self.node_netns(node)}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.state_dir / "pods"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.state_dir / "ipam"
+
+    def pod_dir(self, pod_uid: str) -> Path:
+        return self.pods_dir / pod_uid
+
+    def log(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write atomically (a crash never leaves half a record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def pid_alive(pid: int, cmd_hint: str | None = None) -> bool:
+    """Whether ``pid`` runs (and, given ``cmd_hint``, its command line contains it)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return cmd_hint is None or cmd_hint.encode() in cmdline
+
+
+def processes_in_netns(netns: str) -> list[int]:
+    """PIDs of the processes whose network namespace is the named one."""
+    try:
+        target = os.stat(NETNS_DIR / netns)
+    except OSError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            st = os.stat(entry / "ns" / "net")
+            if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+                found.append(int(entry.name))
+    return found
+
+
+def list_netns(prefix: str) -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return []

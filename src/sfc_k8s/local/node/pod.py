@@ -1,0 +1,741 @@
+"""One pod on a local node: its sandbox (network namespace + CNI), containers, probes, status.
+
+A ``PodWorker`` is created by the node runtime for every pod bound to its node and lives until
+the pod is gone. It plays the kubelet's pod worker: create the network namespace, attach the
+networks the Multus way (``cni.py``), start each container's ``command``/``args`` as a process
+inside the namespace, restart crashed containers per ``restartPolicy`` with back-off, run exec
+(and TCP) readiness/liveness probes, write ``status`` (phase, conditions, container statuses,
+pod IP) and events, and on deletion stop the containers gracefully (SIGTERM, the grace period,
+SIGKILL), DEL the networks, remove the namespace and confirm the deletion to the API server.
+
+Everything it creates is recorded in ``<state>/pods/<uid>/pod.json`` before it is created, so
+``cleanup_record`` can undo it after a crash of the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sfc_k8s.local import netns
+from sfc_k8s.local.kube import ApiError, AsyncKube, KubeError, NotFoundError
+from sfc_k8s.local.layout import Layout, processes_in_netns, read_json, write_json
+from sfc_k8s.local.node.cni import (
+    NETWORK_STATUS_ANNOTATION,
+    NETWORKS_ANNOTATION,
+    Attachment,
+    CniError,
+    CniInvoker,
+    PodContext,
+    cluster_network_config,
+    first_ip,
+    network_status,
+    parse_nad_config,
+    parse_networks,
+    runtime_config_for,
+)
+
+log = logging.getLogger("sfc_k8s.local.node")
+
+JsonObj = dict[str, Any]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RESTART_BACKOFF_MAX = 30.0
+SANDBOX_BACKOFF_MAX = 30.0
+RUNNING_RESETS_BACKOFF = 10.0  # a container that ran this long restarts without delay
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class NodeContext:
+    """What every pod worker of one node shares."""
+
+    kube: AsyncKube
+    layout: Layout
+    name: str
+    netns: str
+    pod_cidr: str
+    host_ip: str
+    cni_path: list[str]
+    pod_network: bool = True
+
+    @property
+    def invoker(self) -> CniInvoker:
+        return CniInvoker(self.cni_path, self.netns)
+
+
+@dataclass
+class Container:
+    """The live state of one container of a pod."""
+
+    spec: JsonObj
+    restart_count: int = 0
+    proc: asyncio.subprocess.Process | None = None
+    started_at: str | None = None
+    started_mono: float = 0.0
+    last_terminated: JsonObj | None = None
+    terminated: JsonObj | None = None
+    waiting: tuple[str, str] = ("ContainerCreating", "")
+    probe_ready: bool = False
+    finished: bool = False  # exited and will not be restarted
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def ready(self) -> bool:
+        if not self.running:
+            return False
+        return self.probe_ready if self.spec.get("readinessProbe") else True
+
+    def status(self, pod_uid: str) -> JsonObj:
+        state: JsonObj
+        if self.running:
+            state = {"running": {"startedAt": self.started_at}}
+        elif self.terminated is not None and (self.finished or self.waiting[0] == ""):
+            state = {"terminated": self.terminated}
+        else:
+            reason, message = self.waiting
+            state = {"waiting": {"reason": reason or "ContainerCreating"}}
+            if message:
+                state["waiting"]["message"] = message
+        status: JsonObj = {
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": "",
+            "ready": self.ready,
+            "started": self.running,
+            "restartCount": self.restart_count,
+            "state": state,
+            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
+        }
+        if self.proc is not None:
+            status["containerID"] = f"sfc-local://{pod_uid}/{self.name}/{self.restart_count}"
+        return status
+
+
+class PodWorker:
+    """Drives one pod from creation to confirmed deletion (see the module docstring)."""
+
+    def __init__(self, node: NodeContext, pod: JsonObj) -> None:
+        self.node = node
+        self.pod = pod
+        meta = pod["metadata"]
+        self.uid: str = meta["uid"]
+        self.namespace: str = meta.get("namespace", "default")
+        self.name: str = meta["name"]
+        self.netns = node.layout.pod_netns(self.uid)
+        self.dir = node.layout.pod_dir(self.uid)
+        self.attachments: list[Attachment] = []
+        self.containers = [Container(spec=c) for c in pod["spec"].get("containers") or []]
+        self.changed = asyncio.Event()
+        self.dirty = asyncio.Event()
+        self.sandbox_ready = False
+        self.pod_ip: str | None = None
+        self.start_time = now_rfc3339()
+        self.gone = False  # the API object no longer exists
+        self.shutting_down = False  # the runtime stops: kill fast, confirm nothing
+        self._tasks: list[asyncio.Task[None]] = []
+        self._event_counts: dict[tuple[str, str], tuple[str, int]] = {}
+        self._transitions: dict[tuple[str, bool], str] = {}
+        self.task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+
+    # -- inputs from the runtime -------------------------------------------------------------
+
+    def update(self, pod: JsonObj) -> None:
+        self.pod = pod
+        self.changed.set()
+
+    def mark_gone(self) -> None:
+        self.gone = True
+        self.changed.set()
+
+    async def shutdown(self) -> None:
+        self.shutting_down = True
+        self.changed.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    @property
+    def terminating(self) -> bool:
+        deleting = bool(self.pod["metadata"].get("deletionTimestamp"))
+        return self.gone or self.shutting_down or deleting
+
+    @property
+    def path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods/{self.name}"
+
+    # -- main flow ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        status_task = asyncio.create_task(self._status_loop())
+        try:
+            await self._start_sandbox()
+            if not self.terminating:
+                self._start_containers()
+                while not self.terminating:
+                    self.changed.clear()
+                    await self.changed.wait()
+        except Exception:
+            log.exception("pod %s/%s: unexpected error", self.namespace, self.name)
+        finally:
+            try:
+                await self._teardown()
+            finally:
+                self.dirty.set()
+                await asyncio.sleep(0)
+                status_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await status_task
+        if not self.gone and not self.shutting_down:
+            await self._confirm_deletion()
+
+    async def _start_sandbox(self) -> None:
+        backoff = 1.0
+        while not self.terminating:
+            try:
+                await self._setup_sandbox()
+                return
+            except CniError as err:
+                message = f"failed to set up the pod network: {err}"
+                log.warning("pod %s/%s: %s", self.namespace, self.name, message)
+                for c in self.containers:
+                    c.waiting = ("ContainerCreating", message)
+                self.dirty.set()
+                await self.event("Warning", "FailedCreatePodSandBox", message)
+            await self._wait_changed(backoff)
+            backoff = min(backoff * 2, SANDBOX_BACKOFF_MAX)
+
+    async def _wait_changed(self, timeout: float) -> None:
+        self.changed.clear()
+        if self.terminating:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), timeout)
+
+    def _pod_context(self) -> PodContext:
+        return PodContext(
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            netns=netns.netns_path(self.netns),
+            container_id=self.uid.replace("-", ""),
+        )
+
+    def _record(self) -> None:
+        write_json(
+            self.dir / "pod.json",
+            {
+                "namespace": self.namespace,
+                "name": self.name,
+                "uid": self.uid,
+                "node": self.node.name,
+                "netns": self.netns,
+                "nodeNetns": self.node.netns,
+                "containerId": self._pod_context().container_id,
+                "attachments": [a.to_json() for a in self.attachments],
+            },
+        )
+
+    async def _wanted_attachments(self) -> list[Attachment]:
+        wanted: list[Attachment] = []
+        if self.node.pod_network:
+            name = f"sfc-local-{self.node.layout.cluster_id}-{self.node.name}"
+            config = cluster_network_config(
+                name, self.node.pod_cidr, str(self.node.layout.ipam_dir)
+            )
+            wanted.append(Attachment(network=name, ifname="eth0", config=config, default=True))
+        annotations = self.pod["metadata"].get("annotations") or {}
+        selections = parse_networks(annotations.get(NETWORKS_ANNOTATION, ""), self.namespace)
+        used = {a.ifname for a in wanted}
+        for index, sel in enumerate(selections, start=1):
+            ifname = sel.interface or f"net{index}"
+            if ifname in used:
+                raise CniError(f"interface {ifname!r} is requested twice in {NETWORKS_ANNOTATION}")
+            used.add(ifname)
+            path = (
+                f"/apis/k8s.cni.cncf.io/v1/namespaces/{sel.namespace}"
+                f"/network-attachment-definitions/{sel.name}"
+            )
+            try:
+                nad = await self.node.kube.get(path)
+            except NotFoundError as err:
+                raise CniError(f"NetworkAttachmentDefinition {sel.key} not found") from err
+            except KubeError as err:
+                raise CniError(f"cannot read NetworkAttachmentDefinition {sel.key}: {err}") from err
+            wanted.append(
+                Attachment(
+                    network=sel.key,
+                    ifname=ifname,
+                    config=parse_nad_config(nad),
+                    runtime_config=runtime_config_for(sel),
+                )
+            )
+        return wanted
+
+    async def _setup_sandbox(self) -> None:
+        wanted = await self._wanted_attachments()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._record()
+        try:
+            await netns.create(self.netns)
+        except netns.NetnsError as err:
+            raise CniError(str(err)) from err
+        ctx = self._pod_context()
+        invoker = self.node.invoker
+        try:
+            for att in wanted:
+                self.attachments.append(att)
+                self._record()  # recorded before ADD: a crash mid-ADD still gets its DEL
+                await invoker.add(att, ctx)
+                self._record()
+        except CniError:
+            await self._release_network()
+            raise
+        self.pod_ip = next(
+            (first_ip(a.result) for a in self.attachments if a.default and first_ip(a.result)),
+            None,
+        )
+        status = [network_status(a) for a in self.attachments]
+        if status:
+            annotations = {NETWORK_STATUS_ANNOTATION: _json_dumps(status)}
+            with contextlib.suppress(KubeError):
+                await self.node.kube.patch(self.path, {"metadata": {"annotations": annotations}})
+        self.sandbox_ready = True
+        self.dirty.set()
+
+    async def _release_network(self) -> None:
+        ctx = self._pod_context()
+        invoker = self.node.invoker
+        for att in reversed(self.attachments):
+            try:
+                await invoker.delete(att, ctx)
+            except CniError as err:
+                log.warning("pod %s/%s: CNI DEL failed: %s", self.namespace, self.name, err)
+        self.attachments.clear()
+        self._record()
+        with contextlib.suppress(netns.NetnsError):
+            await netns.delete(self.netns)
+        self.sandbox_ready = False
+
+    # -- containers --------------------------------------------------------------------------
+
+    def _start_containers(self) -> None:
+        for c in self.containers:
+            self._tasks.append(asyncio.create_task(self._supervise(c)))
+            for kind in ("readinessProbe", "livenessProbe"):
+                if c.spec.get(kind):
+                    self._tasks.append(asyncio.create_task(self._probe_loop(c, kind)))
+
+    def _env(self, spec: JsonObj) -> dict[str, str]:
+        meta = self.pod["metadata"]
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.name, "HOME": "/root"}
+        fields = {
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "metadata.uid": self.uid,
+            "spec.nodeName": self.node.name,
+            "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
+            "status.podIP": self.pod_ip or "",
+            "status.hostIP": self.node.host_ip,
+        }
+        for item in spec.get("env") or []:
+            name = item.get("name")
+            if not name:
+                continue
+            if "value" in item:
+                env[name] = _expand(str(item["value"]), env)
+            else:
+                ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+                if ref in fields:
+                    env[name] = fields[ref]
+                elif ref.startswith(("metadata.labels['", "metadata.annotations['")):
+                    group, key = ref.split("['", 1)
+                    source = meta.get(group.split(".")[1]) or {}
+                    env[name] = str(source.get(key.rstrip("']"), ""))
+        return env
+
+    def _argv(self, spec: JsonObj) -> list[str]:
+        return [str(x) for x in (spec.get("command") or []) + (spec.get("args") or [])]
+
+    async def _spawn(self, c: Container) -> asyncio.subprocess.Process:
+        argv = self._argv(c.spec)
+        if not argv:
+            raise OSError(
+                f"container {c.name!r} has no command or args: the local cluster ignores images, "
+                "so every container needs an explicit command"
+            )
+        log_path = self.dir / f"{c.name}.log"
+        with open(log_path, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *netns.exec_argv(self.netns, argv),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=self._env(c.spec),
+                cwd=c.spec.get("workingDir") or "/",
+                start_new_session=True,
+            )
+        with contextlib.suppress(OSError):
+            (self.dir / f"{c.name}.pid").write_text(str(proc.pid))
+        return proc
+
+    async def _supervise(self, c: Container) -> None:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        delay = 0.0
+        while not self.terminating and not c.stop.is_set():
+            try:
+                c.proc = await self._spawn(c)
+            except OSError as err:
+                c.waiting = ("CreateContainerError", str(err))
+                c.terminated = None
+                self.dirty.set()
+                await self.event("Warning", "Failed", f"Error: {err}")
+                return
+            c.started_at = now_rfc3339()
+            c.started_mono = time.monotonic()
+            c.terminated = None
+            c.waiting = ("", "")
+            c.probe_ready = False
+            self.dirty.set()
+            await self.event("Normal", "Started", f"Started container {c.name}")
+            code = await c.proc.wait()
+            ran = time.monotonic() - c.started_mono
+            c.terminated = {
+                "exitCode": code if code >= 0 else 128 - code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": c.started_at,
+                "finishedAt": now_rfc3339(),
+            }
+            if code < 0:
+                c.terminated["signal"] = -code
+            c.probe_ready = False
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if self.terminating or c.stop.is_set() or not restart:
+                c.finished = True
+                self.dirty.set()
+                return
+            delay = 0.0 if ran >= RUNNING_RESETS_BACKOFF else min(max(delay * 2, 1.0), 30.0)
+            c.last_terminated = c.terminated
+            c.waiting = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting failed container")
+            self.dirty.set()
+            if delay:
+                await self.event(
+                    "Warning", "BackOff", f"Back-off {delay:.0f}s restarting container {c.name}"
+                )
+                await self._sleep_unless_terminating(delay)
+            if self.terminating:
+                c.finished = True
+                self.dirty.set()
+                return
+            c.restart_count += 1
+
+    async def _sleep_unless_terminating(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.terminating and (left := end - time.monotonic()) > 0:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+
+    async def _probe_loop(self, c: Container, kind: str) -> None:
+        probe: JsonObj = c.spec[kind]
+        period = float(probe.get("periodSeconds", 10))
+        success_needed = int(probe.get("successThreshold", 1))
+        failures_allowed = int(probe.get("failureThreshold", 3))
+        started_for: float | None = None
+        ok_count = fail_count = 0
+        while not self.terminating:
+            if not c.running:
+                ok_count = fail_count = 0
+                started_for = None
+                await asyncio.sleep(0.05)
+                continue
+            if started_for != c.started_mono:
+                started_for = c.started_mono
+                await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
+                if not c.running or self.terminating:
+                    continue
+            ok, detail = await self._run_probe(probe)
+            if ok:
+                ok_count, fail_count = ok_count + 1, 0
+                if kind == "readinessProbe" and ok_count >= success_needed and not c.probe_ready:
+                    c.probe_ready = True
+                    self.dirty.set()
+            else:
+                ok_count, fail_count = 0, fail_count + 1
+                what = "Readiness" if kind == "readinessProbe" else "Liveness"
+                await self.event("Warning", "Unhealthy", f"{what} probe failed: {detail}")
+                if fail_count >= failures_allowed:
+                    if kind == "readinessProbe" and c.probe_ready:
+                        c.probe_ready = False
+                        self.dirty.set()
+                    elif kind == "livenessProbe" and c.proc is not None and c.running:
+                        await self.event(
+                            "Normal", "Killing", f"Container {c.name} failed liveness probe"
+                        )
+                        _signal_group(c.proc.pid, signal.SIGKILL)
+                        fail_count = 0
+            await asyncio.sleep(period)
+
+    async def _run_probe(self, probe: JsonObj) -> tuple[bool, str]:
+        timeout = float(probe.get("timeoutSeconds", 1))
+        if "exec" in probe:
+            argv = [str(x) for x in (probe["exec"].get("command") or [])]
+            proc = await asyncio.create_subprocess_exec(
+                *netns.exec_argv(self.netns, argv),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env={"PATH": DEFAULT_PATH},
+                start_new_session=True,
+            )
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            except TimeoutError:
+                _signal_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return False, f"command timed out after {timeout:g}s"
+            return proc.returncode == 0, out.decode(errors="replace").strip()[-300:]
+        if "tcpSocket" in probe:
+            host = probe["tcpSocket"].get("host") or "127.0.0.1"
+            port = int(probe["tcpSocket"]["port"])
+            try:
+                sock = await asyncio.to_thread(
+                    netns.connect_in_netns, self.netns, host, port, timeout=timeout
+                )
+            except OSError as err:
+                return False, f"dial tcp {host}:{port}: {err}"
+            sock.close()
+            return True, ""
+        return True, "probe type not emulated (exec and tcpSocket are): counted as success"
+
+    # -- termination -------------------------------------------------------------------------
+
+    def _grace(self) -> float:
+        if self.shutting_down:
+            return 0.0
+        meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        spec_grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        grace = float(meta_grace if meta_grace is not None else spec_grace)
+        return min(grace, 2.0) if self.gone else grace
+
+    async def _teardown(self) -> None:
+        for c in self.containers:
+            c.stop.set()
+        grace = self._grace()
+        running = [c for c in self.containers if c.proc is not None and c.running]
+        if running and grace > 0:
+            await self.event("Normal", "Killing", f"Stopping containers (grace period {grace:g}s)")
+            for c in running:
+                assert c.proc is not None
+                _signal_group(c.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(c.proc.wait() for c in running if c.proc)), grace
+                )
+        for c in self.containers:
+            if c.proc is not None and c.running:
+                _signal_group(c.proc.pid, signal.SIGKILL)
+        for c in self.containers:
+            if c.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    await c.proc.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Anything else still in the namespace (a probe, an orphan of a container) goes too.
+        for pid in processes_in_netns(self.netns):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        await self._release_network()
+        with contextlib.suppress(OSError):
+            (self.dir / "pod.json").unlink()
+
+    async def _confirm_deletion(self) -> None:
+        for attempt in range(5):
+            try:
+                await self.node.kube.delete(self.path, grace_period_seconds=0, uid=self.uid)
+                return
+            except (NotFoundError, ApiError) as err:
+                if isinstance(err, NotFoundError) or err.status == 409:
+                    return
+                log.warning("pod %s/%s: confirming deletion: %s", self.namespace, self.name, err)
+            except KubeError as err:
+                log.warning("pod %s/%s: confirming deletion: %s", self.namespace, self.name, err)
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    # -- status and events -------------------------------------------------------------------
+
+    def _phase(self) -> str:
+        if not self.sandbox_ready and not any(c.terminated for c in self.containers):
+            return "Pending"
+        if any(c.proc is None for c in self.containers):
+            return "Pending"
+        if self.containers and all(c.finished for c in self.containers):
+            ok = all((c.terminated or {}).get("exitCode") == 0 for c in self.containers)
+            return "Succeeded" if ok else "Failed"
+        return "Running"
+
+    def status(self) -> JsonObj:
+        ts = now_rfc3339()
+        ready = bool(self.containers) and all(c.ready for c in self.containers)
+
+        def cond(kind: str, value: bool, reason: str = "") -> JsonObj:
+            c: JsonObj = {"type": kind, "status": "True" if value else "False"}
+            c["lastTransitionTime"] = self._transitions.setdefault((kind, value), ts)
+            c["lastProbeTime"] = None
+            if reason and not value:
+                c["reason"] = reason
+            return c
+
+        status: JsonObj = {
+            "phase": self._phase(),
+            "hostIP": self.node.host_ip,
+            "hostIPs": [{"ip": self.node.host_ip}],
+            "startTime": self.start_time,
+            "qosClass": "BestEffort",
+            "conditions": [
+                cond("PodReadyToStartContainers", self.sandbox_ready),
+                cond("Initialized", True),
+                cond("ContainersReady", ready, "ContainersNotReady"),
+                cond("Ready", ready, "ContainersNotReady"),
+                cond("PodScheduled", True),
+            ],
+            "containerStatuses": [c.status(self.uid) for c in self.containers],
+        }
+        if self.pod_ip:
+            status["podIP"] = self.pod_ip
+            status["podIPs"] = [{"ip": self.pod_ip}]
+        return status
+
+    async def _status_loop(self) -> None:
+        last: JsonObj | None = None
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            status = self.status()
+            if status == last:
+                continue
+            try:
+                await self.node.kube.patch(self.path + "/status", {"status": status})
+                last = status
+            except NotFoundError:
+                return
+            except KubeError as err:
+                log.warning("pod %s/%s: status update failed: %s", self.namespace, self.name, err)
+                await asyncio.sleep(0.5)
+                self.dirty.set()
+            await asyncio.sleep(0.02)  # coalesce bursts of changes into one write
+
+    async def event(self, kind: str, reason: str, message: str) -> None:
+        """Post (or count again) a pod event, as the kubelet does."""
+        ts = now_rfc3339()
+        key = (reason, message)
+        base = f"/api/v1/namespaces/{self.namespace}/events"
+        try:
+            if key in self._event_counts:
+                name, count = self._event_counts[key]
+                await self.node.kube.patch(
+                    f"{base}/{name}", {"count": count + 1, "lastTimestamp": ts}
+                )
+                self._event_counts[key] = (name, count + 1)
+                return
+            name = f"{self.name}.{uuid.uuid4().hex[:16]}"
+            await self.node.kube.create(
+                base,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "involvedObject": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": self.name,
+                        "namespace": self.namespace,
+                        "uid": self.uid,
+                    },
+                    "reason": reason,
+                    "message": message,
+                    "type": kind,
+                    "count": 1,
+                    "firstTimestamp": ts,
+                    "lastTimestamp": ts,
+                    "source": {"component": "kubelet", "host": self.node.name},
+                    "reportingComponent": "kubelet",
+                    "reportingInstance": self.node.name,
+                },
+            )
+            self._event_counts[key] = (name, 1)
+        except KubeError as err:
+            log.warning(
+                "pod %s/%s: cannot post event %s: %s", self.namespace, self.name, reason, err
+            )
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` references to earlier variables."""
+    for key, val in env.items():
+        value = value.replace(f"$({key})", val)
+    return value
+
+
+def _json_dumps(doc: object) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+async def cleanup_record(record_path: Path, cni_path: list[str]) -> None:
+    """Undo a pod sandbox from its record after a crash: processes, CNI attachments, netns."""
+    record = read_json(record_path)
+    if not record:
+        with contextlib.suppress(OSError):
+            record_path.unlink()
+        return
+    pod_netns = str(record.get("netns", ""))
+    for pid in processes_in_netns(pod_netns) if pod_netns else []:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    ctx = PodContext(
+        namespace=str(record.get("namespace", "")),
+        name=str(record.get("name", "")),
+        uid=str(record.get("uid", "")),
+        netns=netns.netns_path(pod_netns),
+        container_id=str(record.get("containerId", "")),
+    )
+    invoker = CniInvoker(cni_path, record.get("nodeNetns") or None)
+    if invoker.node_netns and not os.path.exists(netns.netns_path(invoker.node_netns)):
+        invoker.node_netns = None
+    for doc in reversed(record.get("attachments") or []):
+        try:
+            await invoker.delete(Attachment.from_json(doc), ctx)
+        except CniError as err:
+            log.warning("cleanup of pod %s/%s: %s", ctx.namespace, ctx.name, err)
+    if pod_netns:
+        with contextlib.suppress(netns.NetnsError):
+            await netns.delete(pod_netns)
+    with contextlib.suppress(OSError):
+        record_path.unlink()

@@ -1,0 +1,409 @@
+"""The local node runtime: the kubelet (and scheduler) role for the emulated nodes.
+
+One process serves every emulated node of a local cluster (``python -m sfc_k8s.local.node``,
+started by ``sfc-k8s local up``). For each node it creates the node's network namespace (the
+"host" of that node: pods' host-side veths live there, and its agent runs there), registers a
+``Node`` object with a ``Ready`` condition and keeps its heartbeat, and opens an API endpoint
+inside the namespace (``127.0.0.1:<api port>`` forwarded to the API server) so that processes
+of the node reach the API server with the same kubeconfig as the host. It binds unscheduled pods
+to the node with the fewest pods, and runs a ``PodWorker`` for every pod bound to its nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sfc_k8s import __version__
+from sfc_k8s.local import netns
+from sfc_k8s.local.kube import (
+    ApiError,
+    AsyncKube,
+    ConflictError,
+    GoneError,
+    JsonObj,
+    KubeError,
+    NotFoundError,
+)
+from sfc_k8s.local.layout import Layout
+from sfc_k8s.local.node.pod import NodeContext, PodWorker, cleanup_record, now_rfc3339
+
+log = logging.getLogger("sfc_k8s.local.node")
+
+HEARTBEAT_SECONDS = 10.0
+NODE_LABEL = "node.sfc-k8s.io/local"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    index: int  # 1-based; picks the pod CIDR 10.244.<index>.0/24
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.244.{self.index}.1"
+
+
+class NodeRuntime:
+    """Runs the emulated nodes ``nodes`` of the cluster laid out in ``layout``."""
+
+    def __init__(
+        self,
+        kube: AsyncKube,
+        layout: Layout,
+        nodes: list[NodeSpec],
+        cni_path: list[str],
+        *,
+        pod_network: bool = True,
+        api_proxy: bool = True,
+    ) -> None:
+        self.kube = kube
+        self.layout = layout
+        self.nodes = {n.name: n for n in nodes}
+        self.cni_path = cni_path
+        self.pod_network = pod_network
+        self.api_proxy = api_proxy
+        self.contexts: dict[str, NodeContext] = {}
+        self.workers: dict[str, PodWorker] = {}
+        self.assigned: dict[str, str] = {}  # pod uid -> node, for the scheduler
+        self.binding: set[str] = set()
+        self._servers: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Clean up after a previous crash, create the nodes, and start watching pods."""
+        await self._cleanup_stale_pods()
+        for spec in self.nodes.values():
+            ns = self.layout.node_netns(spec.name)
+            await netns.create(ns)
+            self.contexts[spec.name] = NodeContext(
+                kube=self.kube,
+                layout=self.layout,
+                name=spec.name,
+                netns=ns,
+                pod_cidr=spec.pod_cidr,
+                host_ip=spec.host_ip,
+                cni_path=self.cni_path,
+                pod_network=self.pod_network,
+            )
+            if self.api_proxy:
+                await self._start_api_proxy(ns)
+            await self._register(spec)
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self._tasks.append(asyncio.create_task(self._watch_pods()))
+
+    async def stop(self) -> None:
+        """Stop every pod here (no grace: the cluster is going away) and the background work."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(w.shutdown() for w in list(self.workers.values())))
+        for server in self._servers:
+            server.close()
+        for spec in self.nodes.values():
+            with contextlib.suppress(KubeError):
+                await self._set_node_ready(spec, ready=False)
+
+    async def _cleanup_stale_pods(self) -> None:
+        if not self.layout.pods_dir.is_dir():
+            return
+        records = sorted(self.layout.pods_dir.glob("*/pod.json"))
+        await asyncio.gather(*(cleanup_record(r, self.cni_path) for r in records))
+
+    # -- the API endpoint inside each node namespace -----------------------------------------
+
+    async def _start_api_proxy(self, ns: str) -> None:
+        url = urllib.parse.urlsplit(self.kube.conn.server)
+        host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+        if host not in ("127.0.0.1", "localhost"):
+            return
+        sock = await asyncio.to_thread(netns.listen_in_netns, ns, "127.0.0.1", port)
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+        self._servers.append(await asyncio.start_server(forward, sock=sock))
+
+    # -- Node objects ------------------------------------------------------------------------
+
+    def _node_status(self, spec: NodeSpec, *, ready: bool) -> JsonObj:
+        ts = now_rfc3339()
+        cpus = str(os.cpu_count() or 1)
+        capacity = {"cpu": cpus, "memory": _memory(), "pods": "110", "ephemeral-storage": "10Gi"}
+        return {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "Unknown",
+                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                    "message": "sfc-k8s local node runtime is posting ready status"
+                    if ready
+                    else "the local node runtime stopped",
+                    "lastHeartbeatTime": ts,
+                    "lastTransitionTime": ts,
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": spec.host_ip},
+                {"type": "Hostname", "address": spec.name},
+            ],
+            "capacity": capacity,
+            "allocatable": capacity,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                    platform.machine(), platform.machine()
+                ),
+                "operatingSystem": "linux",
+                "osImage": "sfc-k8s local node (network namespace)",
+                "kernelVersion": platform.release(),
+                "kubeletVersion": f"v1.32.0-sfc-k8s-{__version__}",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "sfc-local://processes",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
+
+    async def _register(self, spec: NodeSpec) -> None:
+        body: JsonObj = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": spec.name,
+                "labels": {
+                    "kubernetes.io/hostname": spec.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    NODE_LABEL: "true",
+                },
+                "annotations": {"sfc-k8s.io/netns": self.layout.node_netns(spec.name)},
+            },
+            "spec": {"podCIDR": spec.pod_cidr, "podCIDRs": [spec.pod_cidr]},
+        }
+        try:
+            await self.kube.create("/api/v1/nodes", body)
+        except ConflictError:
+            await self.kube.patch(f"/api/v1/nodes/{spec.name}", {"metadata": body["metadata"]})
+        await self._set_node_ready(spec, ready=True)
+
+    async def _set_node_ready(self, spec: NodeSpec, *, ready: bool) -> None:
+        status = self._node_status(spec, ready=ready)
+        await self.kube.patch(f"/api/v1/nodes/{spec.name}/status", {"status": status})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            for spec in self.nodes.values():
+                try:
+                    await self._set_node_ready(spec, ready=True)
+                except NotFoundError:
+                    with contextlib.suppress(KubeError):
+                        await self._register(spec)
+                except KubeError as err:
+                    log.warning("node %s: heartbeat failed: %s", spec.name, err)
+
+    # -- pods --------------------------------------------------------------------------------
+
+    async def _watch_pods(self) -> None:
+        while True:
+            try:
+                listing = await self.kube.get("/api/v1/pods")
+                rv = str(listing.get("metadata", {}).get("resourceVersion", ""))
+                seen = set()
+                for pod in listing.get("items") or []:
+                    seen.add(pod["metadata"]["uid"])
+                    self._handle(pod)
+                for uid in list(self.workers):
+                    if uid not in seen:
+                        self._forget(uid)
+                self.ready.set()
+                while True:
+                    async for kind, obj in self.kube.watch("/api/v1/pods", resource_version=rv):
+                        rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
+                        if kind == "BOOKMARK":
+                            continue
+                        if kind == "DELETED":
+                            self._forget(obj["metadata"]["uid"])
+                        else:
+                            self._handle(obj)
+            except GoneError:
+                continue
+            except KubeError as err:
+                log.warning("pod watch interrupted (%s); listing again", err)
+                await asyncio.sleep(1.0)
+
+    def _forget(self, uid: str) -> None:
+        self.assigned.pop(uid, None)
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.mark_gone()
+
+    def _handle(self, pod: JsonObj) -> None:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        uid, node = meta["uid"], spec.get("nodeName") or ""
+        phase = (pod.get("status") or {}).get("phase")
+        if node:
+            if phase not in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
+                self.assigned[uid] = node
+            else:
+                self.assigned.pop(uid, None)
+        if not node:
+            if meta.get("deletionTimestamp"):
+                # No kubelet owns it: nothing runs, the deletion can complete at once.
+                self._spawn(self._confirm(pod))
+            elif uid not in self.binding:
+                self._spawn(self._schedule(pod))
+            return
+        if node not in self.contexts:
+            return
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.update(pod)
+            return
+        if meta.get("deletionTimestamp"):
+            # Nothing of it runs here (a runtime restart cleaned it up): confirm at once.
+            self._spawn(self._confirm(pod))
+            return
+        worker = PodWorker(self.contexts[node], pod)
+        self.workers[uid] = worker
+        worker.task.add_done_callback(self._worker_done(uid))
+
+    def _worker_done(self, uid: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self.workers.pop(uid, None)
+
+        return done
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.append(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if t in self._tasks:
+                self._tasks.remove(t)
+
+        task.add_done_callback(done)
+
+    async def _confirm(self, pod: JsonObj) -> None:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        with contextlib.suppress(KubeError):
+            await self.kube.delete(path, grace_period_seconds=0, uid=meta["uid"])
+
+    def _pick_node(self, pod: JsonObj) -> str | None:
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        wanted = selector.get("kubernetes.io/hostname")
+        candidates = [n for n in self.nodes if wanted in (None, n)]
+        if not candidates:
+            return None
+        load = {n: 0 for n in candidates}
+        for node in self.assigned.values():
+            if node in load:
+                load[node] += 1
+        return min(candidates, key=lambda n: (load[n], self.nodes[n].index))
+
+    async def _schedule(self, pod: JsonObj) -> None:
+        meta = pod["metadata"]
+        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
+        node = self._pick_node(pod)
+        if node is None:
+            return
+        self.binding.add(uid)
+        self.assigned[uid] = node
+        path = f"/api/v1/namespaces/{ns}/pods/{name}"
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        try:
+            try:
+                await self.kube.create(path + "/binding", binding)
+            except ApiError as err:
+                if err.status not in (404, 405):
+                    raise
+                await self.kube.patch(path, {"spec": {"nodeName": node}})
+            await self._scheduled_event(pod, node)
+        except KubeError as err:
+            log.warning("cannot bind pod %s/%s to %s: %s", ns, name, node, err)
+            self.assigned.pop(uid, None)
+        finally:
+            self.binding.discard(uid)
+
+    async def _scheduled_event(self, pod: JsonObj, node: str) -> None:
+        meta = pod["metadata"]
+        ts = now_rfc3339()
+        with contextlib.suppress(KubeError):
+            await self.kube.create(
+                f"/api/v1/namespaces/{meta['namespace']}/events",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {
+                        "name": f"{meta['name']}.{os.urandom(8).hex()}",
+                        "namespace": meta["namespace"],
+                    },
+                    "involvedObject": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": meta["name"],
+                        "namespace": meta["namespace"],
+                        "uid": meta["uid"],
+                    },
+                    "reason": "Scheduled",
+                    "message": (
+                        f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}"
+                    ),
+                    "type": "Normal",
+                    "count": 1,
+                    "firstTimestamp": ts,
+                    "lastTimestamp": ts,
+                    "source": {"component": "default-scheduler"},
+                    "reportingComponent": "default-scheduler",
+                },
+            )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            writer.close()
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        return "1Gi"
+    return f"{kib}Ki"
