@@ -201,13 +201,20 @@ def plan(
 
 
 def stale_links(
-    pinned: Iterable[str], wanted: Collection[str], *, namespace: str | None = None
+    pinned: Iterable[str], wanted: Collection[str], *, namespaces: Collection[str] | None = None
 ) -> list[str]:
-    """Pinned links shaped like agent links (in ``namespace``, if the agent is namespaced) that
+    """Pinned links shaped like agent links (of ``namespaces``, if the agent is namespaced) that
     no CrossConnection in ``wanted`` explains: left behind by objects deleted while the agent
     was down."""
     return sorted(
-        name for name in pinned if name not in wanted and is_agent_link(name, namespace=namespace)
+        name
+        for name in pinned
+        if name not in wanted
+        and (
+            is_agent_link(name)
+            if namespaces is None
+            else any(is_agent_link(name, namespace=ns) for ns in namespaces)
+        )
     )
 
 

@@ -219,7 +219,12 @@ def test_existing_empty_link_is_filled_without_recreating_it() -> None:
 def test_stale_links_are_agent_links_no_object_explains() -> None:
     pinned = ["default_web-a-b", "default_web-b-c", "handmade", "other_x"]
     assert stale_links(pinned, {"default_web-a-b"}) == ["default_web-b-c", "other_x"]
-    assert stale_links(pinned, {"default_web-a-b"}, namespace="default") == ["default_web-b-c"]
+    assert stale_links(pinned, {"default_web-a-b"}, namespaces=["default"]) == ["default_web-b-c"]
+    assert stale_links(pinned, set(), namespaces=["default", "other"]) == [
+        "default_web-a-b",
+        "default_web-b-c",
+        "other_x",
+    ]
     assert stale_links(pinned, set(pinned)) == []
 
 
