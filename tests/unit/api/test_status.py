@@ -1,0 +1,205 @@
+"""Chain status: per-function and per-link figures, Ready/Degraded conditions, transitions.
+
+Covers: figures per function (terminating pods not counted as replicas) and per link (active and
+draining per side); Ready=False FunctionsNotReady naming the functions; NotProgrammed until the
+agents report; Ready=True once programmed (or when programming is not checked); Degraded for
+selector overlaps, name conflicts and agent failures; invalid specs keep the last figures and
+list what to fix; lastTransitionTime kept while the status is unchanged; condition_changes for
+events; observedGeneration; a stable condition order.
+"""
+
+from __future__ import annotations
+
+from sfc_k8s.api import (
+    ChainInvalid,
+    ConditionType,
+    LinkProgramming,
+    compute_chain_status,
+    condition,
+    condition_changes,
+    get_condition,
+    invalid_chain_status,
+    parse_chain,
+    set_condition,
+)
+from sfc_k8s.api.models import ConditionStatus, Reason
+from sfc_k8s.api.types import ChainStatusBody
+from tests.unit.api.chains import pod, web_chain
+
+CHAIN = parse_chain(web_chain())
+ALL_READY = [pod("cl-1", "client"), pod("fw-1", "firewall"), pod("sv-1", "server")]
+PROGRAMMED = {link.name: LinkProgramming() for link in CHAIN.links}
+
+
+def cond(status: ChainStatusBody, type_: ConditionType) -> tuple[str, str, str]:
+    c = get_condition(status.get("conditions", []), type_)
+    assert c is not None
+    return c["status"], c["reason"], c["message"]
+
+
+def test_figures_per_function_and_link() -> None:
+    pods = [
+        *ALL_READY,
+        pod("fw-2", "firewall", ready=False),
+        pod("fw-3", "firewall", terminating=True),
+    ]
+    status = compute_chain_status(CHAIN, pods, programming=PROGRAMMED, now="T0")
+    assert status["observedGeneration"] == 3
+    assert status["functions"]["firewall"] == {"replicas": 2, "readyReplicas": 1}
+    assert status["functions"]["client"] == {"replicas": 1, "readyReplicas": 1}
+    assert status["links"]["client-firewall"] == {
+        "endpointsA": 1,
+        "endpointsB": 1,
+        "drainingA": 0,
+        "drainingB": 1,
+        "crossConnection": "web-client-firewall",
+    }
+    assert status["readyFunctions"] == "3/3"
+    assert status["readyLinks"] == "2/2"
+
+
+def test_ready_when_all_functions_ready_and_programmed() -> None:
+    status = compute_chain_status(CHAIN, ALL_READY, programming=PROGRAMMED, now="T0")
+    assert cond(status, ConditionType.READY) == (
+        "True",
+        "ChainReady",
+        "3 functions have Ready replicas and 2 links are programmed",
+    )
+    assert cond(status, ConditionType.DEGRADED)[:2] == ("False", "AsExpected")
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Degraded"]
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+    assert all(c["lastTransitionTime"] == "T0" for c in status["conditions"])
+
+
+def test_not_ready_names_functions_without_ready_replica() -> None:
+    pods = [pod("cl-1", "client"), pod("sv-1", "server", ready=False)]
+    status = compute_chain_status(CHAIN, pods, programming=PROGRAMMED, now="T0")
+    assert cond(status, ConditionType.READY) == (
+        "False",
+        "FunctionsNotReady",
+        "waiting for a Ready replica of: firewall, server",
+    )
+    assert status["readyFunctions"] == "1/3"
+    assert status["readyLinks"] == "0/2"
+
+
+def test_not_programmed_until_agents_report() -> None:
+    status = compute_chain_status(CHAIN, ALL_READY, programming={}, now="T0")
+    assert cond(status, ConditionType.READY) == (
+        "False",
+        "NotProgrammed",
+        "waiting for node agents to program: client-firewall on node-1, firewall-server on node-1",
+    )
+    partial = {"client-firewall": LinkProgramming(), "firewall-server": LinkProgramming(("n2",))}
+    status = compute_chain_status(CHAIN, ALL_READY, programming=partial, now="T0")
+    assert cond(status, ConditionType.READY)[2] == (
+        "waiting for node agents to program: firewall-server on n2"
+    )
+    assert status["readyLinks"] == "1/2"
+    unchecked = compute_chain_status(CHAIN, ALL_READY, programming=None, now="T0")
+    assert cond(unchecked, ConditionType.READY)[0] == "True"
+
+
+def test_agent_failure_degrades_the_chain() -> None:
+    failing = {**PROGRAMMED, "firewall-server": LinkProgramming(failed=(("n1", "boom"),))}
+    status = compute_chain_status(CHAIN, ALL_READY, programming=failing, now="T0")
+    assert cond(status, ConditionType.DEGRADED) == (
+        "True",
+        "ProgrammingFailed",
+        "node agents failed to program: firewall-server on n1: boom",
+    )
+    assert cond(status, ConditionType.READY)[:2] == ("False", "ProgrammingFailed")
+
+
+def test_selector_overlap_degrades_and_names_the_pods() -> None:
+    body = web_chain()
+    body["spec"]["functions"][2]["selector"] = {"matchLabels": {"tier": "back"}}
+    chain = parse_chain(body)
+    pods = [*ALL_READY, pod("fw-9", "firewall", tier="back")]
+    status = compute_chain_status(chain, pods, programming=None, now="T0")
+    state, reason, message = cond(status, ConditionType.DEGRADED)
+    assert (state, reason) == ("True", "SelectorOverlap")
+    assert "fw-9 (firewall and server)" in message
+    assert "make the selectors disjoint" in message
+    assert cond(status, ConditionType.READY)[:2] == ("False", "SelectorOverlap")
+    assert status["functions"]["firewall"]["replicas"] == 1  # fw-9 not counted
+
+
+def test_name_conflicts_are_reported() -> None:
+    status = compute_chain_status(
+        CHAIN, ALL_READY, programming=PROGRAMMED, conflicts=["xc 'a' is owned by 'b'"], now="T0"
+    )
+    assert cond(status, ConditionType.DEGRADED) == (
+        "True",
+        "NameConflict",
+        "xc 'a' is owned by 'b'",
+    )
+
+
+def test_long_lists_are_shortened() -> None:
+    body = web_chain()
+    for i in range(7):
+        body["spec"]["functions"].append(
+            {"name": f"f{i}", "selector": {"matchLabels": {"app": f"f{i}"}}, "interfaces": ["e"]}
+        )
+    status = compute_chain_status(parse_chain(body), [], programming=None, now="T0")
+    assert cond(status, ConditionType.READY)[2].endswith("and 5 more")
+
+
+def test_last_transition_time_kept_while_status_unchanged() -> None:
+    first = compute_chain_status(CHAIN, [], programming=PROGRAMMED, now="T0")
+    # still not ready, for another reason: status unchanged -> time kept, reason updated
+    second = compute_chain_status(CHAIN, ALL_READY, programming={}, previous=first, now="T1")
+    ready = get_condition(second["conditions"], ConditionType.READY)
+    assert ready is not None
+    assert (ready["reason"], ready["lastTransitionTime"]) == ("NotProgrammed", "T0")
+    third = compute_chain_status(
+        CHAIN, ALL_READY, programming=PROGRAMMED, previous=second, now="T2"
+    )
+    ready = get_condition(third["conditions"], ConditionType.READY)
+    assert ready is not None
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", "T2")
+    degraded = get_condition(third["conditions"], ConditionType.DEGRADED)
+    assert degraded is not None
+    assert degraded["lastTransitionTime"] == "T0"
+    # a recomputation with the same inputs is equal: no write needed
+    again = compute_chain_status(CHAIN, ALL_READY, programming=PROGRAMMED, previous=third, now="T3")
+    assert again == third
+
+
+def test_condition_changes_report_status_or_reason_transitions() -> None:
+    first = compute_chain_status(CHAIN, [], programming=PROGRAMMED, now="T0")
+    assert [c["type"] for c in condition_changes([], first["conditions"])] == ["Ready", "Degraded"]
+    second = compute_chain_status(CHAIN, ALL_READY, programming={}, previous=first, now="T1")
+    changed = condition_changes(first["conditions"], second["conditions"])
+    assert [(c["type"], c["reason"]) for c in changed] == [("Ready", "NotProgrammed")]
+    assert condition_changes(second["conditions"], second["conditions"]) == []
+
+
+def test_invalid_spec_status_says_what_to_fix_and_keeps_figures() -> None:
+    valid = compute_chain_status(CHAIN, ALL_READY, programming=PROGRAMMED, now="T0")
+    error = ChainInvalid("web", ["spec.links[0].a.function: no function named 'x'"])
+    status = invalid_chain_status(error, generation=4, previous=valid, now="T1")
+    assert status["observedGeneration"] == 4
+    assert status["functions"] == valid["functions"]
+    message = "spec is invalid, fix: spec.links[0].a.function: no function named 'x'"
+    assert cond(status, ConditionType.READY) == ("False", "InvalidSpec", message)
+    assert cond(status, ConditionType.DEGRADED) == ("True", "InvalidSpec", message)
+    assert all(c["lastTransitionTime"] == "T1" for c in status["conditions"])
+    fresh = invalid_chain_status(error, generation=1)
+    assert "functions" not in fresh
+    assert len(fresh["conditions"]) == 2
+
+
+def test_set_condition_orders_and_replaces() -> None:
+    custom = {"type": "Custom", "status": "True", "lastTransitionTime": "T0"}
+    deg = condition(
+        ConditionType.DEGRADED, ConditionStatus.FALSE, Reason.AS_EXPECTED, "", observed_generation=1
+    )
+    ready = condition(
+        ConditionType.READY, ConditionStatus.FALSE, Reason.INVALID_SPEC, "x", observed_generation=1
+    )
+    conditions = set_condition([custom], deg, now="T1")
+    conditions = set_condition(conditions, ready, now="T2")
+    assert [c["type"] for c in conditions] == ["Ready", "Degraded", "Custom"]
+    assert set_condition(conditions, ready, now="T3") == conditions
