@@ -4,8 +4,8 @@ The data-plane traffic tests (and ``bench/dataplane.py``) run it with
 ``ip netns exec NS .venv/bin/python traffic.py MODE ...``; it imports nothing but the standard
 library so that it starts fast in any namespace. Clients print one JSON object on stdout when
 done; long-running clients first print ``READY`` once every flow has completed one exchange and
-then keep going until a line ``stop`` arrives on stdin (or ``--duration`` passes), so the test can
-scale the chain while the flows are live.
+then keep going until a line ``stop`` arrives on stdin or ``--duration`` passes (an empty stdin
+means "run for --duration"), so the test can scale the chain while the flows are live.
 
 Modes:
   tcp-echo PORT       echo every byte back, on any number of connections
@@ -22,6 +22,7 @@ Servers print a JSON summary when they get SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import selectors
@@ -48,6 +49,21 @@ def tcp_retrans() -> int:
     return int(values[header.index("RetransSegs")])
 
 
+TCPI_TOTAL_RETRANS = 100  # offset of tcpi_total_retrans (u32) in struct tcp_info
+
+
+def socket_retrans(sock: socket.socket) -> int:
+    """Segments this connection retransmitted so far (TCP_INFO)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, TCPI_TOTAL_RETRANS)[0])
+
+
+def _watch_stdin(sel: selectors.BaseSelector, data: object) -> None:
+    """Watch stdin for ``stop`` when it is a pipe (epoll refuses /dev/null and files)."""
+    with contextlib.suppress(PermissionError, ValueError):
+        sel.register(sys.stdin, selectors.EVENT_READ, data)
+
+
 def emit(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
@@ -72,6 +88,8 @@ def tcp_echo(port: int, family: socket.AddressFamily) -> None:
     sel.register(listener, selectors.EVENT_READ)
     connections = echoed = 0
     retrans0 = tcp_retrans()
+    retrans_by_port: dict[int, int] = {}
+    peer_port: dict[socket.socket, int] = {}
     emit({"listening": port})
     try:
         while True:
@@ -79,7 +97,8 @@ def tcp_echo(port: int, family: socket.AddressFamily) -> None:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if sock is listener:
-                    conn, _peer = listener.accept()
+                    conn, peer = listener.accept()
+                    peer_port[conn] = peer[1]
                     conn.setblocking(False)
                     sel.register(conn, selectors.EVENT_READ)
                     connections += 1
@@ -89,6 +108,7 @@ def tcp_echo(port: int, family: socket.AddressFamily) -> None:
                 except OSError:
                     data = b""
                 if not data:
+                    retrans_by_port[peer_port.pop(sock)] = socket_retrans(sock)
                     sel.unregister(sock)
                     sock.close()
                     continue
@@ -98,7 +118,16 @@ def tcp_echo(port: int, family: socket.AddressFamily) -> None:
                 echoed += len(data)
     except StopServing:
         pass
-    emit({"connections": connections, "bytes": echoed, "retrans": tcp_retrans() - retrans0})
+    for sock, peer in peer_port.items():
+        retrans_by_port[peer] = socket_retrans(sock)
+    emit(
+        {
+            "connections": connections,
+            "bytes": echoed,
+            "retrans": tcp_retrans() - retrans0,
+            "retrans_by_port": retrans_by_port,
+        }
+    )
 
 
 def udp_echo(port: int, family: socket.AddressFamily, tag: bytes) -> None:
@@ -158,8 +187,7 @@ def tcp_flows(args: argparse.Namespace) -> None:
     sel = selectors.DefaultSelector()
     for flow in flows:
         sel.register(flow.sock, selectors.EVENT_READ, flow)
-    if not sys.stdin.closed:
-        sel.register(sys.stdin, selectors.EVENT_READ, None)
+    _watch_stdin(sel, None)
     interval = args.interval / 1000
     start = time.monotonic()
     deadline = start + args.duration
@@ -189,8 +217,9 @@ def tcp_flows(args: argparse.Namespace) -> None:
         for key, _ in sel.select(timeout):
             if key.data is None:
                 line = sys.stdin.readline()
-                if not line or line.strip() == "stop":
+                if not line:  # no controller: run for --duration
                     sel.unregister(sys.stdin)
+                elif line.strip() == "stop":
                     stopping, stop_at = True, time.monotonic()
                 continue
             flow = key.data
@@ -220,9 +249,11 @@ def tcp_flows(args: argparse.Namespace) -> None:
             ready = True
             sys.stdout.write("READY\n")
             sys.stdout.flush()
+    retrans = {}
     for flow in flows:
         if not flow.error and flow.expected:
             flow.error = "no echo before the end"
+        retrans[flow.index] = socket_retrans(flow.sock)
         flow.sock.close()
     emit(
         {
@@ -233,6 +264,7 @@ def tcp_flows(args: argparse.Namespace) -> None:
                     "sport": f.sport,
                     "exchanges": f.exchanges,
                     "max_gap": round(f.max_gap, 4),
+                    "retrans": retrans[f.index],
                     "error": f.error,
                 }
                 for f in flows
@@ -335,7 +367,7 @@ def udp_stream(args: argparse.Namespace) -> None:
     sel = selectors.DefaultSelector()
     for sock in socks:
         sel.register(sock, selectors.EVENT_READ, None)
-    sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+    _watch_stdin(sel, "stdin")
     period = 1.0 / args.rate
     start = time.monotonic()
     deadline = start + args.duration
@@ -353,8 +385,9 @@ def udp_stream(args: argparse.Namespace) -> None:
             for key, _ in events:
                 if key.data == "stdin":
                     line = sys.stdin.readline()
-                    if not line or line.strip() == "stop":
+                    if not line:  # no controller: run for --duration
                         sel.unregister(sys.stdin)
+                    elif line.strip() == "stop":
                         deadline = 0.0
                     continue
                 sock = key.fileobj
