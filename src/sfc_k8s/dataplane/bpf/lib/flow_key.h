@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Flow key: what makes two packets "the same flow" for the cross-connection.
+ *
+ * The key is direction-normalised (the lower (address, port) end first, as 32-bit words in
+ * host order) so a flow and its replies share one session entry. What goes in it:
+ *   TCP/UDP/UDP-Lite/SCTP, not fragmented: addresses, protocol and ports;
+ *   other IP, and every fragment of a fragmented packet: addresses and protocol;
+ *   ARP (Ethernet/IPv4) and ICMPv6 neighbour discovery: the IP pair;
+ *   anything else: the MAC pair.
+ * The first VLAN id of the frame (offloaded or in the data) is part of every key.
+ * Mirrored by sfc_k8s.dataplane.structs.FlowKey and built in Python by sfc_k8s.dataplane.flow.
+ */
+#pragma once
+
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/icmpv6.h>
+#include "common.h"
+#include "drop_reasons.h"
+
+/* IPv4 fragment bits of frag_off (host order), as in the kernel's net/ip.h. */
+#define SFC_IP_MF 0x2000
+#define SFC_IP_OFFSET 0x1fff
+
+enum sfc_flow_kind {
+	SFC_FLOW_L4_V4 = 1,	/* IPv4 addresses, protocol, ports */
+	SFC_FLOW_L4_V6 = 2,	/* IPv6 addresses, protocol, ports */
+	SFC_FLOW_L3_V4 = 3,	/* IPv4 addresses and protocol */
+	SFC_FLOW_L3_V6 = 4,	/* IPv6 addresses and protocol */
+	SFC_FLOW_ARP = 5,	/* ARP sender and target IPv4 addresses */
+	SFC_FLOW_ND = 6,	/* ICMPv6 neighbour discovery IPv6 pair */
+	SFC_FLOW_L2 = 7,	/* source and destination MAC */
+};
+
+struct sfc_flow_key {
+	__u32 link_id;		/* link the packet entered: flows of two links never meet */
+	__u8 kind;		/* enum sfc_flow_kind */
+	__u8 proto;		/* IP protocol (L4/L3 kinds), 0 otherwise */
+	__u16 vlan;		/* first 802.1Q VLAN id (host order), 0 when untagged */
+	__be16 port_lo;		/* port of the lower end (L4 kinds), else 0 */
+	__be16 port_hi;		/* port of the higher end (L4 kinds), else 0 */
+	__be32 addr_lo[4];	/* lower address: IPv4 in word 0, IPv6, or MAC in bytes 0-5 */
+	__be32 addr_hi[4];	/* higher address, same layout */
+};
+
+/* An 802.1Q/802.1ad tag as it sits after the MAC addresses. */
+struct sfc_vlan_tag {
+	__be16 tci;		/* priority, DEI, VLAN id */
+	__be16 encap_proto;	/* ethertype of what follows */
+};
+
+/* ARP for Ethernet/IPv4, the only kind keyed on its IP pair. */
+struct sfc_arp_eth_ipv4 {
+	__be16 htype;		/* 1: Ethernet */
+	__be16 ptype;		/* 0x0800: IPv4 */
+	__u8 hlen;		/* 6 */
+	__u8 plen;		/* 4 */
+	__be16 oper;		/* request/reply */
+	__u8 sha[ETH_ALEN];	/* sender MAC */
+	__u8 spa[4];		/* sender IPv4 */
+	__u8 tha[ETH_ALEN];	/* target MAC */
+	__u8 tpa[4];		/* target IPv4 */
+};
+
+/* Generic IPv6 extension header start (hop-by-hop, routing, destination options, AH). */
+struct sfc_ipv6_ext {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+/* IPv6 fragment header. */
+struct sfc_ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;	/* offset << 3 | M flag */
+	__be32 identification;
+};
+
+static __always_inline int sfc_flow_is_l4(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
+	       proto == IPPROTO_SCTP;
+}
+
+/* -1, 0, 1 as @a sorts before, with or after @b (host-order words, a total order). */
+static __always_inline int sfc_flow_addr_cmp(const __be32 *a, const __be32 *b)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if (a[i] != b[i])
+			return (__u32)a[i] < (__u32)b[i] ? -1 : 1;
+	}
+	return 0;
+}
+
+/* Fill both ends of @key, lower end first. */
+static __always_inline void sfc_flow_set_ends(struct sfc_flow_key *key, const __be32 *src,
+					      const __be32 *dst, __be16 sport, __be16 dport)
+{
+	int cmp = sfc_flow_addr_cmp(src, dst);
+	int swap = cmp > 0 || (cmp == 0 && (__u16)sport > (__u16)dport);
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		key->addr_lo[i] = swap ? dst[i] : src[i];
+		key->addr_hi[i] = swap ? src[i] : dst[i];
+	}
+	key->port_lo = swap ? dport : sport;
+	key->port_hi = swap ? sport : dport;
+}
+
+/* Ports of a TCP/UDP/SCTP header at @off (the first four bytes in all of them). */
+static __always_inline int sfc_flow_ports(struct __sk_buff *skb, __u32 off, __be16 *ports)
+{
+	if (bpf_skb_load_bytes(skb, off, ports, 2 * sizeof(__be16)) < 0)
+		return -SFC_DROP_MALFORMED;
+	return 0;
+}
+
+static __always_inline int sfc_flow_ipv4(struct __sk_buff *skb, __u32 off,
+					 struct sfc_flow_key *key)
+{
+	__be32 src[4] = {}, dst[4] = {};
+	__be16 ports[2] = {};
+	struct iphdr ip;
+	__u32 hlen;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return -SFC_DROP_MALFORMED;
+	hlen = ip.ihl * 4;
+	if (ip.version != 4 || hlen < sizeof(ip) || bpf_ntohs(ip.tot_len) < hlen ||
+	    off + hlen > skb->len)
+		return -SFC_DROP_MALFORMED;
+	src[0] = ip.saddr;
+	dst[0] = ip.daddr;
+	key->proto = ip.protocol;
+	/* Only a whole packet has ports; all fragments share the (addresses, protocol) key. */
+	if (!(ip.frag_off & bpf_htons(SFC_IP_MF | SFC_IP_OFFSET)) && sfc_flow_is_l4(ip.protocol)) {
+		if (sfc_flow_ports(skb, off + hlen, ports) < 0)
+			return -SFC_DROP_MALFORMED;
+		key->kind = SFC_FLOW_L4_V4;
+	} else {
+		key->kind = SFC_FLOW_L3_V4;
+	}
+	sfc_flow_set_ends(key, src, dst, ports[0], ports[1]);
+	return 0;
+}
+
+/* ICMPv6 neighbour discovery: the pair of IPv6 addresses the exchange is about. A neighbour
+ * solicitation goes to a multicast group, so it is keyed (source, target); the advertisement
+ * answering it comes from the target to the source, which normalises to the same pair.
+ */
+static __always_inline int sfc_flow_nd(struct __sk_buff *skb, __u32 off, __u8 type,
+				       struct ipv6hdr *ip6, struct sfc_flow_key *key)
+{
+	__be32 target[4];
+	__be16 none = 0;
+
+	key->kind = SFC_FLOW_ND;
+	key->proto = 0;
+	if (type == 135 /* neighbour solicitation */) {
+		if (bpf_skb_load_bytes(skb, off + 8, target, sizeof(target)) < 0)
+			return -SFC_DROP_MALFORMED;
+		sfc_flow_set_ends(key, ip6->saddr.in6_u.u6_addr32, target, none, none);
+	} else {
+		sfc_flow_set_ends(key, ip6->saddr.in6_u.u6_addr32, ip6->daddr.in6_u.u6_addr32,
+				  none, none);
+	}
+	return 0;
+}
+
+static __always_inline int sfc_flow_ipv6(struct __sk_buff *skb, __u32 off,
+					 struct sfc_flow_key *key)
+{
+	__be16 ports[2] = {};
+	struct ipv6hdr ip6;
+	int fragment = 0;
+	__u8 nexthdr;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		return -SFC_DROP_MALFORMED;
+	if (ip6.version != 6)
+		return -SFC_DROP_MALFORMED;
+	nexthdr = ip6.nexthdr;
+	off += sizeof(ip6);
+
+#pragma unroll
+	for (int i = 0; i < SFC_MAX_IPV6_EXT; i++) {
+		struct sfc_ipv6_frag frag;
+		struct sfc_ipv6_ext ext;
+
+		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+		    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_AH) {
+			if (bpf_skb_load_bytes(skb, off, &ext, sizeof(ext)) < 0)
+				return -SFC_DROP_MALFORMED;
+			/* AH counts its length in 4-byte units minus 2, the others in 8-byte minus 1. */
+			off += nexthdr == IPPROTO_AH ? (ext.hdrlen + 2) * 4 : (ext.hdrlen + 1) * 8;
+			nexthdr = ext.nexthdr;
+		} else if (nexthdr == IPPROTO_FRAGMENT) {
+			if (bpf_skb_load_bytes(skb, off, &frag, sizeof(frag)) < 0)
+				return -SFC_DROP_MALFORMED;
+			if (frag.frag_off & bpf_htons(0xfff9))
+				fragment = 1;
+			off += sizeof(frag);
+			nexthdr = frag.nexthdr;
+		} else {
+			break;
+		}
+	}
+	key->proto = nexthdr;
+
+	if (nexthdr == IPPROTO_ICMPV6 && !fragment) {
+		__u8 type;
+
+		if (bpf_skb_load_bytes(skb, off, &type, sizeof(type)) < 0)
+			return -SFC_DROP_MALFORMED;
+		if (type >= 133 && type <= 137)
+			return sfc_flow_nd(skb, off, type, &ip6, key);
+	}
+	if (!fragment && sfc_flow_is_l4(nexthdr)) {
+		if (sfc_flow_ports(skb, off, ports) < 0)
+			return -SFC_DROP_MALFORMED;
+		key->kind = SFC_FLOW_L4_V6;
+	} else {
+		/* Includes too many extension headers to walk: keyed on the last one seen. */
+		key->kind = SFC_FLOW_L3_V6;
+	}
+	sfc_flow_set_ends(key, ip6.saddr.in6_u.u6_addr32, ip6.daddr.in6_u.u6_addr32, ports[0],
+			  ports[1]);
+	return 0;
+}
+
+static __always_inline void sfc_flow_l2(const struct ethhdr *eth, struct sfc_flow_key *key)
+{
+	__be32 src[4] = {}, dst[4] = {};
+	__be16 none = 0;
+
+	__builtin_memcpy(src, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dst, eth->h_dest, ETH_ALEN);
+	key->kind = SFC_FLOW_L2;
+	sfc_flow_set_ends(key, src, dst, none, none);
+}
+
+static __always_inline int sfc_flow_arp(struct __sk_buff *skb, __u32 off,
+					const struct ethhdr *eth, struct sfc_flow_key *key)
+{
+	__be32 spa[4] = {}, tpa[4] = {};
+	struct sfc_arp_eth_ipv4 arp;
+	__be16 none = 0;
+
+	if (bpf_skb_load_bytes(skb, off, &arp, sizeof(arp)) < 0)
+		return -SFC_DROP_MALFORMED;
+	if (arp.htype != bpf_htons(1) || arp.ptype != bpf_htons(ETH_P_IP) ||
+	    arp.hlen != ETH_ALEN || arp.plen != 4) {
+		sfc_flow_l2(eth, key);
+		return 0;
+	}
+	__builtin_memcpy(spa, arp.spa, 4);
+	__builtin_memcpy(tpa, arp.tpa, 4);
+	key->kind = SFC_FLOW_ARP;
+	sfc_flow_set_ends(key, spa, tpa, none, none);
+	return 0;
+}
+
+/* Build the flow key of the frame in @skb; 0, or minus a drop reason. */
+static __always_inline int sfc_flow_parse(struct __sk_buff *skb, __u32 link_id,
+					  struct sfc_flow_key *key)
+{
+	struct ethhdr eth;
+	__u32 off = ETH_HLEN;
+	__be16 proto;
+	int tagged = 0;
+
+	__builtin_memset(key, 0, sizeof(*key));
+	key->link_id = link_id;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return -SFC_DROP_MALFORMED;
+	proto = eth.h_proto;
+	/* The stack moves the outer tag into the skb before TC ingress. */
+	if (skb->vlan_present) {
+		key->vlan = skb->vlan_tci & 0x0fff;
+		tagged = 1;
+	}
+
+#pragma unroll
+	for (int i = 0; i < SFC_MAX_VLAN_TAGS; i++) {
+		struct sfc_vlan_tag tag;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if (bpf_skb_load_bytes(skb, off, &tag, sizeof(tag)) < 0)
+			return -SFC_DROP_MALFORMED;
+		if (!tagged) {
+			key->vlan = bpf_ntohs(tag.tci) & 0x0fff;
+			tagged = 1;
+		}
+		proto = tag.encap_proto;
+		off += sizeof(tag);
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return sfc_flow_ipv4(skb, off, key);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return sfc_flow_ipv6(skb, off, key);
+	if (proto == bpf_htons(ETH_P_ARP))
+		return sfc_flow_arp(skb, off, &eth, key);
+	sfc_flow_l2(&eth, key);
+	return 0;
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maglev selection of the endpoint for a new flow.
+ *
+ * Each (link, side) has a lookup table of SFC_MAGLEV_SIZE slots, each holding the ifindex of
+ * an active endpoint; user space (sfc_k8s.dataplane.maglev) builds it and swaps a whole new
+ * table in at once through the outer hash-of-maps, so the program never sees half a table.
+ */
+#pragma once
+
+#include "common.h"
+#include "drop_reasons.h"
+#include "flow_key.h"
+#include "hash.h"
+#include "ifaces.h"
+
+/* Template of the per-(link, side) tables that user space creates. */
+struct sfc_maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SFC_MAGLEV_SIZE);
+	__type(key, __u32);		/* slot */
+	__type(value, __u32);		/* ifindex of an active endpoint */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, SFC_MAX_LINKS * 2);
+	__type(key, __u32);		/* link_id << 1 | side */
+	__array(values, struct sfc_maglev_table);
+} sfc_maglev_v1 SEC(".maps");
+
+static __always_inline __u32 sfc_maglev_key(__u32 link_id, __u32 side)
+{
+	return link_id << 1 | side;
+}
+
+/* Pick the endpoint on @side for the new flow @key; 0 or minus a drop reason. */
+static __always_inline int sfc_maglev_select(const struct sfc_flow_key *key, __u32 side,
+					     __u32 *ifindex, __u32 *gen)
+{
+	__u32 mkey = sfc_maglev_key(key->link_id, side);
+	const struct sfc_iface *e;
+	__u32 slot, *target;
+	void *table;
+
+	table = bpf_map_lookup_elem(&sfc_maglev_v1, &mkey);
+	if (!table)
+		return -SFC_DROP_NO_ENDPOINT;
+	slot = sfc_hash_words((const __u32 *)key, sizeof(*key) / 4) % SFC_MAGLEV_SIZE;
+	target = bpf_map_lookup_elem(table, &slot);
+	if (!target || !*target)
+		return -SFC_DROP_NO_ENDPOINT;
+	/* A table is replaced after the endpoint map changes; never trust it across links. */
+	e = sfc_iface_lookup(*target);
+	if (!e || e->link_id != key->link_id || e->side != side)
+		return -SFC_DROP_STALE_ENDPOINT;
+	*ifindex = *target;
+	*gen = e->gen;
+	return 0;
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The cross-connection: one program at TC ingress of every participating host veth.
+ *
+ * interface -> (link, side); flow key; session hit -> the recorded far-side endpoint, miss ->
+ * Maglev over the far side's active endpoints and a new session; bpf_redirect_peer into the
+ * chosen pod. Interfaces in no link pass untouched.
+ */
+#include "lib/common.h"
+#include "lib/counters.h"
+#include "lib/drop_reasons.h"
+#include "lib/flow_key.h"
+#include "lib/ifaces.h"
+#include "lib/maglev.h"
+#include "lib/sessions.h"
+
+static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 ifindex,
+					  const struct sfc_iface *in)
+{
+	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
+	struct sfc_flow_key key;
+	__u32 target, gen;
+	int ret;
+
+	sfc_count_rx(ifindex, skb->len);
+	ret = sfc_flow_parse(skb, link_id, &key);
+	if (ret < 0)
+		return sfc_drop(link_id, -ret);
+
+	target = sfc_session_lookup(&key, near, ifindex, in);
+	if (!target) {
+		ret = sfc_maglev_select(&key, far, &target, &gen);
+		if (ret < 0)
+			return sfc_drop(link_id, -ret);
+		if (sfc_session_record(&key, near, ifindex, in->gen, target, gen) == 0)
+			sfc_count_session(link_id);
+	}
+
+	sfc_count_tx(target, skb->len);
+	ret = bpf_redirect_peer(target, 0);
+	if (ret != TC_ACT_REDIRECT)
+		return sfc_drop(link_id, SFC_DROP_REDIRECT_FAILED);
+	return ret;
+}
+
+SEC("tc")
+int sfc_xc_ingress(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	const struct sfc_iface *in = sfc_iface_lookup(ifindex);
+
+	if (!in)
+		return TC_ACT_OK;
+	return sfc_xc_forward(skb, ifindex, in);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,194 @@
+"""``sfc-k8s dp``: the low-level data plane CLI, usable with no Kubernetes at all.
+
+Each call is stateless: it adopts the state pinned under ``--bpffs-root`` (default
+``$SFC_K8S_BPFFS_ROOT`` or /sys/fs/bpf/sfc-k8s), changes it and exits; traffic keeps flowing.
+Errors print one line on stderr and exit non-zero, leaving the state as it was. Dispatched
+from ``sfc_k8s.cli`` (``main(argv) -> int``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+from sfc_k8s.dataplane.errors import DataplaneError, LinkNotFound
+from sfc_k8s.dataplane.loader import Pins
+from sfc_k8s.dataplane.manager import DEFAULT_BPFFS_ROOT, Dataplane
+from sfc_k8s.dataplane.model import DropReason, LinkStatus, Side
+from sfc_k8s.dataplane.structs import SESSIONS_DEFAULT
+
+PROG = "sfc-k8s dp"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _interfaces(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"empty interface name in {text!r}")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    root_default = os.environ.get("SFC_K8S_BPFFS_ROOT") or DEFAULT_BPFFS_ROOT
+    p = _Parser(prog=PROG, description="Cross-connections (links) of this node's data plane.")
+    p.add_argument(
+        "--bpffs-root",
+        default=root_default,
+        help=f"bpffs folder holding the pinned state (default: {root_default})",
+    )
+    p.add_argument(
+        "--session-table-size",
+        type=int,
+        default=SESSIONS_DEFAULT,
+        help="session table entries, used when nothing is pinned yet (default: %(default)s)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    link = sub.add_parser("link", help="create or delete a link").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    add = link.add_parser("add", help="create a link between two sets of interfaces")
+    add.add_argument("link")
+    add.add_argument("--side-a", type=_interfaces, default=[], metavar="IF[,IF...]")
+    add.add_argument("--side-b", type=_interfaces, default=[], metavar="IF[,IF...]")
+    delete = link.add_parser("del", help="delete a link (detach, purge its sessions)")
+    delete.add_argument("link")
+
+    ep = sub.add_parser("endpoint", help="add, remove, drain or re-activate an endpoint")
+    ep.add_argument("action", choices=["add", "del", "drain", "activate"])
+    ep.add_argument("link")
+    ep.add_argument("side", choices=["a", "b"])
+    ep.add_argument("interface")
+
+    show = sub.add_parser("show", help="endpoints, states, counters, sessions and drops")
+    show.add_argument("link", nargs="?")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sessions = sub.add_parser("sessions", help="list the sessions of a link")
+    sessions.add_argument("link")
+    sessions.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _status_json(status: LinkStatus) -> dict[str, Any]:
+    data = asdict(status)
+    data["drops"] = {r.name.lower().replace("_", "-"): n for r, n in status.drops.items()}
+    return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
+
+
+def _status_table(status: LinkStatus) -> str:
+    lines = [
+        f"link {status.name} (id {status.link_id}): {status.sessions} sessions,"
+        f" {status.sessions_created} created"
+    ]
+    header = ("side", "interface", "ifindex", "state", "rx-pkts", "rx-bytes", "tx-pkts", "tx-bytes")
+    rows = [header] + [
+        (
+            e.side.value,
+            e.ifname,
+            str(e.ifindex),
+            e.state.value,
+            str(e.counters.rx_packets),
+            str(e.counters.rx_bytes),
+            str(e.counters.tx_packets),
+            str(e.counters.tx_bytes),
+        )
+        for e in status.endpoints
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]  # fmt: skip
+    if not status.endpoints:
+        lines.append("  (no endpoints)")
+    drops = ", ".join(f"{r.name.lower().replace('_', '-')} {status.drops.get(r, 0)}"
+                      for r in DropReason)  # fmt: skip
+    lines.append(f"  drops: {drops}")
+    return "\n".join(lines)
+
+
+def _show(dp: Dataplane | None, link: str | None, as_json: bool) -> None:
+    if link is not None:
+        if dp is None:
+            raise LinkNotFound(f"no link named {link!r}")
+        status = dp.status(link)
+        print(json.dumps(_status_json(status), indent=2) if as_json else _status_table(status))
+        return
+    statuses = [dp.status(name) for name in dp.links()] if dp is not None else []
+    if as_json:
+        print(json.dumps({"links": [_status_json(s) for s in statuses]}, indent=2))
+    elif not statuses:
+        print("no links")
+    else:
+        print("\n\n".join(_status_table(s) for s in statuses))
+
+
+def _sessions(dp: Dataplane, link: str, as_json: bool) -> None:
+    sessions = dp.sessions(link)
+    if as_json:
+        print(json.dumps([asdict(s) for s in sessions], indent=2))
+        return
+    for s in sessions:
+        lo = f"{s.addr_lo}:{s.port_lo}" if s.kind.startswith("l4") else s.addr_lo
+        hi = f"{s.addr_hi}:{s.port_hi}" if s.kind.startswith("l4") else s.addr_hi
+        vlan = f" vlan {s.vlan}" if s.vlan else ""
+        print(f"{s.kind} proto {s.proto}{vlan} {lo} <-> {hi}: a={s.a_ifname} b={s.b_ifname}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    root: str = args.bpffs_root
+    loaded = os.path.exists(Pins(root).program)
+    # Reading or changing what does not exist needs no program: do not load one for it.
+    if not loaded and not (args.command == "link" and args.action == "add"):
+        if args.command == "show":
+            _show(None, args.link, args.json)
+            return
+        raise LinkNotFound(f"no link named {args.link!r} (nothing pinned under {root!r})")
+    with Dataplane(root, session_table_size=args.session_table_size) as dp:
+        if args.command == "link" and args.action == "add":
+            dp.create_link(args.link, side_a=args.side_a, side_b=args.side_b)
+        elif args.command == "link":
+            dp.delete_link(args.link)
+        elif args.command == "endpoint":
+            side = Side(args.side)
+            action = {
+                "add": dp.add_endpoint,
+                "del": dp.remove_endpoint,
+                "drain": dp.drain_endpoint,
+                "activate": dp.activate_endpoint,
+            }[args.action]
+            action(args.link, side, args.interface)
+        elif args.command == "show":
+            _show(dp, args.link, args.json)
+        else:
+            _sessions(dp, args.link, args.json)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except DataplaneError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"{PROG}: error: {first}", file=sys.stderr)
+        return 1
+    except PermissionError as err:
+        print(f"{PROG}: error: {err} (run as root)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""Flow keys and the flow hash, built in Python exactly as the eBPF program builds them.
+
+The program picks a new flow's endpoint at Maglev slot ``flow_hash(key) % MAGLEV_SIZE``; this
+module lets the tests (and anyone debugging) predict that choice and decode session keys.
+Mirrors bpf/lib/flow_key.h and bpf/lib/hash.h.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from sfc_k8s.dataplane.structs import FlowKey, FlowKind
+
+HASH_SEED = 0x5FC0C0DE
+_M32 = 0xFFFFFFFF
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _M32
+
+
+def hash_words(words: tuple[int, ...]) -> int:
+    """MurmurHash3 x86 32-bit over 32-bit words (bpf/lib/hash.h: sfc_hash_words)."""
+    h = HASH_SEED
+    for w in words:
+        k = (w * 0xCC9E2D51) & _M32
+        k = (_rotl(k, 15) * 0x1B873593) & _M32
+        h = (_rotl(h ^ k, 13) * 5 + 0xE6546B64) & _M32
+    h ^= len(words) * 4
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    h ^= h >> 16
+    return h
+
+
+def flow_hash(key: FlowKey) -> int:
+    raw = bytes(key)
+    return hash_words(struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def _addr16(addr: str | bytes) -> bytes:
+    if isinstance(addr, bytes):
+        return addr.ljust(16, b"\0")
+    if ":" in addr and len(addr) == 17 and addr.count(":") == 5:  # a MAC address
+        return bytes.fromhex(addr.replace(":", "")).ljust(16, b"\0")
+    return ipaddress.ip_address(addr).packed.ljust(16, b"\0")
+
+
+def make_key(
+    link_id: int,
+    kind: FlowKind,
+    src: str | bytes,
+    dst: str | bytes,
+    *,
+    proto: int = 0,
+    sport: int = 0,
+    dport: int = 0,
+    vlan: int = 0,
+) -> FlowKey:
+    """The normalised key of a packet from ``src`` to ``dst`` (sfc_flow_set_ends)."""
+    s, d = _addr16(src), _addr16(dst)
+    sp, dp = struct.pack("!H", sport), struct.pack("!H", dport)
+    # The program compares 32-bit words and ports as loaded, in host (little-endian) order.
+    s_order = (struct.unpack("<4I", s), struct.unpack("<H", sp)[0])
+    d_order = (struct.unpack("<4I", d), struct.unpack("<H", dp)[0])
+    if s_order > d_order:
+        s, d, sp, dp = d, s, dp, sp
+    key = FlowKey()
+    key.link_id = link_id
+    key.kind = kind
+    key.proto = proto
+    key.vlan = vlan
+    key.port_lo = struct.unpack("<H", sp)[0]
+    key.port_hi = struct.unpack("<H", dp)[0]
+    key.addr_lo[:] = list(s)
+    key.addr_hi[:] = list(d)
+    return key

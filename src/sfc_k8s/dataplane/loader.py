@@ -1,0 +1,236 @@
+"""Loader of the cross-connection program: the explicit steps open, load, pin, attach, detach,
+close, and adoption of what an earlier process pinned.
+
+Pin layout (every path is defined here and nowhere else)::
+
+    <root>/sfc_xc_ingress          the program
+    <root>/sfc_ifaces_v1 ...       the node-wide maps (see structs.NODE_MAPS)
+    <root>/links/<link>/info       the link's info map (its id): the link exists iff pinned
+    <root>/links/<link>/tcx_<ifindex>   the TCX attachment of each endpoint interface
+
+A program attached through a pinned TCX link stays attached when the process exits, so traffic
+keeps flowing with no manager running. Used by ``sfc_k8s.dataplane.manager``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sfc_k8s.dataplane import _libbpf as bpf
+from sfc_k8s.dataplane import structs
+from sfc_k8s.dataplane.errors import BpfError, DataplaneError
+
+BPFFS_MOUNT = "/sys/fs/bpf"
+OBJECT_PATH = Path(__file__).parent / "bpf" / "sfc_xc.bpf.o"
+# Priority of the clsact fallback filter (used only on kernels without TCX).
+TC_FALLBACK_PREF = 49_152
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Every pin path under one root."""
+
+    root: str
+
+    @property
+    def program(self) -> str:
+        return os.path.join(self.root, structs.PROG_INGRESS)
+
+    def node_map(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    @property
+    def links_dir(self) -> str:
+        return os.path.join(self.root, "links")
+
+    def link_dir(self, link: str) -> str:
+        return os.path.join(self.links_dir, link)
+
+    def link_info(self, link: str) -> str:
+        return os.path.join(self.link_dir(link), "info")
+
+    def attachment(self, link: str, ifindex: int) -> str:
+        return os.path.join(self.link_dir(link), f"tcx_{ifindex}")
+
+
+@dataclass
+class NodeFds:
+    """Open fds of the pinned program and node-wide maps."""
+
+    program: int
+    maps: dict[str, int] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for fd in [self.program, *self.maps.values()]:
+            if fd >= 0:
+                os.close(fd)
+        self.program = -1
+        self.maps.clear()
+
+
+def ensure_bpffs(mount: str = BPFFS_MOUNT) -> None:
+    """Mount bpffs at ``mount`` unless it is already a bpffs mount."""
+    with open("/proc/self/mounts", encoding="ascii") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == mount and fields[2] == "bpf":
+                return
+    os.makedirs(mount, exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", mount.encode(), b"bpf", 0, b"mode=0700") != 0:
+        err = ctypes.get_errno()
+        raise BpfError(f"failed to mount bpffs at {mount!r}: [Errno {err}] {os.strerror(err)}", err)
+
+
+# --- load: open -> size -> load -> pin ---------------------------------------------------------
+
+
+def open_object(path: Path = OBJECT_PATH) -> int:
+    """Step 1: parse the compiled object (``make bpf`` builds it)."""
+    if not path.exists():
+        raise DataplaneError(f"eBPF object {str(path)!r} is missing: run 'make bpf'")
+    return bpf.object_open(str(path))
+
+
+def size_maps(obj: int, *, session_table_size: int) -> None:
+    """Step 2: set map sizes chosen at load time."""
+    bpf.map_set_max_entries(bpf.object_map(obj, structs.MAP_SESSIONS), session_table_size)
+
+
+def load_object(obj: int, pins: Pins) -> None:
+    """Step 3: create (or reuse the pinned, compatible) maps, pin new ones, verify the program."""
+    for name in structs.NODE_MAPS:
+        bpf.map_set_pin_path(bpf.object_map(obj, name), pins.node_map(name))
+    bpf.object_load(obj)
+
+
+def pin_program(obj: int, pins: Pins) -> None:
+    """Step 4: pin the program; its presence marks a fully loaded root."""
+    fd = bpf.program_fd(bpf.object_program(obj, structs.PROG_INGRESS))
+    bpf.obj_pin(fd, pins.program)
+
+
+def close_object(obj: int) -> None:
+    """Step 5: drop the loader's references; pins keep the program and maps alive."""
+    bpf.object_close(obj)
+
+
+def adopt(pins: Pins) -> NodeFds:
+    """Open the pinned program and node-wide maps of an earlier process."""
+    fds = NodeFds(program=bpf.obj_get(pins.program))
+    try:
+        for name in structs.NODE_MAPS:
+            fds.maps[name] = bpf.obj_get(pins.node_map(name))
+    except BaseException:
+        fds.close()
+        raise
+    return fds
+
+
+def load_or_adopt(
+    pins: Pins, *, session_table_size: int, object_path: Path = OBJECT_PATH
+) -> NodeFds:
+    """Adopt the pinned state under ``pins.root``, loading the object only if there is none.
+
+    The caller holds the root's lock, so two processes never load at once.
+    """
+    if not os.path.exists(pins.program):
+        obj = open_object(object_path)
+        try:
+            size_maps(obj, session_table_size=session_table_size)
+            load_object(obj, pins)
+            pin_program(obj, pins)
+        finally:
+            close_object(obj)
+    return adopt(pins)
+
+
+def unpin_node(pins: Pins) -> None:
+    """Remove the program and node-wide map pins (the kernel frees them with the last user)."""
+    for path in [pins.program, *(pins.node_map(n) for n in structs.NODE_MAPS)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# --- attach / detach -----------------------------------------------------------------------
+
+
+def attach(pins: Pins, link: str, ifindex: int, prog_fd: int, *, mode: str = "auto") -> str:
+    """Attach the program at TC ingress of ``ifindex``; returns the mode used ("tcx" or "tc").
+
+    TCX: a BPF link pinned at ``pins.attachment(link, ifindex)``, so it outlives this process.
+    "auto" falls back to a clsact ``tc`` filter (running the pinned program) on kernels without
+    TCX; "tcx" and "tc" force one mode.
+    """
+    if mode in ("auto", "tcx"):
+        try:
+            fd = bpf.link_create(prog_fd, ifindex, bpf.BPF_TCX_INGRESS)
+        except BpfError as err:
+            if mode == "tcx" or err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+        else:
+            try:
+                bpf.obj_pin(fd, pins.attachment(link, ifindex))
+            except BaseException:
+                bpf.link_detach(fd)
+                raise
+            finally:
+                os.close(fd)
+            return "tcx"
+    _tc_attach(ifindex, pins.program)
+    return "tc"
+
+
+def detach(pins: Pins, link: str, ifindex: int) -> None:
+    """Undo ``attach``: detach and unpin the TCX link, or delete the tc filter."""
+    pin = pins.attachment(link, ifindex)
+    if not os.path.exists(pin):
+        _tc_detach(ifindex)
+        return
+    fd = bpf.obj_get(pin)
+    try:
+        bpf.link_detach(fd)
+    except BpfError as err:
+        # Already defunct: its interface was deleted.
+        if err.errno not in (errno.ENOLINK, errno.ENODEV, errno.EINVAL):
+            raise
+    finally:
+        os.close(fd)
+    os.unlink(pin)
+
+
+def _ifname(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError as err:
+        raise DataplaneError(f"no interface with index {ifindex}: {err}") from err
+
+
+def _tc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["tc", *args], capture_output=True, text=True, check=False, timeout=10)
+
+
+def _tc_attach(ifindex: int, prog_pin: str) -> None:
+    dev = _ifname(ifindex)
+    _tc("qdisc", "add", "dev", dev, "clsact")  # EEXIST is fine
+    done = _tc(
+        "filter", "replace", "dev", dev, "ingress", "pref", str(TC_FALLBACK_PREF),
+        "handle", "1", "bpf", "da", "pinned", prog_pin,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BpfError(f"failed to attach tc filter to {dev!r}: {done.stderr.strip()}")
+
+
+def _tc_detach(ifindex: int) -> None:
+    try:
+        dev = _ifname(ifindex)
+    except DataplaneError:
+        return  # the interface is gone, and its filters with it
+    _tc("filter", "del", "dev", dev, "ingress", "pref", str(TC_FALLBACK_PREF))

@@ -1,0 +1,481 @@
+"""The node's data plane manager: links, endpoints, counters and sessions in the pinned maps.
+
+``Dataplane`` is what the ``dp`` CLI and the node agent call. It keeps no state of its own:
+every method reads and writes the maps pinned under its root, under an exclusive lock on the
+root folder so that several processes (CLI calls, an agent) can share one node.
+
+Session lifecycle: the program records a session per new flow. When an endpoint is removed,
+its sessions are purged here by walking the session table; the program also checks each
+recorded endpoint's generation stamp on every hit, so a session naming an endpoint that left
+(or left and came back, or whose ifindex was reused) is never followed, even before the purge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from sfc_k8s.dataplane import _libbpf as bpf
+from sfc_k8s.dataplane import loader, maglev, maps, structs
+from sfc_k8s.dataplane.errors import (
+    CapacityError,
+    DataplaneError,
+    EndpointExists,
+    EndpointNotFound,
+    InterfaceNotFound,
+    InvalidName,
+    LinkExists,
+    LinkNotFound,
+)
+from sfc_k8s.dataplane.model import (
+    DropReason,
+    Endpoint,
+    EndpointCounters,
+    EndpointState,
+    LinkStatus,
+    Session,
+    Side,
+)
+from sfc_k8s.dataplane.structs import FlowKey, FlowKind, Iface, SessionValue
+
+DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/sfc-k8s"
+
+# A link name becomes a bpffs folder name: DNS-label-like, no path separators.
+_LINK_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$")
+
+_KIND_NAMES = {
+    FlowKind.L4_V4: "l4-v4",
+    FlowKind.L4_V6: "l4-v6",
+    FlowKind.L3_V4: "l3-v4",
+    FlowKind.L3_V6: "l3-v6",
+    FlowKind.ARP: "arp",
+    FlowKind.ND: "nd",
+    FlowKind.L2: "l2",
+}
+
+
+def _state(raw: int) -> EndpointState:
+    return EndpointState.DRAINING if raw == structs.EP_DRAINING else EndpointState.ACTIVE
+
+
+def _ifindex(ifname: str) -> int:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as err:
+        raise InterfaceNotFound(f"no interface named {ifname!r}: {err}") from err
+
+
+class Dataplane:
+    """The node's data plane under one bpffs root.
+
+    Mounts bpffs if needed, then adopts the pinned program and maps under ``root`` or, when
+    there are none, loads the eBPF object and pins them. ``session_table_size`` applies only
+    to that first load (a pinned session table keeps its size). ``attach_mode`` is "auto"
+    (TCX, clsact if the kernel has no TCX), "tcx" or "tc".
+    """
+
+    def __init__(
+        self,
+        root: str = DEFAULT_BPFFS_ROOT,
+        *,
+        session_table_size: int = structs.SESSIONS_DEFAULT,
+        attach_mode: str = "auto",
+    ) -> None:
+        if session_table_size < 1:
+            raise DataplaneError(f"session table size must be positive, not {session_table_size}")
+        self.root = root
+        self.pins = loader.Pins(root)
+        self._attach_mode = attach_mode
+        self._lock_fd = -1
+        loader.ensure_bpffs()
+        try:
+            os.makedirs(self.pins.links_dir, exist_ok=True)
+        except OSError as err:
+            raise DataplaneError(f"failed to create {self.pins.links_dir!r}: {err}") from err
+        self._lock_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with self._locked():
+                self._fds = loader.load_or_adopt(self.pins, session_table_size=session_table_size)
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the fds; the pinned state (and traffic) stays."""
+        if self._lock_fd >= 0:
+            self._fds.close()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Dataplane:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _map(self, name: str) -> int:
+        return self._fds.maps[name]
+
+    @property
+    def program_fd(self) -> int:
+        """The loaded program (for BPF_PROG_TEST_RUN)."""
+        return self._fds.program
+
+    def map_fd(self, name: str) -> int:
+        """A node-wide map by its name in ``structs`` (for tests and debugging)."""
+        return self._map(name)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def links(self) -> list[str]:
+        try:
+            names = os.listdir(self.pins.links_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.exists(self.pins.link_info(n)))
+
+    def _link_id(self, name: str) -> int:
+        if not _LINK_NAME.match(name) or not os.path.exists(self.pins.link_info(name)):
+            raise LinkNotFound(f"no link named {name!r} under {self.root!r}")
+        fd = bpf.obj_get(self.pins.link_info(name))
+        try:
+            info = maps.lookup(fd, ctypes.c_uint32(0), structs.LinkInfoValue)
+        finally:
+            os.close(fd)
+        if info is None or info.link_id == 0:
+            raise LinkNotFound(f"link {name!r} has no id (half-created): delete it and retry")
+        return int(info.link_id)
+
+    def _link_ids(self) -> dict[int, str]:
+        return {self._link_id(name): name for name in self.links()}
+
+    def _ifaces(self) -> list[tuple[int, Iface]]:
+        fd = self._map(structs.MAP_IFACES)
+        return [(k.value, v) for k, v in maps.walk(fd, ctypes.c_uint32, Iface)]
+
+    def _endpoints(self, link_id: int, side: Side | None = None) -> list[tuple[int, Iface]]:
+        return [
+            (ifindex, e)
+            for ifindex, e in self._ifaces()
+            if e.link_id == link_id and (side is None or e.side == side.num)
+        ]
+
+    def _counters(self, ifindex: int) -> EndpointCounters:
+        per_cpu = maps.percpu(
+            self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(ifindex), structs.EpCounters
+        )
+        if per_cpu is None:
+            return EndpointCounters()
+        return EndpointCounters(
+            rx_packets=sum(c.rx_packets for c in per_cpu),
+            rx_bytes=sum(c.rx_bytes for c in per_cpu),
+            tx_packets=sum(c.tx_packets for c in per_cpu),
+            tx_bytes=sum(c.tx_bytes for c in per_cpu),
+        )
+
+    def _sessions_raw(self, link_id: int) -> Iterator[tuple[FlowKey, SessionValue]]:
+        fd = self._map(structs.MAP_SESSIONS)
+        for key, value in maps.walk(fd, FlowKey, SessionValue):
+            if key.link_id == link_id:
+                yield key, value
+
+    def status(self, link: str) -> LinkStatus:
+        link_id = self._link_id(link)
+        endpoints = [
+            Endpoint(
+                side=Side.from_index(e.side),
+                ifname=e.ifname.decode(),
+                ifindex=ifindex,
+                state=_state(e.state),
+                counters=self._counters(ifindex),
+            )
+            for ifindex, e in self._endpoints(link_id)
+        ]
+        endpoints.sort(key=lambda e: (e.side.value, e.ifname))
+        per_cpu = maps.percpu(
+            self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
+        )
+        drops = {r: sum(s.drops[r] for s in per_cpu or []) for r in DropReason}
+        return LinkStatus(
+            name=link,
+            link_id=link_id,
+            endpoints=endpoints,
+            sessions=sum(1 for _ in self._sessions_raw(link_id)),
+            drops=drops,
+            sessions_created=sum(s.sessions_created for s in per_cpu or []),
+        )
+
+    def sessions(self, link: str) -> list[Session]:
+        """The link's sessions, with the endpoint on each side ("" if it left the link)."""
+        link_id = self._link_id(link)
+        ifaces = dict(self._endpoints(link_id))
+        result = []
+        for key, value in self._sessions_raw(link_id):
+            names = []
+            for side in (0, 1):
+                e = ifaces.get(value.ifindex[side])
+                ok = e is not None and e.side == side and e.gen == value.gen[side]
+                names.append(e.ifname.decode() if ok and e is not None else "")
+            addr_lo, port_lo, addr_hi, port_hi = key.endpoints()
+            result.append(
+                Session(
+                    kind=_KIND_NAMES[FlowKind(key.kind)],
+                    proto=key.proto,
+                    vlan=key.vlan,
+                    addr_lo=addr_lo,
+                    port_lo=port_lo,
+                    addr_hi=addr_hi,
+                    port_hi=port_hi,
+                    a_ifname=names[0],
+                    a_ifindex=value.ifindex[0],
+                    b_ifname=names[1],
+                    b_ifindex=value.ifindex[1],
+                )
+            )
+        return result
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def create_link(
+        self, name: str, *, side_a: Sequence[str] = (), side_b: Sequence[str] = ()
+    ) -> LinkStatus:
+        """Create a link with the given endpoints; on any error nothing changes."""
+        if not _LINK_NAME.match(name):
+            raise InvalidName(
+                f"invalid link name {name!r}: use letters, digits, '-', '_', '.' (max 253)"
+            )
+        with self._locked():
+            if os.path.exists(self.pins.link_info(name)):
+                raise LinkExists(f"link {name!r} already exists")
+            wanted = [(Side.A, n) for n in side_a] + [(Side.B, n) for n in side_b]
+            for side, names in ((Side.A, side_a), (Side.B, side_b)):
+                if len(names) > structs.MAX_ENDPOINTS_PER_SIDE:
+                    raise CapacityError(
+                        f"side {side.value} of {name!r} lists {len(names)} interfaces,"
+                        f" more than {structs.MAX_ENDPOINTS_PER_SIDE}"
+                    )
+            resolved: dict[int, tuple[Side, str]] = {}
+            for side, ifname in wanted:
+                ifindex = _ifindex(ifname)
+                if ifindex in resolved:
+                    raise EndpointExists(f"interface {ifname!r} is listed twice for {name!r}")
+                resolved[ifindex] = (side, ifname)
+            taken = dict(self._ifaces())
+            self._check_free(resolved, taken)
+            if len(taken) + len(resolved) > structs.MAX_IFACES:
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES} interfaces")
+            used = self._link_ids()
+            link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
+            if not link_id:
+                raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
+
+            with contextlib.ExitStack() as undo:
+                undo.callback(self._teardown, name, link_id)
+                self._create_info(name, link_id)
+                for ifindex, (side, ifname) in resolved.items():
+                    self._add(name, link_id, side, ifname, ifindex)
+                for side in Side:
+                    self._install_table(link_id, side)
+                undo.pop_all()
+        return self.status(name)
+
+    def _check_free(self, wanted: dict[int, tuple[Side, str]], taken: dict[int, Iface]) -> None:
+        by_id = self._link_ids()
+        for ifindex, (_, ifname) in wanted.items():
+            if ifindex in taken:
+                owner = by_id.get(taken[ifindex].link_id, f"#{taken[ifindex].link_id}")
+                raise EndpointExists(f"interface {ifname!r} is already an endpoint of {owner!r}")
+
+    def _create_info(self, name: str, link_id: int) -> None:
+        os.makedirs(self.pins.link_dir(name), exist_ok=True)
+        fd = bpf.map_create(
+            bpf.BPF_MAP_TYPE_ARRAY,
+            structs.LINK_INFO_MAP,
+            4,
+            ctypes.sizeof(structs.LinkInfoValue),
+            1,
+        )
+        try:
+            bpf.map_update(fd, ctypes.c_uint32(0), structs.LinkInfoValue(link_id=link_id))
+            maps.percpu_set_zero(
+                self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
+            )
+            bpf.obj_pin(fd, self.pins.link_info(name))
+        finally:
+            os.close(fd)
+
+    def _add(self, link: str, link_id: int, side: Side, ifname: str, ifindex: int) -> None:
+        """Register and attach one endpoint (no table update, no validation)."""
+        key = ctypes.c_uint32(ifindex)
+        maps.percpu_set_zero(self._map(structs.MAP_EP_COUNTERS), key, structs.EpCounters)
+        entry = Iface(
+            link_id=link_id,
+            gen=secrets.randbits(32) | 1,
+            side=side.num,
+            state=structs.EP_ACTIVE,
+            ifname=ifname.encode()[: structs.IFNAMSIZ - 1],
+        )
+        bpf.map_update(self._map(structs.MAP_IFACES), key, entry, bpf.BPF_NOEXIST)
+        loader.attach(self.pins, link, ifindex, self._fds.program, mode=self._attach_mode)
+
+    def _install_table(self, link_id: int, side: Side, *, without: int = 0) -> None:
+        """Build the side's Maglev table over its active endpoints and swap it in."""
+        active = {
+            e.ifname.decode(): ifindex
+            for ifindex, e in self._endpoints(link_id, side)
+            if e.state == structs.EP_ACTIVE and ifindex != without
+        }
+        outer = self._map(structs.MAP_MAGLEV)
+        mkey = ctypes.c_uint32(link_id << 1 | side.num)
+        if not active:
+            bpf.map_delete(outer, mkey)
+            return
+        table = maglev.build_table(active)
+        fd = bpf.map_create(
+            bpf.BPF_MAP_TYPE_ARRAY, structs.MAGLEV_TABLE_MAP, 4, 4, structs.MAGLEV_SIZE
+        )
+        try:
+            maps.fill_array(fd, table, structs.MAGLEV_SIZE)
+            bpf.map_update(outer, mkey, ctypes.c_uint32(fd))
+        finally:
+            os.close(fd)
+
+    def _purge(self, link_id: int, *, side: Side | None = None, ifindex: int = 0) -> int:
+        """Delete the link's sessions (only those through ``ifindex`` on ``side`` if given)."""
+        keys = [
+            key
+            for key, value in self._sessions_raw(link_id)
+            if side is None or value.ifindex[side.num] == ifindex
+        ]
+        return maps.delete_all(self._map(structs.MAP_SESSIONS), keys)
+
+    def _remove(self, link: str, ifindex: int) -> None:
+        loader.detach(self.pins, link, ifindex)
+        key = ctypes.c_uint32(ifindex)
+        bpf.map_delete(self._map(structs.MAP_IFACES), key)
+        bpf.map_delete(self._map(structs.MAP_EP_COUNTERS), key)
+
+    def _teardown(self, name: str, link_id: int) -> None:
+        """Remove everything of a link, tolerating parts that are already gone."""
+        for side in Side:
+            bpf.map_delete(self._map(structs.MAP_MAGLEV), ctypes.c_uint32(link_id << 1 | side.num))
+        for ifindex, _ in self._endpoints(link_id):
+            self._remove(name, ifindex)
+        self._purge(link_id)
+        maps.percpu_set_zero(
+            self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
+        )
+        folder = self.pins.link_dir(name)
+        if os.path.isdir(folder):
+            for entry in os.listdir(folder):
+                if entry.startswith("tcx_"):
+                    loader.detach(self.pins, name, int(entry[4:]))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.pins.link_info(name))
+            os.rmdir(folder)
+
+    def delete_link(self, name: str) -> None:
+        """Detach the link's endpoints, purge its sessions and remove its pins."""
+        with self._locked():
+            self._teardown(name, self._link_id(name))
+
+    def _find(self, link_id: int, link: str, side: Side, ifname: str) -> tuple[int, Iface]:
+        endpoints = self._endpoints(link_id, side)
+        with contextlib.suppress(InterfaceNotFound):
+            ifindex = _ifindex(ifname)
+            for i, e in endpoints:
+                if i == ifindex:
+                    return i, e
+        # The interface may be gone (its pod deleted): fall back to the recorded name.
+        for i, e in endpoints:
+            if e.ifname.decode() == ifname:
+                return i, e
+        raise EndpointNotFound(f"{ifname!r} is not an endpoint of side {side.value} of {link!r}")
+
+    def add_endpoint(self, link: str, side: Side, ifname: str) -> None:
+        """Add an active endpoint: it gets new flows at once; other flows are not disturbed."""
+        side = Side(side)
+        with self._locked():
+            link_id = self._link_id(link)
+            ifindex = _ifindex(ifname)
+            taken = dict(self._ifaces())
+            self._check_free({ifindex: (side, ifname)}, taken)
+            count = sum(1 for e in taken.values() if e.link_id == link_id and e.side == side.num)
+            if count >= structs.MAX_ENDPOINTS_PER_SIDE:
+                raise CapacityError(
+                    f"side {side.value} of {link!r} already has {count} endpoints,"
+                    f" the most a side can have"
+                )
+            if len(taken) >= structs.MAX_IFACES:
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES} interfaces")
+            with contextlib.ExitStack() as undo:
+                undo.callback(self._remove, link, ifindex)
+                self._add(link, link_id, side, ifname, ifindex)
+                self._install_table(link_id, side)
+                undo.pop_all()
+
+    def _set_state(self, link: str, side: Side, ifname: str, state: int) -> None:
+        with self._locked():
+            link_id = self._link_id(link)
+            ifindex, entry = self._find(link_id, link, side, ifname)
+            if entry.state != state:
+                entry.state = state
+                bpf.map_update(
+                    self._map(structs.MAP_IFACES), ctypes.c_uint32(ifindex), entry, bpf.BPF_EXIST
+                )
+                self._install_table(link_id, side)
+
+    def drain_endpoint(self, link: str, side: Side, ifname: str) -> None:
+        """Keep the endpoint's sessions but give it no new flows."""
+        self._set_state(link, Side(side), ifname, structs.EP_DRAINING)
+
+    def activate_endpoint(self, link: str, side: Side, ifname: str) -> None:
+        """Undo a drain: the endpoint gets new flows again."""
+        self._set_state(link, Side(side), ifname, structs.EP_ACTIVE)
+
+    def remove_endpoint(self, link: str, side: Side, ifname: str) -> None:
+        """Remove an endpoint and purge its sessions; its flows move to the remaining ones."""
+        side = Side(side)
+        with self._locked():
+            link_id = self._link_id(link)
+            ifindex, _ = self._find(link_id, link, side, ifname)
+            self._install_table(link_id, side, without=ifindex)
+            self._remove(link, ifindex)
+            self._purge(link_id, side=side, ifindex=ifindex)
+
+    def destroy(self) -> None:
+        """Remove every link and the node-wide pins under the root, then close."""
+        with self._locked():
+            for name in self.links():
+                self._teardown(name, self._link_id(name))
+            loader.unpin_node(self.pins)
+            with contextlib.suppress(OSError):
+                for entry in os.listdir(self.pins.links_dir):  # half-created folders
+                    os.rmdir(self.pins.link_dir(entry))
+                os.rmdir(self.pins.links_dir)
+        self.close()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)

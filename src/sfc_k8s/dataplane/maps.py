@@ -1,0 +1,82 @@
+"""Typed access to the pinned maps: single elements, batched walks, per-CPU sums.
+
+Keys and values are the ctypes mirrors of ``structs``. Used by the manager and the tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterable, Iterator
+from typing import TypeVar, cast
+
+from sfc_k8s.dataplane import _libbpf as bpf
+from sfc_k8s.dataplane.errors import BpfError
+
+K = TypeVar("K", bound=ctypes.Structure | ctypes.c_uint32)
+V = TypeVar("V", bound=ctypes.Structure | ctypes.c_uint32)
+
+WALK_BATCH = 4096
+
+
+def lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> V | None:
+    value = value_type()
+    return value if bpf.map_lookup(fd, key, value) else None
+
+
+def walk(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V]]:
+    """Every (key, value) of a hash map, read in batches (a snapshot per batch)."""
+    keys = (key_type * WALK_BATCH)()
+    values = (value_type * WALK_BATCH)()
+    tokens = [ctypes.create_string_buffer(16), ctypes.create_string_buffer(16)]
+    first = True
+    while True:
+        token_in = None if first else tokens[0]
+        count, more = bpf.map_lookup_batch(
+            fd, token_in, tokens[1], keys=keys, values=values, count=WALK_BATCH
+        )
+        first = False
+        ksize, vsize = ctypes.sizeof(key_type), ctypes.sizeof(value_type)
+        for i in range(count):
+            # Copies: the batch buffers are reused by the next step.
+            key = key_type.from_buffer_copy(keys, i * ksize)
+            value = value_type.from_buffer_copy(values, i * vsize)
+            yield cast(K, key), cast(V, value)
+        if not more:
+            return
+        tokens.reverse()
+
+
+def delete_all(fd: int, keys: Iterable[ctypes.Structure | ctypes.c_uint32]) -> int:
+    """Delete the keys that are still present; returns how many were."""
+    deleted = 0
+    for key in keys:
+        deleted += bpf.map_delete(fd, key)
+    return deleted
+
+
+def percpu(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> list[V] | None:
+    """The per-CPU values of ``key`` in a per-CPU map, one per possible CPU."""
+    ncpus = bpf.num_possible_cpus()
+    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+    buf = ctypes.create_string_buffer(stride * ncpus)
+    if not bpf.map_lookup(fd, key, buf):
+        return None
+    return [cast(V, value_type.from_buffer_copy(buf.raw, i * stride)) for i in range(ncpus)]
+
+
+def percpu_set_zero(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> None:
+    """Set every CPU's value of ``key`` to zero (creating the element in a hash map)."""
+    ncpus = bpf.num_possible_cpus()
+    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+    bpf.map_update(fd, key, ctypes.create_string_buffer(stride * ncpus))
+
+
+def fill_array(fd: int, values: Iterable[int], count: int) -> None:
+    """Write ``count`` u32 values to slots 0..count-1 of a u32 array map in one batch."""
+    keys = (ctypes.c_uint32 * count)(*range(count))
+    vals = (ctypes.c_uint32 * count)(*values)
+    try:
+        bpf.map_update_batch(fd, keys, vals, count)
+    except BpfError:
+        for i in range(count):  # kernels without batch ops on arrays
+            bpf.map_update(fd, ctypes.c_uint32(i), ctypes.c_uint32(vals[i]))

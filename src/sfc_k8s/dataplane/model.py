@@ -1,0 +1,95 @@
+"""The data plane's public value types: sides, endpoint states, drop reasons and status records.
+
+Returned by ``sfc_k8s.dataplane.Dataplane`` to the ``dp`` CLI, the node agent and the tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Side(enum.StrEnum):
+    """The two sides of a cross-connection; a packet entering on one leaves on the other."""
+
+    A = "a"
+    B = "b"
+
+    @property
+    def num(self) -> int:
+        """The side's number in the eBPF maps (enum sfc_side)."""
+        return 0 if self is Side.A else 1
+
+    @classmethod
+    def from_index(cls, index: int) -> Side:
+        return cls.A if index == 0 else cls.B
+
+    @property
+    def other(self) -> Side:
+        return Side.B if self is Side.A else Side.A
+
+
+class EndpointState(enum.StrEnum):
+    ACTIVE = "active"  # gets new flows and keeps its sessions
+    DRAINING = "draining"  # keeps its sessions, gets no new flows
+
+
+class DropReason(enum.IntEnum):
+    """Mirrors bpf/lib/drop_reasons.h; never renumbered."""
+
+    MALFORMED = 1  # a header is truncated or inconsistent
+    NO_ENDPOINT = 2  # the far side has no active endpoint
+    STALE_ENDPOINT = 3  # the lookup table named an endpoint no longer in the link
+    REDIRECT_FAILED = 4  # bpf_redirect_peer refused the target
+
+
+@dataclass(frozen=True)
+class EndpointCounters:
+    """Summed over CPUs."""
+
+    rx_packets: int = 0  # entered the link FROM this endpoint's interface
+    rx_bytes: int = 0
+    tx_packets: int = 0  # redirected INTO this endpoint's pod
+    tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    side: Side
+    ifname: str
+    ifindex: int
+    state: EndpointState
+    counters: EndpointCounters = field(default_factory=EndpointCounters)
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    name: str
+    link_id: int
+    endpoints: list[Endpoint]
+    sessions: int  # live sessions of the link in the node's session table
+    drops: dict[DropReason, int]
+    sessions_created: int = 0  # new sessions recorded since the link was created
+
+    def side(self, side: Side) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.side is side]
+
+
+@dataclass(frozen=True)
+class Session:
+    """One flow of a link: its direction-normalised key and the endpoint on each side."""
+
+    kind: str  # l4-v4, l4-v6, l3-v4, l3-v6, arp, nd, l2
+    proto: int  # IP protocol number (l4/l3 kinds), else 0
+    vlan: int
+    addr_lo: str
+    port_lo: int
+    addr_hi: str
+    port_hi: int
+    a_ifname: str  # endpoint on side A ("" if it left the link)
+    a_ifindex: int
+    b_ifname: str
+    b_ifindex: int
+
+    def endpoint(self, side: Side) -> str:
+        return self.a_ifname if side is Side.A else self.b_ifname

@@ -1,0 +1,140 @@
+"""ctypes mirrors of the structures and constants the eBPF program shares with user space.
+
+The one place where C layouts appear in Python (``tests/bpf/test_layout.py`` compares every
+size and offset with the BTF of the compiled object, and the constants with the C headers).
+Used by the loader, the manager and the tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import ipaddress
+import socket
+
+# Capacities (bpf/lib/common.h).
+MAX_LINKS = 1024
+MAX_IFACES = 16384
+MAX_ENDPOINTS_PER_SIDE = 1024
+MAGLEV_SIZE = 65537
+SESSIONS_DEFAULT = 1_048_576
+DROP_MAX = 16
+IFNAMSIZ = 16
+
+SIDE_A = 0
+SIDE_B = 1
+EP_ACTIVE = 0
+EP_DRAINING = 1
+
+# Map and program names in the object; the version suffix changes with the layout.
+MAP_IFACES = "sfc_ifaces_v1"
+MAP_SESSIONS = "sfc_sessions_v1"
+MAP_MAGLEV = "sfc_maglev_v1"
+MAP_EP_COUNTERS = "sfc_epstats_v1"
+MAP_LINK_STATS = "sfc_lnkstats_v1"
+NODE_MAPS = (MAP_IFACES, MAP_SESSIONS, MAP_MAGLEV, MAP_EP_COUNTERS, MAP_LINK_STATS)
+PROG_INGRESS = "sfc_xc_ingress"
+# A map created per link (not in the object): holds the link id; its pin names the link.
+LINK_INFO_MAP = "sfc_link_v1"
+# The per-(link, side) Maglev tables (inner maps of MAP_MAGLEV) created by user space.
+MAGLEV_TABLE_MAP = "sfc_mglv_tbl_v1"
+
+
+class FlowKind(enum.IntEnum):
+    """enum sfc_flow_kind (bpf/lib/flow_key.h)."""
+
+    L4_V4 = 1
+    L4_V6 = 2
+    L3_V4 = 3
+    L3_V6 = 4
+    ARP = 5
+    ND = 6
+    L2 = 7
+
+
+class Iface(ctypes.Structure):
+    """struct sfc_iface: one participating interface (value of sfc_ifaces_v1, key ifindex)."""
+
+    _fields_ = [
+        ("link_id", ctypes.c_uint32),
+        ("gen", ctypes.c_uint32),
+        ("side", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("ifname", ctypes.c_char * IFNAMSIZ),
+    ]
+
+
+class FlowKey(ctypes.Structure):
+    """struct sfc_flow_key: the direction-normalised flow (key of sfc_sessions_v1)."""
+
+    _fields_ = [
+        ("link_id", ctypes.c_uint32),
+        ("kind", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("vlan", ctypes.c_uint16),
+        ("port_lo", ctypes.c_uint16),  # network order
+        ("port_hi", ctypes.c_uint16),  # network order
+        ("addr_lo", ctypes.c_uint8 * 16),
+        ("addr_hi", ctypes.c_uint8 * 16),
+    ]
+
+    def endpoints(self) -> tuple[str, int, str, int]:
+        """(lower address, port, higher address, port) in readable form."""
+        kind = FlowKind(self.kind)
+        lo, hi = bytes(self.addr_lo), bytes(self.addr_hi)
+        if kind in (FlowKind.L4_V4, FlowKind.L3_V4, FlowKind.ARP):
+            lo_s, hi_s = str(ipaddress.IPv4Address(lo[:4])), str(ipaddress.IPv4Address(hi[:4]))
+        elif kind == FlowKind.L2:
+            lo_s, hi_s = lo[:6].hex(":"), hi[:6].hex(":")
+        else:
+            lo_s, hi_s = str(ipaddress.IPv6Address(lo)), str(ipaddress.IPv6Address(hi))
+        return lo_s, socket.ntohs(self.port_lo), hi_s, socket.ntohs(self.port_hi)
+
+
+class SessionValue(ctypes.Structure):
+    """struct sfc_session: the endpoint on each side (value of sfc_sessions_v1)."""
+
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32 * 2),
+        ("gen", ctypes.c_uint32 * 2),
+    ]
+
+
+class EpCounters(ctypes.Structure):
+    """struct sfc_ep_counters: one CPU's counters of one endpoint (sfc_epstats_v1)."""
+
+    _fields_ = [
+        ("rx_packets", ctypes.c_uint64),
+        ("rx_bytes", ctypes.c_uint64),
+        ("tx_packets", ctypes.c_uint64),
+        ("tx_bytes", ctypes.c_uint64),
+    ]
+
+
+class LinkStats(ctypes.Structure):
+    """struct sfc_link_stats: one CPU's statistics of one link (sfc_lnkstats_v1)."""
+
+    _fields_ = [
+        ("sessions_created", ctypes.c_uint64),
+        ("drops", ctypes.c_uint64 * DROP_MAX),
+    ]
+
+
+class LinkInfoValue(ctypes.Structure):
+    """The value of a link's own info map (user space only, not in the object)."""
+
+    _fields_ = [
+        ("link_id", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+# C struct name -> mirror, for the layout test against the object's BTF.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "sfc_iface": Iface,
+    "sfc_flow_key": FlowKey,
+    "sfc_session": SessionValue,
+    "sfc_ep_counters": EpCounters,
+    "sfc_link_stats": LinkStats,
+}
