@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 TRAFFIC = str(Path(__file__).with_name("traffic.py"))
+# Session table size for test data planes: small enough to pin little kernel memory per test
+# (the default, 1,048,576 sessions, pins ~134 MB).
+TEST_SESSIONS = 65536
 
 
 def ip_batch(commands: Iterable[str], *, netns: str | None = None) -> None:
