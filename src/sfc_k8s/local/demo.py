@@ -1,0 +1,487 @@
+"""``sfc-k8s demo`` (``make demo``): the transparent-firewall chain, scaled under traffic.
+
+Starts the local cluster (or reuses one with ``--keep``), applies
+``examples/transparent-firewall`` with kubectl, waits for the chain to be Ready, then runs
+traffic from the client pod to the server pod through the firewall replicas: ping, back-to-back
+iperf3 rounds with 8 streams, and long-lived TCP flows whose every echoed byte is checked. It
+scales the firewall 2 -> 4 -> 1 with ``kubectl scale`` while the traffic runs; after each step it
+prints per-replica packets/bytes (scraped from the node agents' data-plane metrics) and whether
+any established flow broke. It writes a PNG of per-replica throughput over time, exits 0 only if
+every check held, and removes the cluster unless ``--keep``. The end-to-end test calls ``run``
+with shorter durations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfc_k8s.api.naming import host_ifname
+from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
+from sfc_k8s.local.layout import Layout, default_state_dir, node_name
+from sfc_k8s.local.paths import examples_dir
+from sfc_k8s.local.traffic import (
+    EchoFlow,
+    IperfLoop,
+    MetricsSnapshot,
+    open_echo_flows,
+    ping,
+    scrape_agent,
+    short_flows,
+)
+
+NAMESPACE = "sfc-demo"
+CHAIN = "transparent-firewall"
+SERVER_IP = "192.168.100.20"
+ECHO_PORT = 7007
+IPERF_PORT = 5201
+METRICS_PORT = 9469
+XC_IN = f"{CHAIN}-client-firewall"  # firewall eth1 is side b
+XC_OUT = f"{CHAIN}-firewall-server"  # firewall eth2 is side a
+
+
+@dataclass
+class DemoOptions:
+    nodes: int = 1
+    keep: bool = False
+    steps: tuple[int, ...] = (4, 1)  # the firewall starts with 2 replicas
+    dwell: float = 8.0  # seconds of traffic after each step is in place
+    flows: int = 16  # long-lived echo flows
+    streams: int = 8  # iperf3 parallel streams
+    iperf_seconds: int = 2
+    short_flows: int = 32  # new flows opened at each step, so every replica gets some
+    timeout: float = 120.0
+    plot: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "sfc-k8s-demo.png")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Replica:
+    pod: str
+    uid: str
+    node: str
+
+    @property
+    def eth1(self) -> str:
+        return host_ifname(self.uid, "eth1")
+
+
+class DemoError(Exception):
+    """A step of the demo could not be carried out (the checks so far are reported)."""
+
+
+class Demo:
+    def __init__(
+        self, layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print
+    ) -> None:
+        self.layout = layout
+        self.opts = opts
+        self.out = out
+        self.checks: list[Check] = []
+        self.replicas: dict[str, Replica] = {}  # eth1 host ifname -> replica (ever seen)
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (t, eth1 ifname -> bytes)
+        self.events: list[tuple[float, str]] = []
+        self.t0 = time.monotonic()
+        self._sampling = threading.Event()
+        self._lock = threading.Lock()
+        self.last: MetricsSnapshot | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def kube(self) -> SyncKube:
+        return SyncKube(load_kubeconfig(self.layout.kubeconfig))
+
+    def kubectl(self, *args: str) -> str:
+        proc = subprocess.run(
+            [local_cli.KUBECTL, "--kubeconfig", str(self.layout.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, ok, detail))
+        self.out(f"  [{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail else ""))
+        return ok
+
+    def pods(self, app: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kube.get(
+            f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=f"app={app}"
+        )["items"]
+        return items
+
+    def pod_netns(self, app: str) -> str:
+        live = [
+            p
+            for p in self.pods(app)
+            if not p["metadata"].get("deletionTimestamp") and _pod_ready(p)
+        ]
+        if not live:
+            raise DemoError(f"no ready {app} pod")
+        return self.layout.pod_netns(live[0]["metadata"]["uid"])
+
+    def node_metrics(self) -> MetricsSnapshot:
+        merged = MetricsSnapshot(time.monotonic(), {}, {}, {})
+        for i in range(1, self.opts.nodes + 1):
+            snap = scrape_agent(self.layout.node_netns(node_name(i)), METRICS_PORT)
+            merged.endpoints.update(snap.endpoints)
+            for xc, n in snap.sessions.items():
+                merged.sessions[xc] = merged.sessions.get(xc, 0.0) + n
+            merged.drops.update(snap.drops)
+        return merged
+
+    def refresh_replicas(self) -> None:
+        for pod in self.pods("firewall"):
+            meta = pod["metadata"]
+            rep = Replica(meta["name"], meta["uid"], (pod.get("spec") or {}).get("nodeName", ""))
+            with self._lock:
+                self.replicas.setdefault(rep.eth1, rep)
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def _sample_loop(self) -> None:
+        while not self._sampling.wait(0.5):
+            with contextlib.suppress(KubeError, OSError, ValueError):
+                self.refresh_replicas()
+                snap = self.node_metrics()
+                self.last = snap
+                per = {
+                    ep.interface: ep.bytes
+                    for (xc, _), ep in snap.endpoints.items()
+                    if xc == XC_IN and ep.side == "b"
+                }
+                self.samples.append((snap.time - self.t0, per))
+
+    def mark(self, label: str) -> None:
+        self.events.append((time.monotonic() - self.t0, label))
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def start_cluster(self) -> None:
+        self.out("== local cluster")
+        local_cli.up(self.layout, nodes=self.opts.nodes, timeout=self.opts.timeout)
+
+    def apply_example(self) -> None:
+        self.out("== applying examples/transparent-firewall")
+        path = examples_dir() / "transparent-firewall"
+        for line in self.kubectl("apply", "-f", str(path)).splitlines():
+            self.out(f"  {line}")
+
+    def wait_chain_ready(self) -> None:
+        self.out("== waiting for the chain to be Ready")
+        deadline = time.monotonic() + self.opts.timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                sfc = self.kube.get(
+                    f"/apis/sfc-k8s.io/v1alpha1/namespaces/{NAMESPACE}/servicefunctionchains/{CHAIN}"
+                )
+                pods = self.kube.get(f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
+            except KubeError as err:
+                sfc, pods = {}, []
+                state = f"API: {err}"
+            ready_pods = sum(1 for p in pods if _pod_ready(p))
+            cond = _condition(sfc, "Ready")
+            state = (
+                f"pods ready {ready_pods}/{len(pods)}, chain Ready={cond.get('status', '?')}"
+                f" {cond.get('reason', '')}: {cond.get('message', '')}".rstrip(": ")
+            )
+            if state != last:
+                self.out(f"  {time.monotonic() - self.t0:5.1f}s  {state}")
+                last = state
+            if cond.get("status") == "True" and self._firewall_programmed(2):
+                self.check("chain Ready", True, f"after {time.monotonic() - self.t0:.1f}s")
+                return
+            time.sleep(0.3)
+        self.check("chain Ready", False, f"not Ready after {self.opts.timeout:.0f}s: {last}")
+        raise DemoError("the chain did not become Ready")
+
+    def _firewall_programmed(self, replicas: int) -> bool:
+        """Both links carry exactly ``replicas`` active firewall endpoints, none draining."""
+        try:
+            snap = self.node_metrics()
+        except (OSError, ValueError):
+            return False
+        for xc, side in ((XC_IN, "b"), (XC_OUT, "a")):
+            eps = [e for (x, _), e in snap.endpoints.items() if x == xc and e.side == side]
+            if sum(e.state == "active" for e in eps) != replicas or len(eps) != replicas:
+                return False
+        return True
+
+    def wait_data_path(self, client_ns: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, received, _ = ping(client_ns, SERVER_IP, count=2)
+            if received:
+                return
+            time.sleep(0.3)
+        raise DemoError(f"no ping answer from {SERVER_IP} through the chain")
+
+    def scale(self, replicas: int, flows: list[EchoFlow], iperf: IperfLoop) -> None:
+        self.out(f"== scaling the firewall to {replicas} (kubectl scale, traffic running)")
+        before = self.last
+        t_start = time.monotonic()
+        rounds_before = len(iperf.rounds)
+        self.mark(f"scale to {replicas}")
+        self.kubectl("scale", "deployment/firewall", "-n", NAMESPACE, f"--replicas={replicas}")
+        deadline = time.monotonic() + self.opts.timeout
+        while not self._firewall_programmed(replicas):
+            if time.monotonic() > deadline:
+                self.check(f"scale to {replicas}: replicas programmed", False, "timed out")
+                raise DemoError(f"the firewall did not reach {replicas} programmed replicas")
+            time.sleep(0.2)
+        took = time.monotonic() - t_start
+        self.check(
+            f"scale to {replicas}: {replicas} replicas active in both links",
+            True,
+            f"{took:.1f}s after kubectl scale",
+        )
+        self.mark(f"{replicas} programmed")
+        client_ns = self.pod_netns("client")
+        ok = short_flows(client_ns, SERVER_IP, ECHO_PORT, self.opts.short_flows)
+        self.check(
+            f"scale to {replicas}: new short flows answered",
+            ok == self.opts.short_flows,
+            f"{ok}/{self.opts.short_flows}",
+        )
+        time.sleep(self.opts.dwell)
+        after = self.node_metrics()
+        self.report_step(replicas, before, after, flows, iperf.rounds[rounds_before:])
+
+    def report_step(
+        self,
+        replicas: int,
+        before: MetricsSnapshot | None,
+        after: MetricsSnapshot,
+        flows: list[EchoFlow],
+        rounds: list[Any],
+    ) -> None:
+        self.refresh_replicas()
+        rows = []
+        active = []
+        for (xc, iface), ep in sorted(after.endpoints.items()):
+            if xc != XC_IN or ep.side != "b":
+                continue
+            prev = before.endpoints.get((xc, iface)) if before else None
+            d_packets = ep.packets - (prev.packets if prev else 0)
+            d_bytes = ep.bytes - (prev.bytes if prev else 0)
+            rep = self.replicas.get(iface)
+            name = rep.pod if rep else iface
+            rows.append((name, rep.node if rep else "?", ep.state, d_packets, d_bytes))
+            if ep.state == "active":
+                active.append((name, d_bytes))
+        self.out("  per-replica traffic during this step (firewall eth1, both directions):")
+        self.out(f"    {'replica':<34} {'node':<8} {'state':<9} {'packets':>10} {'bytes':>14}")
+        for name, node, state, pk, by in rows:
+            self.out(f"    {name:<34} {node:<8} {state:<9} {pk:>10.0f} {by:>14.0f}")
+        self.out(
+            f"    sessions: {XC_IN} {after.sessions.get(XC_IN, 0):.0f}, "
+            f"{XC_OUT} {after.sessions.get(XC_OUT, 0):.0f}"
+        )
+        idle = [n for n, b in active if b <= 0]
+        self.check(
+            f"scale to {replicas}: every active replica carried traffic",
+            not idle and len(active) == replicas,
+            f"{len(active)} active" + (f", idle: {', '.join(idle)}" if idle else ""),
+        )
+        failed = [r for r in rounds if r.error]
+        mbps = [r.bits_per_second / 1e6 for r in rounds if not r.error]
+        self.check(
+            f"scale to {replicas}: iperf3 rounds ({self.opts.streams} streams) succeeded",
+            bool(rounds) and not failed,
+            f"{len(rounds)} rounds, "
+            + (f"{min(mbps):.0f}-{max(mbps):.0f} Mbit/s" if mbps else "no result")
+            + (f", errors: {failed[0].error}" if failed else ""),
+        )
+        broken = [f for f in flows if f.broken]
+        self.check(
+            f"scale to {replicas}: no established flow broke",
+            not broken,
+            f"{len(flows) - len(broken)}/{len(flows)} long-lived flows byte-exact"
+            + (f"; first error: {broken[0].error}" if broken else ""),
+        )
+
+    # -- the whole scenario ------------------------------------------------------------------
+
+    def run(self) -> bool:
+        sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
+        flows: list[EchoFlow] = []
+        iperf: IperfLoop | None = None
+        try:
+            self.start_cluster()
+            self.check("local cluster up", True, str(self.layout.kubeconfig))
+            self.apply_example()
+            self.wait_chain_ready()
+            client_ns = self.pod_netns("client")
+            self.wait_data_path(client_ns)
+            sampler.start()
+            self.out("== traffic: ping, iperf3, long-lived echo flows")
+            sent, received, summary = ping(client_ns, SERVER_IP, count=10)
+            self.check("ping through the chain", sent > 0 and received == sent, summary)
+            flows = open_echo_flows(client_ns, SERVER_IP, ECHO_PORT, self.opts.flows)
+            self.check(f"{len(flows)} long-lived TCP flows established", True)
+            iperf = IperfLoop(
+                client_ns,
+                SERVER_IP,
+                port=IPERF_PORT,
+                streams=self.opts.streams,
+                seconds=self.opts.iperf_seconds,
+            )
+            iperf.start()
+            self.mark("traffic")
+            time.sleep(self.opts.dwell)
+            self.report_step(2, None, self.node_metrics(), flows, iperf.rounds)
+            for replicas in self.opts.steps:
+                self.scale(replicas, flows, iperf)
+            self.out("== stopping traffic")
+        except (DemoError, local_cli.LocalClusterError, KubeError, OSError) as err:
+            self.check("demo ran to the end", False, str(err))
+        finally:
+            if iperf is not None:
+                iperf.stop()
+            for flow in flows:
+                flow.stop()
+            self._sampling.set()
+            if sampler.is_alive():
+                sampler.join(timeout=5)
+        if flows:
+            broken = [f for f in flows if f.broken]
+            total = sum(f.bytes_ok for f in flows)
+            self.check(
+                "no long-lived flow broke during the whole run",
+                not broken,
+                f"{len(flows)} flows, {total} bytes echoed byte-exact"
+                + (f"; broken: {[f.index for f in broken]}" if broken else ""),
+            )
+        self.write_plot()
+        return all(c.ok for c in self.checks)
+
+    def write_plot(self) -> None:
+        if len(self.samples) < 2:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(10, 5))
+        names = sorted({i for _, per in self.samples for i in per})
+        for iface in names:
+            xs, ys = [], []
+            for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
+                if iface in p1 and iface in p2 and t2 > t1:
+                    xs.append(t2)
+                    ys.append(max(p2[iface] - p1[iface], 0) * 8 / (t2 - t1) / 1e6)
+            rep = self.replicas.get(iface)
+            ax.plot(xs, ys, label=rep.pod if rep else iface)
+        for t, label in self.events:
+            ax.axvline(t, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(label, (t, 0), rotation=90, fontsize=7, va="bottom")
+        ax.set_xlabel("seconds since start")
+        ax.set_ylabel("Mbit/s through firewall eth1")
+        ax.set_title("sfc-k8s demo: per-replica throughput of the transparent firewall")
+        ax.legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        self.opts.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.opts.plot, dpi=100)
+        plt.close(fig)
+        data = self.opts.plot.with_suffix(".json")
+        data.write_text(
+            json.dumps(
+                {
+                    "samples": self.samples,
+                    "events": self.events,
+                    "replicas": {k: v.pod for k, v in self.replicas.items()},
+                }
+            )
+        )
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    return _condition(pod, "Ready").get("status") == "True"
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return {}
+
+
+SCALE_IN_NOTE = """\
+About scale-in: a removed firewall replica first drains for its grace period (the chain's
+cross-connections give it no new flows, it keeps forwarding the flows it has), then exits; its
+flows then move to a remaining replica. This firewall is a stateless bridge, so moved flows
+continue, and the demo asserts that every long-lived flow stayed byte-exact through the whole
+run. A stateful NF would drop flows it did not see start: what sfc-k8s guarantees is that flows
+on the replicas that remain never move, and that a removed replica keeps its flows while it
+drains."""
+
+
+def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -> Demo:
+    """Run the scenario, tear the cluster down unless ``opts.keep``; returns the finished demo."""
+    demo = Demo(layout, opts, out)
+    ok = False
+    try:
+        ok = demo.run()
+    finally:
+        if not opts.keep:
+            out("== removing the local cluster")
+            local_cli.down(layout)
+    out("")
+    out(SCALE_IN_NOTE)
+    out("")
+    passed = sum(c.ok for c in demo.checks)
+    out(f"checks: {passed}/{len(demo.checks)} passed -> {'PASS' if ok else 'FAIL'}")
+    if demo.samples:
+        out(f"throughput plot: {opts.plot} (data: {opts.plot.with_suffix('.json')})")
+    if opts.keep:
+        out(f"cluster kept: export KUBECONFIG={layout.kubeconfig}; sfc-k8s local down to remove")
+    return demo
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sfc-k8s demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep (or reuse) the cluster")
+    parser.add_argument("--dwell", type=float, default=8.0, help="seconds of traffic per step")
+    parser.add_argument("--flows", type=int, default=16, help="long-lived echo flows")
+    parser.add_argument("--plot", type=Path, default=None, help="where to write the PNG")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("sfc-k8s demo: needs root (network namespaces, eBPF)", file=sys.stderr)
+        return 1
+    layout = Layout(args.state_dir or default_state_dir())
+    opts = DemoOptions(nodes=args.nodes, keep=args.keep, dwell=args.dwell, flows=args.flows)
+    if args.plot:
+        opts.plot = args.plot
+    demo = run(layout, opts)
+    return 0 if demo.checks and all(c.ok for c in demo.checks) else 1
