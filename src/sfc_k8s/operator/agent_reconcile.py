@@ -135,13 +135,22 @@ class DrainEndpoint:
 
 
 @dataclass(frozen=True)
+class ActivateEndpoint:
+    link: str
+    side: SideName
+    ifname: str
+
+
+@dataclass(frozen=True)
 class RemoveEndpoint:
     link: str
     side: SideName
     ifname: str
 
 
-Operation = CreateLink | DeleteLink | AddEndpoint | DrainEndpoint | RemoveEndpoint
+Operation = (
+    CreateLink | DeleteLink | AddEndpoint | ActivateEndpoint | DrainEndpoint | RemoveEndpoint
+)
 
 
 def plan(
@@ -155,8 +164,8 @@ def plan(
 
     - an endpoint desired ``draining`` that is not programmed is not added (it must get no new
       flows and has no sessions to keep);
-    - a programmed endpoint that changes side, or goes from draining back to active, is removed
-      then added again (its sessions go: the data plane cannot re-activate in place);
+    - a draining endpoint desired active again is re-activated in place (sessions kept); one
+      that changes side is removed then added again (its sessions go);
     - new endpoints are added before old ones are drained or removed, so the far side of a busy
       link keeps an active endpoint during a rolling replacement;
     - when nothing is left to keep, the link itself is deleted (sessions purged, pins removed),
@@ -165,8 +174,9 @@ def plan(
     Operations come out in a deterministic order (by side, then interface name).
     """
     current = {ep.ifname: ep for ep in programmed} if programmed is not None else {}
-    readd: list[LocalEndpoint] = []  # programmed, but must be removed first (side/mode change)
+    readd: list[LocalEndpoint] = []  # programmed on the other side: removed first
     add: list[LocalEndpoint] = []
+    activate: list[LocalEndpoint] = []
     drain: list[LocalEndpoint] = []
     remove: list[LocalEndpoint] = []
     keep = 0
@@ -185,9 +195,11 @@ def plan(
         keep += 1
         if have is None:
             add.append(want)
-        elif have.side != want.side or have.mode != "active":
+        elif have.side != want.side:
             readd.append(have)
             add.append(want)
+        elif have.mode != "active":
+            activate.append(want)
     remove += [have for ifname, have in current.items() if ifname not in desired]
 
     if keep == 0:
@@ -195,6 +207,7 @@ def plan(
     ops: list[Operation] = [] if programmed is not None else [CreateLink(link)]
     ops += [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(readd)]
     ops += [AddEndpoint(link, ep.side, ep.ifname) for ep in sorted(add)]
+    ops += [ActivateEndpoint(link, ep.side, ep.ifname) for ep in sorted(activate)]
     ops += [DrainEndpoint(link, ep.side, ep.ifname) for ep in sorted(drain)]
     ops += [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(remove)]
     return ops

@@ -16,6 +16,7 @@ import pytest
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.operator.agent_reconcile import (
     LINK_NAME_MAX,
+    ActivateEndpoint,
     AddEndpoint,
     CreateLink,
     DeleteLink,
@@ -182,14 +183,15 @@ def test_replacement_adds_before_it_drains_and_removes() -> None:
     ]
 
 
-def test_reactivation_and_side_moves_remove_then_add() -> None:
-    programmed = [ep("a", "sfc1", "draining"), ep("b", "sfc2")]
-    want = desired(ep("a", "sfc1"), ep("a", "sfc2"))
+def test_reactivation_is_in_place_and_side_moves_remove_then_add() -> None:
+    programmed = [ep("a", "sfc1", "draining"), ep("b", "sfc2"), ep("b", "sfc3", "draining")]
+    want = desired(ep("a", "sfc1"), ep("a", "sfc2"), ep("a", "sfc3"))
     assert plan(L, want, programmed) == [
-        RemoveEndpoint(L, "a", "sfc1"),
         RemoveEndpoint(L, "b", "sfc2"),
-        AddEndpoint(L, "a", "sfc1"),
+        RemoveEndpoint(L, "b", "sfc3"),
         AddEndpoint(L, "a", "sfc2"),
+        AddEndpoint(L, "a", "sfc3"),
+        ActivateEndpoint(L, "a", "sfc1"),
     ]
 
 

@@ -1,0 +1,566 @@
+"""The sfc-k8s node agent: keeps this node's data plane equal to the CrossConnections' endpoints.
+
+Run once per node (a DaemonSet; in the local cluster, one process per emulated node, inside the
+node's network namespace) as ``sfc-k8s agent --node NODE``; ``sfc_k8s.operator.cli`` dispatches
+to ``main``. Tests and benchmarks build a ``NodeAgent`` and run its ``registry``/``settings``
+with ``kopf.testing.KopfRunner``.
+
+For every CrossConnection (xc) with endpoints on this node, the agent programs one data-plane
+link named ``agent_reconcile.link_name(namespace, name)`` holding the endpoints whose ``node`` is
+this node, by host interface: active ones get new flows, draining ones keep their sessions only,
+gone ones are removed (sessions purged). The handlers are thin: parse, ``agent_reconcile.plan``
+(pure, unit-tested), apply, report. Design points:
+
+- Several agents share every xc, so each one keeps its Kopf state under its own keys: its own
+  annotation prefix (``<node>.agent.sfc-k8s.io``) and its own finalizer
+  (``sfc-k8s.io/agent-<node>``), added only to xcs that have endpoints (or a link) on its node.
+  Its change detection tracks only its node's part of the spec plus the generation, so a change
+  elsewhere costs it no data-plane work, only a status refresh.
+- Status: ``status.nodes.<node>`` = programmedEndpoints, observedGeneration, ready, message,
+  lastUpdate (a JSON merge patch touches only this node's key), written only when it changes.
+- A host interface that does not exist yet (the pod's veth is still being created) is retried
+  with ``kopf.TemporaryError`` after ``retry_delay``; the status says which interfaces it waits
+  for, and every endpoint that can be programmed already is.
+- Restart: ``Dataplane`` adopts the pinned programs and maps (traffic never stops), and the
+  resume handlers apply only the difference. Links that no xc explains any more (deleted while
+  the agent was down, or with its finalizer forcibly removed) are garbage-collected after a
+  fresh list of the xcs, at startup and every ``gc_interval``; only links shaped like agent links
+  under the agent's own bpffs root are considered.
+- All data-plane calls run on the operator's event loop (they take micro- to milliseconds), so
+  handlers, garbage collection and metric scrapes never touch the maps concurrently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from sfc_k8s.dataplane import (
+    DEFAULT_BPFFS_ROOT,
+    SESSIONS_DEFAULT,
+    CapacityError,
+    Dataplane,
+    DataplaneError,
+    EndpointNotFound,
+    InterfaceNotFound,
+    LinkNotFound,
+    Side,
+)
+from sfc_k8s.operator.agent_kube import (
+    XC_GROUP,
+    XC_PLURAL,
+    XC_VERSION,
+    KubeError,
+    connection_from_kubeconfig,
+    list_cross_connections,
+)
+from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
+from sfc_k8s.operator.agent_reconcile import (
+    SIDES,
+    ActivateEndpoint,
+    AddEndpoint,
+    CreateLink,
+    DeleteLink,
+    DrainEndpoint,
+    InvalidCrossConnectionError,
+    LocalEndpoint,
+    Operation,
+    RemoveEndpoint,
+    desired_projection,
+    link_name,
+    local_endpoints,
+    plan,
+    stale_links,
+)
+
+logger = logging.getLogger(__name__)
+
+XC_RESOURCE = (XC_GROUP, XC_VERSION, XC_PLURAL)
+_DNS_SUBDOMAIN_MAX = 253
+_QUALIFIED_NAME_MAX = 63
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What one agent runs with; ``main`` fills it from flags and environment."""
+
+    node: str
+    kubeconfig: str | None = None
+    bpffs_root: str = DEFAULT_BPFFS_ROOT
+    session_table_size: int = SESSIONS_DEFAULT  # applies when the data plane is first loaded
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    retry_delay: float = 1.0  # interface not created yet
+    conflict_delay: float = 5.0  # interface held by another link, capacity, other data-plane errors
+    gc_interval: float = 300.0
+
+
+def annotation_prefix(node: str) -> str:
+    """Where this node's agent keeps its Kopf state on shared objects (a DNS subdomain)."""
+    prefix = f"{node}.agent.sfc-k8s.io"
+    if len(prefix) <= _DNS_SUBDOMAIN_MAX:
+        return prefix
+    return f"{hashlib.sha256(node.encode()).hexdigest()[:16]}.agent.sfc-k8s.io"
+
+
+def agent_finalizer(node: str) -> str:
+    """The finalizer this node's agent puts on the xcs it programs."""
+    name = f"agent-{node}"
+    if len(name) > _QUALIFIED_NAME_MAX or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        name = f"agent-{hashlib.sha256(node.encode()).hexdigest()[:16]}"
+    return f"sfc-k8s.io/{name}"
+
+
+class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf change detection on this node's endpoints and the generation only."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(prefix=annotation_prefix(node), key="last-handled-configuration")
+        self._node = node
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence = desired_projection(body.get("spec") or {}, self._node)
+        essence["generation"] = body.get("metadata", {}).get("generation")
+        return essence  # type: ignore[return-value]
+
+
+@dataclass
+class _Outcome:
+    waiting: list[str] = field(default_factory=list)  # interfaces that do not exist yet
+    failures: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+class NodeAgent:
+    """One node's agent: a Kopf registry and settings, plus the data plane they drive."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.registry = kopf.OperatorRegistry()
+        self.settings = self._make_settings()
+        self.metrics = AgentMetrics(self._link_samples)
+        self._dp: Dataplane | None = None
+        self._connection: kopf.ConnectionInfo | None = None
+        self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
+        self._gc_task: asyncio.Task[None] | None = None
+        # Called after each applied operation with its time.monotonic() (benchmarks use it to
+        # time reactions without polling the maps); must be quick and never raise.
+        self.observers: list[Callable[[Operation, float], None]] = []
+        self._register()
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _make_settings(self) -> kopf.OperatorSettings:
+        node = self.config.node
+        settings = kopf.OperatorSettings()
+        settings.peering.standalone = True  # every node acts; there is nothing to elect
+        settings.scanning.disabled = True  # one fixed resource: no CRD/namespace discovery watch
+        settings.persistence.finalizer = agent_finalizer(node)
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=annotation_prefix(node)
+        )
+        settings.persistence.diffbase_storage = _NodeDiffBase(node)
+        settings.posting.level = logging.WARNING  # Kubernetes events for problems only
+        return settings
+
+    def _register(self) -> None:
+        reg = self.registry
+        kopf.on.login(registry=reg)(self._login)
+        kopf.on.startup(registry=reg)(self._startup)
+        kopf.on.cleanup(registry=reg)(self._cleanup)
+        concerns = self._concerns
+        kopf.on.resume(*XC_RESOURCE, registry=reg, id="resume", when=concerns)(self._program)
+        kopf.on.create(*XC_RESOURCE, registry=reg, id="create", when=concerns)(self._program)
+        kopf.on.update(*XC_RESOURCE, registry=reg, id="update", when=concerns)(self._program)
+        kopf.on.delete(*XC_RESOURCE, registry=reg, id="release", when=concerns)(self._release)
+
+    @property
+    def dataplane(self) -> Dataplane:
+        if self._dp is None:
+            raise RuntimeError("the agent's data plane is opened by its startup handler")
+        return self._dp
+
+    # -- activities --------------------------------------------------------------------------
+    async def _login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        if self.config.kubeconfig:
+            info: kopf.ConnectionInfo | None = connection_from_kubeconfig(self.config.kubeconfig)
+        elif os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"):
+            info = kopf.login_with_service_account(**kwargs)
+        else:
+            info = kopf.login_with_kubeconfig(**kwargs)
+        self._connection = info
+        return info
+
+    async def _startup(self, logger: kopf.Logger, **_: Any) -> None:
+        self._dp = Dataplane(
+            self.config.bpffs_root, session_table_size=self.config.session_table_size
+        )
+        for name in self._dp.links():
+            self._links.setdefault(name, ("", ""))
+        logger.info(
+            f"node {self.config.node}: data plane at {self.config.bpffs_root},"
+            f" adopted {len(self._links)} pinned link(s)"
+        )
+        if self.config.metrics_port is not None:
+            await self.metrics.start(self.config.metrics_host, self.config.metrics_port)
+        self._gc_task = asyncio.create_task(self._gc_loop(), name="sfc-k8s-agent-gc")
+
+    async def _cleanup(self, **_: Any) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
+            self._gc_task = None
+        await self.metrics.stop()
+        if self._dp is not None:
+            self._dp.close()  # fds only: the pinned state keeps forwarding
+            self._dp = None
+
+    # -- CrossConnection handlers ------------------------------------------------------------
+    def _concerns(self, *, spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> bool:
+        """Whether this node has endpoints in the xc or still holds a link for it."""
+        if link_name(namespace or "", name) in self._links:
+            return True
+        node = self.config.node
+        return any(
+            isinstance(ep, Mapping) and ep.get("node") == node
+            for side in SIDES
+            for ep in ((spec.get(side) or {}).get("endpoints") or ())
+        )
+
+    async def _program(
+        self,
+        *,
+        spec: kopf.Spec,
+        meta: kopf.Meta,
+        status: kopf.Status,
+        namespace: str | None,
+        name: str,
+        patch: kopf.Patch,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
+        started = time.perf_counter()
+        namespace = namespace or ""
+        link = link_name(namespace, name)
+        generation = meta.get("generation")
+        try:
+            desired = local_endpoints(spec, self.config.node)
+        except InvalidCrossConnectionError as err:
+            self.metrics.reconcile_errors.labels("invalid").inc()
+            self._report(
+                patch=patch,
+                status=status,
+                generation=generation,
+                programmed=self._count(link) or 0,
+                ready=False,
+                message=str(err),
+            )
+            raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
+
+        ops = plan(link, desired, self._programmed(link))
+        outcome = self._apply(ops, namespace, name)
+        programmed = self._count(link)
+        message = ""
+        if outcome.waiting:
+            message = (
+                f"waiting for interface(s) {', '.join(sorted(outcome.waiting))}: not created yet"
+                " on this node (pod networking still being set up); will retry"
+            )
+        if outcome.failures:
+            message = "; ".join([*outcome.failures, *([message] if message else [])])
+        ready = not message
+        if programmed is None and not desired:
+            self._forget(patch, status)
+        else:
+            self._report(
+                patch=patch,
+                status=status,
+                generation=generation,
+                programmed=programmed or 0,
+                ready=ready,
+                message=message,
+            )
+        self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        if ops:
+            summary = ", ".join(f"{kind} {n}" for kind, n in sorted(outcome.counts.items()))
+            logger.info(f"link {link}: {summary or 'no change'}; {programmed or 0} programmed")
+        if outcome.failures:
+            self.metrics.reconcile_errors.labels("dataplane").inc()
+            raise kopf.TemporaryError(message, delay=self.config.conflict_delay)
+        if outcome.waiting:
+            self.metrics.reconcile_errors.labels("interface_missing").inc()
+            raise kopf.TemporaryError(message, delay=self.config.retry_delay)
+
+    async def _release(
+        self, *, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
+    ) -> None:
+        link = link_name(namespace or "", name)
+        try:
+            self.dataplane.delete_link(link)
+            self.metrics.operations.labels("delete_link").inc()
+            logger.info(f"link {link}: deleted with its sessions")
+        except LinkNotFound:
+            pass
+        except DataplaneError as err:
+            self.metrics.reconcile_errors.labels("dataplane").inc()
+            raise kopf.TemporaryError(
+                f"failed to delete link {link!r}: {err}", delay=self.config.conflict_delay
+            ) from err
+        self._links.pop(link, None)
+
+    # -- data plane --------------------------------------------------------------------------
+    def _programmed(self, link: str) -> list[LocalEndpoint] | None:
+        try:
+            status = self.dataplane.status(link)
+        except LinkNotFound:
+            self._links.pop(link, None)
+            return None
+        return [LocalEndpoint(ep.side.value, ep.ifname, ep.state.value) for ep in status.endpoints]
+
+    def _count(self, link: str) -> int | None:
+        try:
+            return len(self.dataplane.status(link).endpoints)
+        except LinkNotFound:
+            return None
+
+    def _apply(self, ops: Sequence[Operation], namespace: str, name: str) -> _Outcome:
+        dp = self.dataplane
+        outcome = _Outcome()
+        for op in ops:
+            try:
+                match op:
+                    case CreateLink(link=link):
+                        dp.create_link(link)
+                        self._links[link] = (namespace, name)
+                        kind = "create_link"
+                    case DeleteLink(link=link):
+                        with contextlib.suppress(LinkNotFound):
+                            dp.delete_link(link)
+                        self._links.pop(link, None)
+                        kind = "delete_link"
+                    case AddEndpoint(link=link, side=side, ifname=ifname):
+                        dp.add_endpoint(link, Side(side), ifname)
+                        kind = "add_endpoint"
+                    case ActivateEndpoint(link=link, side=side, ifname=ifname):
+                        dp.activate_endpoint(link, Side(side), ifname)
+                        kind = "activate_endpoint"
+                    case DrainEndpoint(link=link, side=side, ifname=ifname):
+                        dp.drain_endpoint(link, Side(side), ifname)
+                        kind = "drain_endpoint"
+                    case RemoveEndpoint(link=link, side=side, ifname=ifname):
+                        with contextlib.suppress(EndpointNotFound):
+                            dp.remove_endpoint(link, Side(side), ifname)
+                        kind = "remove_endpoint"
+            except InterfaceNotFound:
+                if isinstance(op, AddEndpoint):
+                    outcome.waiting.append(op.ifname)
+                    continue
+                outcome.failures.append(f"{_describe(op)}: interface not found")
+                continue
+            except (CapacityError, DataplaneError) as err:
+                outcome.failures.append(f"{_describe(op)}: {err}")
+                if isinstance(op, CreateLink):
+                    break  # the endpoint operations would all fail on the missing link
+                continue
+            self._links.setdefault(op.link, (namespace, name))
+            if not isinstance(op, DeleteLink):
+                self._links[op.link] = (namespace, name)
+            self.metrics.operations.labels(kind).inc()
+            outcome.count(kind)
+            if self.observers:
+                now = time.monotonic()
+                for observer in self.observers:
+                    observer(op, now)
+        return outcome
+
+    def _link_samples(self) -> Iterator[LinkSample]:
+        """Every link's status, for a metrics scrape (skips links deleted meanwhile)."""
+        if self._dp is None:
+            return
+        for link in self._dp.links():
+            try:
+                status = self._dp.status(link)
+            except LinkNotFound:
+                continue
+            namespace, name = self._links.get(link, ("", ""))
+            yield LinkSample(namespace, name, status)
+
+    # -- status ------------------------------------------------------------------------------
+    def _report(
+        self,
+        *,
+        patch: kopf.Patch,
+        status: Mapping[str, Any],
+        generation: int | None,
+        programmed: int,
+        ready: bool,
+        message: str,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "programmedEndpoints": programmed,
+            "observedGeneration": generation,
+            "ready": ready,
+            "message": message,
+        }
+        current = (status.get("nodes") or {}).get(self.config.node) or {}
+        if all(current.get(key) == value for key, value in entry.items()):
+            return  # unchanged: no write, no event for every other watcher
+        entry["lastUpdate"] = _now()
+        patch.status["nodes"] = {self.config.node: entry}
+
+    def _forget(self, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
+        if self.config.node in (status.get("nodes") or {}):
+            patch.status["nodes"] = {self.config.node: None}  # merge patch: remove the key
+
+    # -- garbage collection ------------------------------------------------------------------
+    async def _gc_loop(self) -> None:
+        while True:
+            delay = self.config.gc_interval
+            try:
+                removed = await self.collect_garbage()
+                if removed:
+                    logger.info("removed %d stale link(s): %s", len(removed), ", ".join(removed))
+            except KubeError as err:
+                logger.warning("garbage collection of stale links skipped: %s", err)
+                delay = min(delay, 10.0)
+            await asyncio.sleep(delay)
+
+    async def collect_garbage(self) -> list[str]:
+        """Delete pinned agent links that no CrossConnection explains; returns their names."""
+        while self._connection is None:  # Kopf logs in right after the startup handlers
+            await asyncio.sleep(0.05)
+        pinned = self.dataplane.links()  # before the list: links created later are never stale
+        objects = await list_cross_connections(self._connection, self.config.namespaces)
+        wanted = {link_name(namespace, name) for namespace, name in objects}
+        removed = []
+        for link in stale_links(pinned, wanted, namespaces=self.config.namespaces or None):
+            try:
+                self.dataplane.delete_link(link)
+                self.metrics.operations.labels("delete_link").inc()
+                removed.append(link)
+            except LinkNotFound:
+                pass
+            self._links.pop(link, None)
+        return removed
+
+
+def _describe(op: Operation) -> str:
+    match op:
+        case CreateLink(link=link):
+            return f"failed to create link {link!r}"
+        case DeleteLink(link=link):
+            return f"failed to delete link {link!r}"
+        case AddEndpoint(link=link, side=side, ifname=ifname):
+            return f"failed to add {ifname!r} to side {side} of link {link!r}"
+        case ActivateEndpoint(link=link, side=side, ifname=ifname):
+            return f"failed to re-activate {ifname!r} on side {side} of link {link!r}"
+        case DrainEndpoint(link=link, side=side, ifname=ifname):
+            return f"failed to drain {ifname!r} on side {side} of link {link!r}"
+        case RemoveEndpoint(link=link, side=side, ifname=ifname):
+            return f"failed to remove {ifname!r} from side {side} of link {link!r}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- command line ------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="sfc-k8s agent",
+        description="Run the node agent: program this node's data plane from CrossConnections.",
+    )
+    parser.add_argument(
+        "--node",
+        default=env("SFC_K8S_NODE") or env("NODE_NAME"),
+        help="this node's name, as in the endpoints' 'node' (env SFC_K8S_NODE or NODE_NAME)",
+    )
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: $KUBECONFIG")
+    parser.add_argument(
+        "--bpffs-root",
+        default=env("SFC_K8S_BPFFS_ROOT", DEFAULT_BPFFS_ROOT),
+        help=f"where the data plane is pinned (env SFC_K8S_BPFFS_ROOT; {DEFAULT_BPFFS_ROOT})",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("SFC_K8S_METRICS_PORT", "9469")),
+        help="Prometheus metrics port, 0 = off (env SFC_K8S_METRICS_PORT; 9469)",
+    )
+    parser.add_argument("--metrics-host", default="0.0.0.0")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="the default")
+    parser.add_argument(
+        "--session-table-size",
+        type=int,
+        default=int(env("SFC_K8S_SESSION_TABLE_SIZE", str(SESSIONS_DEFAULT))),
+        help="sessions the node-wide table holds (first load of the data plane only)",
+    )
+    parser.add_argument("--retry-delay", type=float, default=1.0, metavar="SECONDS")
+    parser.add_argument("--gc-interval", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument(
+        "--log-format", choices=["json", "plain", "full"], default=env("SFC_K8S_LOG_FORMAT", "json")
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="store_true")
+    return parser
+
+
+def config_from_args(argv: Sequence[str]) -> AgentConfig:
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    if not args.node:
+        parser.error("--node is required (or set SFC_K8S_NODE / NODE_NAME)")
+    if args.metrics_port < 0:
+        parser.error("--metrics-port must be 0 (off) or a port number")
+    return AgentConfig(
+        node=args.node,
+        kubeconfig=args.kubeconfig or None,
+        bpffs_root=args.bpffs_root,
+        session_table_size=args.session_table_size,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port or None,
+        namespaces=tuple(args.namespaces),
+        retry_delay=args.retry_delay,
+        gc_interval=args.gc_interval,
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``sfc-k8s agent ...``: run until SIGINT/SIGTERM; returns the exit status."""
+    if argv and argv[0] == "agent":  # tolerate being handed the subcommand name too
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    config = config_from_args(argv)
+    kopf.configure(
+        debug=args.debug,
+        verbose=args.verbose,
+        log_format=kopf.LogFormat[args.log_format.upper()],
+    )
+    agent = NodeAgent(config)
+    kopf.run(
+        registry=agent.registry,
+        settings=agent.settings,
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+    )
+    return 0

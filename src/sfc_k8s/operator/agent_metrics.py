@@ -1,0 +1,158 @@
+"""Prometheus metrics of the node agent (prometheus-client), served on ``--metrics-port``.
+
+Two kinds of metrics:
+
+- data-plane counters (per endpoint packets and bytes, sessions and drops per link) are read from
+  the pinned eBPF maps at scrape time by ``DataplaneCollector``: the maps are the source of truth
+  and keep counting while the agent restarts, so the agent keeps no copy of them;
+- the agent's own work: a reconcile latency histogram, reconcile errors by reason and data-plane
+  operations by kind, updated by the handlers in ``sfc_k8s.operator.agent``.
+
+The HTTP endpoint runs on the agent's event loop (aiohttp), so a scrape never reads the data
+plane concurrently with a handler changing it. Each agent has its own ``CollectorRegistry``:
+several agents in one process (tests, benchmarks) never share series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sfc_k8s.dataplane import LinkStatus
+
+logger = logging.getLogger(__name__)
+
+LINK_LABELS = ["link", "namespace", "crossconnection"]
+RECONCILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class LinkSample:
+    """One link's status with the CrossConnection it carries (empty if not known yet)."""
+
+    namespace: str
+    crossconnection: str
+    status: LinkStatus
+
+
+class DataplaneCollector(Collector):
+    """Reads every link's counters when Prometheus scrapes; ``source`` lists the links."""
+
+    def __init__(self, source: Callable[[], Iterable[LinkSample]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families without samples (registration must not read the data plane)."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        packets, octets, endpoints, sessions, drops = self._families()
+        for sample in self._source():
+            status = sample.status
+            base = [status.name, sample.namespace, sample.crossconnection]
+            per_state: dict[tuple[str, str], int] = {}
+            for ep in status.endpoints:
+                labels = [*base, ep.side.value, ep.ifname, ep.state.value]
+                c = ep.counters
+                packets.add_metric([*labels, "rx"], c.rx_packets)
+                packets.add_metric([*labels, "tx"], c.tx_packets)
+                octets.add_metric([*labels, "rx"], c.rx_bytes)
+                octets.add_metric([*labels, "tx"], c.tx_bytes)
+                key = (ep.side.value, ep.state.value)
+                per_state[key] = per_state.get(key, 0) + 1
+            for (side, state), count in sorted(per_state.items()):
+                endpoints.add_metric([*base, side, state], count)
+            sessions.add_metric(base, status.sessions)
+            for reason, count in sorted(status.drops.items()):
+                drops.add_metric([*base, reason.name.lower()], count)
+        yield from (packets, octets, endpoints, sessions, drops)
+
+    @staticmethod
+    def _families() -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        CounterMetricFamily,
+    ]:
+        endpoint_labels = [*LINK_LABELS, "side", "interface", "state", "direction"]
+        packets = CounterMetricFamily(
+            "sfc_k8s_endpoint_packets",
+            "Packets per endpoint: rx entered the link from the endpoint's interface,"
+            " tx were redirected into the endpoint's pod",
+            labels=endpoint_labels,
+        )
+        octets = CounterMetricFamily(
+            "sfc_k8s_endpoint_bytes",
+            "Bytes per endpoint, same directions as sfc_k8s_endpoint_packets",
+            labels=endpoint_labels,
+        )
+        endpoints = GaugeMetricFamily(
+            "sfc_k8s_link_endpoints",
+            "Endpoints programmed in a link, by side and state",
+            labels=[*LINK_LABELS, "side", "state"],
+        )
+        sessions = GaugeMetricFamily(
+            "sfc_k8s_link_sessions", "Sessions recorded for a link", labels=LINK_LABELS
+        )
+        drops = CounterMetricFamily(
+            "sfc_k8s_link_drops",
+            "Packets a link dropped, by reason",
+            labels=[*LINK_LABELS, "reason"],
+        )
+        return packets, octets, endpoints, sessions, drops
+
+
+class AgentMetrics:
+    """The agent's metric objects and, once ``start`` ran, its HTTP endpoint."""
+
+    def __init__(self, source: Callable[[], Iterable[LinkSample]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reconcile_seconds = Histogram(
+            "sfc_k8s_agent_reconcile_seconds",
+            "Time to reconcile one CrossConnection into the data plane",
+            buckets=RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "sfc_k8s_agent_reconcile_errors",
+            "Reconciles that did not complete, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.operations = Counter(
+            "sfc_k8s_agent_dataplane_operations",
+            "Data-plane operations the agent applied, by kind",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.registry.register(DataplaneCollector(source))
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0: any free port); returns the bound port."""
+        app = web.Application()
+        app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        logger.info("serving metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
