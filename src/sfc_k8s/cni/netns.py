@@ -1,0 +1,109 @@
+"""Network-namespace handles for the CNI plugin: open and validate ``CNI_NETNS``, and ``setns``.
+
+The plugin needs the pod's namespace only long enough to create a netlink socket inside it (a
+socket stays bound to the namespace it was created in), so ``netlink.Rtnl.in_netns`` enters the
+namespace on the calling thread, creates the socket and returns to the original namespace before
+anything else runs. ``sfc-cni`` is a one-shot, single-threaded process, so nothing else can
+observe the switch; long-lived processes must not use this module (they have pyroute2's
+``NetNS``).
+
+Python 3.11 has no ``os.setns``, and ``ctypes`` costs ~4 ms to import on a slow node, so the libc
+call is bound through ``_ctypes`` directly (about 1 ms); Python 3.12+ uses ``os.setns``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sfc_k8s.cni.errors import CniError, Code
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file descriptor is
+
+
+def _bind_setns() -> Callable[[int, int], None]:
+    native = getattr(os, "setns", None)
+    if native is not None:  # Python >= 3.12
+        return native  # type: ignore[no-any-return]
+
+    import _ctypes
+
+    class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # the C 'int' (ctypes.c_int without importing ctypes)
+        _type_ = "i"
+
+    class _LibcFunction(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = _Int
+
+    class _Process:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+
+    libc_setns = _LibcFunction(("setns", _Process()))  # type: ignore[arg-type]
+
+    def setns(fd: int, nstype: int) -> None:
+        if libc_setns(fd, nstype) != 0:
+            errno = _ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return setns
+
+
+_bound: list[Callable[[int, int], None]] = []
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move the calling thread into the namespace ``fd`` refers to; raises ``OSError``."""
+    if not _bound:
+        _bound.append(_bind_setns())
+    _bound[0](fd, nstype)
+
+
+def open_netns(path: str) -> int:
+    """Open ``path`` as a network namespace and return its file descriptor.
+
+    A missing path means the container is gone (code 3, so the runtime needs no cleanup); a path
+    that exists but is not a network namespace is a bad ``CNI_NETNS`` (code 4).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as err:
+        raise CniError(
+            Code.UNKNOWN_CONTAINER, f"network namespace {path!r} does not exist", str(err)
+        ) from err
+    except OSError as err:
+        raise CniError(
+            Code.INVALID_ENVIRONMENT, f"cannot open network namespace {path!r}", str(err)
+        ) from err
+    import fcntl
+
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as err:
+        os.close(fd)
+        raise CniError(
+            Code.INVALID_ENVIRONMENT,
+            f"CNI_NETNS={path!r} is not a namespace: give a /proc/<pid>/ns/net or a bind-mounted"
+            " netns path",
+            str(err),
+        ) from err
+    if nstype != CLONE_NEWNET:
+        os.close(fd)
+        raise CniError(
+            Code.INVALID_ENVIRONMENT,
+            f"CNI_NETNS={path!r} is a namespace but not a network namespace",
+        )
+    return fd
+
+
+def netns_exists(path: str) -> bool:
+    """True when ``path`` still opens (DEL uses it to tell a gone pod from a live one)."""
+    return os.path.exists(path)
+
+
+def current_netns() -> int:
+    """A file descriptor on the calling thread's current network namespace."""
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
