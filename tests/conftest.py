@@ -8,6 +8,8 @@ import pytest
 
 from tests.nettools import Janitor
 
+pytest_plugins = ["tests.fixtures.apiserver"]
+
 
 @pytest.fixture
 def janitor() -> Iterator[Janitor]:

@@ -1,0 +1,62 @@
+"""`python -m sfc_k8s.local.apiserver`: run the local API server as a process.
+
+Started by `sfc-k8s local up`; prints the URL and the kubeconfig path once serving, stops on
+SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sfc_k8s.local.apiserver.server import APIServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sfc_k8s.local.apiserver",
+        description="Run the local Kubernetes-compatible API server.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="where the kubeconfig is written"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="kubeconfig path (default STATE_DIR/kubeconfig)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = APIServer(host=args.host, port=args.port, state_dir=args.state_dir)
+
+    def on_ready() -> None:
+        lines = [f"serving on {server.url}"]
+        if args.kubeconfig or args.state_dir:
+            lines.append(f"kubeconfig: {server.write_kubeconfig(args.kubeconfig)}")
+        print("\n".join(lines), flush=True)
+
+    def on_signal(signum: int, frame: object) -> None:
+        del signum, frame
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    server._loop = loop
+    try:
+        loop.run_until_complete(server.serve_async(on_ready))
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

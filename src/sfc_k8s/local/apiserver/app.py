@@ -1,0 +1,553 @@
+"""The stateless HTTP scaffold of the local API server (aiohttp).
+
+Parses Kubernetes API URLs (`/api/v1/namespaces/NS/pods/NAME/status`...), serves discovery
+(`/version`, `/api`, `/apis`, group versions) from the registry, negotiates JSON or `Table`
+output, streams watches, and turns `APIError`s into `Status` objects. Everything stateful is
+delegated to the `Store`. Created by `server.APIServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from sfc_k8s.local.apiserver import errors, openapi, tables
+from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.resources import VERBS, ResourceType
+from sfc_k8s.local.apiserver.store import (
+    PATCH_APPLY,
+    Event,
+    Obj,
+    Store,
+    meta,
+)
+
+logger = logging.getLogger(__name__)
+
+KUBERNETES_VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-sfc-k8s-local",
+    "gitCommit": "",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "python",
+    "compiler": "cpython",
+    "platform": "linux/amd64",
+}
+DEFAULT_WATCH_TIMEOUT = 1800.0
+BOOKMARK_INTERVAL = 10.0
+_NAMESPACE_SUBRESOURCES = ("status", "finalize")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a resource URL addresses."""
+
+    rtype: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _wants_table(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return any("as=Table" in part for part in accept.split(","))
+
+
+class Scaffold:
+    """Routes requests to the store; one instance per server."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except APIError as err:
+            return _json(err.status(), err.code)
+        except Exception as err:
+            logger.exception("internal error serving %s %s", request.method, request.path)
+            failure = APIError(
+                500,
+                "InternalError",
+                f"an error on the server ({err!r}) has prevented the request from succeeding",
+            )
+            return _json(failure.status(), 500)
+
+    # ----- discovery ---------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        parts = [p for p in path.split("/") if p]
+        if request.method == "GET":
+            if path == "/version":
+                return _json(KUBERNETES_VERSION)
+            if path in ("/healthz", "/readyz", "/livez"):
+                return web.Response(text="ok")
+            if path == "/api":
+                return _json(
+                    {
+                        "kind": "APIVersions",
+                        "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [
+                            {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}
+                        ],
+                    }
+                )
+            if path == "/apis":
+                return _json(self._group_list())
+            if parts[:1] == ["apis"] and len(parts) == 2:
+                return _json(self._group(parts[1]))
+            if parts == ["api", "v1"]:
+                return _json(self._resource_list("", "v1"))
+            if parts[:1] == ["apis"] and len(parts) == 3:
+                return _json(self._resource_list(parts[1], parts[2]))
+            if path == "/openapi/v2":
+                if "protobuf" in request.headers.get("Accept", ""):
+                    return web.Response(
+                        body=openapi.SWAGGER_PROTOBUF, content_type=openapi.SWAGGER_PROTOBUF_TYPE
+                    )
+                return _json(openapi.swagger(self.store.registry))
+            if path == "/openapi/v3":
+                return _json(openapi.root(self.store.registry))
+            if parts[:2] == ["openapi", "v3"]:
+                return _json(openapi.group_version(self.store.registry, "/".join(parts[2:])))
+        if parts[:1] == ["api"] and len(parts) >= 3:
+            target = self._target("", parts[1], parts[2:], request.path)
+        elif parts[:1] == ["apis"] and len(parts) >= 4:
+            target = self._target(parts[1], parts[2], parts[3:], request.path)
+        else:
+            raise errors.resource_not_found(request.path)
+        return await self._serve(request, target)
+
+    def _group_entry(self, group: str, versions: list[str]) -> dict[str, Any]:
+        entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+    def _group_list(self) -> dict[str, Any]:
+        groups = [
+            self._group_entry(g, vs) for g, vs in sorted(self.store.registry.groups().items()) if g
+        ]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    def _group(self, group: str) -> dict[str, Any]:
+        versions = self.store.registry.groups().get(group)
+        if not versions or not group:
+            raise errors.resource_not_found(f"/apis/{group}")
+        return {"kind": "APIGroup", "apiVersion": "v1", **self._group_entry(group, versions)}
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        types = self.store.registry.in_group_version(group, version)
+        if not types:
+            raise errors.resource_not_found(f"/apis/{group}/{version}")
+        resources: list[dict[str, Any]] = []
+        for rtype in sorted(types, key=lambda t: t.plural):
+            entry: dict[str, Any] = {
+                "name": rtype.plural,
+                "singularName": rtype.singular_name(),
+                "namespaced": rtype.namespaced,
+                "kind": rtype.kind,
+                "verbs": list(VERBS),
+            }
+            if rtype.short_names:
+                entry["shortNames"] = list(rtype.short_names)
+            if rtype.categories:
+                entry["categories"] = list(rtype.categories)
+            resources.append(entry)
+            for sub in sorted(rtype.subresources):
+                sub_kind = "Scale" if sub == "scale" else rtype.kind
+                verbs = ["create"] if sub == "binding" else ["get", "patch", "update"]
+                resources.append(
+                    {
+                        "name": f"{rtype.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": rtype.namespaced,
+                        "kind": sub_kind,
+                        "verbs": verbs,
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+    # ----- resource URLs -----------------------------------------------------------------------
+
+    def _target(self, group: str, version: str, rest: list[str], path: str) -> Target:
+        namespace: str | None = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in _NAMESPACE_SUBRESOURCES:
+            namespace, rest = rest[1], rest[2:]
+        if len(rest) > 3:
+            raise errors.resource_not_found(path)
+        rtype = self.store.registry.get(group, version, rest[0])
+        if rtype is None:
+            raise errors.resource_not_found(path)
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else ""
+        if namespace is not None and not rtype.namespaced:
+            raise errors.resource_not_found(path)
+        if rtype.namespaced and namespace is None and name is not None:
+            raise errors.resource_not_found(path)
+        if sub and sub not in rtype.subresources:
+            raise errors.resource_not_found(path)
+        return Target(rtype, namespace, name, sub)
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+        if "protobuf" in ctype:
+            raise errors.unsupported_media_type(ctype)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            if "yaml" not in ctype:
+                raise errors.bad_request("the request body is not valid JSON") from None
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise errors.bad_request(f"the request body is not valid YAML: {err}") from err
+
+    async def _serve(self, request: web.Request, target: Target) -> web.StreamResponse:
+        store, rtype = self.store, target.rtype
+        query = request.query
+        dry_run = "All" in query.getall("dryRun", [])
+        method = request.method
+        if target.name is None:
+            if method == "GET":
+                if query.get("watch") in ("true", "1"):
+                    return await self._watch(request, target)
+                return self._list(request, target)
+            if method == "POST":
+                body = await self._body(request)
+                obj = store.create(rtype, target.namespace, body, dry_run=dry_run)
+                return _json(obj, 201)
+            if method == "DELETE":
+                return self._delete_collection(request, target, await self._body(request))
+            raise errors.method_not_allowed(method, rtype.plural)
+        name = target.name
+        if target.subresource == "scale":
+            return await self._scale(request, target)
+        if target.subresource == "binding":
+            if method != "POST":
+                raise errors.method_not_allowed(method, f"{rtype.plural}/binding")
+            return self._bind(target, await self._body(request))
+        if method == "GET":
+            obj = store.get(rtype, target.namespace, name)
+            if _wants_table(request) and not target.subresource:
+                return _json(
+                    tables.table(
+                        rtype,
+                        [obj],
+                        resource_version=str(store.resource_version),
+                        include_object=request.query.get("includeObject", "Metadata"),
+                    )
+                )
+            return _json(obj)
+        if method == "PUT":
+            body = await self._body(request)
+            obj = store.replace(
+                rtype, target.namespace, name, body, subresource=target.subresource, dry_run=dry_run
+            )
+            return _json(obj)
+        if method == "PATCH":
+            ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+            body = await self._body(request)
+            if (
+                ctype == PATCH_APPLY
+                and store.find(rtype.key, target.namespace if rtype.namespaced else None, name)
+                is None
+            ):
+                if isinstance(body, dict):
+                    body.setdefault("metadata", {})["name"] = name
+                return _json(store.create(rtype, target.namespace, body, dry_run=dry_run), 201)
+            obj = store.patch(
+                rtype,
+                target.namespace,
+                name,
+                ctype,
+                body,
+                subresource=target.subresource,
+                dry_run=dry_run,
+            )
+            return _json(obj)
+        if method == "DELETE":
+            if target.subresource:
+                raise errors.method_not_allowed(method, f"{rtype.plural}/{target.subresource}")
+            options = self._delete_options(query, await self._body(request))
+            return _json(store.delete(rtype, target.namespace, name, options, dry_run=dry_run))
+        raise errors.method_not_allowed(method, rtype.plural)
+
+    @staticmethod
+    def _delete_options(query: Mapping[str, str], body: Any) -> dict[str, Any]:
+        options: dict[str, Any] = dict(body) if isinstance(body, dict) else {}
+        if "gracePeriodSeconds" in query:
+            try:
+                options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+            except ValueError as err:
+                raise errors.bad_request("gracePeriodSeconds must be an integer") from err
+        if "propagationPolicy" in query:
+            options["propagationPolicy"] = query["propagationPolicy"]
+        return options
+
+    def _delete_collection(self, request: web.Request, target: Target, body: Any) -> web.Response:
+        store, rtype = self.store, target.rtype
+        items, _ = store.list_objects(
+            rtype,
+            target.namespace,
+            label_selector=request.query.get("labelSelector", ""),
+            field_selector=request.query.get("fieldSelector", ""),
+        )
+        options = self._delete_options(request.query, body)
+        deleted = []
+        for obj in items:
+            with contextlib.suppress(APIError):
+                deleted.append(
+                    store.delete(rtype, meta(obj).get("namespace"), meta(obj)["name"], options)
+                )
+        return _json(
+            {
+                "kind": rtype.list_kind,
+                "apiVersion": rtype.api_version,
+                "metadata": {"resourceVersion": str(store.resource_version)},
+                "items": deleted,
+            }
+        )
+
+    def _list(self, request: web.Request, target: Target) -> web.Response:
+        rtype = target.rtype
+        items, rv = self.store.list_objects(
+            rtype,
+            target.namespace,
+            label_selector=request.query.get("labelSelector", ""),
+            field_selector=request.query.get("fieldSelector", ""),
+        )
+        if _wants_table(request):
+            return _json(
+                tables.table(
+                    rtype,
+                    items,
+                    resource_version=str(rv),
+                    include_object=request.query.get("includeObject", "Metadata"),
+                )
+            )
+        return _json(
+            {
+                "kind": rtype.list_kind,
+                "apiVersion": rtype.api_version,
+                "metadata": {"resourceVersion": str(rv)},
+                "items": items,
+            }
+        )
+
+    # ----- watch -------------------------------------------------------------------------------
+
+    async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        rtype, query = target.rtype, request.query
+        predicate = self.store.predicate(
+            rtype, target.namespace, query.get("labelSelector", ""), query.get("fieldSelector", "")
+        )
+        try:
+            timeout = float(query.get("timeoutSeconds", DEFAULT_WATCH_TIMEOUT))
+        except ValueError as err:
+            raise errors.bad_request("timeoutSeconds must be a number") from err
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        as_table = _wants_table(request)
+        include = query.get("includeObject", "Metadata")
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
+        response.enable_chunked_encoding()
+        try:
+            initial, watcher = self.store.watch(rtype, predicate, query.get("resourceVersion"))
+        except APIError as err:
+            if err.code != 410:
+                raise
+            await response.prepare(request)
+            await self._write(response, {"type": "ERROR", "object": err.status()})
+            return response
+        first_row = [True]
+
+        def render(event: Event) -> dict[str, Any]:
+            obj: Obj = self.store.present(rtype, event.obj)
+            if as_table:
+                obj = tables.table(
+                    rtype,
+                    [obj],
+                    resource_version=str(event.rv),
+                    include_object=include,
+                    with_columns=first_row[0],
+                )
+                first_row[0] = False
+            return {"type": event.type, "object": obj}
+
+        try:
+            await response.prepare(request)
+            for event in initial:
+                await self._write(response, render(event))
+            if query.get("sendInitialEvents") == "true" and bookmarks:
+                await self._write(response, self._bookmark(rtype, initial_end=True))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    change = await asyncio.wait_for(
+                        watcher.queue.get(), min(remaining, BOOKMARK_INTERVAL)
+                    )
+                except TimeoutError:
+                    if bookmarks:
+                        await self._write(response, self._bookmark(rtype))
+                    continue
+                if change is None:
+                    break
+                await self._write(response, render(change))
+            if bookmarks:
+                await self._write(response, self._bookmark(rtype))
+        except ConnectionResetError:
+            return response
+        finally:
+            self.store.unwatch(watcher)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    def _bookmark(self, rtype: ResourceType, *, initial_end: bool = False) -> dict[str, Any]:
+        md: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
+        if initial_end:
+            md["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {
+            "type": "BOOKMARK",
+            "object": {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": md},
+        }
+
+    @staticmethod
+    async def _write(response: web.StreamResponse, event: dict[str, Any]) -> None:
+        await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+
+    # ----- subresources ------------------------------------------------------------------------
+
+    def _scale_of(self, obj: Obj) -> dict[str, Any]:
+        md = meta(obj)
+        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: md[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in md
+            },
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            },
+        }
+
+    async def _scale(self, request: web.Request, target: Target) -> web.Response:
+        from sfc_k8s.local.apiserver.patches import (
+            PatchError,
+            json_patch,
+            merge_patch,
+            strategic_merge_patch,
+        )
+        from sfc_k8s.local.apiserver.store import PATCH_JSON, PATCH_MERGE, PATCH_STRATEGIC
+
+        store, rtype, name = self.store, target.rtype, target.name or ""
+        current = store.get(rtype, target.namespace, name)
+        scale = self._scale_of(current)
+        if request.method == "GET":
+            return _json(scale)
+        body = await self._body(request)
+        if request.method == "PUT":
+            wanted = body
+        elif request.method == "PATCH":
+            ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+            try:
+                if ctype == PATCH_JSON:
+                    wanted = json_patch(scale, body)
+                elif ctype in (PATCH_MERGE, PATCH_APPLY):
+                    wanted = merge_patch(scale, body)
+                elif ctype == PATCH_STRATEGIC:
+                    wanted = strategic_merge_patch(scale, body)
+                else:
+                    raise errors.unsupported_media_type(ctype)
+            except PatchError as err:
+                raise APIError(422, "Invalid", f"the patch could not be applied: {err}") from err
+        else:
+            raise errors.method_not_allowed(request.method, f"{rtype.plural}/scale")
+        replicas = ((wanted or {}).get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise errors.invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                [
+                    errors.Cause(
+                        "spec.replicas",
+                        "FieldValueInvalid",
+                        f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+                    )
+                ],
+            )
+        wanted_rv = meta(wanted or {}).get("resourceVersion")
+        patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if wanted_rv:
+            patch["metadata"] = {"resourceVersion": wanted_rv}
+        updated = store.patch(rtype, target.namespace, name, PATCH_MERGE, patch)
+        return _json(self._scale_of(updated))
+
+    def _bind(self, target: Target, body: Any) -> web.Response:
+        node = ((body or {}).get("target") or {}).get("name") if isinstance(body, dict) else None
+        if not node:
+            raise errors.bad_request("a Binding needs target.name (the node)")
+        store, rtype, name = self.store, target.rtype, target.name or ""
+        pod = store.get(rtype, target.namespace, name)
+        if (pod.get("spec") or {}).get("nodeName"):
+            raise errors.conflict(
+                rtype.plural,
+                rtype.group,
+                name,
+                f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+            )
+        new = json.loads(json.dumps(pod))
+        new["spec"]["nodeName"] = node
+        store.update_internal(rtype, new)
+        return _json(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
+            201,
+        )

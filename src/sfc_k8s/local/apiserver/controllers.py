@@ -1,0 +1,342 @@
+"""The control loops that run inside the local API server: scheduler, Deployments, GC.
+
+What kube-scheduler, kube-controller-manager (Deployment, garbage collector, namespace and pod
+GC controllers) do in a real cluster, reduced to what the local cluster needs. They run on the
+server's event loop, wake up on every relevant store change (plus a slow periodic tick), and
+compute the whole desired state in one pass: cheap at the scale of a development cluster.
+Deployments own their Pods directly (no ReplicaSets); see docs/local-cluster.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.resources import ResourceType
+from sfc_k8s.local.apiserver.selectors import match_label_selector_object
+from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta, node_ready, now_rfc3339
+
+logger = logging.getLogger(__name__)
+
+PODS = ("", "pods")
+NODES = ("", "nodes")
+NAMESPACES = ("", "namespaces")
+DEPLOYMENTS = ("apps", "deployments")
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+_HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+TICK_SECONDS = 2.0
+
+
+def template_hash(template: Any) -> str:
+    """A short, stable, name-safe hash of a pod template (the `pod-template-hash` label)."""
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
+    return "".join(_HASH_ALPHABET[b % len(_HASH_ALPHABET)] for b in digest[:10])
+
+
+def pod_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _controller_uid(obj: Obj) -> str | None:
+    for ref in meta(obj).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+class Controllers:
+    """All in-process controllers; `run()` is the task the server starts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._wake = asyncio.Event()
+        self._round_robin = 0
+        store.listeners.append(self._on_event)
+
+    def _on_event(self, key: tuple[str, str], event: Event) -> None:
+        del key, event
+        self._wake.set()
+
+    def _type(self, key: tuple[str, str]) -> ResourceType:
+        rtype = self.store.registry.by_key(key)
+        assert rtype is not None, key
+        return rtype
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+            self._wake.clear()
+            # Let a burst of writes (a kubectl apply of many objects) land first.
+            await asyncio.sleep(0.005)
+            try:
+                self.reconcile()
+            except Exception:  # a controller bug must not stop the API server
+                logger.exception("controller pass failed")
+
+    def reconcile(self) -> None:
+        """One pass of every controller."""
+        for step in (
+            self.collect_garbage,
+            self.finish_namespaces,
+            self.sync_deployments,
+            self.schedule,
+        ):
+            try:
+                step()
+            except APIError as err:
+                logger.warning("controller %s: %s", step.__name__, err.message)
+
+    # ----- garbage collection ----------------------------------------------------------------
+
+    def _dependents(self, uid: str) -> list[tuple[tuple[str, str], Obj]]:
+        return [
+            (key, obj)
+            for key, obj in self.store.all_objects()
+            if any(r.get("uid") == uid for r in meta(obj).get("ownerReferences") or [])
+        ]
+
+    def collect_garbage(self) -> None:
+        store = self.store
+        for key, obj in list(store.all_objects()):
+            md = meta(obj)
+            refs = md.get("ownerReferences") or []
+            if refs and not md.get("deletionTimestamp"):
+                owners = [store.by_uid(str(r.get("uid"))) for r in refs]
+                foreground = any(
+                    o is not None and "foregroundDeletion" in (meta(o).get("finalizers") or [])
+                    for o in owners
+                )
+                if all(o is None for o in owners) or foreground:
+                    self._delete(key, obj)
+                    continue
+            foreground_done = md.get("deletionTimestamp") and "foregroundDeletion" in (
+                md.get("finalizers") or []
+            )
+            if foreground_done and not self._dependents(md.get("uid", "")):
+                new = copy.deepcopy(obj)
+                meta(new)["finalizers"] = [f for f in md["finalizers"] if f != "foregroundDeletion"]
+                store.update_internal(self._type(key), new)
+                continue
+            if key == PODS and md.get("deletionTimestamp") and md.get("deletionGracePeriodSeconds"):
+                node = store.find(NODES, None, (obj.get("spec") or {}).get("nodeName") or "")
+                if node is None or not node_ready(node):
+                    # Nobody will confirm the termination: the pod GC removes it.
+                    self._delete(key, obj, grace=0)
+
+    def _delete(self, key: tuple[str, str], obj: Obj, *, grace: int | None = None) -> None:
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if grace is not None:
+            options["gracePeriodSeconds"] = grace
+        try:
+            self.store.delete(
+                self._type(key), meta(obj).get("namespace"), meta(obj)["name"], options
+            )
+        except APIError as err:
+            if err.code != 404:
+                raise
+
+    # ----- namespaces --------------------------------------------------------------------------
+
+    def finish_namespaces(self) -> None:
+        store = self.store
+        terminating = {
+            meta(ns)["name"]
+            for ns in store.objects(NAMESPACES)
+            if meta(ns).get("deletionTimestamp")
+        }
+        if not terminating:
+            return
+        for key, obj in list(store.all_objects()):
+            md = meta(obj)
+            if md.get("namespace") in terminating and not md.get("deletionTimestamp"):
+                self._delete(key, obj)
+        for name in terminating:
+            store.remove_namespace_if_empty(name)
+
+    # ----- deployments -------------------------------------------------------------------------
+
+    def sync_deployments(self) -> None:
+        store = self.store
+        pods_by_owner: dict[str, list[Obj]] = {}
+        for pod in store.objects(PODS):
+            owner = _controller_uid(pod)
+            if owner is not None:
+                pods_by_owner.setdefault(owner, []).append(pod)
+        for deploy in store.objects(DEPLOYMENTS):
+            if meta(deploy).get("deletionTimestamp"):
+                continue
+            self._sync_deployment(deploy, pods_by_owner.get(meta(deploy)["uid"], []))
+
+    def _sync_deployment(self, deploy: Obj, pods: list[Obj]) -> None:
+        spec = deploy.get("spec") or {}
+        desired = int(spec.get("replicas", 1))
+        template = spec.get("template") or {}
+        current_hash = template_hash(template)
+        live = [p for p in pods if not meta(p).get("deletionTimestamp")]
+        current = [
+            p
+            for p in live
+            if (meta(p).get("labels") or {}).get(TEMPLATE_HASH_LABEL) == current_hash
+        ]
+        old = [p for p in live if p not in current]
+        if len(current) < desired:
+            for _ in range(desired - len(current)):
+                current.append(self._create_pod(deploy, template, current_hash))
+        elif len(current) > desired:
+            for pod in self._deletion_order(current)[: len(current) - desired]:
+                self._delete(PODS, pod)
+                current.remove(pod)
+        ready_current = sum(1 for p in current if pod_ready(p))
+        keep_old = max(0, desired - ready_current)
+        for pod in self._deletion_order(old)[: max(0, len(old) - keep_old)]:
+            self._delete(PODS, pod)
+            old.remove(pod)
+        live = current + old
+        ready = sum(1 for p in live if pod_ready(p))
+        status: dict[str, Any] = {"observedGeneration": meta(deploy).get("generation", 1)}
+        for name, value in (
+            ("replicas", len(live)),
+            ("updatedReplicas", len(current)),
+            ("readyReplicas", ready),
+            ("availableReplicas", ready),
+            ("unavailableReplicas", max(0, desired - ready)),
+        ):
+            if value:
+                status[name] = value
+        previous = {c.get("type"): c for c in (deploy.get("status") or {}).get("conditions", [])}
+        available = "True" if ready >= desired else "False"
+        condition = previous.get("Available")
+        if condition is None or condition.get("status") != available:
+            condition = {
+                "type": "Available",
+                "status": available,
+                "reason": "MinimumReplicasAvailable"
+                if available == "True"
+                else "MinimumReplicasUnavailable",
+                "message": "Deployment has minimum availability."
+                if available == "True"
+                else "Deployment does not have minimum availability.",
+                "lastTransitionTime": now_rfc3339(),
+                "lastUpdateTime": now_rfc3339(),
+            }
+        status["conditions"] = [condition]
+        if deploy.get("status") != status:
+            new = copy.deepcopy(deploy)
+            new["status"] = status
+            self.store.update_internal(self._type(DEPLOYMENTS), new)
+
+    @staticmethod
+    def _deletion_order(pods: list[Obj]) -> list[Obj]:
+        """Pods to remove first on scale-down: unscheduled, then not ready, then newest."""
+        indexed = list(enumerate(pods))
+        indexed.sort(
+            key=lambda ip: (
+                bool((ip[1].get("spec") or {}).get("nodeName")),
+                pod_ready(ip[1]),
+                -ip[0],
+            )
+        )
+        return [pod for _, pod in indexed]
+
+    def _create_pod(self, deploy: Obj, template: dict[str, Any], pod_hash: str) -> Obj:
+        md = meta(deploy)
+        tmeta = template.get("metadata") or {}
+        pod_meta: dict[str, Any] = {
+            "generateName": f"{md['name']}-{pod_hash}-",
+            "namespace": md.get("namespace", "default"),
+            "labels": {**(tmeta.get("labels") or {}), TEMPLATE_HASH_LABEL: pod_hash},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": md["name"],
+                    "uid": md["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+        if tmeta.get("annotations"):
+            pod_meta["annotations"] = dict(tmeta["annotations"])
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": pod_meta,
+            "spec": copy.deepcopy(template.get("spec") or {}),
+        }
+        return self.store.create(self._type(PODS), pod_meta["namespace"], body)
+
+    # ----- scheduler ---------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        store = self.store
+        nodes = sorted(
+            (
+                n
+                for n in store.objects(NODES)
+                if node_ready(n) and not (n.get("spec") or {}).get("unschedulable")
+            ),
+            key=lambda n: meta(n)["name"],
+        )
+        load: dict[str, int] = {meta(n)["name"]: 0 for n in nodes}
+        pending = []
+        for pod in store.objects(PODS):
+            spec, status = pod.get("spec") or {}, pod.get("status") or {}
+            node_name = spec.get("nodeName")
+            if node_name:
+                if node_name in load and status.get("phase") not in ("Succeeded", "Failed"):
+                    load[node_name] += 1
+            elif not meta(pod).get("deletionTimestamp"):
+                pending.append(pod)
+        for pod in pending:
+            selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+            fitting = [
+                n
+                for n in nodes
+                if match_label_selector_object(
+                    {"matchLabels": selector}, meta(n).get("labels") or {}
+                )
+            ]
+            new = copy.deepcopy(pod)
+            if not fitting:
+                self._set_scheduled(
+                    new,
+                    "False",
+                    "Unschedulable",
+                    f"0/{len(store.objects(NODES))} nodes are available",
+                )
+            else:
+                least = min(load[meta(n)["name"]] for n in fitting)
+                choices = [n for n in fitting if load[meta(n)["name"]] == least]
+                node = choices[self._round_robin % len(choices)]
+                self._round_robin += 1
+                name = meta(node)["name"]
+                new["spec"]["nodeName"] = name
+                load[name] += 1
+                self._set_scheduled(new, "True", "", "")
+            store.update_internal(self._type(PODS), new)
+
+    @staticmethod
+    def _set_scheduled(pod: Obj, status: str, reason: str, message: str) -> None:
+        pod_status = pod.setdefault("status", {})
+        conditions = [
+            c for c in pod_status.get("conditions", []) if c.get("type") != "PodScheduled"
+        ]
+        old = next(
+            (c for c in pod_status.get("conditions", []) if c.get("type") == "PodScheduled"), None
+        )
+        if old is not None and old.get("status") == status and old.get("reason", "") == reason:
+            return
+        condition = {"type": "PodScheduled", "status": status, "lastTransitionTime": now_rfc3339()}
+        if reason:
+            condition["reason"] = reason
+            condition["message"] = message
+        pod_status["conditions"] = [condition, *conditions]

@@ -1,0 +1,221 @@
+"""`APIServer`: the local API server as a thing to start, stop and point kubectl at.
+
+Used by `sfc-k8s local up` (through `python -m sfc_k8s.local.apiserver`), by the `apiserver`
+pytest fixture and by anything that needs a Kubernetes API on loopback. `start()` serves from a
+background thread with its own event loop; `serve_forever()` serves in the calling thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from aiohttp import web
+
+from sfc_k8s.local.apiserver.app import Scaffold
+from sfc_k8s.local.apiserver.controllers import Controllers
+from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
+
+T = TypeVar("T")
+CLUSTER_NAME = "sfc-k8s-local"
+PRELOADED_CRDS = ("network-attachment-definitions.yaml", "kopf-peerings.yaml")
+
+
+class APIServerError(RuntimeError):
+    """The server could not start or stop."""
+
+
+def preload_crds(store: Store) -> None:
+    """Register the CRDs every local cluster has (NetworkAttachmentDefinition, Kopf peering)."""
+    crd_type = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    folder = importlib_resources.files("sfc_k8s.local.apiserver") / "crds"
+    for name in PRELOADED_CRDS:
+        for doc in yaml.safe_load_all((folder / name).read_text()):
+            if doc:
+                store.create(crd_type, None, doc)
+
+
+def kubeconfig_text(url: str) -> str:
+    """A kubeconfig (YAML) for an unauthenticated server at `url`."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url}}],
+        "users": [{"name": CLUSTER_NAME, "user": {}}],
+        "contexts": [
+            {
+                "name": CLUSTER_NAME,
+                "context": {"cluster": CLUSTER_NAME, "user": CLUSTER_NAME, "namespace": "default"},
+            }
+        ],
+        "current-context": CLUSTER_NAME,
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class APIServer:
+    """A Kubernetes-compatible API server on loopback, state in memory."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_dir: Path | None = None,
+        *,
+        history_limit: int = DEFAULT_HISTORY,
+        controllers: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.store = Store(history_limit=history_limit)
+        preload_crds(self.store)
+        self._with_controllers = controllers
+        self.controllers = Controllers(self.store) if controllers else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _open(self) -> None:
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(
+            Scaffold(self.store).make_app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=0.5,
+            handler_cancellation=True,  # a closed watch connection ends its handler
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def _close(self) -> None:
+        self.store.close_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def serve_async(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until `stop()` (or cancellation); `ready` is called once listening."""
+        await self._open()
+        tasks = []
+        if self.controllers is not None:
+            tasks.append(asyncio.create_task(self.controllers.run()))
+        try:
+            if ready is not None:
+                ready()
+            assert self._stopping is not None
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._close()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start serving from a background thread; returns once the port accepts requests."""
+        if self._thread is not None:
+            raise APIServerError("the API server is already started")
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.serve_async(started.set))
+            except BaseException as err:
+                failure.append(err)
+                started.set()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="sfc-k8s-apiserver", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout):
+            raise APIServerError(f"the API server did not start within {timeout} s")
+        if failure:
+            self._thread = None
+            raise APIServerError(
+                f"failed to serve on {self.host}:{self.port}: {failure[0]}"
+            ) from failure[0]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and end every watch."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if self._stopping is not None:
+            loop.call_soon_threadsafe(self._stopping.set)
+        thread.join(timeout)
+        self._thread = None
+        if thread.is_alive():
+            raise APIServerError(f"the API server did not stop within {timeout} s")
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop()` is called from another thread or a
+        KeyboardInterrupt."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self.serve_async())
+        finally:
+            loop.close()
+
+    def request_stop(self) -> None:
+        """Ask a `serve_forever()` loop to end (safe from signal handlers and other threads)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    def call(self, func: Callable[..., T], *args: Any, timeout: float = 10.0) -> T:
+        """Run `func(*args)` on the server's loop (the store is not thread-safe)."""
+        if self._loop is None or self._thread is None:
+            return func(*args)
+
+        async def invoke() -> T:
+            return func(*args)
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+            invoke(), self._loop
+        )
+        return future.result(timeout)
+
+    def write_kubeconfig(self, path: Path | None = None) -> Path:
+        """Write a kubeconfig for this server (default: STATE_DIR/kubeconfig)."""
+        if path is None:
+            if self.state_dir is None:
+                raise APIServerError("write_kubeconfig() needs a path when there is no state_dir")
+            path = self.state_dir / "kubeconfig"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(kubeconfig_text(self.url))
+        return path
+
+    def __enter__(self) -> APIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,860 @@
+"""The stateful half of the local API server: objects, resourceVersions, watches, deletion.
+
+One `Store` holds every object in memory, keyed by resource (group, plural), namespace and
+name. Every write takes the next value of one cluster-wide resourceVersion counter and is
+appended to the resource's event history, from which watches are served and resumed; a watch
+from a resourceVersion older than the kept history gets 410 Expired. Deletion follows the
+Kubernetes rules: finalizers hold an object with a `deletionTimestamp`, Pods bound to a running
+node stay until the node runtime confirms with `gracePeriodSeconds=0`, and dependents are
+collected through ownerReferences by the controllers (`controllers.py`).
+
+The store is not thread-safe: all calls happen on the server's event loop (the HTTP scaffold in
+`app.py`, the controllers) or through `APIServer.call()` from other threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import re
+import secrets
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+
+from sfc_k8s.local.apiserver import errors
+from sfc_k8s.local.apiserver.errors import APIError, Cause
+from sfc_k8s.local.apiserver.patches import (
+    PatchError,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
+from sfc_k8s.local.apiserver.resources import Registry, ResourceType, types_from_crd
+from sfc_k8s.local.apiserver.schema import StructuralSchema
+from sfc_k8s.local.apiserver.selectors import parse_field_selector, parse_label_selector
+
+Obj = dict[str, Any]
+ObjKey = tuple[str, str]  # (namespace or "", name)
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+DEFAULT_HISTORY = 10_000
+DEFAULT_POD_GRACE = 30
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_SYSTEM_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+
+PATCH_MERGE = "application/merge-patch+json"
+PATCH_JSON = "application/json-patch+json"
+PATCH_STRATEGIC = "application/strategic-merge-patch+json"
+PATCH_APPLY = "application/apply-patch+yaml"
+
+
+def now_rfc3339(offset_seconds: int = 0) -> str:
+    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(length))
+
+
+def meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    value = obj.get("metadata")
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change of one object, as kept in the history and sent to watchers."""
+
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: Obj
+    old: Obj | None = None
+
+
+@dataclass(eq=False)
+class Watcher:
+    """A live watch: events matching `predicate` are queued; None in the queue ends it."""
+
+    key: tuple[str, str]
+    predicate: Predicate
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+
+    def offer(self, event: Event) -> None:
+        translated = translate(event, self.predicate)
+        if translated is not None:
+            self.queue.put_nowait(translated)
+
+
+def translate(event: Event, predicate: Predicate) -> Event | None:
+    """The event a filtered watcher sees: an object moving in or out of its filter is
+    ADDED or DELETED for it, like the real watch cache does."""
+    now_in = predicate(event.obj)
+    if event.type != "MODIFIED" or event.old is None:
+        return event if now_in else None
+    was_in = predicate(event.old)
+    if now_in and was_in:
+        return event
+    if now_in:
+        return Event(event.rv, "ADDED", event.obj)
+    if was_in:
+        return Event(event.rv, "DELETED", event.obj)
+    return None
+
+
+def _check_name(rtype: ResourceType, name: str) -> Cause | None:
+    pattern, limit = (_DNS_LABEL, 63) if rtype.key == ("", "namespaces") else (_DNS_SUBDOMAIN, 253)
+    if not name:
+        return Cause(
+            "metadata.name",
+            "FieldValueRequired",
+            "Required value: name or generateName is required",
+        )
+    if len(name) > limit or not pattern.match(name):
+        return Cause(
+            "metadata.name",
+            "FieldValueInvalid",
+            f'Invalid value: "{name}": a lowercase RFC 1123 '
+            f"{'label' if limit == 63 else 'subdomain'} must consist of lower case "
+            "alphanumeric characters, '-' or '.', and must start and end with an "
+            "alphanumeric character",
+        )
+    return None
+
+
+def _spec_part(obj: Obj, *, with_status: bool) -> dict[str, Any]:
+    skip = {"metadata", "apiVersion", "kind"} | ({"status"} if with_status else set())
+    return {k: v for k, v in obj.items() if k not in skip}
+
+
+class Store:
+    """All objects of the emulated cluster and their change history."""
+
+    def __init__(
+        self, registry: Registry | None = None, *, history_limit: int = DEFAULT_HISTORY
+    ) -> None:
+        self.registry = registry or Registry.with_builtins()
+        self.history_limit = history_limit
+        self._rv = 1
+        self._objects: dict[tuple[str, str], dict[ObjKey, Obj]] = {}
+        self._history: dict[tuple[str, str], deque[Event]] = {}
+        self._compacted: dict[tuple[str, str], int] = {}
+        self._watchers: dict[tuple[str, str], set[Watcher]] = {}
+        self._uids: dict[str, tuple[tuple[str, str], ObjKey]] = {}
+        self._schemas: dict[tuple[str, str, str], StructuralSchema] = {}
+        self.listeners: list[Callable[[tuple[str, str], Event], None]] = []
+        ns_type = self.resource("", "v1", "namespaces")
+        for name in DEFAULT_NAMESPACES:
+            self.create(ns_type, None, {"metadata": {"name": name}})
+
+    # ----- lookups -------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def resource(self, group: str, version: str, plural: str) -> ResourceType:
+        rtype = self.registry.get(group, version, plural)
+        if rtype is None:
+            raise errors.resource_not_found(f"{group}/{version}/{plural}")
+        return rtype
+
+    def objects(self, key: tuple[str, str]) -> list[Obj]:
+        """All objects of a resource, oldest first (no copies: do not modify them)."""
+        return list(self._objects.get(key, {}).values())
+
+    def find(self, key: tuple[str, str], namespace: str | None, name: str) -> Obj | None:
+        return self._objects.get(key, {}).get((namespace or "", name))
+
+    def by_uid(self, uid: str) -> Obj | None:
+        where = self._uids.get(uid)
+        if where is None:
+            return None
+        return self._objects.get(where[0], {}).get(where[1])
+
+    def all_objects(self) -> Iterator[tuple[tuple[str, str], Obj]]:
+        for key, table in list(self._objects.items()):
+            for obj in list(table.values()):
+                yield key, obj
+
+    def present(self, rtype: ResourceType, obj: Obj) -> Obj:
+        """The object as seen through `rtype`'s version (CRD versions share storage)."""
+        if obj.get("apiVersion") == rtype.api_version:
+            return obj
+        return {**obj, "apiVersion": rtype.api_version}
+
+    def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj:
+        obj = self.find(rtype.key, namespace if rtype.namespaced else None, name)
+        if obj is None:
+            raise errors.not_found(rtype.plural, rtype.group, name)
+        return self.present(rtype, obj)
+
+    def list_objects(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[Obj], int]:
+        predicate = self.predicate(rtype, namespace, label_selector, field_selector)
+        items = [self.present(rtype, o) for o in self.objects(rtype.key) if predicate(o)]
+        items.sort(key=lambda o: (meta(o).get("namespace", ""), meta(o).get("name", "")))
+        return items, self._rv
+
+    @staticmethod
+    def predicate(
+        rtype: ResourceType, namespace: str | None, label_selector: str, field_selector: str
+    ) -> Predicate:
+        labels = parse_label_selector(label_selector) if label_selector else None
+        fields = parse_field_selector(field_selector) if field_selector else None
+        scoped = namespace if rtype.namespaced else None
+
+        def check(obj: Mapping[str, Any]) -> bool:
+            md = meta(obj)
+            if scoped is not None and md.get("namespace") != scoped:
+                return False
+            if labels is not None and not labels(md.get("labels") or {}):
+                return False
+            return fields is None or fields(obj)
+
+        return check
+
+    # ----- watches -------------------------------------------------------------------------
+
+    def watch(
+        self, rtype: ResourceType, predicate: Predicate, resource_version: str | None
+    ) -> tuple[list[Event], Watcher]:
+        """Events to send first, and a registered watcher for later ones (call `unwatch`)."""
+        key = rtype.key
+        if resource_version in (None, "", "0"):
+            initial = [Event(self._rv, "ADDED", o) for o in self.objects(key) if predicate(o)]
+        else:
+            try:
+                since = int(resource_version)
+            except ValueError as err:
+                raise errors.bad_request(
+                    f"invalid resourceVersion {resource_version!r}: not a number"
+                ) from err
+            oldest = self._compacted.get(key, 0)
+            if since < oldest:
+                raise errors.gone(since, oldest)
+            initial = []
+            for event in self._history.get(key, ()):
+                if event.rv > since:
+                    translated = translate(event, predicate)
+                    if translated is not None:
+                        initial.append(translated)
+        watcher = Watcher(key, predicate)
+        self._watchers.setdefault(key, set()).add(watcher)
+        return initial, watcher
+
+    def close_watches(self) -> None:
+        """End every open watch (the server is stopping)."""
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.queue.put_nowait(None)
+        self._watchers.clear()
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.get(watcher.key, set()).discard(watcher)
+
+    def _emit(self, key: tuple[str, str], event: Event) -> None:
+        history = self._history.setdefault(key, deque())
+        if len(history) >= self.history_limit:
+            self._compacted[key] = history.popleft().rv
+        history.append(event)
+        for watcher in list(self._watchers.get(key, ())):
+            watcher.offer(event)
+        for listener in list(self.listeners):
+            listener(key, event)
+
+    def _next_rv(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    # ----- writes --------------------------------------------------------------------------
+
+    def _commit(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        md = meta(obj)
+        rv = self._next_rv()
+        md["resourceVersion"] = str(rv)
+        key = (md.get("namespace", ""), md["name"])
+        self._objects.setdefault(rtype.key, {})[key] = obj
+        self._uids[md["uid"]] = (rtype.key, key)
+        self._emit(rtype.key, Event(rv, "ADDED" if old is None else "MODIFIED", obj, old))
+        return obj
+
+    def _remove(self, rtype_key: tuple[str, str], obj: Obj) -> Obj:
+        md = meta(obj)
+        key = (md.get("namespace", ""), md["name"])
+        self._objects.get(rtype_key, {}).pop(key, None)
+        self._uids.pop(md.get("uid", ""), None)
+        rv = self._next_rv()
+        gone = {**obj, "metadata": {**md, "resourceVersion": str(rv)}}
+        self._emit(rtype_key, Event(rv, "DELETED", gone))
+        if rtype_key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._drop_crd(gone)
+        return gone
+
+    def create(
+        self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of a create must be a JSON object")
+        obj = copy.deepcopy(body)
+        self._check_type(rtype, obj)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise errors.bad_request("metadata must be an object")
+        if rtype.namespaced:
+            body_ns = md.get("namespace")
+            if namespace and body_ns and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            namespace = namespace or body_ns or "default"
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        if not md.get("name") and md.get("generateName"):
+            for _ in range(20):
+                md["name"] = f"{md['generateName']}{random_suffix()}"
+                if self.find(rtype.key, namespace, md["name"]) is None:
+                    break
+        name = md.get("name", "")
+        cause = _check_name(rtype, name)
+        if cause is not None:
+            raise errors.invalid(rtype.kind, rtype.group, name, [cause])
+        if self.find(rtype.key, namespace if rtype.namespaced else None, name) is not None:
+            raise errors.already_exists(rtype.plural, rtype.group, name)
+        if rtype.namespaced:
+            self._check_namespace(rtype, namespace or "", name)
+        for item in (
+            "resourceVersion",
+            "selfLink",
+            "managedFields",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
+            md.pop(item, None)
+        md["uid"] = str(uuid.uuid4())
+        md["creationTimestamp"] = now_rfc3339()
+        md["generation"] = 1
+        if rtype.has_status and not rtype.builtin:
+            obj.pop("status", None)
+        obj = self._admit(rtype, obj, None)
+        if dry_run:
+            return self.present(rtype, obj)
+        if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._register_crd(obj)
+        return self.present(rtype, self._commit(self._storage_type(rtype), obj, None))
+
+    def replace(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of an update must be a JSON object")
+        current = self.get(rtype, namespace, name)
+        body_md = meta(body)
+        if body_md.get("name") and body_md["name"] != name:
+            raise errors.bad_request(
+                f"the name of the object ({body_md['name']}) does not match the name on the "
+                f"URL ({name})"
+            )
+        wanted_rv = body_md.get("resourceVersion")
+        if wanted_rv and wanted_rv != meta(current).get("resourceVersion"):
+            raise errors.stale(rtype.plural, rtype.group, name)
+        return self._update(rtype, current, copy.deepcopy(body), subresource, dry_run=dry_run)
+
+    def patch(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> Obj:
+        current = self.get(rtype, namespace, name)
+        base = copy.deepcopy(current)  # stored objects are never modified in place
+        try:
+            if patch_type == PATCH_MERGE:
+                if not isinstance(patch, dict):
+                    raise PatchError("a merge patch must be a JSON object")
+                patched = merge_patch(base, patch)
+            elif patch_type == PATCH_JSON:
+                patched = json_patch(base, patch)
+            elif patch_type in (PATCH_STRATEGIC, PATCH_APPLY):
+                if not isinstance(patch, dict):
+                    raise PatchError("a strategic merge patch must be a JSON object")
+                if not rtype.builtin and patch_type == PATCH_STRATEGIC:
+                    raise errors.unsupported_media_type(patch_type)
+                patched = strategic_merge_patch(base, patch)
+            else:
+                raise errors.unsupported_media_type(patch_type)
+        except PatchError as err:
+            raise errors.APIError(422, "Invalid", f"the patch could not be applied: {err}") from err
+        if not isinstance(patched, dict):
+            raise errors.bad_request("the patch must leave a JSON object")
+        wanted_rv = meta(patched).get("resourceVersion")
+        if wanted_rv and wanted_rv != meta(current).get("resourceVersion"):
+            raise errors.stale(rtype.plural, rtype.group, name)
+        return self._update(rtype, current, patched, subresource, dry_run=dry_run)
+
+    def _update(
+        self, rtype: ResourceType, current: Obj, new: Obj, subresource: str, *, dry_run: bool
+    ) -> Obj:
+        self._check_type(rtype, new)
+        cur_md = meta(current)
+        if subresource == "status":
+            obj = copy.deepcopy(current)
+            if "status" in new:
+                obj["status"] = new["status"]
+            else:
+                obj.pop("status", None)
+        else:
+            obj = new
+            if rtype.has_status:
+                if "status" in current:
+                    obj["status"] = copy.deepcopy(current["status"])
+                else:
+                    obj.pop("status", None)
+            md = obj.setdefault("metadata", {})
+            if not isinstance(md, dict):
+                raise errors.bad_request("metadata must be an object")
+            for item in _SYSTEM_META:
+                if item in cur_md:
+                    md[item] = cur_md[item]
+                else:
+                    md.pop(item, None)
+            md["name"] = cur_md["name"]
+            if "namespace" in cur_md:
+                md["namespace"] = cur_md["namespace"]
+            md.pop("managedFields", None)
+            md.pop("selfLink", None)
+        obj["apiVersion"], obj["kind"] = current["apiVersion"], current["kind"]
+        meta(obj)["resourceVersion"] = cur_md.get("resourceVersion")
+        obj = self._admit(rtype, obj, current)
+        with_status = rtype.has_status
+        if _spec_part(obj, with_status=with_status) != _spec_part(current, with_status=with_status):
+            meta(obj)["generation"] = int(cur_md.get("generation", 1)) + 1
+        if obj == current:
+            return self.present(rtype, current)
+        if dry_run:
+            return self.present(rtype, obj)
+        if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self._register_crd(obj)
+        return self.present(rtype, self._store_update(rtype, obj, current))
+
+    def _store_update(self, rtype: ResourceType, obj: Obj, current: Obj) -> Obj:
+        """Commit an update, or remove the object if it was only waiting for finalizers."""
+        md = meta(obj)
+        released = md.get("deletionTimestamp") and not md.get("finalizers")
+        if released and not md.get("deletionGracePeriodSeconds"):
+            self._commit(self._storage_type(rtype), obj, current)
+            return self._remove(rtype.key, obj)
+        return self._commit(self._storage_type(rtype), obj, current)
+
+    def update_internal(self, rtype: ResourceType, obj: Obj) -> Obj:
+        """A controller's write of a whole object (status included); no-op when unchanged."""
+        current = self.find(rtype.key, meta(obj).get("namespace"), meta(obj)["name"])
+        if current is None:
+            raise errors.not_found(rtype.plural, rtype.group, meta(obj)["name"])
+        if obj == current:
+            return current
+        return self._store_update(rtype, obj, current)
+
+    def delete(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> Obj:
+        options = options or {}
+        current = self.get(rtype, namespace, name)
+        cur_md = meta(current)
+        pre = options.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != cur_md.get("uid"):
+            raise errors.conflict(
+                rtype.plural,
+                rtype.group,
+                name,
+                f"Precondition failed: UID in precondition: {pre['uid']}, "
+                f"UID in object meta: {cur_md.get('uid')}",
+            )
+        if pre.get("resourceVersion") and pre["resourceVersion"] != cur_md.get("resourceVersion"):
+            raise errors.stale(rtype.plural, rtype.group, name)
+        if dry_run:
+            return current
+        policy = options.get("propagationPolicy") or "Background"
+        if options.get("orphanDependents") is True:
+            policy = "Orphan"
+        if policy == "Orphan":
+            self._orphan_dependents(cur_md.get("uid", ""))
+        obj = copy.deepcopy(current)
+        md = meta(obj)
+        finalizers = list(md.get("finalizers") or [])
+        if policy == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers.append("foregroundDeletion")
+        grace = 0
+        if rtype.key == ("", "pods"):
+            grace = self._pod_grace(obj, options)
+        if md.get("deletionTimestamp"):
+            # Already terminating: only a shorter grace period (the kubelet's 0) moves it on.
+            if grace < int(md.get("deletionGracePeriodSeconds") or 0):
+                md["deletionGracePeriodSeconds"] = grace
+                md["deletionTimestamp"] = now_rfc3339(grace)
+                if grace == 0 and not finalizers:
+                    self._commit(rtype, obj, current)
+                    return self.present(rtype, self._remove(rtype.key, obj))
+                return self.present(rtype, self._commit(rtype, obj, current))
+            return current
+        if rtype.key == ("", "namespaces"):
+            obj.setdefault("status", {})["phase"] = "Terminating"
+            md["deletionTimestamp"] = now_rfc3339()
+            md["deletionGracePeriodSeconds"] = 0
+            md["finalizers"] = finalizers
+            if not finalizers:
+                md.pop("finalizers")
+            return self.present(rtype, self._commit(rtype, obj, current))
+        if finalizers or grace > 0:
+            md["finalizers"] = finalizers
+            md["deletionTimestamp"] = now_rfc3339(grace)
+            md["deletionGracePeriodSeconds"] = grace
+            md["generation"] = int(md.get("generation", 1)) + 1
+            return self.present(rtype, self._commit(rtype, obj, current))
+        return self.present(rtype, self._remove(rtype.key, current))
+
+    def remove_namespace_if_empty(self, name: str) -> bool:
+        """Finish a terminating namespace once nothing is left in it (namespace controller)."""
+        ns_type = self.resource("", "v1", "namespaces")
+        current = self.find(ns_type.key, None, name)
+        if current is None or not meta(current).get("deletionTimestamp"):
+            return False
+        for _, obj in self.all_objects():
+            if meta(obj).get("namespace") == name:
+                return False
+        if meta(current).get("finalizers"):
+            return False
+        self._remove(ns_type.key, current)
+        return True
+
+    def _pod_grace(self, pod: Obj, options: Mapping[str, Any]) -> int:
+        """The grace period a pod deletion gets: 0 when no running node would honour it."""
+        requested = options.get("gracePeriodSeconds")
+        spec = pod.get("spec") or {}
+        grace = int(
+            requested
+            if requested is not None
+            else spec.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE)
+        )
+        node = self.find(("", "nodes"), None, spec.get("nodeName") or "")
+        if grace > 0 and (node is None or not node_ready(node)):
+            return 0
+        return max(grace, 0)
+
+    def _orphan_dependents(self, uid: str) -> None:
+        for key, obj in self.all_objects():
+            refs = meta(obj).get("ownerReferences") or []
+            if any(r.get("uid") == uid for r in refs):
+                new = copy.deepcopy(obj)
+                meta(new)["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                if not meta(new)["ownerReferences"]:
+                    meta(new).pop("ownerReferences")
+                rtype = self.registry.by_key(key)
+                if rtype is not None:
+                    self._commit(rtype, new, obj)
+
+    # ----- admission -----------------------------------------------------------------------
+
+    def _storage_type(self, rtype: ResourceType) -> ResourceType:
+        return self.registry.by_key(rtype.key) or rtype
+
+    def _check_type(self, rtype: ResourceType, obj: Obj) -> None:
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if kind and kind != rtype.kind:
+            raise errors.bad_request(
+                f"the kind of the object ({kind}) does not match the resource {rtype.plural} "
+                f"(kind {rtype.kind})"
+            )
+        if api_version and api_version != rtype.api_version:
+            served = self.registry.get(rtype.group, api_version.rpartition("/")[2], rtype.plural)
+            if served is None or api_version.rpartition("/")[0] != rtype.group:
+                raise errors.bad_request(
+                    f"the API version in the data ({api_version}) does not match the expected "
+                    f"API version ({rtype.api_version})"
+                )
+        storage = self._storage_type(rtype)
+        obj["apiVersion"], obj["kind"] = storage.api_version, rtype.kind
+
+    def _check_namespace(self, rtype: ResourceType, namespace: str, name: str) -> None:
+        ns = self.find(("", "namespaces"), None, namespace)
+        if ns is None:
+            raise errors.not_found("namespaces", "", namespace)
+        if meta(ns).get("deletionTimestamp"):
+            raise errors.forbidden(
+                rtype.plural,
+                rtype.group,
+                name,
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+            )
+
+    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        """Defaulting and validation of a create or update, per kind."""
+        if not rtype.builtin:
+            return self._admit_custom(rtype, obj, old)
+        admit = _BUILTIN_ADMISSION.get(rtype.key)
+        if admit is not None:
+            causes = admit(obj, old)
+            if causes:
+                raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)
+        return obj
+
+    def _admit_custom(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        schema = self._schemas.get((rtype.group, rtype.version, rtype.plural))
+        if schema is None:
+            return obj
+        obj = schema.apply_defaults(schema.prune(obj))
+        causes = schema.validate(obj, old)
+        if causes:
+            raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)
+        return obj
+
+    # ----- CRDs ----------------------------------------------------------------------------
+
+    def _register_crd(self, crd: Obj) -> None:
+        name = meta(crd).get("name", "")
+        types = types_from_crd(crd)
+        causes = _check_crd(crd, types)
+        schemas: dict[tuple[str, str, str], StructuralSchema] = {}
+        for rtype in types:
+            if rtype.schema is None:
+                continue
+            try:
+                schemas[(rtype.group, rtype.version, rtype.plural)] = StructuralSchema(rtype.schema)
+            except jsonschema.SchemaError as err:
+                causes.append(
+                    Cause(
+                        f"spec.versions[{rtype.version}].schema.openAPIV3Schema",
+                        "FieldValueInvalid",
+                        f"Invalid value: {err.message}",
+                    )
+                )
+        if causes:
+            raise errors.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
+        for old in self.registry.unregister_crd(name):
+            self._schemas.pop((old.group, old.version, old.plural), None)
+        self.registry.register_crd(name, types)
+        self._schemas.update(schemas)
+        spec = crd.get("spec", {})
+        crd["status"] = {
+            "acceptedNames": spec.get("names", {}),
+            "storedVersions": [v["name"] for v in spec.get("versions", []) if v.get("storage")],
+            "conditions": [
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                    "lastTransitionTime": now_rfc3339(),
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                    "lastTransitionTime": now_rfc3339(),
+                },
+            ],
+        }
+
+    def _drop_crd(self, crd: Obj) -> None:
+        name = meta(crd).get("name", "")
+        for old in self.registry.unregister_crd(name):
+            self._schemas.pop((old.group, old.version, old.plural), None)
+            for obj in self.objects(old.key):
+                self._remove(old.key, obj)
+            for watcher in self._watchers.pop(old.key, set()):
+                watcher.queue.put_nowait(None)
+            self._history.pop(old.key, None)
+            self._compacted[old.key] = self._rv
+
+
+def node_ready(node: Mapping[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _check_crd(crd: Obj, types: list[ResourceType]) -> list[Cause]:
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    causes = []
+    for field_name in ("plural", "kind"):
+        if not names.get(field_name):
+            causes.append(Cause(f"spec.names.{field_name}", "FieldValueRequired", "Required value"))
+    if not spec.get("group"):
+        causes.append(Cause("spec.group", "FieldValueRequired", "Required value"))
+    expected = f"{names.get('plural')}.{spec.get('group')}"
+    if meta(crd).get("name") != expected:
+        causes.append(
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{meta(crd).get("name")}": must be '
+                f'spec.names.plural+"."+spec.group ({expected})',
+            )
+        )
+    versions = spec.get("versions") or []
+    if not versions:
+        causes.append(Cause("spec.versions", "FieldValueRequired", "Required value"))
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(
+            Cause(
+                "spec.versions",
+                "FieldValueInvalid",
+                "Invalid value: must have exactly one version marked as storage",
+            )
+        )
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        causes.append(
+            Cause(
+                "spec.scope",
+                "FieldValueNotSupported",
+                'Unsupported value: supported values: "Cluster", "Namespaced"',
+            )
+        )
+    del types
+    return causes
+
+
+def _admit_pod(pod: Obj, old: Obj | None) -> list[Cause]:
+    spec = pod.setdefault("spec", {})
+    causes = []
+    containers = spec.get("containers")
+    if not containers:
+        causes.append(Cause("spec.containers", "FieldValueRequired", "Required value"))
+    for index, container in enumerate(containers or []):
+        if not isinstance(container, dict) or not container.get("name"):
+            causes.append(
+                Cause(f"spec.containers[{index}].name", "FieldValueRequired", "Required value")
+            )
+        elif not container.get("image"):
+            causes.append(
+                Cause(f"spec.containers[{index}].image", "FieldValueRequired", "Required value")
+            )
+    if causes:
+        return causes
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", DEFAULT_POD_GRACE)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    for container in spec["containers"]:
+        container.setdefault("imagePullPolicy", "IfNotPresent")
+        container.setdefault("terminationMessagePolicy", "File")
+    if old is None:
+        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    elif old.get("spec", {}).get("nodeName") and spec.get("nodeName") != old["spec"]["nodeName"]:
+        causes.append(
+            Cause(
+                "spec.nodeName",
+                "FieldValueForbidden",
+                "Forbidden: pod updates may not change fields other than "
+                "`spec.containers[*].image`, `spec.activeDeadlineSeconds` and "
+                "`spec.tolerations`",
+            )
+        )
+    return causes
+
+
+def _admit_deployment(deploy: Obj, old: Obj | None) -> list[Cause]:
+    spec = deploy.setdefault("spec", {})
+    causes = []
+    spec.setdefault("replicas", 1)
+    spec.setdefault(
+        "strategy",
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+    )
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    selector = spec.get("selector")
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not isinstance(selector, dict) or not selector:
+        causes.append(Cause("spec.selector", "FieldValueRequired", "Required value"))
+    else:
+        from sfc_k8s.local.apiserver.selectors import match_label_selector_object
+
+        if not match_label_selector_object(selector, labels):
+            causes.append(
+                Cause(
+                    "spec.template.metadata.labels",
+                    "FieldValueInvalid",
+                    f"Invalid value: {labels!r}: `selector` does not match template `labels`",
+                )
+            )
+        if old is not None and selector != (old.get("spec") or {}).get("selector"):
+            causes.append(
+                Cause("spec.selector", "FieldValueInvalid", "Invalid value: field is immutable")
+            )
+    if not isinstance(spec.get("replicas"), int) or spec["replicas"] < 0:
+        causes.append(
+            Cause(
+                "spec.replicas",
+                "FieldValueInvalid",
+                f"Invalid value: {spec.get('replicas')!r}: must be greater than or equal to 0",
+            )
+        )
+    containers = (template.get("spec") or {}).get("containers")
+    if not containers:
+        causes.append(
+            Cause("spec.template.spec.containers", "FieldValueRequired", "Required value")
+        )
+    return causes
+
+
+def _admit_namespace(ns: Obj, old: Obj | None) -> list[Cause]:
+    if old is None:
+        ns["spec"] = {"finalizers": ["kubernetes"]}
+        ns["status"] = {"phase": "Active"}
+        meta(ns).setdefault("labels", {})["kubernetes.io/metadata.name"] = meta(ns)["name"]
+    return []
+
+
+_BUILTIN_ADMISSION: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
+    ("", "pods"): _admit_pod,
+    ("apps", "deployments"): _admit_deployment,
+    ("", "namespaces"): _admit_namespace,
+}
+
+__all__ = ["APIError", "Event", "Store", "Watcher"]
