@@ -22,11 +22,11 @@ BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 \
 
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf test lint typecheck pytest demo bench clean
+.PHONY: all deps apt venv bpf cni-bin test lint typecheck pytest demo bench clean
 
 all: deps
 
-deps: apt venv bpf
+deps: apt venv bpf cni-bin
 
 # Installs only what is missing, so a second run costs one dpkg query per package.
 apt:
@@ -46,6 +46,16 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 bpf: $(BPF_OBJ)
+
+# CNI_PATH for tests, benchmarks and the local cluster: the reference plugins of
+# containernetworking-plugins beside sfc-cni, a launcher that starts the venv's Python without
+# site (docs/cni.md: start-up is most of an ADD), its bytecode compiled ahead.
+CNI_BIN := build/cni
+cni-bin: apt venv
+	@mkdir -p $(CNI_BIN)
+	@for p in /usr/lib/cni/*; do ln -sfn $$p $(CNI_BIN)/$$(basename $$p); done
+	@$(PY) -m sfc_k8s.cni.launcher $(CNI_BIN)/sfc-cni
+	@$(PY) -m compileall -q src/sfc_k8s/__init__.py src/sfc_k8s/cni src/sfc_k8s/api/naming.py
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
 	clang $(BPF_CFLAGS) -c $< -o $@
@@ -68,6 +78,7 @@ demo: deps
 
 bench: deps
 	$(PY) bench/dataplane.py
+	$(PY) bench/cni.py
 
 clean:
 	rm -f $(BPF_OBJ)
