@@ -307,6 +307,7 @@ class PodWorker:
                 self._record()  # recorded before ADD: a crash mid-ADD still gets its DEL
                 await invoker.add(att, ctx)
                 self._record()
+                log.info("pod %s/%s: %s attached", self.namespace, self.name, att.network)
         except CniError:
             await self._release_network()
             raise
@@ -328,6 +329,7 @@ class PodWorker:
         for att in reversed(self.attachments):
             try:
                 await invoker.delete(att, ctx)
+                log.info("pod %s/%s: %s detached", self.namespace, self.name, att.network)
             except CniError as err:
                 log.warning("pod %s/%s: CNI DEL failed: %s", self.namespace, self.name, err)
         self.attachments.clear()

@@ -1,12 +1,12 @@
-"""The local node runtime: the kubelet (and scheduler) role for the emulated nodes.
+"""The local node runtime: the kubelet role for the emulated nodes.
 
 One process serves every emulated node of a local cluster (``python -m sfc_k8s.local.node``,
 started by ``sfc-k8s local up``). For each node it creates the node's network namespace (the
 "host" of that node: pods' host-side veths live there, and its agent runs there), registers a
 ``Node`` object with a ``Ready`` condition and keeps its heartbeat, and opens an API endpoint
 inside the namespace (``127.0.0.1:<api port>`` forwarded to the API server) so that processes
-of the node reach the API server with the same kubeconfig as the host. It binds unscheduled pods
-to the node with the fewest pods, and runs a ``PodWorker`` for every pod bound to its nodes.
+of the node reach the API server with the same kubeconfig as the host. It runs a
+``PodWorker`` for every pod bound to its nodes (the API server schedules, as kube-scheduler).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 from sfc_k8s import __version__
 from sfc_k8s.local import netns
 from sfc_k8s.local.kube import (
-    ApiError,
     AsyncKube,
     ConflictError,
     GoneError,
@@ -76,8 +75,6 @@ class NodeRuntime:
         self.api_proxy = api_proxy
         self.contexts: dict[str, NodeContext] = {}
         self.workers: dict[str, PodWorker] = {}
-        self.assigned: dict[str, str] = {}  # pod uid -> node, for the scheduler
-        self.binding: set[str] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -256,7 +253,6 @@ class NodeRuntime:
                 await asyncio.sleep(1.0)
 
     def _forget(self, uid: str) -> None:
-        self.assigned.pop(uid, None)
         worker = self.workers.get(uid)
         if worker is not None:
             worker.mark_gone()
@@ -264,20 +260,7 @@ class NodeRuntime:
     def _handle(self, pod: JsonObj) -> None:
         meta, spec = pod["metadata"], pod.get("spec") or {}
         uid, node = meta["uid"], spec.get("nodeName") or ""
-        phase = (pod.get("status") or {}).get("phase")
-        if node:
-            if phase not in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
-                self.assigned[uid] = node
-            else:
-                self.assigned.pop(uid, None)
-        if not node:
-            if meta.get("deletionTimestamp"):
-                # No kubelet owns it: nothing runs, the deletion can complete at once.
-                self._spawn(self._confirm(pod))
-            elif uid not in self.binding:
-                self._spawn(self._schedule(pod))
-            return
-        if node not in self.contexts:
+        if node not in self.contexts:  # unscheduled (the API server schedules) or elsewhere
             return
         worker = self.workers.get(uid)
         if worker is not None:
@@ -312,80 +295,6 @@ class NodeRuntime:
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         with contextlib.suppress(KubeError):
             await self.kube.delete(path, grace_period_seconds=0, uid=meta["uid"])
-
-    def _pick_node(self, pod: JsonObj) -> str | None:
-        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
-        wanted = selector.get("kubernetes.io/hostname")
-        candidates = [n for n in self.nodes if wanted in (None, n)]
-        if not candidates:
-            return None
-        load = {n: 0 for n in candidates}
-        for node in self.assigned.values():
-            if node in load:
-                load[node] += 1
-        return min(candidates, key=lambda n: (load[n], self.nodes[n].index))
-
-    async def _schedule(self, pod: JsonObj) -> None:
-        meta = pod["metadata"]
-        uid, ns, name = meta["uid"], meta["namespace"], meta["name"]
-        node = self._pick_node(pod)
-        if node is None:
-            return
-        self.binding.add(uid)
-        self.assigned[uid] = node
-        path = f"/api/v1/namespaces/{ns}/pods/{name}"
-        binding = {
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": name, "namespace": ns, "uid": uid},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        }
-        try:
-            try:
-                await self.kube.create(path + "/binding", binding)
-            except ApiError as err:
-                if err.status not in (404, 405):
-                    raise
-                await self.kube.patch(path, {"spec": {"nodeName": node}})
-            await self._scheduled_event(pod, node)
-        except KubeError as err:
-            log.warning("cannot bind pod %s/%s to %s: %s", ns, name, node, err)
-            self.assigned.pop(uid, None)
-        finally:
-            self.binding.discard(uid)
-
-    async def _scheduled_event(self, pod: JsonObj, node: str) -> None:
-        meta = pod["metadata"]
-        ts = now_rfc3339()
-        with contextlib.suppress(KubeError):
-            await self.kube.create(
-                f"/api/v1/namespaces/{meta['namespace']}/events",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {
-                        "name": f"{meta['name']}.{os.urandom(8).hex()}",
-                        "namespace": meta["namespace"],
-                    },
-                    "involvedObject": {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": meta["name"],
-                        "namespace": meta["namespace"],
-                        "uid": meta["uid"],
-                    },
-                    "reason": "Scheduled",
-                    "message": (
-                        f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}"
-                    ),
-                    "type": "Normal",
-                    "count": 1,
-                    "firstTimestamp": ts,
-                    "lastTimestamp": ts,
-                    "source": {"component": "default-scheduler"},
-                    "reportingComponent": "default-scheduler",
-                },
-            )
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -1,0 +1,179 @@
+"""A small local cluster for the node-runtime tests: the API server in-process, the node
+runtime as its own process (as ``sfc-k8s local up`` runs it), a random state directory (so a
+random netns prefix), and helpers to create pods and wait for them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local.kube import NotFoundError, SyncKube, load_kubeconfig, write_kubeconfig
+from sfc_k8s.local.layout import Layout, list_netns
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    layout: Layout
+    kube: SyncKube
+    runtime: subprocess.Popen[bytes]
+    log: Path
+    deleted: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def namespace(self) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        self.kube.request(
+            "POST", "/api/v1/namespaces", body={"metadata": {"name": name}, "kind": "Namespace"}
+        )
+        return name
+
+    def create_pod(self, ns: str, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
+        for container in spec.get("containers") or []:
+            container.setdefault("image", "ignored.example/none:0")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, **meta},
+            "spec": spec,
+        }
+        return self.kube.request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+
+    def pod(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.kube.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+        except NotFoundError:
+            return None
+
+    def delete_pod(self, ns: str, name: str, grace: int | None = None) -> None:
+        pod = self.pod(ns, name)
+        if pod is not None:
+            self.deleted[(ns, name)] = pod
+        params = {} if grace is None else {"gracePeriodSeconds": grace}
+        self.kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}", params=params)
+
+    def wait_pod(
+        self, ns: str, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            pod = self.pod(ns, name)
+            return pod if pod is not None and check(pod) else None
+
+        return wait_for(f"pod {ns}/{name}", probe, timeout)
+
+    def wait_gone(self, ns: str, name: str, timeout: float = 30) -> None:
+        """The object is gone and so is everything the runtime ran for it (its netns last)."""
+        pod = self.pod(ns, name) or self.deleted.get((ns, name))
+        wait_for(f"pod {ns}/{name} to be gone", lambda: self.pod(ns, name) is None, timeout)
+        if pod is not None:
+            netns = Path("/run/netns") / self.netns(pod)
+            wait_for(f"{netns} to be removed", lambda: not netns.exists(), timeout)
+
+    def events(self, ns: str, pod: str) -> list[dict[str, Any]]:
+        items = self.kube.get(f"/api/v1/namespaces/{ns}/events")["items"]
+        return [e for e in items if e["involvedObject"]["name"] == pod]
+
+    def netns(self, pod: dict[str, Any]) -> str:
+        return self.layout.pod_netns(pod["metadata"]["uid"])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return condition(pod, "Ready") == "True"
+
+
+def condition(pod: dict[str, Any], kind: str) -> str | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return str(cond["status"])
+    return None
+
+
+def phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase", ""))
+
+
+def container_status(pod: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return dict(statuses[index])
+
+
+def start_runtime(layout: Layout, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = layout.state_dir.parent / f"{layout.state_dir.name}-node-runtime.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sfc_k8s.local.node",
+                "--state-dir",
+                str(layout.state_dir),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log
+
+
+@contextmanager
+def local_cluster(state_dir: Path, *runtime_args: str) -> Iterator[Cluster]:
+    """API server + node runtime; on exit everything is stopped and swept."""
+    layout = Layout(state_dir)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sfc_k8s.local.apiserver", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    runtime: subprocess.Popen[bytes] | None = None
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline().split()  # "serving on http://127.0.0.1:PORT"
+        assert first[:2] == ["serving", "on"], first
+        write_kubeconfig(layout.kubeconfig, first[2])
+        kube = SyncKube(load_kubeconfig(layout.kubeconfig))
+        runtime, log = start_runtime(layout, *runtime_args)
+
+        def node_ready() -> bool:
+            try:
+                node = kube.get("/api/v1/nodes/node-1")
+            except NotFoundError:
+                return False
+            return condition(node, "Ready") == "True"
+
+        wait_for("node-1 Ready", node_ready, 20)
+        yield Cluster(layout, kube, runtime, log)
+    finally:
+        if runtime is not None:
+            runtime.terminate()
+            try:
+                runtime.wait(30)
+            except subprocess.TimeoutExpired:
+                runtime.kill()
+                runtime.wait()
+        server.terminate()
+        server.wait(10)
+        if server.stdout is not None:
+            server.stdout.close()
+        leftovers = list_netns(layout.netns_prefix)
+        local_cli.down(layout, progress=local_cli.Progress(quiet=True))
+        assert not leftovers or all("-node-" in n for n in leftovers), leftovers
