@@ -1,0 +1,234 @@
+"""The controller running for real (Kopf via KopfRunner) against the local API server.
+
+Pods are created through the API and their Ready condition patched by the test, playing the
+kubelet; node agents are played by patching CrossConnection status. Covers:
+- a chain and its pods -> one CrossConnection per link (owner reference, labels, endpoints with
+  host interfaces) and a status with per-function and per-link figures;
+- Ready=False/NotProgrammed until the agents report the current generation, then Ready=True;
+- scaling up and down: new Ready pods become active endpoints; a pod deleted gracefully is
+  draining while it terminates, then gone; a pod failing readiness leaves;
+- an invalid chain (selector matching another function's pods; a spec the CRD cannot catch)
+  gets a condition saying what to fix while another chain in the namespace is untouched;
+- deleting a chain -> its CrossConnections are garbage-collected through the owner reference;
+- removing a link from a chain -> its CrossConnection is deleted;
+- a controller restart -> no duplicate objects, no spurious writes, state kept.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sfc_k8s.operator.controller import Controller
+from tests.fixtures.apiserver import LocalAPIServer
+from tests.integration.operator.controller_support import (
+    Cluster,
+    condition,
+    controller_config,
+    endpoints,
+    eventually,
+    new_namespace,
+    running,
+)
+from tests.unit.api.chains import web_chain
+
+
+@pytest.fixture
+def cluster(apiserver: LocalAPIServer) -> Iterator[Cluster]:
+    apiserver.apply_crds()
+    cluster = Cluster(apiserver, new_namespace())
+    cluster.setup()
+    yield cluster  # the API server (and everything in it) goes away with the fixture
+
+
+def chain_body(name: str = "web") -> dict[str, Any]:
+    body = web_chain(name)
+    for key in ("uid", "generation"):
+        del body["metadata"][key]
+    return body
+
+
+def test_chain_and_pods_become_crossconnections_and_status(cluster: Cluster) -> None:
+    cluster.create_pod("client-0", "client")
+    cluster.create_pod("fw-0", "firewall")
+    cluster.create_pod("fw-1", "firewall", ready=False)
+    cluster.create_chain(chain_body())
+    controller = Controller(controller_config(cluster.apiserver, cluster.ns))
+    with running(controller):
+        xcs = eventually(lambda: len(cluster.xcs()) == 2 and cluster.xcs())
+        xc = xcs["web-client-firewall"]
+        chain = cluster.chain("web")
+        assert xc["metadata"]["labels"] == {
+            "sfc-k8s.io/chain": "web",
+            "sfc-k8s.io/link": "client-firewall",
+        }
+        (owner,) = xc["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "ServiceFunctionChain",
+            "web",
+            chain["metadata"]["uid"],
+            True,
+        )
+        assert endpoints(xc, "a") == [("client-0", "active")]
+        assert endpoints(xc, "b") == [("fw-0", "active")]
+        assert xc["spec"]["b"]["endpoints"][0]["hostInterface"].startswith("sfc")
+
+        def status_reported() -> Any:
+            status = cluster.chain("web").get("status") or {}
+            assert status.get("functions", {}).get("firewall") == {
+                "replicas": 2,
+                "readyReplicas": 1,
+            }
+            return status
+
+        status = eventually(status_reported)
+        assert status["readyFunctions"] == "2/3"
+        assert status["links"]["client-firewall"]["crossConnection"] == "web-client-firewall"
+        assert condition(cluster.chain("web"), "Ready") == ("False", "FunctionsNotReady")
+        assert condition(cluster.chain("web"), "Degraded") == ("False", "AsExpected")
+
+        cluster.create_pod("server-0", "server")
+        eventually(lambda: endpoints(cluster.xcs()["web-firewall-server"], "b"))
+        eventually(lambda: condition(cluster.chain("web"), "Ready")[1] == "NotProgrammed")
+        for xc in cluster.xcs().values():
+            cluster.report_programmed(xc)
+        eventually(lambda: condition(cluster.chain("web"), "Ready") == ("True", "ChainReady"))
+        assert cluster.chain("web")["status"]["readyLinks"] == "2/2"
+        table = cluster.apiserver.kubectl("get", "sfc", "-n", cluster.ns, check=True).stdout
+        assert table.split("\n")[1].split()[:4] == ["web", "3/3", "2/2", "True"]
+
+
+def test_scaling_follows_pods_and_terminating_pods_drain(cluster: Cluster) -> None:
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body())
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+
+        def firewall_side() -> list[tuple[str, str]]:
+            return endpoints(cluster.xcs()["web-client-firewall"], "b")
+
+        eventually(lambda: firewall_side() == [("fw-0", "active")])
+        # scale up: a replica appears, becomes Ready
+        cluster.create_pod("fw-1", "firewall", ready=False)
+        cluster.create_pod("fw-2", "firewall")
+        eventually(lambda: firewall_side() == [("fw-0", "active"), ("fw-2", "active")])
+        cluster.set_ready("fw-1", True)
+        eventually(lambda: len(firewall_side()) == 3)
+        other_side = endpoints(cluster.xcs()["web-firewall-server"], "a")
+        assert other_side == [("fw-0", "active"), ("fw-1", "active"), ("fw-2", "active")]
+        # scale down: graceful deletion -> draining while terminating, then gone
+        cluster.delete_pod("fw-0")
+        eventually(lambda: ("fw-0", "draining") in firewall_side())
+        status = eventually(lambda: cluster.chain("web")["status"]["links"]["client-firewall"])
+        eventually(
+            lambda: cluster.chain("web")["status"]["links"]["client-firewall"]["drainingB"] == 1
+        )
+        assert status["crossConnection"] == "web-client-firewall"
+        cluster.delete_pod("fw-0", grace=0)  # the kubelet confirms the termination
+        eventually(lambda: firewall_side() == [("fw-1", "active"), ("fw-2", "active")])
+        # a replica failing its readiness probe stops being an endpoint
+        cluster.set_ready("fw-2", False)
+        eventually(lambda: firewall_side() == [("fw-1", "active")])
+        eventually(
+            lambda: (
+                cluster.chain("web")["status"]["functions"]["firewall"]
+                == {"replicas": 2, "readyReplicas": 1}
+            )
+        )
+
+
+def test_invalid_chain_gets_a_condition_and_others_are_untouched(cluster: Cluster) -> None:
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body("good"))
+    overlapping = chain_body("overlap")
+    overlapping["spec"]["functions"][2]["selector"] = {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["server", "firewall"]}]
+    }
+    cluster.create_chain(overlapping)
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        eventually(lambda: condition(cluster.chain("overlap"), "Degraded")[1] == "SelectorOverlap")
+        message = next(
+            c["message"]
+            for c in cluster.chain("overlap")["status"]["conditions"]
+            if c["type"] == "Degraded"
+        )
+        assert "fw-0 (firewall and server)" in message
+        assert condition(cluster.chain("overlap"), "Ready") == ("False", "SelectorOverlap")
+        good = eventually(lambda: cluster.xcs().get("good-firewall-server"))
+        eventually(lambda: endpoints(cluster.xcs()["good-firewall-server"], "a"))
+        assert endpoints(cluster.xcs()["overlap-firewall-server"], "a") == []
+        assert endpoints(cluster.xcs()["overlap-firewall-server"], "b") == [("server-0", "active")]
+        assert good["spec"]["chain"] == "good"
+        # an edit that breaks the spec: reported, last CrossConnections kept, others untouched
+        before = cluster.xcs()["good-client-firewall"]
+        chain = cluster.chain("good")
+        broken = copy.deepcopy(chain["spec"])
+        broken["functions"][0]["interfaces"] = ["eth1", "eth1"]
+        cluster.merge(cluster.chain_path("good"), {"spec": broken})
+        eventually(lambda: condition(cluster.chain("good"), "Degraded") == ("True", "InvalidSpec"))
+        status = cluster.chain("good")["status"]
+        assert status["observedGeneration"] == chain["metadata"]["generation"] + 1
+        message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
+        assert "spec.functions[0].interfaces: 'eth1' is listed 2 times" in message
+        cluster.create_pod("fw-1", "firewall")
+        eventually(lambda: len(endpoints(cluster.xcs()["overlap-firewall-server"], "a")) == 0)
+        assert cluster.xcs()["good-client-firewall"]["spec"] == before["spec"]
+        # fixing the spec resumes reconciliation
+        cluster.merge(cluster.chain_path("good"), {"spec": chain["spec"]})
+        eventually(lambda: len(endpoints(cluster.xcs()["good-client-firewall"], "b")) == 2)
+        eventually(lambda: condition(cluster.chain("good"), "Degraded") == ("False", "AsExpected"))
+
+
+def test_deleting_a_chain_or_a_link_removes_crossconnections(cluster: Cluster) -> None:
+    cluster.create_pod("fw-0", "firewall")
+    cluster.create_chain(chain_body("web"))
+    cluster.create_chain(chain_body("other"))
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        eventually(lambda: len(cluster.xcs()) == 4)
+        chain = cluster.chain("web")
+        spec = copy.deepcopy(chain["spec"])
+        spec["links"] = spec["links"][:1]
+        cluster.merge(cluster.chain_path("web"), {"spec": spec})
+        eventually(lambda: "web-firewall-server" not in cluster.xcs())
+        assert "web-client-firewall" in cluster.xcs()
+        eventually(lambda: "firewall-server" not in cluster.chain("web")["status"]["links"])
+        cluster.request("DELETE", cluster.chain_path("web"))
+        eventually(
+            lambda: sorted(cluster.xcs()) == ["other-client-firewall", "other-firewall-server"]
+        )
+
+
+def test_restart_makes_no_duplicates_and_no_spurious_writes(cluster: Cluster) -> None:
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body())
+    config = controller_config(cluster.apiserver, cluster.ns, require_programmed=False)
+    first = Controller(config)
+    with running(first):
+        eventually(lambda: condition(cluster.chain("web"), "Ready") == ("True", "ChainReady"))
+    before = {name: xc["metadata"]["resourceVersion"] for name, xc in cluster.xcs().items()}
+    chain_rv = cluster.chain("web")["metadata"]["resourceVersion"]
+    # while the controller is down, a replica goes away for good
+    cluster.delete_pod("fw-0", grace=0)
+    cluster.create_pod("fw-1", "firewall")
+    second = Controller(config)
+    with running(second):
+        eventually(
+            lambda: endpoints(cluster.xcs()["web-client-firewall"], "b") == [("fw-1", "active")]
+        )
+        eventually(lambda: second.stats["reconcile"] > 0)
+    assert sorted(cluster.xcs()) == sorted(before)
+    assert second.stats["xc_create"] == 0
+    third = Controller(config)
+    with running(third):
+        eventually(lambda: third.stats["reconcile"] > 0)
+    after = {name: xc["metadata"]["resourceVersion"] for name, xc in cluster.xcs().items()}
+    assert (third.stats["xc_create"], third.stats["xc_patch"]) == (0, 0)
+    assert third.stats["status_patch"] == 0
+    assert after != before  # the second controller did update the endpoints
+    # same figures and conditions (one firewall replica replaced another): status untouched
+    assert cluster.chain("web")["metadata"]["resourceVersion"] == chain_rv
