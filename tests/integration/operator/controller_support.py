@@ -77,6 +77,11 @@ class Cluster:
             {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
         )
 
+    def peers(self) -> dict[str, Any]:
+        """Controller replicas registered in this namespace's peering object."""
+        path = f"/apis/kopf.dev/v1/namespaces/{self.ns}/kopfpeerings/{PEERING}"
+        return dict(self.get(path).get("status") or {})
+
     def ensure_node(self, name: str) -> None:
         if self.find(f"/api/v1/nodes/{name}") is None:
             self.request("POST", "/api/v1/nodes", {"metadata": {"name": name}})
