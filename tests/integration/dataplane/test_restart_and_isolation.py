@@ -2,8 +2,8 @@
 
 Behaviours covered:
 - a manager restart during traffic: the Dataplane object is closed, traffic runs with no
-  manager at all, the ``sfc-k8s dp show`` CLI (a new process) and then a new Dataplane adopt the
-  pinned programs and maps, and the new manager scales the chain out; no datagram of the
+  manager at all, the ``sfc-k8s dp`` CLI (new processes) shows the links and scales the chain
+  out, then a new Dataplane adopts the pinned programs and maps; no datagram of the
   established flows is lost or reordered, and the counters carry on from where they were;
 - two chains side by side, with identical addresses and MACs (so identical flow keys) on the
   same node: traffic on one never shows in the other's counters, sessions or server, and when
@@ -37,6 +37,15 @@ pytestmark = pytest.mark.root
 UDP_PORT = 7200
 
 
+def _cli(root: str, *args: str) -> str:
+    """Run ``sfc-k8s`` in a new process against ``root``; its stdout."""
+    env = {**os.environ, "SFC_K8S_BPFFS_ROOT": root}
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "sfc-k8s"), *args], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert proc.returncode == 0, f"sfc-k8s {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
 def _destroy(root: str) -> None:
     with Dataplane(root) as dp:
         dp.destroy()
@@ -58,13 +67,13 @@ def test_manager_restart_loses_no_packet(janitor: Janitor, bpffs: str) -> None:
         first.close()
 
     time.sleep(0.3)  # no manager at all: only the pinned programs and maps
-    env = {**os.environ, "SFC_K8S_BPFFS_ROOT": bpffs}
-    show = subprocess.run([str(REPO / ".venv" / "bin" / "sfc-k8s"), "dp", "show", "--json"],
-                          env=env, capture_output=True, text=True, timeout=30,
-                          check=False)  # fmt: skip
-    assert show.returncode == 0, show.stderr
-    assert links.link1 in show.stdout and links.link2 in show.stdout
-    json.loads(show.stdout)
+    show = _cli(bpffs, "dp", "show", "--json")
+    assert links.link1 in show and links.link2 in show
+    json.loads(show)
+    # Scale out from new processes (the stateless CLI), way out first, then way in.
+    replica = chain.add_replica()
+    _cli(bpffs, "dp", "endpoint", "add", links.link2, "a", replica.eth2_host)
+    _cli(bpffs, "dp", "endpoint", "add", links.link1, "b", replica.eth1_host)
 
     with Dataplane(bpffs) as second:
         assert set(second.links()) >= {links.link1, links.link2}
@@ -72,7 +81,7 @@ def test_manager_restart_loses_no_packet(janitor: Janitor, bpffs: str) -> None:
         assert status.sessions >= 6
         by_if = {e.ifname: e.counters for e in status.endpoints}
         assert by_if[chain.client_host].rx_packets >= seen, "counters restarted from zero"
-        ChainLinks(second, chain, links.link1, links.link2).scale_out(1)
+        assert replica.eth1_host in by_if
         time.sleep(0.3)
         report = live.stop()
         assert report["bad"] == 0
