@@ -366,11 +366,11 @@ def prog_test_run(
     ctx_in = ctx_out = None
     if ctx is not None:
         ctx_in = ctypes.create_string_buffer(ctx, len(ctx))
-        ctx_out = ctypes.create_string_buffer(len(ctx))
+        ctx_out = ctypes.create_string_buffer(max(len(ctx), 512))  # room for all of __sk_buff
         opts.ctx_in = ctypes.addressof(ctx_in)
         opts.ctx_size_in = len(ctx)
         opts.ctx_out = ctypes.addressof(ctx_out)
-        opts.ctx_size_out = len(ctx)
+        opts.ctx_size_out = len(ctx_out)
     _check(_test_run(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN failed")
     return TestRunResult(
         retval=ctypes.c_int32(opts.retval).value,

@@ -24,7 +24,10 @@ def lookup(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]
 
 
 def walk(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V]]:
-    """Every (key, value) of a hash map, read in batches (a snapshot per batch)."""
+    """Every (key, value) of a hash map, read in batches (a snapshot per batch).
+
+    Not for per-CPU maps: their values are one per CPU (use ``keys`` and ``percpu``).
+    """
     keys = (key_type * WALK_BATCH)()
     values = (value_type * WALK_BATCH)()
     tokens = [ctypes.create_string_buffer(16), ctypes.create_string_buffer(16)]
@@ -44,6 +47,18 @@ def walk(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V
         if not more:
             return
         tokens.reverse()
+
+
+def keys(fd: int, key_type: type[K]) -> list[K]:
+    """Every key of a hash map (also per-CPU ones, which ``walk`` cannot read)."""
+    result: list[K] = []
+    current: K | None = None
+    while True:
+        nxt = key_type()
+        if not bpf.map_next_key(fd, current, nxt):
+            return result
+        result.append(nxt)
+        current = nxt
 
 
 def delete_all(fd: int, keys: Iterable[ctypes.Structure | ctypes.c_uint32]) -> int:

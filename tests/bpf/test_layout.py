@@ -1,0 +1,93 @@
+"""C and Python cannot drift: the ctypes mirrors match the compiled object's BTF (size, field
+names and offsets), the maps in the kernel have the mirrored key/value sizes and capacities,
+and the constants and enums of the C headers match their Python mirrors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sfc_k8s.dataplane import DropReason, flow, loader, structs
+from sfc_k8s.dataplane import _libbpf as bpf
+from tests.bpf.conftest import Topology
+
+LIB = Path(structs.__file__).parent / "bpf" / "lib"
+
+
+def btf_structs() -> dict[str, dict[str, object]]:
+    out = subprocess.run(
+        ["bpftool", "-j", "btf", "dump", "file", str(loader.OBJECT_PATH)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {t["name"]: t for t in json.loads(out)["types"] if t["kind"] == "STRUCT"}
+
+
+@pytest.mark.parametrize("c_name", sorted(structs.MIRRORS))
+def test_struct_mirrors_match_btf(c_name: str) -> None:
+    btf = btf_structs()[c_name]
+    mirror = structs.MIRRORS[c_name]
+    assert ctypes.sizeof(mirror) == btf["size"]
+    c_fields = [(m["name"], m["bits_offset"] // 8) for m in btf["members"]]  # type: ignore[attr-defined]
+    py_fields = [(name, getattr(mirror, name).offset) for name, *_ in mirror._fields_]
+    assert py_fields == c_fields
+
+
+def c_defines(header: str) -> dict[str, int]:
+    text = (LIB / header).read_text()
+    return {
+        m[1]: int(m[2], 0) for m in re.finditer(r"#define SFC_(\w+) (0x[0-9a-fA-F]+|\d+)U?", text)
+    }
+
+
+def c_enum(header: str, prefix: str) -> dict[str, int]:
+    text = (LIB / header).read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(rf"\b{prefix}(\w+) = (\d+)", text)}
+
+
+def test_capacities_match_common_h() -> None:
+    d = c_defines("common.h")
+    assert d["MAX_LINKS"] == structs.MAX_LINKS
+    assert d["MAX_IFACES"] == structs.MAX_IFACES
+    assert d["MAX_ENDPOINTS_PER_SIDE"] == structs.MAX_ENDPOINTS_PER_SIDE
+    assert d["MAGLEV_SIZE"] == structs.MAGLEV_SIZE
+    assert d["SESSIONS_DEFAULT"] == structs.SESSIONS_DEFAULT
+    assert d["DROP_MAX"] == structs.DROP_MAX
+    assert d["IFNAMSIZ"] == structs.IFNAMSIZ
+    assert c_defines("hash.h")["HASH_SEED"] == flow.HASH_SEED
+
+
+def test_drop_reasons_mirror_the_header() -> None:
+    assert c_enum("drop_reasons.h", "SFC_DROP_") == {r.name: r.value for r in DropReason}
+    assert max(DropReason) < structs.DROP_MAX
+
+
+def test_flow_kinds_mirror_the_header() -> None:
+    assert c_enum("flow_key.h", "SFC_FLOW_") == {k.name: k.value for k in structs.FlowKind}
+
+
+def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
+    expected = {
+        structs.MAP_IFACES: (4, ctypes.sizeof(structs.Iface), structs.MAX_IFACES),
+        structs.MAP_SESSIONS: (
+            ctypes.sizeof(structs.FlowKey),
+            ctypes.sizeof(structs.SessionValue),
+            None,
+        ),
+        structs.MAP_MAGLEV: (4, 4, 2 * structs.MAX_LINKS),
+        structs.MAP_EP_COUNTERS: (4, ctypes.sizeof(structs.EpCounters), structs.MAX_IFACES),
+        structs.MAP_LINK_STATS: (4, ctypes.sizeof(structs.LinkStats), structs.MAX_LINKS),
+    }
+    for name, (key_size, value_size, entries) in expected.items():
+        info = bpf.map_info(topo.h.dp.map_fd(name))
+        assert info.name.decode() == name[: bpf.BPF_OBJ_NAME_LEN - 1]
+        assert (info.key_size, info.value_size) == (key_size, value_size), name
+        if entries is not None:
+            assert info.max_entries == entries, name

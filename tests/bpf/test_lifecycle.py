@@ -1,0 +1,138 @@
+"""Endpoint lifecycle as the program sees it (BPF_PROG_TEST_RUN, map state):
+
+- a far side with no active endpoint drops new flows with NO_ENDPOINT;
+- drain: the endpoint keeps its sessions and gets no new flow; activate undoes it;
+- remove: its sessions are purged, its flows move, other flows stay where they were;
+- a session naming an endpoint of another generation is not followed (re-picked);
+- with the session table lost, adding an endpoint moves only the flows the new one takes;
+- the session table has the size chosen at load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sfc_k8s.dataplane import DropReason, Side, structs
+from sfc_k8s.dataplane import _libbpf as bpf
+from sfc_k8s.dataplane.flow import make_key
+from sfc_k8s.dataplane.structs import FlowKind
+from tests.bpf import frames as f
+from tests.bpf.conftest import Topology
+from tests.bpf.harness import TC_ACT_REDIRECT, TC_ACT_SHOT, Harness
+from tests.nettools import Janitor, unique
+
+FLOWS = 200
+
+
+def flow_frame(i: int, *, reply: bool = False) -> bytes:
+    src, dst, sport, dport = "10.2.0.1", "10.2.0.2", 10000 + i, 80
+    if reply:
+        src, dst, sport, dport = dst, src, dport, sport
+    return f.eth(f.ETH_IP, f.ipv4(src, dst, f.TCP, f.l4(sport, dport)))
+
+
+def flow_key(h: Harness, link: str, i: int) -> structs.FlowKey:
+    return make_key(
+        h.link_id(link),
+        FlowKind.L4_V4,
+        "10.2.0.1",
+        "10.2.0.2",
+        proto=f.TCP,
+        sport=10000 + i,
+        dport=80,
+    )
+
+
+class Life:
+    """A private link ``life``: side A one interface, side B four, on fresh veths."""
+
+    def __init__(self, t: Topology, janitor: Janitor) -> None:
+        self.h = t.h
+        self.a = janitor.veth(unique("la"), unique("pa"), up=False)[0]
+        self.b = [janitor.veth(unique(f"lb{i}"), unique(f"pb{i}"), up=False)[0] for i in range(4)]
+        self.h.dp.create_link("life", side_a=[self.a], side_b=self.b[:3])
+
+    def send(self, count: int = FLOWS) -> list[str | None]:
+        return [self.h.run(self.a, flow_frame(i)).target for i in range(count)]
+
+
+@pytest.fixture
+def life(t: Topology, janitor: Janitor) -> Iterator[Life]:
+    life = Life(t, janitor)
+    try:
+        yield life
+    finally:
+        if "life" in t.h.dp.links():
+            t.h.dp.delete_link("life")
+
+
+def test_no_active_endpoint_drops_new_flows(life: Life) -> None:
+    before = life.h.drops("life")[DropReason.NO_ENDPOINT]
+    established = life.send(1)[0]
+    for name in life.b[:3]:
+        life.h.dp.drain_endpoint("life", Side.B, name)
+    assert life.h.run(life.a, flow_frame(0)).target == established  # sessions live on
+    v = life.h.run(life.a, flow_frame(1))
+    assert (v.retval, v.target) == (TC_ACT_SHOT, None)
+    assert life.h.drops("life")[DropReason.NO_ENDPOINT] == before + 1
+
+
+def test_drain_keeps_sessions_and_takes_no_new_flow(life: Life) -> None:
+    first = life.send(FLOWS // 2)
+    victim = first[0]
+    assert victim is not None
+    life.h.dp.drain_endpoint("life", Side.B, victim)
+    assert life.send(FLOWS // 2) == first  # established flows unchanged
+    new = [life.h.run(life.a, flow_frame(i)).target for i in range(FLOWS // 2, FLOWS)]
+    assert victim not in new
+    assert {e.ifname: e.state.value for e in life.h.dp.status("life").side(Side.B)}[
+        victim
+    ] == "draining"
+    life.h.dp.activate_endpoint("life", Side.B, victim)
+    life.h.clear_sessions()
+    assert victim in life.send()
+
+
+def test_remove_purges_its_sessions_and_moves_only_its_flows(life: Life) -> None:
+    before = life.send()
+    victim = before[0]
+    assert victim is not None
+    life.h.dp.remove_endpoint("life", Side.B, victim)
+    for i, target in enumerate(before):
+        session = life.h.session(flow_key(life.h, "life", i))
+        assert session is not None if target != victim else session is None
+    after = life.send()
+    for old, new in zip(before, after, strict=True):
+        assert new != victim
+        if old != victim:
+            assert new == old
+    assert victim not in [e.ifname for e in life.h.dp.status("life").endpoints]
+
+
+def test_session_of_another_generation_is_not_followed(life: Life) -> None:
+    target = life.send(1)[0]
+    key = flow_key(life.h, "life", 0)
+    session = life.h.session(key)
+    assert session is not None and target is not None
+    honest_gen = session.gen[1]
+    other = next(b for b in life.b[:3] if b != target)
+    session.ifindex[1] = life.h.ifindex(other)
+    session.gen[1] = honest_gen ^ 0x5A5A  # as if "other" had been removed and added again
+    bpf.map_update(life.h.dp.map_fd(structs.MAP_SESSIONS), key, session)
+    v = life.h.run(life.a, flow_frame(0))
+    assert (v.retval, v.target) == (TC_ACT_REDIRECT, target)  # re-picked by Maglev
+    repaired = life.h.session(key)
+    assert repaired is not None and repaired.ifindex[1] == life.h.ifindex(target)
+
+
+def test_lost_session_table_keeps_flows_on_their_endpoints(life: Life) -> None:
+    before = life.send()
+    life.h.dp.add_endpoint("life", Side.B, life.b[3])
+    life.h.clear_sessions()
+    after = life.send()
+    moved = [(o, n) for o, n in zip(before, after, strict=True) if o != n]
+    # Maglev moves (almost) only what the new endpoint takes: a slot or two may shuffle.
+    assert sum(1 for _, n in moved if n != life.b[3]) <= 0.03 * FLOWS
+    assert 0.1 * FLOWS < len(moved) < 0.4 * FLOWS  # about a quarter
