@@ -236,6 +236,7 @@ class Controller:
         @kopf.on.startup(registry=reg)
         async def startup(**_: Any) -> None:
             await self._client.open()
+            await self._ensure_peering()
             log.info(
                 "controller starting",
                 extra={
@@ -302,6 +303,33 @@ class Controller:
             chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
             if chain and self._chain_entry((namespace, chain)) is not None:
                 await self.kick((namespace, chain))
+
+    async def _ensure_peering(self) -> None:
+        """Create the Kopf peering object(s) if missing: without one, peering replicas wait."""
+        if self.config.peering is None:
+            return
+        kind, plural = (
+            ("ClusterKopfPeering", "clusterkopfpeerings")
+            if self.config.clusterwide
+            else ("KopfPeering", "kopfpeerings")
+        )
+        for namespace in self.config.namespaces or (None,):
+            body = {
+                "apiVersion": "kopf.dev/v1",
+                "kind": kind,
+                "metadata": {"name": self.config.peering},
+            }
+            try:
+                await self._client.create(object_path("kopf.dev", "v1", plural, namespace), body)
+            except KubeApiError as err:
+                if err.status == 409:
+                    continue
+                where = f"namespace {namespace!r}" if namespace else "the cluster"
+                raise kopf.PermanentError(
+                    f"cannot create {kind} {self.config.peering!r} in {where}: {err}; install "
+                    "deploy/kopf-peering.yaml (Kopf's peering CRDs) or run with --standalone"
+                ) from err
+            log.info(f"created {kind} {self.config.peering!r}", extra={"namespace": namespace})
 
     def _bind(self, kwargs: Mapping[str, Any]) -> None:
         self._chains_idx = kwargs[CHAINS_INDEX]

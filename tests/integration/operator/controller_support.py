@@ -70,12 +70,8 @@ class Cluster:
 
     # -- objects ----------------------------------------------------------------------------
     def setup(self) -> None:
+        # (the controller creates its KopfPeering object itself)
         self.request("POST", "/api/v1/namespaces", {"metadata": {"name": self.ns}})
-        self.request(
-            "POST",
-            "/apis/kopf.dev/v1/namespaces/" + self.ns + "/kopfpeerings",
-            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}},
-        )
 
     def peers(self) -> dict[str, Any]:
         """Controller replicas registered in this namespace's peering object."""
