@@ -313,6 +313,9 @@ def _up(
             "--kubeconfig",
             str(layout.kubeconfig),
             "--all-namespaces",
+            "--standalone",  # one replica here: no Kopf peering object needed
+            "--log-format",
+            "plain",
         ],
         {},
     )
@@ -338,6 +341,8 @@ def _up(
                     str(layout.kubeconfig),
                     "--bpffs-root",
                     root,
+                    "--log-format",
+                    "plain",
                 ],
             ),
             {"SFC_K8S_BPFFS_ROOT": root},
@@ -527,12 +532,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p_down.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     p_status = sub.add_parser("status", help="processes, nodes, pods, kubeconfig path")
     p_status.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
-    p_exec = sub.add_parser("exec", help="run a command in a pod's network namespace")
+    p_exec = sub.add_parser(
+        "exec", help="run a command in a pod's network namespace: exec POD [-n NS] -- CMD..."
+    )
     p_exec.add_argument("pod", help="pod name, or deploy/NAME")
     p_exec.add_argument("-n", "--namespace", default="default")
     p_exec.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
-    p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
-    return parser.parse_args(argv)
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = parser.parse_args(argv)
+    args.cmd = command
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -550,8 +562,7 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "status":
             return status(layout)
-        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        return exec_in_pod(layout, args.pod, args.namespace, cmd)
-    except LocalClusterError as err:
+        return exec_in_pod(layout, args.pod, args.namespace, args.cmd)
+    except (LocalClusterError, KubeError) as err:
         print(f"sfc-k8s local: {err}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name
+from sfc_k8s.local.netns import nsenter_argv
 from sfc_k8s.local.paths import examples_dir
 from sfc_k8s.local.traffic import (
     EchoFlow,
@@ -41,6 +42,7 @@ from sfc_k8s.local.traffic import (
     scrape_agent,
     short_flows,
 )
+from sfc_k8s.operator.agent_reconcile import link_name
 
 NAMESPACE = "sfc-demo"
 CHAIN = "transparent-firewall"
@@ -97,7 +99,8 @@ class Demo:
         self.out = out
         self.checks: list[Check] = []
         self.replicas: dict[str, Replica] = {}  # eth1 host ifname -> replica (ever seen)
-        self.samples: list[tuple[float, dict[str, float]]] = []  # (t, eth1 ifname -> bytes)
+        # (t, firewall eth1 host ifname -> (bytes, packets, state)), every 0.5 s
+        self.samples: list[tuple[float, dict[str, tuple[float, float, str]]]] = []
         self.events: list[tuple[float, str]] = []
         self.t0 = time.monotonic()
         self._sampling = threading.Event()
@@ -169,7 +172,7 @@ class Demo:
                 snap = self.node_metrics()
                 self.last = snap
                 per = {
-                    ep.interface: ep.bytes
+                    ep.interface: (ep.bytes, ep.packets, ep.state)
                     for (xc, _), ep in snap.endpoints.items()
                     if xc == XC_IN and ep.side == "b"
                 }
@@ -242,8 +245,11 @@ class Demo:
 
     def scale(self, replicas: int, flows: list[EchoFlow], iperf: IperfLoop) -> None:
         self.out(f"== scaling the firewall to {replicas} (kubectl scale, traffic running)")
-        before = self.last
-        t_start = time.monotonic()
+        t_start = time.monotonic() - self.t0
+        before = len(
+            [p for p in self.pods("firewall") if not p["metadata"].get("deletionTimestamp")]
+        )
+        placement = self.flow_placement(flows)
         rounds_before = len(iperf.rounds)
         self.mark(f"scale to {replicas}")
         self.kubectl("scale", "deployment/firewall", "-n", NAMESPACE, f"--replicas={replicas}")
@@ -253,11 +259,12 @@ class Demo:
                 self.check(f"scale to {replicas}: replicas programmed", False, "timed out")
                 raise DemoError(f"the firewall did not reach {replicas} programmed replicas")
             time.sleep(0.2)
-        took = time.monotonic() - t_start
+        took = time.monotonic() - self.t0 - t_start
         self.check(
             f"scale to {replicas}: {replicas} replicas active in both links",
             True,
-            f"{took:.1f}s after kubectl scale",
+            f"{took:.1f}s after kubectl scale"
+            + (" (removed replicas drained, then left)" if replicas < before else ""),
         )
         self.mark(f"{replicas} programmed")
         client_ns = self.pod_netns("client")
@@ -268,49 +275,129 @@ class Demo:
             f"{ok}/{self.opts.short_flows}",
         )
         time.sleep(self.opts.dwell)
-        after = self.node_metrics()
-        self.report_step(replicas, before, after, flows, iperf.rounds[rounds_before:])
+        self.report_step(replicas, t_start, flows, iperf.rounds[rounds_before:], placement)
+
+    def flow_placement(self, flows: list[EchoFlow]) -> dict[int, str]:
+        """Long-lived flow (client port) -> firewall eth1 host ifname carrying it."""
+        ports = {f.local_port for f in flows}
+        placement: dict[int, str] = {}
+        for session in self.sessions(XC_IN):
+            for port in (session.get("port_lo"), session.get("port_hi")):
+                if port in ports and ECHO_PORT in (session.get("port_lo"), session.get("port_hi")):
+                    placement[int(port)] = str(session.get("b_ifname", ""))
+        return placement
+
+    def sessions(self, xc: str) -> list[dict[str, Any]]:
+        """The data plane's sessions of ``xc`` on every node (``sfc-k8s dp sessions``)."""
+        found: list[dict[str, Any]] = []
+        for i in range(1, self.opts.nodes + 1):
+            node = node_name(i)
+            argv = [
+                sys.executable,
+                "-m",
+                "sfc_k8s.cli",
+                "dp",
+                "--bpffs-root",
+                self.layout.bpffs_root(node),
+                "sessions",
+                link_name(NAMESPACE, xc),
+                "--json",
+            ]
+            proc = subprocess.run(
+                nsenter_argv(self.layout.node_netns(node), argv),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if proc.returncode == 0:
+                found.extend(json.loads(proc.stdout or "[]"))
+        return found
+
+    def _window(self, t_start: float) -> dict[str, tuple[float, float, float, str]]:
+        """Per replica over samples since ``t_start``: (bytes, packets, last seen t, state)."""
+        first: dict[str, tuple[float, float]] = {}
+        last: dict[str, tuple[float, float, float, str]] = {}
+        for t, per in self.samples:
+            for iface, (by, pk, state) in per.items():
+                if t < t_start:
+                    first[iface] = (by, pk)
+                    continue
+                first.setdefault(iface, (0.0, 0.0))
+                last[iface] = (by - first[iface][0], pk - first[iface][1], t, state)
+        return last
 
     def report_step(
         self,
         replicas: int,
-        before: MetricsSnapshot | None,
-        after: MetricsSnapshot,
+        t_start: float,
         flows: list[EchoFlow],
         rounds: list[Any],
+        placement_before: dict[int, str] | None = None,
     ) -> None:
         self.refresh_replicas()
-        rows = []
-        active = []
-        for (xc, iface), ep in sorted(after.endpoints.items()):
-            if xc != XC_IN or ep.side != "b":
-                continue
-            prev = before.endpoints.get((xc, iface)) if before else None
-            d_packets = ep.packets - (prev.packets if prev else 0)
-            d_bytes = ep.bytes - (prev.bytes if prev else 0)
+        time.sleep(0.6)  # one more sample
+        window = self._window(t_start)
+        final = self.samples[-1][1] if self.samples else {}
+        sessions = self.sessions(XC_IN)
+        placement = self.flow_placement(flows)
+        per_sessions: dict[str, int] = {}
+        for session in sessions:
+            key = str(session.get("b_ifname", ""))
+            per_sessions[key] = per_sessions.get(key, 0) + 1
+        per_flows: dict[str, int] = {}
+        for iface in placement.values():
+            per_flows[iface] = per_flows.get(iface, 0) + 1
+        self.out("  per replica during this step (firewall eth1 endpoint, both directions):")
+        self.out(
+            f"    {'replica':<30} {'node':<7} {'state':<17} {'packets':>9} {'bytes':>13} "
+            f"{'sessions':>8} {'long flows':>10}"
+        )
+        active: list[tuple[str, float]] = []
+        draining_seen = 0
+        for iface, (by, pk, _t, last_state) in sorted(window.items(), key=lambda kv: kv[0]):
             rep = self.replicas.get(iface)
             name = rep.pod if rep else iface
-            rows.append((name, rep.node if rep else "?", ep.state, d_packets, d_bytes))
-            if ep.state == "active":
-                active.append((name, d_bytes))
-        self.out("  per-replica traffic during this step (firewall eth1, both directions):")
-        self.out(f"    {'replica':<34} {'node':<8} {'state':<9} {'packets':>10} {'bytes':>14}")
-        for name, node, state, pk, by in rows:
-            self.out(f"    {name:<34} {node:<8} {state:<9} {pk:>10.0f} {by:>14.0f}")
-        self.out(
-            f"    sessions: {XC_IN} {after.sessions.get(XC_IN, 0):.0f}, "
-            f"{XC_OUT} {after.sessions.get(XC_OUT, 0):.0f}"
-        )
+            state = last_state
+            if iface not in final:
+                state = f"removed ({last_state})"
+                draining_seen += last_state == "draining"
+            elif state == "active":
+                active.append((name, by))
+            self.out(
+                f"    {name:<30} {rep.node if rep else '?':<7} {state:<17} {pk:>9.0f} {by:>13.0f} "
+                f"{per_sessions.get(iface, 0):>8} {per_flows.get(iface, 0):>10}"
+            )
         idle = [n for n, b in active if b <= 0]
         self.check(
-            f"scale to {replicas}: every active replica carried traffic",
+            f"{replicas} replicas: every active replica carried traffic",
             not idle and len(active) == replicas,
             f"{len(active)} active" + (f", idle: {', '.join(idle)}" if idle else ""),
         )
+        if placement_before is not None:
+            stayed = moved = 0
+            wrongly_moved = []
+            for port, before in placement_before.items():
+                now = placement.get(port)
+                if before in final and final[before][2] == "active":
+                    if now == before:
+                        stayed += 1
+                    else:
+                        wrongly_moved.append(port)
+                elif now != before:
+                    moved += 1
+            self.check(
+                f"{replicas} replicas: flows on remaining replicas kept their replica",
+                not wrongly_moved,
+                f"{stayed} stayed, {moved} moved from removed replicas"
+                + (f", {len(wrongly_moved)} moved unexpectedly" if wrongly_moved else ""),
+            )
+            if draining_seen:
+                self.out(f"    {draining_seen} removed replica(s) were seen draining first")
         failed = [r for r in rounds if r.error]
         mbps = [r.bits_per_second / 1e6 for r in rounds if not r.error]
         self.check(
-            f"scale to {replicas}: iperf3 rounds ({self.opts.streams} streams) succeeded",
+            f"{replicas} replicas: iperf3 rounds ({self.opts.streams} streams) succeeded",
             bool(rounds) and not failed,
             f"{len(rounds)} rounds, "
             + (f"{min(mbps):.0f}-{max(mbps):.0f} Mbit/s" if mbps else "no result")
@@ -318,7 +405,7 @@ class Demo:
         )
         broken = [f for f in flows if f.broken]
         self.check(
-            f"scale to {replicas}: no established flow broke",
+            f"{replicas} replicas: no established flow broke",
             not broken,
             f"{len(flows) - len(broken)}/{len(flows)} long-lived flows byte-exact"
             + (f"; first error: {broken[0].error}" if broken else ""),
@@ -352,8 +439,10 @@ class Demo:
             )
             iperf.start()
             self.mark("traffic")
+            t_traffic = time.monotonic() - self.t0
             time.sleep(self.opts.dwell)
-            self.report_step(2, None, self.node_metrics(), flows, iperf.rounds)
+            self.out("== 2 replicas (as applied)")
+            self.report_step(2, t_traffic, flows, iperf.rounds)
             for replicas in self.opts.steps:
                 self.scale(replicas, flows, iperf)
             self.out("== stopping traffic")
@@ -390,19 +479,34 @@ class Demo:
         fig, ax = plt.subplots(figsize=(10, 5))
         names = sorted({i for _, per in self.samples for i in per})
         for iface in names:
-            xs, ys = [], []
-            for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
-                if iface in p1 and iface in p2 and t2 > t1:
-                    xs.append(t2)
-                    ys.append(max(p2[iface] - p1[iface], 0) * 8 / (t2 - t1) / 1e6)
             rep = self.replicas.get(iface)
-            ax.plot(xs, ys, label=rep.pod if rep else iface)
+            label = rep.pod if rep else iface
+            segments: list[tuple[str, list[float], list[float]]] = []
+            for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
+                if iface not in p1 or iface not in p2 or t2 <= t1:
+                    continue
+                rate = max(p2[iface][0] - p1[iface][0], 0) * 8 / (t2 - t1) / 1e6
+                state = p2[iface][2]
+                if not segments or segments[-1][0] != state:
+                    xs0, ys0 = (
+                        ([segments[-1][1][-1]], [segments[-1][2][-1]]) if segments else ([], [])
+                    )
+                    segments.append((state, xs0, ys0))
+                segments[-1][1].append(t2)
+                segments[-1][2].append(rate)
+            color = None
+            for state, xs, ys in segments:
+                style = "--" if state == "draining" else "-"
+                (line,) = ax.plot(xs, ys, style, color=color, label=label)
+                color, label = line.get_color(), "_"
         for t, label in self.events:
             ax.axvline(t, color="grey", linestyle=":", linewidth=1)
             ax.annotate(label, (t, 0), rotation=90, fontsize=7, va="bottom")
         ax.set_xlabel("seconds since start")
         ax.set_ylabel("Mbit/s through firewall eth1")
-        ax.set_title("sfc-k8s demo: per-replica throughput of the transparent firewall")
+        ax.set_title(
+            "sfc-k8s demo: per-replica throughput of the transparent firewall (dashed: draining)"
+        )
         ax.legend(fontsize=7, loc="upper right")
         fig.tight_layout()
         self.opts.plot.parent.mkdir(parents=True, exist_ok=True)
