@@ -56,9 +56,12 @@ class IpConfig:
     def from_result(cls, result: Mapping[str, object], source: str) -> IpConfig:
         """Read the ``ips``/``routes``/``dns`` of a result in any supported version."""
         conf = cls()
-        ips = result.get("ips") or []
-        routes = result.get("routes") or []
-        dns = result.get("dns") or {}
+        ips = result.get("ips", [])
+        routes = result.get("routes", [])
+        dns = result.get("dns", {})
+        ips = [] if ips is None else ips
+        routes = [] if routes is None else routes
+        dns = {} if dns is None else dns
         if not isinstance(ips, list) or not isinstance(routes, list) or not isinstance(dns, dict):
             raise CniError(
                 Code.IPAM_FAILURE, f"{source} returned a malformed result: {dict(result)!r}"

@@ -1,0 +1,88 @@
+"""The plugin's lean JSON codec and netlink encoding (in-process, no root).
+
+Behaviours covered:
+- ``jsonio`` decodes and encodes like the ``json`` module (property-based), refuses invalid
+  documents, trailing data and NaN with ``ValueError``;
+- netlink attributes are padded to 4 bytes; a veth creation request nests the peer's name, netns
+  fd, MAC and MTU where the kernel expects them; MAC strings convert both ways;
+- ``sfc_k8s.cni.naming`` gives exactly ``sfc_k8s.api.naming``'s names and MACs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sfc_k8s.api import naming as api_naming
+from sfc_k8s.cni import jsonio, naming
+from sfc_k8s.cni import netlink as nl
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+def test_jsonio_matches_json(value: object) -> None:
+    text = jsonio.dumps(value)
+    assert json.loads(text) == value
+    assert jsonio.loads(text) == value
+    assert jsonio.loads(json.dumps(value, indent=2)) == value
+    assert text.isascii()
+
+
+@pytest.mark.parametrize("bad", ["", " ", "{", "[1,]", '{"a": 1} x', "NaN", "[Infinity]", "'a'"])
+def test_jsonio_refuses_invalid(bad: str) -> None:
+    with pytest.raises(ValueError):
+        jsonio.loads(bad)
+
+
+def test_jsonio_refuses_unencodable() -> None:
+    with pytest.raises(TypeError):
+        jsonio.dumps({"a": object()})
+
+
+def test_attr_padding() -> None:
+    assert nl.attr(3, b"abc") == b"\x07\x00\x03\x00abc\x00"
+    assert nl.attr_str(3, "eth1") == b"\x09\x00\x03\x00eth1\x00\x00\x00\x00"
+    assert len(nl.attr_u32(4, 1500)) == 8
+
+
+def test_veth_request_layout() -> None:
+    kind, flags, payload, what = nl.new_veth(
+        "sfchost", "eth1", peer_netns_fd=7, peer_mac=nl.mac_bytes("02:00:00:00:00:01"), mtu=1400
+    )
+    assert kind == nl.RTM_NEWLINK
+    assert flags & nl.NLM_F_CREATE and flags & nl.NLM_F_EXCL
+    assert "sfchost" in what
+    top = nl.parse_attrs(payload, 16)
+    assert top[nl.IFLA_IFNAME] == b"sfchost\0"
+    assert top[nl.IFLA_MTU] == (1400).to_bytes(4, "little")
+    info = nl.parse_attrs(top[nl.IFLA_LINKINFO], 0)
+    assert info[nl.IFLA_INFO_KIND] == b"veth\0"
+    peer = nl.parse_attrs(nl.parse_attrs(info[nl.IFLA_INFO_DATA], 0)[nl.VETH_INFO_PEER], 16)
+    assert peer[nl.IFLA_IFNAME] == b"eth1\0"
+    assert peer[nl.IFLA_NET_NS_FD] == (7).to_bytes(4, "little")
+    assert peer[nl.IFLA_ADDRESS] == bytes([2, 0, 0, 0, 0, 1])
+
+
+def test_mac_conversion() -> None:
+    assert nl.mac_str(nl.mac_bytes("0A:bc:00:11:22:33")) == "0a:bc:00:11:22:33"
+    for bad in ("0a:bc:00:11:22", "0a-bc-00-11-22-33", "0a:bc:00:11:22:3"):
+        with pytest.raises(ValueError):
+            nl.mac_bytes(bad)
+
+
+@given(st.text(min_size=1), st.text(min_size=1, max_size=15))
+def test_naming_matches_the_api(uid: str, ifname: str) -> None:
+    assert naming.host_ifname(uid, ifname) == api_naming.host_ifname(uid, ifname)
+    assert naming.mac_from_seed(uid) == api_naming.mac_from_seed(uid)
