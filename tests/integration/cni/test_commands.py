@@ -28,6 +28,7 @@ from tests.integration.cni.cnitools import (
     VERSIONS,
     Cni,
     addresses,
+    ip_json,
     l2_conf,
     l3_conf,
     leases,
@@ -192,3 +193,22 @@ def test_logs_go_to_stderr_and_log_file(cni_path: Path, janitor: Janitor, tmp_pa
     cni.ok("DEL", conf)
     text = log_file.read_text()
     assert "ADD" in text and "DEL" in text and cni.container_id[:12] in text
+
+
+def test_dual_stack_l3(cni_path: Path, janitor: Janitor, data_dir: Path) -> None:
+    cni = attachment(cni_path, janitor)
+    conf = l3_conf("1.0.0", data_dir)
+    conf["ipam"]["ranges"] = [[{"subnet": "10.77.0.0/24"}], [{"subnet": "fd00:77::/64"}]]
+    del conf["ipam"]["subnet"]
+    conf["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    janitor.add(lambda: cni("DEL", conf))
+    result = cni.ok("ADD", conf)
+    assert [ip["address"].split("/")[1] for ip in result["ips"]] == ["24", "64"]
+    assert sorted(addresses("eth1", cni.netns)) == sorted(ip["address"] for ip in result["ips"])
+    (info,) = ip_json("-6", "addr", "show", "dev", "eth1", netns=cni.netns)
+    assert not [a for a in info["addr_info"] if a.get("tentative")]  # no DAD between replicas
+    routes = ip_json("-6", "route", "show", "default", netns=cni.netns)
+    assert routes and routes[0]["dev"] == "eth1" and routes[0]["gateway"] == "fd00:77::1"
+    cni.ok("CHECK", {**conf, "prevResult": result})
+    cni.ok("DEL", conf)
+    assert leases(data_dir) == []
