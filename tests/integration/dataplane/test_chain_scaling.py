@@ -8,7 +8,7 @@ Behaviours covered:
   on its replica with no retransmit.
 
 The TCP flows are request/echo loops every 20 ms that check every byte (``traffic.py
-tcp-flows``); a "stall" is a flow without an echo for over a second, fifty times its pace and
+tcp-flows``); a "stall" is a flow without an echo for two seconds, a hundred times its pace and
 longer than TCP's first retransmission timeout (200 ms), so only a lost path trips it.
 """
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.root
 
 TCP = 6
 UDP = 17
-STALL = 1.0  # seconds without an echo that count as a stall
+STALL = 2.0  # seconds without an echo that count as a stall
 TCP_PORT = 7100
 UDP_PORT = 7101
 
