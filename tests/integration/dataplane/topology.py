@@ -2,9 +2,10 @@
 
 The chain that the issue describes, built from real namespaces and veths::
 
-    client ns ──veth── [link 1] ══ N replicas of an L2-transparent NF ══ [link 2] ──veth── server ns
-                       side A      side B: eth1 host ends                side A: eth2 host ends
-                                   side A: eth2 host ends                side B
+    client ns --veth-- [link 1] == N replicas of an L2-transparent NF == [link 2] --veth-- server ns
+
+    link 1: side A = the client's host end,        side B = every replica's eth1 host end
+    link 2: side A = every replica's eth2 host end, side B = the server's host end
 
 Each replica is its own namespace holding a bridge ``br0`` with ``eth1`` and ``eth2`` enslaved and
 no IP address (the bump-in-the-wire NF). As the CNI plugin does, every replica's ``eth1`` has one
@@ -23,8 +24,8 @@ namespaces have IPv6 disabled too, so their bridges add no neighbour-discovery n
 counters.
 
 Everything is registered with a ``Janitor`` as soon as it exists, so a failing test leaves no
-namespace or veth behind. Nothing here touches the data plane: ``ChainLinks`` wires a chain into
-``sfc_k8s.dataplane.Dataplane`` links and follows scale-out and scale-in.
+namespace or veth behind. ``Chain`` and ``Pair`` only build namespaces; ``ChainLinks`` wires a
+chain into two ``sfc_k8s.dataplane.Dataplane`` links and follows its scale-out and scale-in.
 """
 
 from __future__ import annotations
