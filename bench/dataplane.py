@@ -278,25 +278,21 @@ def prog_cost(dataplane: Dataplane, pair: Pair, repeat: int, flows: int) -> dict
 def ratios(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """For every cross-connection setup, metric and baseline: the median over repetitions of
     value / baseline value, each ratio taken within one repetition (paired), so that load that
-    drifts over the run cancels out."""
+    drifts over the run cancels out. ``vs_<base>_min`` and ``_max`` show their spread."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, values in runs.items():
         if not name.startswith("xc-"):
             continue
         baselines = ["direct", "bridge"] + (["bridge-chain"] if "chain" in name else [])
-        out[name] = {
-            metric: {
-                f"vs_{base}": round(
-                    statistics.median(
-                        v[metric] / b[metric] for v, b in zip(values, runs[base], strict=True)
-                    ),
-                    3,
-                )
-                for base in baselines
-                if base in runs
-            }
-            for metric in METRICS
-        }
+        out[name] = {}
+        for metric in METRICS:
+            cell: dict[str, float] = {}
+            for base in (b for b in baselines if b in runs):
+                paired = [v[metric] / b[metric] for v, b in zip(values, runs[base], strict=True)]
+                cell[f"vs_{base}"] = round(statistics.median(paired), 3)
+                cell[f"vs_{base}_min"] = round(min(paired), 3)
+                cell[f"vs_{base}_max"] = round(max(paired), 3)
+            out[name][metric] = cell
     return out
 
 
@@ -346,6 +342,37 @@ def print_table(medians: dict[str, dict[str, float]], reps: int) -> None:
         print(f"{metric + ' (' + unit + ')':<22}{cells}")
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The run as Markdown tables, for docs/benchmarks.md."""
+    medians, rel = report["medians"], report["ratios"]
+    names = list(medians)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for metric, (unit, _) in METRICS.items():
+        cells = " | ".join(f"{medians[n][metric]:.2f}" for n in names)
+        lines.append(f"| {metric} ({unit}) | {cells} |")
+    bases = ["direct", "bridge", "bridge-chain"]
+    lines += [
+        "",
+        "| paired ratio, median (min-max) | " + " | ".join(f"vs {b}" for b in bases) + " |",
+    ]
+    lines.append("|---" * (len(bases) + 1) + "|")
+    for name, metrics in rel.items():
+        for metric, values in metrics.items():
+            cells = " | ".join(
+                f"{values[f'vs_{b}']:.2f} ({values[f'vs_{b}_min']:.2f}-{values[f'vs_{b}_max']:.2f})"
+                if f"vs_{b}" in values
+                else ""
+                for b in bases
+            )
+            lines.append(f"| {name} {metric} | {cells} |")
+    cost = report["prog_cost_ns"]
+    lines += ["", "| program cost (ns/packet) | value |", "|---|---|"]
+    lines += [f"| {k.removesuffix('_ns')} | {v:.0f} |" for k, v in cost.items()]
+    lines += ["", *(f"- {'PASS' if t['pass'] else 'FAIL'} {t['target']}: {t['value']} "
+                    f"{t['op']} {t['bound']}" for t in report["targets"])]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 repetition, 1 s tests")
@@ -356,6 +383,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=1_000_000, help="BPF_PROG_TEST_RUN repeat")
     parser.add_argument("--flows", type=int, default=5000, help="new flows for the miss cost")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.seconds, args.pings, args.repeat, args.flows = 1, 1.0, 300, 100_000, 1000
@@ -393,9 +421,12 @@ def main(argv: list[str]) -> int:
           + ", ".join(f"{k}={v:.1f}" for k, v in cost.items()))  # fmt: skip
     rel = ratios(runs)
     for name, metrics in rel.items():
-        print(f"{name} ratios (paired medians): "
-              + "; ".join(f"{m} " + " ".join(f"{b}={r:.2f}" for b, r in bases.items())
-                          for m, bases in metrics.items()))  # fmt: skip
+        shown = "; ".join(
+            f"{m} "
+            + " ".join(f"{b}={r:.2f}" for b, r in cell.items() if not b.endswith(("_min", "_max")))
+            for m, cell in metrics.items()
+        )
+        print(f"{name} ratios (paired medians): {shown}")
     checks = targets(rel, cost, args.replicas)
     for check in checks:
         verdict = "PASS" if check["pass"] else "FAIL"
@@ -418,6 +449,8 @@ def main(argv: list[str]) -> int:
         "targets": checks,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        print(markdown(report))
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
     return 0
 
