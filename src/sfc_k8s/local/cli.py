@@ -47,6 +47,10 @@ KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 READY_TIMEOUT = 60.0
 STOP_ORDER = ("controller", "agent-", "node-runtime", "apiserver")
 
+# Processes started by this Python process (``up`` called in-process, as the demo does): kept
+# so that ``down`` can reap them, and so that they are never garbage-collected while running.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class LocalClusterError(Exception):
     """The local cluster could not be started, reached or stopped."""
@@ -95,6 +99,7 @@ def _start_process(
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         )
+    _CHILDREN[proc.pid] = proc
     record.setdefault("processes", {})[name] = {
         "pid": proc.pid,
         "argv": argv,
@@ -141,9 +146,18 @@ def _stop_processes(record: dict[str, Any], timeout: float = 15.0) -> None:
         # Whatever the process group left behind goes too.
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
