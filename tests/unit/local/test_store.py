@@ -29,8 +29,8 @@ def _cm(name: str, **labels: str) -> dict[str, Any]:
 
 def _drain(watcher: Watcher) -> list[tuple[str, str]]:
     events = []
-    while not watcher.queue.empty():
-        event = watcher.queue.get_nowait()
+    while watcher.pending:
+        event = watcher.pending.popleft()
         assert event is not None
         events.append((event.type, event.obj["metadata"]["name"]))
     return events

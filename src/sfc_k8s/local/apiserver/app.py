@@ -392,6 +392,12 @@ class Scaffold:
             await self._write(response, {"type": "ERROR", "object": err.status()})
             return response
         first_row = [True]
+        logger.debug(
+            "watch %s from %s: %d initial events",
+            request.path_qs,
+            query.get("resourceVersion"),
+            len(initial),
+        )
 
         def render(event: Event) -> dict[str, Any]:
             obj: Obj = self.store.present(rtype, event.obj)
@@ -414,22 +420,26 @@ class Scaffold:
                 await self._write(response, self._bookmark(rtype, initial_end=True))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while True:
+            closed = False
+            while not closed:
+                while watcher.pending:
+                    change = watcher.pending.popleft()
+                    if change is None:
+                        closed = True
+                        break
+                    await self._write(response, render(change))
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if closed or remaining <= 0:
                     break
-                try:
-                    change = await asyncio.wait_for(
-                        watcher.queue.get(), min(remaining, BOOKMARK_INTERVAL)
-                    )
-                except TimeoutError:
-                    if bookmarks:
-                        await self._write(response, self._bookmark(rtype))
+                watcher.ready.clear()
+                if watcher.pending:
                     continue
-                if change is None:
-                    break
-                await self._write(response, render(change))
-            if bookmarks:
+                try:
+                    await asyncio.wait_for(watcher.ready.wait(), min(remaining, BOOKMARK_INTERVAL))
+                except TimeoutError:
+                    if bookmarks and not watcher.pending:
+                        await self._write(response, self._bookmark(rtype))
+            if bookmarks and not closed:
                 await self._write(response, self._bookmark(rtype))
         except ConnectionResetError:
             return response

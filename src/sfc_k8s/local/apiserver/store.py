@@ -90,16 +90,27 @@ class Event:
 
 @dataclass(eq=False)
 class Watcher:
-    """A live watch: events matching `predicate` are queued; None in the queue ends it."""
+    """A live watch: matching events pile up in `pending` and set `ready`; None ends it.
+
+    A deque plus an event flag rather than an asyncio.Queue: on Python 3.11,
+    `wait_for(queue.get(), timeout)` can drop an item that arrives as the timeout fires, which
+    would lose a watch event exactly when a client's `timeoutSeconds` ends its stream.
+    """
 
     key: tuple[str, str]
     predicate: Predicate
-    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    pending: deque[Event | None] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, event: Event) -> None:
         translated = translate(event, self.predicate)
         if translated is not None:
-            self.queue.put_nowait(translated)
+            self.pending.append(translated)
+            self.ready.set()
+
+    def close(self) -> None:
+        self.pending.append(None)
+        self.ready.set()
 
 
 def translate(event: Event, predicate: Predicate) -> Event | None:
@@ -265,11 +276,15 @@ class Store:
         self._watchers.setdefault(key, set()).add(watcher)
         return initial, watcher
 
+    def history(self, key: tuple[str, str]) -> list[Event]:
+        """The kept change events of a resource, oldest first."""
+        return list(self._history.get(key, ()))
+
     def close_watches(self) -> None:
         """End every open watch (the server is stopping)."""
         for watchers in self._watchers.values():
             for watcher in watchers:
-                watcher.queue.put_nowait(None)
+                watcher.close()
         self._watchers.clear()
 
     def unwatch(self, watcher: Watcher) -> None:
@@ -706,7 +721,7 @@ class Store:
             for obj in self.objects(old.key):
                 self._remove(old.key, obj)
             for watcher in self._watchers.pop(old.key, set()):
-                watcher.queue.put_nowait(None)
+                watcher.close()
             self._history.pop(old.key, None)
             self._compacted[old.key] = self._rv
 
