@@ -338,7 +338,10 @@ def cmd_check(env: Env, conf: NetConf) -> None:
             for link in (pod_link, host_link):
                 if link is not None and not link.up:
                     problems.append(f"{link.name!r} is down")
-            ip_config = IpConfig.from_result(prev, "prevResult")
+            try:
+                ip_config = IpConfig.from_result(prev, "prevResult")
+            except CniError as err:
+                raise CniError(Code.INVALID_CONFIG, err.msg) from err
             live = {(a.family, a.addr, a.prefixlen) for a in pod.addrs(pod_link.index)}
             for ip in ip_config.ips:
                 if parse_cidr(str(ip["address"])) not in live:
