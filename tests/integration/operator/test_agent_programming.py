@@ -1,0 +1,385 @@
+"""The node agent running for real (Kopf via KopfRunner) against the local API server.
+
+CrossConnections are created directly (no controller); pods are real network namespaces whose
+data-plane veth's host end is named ``host_ifname(pod UID, "eth1")`` as the CNI plugin names it;
+the data plane is pinned under a private bpffs root. Covers:
+- an xc with endpoints on this node -> a link with exactly this node's endpoints, status
+  ``nodes.<node>`` ready with observedGeneration, the per-node finalizer on the object;
+- an endpoint whose interface does not exist yet -> the others are programmed, the status says
+  which interface is awaited, and it is programmed once its veth appears;
+- draining and removal of an endpoint follow the spec;
+- an xc with endpoints on other nodes only -> untouched (no finalizer, state or status);
+- an invalid spec -> ready false with the offending field, nothing programmed;
+- metrics: per-endpoint counters read from the data plane, reconcile latency histogram;
+- deleting the xc -> link and its pins gone before the object disappears.
+
+The helpers here (API client, fake pods, running agent) are shared with test_agent_traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kopf.testing import KopfRunner
+
+from sfc_k8s.api.naming import host_ifname
+from sfc_k8s.dataplane import Dataplane, LinkNotFound
+from sfc_k8s.operator.agent import AgentConfig, NodeAgent, agent_finalizer, annotation_prefix
+from sfc_k8s.operator.agent_reconcile import link_name
+from tests.nettools import Janitor, run, unique
+
+T = TypeVar("T")
+XC_PATH = "/apis/sfc-k8s.io/v1alpha1/namespaces/{ns}/crossconnections"
+NAMESPACE = "default"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0) -> T:
+    """Poll ``probe`` until it returns something truthy; fail saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Api:
+    """The few calls the tests need, straight over HTTP (kubectl costs a process per call)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json"
+    ) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", content_type)
+        req.add_header("Accept", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def xc_path(self, name: str = "", namespace: str = NAMESPACE) -> str:
+        return XC_PATH.format(ns=namespace) + (f"/{name}" if name else "")
+
+    def create_xc(self, name: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Any:
+        body = {
+            "apiVersion": "sfc-k8s.io/v1alpha1",
+            "kind": "CrossConnection",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "chain": "test",
+                "link": name,
+                "a": {"function": "left", "interface": "eth1", "endpoints": a},
+                "b": {"function": "right", "interface": "eth1", "endpoints": b},
+            },
+        }
+        return self.request("POST", self.xc_path(), body)
+
+    def set_endpoints(self, name: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Any:
+        patch = {"spec": {"a": {"endpoints": a}, "b": {"endpoints": b}}}
+        return self.request(
+            "PATCH", self.xc_path(name), patch, content_type="application/merge-patch+json"
+        )
+
+    def get_xc(self, name: str) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = self.request("GET", self.xc_path(name))
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+        return body
+
+    def delete_xc(self, name: str) -> None:
+        with suppress(urllib.error.HTTPError):
+            self.request("DELETE", self.xc_path(name))
+
+    def force_delete_xc(self, name: str) -> None:
+        """Delete without waiting for finalizers (as an admin stripping them would)."""
+        try:
+            self.request(
+                "PATCH",
+                self.xc_path(name),
+                {"metadata": {"finalizers": None}},
+                content_type="application/merge-patch+json",
+            )
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return
+            raise
+        self.delete_xc(name)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as the agent sees it: a UID, a namespace, and eth1's host end in the root ns."""
+
+    name: str
+    uid: str
+    netns: str
+
+    @property
+    def host(self) -> str:
+        return host_ifname(self.uid, "eth1")
+
+    def endpoint(self, node: str, state: str = "active") -> dict[str, Any]:
+        return {
+            "pod": self.name,
+            "podUID": self.uid,
+            "node": node,
+            "interface": "eth1",
+            "hostInterface": self.host,
+            "state": state,
+        }
+
+
+def make_pod(janitor: Janitor, prefix: str) -> Pod:
+    """A pod's namespace, without its data-plane interface yet (``plug`` adds it)."""
+    return Pod(unique(prefix, 20), str(uuid.uuid4()), janitor.netns("sfcta"))
+
+
+def plug(janitor: Janitor, pod: Pod, *, mac: str | None = None, ip: str | None = None) -> None:
+    """Create the pod's veth as the CNI plugin does: host end ``pod.host``, pod end ``eth1``."""
+    peer = ["peer", "name", "eth1", *(["address", mac] if mac else []), "netns", pod.netns]
+    run("ip", "link", "add", pod.host, "type", "veth", *peer)
+    janitor.add(lambda: run("ip", "link", "del", pod.host, check=False))
+    run(
+        "sysctl", "-q", "-w", f"net.ipv6.conf.{pod.host}.disable_ipv6=1",
+        f"net.ipv4.conf.{pod.host}.forwarding=0",
+    )  # fmt: skip
+    run("ip", "link", "set", pod.host, "up")
+    if ip:
+        run("ip", "addr", "add", ip, "dev", "eth1", netns=pod.netns)
+    run("ip", "link", "set", "eth1", "up", netns=pod.netns)
+
+
+def link_state(dp: Dataplane, link: str) -> dict[str, tuple[str, str]] | None:
+    """{host interface: (side, state)} of a programmed link, None if it does not exist."""
+    try:
+        status = dp.status(link)
+    except LinkNotFound:
+        return None
+    return {ep.ifname: (ep.side.value, ep.state.value) for ep in status.endpoints}
+
+
+def private_bpffs_root(janitor: Janitor) -> Iterator[str]:
+    """A bpffs root for one test; whatever the agent left there is destroyed afterwards."""
+    root = f"/sys/fs/bpf/sfct-{secrets.token_hex(4)}"
+    janitor.add(lambda: subprocess.run(["rm", "-rf", root], check=False))
+    yield root
+    if Path(root).exists():
+        with Dataplane(root, session_table_size=65536) as dp:
+            dp.destroy()
+
+
+def open_dataplane(root: str) -> Iterator[Dataplane]:
+    """The test's own view of the agent's data plane (as another process would open it)."""
+    dp = Dataplane(root, session_table_size=65536)
+    try:
+        yield dp
+    finally:
+        dp.close()
+
+
+@pytest.fixture
+def bpffs_root(janitor: Janitor) -> Iterator[str]:
+    yield from private_bpffs_root(janitor)
+
+
+@pytest.fixture
+def api(apiserver: Any) -> Api:
+    apiserver.apply_crds()
+    return Api(apiserver.url)
+
+
+@pytest.fixture
+def dataplane(bpffs_root: str) -> Iterator[Dataplane]:
+    yield from open_dataplane(bpffs_root)
+
+
+@contextmanager
+def running_agent(apiserver: Any, root: str, node: str, **overrides: Any) -> Iterator[NodeAgent]:
+    """A NodeAgent run by Kopf in a thread until the block ends (errors re-raised at exit)."""
+    config = AgentConfig(
+        node=node,
+        kubeconfig=str(apiserver.kubeconfig),
+        bpffs_root=root,
+        metrics_host="127.0.0.1",
+        metrics_port=0,
+        retry_delay=0.2,
+        session_table_size=65536,
+        **overrides,
+    )
+    agent = NodeAgent(config)
+    args = ["run", "--standalone", "--all-namespaces"]
+    with KopfRunner(args, registry=agent.registry, settings=agent.settings, timeout=30):
+        wait_for("the agent to start", lambda: agent.metrics.port)
+        yield agent
+
+
+def node_report(api: Api, name: str, node: str) -> dict[str, Any] | None:
+    body = api.get_xc(name) or {}
+    report: dict[str, Any] | None = ((body.get("status") or {}).get("nodes") or {}).get(node)
+    return report
+
+
+def wait_programmed(api: Api, name: str, node: str) -> dict[str, Any]:
+    """Wait until the agent reports the xc's current generation programmed (a complete apply)."""
+
+    def probe() -> dict[str, Any] | None:
+        body = api.get_xc(name) or {}
+        report = ((body.get("status") or {}).get("nodes") or {}).get(node) or {}
+        current = report.get("observedGeneration") == body["metadata"]["generation"]
+        return report if current and report.get("ready") else None
+
+    return wait_for(f"{name} programmed on {node}", probe)
+
+
+def scrape(agent: NodeAgent) -> str:
+    url = f"http://127.0.0.1:{agent.metrics.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text: str = resp.read().decode()
+    return text
+
+
+# -- tests -------------------------------------------------------------------------------------
+def test_agent_programs_follows_and_releases_a_cross_connection(
+    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
+) -> None:
+    node, other = unique("node"), unique("other")
+    client, fw1, fw2 = (make_pod(janitor, p) for p in ("client", "fw1", "fw2"))
+    for pod in (client, fw1):
+        plug(janitor, pod)
+    remote = make_pod(janitor, "remote")  # lives on another node: never programmed here
+    name = unique("xc-prog", 30)
+    link = link_name(NAMESPACE, name)
+    janitor.add(lambda: api.force_delete_xc(name))
+    a = [client.endpoint(node)]
+    b = [fw1.endpoint(node), remote.endpoint(other)]
+    api.create_xc(name, a, b)
+
+    with running_agent(apiserver, bpffs_root, node) as agent:
+        wait_for(
+            "client and fw1 programmed",
+            lambda: (
+                link_state(dataplane, link)
+                == {client.host: ("a", "active"), fw1.host: ("b", "active")}
+            ),
+        )
+        report = wait_for("a ready report", lambda: node_report(api, name, node))
+        body = api.get_xc(name)
+        assert body is not None
+        assert report["ready"] is True and report["programmedEndpoints"] == 2
+        assert report["observedGeneration"] == body["metadata"]["generation"]
+        assert report["message"] == "" and report["lastUpdate"].endswith("Z")
+        assert agent_finalizer(node) in body["metadata"]["finalizers"]
+        assert other not in body["status"]["nodes"]
+
+        # A new replica whose veth is not there yet: everything else stays programmed.
+        api.set_endpoints(name, a, [*b, fw2.endpoint(node)])
+        waiting = wait_for(
+            "a report naming the missing interface",
+            lambda: (r := node_report(api, name, node)) and fw2.host in r["message"] and r,
+        )
+        assert waiting["ready"] is False
+        assert set(link_state(dataplane, link) or {}) == {client.host, fw1.host}
+        plug(janitor, fw2)
+        wait_for(
+            "fw2 programmed once its veth exists",
+            lambda: (link_state(dataplane, link) or {}).get(fw2.host) == ("b", "active"),
+        )
+        wait_for(
+            "ready again with 3 endpoints",
+            lambda: (
+                (r := node_report(api, name, node)) and r["ready"] and r["programmedEndpoints"] == 3
+            ),
+        )
+
+        # Scale-in: fw1 drains (keeps its sessions), then leaves.
+        api.set_endpoints(name, a, [fw1.endpoint(node, "draining"), fw2.endpoint(node)])
+        wait_for(
+            "fw1 draining",
+            lambda: (link_state(dataplane, link) or {}).get(fw1.host) == ("b", "draining"),
+        )
+        api.set_endpoints(name, a, [fw2.endpoint(node)])
+        wait_for(
+            "fw1 removed",
+            lambda: (
+                link_state(dataplane, link)
+                == {client.host: ("a", "active"), fw2.host: ("b", "active")}
+            ),
+        )
+
+        metrics = scrape(agent)
+        assert f'link="{link}"' in metrics
+        assert "sfc_k8s_endpoint_packets_total{" in metrics
+        assert "sfc_k8s_link_sessions{" in metrics
+        count = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("sfc_k8s_agent_reconcile_seconds_count")
+        )
+        assert count >= 4
+
+        # Deletion: the data plane is cleaned before the finalizer lets the object go.
+        api.delete_xc(name)
+        wait_for("the xc to disappear", lambda: api.get_xc(name) is None)
+        assert link not in dataplane.links()
+        assert not (Path(bpffs_root) / "links" / link).exists()
+
+
+def test_agent_leaves_foreign_objects_alone_and_reports_invalid_specs(
+    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
+) -> None:
+    node, other = unique("node"), unique("other")
+    left, right, extra = (make_pod(janitor, p) for p in ("left", "right", "extra"))
+    for pod in (left, right, extra):
+        plug(janitor, pod)
+    foreign, broken, local = (unique(p, 30) for p in ("xc-foreign", "xc-broken", "xc-local"))
+    for name in (foreign, broken, local):
+        janitor.add(lambda name=name: api.force_delete_xc(name))
+    api.create_xc(foreign, [left.endpoint(other)], [right.endpoint(other)])
+    twice = {**right.endpoint(node), "hostInterface": left.host}  # left's interface, twice
+    api.create_xc(broken, [left.endpoint(node)], [twice])
+
+    with running_agent(apiserver, bpffs_root, node):
+        report = wait_for("a report on the invalid xc", lambda: node_report(api, broken, node))
+        assert report["ready"] is False
+        assert "spec.b.endpoints[0]" in report["message"]
+        assert link_name(NAMESPACE, broken) not in dataplane.links()
+
+        # Once a later object is programmed, the earlier foreign one has surely been seen.
+        api.create_xc(local, [right.endpoint(node)], [extra.endpoint(node)])
+        wait_for("the local xc", lambda: link_state(dataplane, link_name(NAMESPACE, local)))
+        body = api.get_xc(foreign)
+        assert body is not None
+        assert agent_finalizer(node) not in (body["metadata"].get("finalizers") or [])
+        assert not any(
+            key.startswith(annotation_prefix(node))
+            for key in body["metadata"].get("annotations") or {}
+        )
+        assert node not in ((body.get("status") or {}).get("nodes") or {})
+        assert link_name(NAMESPACE, foreign) not in dataplane.links()
+
+        # Fixing the spec is picked up.
+        api.set_endpoints(broken, [left.endpoint(node)], [])
+        wait_for(
+            "the fixed xc ready",
+            lambda: (r := node_report(api, broken, node)) and r["ready"] and r,
+        )
