@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sfc_k8s.local.apiserver import errors, openapi, tables
+from sfc_k8s.local.apiserver import errors, openapi, protobuf, tables
 from sfc_k8s.local.apiserver.errors import APIError
 from sfc_k8s.local.apiserver.resources import VERBS, ResourceType
 from sfc_k8s.local.apiserver.store import (
@@ -222,7 +222,10 @@ class Scaffold:
             return None
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         if "protobuf" in ctype:
-            raise errors.unsupported_media_type(ctype)
+            try:
+                return protobuf.decode(raw)
+            except protobuf.ProtobufError as err:
+                raise errors.APIError(415, "UnsupportedMediaType", str(err)) from err
         try:
             return json.loads(raw)
         except ValueError:
@@ -237,6 +240,7 @@ class Scaffold:
         store, rtype = self.store, target.rtype
         query = request.query
         dry_run = "All" in query.getall("dryRun", [])
+        strict = query.get("fieldValidation") == "Strict"
         method = request.method
         if target.name is None:
             if method == "GET":
@@ -245,7 +249,7 @@ class Scaffold:
                 return self._list(request, target)
             if method == "POST":
                 body = await self._body(request)
-                obj = store.create(rtype, target.namespace, body, dry_run=dry_run)
+                obj = store.create(rtype, target.namespace, body, dry_run=dry_run, strict=strict)
                 return _json(obj, 201)
             if method == "DELETE":
                 return self._delete_collection(request, target, await self._body(request))
@@ -272,7 +276,13 @@ class Scaffold:
         if method == "PUT":
             body = await self._body(request)
             obj = store.replace(
-                rtype, target.namespace, name, body, subresource=target.subresource, dry_run=dry_run
+                rtype,
+                target.namespace,
+                name,
+                body,
+                subresource=target.subresource,
+                dry_run=dry_run,
+                strict=strict,
             )
             return _json(obj)
         if method == "PATCH":
@@ -285,7 +295,10 @@ class Scaffold:
             ):
                 if isinstance(body, dict):
                     body.setdefault("metadata", {})["name"] = name
-                return _json(store.create(rtype, target.namespace, body, dry_run=dry_run), 201)
+                return _json(
+                    store.create(rtype, target.namespace, body, dry_run=dry_run, strict=strict),
+                    201,
+                )
             obj = store.patch(
                 rtype,
                 target.namespace,
@@ -294,6 +307,7 @@ class Scaffold:
                 body,
                 subresource=target.subresource,
                 dry_run=dry_run,
+                strict=strict,
             )
             return _json(obj)
         if method == "DELETE":
@@ -437,7 +451,7 @@ class Scaffold:
                 try:
                     await asyncio.wait_for(watcher.ready.wait(), min(remaining, BOOKMARK_INTERVAL))
                 except TimeoutError:
-                    if bookmarks and not watcher.pending:
+                    if bookmarks and not watcher.pending and loop.time() < deadline:
                         await self._write(response, self._bookmark(rtype))
             if bookmarks and not closed:
                 await self._write(response, self._bookmark(rtype))

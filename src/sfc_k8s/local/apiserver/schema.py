@@ -86,10 +86,12 @@ class StructuralSchema:
         _default(self.schema, result)
         return result
 
-    def prune(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def prune(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The object without the fields the schema does not declare, and their paths."""
         result = copy.deepcopy(obj)
-        _prune(self.schema, result, root=True)
-        return result
+        removed: list[str] = []
+        _prune(self.schema, result, root=True, removed=removed)
+        return result, removed
 
     def validate(self, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
         body = {k: v for k, v in obj.items() if k != "metadata"}
@@ -118,7 +120,15 @@ def _default(schema: dict[str, Any], value: Any) -> None:
             _default(schema["items"], item)
 
 
-def _prune(schema: dict[str, Any], value: Any, *, root: bool = False) -> None:
+def _prune(
+    schema: dict[str, Any],
+    value: Any,
+    *,
+    root: bool = False,
+    path: list[str | int] | None = None,
+    removed: list[str] | None = None,
+) -> None:
+    path = path or []
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
@@ -128,14 +138,16 @@ def _prune(schema: dict[str, Any], value: Any, *, root: bool = False) -> None:
             for name in list(value):
                 if name not in props and not (embedded and name in _ROOT_KEEP):
                     del value[name]
+                    if removed is not None:
+                        removed.append(field_path([*path, name]))
         for name, item in value.items():
             if name in props:
-                _prune(props[name], item)
+                _prune(props[name], item, path=[*path, name], removed=removed)
             elif isinstance(extra, dict):
-                _prune(extra, item)
+                _prune(extra, item, path=[*path, name], removed=removed)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for item in value:
-            _prune(schema["items"], item)
+        for index, item in enumerate(value):
+            _prune(schema["items"], item, path=[*path, index], removed=removed)
 
 
 def _cause(err: jsonschema.ValidationError) -> Cause:

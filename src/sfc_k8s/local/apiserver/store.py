@@ -329,8 +329,15 @@ class Store:
         return gone
 
     def create(
-        self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
+        """Create an object; `strict` rejects fields a CRD schema does not declare (400)."""
         if not isinstance(body, dict):
             raise errors.bad_request("the body of a create must be a JSON object")
         obj = copy.deepcopy(body)
@@ -375,7 +382,7 @@ class Store:
         md["generation"] = 1
         if rtype.has_status and not rtype.builtin:
             obj.pop("status", None)
-        obj = self._admit(rtype, obj, None)
+        obj = self._admit(rtype, obj, None, strict=strict)
         if dry_run:
             return self.present(rtype, obj)
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
@@ -391,6 +398,7 @@ class Store:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of an update must be a JSON object")
@@ -404,7 +412,9 @@ class Store:
         wanted_rv = body_md.get("resourceVersion")
         if wanted_rv and wanted_rv != meta(current).get("resourceVersion"):
             raise errors.stale(rtype.plural, rtype.group, name)
-        return self._update(rtype, current, copy.deepcopy(body), subresource, dry_run=dry_run)
+        return self._update(
+            rtype, current, copy.deepcopy(body), subresource, dry_run=dry_run, strict=strict
+        )
 
     def patch(
         self,
@@ -416,6 +426,7 @@ class Store:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         current = self.get(rtype, namespace, name)
         base = copy.deepcopy(current)  # stored objects are never modified in place
@@ -441,10 +452,17 @@ class Store:
         wanted_rv = meta(patched).get("resourceVersion")
         if wanted_rv and wanted_rv != meta(current).get("resourceVersion"):
             raise errors.stale(rtype.plural, rtype.group, name)
-        return self._update(rtype, current, patched, subresource, dry_run=dry_run)
+        return self._update(rtype, current, patched, subresource, dry_run=dry_run, strict=strict)
 
     def _update(
-        self, rtype: ResourceType, current: Obj, new: Obj, subresource: str, *, dry_run: bool
+        self,
+        rtype: ResourceType,
+        current: Obj,
+        new: Obj,
+        subresource: str,
+        *,
+        dry_run: bool,
+        strict: bool = False,
     ) -> Obj:
         self._check_type(rtype, new)
         cur_md = meta(current)
@@ -476,7 +494,7 @@ class Store:
             md.pop("selfLink", None)
         obj["apiVersion"], obj["kind"] = current["apiVersion"], current["kind"]
         meta(obj)["resourceVersion"] = cur_md.get("resourceVersion")
-        obj = self._admit(rtype, obj, current)
+        obj = self._admit(rtype, obj, current, strict=strict)
         with_status = rtype.has_status
         if _spec_part(obj, with_status=with_status) != _spec_part(current, with_status=with_status):
             meta(obj)["generation"] = int(cur_md.get("generation", 1)) + 1
@@ -645,10 +663,10 @@ class Store:
                 "terminated",
             )
 
-    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, *, strict: bool) -> Obj:
         """Defaulting and validation of a create or update, per kind."""
         if not rtype.builtin:
-            return self._admit_custom(rtype, obj, old)
+            return self._admit_custom(rtype, obj, old, strict=strict)
         admit = _BUILTIN_ADMISSION.get(rtype.key)
         if admit is not None:
             causes = admit(obj, old)
@@ -656,11 +674,18 @@ class Store:
                 raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)
         return obj
 
-    def _admit_custom(self, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+    def _admit_custom(self, rtype: ResourceType, obj: Obj, old: Obj | None, *, strict: bool) -> Obj:
         schema = self._schemas.get((rtype.group, rtype.version, rtype.plural))
         if schema is None:
             return obj
-        obj = schema.apply_defaults(schema.prune(obj))
+        pruned, removed = schema.prune(obj)
+        if strict and removed:
+            unknown = ", ".join(f'unknown field "{path}"' for path in removed)
+            raise errors.bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a {rtype.kind}: '
+                f"strict decoding error: {unknown}"
+            )
+        obj = schema.apply_defaults(pruned)
         causes = schema.validate(obj, old)
         if causes:
             raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)

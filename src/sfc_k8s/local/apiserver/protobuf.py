@@ -1,0 +1,159 @@
+"""Decoding of the Kubernetes protobuf request bodies kubectl sends for a few simple kinds.
+
+`kubectl create namespace|configmap|secret|serviceaccount` post their object as
+`application/vnd.kubernetes.protobuf` (the `k8s\\0` magic, a runtime.Unknown envelope, then the
+object's generated message). The server speaks JSON everywhere else; this module turns those
+bodies into the JSON form for the kinds listed in `_KINDS`, and says plainly which kind it
+cannot read otherwise. Field numbers follow k8s.io/api's generated.proto files.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from typing import Any
+
+MAGIC = b"k8s\x00"
+
+
+class ProtobufError(ValueError):
+    """A protobuf body that is malformed or of a kind this server cannot decode."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= len(data):
+            raise ProtobufError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, value
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ProtobufError("truncated length-delimited field")
+            yield number, data[pos : pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wire}")
+
+
+def _text(value: int | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(value: int | bytes) -> tuple[str, bytes]:
+    key, item = "", b""
+    for number, part in _fields(value if isinstance(value, bytes) else b""):
+        if number == 1:
+            key = _text(part)
+        elif number == 2 and isinstance(part, bytes):
+            item = part
+    return key, item
+
+
+def _object_meta(data: bytes) -> dict[str, Any]:
+    md: dict[str, Any] = {}
+    names = {1: "name", 2: "generateName", 3: "namespace"}
+    for number, value in _fields(data):
+        if number in names and _text(value):
+            md[names[number]] = _text(value)
+        elif number in (11, 12):
+            key, item = _entry(value)
+            md.setdefault("labels" if number == 11 else "annotations", {})[key] = item.decode()
+        elif number == 14:
+            md.setdefault("finalizers", []).append(_text(value))
+    return md
+
+
+def _namespace(data: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, bytes):
+            obj["metadata"] = _object_meta(value)
+    return obj
+
+
+def _configmap(data: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, bytes):
+            obj["metadata"] = _object_meta(value)
+        elif number == 2:
+            key, item = _entry(value)
+            obj.setdefault("data", {})[key] = item.decode()
+        elif number == 3:
+            key, item = _entry(value)
+            obj.setdefault("binaryData", {})[key] = base64.b64encode(item).decode()
+        elif number == 4:
+            obj["immutable"] = bool(value)
+    return obj
+
+
+def _secret(data: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, bytes):
+            obj["metadata"] = _object_meta(value)
+        elif number == 2:
+            key, item = _entry(value)
+            obj.setdefault("data", {})[key] = base64.b64encode(item).decode()
+        elif number == 3:
+            obj["type"] = _text(value)
+        elif number == 4:
+            key, item = _entry(value)
+            obj.setdefault("stringData", {})[key] = item.decode()
+        elif number == 5:
+            obj["immutable"] = bool(value)
+    return obj
+
+
+_KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
+    "Namespace": _namespace,
+    "ConfigMap": _configmap,
+    "Secret": _secret,
+    "ServiceAccount": _namespace,  # only its metadata is kept
+}
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """The JSON form of a Kubernetes protobuf body."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("the body does not start with the Kubernetes protobuf magic")
+    api_version = kind = ""
+    raw = b""
+    for number, value in _fields(body[len(MAGIC) :]):
+        if number == 1 and isinstance(value, bytes):
+            for sub, part in _fields(value):
+                if sub == 1:
+                    api_version = _text(part)
+                elif sub == 2:
+                    kind = _text(part)
+        elif number == 2 and isinstance(value, bytes):
+            raw = value
+    decoder = _KINDS.get(kind)
+    if decoder is None:
+        raise ProtobufError(
+            f"cannot decode a protobuf {kind or 'object'} ({api_version}); this server reads "
+            f"protobuf only for {', '.join(sorted(_KINDS))}: send JSON instead"
+        )
+    obj = decoder(raw)
+    return {"apiVersion": api_version, "kind": kind, **obj}

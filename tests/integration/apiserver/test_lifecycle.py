@@ -1,0 +1,317 @@
+"""Object lifecycle in the local API server, through HTTP and the real kubectl.
+
+Covers: the scheduler binds pods round-robin/least-loaded to Ready nodes only (and honours
+nodeSelector); graceful pod deletion waits for the node (Terminating in `kubectl get`) until a
+delete with gracePeriodSeconds=0 confirms it; pods of a node that disappears are collected;
+ownerReference garbage collection of custom objects (background, foreground, orphan); namespace
+deletion removes its content, then the namespace; `kubectl create namespace|configmap|secret`
+(protobuf bodies); server-side apply and `--dry-run=server`; raw watch streams: resume from a
+resourceVersion, BOOKMARK events, `timeoutSeconds`, 410 Expired as an ERROR event, Table
+watches; Status bodies for 404/405/409/422.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from sfc_k8s.local.apiserver import APIServer
+from sfc_k8s.local.apiserver.store import PATCH_MERGE, Store
+from tests.fixtures.apiserver import LocalAPIServer
+
+NODE_STATUS = {"conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def _request(
+    server: APIServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        server.url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, json.loads(err.read())
+
+
+def _watch(server: APIServer, path: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(server.url + path, timeout=10) as response:
+        return [json.loads(line) for line in response.read().splitlines() if line]
+
+
+def _pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], **spec},
+    }
+
+
+def _node(name: str, ready: bool = True, **labels: str) -> dict[str, Any]:
+    status = NODE_STATUS if ready else {"conditions": [{"type": "Ready", "status": "False"}]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": status,
+    }
+
+
+def _call(apiserver: LocalAPIServer, name: str, *args: Any, **kwargs: Any) -> Any:
+    store: Store = apiserver.server.store
+    return apiserver.server.call(lambda: getattr(store, name)(*args, **kwargs))
+
+
+def test_scheduler_spreads_pods_over_ready_nodes(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    for node in (_node("n1"), _node("n2", zone="b"), _node("n3", ready=False)):
+        assert _request(server, "POST", "/api/v1/nodes", node)[0] == 201
+    for i in range(4):
+        _request(server, "POST", "/api/v1/namespaces/default/pods", _pod(f"p{i}"))
+    _request(
+        server,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        _pod("pinned", nodeSelector={"zone": "b"}),
+    )
+    _request(
+        server,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        _pod("nowhere", nodeSelector={"zone": "z"}),
+    )
+
+    def placement() -> dict[str, str]:
+        _, pods = _request(server, "GET", "/api/v1/namespaces/default/pods")
+        return {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in pods["items"]}
+
+    _eventually(lambda: sum(1 for n in placement().values() if n) == 5)
+    nodes = placement()
+    assert nodes["pinned"] == "n2" and nodes["nowhere"] == ""
+    spread = [nodes[f"p{i}"] for i in range(4)]
+    assert "n3" not in spread and abs(spread.count("n1") - spread.count("n2")) <= 1
+    _, pod = _request(server, "GET", "/api/v1/namespaces/default/pods/nowhere")
+    assert pod["status"]["conditions"][0]["reason"] == "Unschedulable"
+    on_node = apiserver.kubectl(
+        "get", "pods", "--field-selector", "spec.nodeName=n2", "-o", "name", check=True
+    ).stdout.split()
+    assert "pod/pinned" in on_node
+
+
+def test_graceful_pod_deletion_waits_for_the_node(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    _request(server, "POST", "/api/v1/nodes", _node("n1"))
+    _request(
+        server,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        _pod("p", nodeName="n1", terminationGracePeriodSeconds=20),
+    )
+    apiserver.kubectl("delete", "pod", "p", "--wait=false", check=True)
+    _, pod = _request(server, "GET", "/api/v1/namespaces/default/pods/p")
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 20
+    assert "Terminating" in apiserver.kubectl("get", "pod", "p", check=True).stdout
+    # The node runtime confirms the end of the containers with a zero grace period.
+    code, _ = _request(
+        server, "DELETE", "/api/v1/namespaces/default/pods/p", {"gracePeriodSeconds": 0}
+    )
+    assert code == 200
+    assert _request(server, "GET", "/api/v1/namespaces/default/pods/p")[0] == 404
+    # A terminating pod whose node goes away is collected by the pod GC.
+    _request(server, "POST", "/api/v1/namespaces/default/pods", _pod("q", nodeName="n1"))
+    _request(server, "DELETE", "/api/v1/namespaces/default/pods/q")
+    assert _request(server, "GET", "/api/v1/namespaces/default/pods/q")[0] == 200
+    _request(server, "DELETE", "/api/v1/nodes/n1")
+    _eventually(lambda: _request(server, "GET", "/api/v1/namespaces/default/pods/q")[0] == 404)
+
+
+def test_owner_references_cascade(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    base = "/api/v1/namespaces/default/configmaps"
+
+    def make(name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+        md: dict[str, Any] = {"name": name}
+        if owner is not None:
+            md["ownerReferences"] = [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ]
+        return _request(server, "POST", base, {"metadata": md})[1]
+
+    def exists(name: str) -> bool:
+        return _request(server, "GET", f"{base}/{name}")[0] == 200
+
+    root = make("root")
+    child = make("child", root)
+    make("grandchild", child)
+    _request(server, "DELETE", f"{base}/root")
+    _eventually(lambda: not exists("child") and not exists("grandchild"))
+
+    root = make("root")
+    make("child", root)
+    _request(server, "DELETE", f"{base}/root", {"propagationPolicy": "Orphan"})
+    assert not exists("root")
+    time.sleep(0.2)
+    _, orphan = _request(server, "GET", f"{base}/child")
+    assert "ownerReferences" not in orphan["metadata"]
+
+    root = make("fg")
+    dependent = make("dep", root)
+    _request(
+        server,
+        "PATCH",
+        f"{base}/dep",
+        {"metadata": {"finalizers": ["test/hold"]}},
+        {"Content-Type": "application/merge-patch+json"},
+    )
+    _request(server, "DELETE", f"{base}/fg", {"propagationPolicy": "Foreground"})
+    _eventually(
+        lambda: bool(_request(server, "GET", f"{base}/dep")[1]["metadata"].get("deletionTimestamp"))
+    )
+    assert exists("fg"), "a foreground deletion waits for the dependents"
+    _request(
+        server,
+        "PATCH",
+        f"{base}/dep",
+        {"metadata": {"finalizers": None}},
+        {"Content-Type": "application/merge-patch+json"},
+    )
+    _eventually(lambda: not exists("fg") and not exists("dep"))
+    del dependent
+
+
+def test_namespace_deletion_removes_its_content(apiserver: LocalAPIServer) -> None:
+    apiserver.kubectl("create", "namespace", "scratch", check=True)
+    apiserver.kubectl(
+        "create", "configmap", "cm", "-n", "scratch", "--from-literal=a=b", check=True
+    )
+    apiserver.kubectl(
+        "create", "secret", "generic", "s", "-n", "scratch", "--from-literal=p=q", check=True
+    )
+    cm = yaml.safe_load(
+        apiserver.kubectl("get", "cm", "cm", "-n", "scratch", "-o", "yaml", check=True).stdout
+    )
+    assert cm["data"] == {"a": "b"}
+    secret = yaml.safe_load(
+        apiserver.kubectl("get", "secret", "s", "-n", "scratch", "-o", "yaml", check=True).stdout
+    )
+    assert secret["data"] == {"p": "cQ=="}
+    apiserver.kubectl("delete", "namespace", "scratch", "--timeout=20s", check=True)
+    assert apiserver.kubectl("get", "ns", "scratch").returncode == 1
+    assert apiserver.kubectl("get", "cm", "-n", "scratch", "-o", "name").stdout == ""
+
+
+def test_server_side_apply_and_dry_run(apiserver: LocalAPIServer) -> None:
+    manifest = yaml.safe_dump(_pod("ssa"))
+    out = apiserver.kubectl("apply", "--server-side", "-f", "-", input=manifest, check=True)
+    assert "serverside-applied" in out.stdout
+    changed = manifest.replace("busybox", "alpine")
+    apiserver.kubectl("apply", "--server-side", "-f", "-", input=changed, check=True)
+    image = apiserver.kubectl(
+        "get", "pod", "ssa", "-o", "jsonpath={.spec.containers[0].image}", check=True
+    ).stdout
+    assert image == "alpine"
+    dry = apiserver.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(_pod("dry")), check=True
+    )
+    assert "(server dry run)" in dry.stdout
+    assert apiserver.kubectl("get", "pod", "dry").returncode == 1
+
+
+def test_raw_watch_resume_bookmarks_and_expiry() -> None:
+    server = APIServer(history_limit=5)
+    server.start()
+    try:
+        store = server.store
+        cms = store.resource("", "v1", "configmaps")
+        server.call(store.create, cms, "default", {"metadata": {"name": "a"}})
+        mark = server.call(lambda: store.resource_version)
+        server.call(store.patch, cms, "default", "a", PATCH_MERGE, {"data": {"x": "1"}})
+        server.call(store.create, cms, "default", {"metadata": {"name": "b"}})
+        path = "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1"
+        events = _watch(server, f"{path}&resourceVersion={mark}&allowWatchBookmarks=true")
+        assert [e["type"] for e in events] == ["MODIFIED", "ADDED", "BOOKMARK"]
+        assert [e["object"]["metadata"]["name"] for e in events[:2]] == ["a", "b"]
+        assert events[-1]["type"] == "BOOKMARK"
+        assert events[-1]["object"]["metadata"]["resourceVersion"] == str(
+            server.call(lambda: store.resource_version)
+        )
+        selected = _watch(server, f"{path}&resourceVersion=0&fieldSelector=metadata.name%3Db")
+        assert [e["object"]["metadata"]["name"] for e in selected] == ["b"]
+        for n in range(6):
+            server.call(store.patch, cms, "default", "a", PATCH_MERGE, {"data": {"x": str(n)}})
+        expired = _watch(server, f"{path}&resourceVersion={mark}")
+        assert expired[0]["type"] == "ERROR"
+        assert (expired[0]["object"]["code"], expired[0]["object"]["reason"]) == (410, "Expired")
+        tables = _watch_table(server, f"{path}&resourceVersion=0")
+        assert tables[0]["object"]["kind"] == "Table"
+        assert [c["name"] for c in tables[0]["object"]["columnDefinitions"]] == ["Name", "Age"]
+    finally:
+        server.stop()
+
+
+def _watch_table(server: APIServer, path: str) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        server.url + path, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return [json.loads(line) for line in response.read().splitlines() if line]
+
+
+def test_errors_are_status_objects(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    code, body = _request(server, "GET", "/api/v1/namespaces/default/pods/nope")
+    assert (code, body["kind"], body["reason"]) == (404, "Status", "NotFound")
+    assert body["details"] == {"name": "nope", "group": "", "kind": "pods"}
+    code, body = _request(server, "GET", "/apis/example.com/v1/things")
+    assert (code, body["reason"]) == (404, "NotFound")
+    code, body = _request(server, "PUT", "/api/v1/namespaces/default/pods")
+    assert (code, body["reason"]) == (405, "MethodNotAllowed")
+    _request(server, "POST", "/api/v1/namespaces/default/pods", _pod("dup"))
+    code, body = _request(server, "POST", "/api/v1/namespaces/default/pods", _pod("dup"))
+    assert (code, body["reason"]) == (409, "AlreadyExists")
+    code, body = _request(
+        server,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        {"metadata": {"name": "Bad_Name"}, "spec": {"containers": []}},
+    )
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["details"]["causes"][0]["field"] == "metadata.name"
+    code, body = _request(
+        server,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/dup",
+        {"x": 1},
+        {"Content-Type": "text/plain"},
+    )
+    assert (code, body["reason"]) == (415, "UnsupportedMediaType")
