@@ -37,12 +37,27 @@ class Harness:
     def ifindex(self, ifname: str) -> int:
         return socket.if_nametoindex(ifname)
 
+    def slots(self) -> dict[int, structs.EndpointEntry]:
+        """slot -> endpoint, for the endpoints the interface index map leads to."""
+        index = self.dp.map_fd(structs.MAP_IFSLOTS)
+        array = self.dp.map_fd(structs.MAP_ENDPOINTS)
+        result = {}
+        for _, slot in maps.walk(index, ctypes.c_uint32, ctypes.c_uint32):
+            entry = maps.lookup(array, slot, structs.EndpointEntry)
+            assert entry is not None
+            result[slot.value] = entry
+        return result
+
+    def slot(self, ifname: str) -> int:
+        return next(s for s, e in self.slots().items() if e.ifindex == self.ifindex(ifname))
+
     def tx_counts(self) -> dict[int, int]:
+        """Packets redirected into each endpoint, by ifindex."""
         fd = self.dp.map_fd(structs.MAP_EP_COUNTERS)
         counts = {}
-        for key in maps.keys(fd, ctypes.c_uint32):
-            per_cpu = maps.percpu(fd, key, structs.EpCounters) or []
-            counts[key.value] = sum(c.tx_packets for c in per_cpu)
+        for slot, e in self.slots().items():
+            per_cpu = maps.percpu(fd, ctypes.c_uint32(slot), structs.EpCounters) or []
+            counts[e.ifindex] = sum(c.tx_packets for c in per_cpu)
         return counts
 
     def run(self, ifname: str, frame: bytes) -> Verdict:
@@ -66,7 +81,9 @@ class Harness:
         value = self.session(key)
         if value is None:
             return None
-        return socket.if_indextoname(value.ifindex[0]), socket.if_indextoname(value.ifindex[1])
+        slots = self.slots()
+        a, b = slots[value.slot[0]], slots[value.slot[1]]
+        return socket.if_indextoname(a.ifindex), socket.if_indextoname(b.ifindex)
 
     def clear_sessions(self) -> None:
         fd = self.dp.map_fd(structs.MAP_SESSIONS)

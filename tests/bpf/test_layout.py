@@ -75,7 +75,8 @@ def test_flow_kinds_mirror_the_header() -> None:
 
 def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
     expected = {
-        structs.MAP_IFACES: (4, ctypes.sizeof(structs.Iface), structs.MAX_IFACES),
+        structs.MAP_ENDPOINTS: (4, ctypes.sizeof(structs.EndpointEntry), structs.MAX_IFACES),
+        structs.MAP_IFSLOTS: (4, 4, structs.MAX_IFACES),
         structs.MAP_SESSIONS: (
             ctypes.sizeof(structs.FlowKey),
             ctypes.sizeof(structs.SessionValue),

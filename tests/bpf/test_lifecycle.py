@@ -118,13 +118,13 @@ def test_session_of_another_generation_is_not_followed(life: Life) -> None:
     assert session is not None and target is not None
     honest_gen = session.gen[1]
     other = next(b for b in life.b[:3] if b != target)
-    session.ifindex[1] = life.h.ifindex(other)
+    session.slot[1] = life.h.slot(other)
     session.gen[1] = honest_gen ^ 0x5A5A  # as if "other" had been removed and added again
     bpf.map_update(life.h.dp.map_fd(structs.MAP_SESSIONS), key, session)
     v = life.h.run(life.a, flow_frame(0))
     assert (v.retval, v.target) == (TC_ACT_REDIRECT, target)  # re-picked by Maglev
     repaired = life.h.session(key)
-    assert repaired is not None and repaired.ifindex[1] == life.h.ifindex(target)
+    assert repaired is not None and repaired.slot[1] == life.h.slot(target)
 
 
 def test_lost_session_table_keeps_flows_on_their_endpoints(life: Life) -> None:

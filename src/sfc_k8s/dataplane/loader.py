@@ -141,6 +141,12 @@ def load_or_adopt(
 
     The caller holds the root's lock, so two processes never load at once.
     """
+    missing = [n for n in structs.NODE_MAPS if not os.path.exists(pins.node_map(n))]
+    if os.path.exists(pins.program) and missing:
+        raise DataplaneError(
+            f"the state pinned under {pins.root!r} has another layout (no {missing[0]!r}):"
+            " detach its links with the version that created it, or remove the folder"
+        )
     if not os.path.exists(pins.program):
         obj = open_object(object_path)
         try:

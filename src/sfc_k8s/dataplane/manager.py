@@ -43,7 +43,7 @@ from sfc_k8s.dataplane.model import (
     Session,
     Side,
 )
-from sfc_k8s.dataplane.structs import FlowKey, FlowKind, Iface, SessionValue
+from sfc_k8s.dataplane.structs import EndpointEntry, FlowKey, FlowKind, SessionValue
 
 DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/sfc-k8s"
 
@@ -172,20 +172,34 @@ class Dataplane:
     def _link_ids(self) -> dict[int, str]:
         return {self._link_id(name): name for name in self.links()}
 
-    def _ifaces(self) -> list[tuple[int, Iface]]:
-        fd = self._map(structs.MAP_IFACES)
-        return [(k.value, v) for k, v in maps.walk(fd, ctypes.c_uint32, Iface)]
+    def _slots(self) -> dict[int, EndpointEntry]:
+        """Every endpoint of the node by slot (found through the interface index map, so the
+        cost follows the number of endpoints, not the size of the array)."""
+        index = self._map(structs.MAP_IFSLOTS)
+        array = self._map(structs.MAP_ENDPOINTS)
+        result = {}
+        for ifindex, slot in maps.walk(index, ctypes.c_uint32, ctypes.c_uint32):
+            entry = maps.lookup(array, slot, EndpointEntry)
+            if entry is not None and entry.ifindex == ifindex.value:
+                result[slot.value] = entry
+        return result
 
-    def _endpoints(self, link_id: int, side: Side | None = None) -> list[tuple[int, Iface]]:
-        return [
-            (ifindex, e)
-            for ifindex, e in self._ifaces()
+    def _endpoints(self, link_id: int, side: Side | None = None) -> dict[int, EndpointEntry]:
+        return {
+            slot: e
+            for slot, e in self._slots().items()
             if e.link_id == link_id and (side is None or e.side == side.num)
-        ]
+        }
 
-    def _counters(self, ifindex: int) -> EndpointCounters:
+    def _slot_of(self, ifindex: int) -> int | None:
+        slot = maps.lookup(
+            self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex), ctypes.c_uint32
+        )
+        return None if slot is None else int(slot.value)
+
+    def _counters(self, slot: int) -> EndpointCounters:
         per_cpu = maps.percpu(
-            self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(ifindex), structs.EpCounters
+            self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(slot), structs.EpCounters
         )
         if per_cpu is None:
             return EndpointCounters()
@@ -208,11 +222,11 @@ class Dataplane:
             Endpoint(
                 side=Side.from_index(e.side),
                 ifname=e.ifname.decode(),
-                ifindex=ifindex,
+                ifindex=e.ifindex,
                 state=_state(e.state),
-                counters=self._counters(ifindex),
+                counters=self._counters(slot),
             )
-            for ifindex, e in self._endpoints(link_id)
+            for slot, e in self._endpoints(link_id).items()
         ]
         endpoints.sort(key=lambda e: (e.side.value, e.ifname))
         per_cpu = maps.percpu(
@@ -231,14 +245,15 @@ class Dataplane:
     def sessions(self, link: str) -> list[Session]:
         """The link's sessions, with the endpoint on each side ("" if it left the link)."""
         link_id = self._link_id(link)
-        ifaces = dict(self._endpoints(link_id))
+        slots = self._endpoints(link_id)
         result = []
         for key, value in self._sessions_raw(link_id):
-            names = []
+            names, ifindexes = [], []
             for side in (0, 1):
-                e = ifaces.get(value.ifindex[side])
+                e = slots.get(value.slot[side])
                 ok = e is not None and e.side == side and e.gen == value.gen[side]
                 names.append(e.ifname.decode() if ok and e is not None else "")
+                ifindexes.append(e.ifindex if ok and e is not None else 0)
             addr_lo, port_lo, addr_hi, port_hi = key.endpoints()
             result.append(
                 Session(
@@ -250,9 +265,9 @@ class Dataplane:
                     addr_hi=addr_hi,
                     port_hi=port_hi,
                     a_ifname=names[0],
-                    a_ifindex=value.ifindex[0],
+                    a_ifindex=ifindexes[0],
                     b_ifname=names[1],
-                    b_ifindex=value.ifindex[1],
+                    b_ifindex=ifindexes[1],
                 )
             )
         return result
@@ -283,10 +298,11 @@ class Dataplane:
                 if ifindex in resolved:
                     raise EndpointExists(f"interface {ifname!r} is listed twice for {name!r}")
                 resolved[ifindex] = (side, ifname)
-            taken = dict(self._ifaces())
+            taken = self._slots()
             self._check_free(resolved, taken)
-            if len(taken) + len(resolved) > structs.MAX_IFACES:
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES} interfaces")
+            free = [i for i in range(1, structs.MAX_IFACES) if i not in taken]
+            if len(resolved) > len(free):
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} interfaces")
             used = self._link_ids()
             link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
             if not link_id:
@@ -295,19 +311,23 @@ class Dataplane:
             with contextlib.ExitStack() as undo:
                 undo.callback(self._teardown, name, link_id)
                 self._create_info(name, link_id)
-                for ifindex, (side, ifname) in resolved.items():
-                    self._add(name, link_id, side, ifname, ifindex)
+                for slot, (ifindex, (side, ifname)) in zip(free, resolved.items(), strict=False):
+                    self._add(name, link_id, side, ifname, ifindex, slot=slot)
                 for side in Side:
                     self._install_table(link_id, side)
                 undo.pop_all()
         return self.status(name)
 
-    def _check_free(self, wanted: dict[int, tuple[Side, str]], taken: dict[int, Iface]) -> None:
+    def _check_free(
+        self, wanted: dict[int, tuple[Side, str]], taken: dict[int, EndpointEntry]
+    ) -> None:
+        by_ifindex = {e.ifindex: e for e in taken.values()}
         by_id = self._link_ids()
         for ifindex, (_, ifname) in wanted.items():
-            if ifindex in taken:
-                owner = by_id.get(taken[ifindex].link_id, f"#{taken[ifindex].link_id}")
-                raise EndpointExists(f"interface {ifname!r} is already an endpoint of {owner!r}")
+            owner = by_ifindex.get(ifindex)
+            if owner is not None or self._slot_of(ifindex) is not None:
+                link = by_id.get(owner.link_id, "?") if owner is not None else "?"
+                raise EndpointExists(f"interface {ifname!r} is already an endpoint of {link!r}")
 
     def _create_info(self, name: str, link_id: int) -> None:
         os.makedirs(self.pins.link_dir(name), exist_ok=True)
@@ -327,26 +347,33 @@ class Dataplane:
         finally:
             os.close(fd)
 
-    def _add(self, link: str, link_id: int, side: Side, ifname: str, ifindex: int) -> None:
-        """Register and attach one endpoint (no table update, no validation)."""
-        key = ctypes.c_uint32(ifindex)
+    def _add(
+        self, link: str, link_id: int, side: Side, ifname: str, ifindex: int, *, slot: int
+    ) -> None:
+        """Register and attach one endpoint in a free slot (no table update, no validation)."""
+        key = ctypes.c_uint32(slot)
         maps.percpu_set_zero(self._map(structs.MAP_EP_COUNTERS), key, structs.EpCounters)
-        entry = Iface(
-            link_id=link_id,
+        entry = EndpointEntry(
+            ifindex=ifindex,
             gen=secrets.randbits(32) | 1,
+            link_id=link_id,
             side=side.num,
             state=structs.EP_ACTIVE,
             ifname=ifname.encode()[: structs.IFNAMSIZ - 1],
         )
-        bpf.map_update(self._map(structs.MAP_IFACES), key, entry, bpf.BPF_NOEXIST)
+        # The slot first, then the index that leads the program to it.
+        bpf.map_update(self._map(structs.MAP_ENDPOINTS), key, entry)
+        bpf.map_update(
+            self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex), key, bpf.BPF_NOEXIST
+        )
         loader.attach(self.pins, link, ifindex, self._fds.program, mode=self._attach_mode)
 
     def _install_table(self, link_id: int, side: Side, *, without: int = 0) -> None:
         """Build the side's Maglev table over its active endpoints and swap it in."""
         active = {
-            e.ifname.decode(): ifindex
-            for ifindex, e in self._endpoints(link_id, side)
-            if e.state == structs.EP_ACTIVE and ifindex != without
+            e.ifname.decode(): slot
+            for slot, e in self._endpoints(link_id, side).items()
+            if e.state == structs.EP_ACTIVE and slot != without
         }
         outer = self._map(structs.MAP_MAGLEV)
         mkey = ctypes.c_uint32(link_id << 1 | side.num)
@@ -363,27 +390,32 @@ class Dataplane:
         finally:
             os.close(fd)
 
-    def _purge(self, link_id: int, *, side: Side | None = None, ifindex: int = 0) -> int:
-        """Delete the link's sessions (only those through ``ifindex`` on ``side`` if given)."""
+    def _purge(self, link_id: int, *, side: Side | None = None, slot: int = 0) -> int:
+        """Delete the link's sessions (only those through ``slot`` on ``side`` if given)."""
         keys = [
             key
             for key, value in self._sessions_raw(link_id)
-            if side is None or value.ifindex[side.num] == ifindex
+            if side is None or value.slot[side.num] == slot
         ]
         return maps.delete_all(self._map(structs.MAP_SESSIONS), keys)
 
-    def _remove(self, link: str, ifindex: int) -> None:
+    def _remove(self, link: str, slot: int, ifindex: int) -> None:
+        """Detach one endpoint and free its slot (the index first, then the slot)."""
         loader.detach(self.pins, link, ifindex)
-        key = ctypes.c_uint32(ifindex)
-        bpf.map_delete(self._map(structs.MAP_IFACES), key)
-        bpf.map_delete(self._map(structs.MAP_EP_COUNTERS), key)
+        if self._slot_of(ifindex) == slot:
+            bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
+        bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry())
+        maps.percpu_set_zero(
+            self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(slot), structs.EpCounters
+        )
 
     def _teardown(self, name: str, link_id: int) -> None:
         """Remove everything of a link, tolerating parts that are already gone."""
         for side in Side:
-            bpf.map_delete(self._map(structs.MAP_MAGLEV), ctypes.c_uint32(link_id << 1 | side.num))
-        for ifindex, _ in self._endpoints(link_id):
-            self._remove(name, ifindex)
+            mkey = ctypes.c_uint32(link_id << 1 | side.num)
+            bpf.map_delete(self._map(structs.MAP_MAGLEV), mkey)
+        for slot, e in self._endpoints(link_id).items():
+            self._remove(name, slot, e.ifindex)
         self._purge(link_id)
         maps.percpu_set_zero(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
@@ -402,17 +434,17 @@ class Dataplane:
         with self._locked():
             self._teardown(name, self._link_id(name))
 
-    def _find(self, link_id: int, link: str, side: Side, ifname: str) -> tuple[int, Iface]:
+    def _find(self, link_id: int, link: str, side: Side, ifname: str) -> tuple[int, EndpointEntry]:
         endpoints = self._endpoints(link_id, side)
         with contextlib.suppress(InterfaceNotFound):
             ifindex = _ifindex(ifname)
-            for i, e in endpoints:
-                if i == ifindex:
-                    return i, e
+            for slot, e in endpoints.items():
+                if e.ifindex == ifindex:
+                    return slot, e
         # The interface may be gone (its pod deleted): fall back to the recorded name.
-        for i, e in endpoints:
+        for slot, e in endpoints.items():
             if e.ifname.decode() == ifname:
-                return i, e
+                return slot, e
         raise EndpointNotFound(f"{ifname!r} is not an endpoint of side {side.value} of {link!r}")
 
     def add_endpoint(self, link: str, side: Side, ifname: str) -> None:
@@ -421,7 +453,7 @@ class Dataplane:
         with self._locked():
             link_id = self._link_id(link)
             ifindex = _ifindex(ifname)
-            taken = dict(self._ifaces())
+            taken = self._slots()
             self._check_free({ifindex: (side, ifname)}, taken)
             count = sum(1 for e in taken.values() if e.link_id == link_id and e.side == side.num)
             if count >= structs.MAX_ENDPOINTS_PER_SIDE:
@@ -429,23 +461,22 @@ class Dataplane:
                     f"side {side.value} of {link!r} already has {count} endpoints,"
                     f" the most a side can have"
                 )
-            if len(taken) >= structs.MAX_IFACES:
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES} interfaces")
+            slot = next((i for i in range(1, structs.MAX_IFACES) if i not in taken), 0)
+            if not slot:
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} interfaces")
             with contextlib.ExitStack() as undo:
-                undo.callback(self._remove, link, ifindex)
-                self._add(link, link_id, side, ifname, ifindex)
+                undo.callback(self._remove, link, slot, ifindex)
+                self._add(link, link_id, side, ifname, ifindex, slot=slot)
                 self._install_table(link_id, side)
                 undo.pop_all()
 
     def _set_state(self, link: str, side: Side, ifname: str, state: int) -> None:
         with self._locked():
             link_id = self._link_id(link)
-            ifindex, entry = self._find(link_id, link, side, ifname)
+            slot, entry = self._find(link_id, link, side, ifname)
             if entry.state != state:
                 entry.state = state
-                bpf.map_update(
-                    self._map(structs.MAP_IFACES), ctypes.c_uint32(ifindex), entry, bpf.BPF_EXIST
-                )
+                bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), entry)
                 self._install_table(link_id, side)
 
     def drain_endpoint(self, link: str, side: Side, ifname: str) -> None:
@@ -461,10 +492,10 @@ class Dataplane:
         side = Side(side)
         with self._locked():
             link_id = self._link_id(link)
-            ifindex, _ = self._find(link_id, link, side, ifname)
-            self._install_table(link_id, side, without=ifindex)
-            self._remove(link, ifindex)
-            self._purge(link_id, side=side, ifindex=ifindex)
+            slot, entry = self._find(link_id, link, side, ifname)
+            self._install_table(link_id, side, without=slot)
+            self._remove(link, slot, entry.ifindex)
+            self._purge(link_id, side=side, slot=slot)
 
     def destroy(self) -> None:
         """Remove every link and the node-wide pins under the root, then close."""

@@ -27,12 +27,20 @@ EP_ACTIVE = 0
 EP_DRAINING = 1
 
 # Map and program names in the object; the version suffix changes with the layout.
-MAP_IFACES = "sfc_ifaces_v1"
-MAP_SESSIONS = "sfc_sessions_v1"
-MAP_MAGLEV = "sfc_maglev_v1"
-MAP_EP_COUNTERS = "sfc_epstats_v1"
+MAP_ENDPOINTS = "sfc_endpts_v1"
+MAP_IFSLOTS = "sfc_ifslots_v1"
+MAP_SESSIONS = "sfc_sessions_v2"
+MAP_MAGLEV = "sfc_maglev_v2"
+MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
-NODE_MAPS = (MAP_IFACES, MAP_SESSIONS, MAP_MAGLEV, MAP_EP_COUNTERS, MAP_LINK_STATS)
+NODE_MAPS = (
+    MAP_ENDPOINTS,
+    MAP_IFSLOTS,
+    MAP_SESSIONS,
+    MAP_MAGLEV,
+    MAP_EP_COUNTERS,
+    MAP_LINK_STATS,
+)
 PROG_INGRESS = "sfc_xc_ingress"
 # A map created per link (not in the object): holds the link id; its pin names the link.
 LINK_INFO_MAP = "sfc_link_v1"
@@ -52,12 +60,13 @@ class FlowKind(enum.IntEnum):
     L2 = 7
 
 
-class Iface(ctypes.Structure):
-    """struct sfc_iface: one participating interface (value of sfc_ifaces_v1, key ifindex)."""
+class EndpointEntry(ctypes.Structure):
+    """struct sfc_endpoint: one endpoint (value of sfc_endpts_v1, key its slot)."""
 
     _fields_ = [
-        ("link_id", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
         ("gen", ctypes.c_uint32),
+        ("link_id", ctypes.c_uint32),
         ("side", ctypes.c_uint8),
         ("state", ctypes.c_uint8),
         ("pad", ctypes.c_uint16),
@@ -66,7 +75,7 @@ class Iface(ctypes.Structure):
 
 
 class FlowKey(ctypes.Structure):
-    """struct sfc_flow_key: the direction-normalised flow (key of sfc_sessions_v1)."""
+    """struct sfc_flow_key: the direction-normalised flow (key of sfc_sessions_v2)."""
 
     _fields_ = [
         ("link_id", ctypes.c_uint32),
@@ -93,16 +102,16 @@ class FlowKey(ctypes.Structure):
 
 
 class SessionValue(ctypes.Structure):
-    """struct sfc_session: the endpoint on each side (value of sfc_sessions_v1)."""
+    """struct sfc_session: the endpoint slot on each side (value of sfc_sessions_v2)."""
 
     _fields_ = [
-        ("ifindex", ctypes.c_uint32 * 2),
+        ("slot", ctypes.c_uint32 * 2),
         ("gen", ctypes.c_uint32 * 2),
     ]
 
 
 class EpCounters(ctypes.Structure):
-    """struct sfc_ep_counters: one CPU's counters of one endpoint (sfc_epstats_v1)."""
+    """struct sfc_ep_counters: one CPU's counters of one endpoint (sfc_epstats_v2)."""
 
     _fields_ = [
         ("rx_packets", ctypes.c_uint64),
@@ -132,7 +141,7 @@ class LinkInfoValue(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test against the object's BTF.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
-    "sfc_iface": Iface,
+    "sfc_endpoint": EndpointEntry,
     "sfc_flow_key": FlowKey,
     "sfc_session": SessionValue,
     "sfc_ep_counters": EpCounters,

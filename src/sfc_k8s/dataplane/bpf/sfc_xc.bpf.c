@@ -13,29 +13,29 @@
 #include "lib/maglev.h"
 #include "lib/sessions.h"
 
-static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 ifindex,
-					  const struct sfc_iface *in)
+static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
+					  const struct sfc_endpoint *in)
 {
 	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
+	__u32 target, far_slot = 0, gen;
 	struct sfc_flow_key key;
-	__u32 target, gen;
 	int ret;
 
-	sfc_count_rx(ifindex, skb->len);
+	sfc_count_rx(in_slot, skb->len);
 	ret = sfc_flow_parse(skb, link_id, &key);
 	if (ret < 0)
 		return sfc_drop(link_id, -ret);
 
-	target = sfc_session_lookup(&key, near, ifindex, in);
+	target = sfc_session_lookup(&key, near, in_slot, in, &far_slot);
 	if (!target) {
-		ret = sfc_maglev_select(&key, far, &target, &gen);
+		ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
 		if (ret < 0)
 			return sfc_drop(link_id, -ret);
-		if (sfc_session_record(&key, near, ifindex, in->gen, target, gen) == 0)
+		if (sfc_session_record(&key, near, in_slot, in->gen, far_slot, gen) == 0)
 			sfc_count_session(link_id);
 	}
 
-	sfc_count_tx(target, skb->len);
+	sfc_count_tx(far_slot, skb->len);
 	ret = bpf_redirect_peer(target, 0);
 	if (ret != TC_ACT_REDIRECT)
 		return sfc_drop(link_id, SFC_DROP_REDIRECT_FAILED);
@@ -45,12 +45,13 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 ifindex,
 SEC("tc")
 int sfc_xc_ingress(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
-	const struct sfc_iface *in = sfc_iface_lookup(ifindex);
+	const struct sfc_endpoint *in;
+	__u32 slot = 0;
 
+	in = sfc_ep_of_iface(skb->ifindex, &slot);
 	if (!in)
 		return TC_ACT_OK;
-	return sfc_xc_forward(skb, ifindex, in);
+	return sfc_xc_forward(skb, slot, in);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -20,11 +20,11 @@ struct sfc_link_stats {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SFC_MAX_IFACES);
-	__type(key, __u32);		/* ifindex; user space adds and removes entries */
+	__type(key, __u32);		/* endpoint slot; user space zeroes it when allocating */
 	__type(value, struct sfc_ep_counters);
-} sfc_epstats_v1 SEC(".maps");
+} sfc_epstats_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -33,9 +33,9 @@ struct {
 	__type(value, struct sfc_link_stats);
 } sfc_lnkstats_v1 SEC(".maps");
 
-static __always_inline void sfc_count_rx(__u32 ifindex, __u32 len)
+static __always_inline void sfc_count_rx(__u32 slot, __u32 len)
 {
-	struct sfc_ep_counters *c = bpf_map_lookup_elem(&sfc_epstats_v1, &ifindex);
+	struct sfc_ep_counters *c = bpf_map_lookup_elem(&sfc_epstats_v2, &slot);
 
 	if (c) {
 		c->rx_packets++;
@@ -43,9 +43,9 @@ static __always_inline void sfc_count_rx(__u32 ifindex, __u32 len)
 	}
 }
 
-static __always_inline void sfc_count_tx(__u32 ifindex, __u32 len)
+static __always_inline void sfc_count_tx(__u32 slot, __u32 len)
 {
-	struct sfc_ep_counters *c = bpf_map_lookup_elem(&sfc_epstats_v1, &ifindex);
+	struct sfc_ep_counters *c = bpf_map_lookup_elem(&sfc_epstats_v2, &slot);
 
 	if (c) {
 		c->tx_packets++;

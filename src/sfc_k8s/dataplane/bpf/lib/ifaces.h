@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Interface -> (link, side) map: the program's only way to know what a packet belongs to. */
+/* Endpoints: which link and side each participating interface belongs to.
+ *
+ * An endpoint lives in a slot of the sfc_endpts_v1 array (slot 0 is never used, so 0 means
+ * "none"); sfc_ifslots_v1 finds the slot of an ingress interface. Sessions, Maglev tables and
+ * counters all refer to slots, so everything after the ingress lookup is an array access the
+ * verifier inlines. User space writes the slot before the index on add, and removes the index
+ * before clearing the slot on removal.
+ */
 #pragma once
 
 #include "common.h"
 
-/* One participating host interface (the host end of an NF replica's veth). */
-struct sfc_iface {
-	__u32 link_id;			/* link the interface belongs to */
-	__u32 gen;			/* random stamp set when added; sessions copy it */
+struct sfc_endpoint {
+	__u32 ifindex;			/* host interface; 0 marks a free slot */
+	__u32 gen;			/* random odd stamp set when added; sessions copy it */
+	__u32 link_id;			/* link the endpoint belongs to */
 	__u8 side;			/* enum sfc_side */
 	__u8 state;			/* enum sfc_ep_state */
 	__u16 pad;			/* zero */
@@ -15,23 +22,48 @@ struct sfc_iface {
 };
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SFC_MAX_IFACES);
+	__type(key, __u32);		/* slot */
+	__type(value, struct sfc_endpoint);
+} sfc_endpts_v1 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SFC_MAX_IFACES);
 	__type(key, __u32);		/* ifindex */
-	__type(value, struct sfc_iface);
-} sfc_ifaces_v1 SEC(".maps");
+	__type(value, __u32);		/* slot in sfc_endpts_v1 */
+} sfc_ifslots_v1 SEC(".maps");
 
-static __always_inline const struct sfc_iface *sfc_iface_lookup(__u32 ifindex)
+/* The endpoint of ingress interface @ifindex, or NULL when it is in no link. */
+static __always_inline const struct sfc_endpoint *sfc_ep_of_iface(__u32 ifindex, __u32 *slot)
 {
-	return bpf_map_lookup_elem(&sfc_ifaces_v1, &ifindex);
+	const struct sfc_endpoint *e;
+	__u32 *s = bpf_map_lookup_elem(&sfc_ifslots_v1, &ifindex);
+
+	if (!s)
+		return NULL;
+	*slot = *s;
+	e = bpf_map_lookup_elem(&sfc_endpts_v1, s);
+	if (!e || e->ifindex != ifindex)
+		return NULL;
+	return e;
 }
 
-/* True when @ifindex is still the endpoint a session or table recorded: same link, same side,
- * same generation (an interface removed and added again, or a reused ifindex, gets a new one).
- */
-static __always_inline int sfc_iface_matches(__u32 ifindex, __u32 link_id, __u32 side, __u32 gen)
+static __always_inline const struct sfc_endpoint *sfc_ep_at(__u32 slot)
 {
-	const struct sfc_iface *e = sfc_iface_lookup(ifindex);
+	return bpf_map_lookup_elem(&sfc_endpts_v1, &slot);
+}
 
-	return e && e->link_id == link_id && e->side == side && e->gen == gen;
+/* The interface of the endpoint in @slot if it is still the one a session or table recorded:
+ * same link, same side, same generation (a removed endpoint's slot is cleared, a reused slot
+ * gets a new generation). 0 otherwise.
+ */
+static __always_inline __u32 sfc_ep_ifindex(__u32 slot, __u32 link_id, __u32 side, __u32 gen)
+{
+	const struct sfc_endpoint *e = sfc_ep_at(slot);
+
+	if (!e || e->gen != gen || e->link_id != link_id || e->side != side)
+		return 0;
+	return e->ifindex;
 }

@@ -10,7 +10,7 @@
 #include "ifaces.h"
 
 struct sfc_session {
-	__u32 ifindex[2];	/* endpoint on side A, on side B (index enum sfc_side) */
+	__u32 slot[2];		/* endpoint slot on side A, on side B (index enum sfc_side) */
 	__u32 gen[2];		/* their generation stamps when recorded */
 };
 
@@ -19,49 +19,49 @@ struct {
 	__uint(max_entries, SFC_SESSIONS_DEFAULT);	/* user space may resize before load */
 	__type(key, struct sfc_flow_key);
 	__type(value, struct sfc_session);
-} sfc_sessions_v1 SEC(".maps");
+} sfc_sessions_v2 SEC(".maps");
 
-/* The far-side endpoint recorded for @key, or 0 when there is no session or the recorded
- * endpoint left the link (removed, or removed and added again: its generation changed).
- * A packet arriving from a different near-side endpoint than recorded moves the near end of
- * the session there, so replies follow the path the flow takes now.
+/* The far-side endpoint recorded for @key (its ifindex, and its slot in @far_slot), or 0 when
+ * there is no session or the recorded endpoint left the link (removed, or removed and added
+ * again). A packet arriving from another near-side endpoint than recorded moves the near end
+ * of the session there, so replies follow the path the flow takes now.
  */
 static __always_inline __u32 sfc_session_lookup(const struct sfc_flow_key *key, __u32 near,
-					       __u32 ifindex, const struct sfc_iface *in)
+					       __u32 in_slot, const struct sfc_endpoint *in,
+					       __u32 *far_slot)
 {
-	struct sfc_session *s = bpf_map_lookup_elem(&sfc_sessions_v1, key);
+	struct sfc_session *s = bpf_map_lookup_elem(&sfc_sessions_v2, key);
 	__u32 far = near ^ 1;
 	__u32 target;
 
 	if (!s)
 		return 0;
-	target = s->ifindex[far];
-	if (!sfc_iface_matches(target, key->link_id, far, s->gen[far]))
-		return 0;
-	if (s->ifindex[near] != ifindex || s->gen[near] != in->gen) {
-		s->ifindex[near] = ifindex;
+	*far_slot = s->slot[far];
+	target = sfc_ep_ifindex(*far_slot, key->link_id, far, s->gen[far]);
+	if (target && (s->slot[near] != in_slot || s->gen[near] != in->gen)) {
+		s->slot[near] = in_slot;
 		s->gen[near] = in->gen;
 	}
 	return target;
 }
 
 static __always_inline int sfc_session_record(const struct sfc_flow_key *key, __u32 near,
-					      __u32 ifindex, __u32 near_gen, __u32 target,
+					      __u32 in_slot, __u32 in_gen, __u32 far_slot,
 					      __u32 far_gen)
 {
 	struct sfc_session s;
 
 	/* Branches rather than a variable index: the verifier rejects the latter on the stack. */
 	if (near == SFC_SIDE_A) {
-		s.ifindex[0] = ifindex;
-		s.gen[0] = near_gen;
-		s.ifindex[1] = target;
+		s.slot[0] = in_slot;
+		s.gen[0] = in_gen;
+		s.slot[1] = far_slot;
 		s.gen[1] = far_gen;
 	} else {
-		s.ifindex[0] = target;
+		s.slot[0] = far_slot;
 		s.gen[0] = far_gen;
-		s.ifindex[1] = ifindex;
-		s.gen[1] = near_gen;
+		s.slot[1] = in_slot;
+		s.gen[1] = in_gen;
 	}
-	return bpf_map_update_elem(&sfc_sessions_v1, key, &s, BPF_ANY);
+	return bpf_map_update_elem(&sfc_sessions_v2, key, &s, BPF_ANY);
 }
