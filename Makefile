@@ -48,13 +48,15 @@ $(VENV)/.installed: pyproject.toml
 bpf: $(BPF_OBJ)
 
 # CNI_PATH for tests, benchmarks and the local cluster: the reference plugins of
-# containernetworking-plugins beside sfc-cni, a launcher that starts the venv's Python without
-# site (docs/cni.md: start-up is most of an ADD), its bytecode compiled ahead.
+# containernetworking-plugins beside sfc-cni, a launcher that starts Python without site
+# (docs/cni.md: start-up is most of an ADD; the plugin is stdlib-only, so Debian's faster-starting
+# python3.11 runs it when present, else the venv's), its bytecode compiled ahead.
 CNI_BIN := build/cni
+CNI_PYTHON ?= /usr/bin/python3.11
 cni-bin: apt venv
 	@mkdir -p $(CNI_BIN)
 	@for p in /usr/lib/cni/*; do ln -sfn $$p $(CNI_BIN)/$$(basename $$p); done
-	@$(PY) -m sfc_k8s.cni.launcher $(CNI_BIN)/sfc-cni
+	@$(PY) -m sfc_k8s.cni.launcher --python $(CNI_PYTHON) $(CNI_BIN)/sfc-cni
 	@$(PY) -m compileall -q src/sfc_k8s/__init__.py src/sfc_k8s/cni src/sfc_k8s/api/naming.py
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt

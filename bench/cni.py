@@ -8,10 +8,11 @@ Both plugins are invoked exactly as a runtime does (a fresh process, ``CNI_*`` e
 config on stdin, a containerd-like minimal environment), against the same network namespace, each
 with the same ``host-local`` IPAM configuration (its own network name, hence its own leases), in
 turns: every cycle runs sfc-cni ADD/DEL, sfc-cni L2 ADD/DEL, ptp ADD/DEL, so that a noisy
-neighbour on the shared cores hits them alike. Also measured in the same turns: sfc-cni started
-through the venv's console script instead of the ``build/cni`` launcher (the start-up choice),
-``host-local`` alone, and the venv interpreter running ``pass`` with and without ``site`` (the
-floors that explain the numbers). Each figure is given as wall time and as CPU time (user + system
+neighbour on the shared cores hits them alike. Also measured in the same turns, to show the
+start-up choices: sfc-cni through a launcher running the venv's interpreter (``build/cni``'s runs
+Debian's python3.11 when present) and through the venv's console script (with ``site``);
+``host-local`` alone; and the interpreters running ``pass`` (the floors that explain the
+numbers). Each figure is given as wall time and as CPU time (user + system
 of the plugin and its IPAM child, from ``getrusage``), which a busy machine inflates less.
 """
 
@@ -41,6 +42,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.nettools import Janitor, unique  # noqa: E402
+
+from sfc_k8s.cni.launcher import write_launcher  # noqa: E402
 
 CNI_DIR = REPO / "build" / "cni"
 RESULTS = REPO / "bench" / "results" / "cni.json"
@@ -79,7 +82,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 
 def _confs(
-    data_dir: Path, sfc: Path, console: Path, ptp: Path
+    data_dir: Path, sfc: Path, venv_launcher: Path, console: Path, ptp: Path
 ) -> dict[str, tuple[Path, str, dict[str, object]]]:
     """label -> (binary, CNI_IFNAME, network config): the plugin cases, measured in turns."""
 
@@ -100,6 +103,11 @@ def _confs(
 
     return {
         "sfc-cni": (sfc, "eth1", sfc_conf("bench-sfc", "bench/eth1", "10.251.1.0/24")),
+        "sfc-cni venv -IS": (
+            venv_launcher,
+            "eth6",
+            sfc_conf("bench-sfc-venv", "bench/eth6", "10.251.6.0/24"),
+        ),
         "sfc-cni console": (
             console,
             "eth2",
@@ -152,14 +160,18 @@ def main() -> int:
             "CNI_NETNS": f"/run/netns/{ns}",
             "CNI_PATH": str(CNI_DIR),
         }
-        confs = _confs(data_dir, sfc, console, ptp)
+        venv_launcher = data_dir / "sfc-cni-venv"
+        write_launcher(str(venv_launcher), python=str(python))
+        confs = _confs(data_dir, sfc, venv_launcher, console, ptp)
         # If a run dies half-way the namespace goes, and the veths with it; release the leases.
         for binary, ifname, conf in confs.values():
             env = {**base_env, "CNI_IFNAME": ifname}
             janitor.add(lambda b=binary, c=conf, e=env: _invoke(b, "DEL", c, e))
+        launcher_python = (sfc.read_text().split()[0]).removeprefix("#!")
         floors = {
-            "python (site)": [str(python), "-c", "pass"],
-            "python -IS": [str(python), "-I", "-S", "-c", "pass"],
+            "venv python": [str(python), "-c", "pass"],
+            "venv python -IS": [str(python), "-I", "-S", "-c", "pass"],
+            "launcher python -IS": [launcher_python, "-I", "-S", "-c", "pass"],
         }
         for cycle in range(args.warmup + args.cycles):
             measured = cycle >= args.warmup
@@ -210,6 +222,7 @@ def main() -> int:
     report = {
         "benchmark": "cni",
         "cycles": args.cycles,
+        "launcher_python": launcher_python,
         "host": {
             "kernel": platform.release(),
             "python": platform.python_version(),

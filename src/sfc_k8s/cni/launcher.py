@@ -5,8 +5,9 @@ is the console script minus the interpreter's ``site`` start-up: ``python -I -S`
 ``site.py``, its ``.pth`` files and ``sitecustomize`` (about a quarter of Python's start-up,
 measured in docs/cni.md) and imports the plugin from the directory this package is installed
 in, which it records when written. The plugin needs nothing outside the standard library, so it
-does not need ``site-packages``. The console script ``sfc-cni`` in the venv works too, only
-slower to start.
+does not need ``site-packages``, nor the venv's interpreter: any Python >= 3.11 runs it, and the
+fastest-starting one on the node may be chosen. The console script ``sfc-cni`` in the venv works
+too, only slower to start.
 """
 
 from __future__ import annotations
@@ -41,12 +42,34 @@ def write_launcher(dest: str, *, python: str | None = None) -> None:
     os.replace(tmp, dest)
 
 
+def usable_python(python: str) -> bool:
+    """True when ``python`` runs and is 3.11 or later (what the plugin's code needs)."""
+    import subprocess
+
+    check = "import sys; sys.exit(sys.version_info < (3, 11))"
+    try:
+        return subprocess.run([python, "-I", "-S", "-c", check], check=False).returncode == 0
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m sfc_k8s.cni.launcher [--python PYTHON]... DEST``.
+
+    With several ``--python`` options the first usable one wins (the Makefile offers Debian's
+    ``/usr/bin/python3.11`` first: built with PGO and LTO and without a shared libpython, it
+    starts faster than a pyenv build); without any, this interpreter.
+    """
     args = sys.argv[1:] if argv is None else argv
+    candidates: list[str] = []
+    while len(args) >= 2 and args[0] == "--python":
+        candidates.append(args[1])
+        args = args[2:]
     if len(args) != 1:
-        sys.stderr.write("usage: python -m sfc_k8s.cni.launcher DEST\n")
+        sys.stderr.write("usage: python -m sfc_k8s.cni.launcher [--python PYTHON]... DEST\n")
         return 2
-    write_launcher(args[0])
+    python = next((p for p in candidates if usable_python(p)), sys.executable)
+    write_launcher(args[0], python=python)
     return 0
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfc_k8s.cni.launcher import write_launcher
+from sfc_k8s.cni import launcher
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 BASE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+MAKE_CNI_PYTHON = "/usr/bin/python3.11"  # the Makefile's CNI_PYTHON: used when present
 
 
 def make_cni_dir(directory: Path) -> Path:
@@ -26,7 +27,7 @@ def make_cni_dir(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for plugin in REFERENCE_PLUGINS.iterdir():
         (directory / plugin.name).symlink_to(plugin)
-    write_launcher(str(directory / "sfc-cni"))
+    launcher.main(["--python", MAKE_CNI_PYTHON, str(directory / "sfc-cni")])
     return directory
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import sfc_k8s
-from sfc_k8s.cni.launcher import launcher_source
+from sfc_k8s.cni import launcher
+from sfc_k8s.cni.launcher import launcher_source, usable_python
 from tests.integration.cni.cnitools import Cni, invoke
 
 SRC = str(Path(sfc_k8s.__file__).resolve().parents[1])
@@ -102,8 +103,22 @@ def test_launcher_source(cni_path: Path) -> None:
     assert text.startswith("#!/x/python -IS\n")
     assert "sys.path.insert(0, '/x/src')" in text
     written = (cni_path / "sfc-cni").read_text()
-    assert written == launcher_source()
+    python = written.split()[0].removeprefix("#!")
+    assert written == launcher_source(python=python)
+    assert usable_python(python)
     assert (cni_path / "sfc-cni").stat().st_mode & 0o111
+
+
+def test_launcher_picks_the_first_usable_python(tmp_path: Path) -> None:
+    dest = tmp_path / "sfc-cni"
+    assert (
+        launcher.main(["--python", "/no/such/python", "--python", sys.executable, str(dest)]) == 0
+    )
+    assert dest.read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert launcher.main(["--python", str(tmp_path), str(dest)]) == 0  # not runnable: fallback
+    assert dest.read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert launcher.main([]) == 2
+    assert not usable_python("/no/such/python")
 
 
 def test_add_path_imports_stay_lean() -> None:
