@@ -8,7 +8,8 @@ Behaviours covered:
   and has no IPv6 address; the result in the version's format (``version`` in IPs before 1.0.0,
   interface ``mtu`` only in 1.1.0);
 - CHECK succeeds right after ADD (0.4.0+) and is refused with code 1 before 0.4.0;
-- DEL removes both ends and the lease, and a second DEL succeeds;
+- DEL removes both ends and the lease, and a second DEL succeeds; without K8S_POD_UID it finds
+  the veth from the pod end;
 - a fixed ``mac`` and Multus' ``runtimeConfig.mac`` set the pod MAC; CNI_CONTAINERID names the host
   end when CNI_ARGS has no K8S_POD_UID;
 - VERSION lists every supported version; STATUS (1.1.0) reports ready, refuses older versions
@@ -212,3 +213,13 @@ def test_dual_stack_l3(cni_path: Path, janitor: Janitor, data_dir: Path) -> None
     cni.ok("CHECK", {**conf, "prevResult": result})
     cni.ok("DEL", conf)
     assert leases(data_dir) == []
+
+
+def test_del_without_pod_uid_finds_the_pod_end(cni_path: Path, janitor: Janitor) -> None:
+    cni = attachment(cni_path, janitor)
+    conf = l2_conf("1.0.0", macSeed="fallback")
+    janitor.add(lambda: cni("DEL", conf))
+    host = cni.ok("ADD", conf)["interfaces"][0]["name"]
+    cni.ok("DEL", conf, drop=("CNI_ARGS",))  # the host end's name is not derivable now
+    assert link(host) is None
+    assert link("eth1", cni.netns) is None
