@@ -196,7 +196,7 @@ def compute_chain_status(
         }
     link_status: dict[str, LinkStatusBody] = {}
     ready_links = 0
-    waiting: list[str] = []
+    waiting: set[str] = set()  # nodes whose agents have not reported the current endpoints
     failed: list[str] = []
     for spec in links:
         link_status[spec.link] = {
@@ -208,11 +208,11 @@ def compute_chain_status(
         }
         report = None if programming is None else programming.get(spec.link, None)
         if programming is not None and report is None:
-            report = LinkProgramming(waiting=tuple(sorted(spec.nodes)) or ("(none)",))
+            report = LinkProgramming(waiting=tuple(sorted(spec.nodes)))
         if report is not None:
-            waiting += [f"{spec.link} on {node}" for node in report.waiting]
+            waiting.update(report.waiting)
             failed += [f"{spec.link} on {node}: {msg}" for node, msg in report.failed]
-        if spec.a.active and spec.b.active and (report is None or report.programmed):
+        if spec.a.active and spec.b.active:
             ready_links += 1
     not_ready = [name for name, f in functions.items() if not f.get("readyReplicas")]
 
@@ -263,7 +263,7 @@ def compute_chain_status(
                 ConditionType.READY,
                 ConditionStatus.FALSE,
                 Reason.NOT_PROGRAMMED,
-                f"waiting for node agents to program: {_listing(waiting)}",
+                f"waiting for the node agents on: {_listing(sorted(waiting))}",
                 observed_generation=gen,
             )
         else:

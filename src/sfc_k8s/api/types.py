@@ -103,7 +103,7 @@ class ChainStatusBody(TypedDict, total=False):
     functions: dict[str, FunctionStatusBody]
     links: dict[str, LinkStatusBody]
     readyFunctions: str  # "ready/total" functions with at least one Ready replica
-    readyLinks: str  # "ready/total" links with active endpoints on both sides, programmed
+    readyLinks: str  # "ready/total" links with active endpoints on both sides
     conditions: list[ConditionBody]
 
 
