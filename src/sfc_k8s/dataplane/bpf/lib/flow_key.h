@@ -262,6 +262,55 @@ static __always_inline int sfc_flow_arp(struct __sk_buff *skb, __u32 off,
 	return 0;
 }
 
+/* The common case read in place (direct packet access, no copies): a TCP/UDP/UDP-Lite/SCTP
+ * packet over IPv4 with no options and no fragmentation, or over IPv6 with no extension
+ * header, its tag (if any) offloaded. Returns 1 with @key filled, 0 to take the general path,
+ * which builds the same key for these packets.
+ */
+static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc_flow_key *key)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__be16 *ports;
+
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__be32 src[4] = {}, dst[4] = {};
+
+		ports = (void *)(ip + 1);
+		if ((void *)(ports + 2) > data_end)
+			return 0;
+		if (ip->version != 4 || ip->ihl != 5 || bpf_ntohs(ip->tot_len) < sizeof(*ip) ||
+		    (ip->frag_off & bpf_htons(SFC_IP_MF | SFC_IP_OFFSET)) ||
+		    !sfc_flow_is_l4(ip->protocol))
+			return 0;
+		src[0] = ip->saddr;
+		dst[0] = ip->daddr;
+		key->kind = SFC_FLOW_L4_V4;
+		key->proto = ip->protocol;
+		sfc_flow_set_ends(key, src, dst, ports[0], ports[1]);
+		return 1;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		ports = (void *)(ip6 + 1);
+		if ((void *)(ports + 2) > data_end)
+			return 0;
+		if (ip6->version != 6 || !sfc_flow_is_l4(ip6->nexthdr))
+			return 0;
+		key->kind = SFC_FLOW_L4_V6;
+		key->proto = ip6->nexthdr;
+		sfc_flow_set_ends(key, ip6->saddr.in6_u.u6_addr32, ip6->daddr.in6_u.u6_addr32,
+				  ports[0], ports[1]);
+		return 1;
+	}
+	return 0;
+}
+
 /* Build the flow key of the frame in @skb; 0, or minus a drop reason. */
 static __always_inline int sfc_flow_parse(struct __sk_buff *skb, __u32 link_id,
 					  struct sfc_flow_key *key)
@@ -271,12 +320,17 @@ static __always_inline int sfc_flow_parse(struct __sk_buff *skb, __u32 link_id,
 	__be16 proto;
 	int tagged = 0;
 
+	key->link_id = link_id;
+	/* The stack moves the outer tag into the skb before TC ingress. */
+	key->vlan = skb->vlan_present ? skb->vlan_tci & 0x0fff : 0;
+	if (sfc_flow_parse_fast(skb, key))
+		return 0;
+
 	__builtin_memset(key, 0, sizeof(*key));
 	key->link_id = link_id;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -SFC_DROP_MALFORMED;
 	proto = eth.h_proto;
-	/* The stack moves the outer tag into the skb before TC ingress. */
 	if (skb->vlan_present) {
 		key->vlan = skb->vlan_tci & 0x0fff;
 		tagged = 1;
