@@ -190,7 +190,6 @@ class Controller:
     # -- Kopf wiring ---------------------------------------------------------------------------
     def _make_settings(self) -> kopf.OperatorSettings:
         settings = kopf.OperatorSettings()
-        settings.posting.level = logging.WARNING  # events come from explicit kopf.info/warn
         settings.peering.standalone = self.config.peering is None
         settings.peering.mandatory = self.config.peering is not None
         settings.peering.name = self.config.peering or "default"

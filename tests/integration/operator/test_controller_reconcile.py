@@ -232,3 +232,41 @@ def test_restart_makes_no_duplicates_and_no_spurious_writes(cluster: Cluster) ->
     assert after != before  # the second controller did update the endpoints
     # same figures and conditions (one firewall replica replaced another): status untouched
     assert cluster.chain("web")["metadata"]["resourceVersion"] == chain_rv
+
+
+def test_name_conflict_is_reported_and_events_are_posted(cluster: Cluster) -> None:
+    cluster.create_pod("client-0", "client")
+    cluster.create_chain(chain_body("web"))
+    clashing = chain_body(
+        "web-client"
+    )  # its link "firewall" -> CrossConnection web-client-firewall
+    clashing["spec"]["functions"] = clashing["spec"]["functions"][:2]
+    clashing["spec"]["links"] = [{**clashing["spec"]["links"][0], "name": "firewall"}]
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        eventually(lambda: "web-client-firewall" in cluster.xcs())
+        cluster.create_chain(clashing)
+        eventually(
+            lambda: condition(cluster.chain("web-client"), "Degraded") == ("True", "NameConflict")
+        )
+        message = next(
+            c["message"]
+            for c in cluster.chain("web-client")["status"]["conditions"]
+            if c["type"] == "Degraded"
+        )
+        assert message == (
+            "CrossConnection 'web-client-firewall' already exists for chain 'web'; "
+            "rename this chain or the link"
+        )
+        assert cluster.xcs()["web-client-firewall"]["spec"]["chain"] == "web"
+
+        def events() -> set[tuple[str, str, str]]:
+            items = cluster.get(f"/api/v1/namespaces/{cluster.ns}/events")["items"]
+            return {
+                (e["involvedObject"]["name"], e["type"], e["reason"])
+                for e in items
+                if e["involvedObject"].get("kind") == "ServiceFunctionChain"
+            }
+
+        eventually(lambda: ("web-client", "Warning", "NameConflict") in events())
+        assert ("web", "Normal", "CrossConnectionCreated") in events()
+        assert condition(cluster.chain("web"), "Degraded") == ("False", "AsExpected")
