@@ -281,6 +281,10 @@ class Controller:
             if event.get("type") == "DELETED":
                 self._forget_chain(key)
                 return
+            memory = self._memory.get(key)
+            if memory is not None and memory.status != body.get("status"):
+                # someone else wrote it (or this replica was paused meanwhile): trust the server
+                memory.status = None
             await self.kick(key)
 
         @kopf.on.event("v1", "pods", registry=reg)
