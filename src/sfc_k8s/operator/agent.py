@@ -40,6 +40,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ from sfc_k8s.operator.agent_reconcile import (
     plan,
     stale_links,
 )
+from sfc_k8s.operator.settings import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,9 @@ class AgentConfig:
     retry_delay: float = 1.0  # interface not created yet
     conflict_delay: float = 5.0  # interface held by another link, capacity, other data-plane errors
     gc_interval: float = 300.0
+    log_format: str = "json"  # json | plain | full (main() configures logging with it)
+    verbose: bool = False
+    debug: bool = False
 
 
 def annotation_prefix(node: str) -> str:
@@ -159,9 +164,9 @@ class NodeAgent:
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
         self._gc_task: asyncio.Task[None] | None = None
-        # Called after each applied operation with its time.monotonic() (benchmarks use it to
-        # time reactions without polling the maps); must be quick and never raise.
-        self.observers: list[Callable[[Operation, float], None]] = []
+        # Called after each applied operation with the time.monotonic() it started and ended
+        # (benchmarks time reactions with it, without polling the maps); quick, never raising.
+        self.observers: list[Callable[[Operation, float, float], None]] = []
         self._register()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -343,10 +348,11 @@ class NodeAgent:
         dp = self.dataplane
         outcome = _Outcome()
         for op in ops:
+            op_started = time.monotonic()
             try:
                 match op:
-                    case CreateLink(link=link):
-                        dp.create_link(link)
+                    case CreateLink(link=link, side_a=side_a, side_b=side_b):
+                        outcome.waiting += self._create_link(link, side_a, side_b)
                         self._links[link] = (namespace, name)
                         kind = "create_link"
                     case DeleteLink(link=link):
@@ -378,7 +384,6 @@ class NodeAgent:
                 if isinstance(op, CreateLink):
                     break  # the endpoint operations would all fail on the missing link
                 continue
-            self._links.setdefault(op.link, (namespace, name))
             if not isinstance(op, DeleteLink):
                 self._links[op.link] = (namespace, name)
             self.metrics.operations.labels(kind).inc()
@@ -386,8 +391,20 @@ class NodeAgent:
             if self.observers:
                 now = time.monotonic()
                 for observer in self.observers:
-                    observer(op, now)
+                    observer(op, op_started, now)
         return outcome
+
+    def _create_link(self, link: str, side_a: Sequence[str], side_b: Sequence[str]) -> list[str]:
+        """Create ``link`` with the listed interfaces that exist; returns the missing ones."""
+        present_a = [n for n in side_a if _interface_exists(n)]
+        present_b = [n for n in side_b if _interface_exists(n)]
+        missing = [n for n in (*side_a, *side_b) if n not in present_a and n not in present_b]
+        try:
+            self.dataplane.create_link(link, side_a=present_a, side_b=present_b)
+        except InterfaceNotFound:  # one vanished meanwhile: start empty, the retry adds them
+            self.dataplane.create_link(link)
+            return [*side_a, *side_b]
+        return missing
 
     def _link_samples(self) -> Iterator[LinkSample]:
         """Every link's status, for a metrics scrape (skips links deleted meanwhile)."""
@@ -460,6 +477,14 @@ class NodeAgent:
         return removed
 
 
+def _interface_exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
 def _describe(op: Operation) -> str:
     match op:
         case CreateLink(link=link):
@@ -492,7 +517,11 @@ def _parser() -> argparse.ArgumentParser:
         default=env("SFC_K8S_NODE") or env("NODE_NAME"),
         help="this node's name, as in the endpoints' 'node' (env SFC_K8S_NODE or NODE_NAME)",
     )
-    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: $KUBECONFIG")
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("SFC_K8S_KUBECONFIG") or env("KUBECONFIG"),
+        help="kubeconfig file (env SFC_K8S_KUBECONFIG or KUBECONFIG; default: service account)",
+    )
     parser.add_argument(
         "--bpffs-root",
         default=env("SFC_K8S_BPFFS_ROOT", DEFAULT_BPFFS_ROOT),
@@ -506,7 +535,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metrics-host", default="0.0.0.0")
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], dest="namespaces")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=[n for n in (env("SFC_K8S_NAMESPACES") or "").split(",") if n],
+        help="watch only this namespace (repeatable; env SFC_K8S_NAMESPACES, comma-separated)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="the default")
     parser.add_argument(
         "--session-table-size",
@@ -538,9 +574,12 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         session_table_size=args.session_table_size,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
-        namespaces=tuple(args.namespaces),
+        namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
         gc_interval=args.gc_interval,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        debug=args.debug,
     )
 
 
@@ -548,13 +587,8 @@ def main(argv: list[str]) -> int:
     """``sfc-k8s agent ...``: run until SIGINT/SIGTERM; returns the exit status."""
     if argv and argv[0] == "agent":  # tolerate being handed the subcommand name too
         argv = argv[1:]
-    args = _parser().parse_args(argv)
     config = config_from_args(argv)
-    kopf.configure(
-        debug=args.debug,
-        verbose=args.verbose,
-        log_format=kopf.LogFormat[args.log_format.upper()],
-    )
+    configure_logging(config.log_format, verbose=config.verbose, debug=config.debug)
     agent = NodeAgent(config)
     kopf.run(
         registry=agent.registry,

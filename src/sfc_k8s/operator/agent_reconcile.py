@@ -112,7 +112,11 @@ def _derived_ifname(endpoint: Mapping[str, Any], where: str) -> str:
 # Operations, applied in the order ``plan`` returns them.
 @dataclass(frozen=True)
 class CreateLink:
+    """Create the link with its first active endpoints (one Maglev table build per side)."""
+
     link: str
+    side_a: tuple[str, ...] = ()
+    side_b: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,8 @@ def plan(
     - new endpoints are added before old ones are drained or removed, so the far side of a busy
       link keeps an active endpoint during a rolling replacement;
     - when nothing is left to keep, the link itself is deleted (sessions purged, pins removed),
-      and a link is only created when there is something to add.
+      and a link is only created when there is something to add, with all its first endpoints
+      in the one ``CreateLink`` (the data plane then builds each side's table once).
 
     Operations come out in a deterministic order (by side, then interface name).
     """
@@ -204,8 +209,16 @@ def plan(
 
     if keep == 0:
         return [DeleteLink(link)] if programmed is not None else []
-    ops: list[Operation] = [] if programmed is not None else [CreateLink(link)]
-    ops += [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(readd)]
+    if programmed is None:  # nothing to remove, re-add, activate or drain on a new link
+        first = sorted(add)
+        return [
+            CreateLink(
+                link,
+                tuple(ep.ifname for ep in first if ep.side == "a"),
+                tuple(ep.ifname for ep in first if ep.side == "b"),
+            )
+        ]
+    ops: list[Operation] = [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(readd)]
     ops += [AddEndpoint(link, ep.side, ep.ifname) for ep in sorted(add)]
     ops += [ActivateEndpoint(link, ep.side, ep.ifname) for ep in sorted(activate)]
     ops += [DrainEndpoint(link, ep.side, ep.ifname) for ep in sorted(drain)]
