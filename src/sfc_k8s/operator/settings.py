@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,9 @@ def configure_logging(
             LogFormat.FULL: kopf.LogFormat.FULL,
         }[fmt],
     )
+    if not (verbose or debug):
+        # Kopf logs "Handler ... succeeded." per object event: thousands per scaling burst.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 class SettingsError(Exception):
