@@ -121,6 +121,7 @@ def allowed(role: str, group: str, resource: str, verb: str) -> bool:
     [
         ("sfc-k8s.io", "servicefunctionchains", "watch"),
         ("sfc-k8s.io", "servicefunctionchains/status", "patch"),
+        ("sfc-k8s.io", "servicefunctionchains/finalizers", "update"),
         ("sfc-k8s.io", "crossconnections", "create"),
         ("sfc-k8s.io", "crossconnections", "patch"),
         ("sfc-k8s.io", "crossconnections", "delete"),
