@@ -134,7 +134,12 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
         undo.push(f"delete veth {host_name!r}", lambda: _delete_link(host, host_name))
         try:
             host_link = _bring_up(host, host_name, alias=alias_for(conf, env))
-            pod = nl.Rtnl.in_netns(netns_fd)
+            try:
+                pod = nl.Rtnl.in_netns(netns_fd)
+            except OSError as err:
+                raise CniError(
+                    Code.IO_FAILURE, f"failed to open netlink in {env.netns!r}: {err}"
+                ) from err
             undo.push("close the pod netlink socket", pod.close)
             pod_link = _bring_up(pod, env.ifname, alias=None)
             if ip_config is not None:
@@ -142,9 +147,7 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
         except nl.NetlinkError as err:
             raise netlink_error(err) from err
         except OSError as err:
-            raise CniError(
-                Code.IO_FAILURE, f"failed to enter network namespace {env.netns!r}: {err}"
-            ) from err
+            raise CniError(Code.IO_FAILURE, f"netlink I/O failed: {err}") from err
         interfaces: list[dict[str, object]] = [
             {"name": host_name, "mac": host_link.mac, "mtu": host_link.mtu},
             {"name": env.ifname, "mac": pod_link.mac, "mtu": pod_link.mtu, "sandbox": env.netns},
