@@ -3,7 +3,8 @@
 Behaviours covered:
 - CNI_NETNS that does not exist (code 3), that is a plain file or another kind of namespace
   (code 4);
-- an IPAM plugin missing from CNI_PATH (code 7) or failing (its own code passed on): no veth;
+- an IPAM plugin missing from CNI_PATH (code 7), that cannot be run (code 5) or failing (its
+  own code passed on): no veth;
 - CNI_IFNAME already taken in the pod (code 101): no veth, the lease released;
 - the host end's name already taken by another attachment of the same pod UID (code 101): the
   existing attachment untouched, the new lease released;
@@ -150,3 +151,16 @@ def test_check_reports_every_difference(cni: Cni, janitor: Janitor, data_dir: Pa
     assert "'eth1' is missing" in out.body["msg"]
     cni.ok("DEL", conf)
     assert leases(data_dir) == []
+
+
+def test_ipam_plugin_that_cannot_run(cni: Cni, data_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "broken-ipam").write_bytes(b"\x7fELF this is not a program")
+    (broken / "broken-ipam").chmod(0o755)
+    conf = l3_conf("1.0.0", data_dir)
+    conf["ipam"]["type"] = "broken-ipam"
+    out = cni("ADD", conf, env={"CNI_PATH": f"{broken}:{cni.cni_path}"})
+    assert out.code == 5
+    assert "broken-ipam" in out.body["msg"]
+    assert link(host_of(cni)) is None
