@@ -80,6 +80,8 @@ from sfc_k8s.operator.agent_reconcile import (
     Operation,
     RemoveEndpoint,
     desired_projection,
+    drain_timeout,
+    expire_drains,
     link_name,
     local_endpoints,
     plan,
@@ -92,6 +94,7 @@ logger = logging.getLogger(__name__)
 XC_RESOURCE = (XC_GROUP, XC_VERSION, XC_PLURAL)
 _DNS_SUBDOMAIN_MAX = 253
 _QUALIFIED_NAME_MAX = 63
+DRAIN_CHECK_INTERVAL = 1.0  # seconds between drain-timeout checks of an xc that drains
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class NodeAgent:
         self._dp: Dataplane | None = None
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
+        self._drained_at: dict[str, dict[str, float]] = {}  # link -> ifname -> monotonic
         self._gc_task: asyncio.Task[None] | None = None
         # Called after each applied operation with the time.monotonic() it started and ended
         # (benchmarks time reactions with it, without polling the maps); quick, never raising.
@@ -193,6 +197,15 @@ class NodeAgent:
         kopf.on.create(*XC_RESOURCE, registry=reg, id="create", when=concerns)(self._program)
         kopf.on.update(*XC_RESOURCE, registry=reg, id="update", when=concerns)(self._program)
         kopf.on.delete(*XC_RESOURCE, registry=reg, id="release", when=concerns)(self._release)
+        # Drain timeouts (spec.dataplane.drainTimeoutSeconds) expire without any API event:
+        # while some local endpoint drains under a timeout, re-run the reconcile every second.
+        kopf.timer(
+            *XC_RESOURCE,
+            registry=reg,
+            id="drain-timeout",
+            interval=DRAIN_CHECK_INTERVAL,
+            when=self._drain_pending,
+        )(self._program)
 
     @property
     def dataplane(self) -> Dataplane:
@@ -265,7 +278,8 @@ class NodeAgent:
         link = link_name(namespace, name)
         generation = meta.get("generation")
         try:
-            desired = local_endpoints(spec, self.config.node)
+            wanted = local_endpoints(spec, self.config.node)
+            timeout = drain_timeout(spec)
         except InvalidCrossConnectionError as err:
             self.metrics.reconcile_errors.labels("invalid").inc()
             self._report(
@@ -278,9 +292,15 @@ class NodeAgent:
             )
             raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
 
-        ops = plan(link, desired, self._programmed(link))
+        current = self._programmed(link)
+        now = time.monotonic()
+        drained_at = self._track_drains(link, current, now)
+        desired = expire_drains(wanted, drained_at, now, timeout)[0]
+        ops = plan(link, desired, current)
         outcome = self._apply(ops, namespace, name)
-        programmed = self._count(link)
+        after = self._programmed(link) if ops else current
+        self._track_drains(link, after, time.monotonic())
+        programmed = None if after is None else len(after)
         message = ""
         if outcome.waiting:
             message = (
@@ -290,7 +310,7 @@ class NodeAgent:
         if outcome.failures:
             message = "; ".join([*outcome.failures, *([message] if message else [])])
         ready = not message
-        if programmed is None and not desired:
+        if programmed is None and not wanted:
             self._forget(patch, status)
         else:
             self._report(
@@ -337,6 +357,35 @@ class NodeAgent:
             self._links.pop(link, None)
             return None
         return [LocalEndpoint(ep.side.value, ep.ifname, ep.state.value) for ep in status.endpoints]
+
+    def _track_drains(
+        self, link: str, programmed: Sequence[LocalEndpoint] | None, now: float
+    ) -> dict[str, float]:
+        """When each endpoint programmed as draining began to drain (first seen, after a
+        restart); forgets endpoints no longer draining. Returns the link's marks."""
+        if programmed is None:
+            self._drained_at.pop(link, None)
+            return {}
+        previous = self._drained_at.get(link, {})
+        marks = {
+            ep.ifname: previous.get(ep.ifname, now) for ep in programmed if ep.mode == "draining"
+        }
+        if marks:
+            self._drained_at[link] = marks
+        else:
+            self._drained_at.pop(link, None)
+        return marks
+
+    def _drain_pending(self, *, spec: kopf.Spec, **_: Any) -> bool:
+        """Whether the xc has a drain timeout and draining endpoints on this node."""
+        if (spec.get("dataplane") or {}).get("drainTimeoutSeconds") is None:
+            return False
+        node = self.config.node
+        return any(
+            isinstance(ep, Mapping) and ep.get("node") == node and ep.get("state") == "draining"
+            for side in SIDES
+            for ep in ((spec.get(side) or {}).get("endpoints") or ())
+        )
 
     def _count(self, link: str) -> int | None:
         try:

@@ -9,6 +9,8 @@ without root (``tests/unit/operator/test_agent_reconcile.py``).
   folder name, deterministic, distinct per namespace and name).
 - ``local_endpoints``: the endpoints of a spec that live on one node, keyed by host interface.
 - ``plan``: desired endpoints vs programmed endpoints -> an ordered list of operations.
+- ``expire_drains``: the chain's ``drainTimeoutSeconds``: draining endpoints whose time is up
+  are no longer desired (they get removed, sessions purged).
 - ``stale_links``: pinned links that no CrossConnection explains any more.
 """
 
@@ -224,6 +226,46 @@ def plan(
     ops += [DrainEndpoint(link, ep.side, ep.ifname) for ep in sorted(drain)]
     ops += [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(remove)]
     return ops
+
+
+def drain_timeout(spec: Mapping[str, Any]) -> float | None:
+    """``spec.dataplane.drainTimeoutSeconds`` (None: drain until the controller removes it)."""
+    value = (spec.get("dataplane") or {}).get("drainTimeoutSeconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidCrossConnectionError(
+            f"spec.dataplane.drainTimeoutSeconds: {value!r} is not a number of seconds >= 0"
+        )
+    return float(value)
+
+
+def expire_drains(
+    desired: Mapping[str, LocalEndpoint],
+    drained_at: Mapping[str, float],
+    now: float,
+    timeout: float | None,
+) -> tuple[dict[str, LocalEndpoint], float | None]:
+    """Drop the desired draining endpoints that have drained for ``timeout`` seconds or more.
+
+    ``drained_at`` maps the host interfaces already draining in the data plane to when their
+    drain began (same clock as ``now``); an endpoint about to be drained has no entry and starts
+    its clock when it is drained. Returns the remaining desired endpoints and the number of
+    seconds until the next drain expires (None if none is pending).
+    """
+    if timeout is None:
+        return dict(desired), None
+    kept: dict[str, LocalEndpoint] = {}
+    pending: list[float] = []
+    for ifname, ep in desired.items():
+        if ep.mode == "draining":
+            began = drained_at.get(ifname, now)
+            left = began + timeout - now
+            if left <= 0 and (ifname in drained_at or timeout == 0):
+                continue
+            pending.append(max(left, 0.0))
+        kept[ifname] = ep
+    return kept, (min(pending) if pending else None)
 
 
 def stale_links(

@@ -10,6 +10,8 @@ the data plane is pinned under a private bpffs root. Covers:
 - draining and removal of an endpoint follow the spec;
 - an xc with endpoints on other nodes only -> untouched (no finalizer, state or status);
 - an invalid spec -> ready false with the offending field, nothing programmed;
+- ``dataplane.drainTimeoutSeconds``: a draining endpoint is removed once its time is up, while
+  the spec still lists it (the pod still terminating), and the node stays reported ready;
 - metrics: per-endpoint counters read from the data plane, reconcile latency histogram;
 - deleting the xc -> link and its pins gone before the object disappears.
 
@@ -77,8 +79,15 @@ class Api:
     def xc_path(self, name: str = "", namespace: str = NAMESPACE) -> str:
         return XC_PATH.format(ns=namespace) + (f"/{name}" if name else "")
 
-    def create_xc(self, name: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Any:
-        body = {
+    def create_xc(
+        self,
+        name: str,
+        a: list[dict[str, Any]],
+        b: list[dict[str, Any]],
+        *,
+        dataplane: dict[str, Any] | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {
             "apiVersion": "sfc-k8s.io/v1alpha1",
             "kind": "CrossConnection",
             "metadata": {"name": name, "namespace": NAMESPACE},
@@ -89,6 +98,8 @@ class Api:
                 "b": {"function": "right", "interface": "eth1", "endpoints": b},
             },
         }
+        if dataplane:
+            body["spec"]["dataplane"] = dataplane
         return self.request("POST", self.xc_path(), body)
 
     def set_endpoints(self, name: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> Any:
@@ -383,3 +394,40 @@ def test_agent_leaves_foreign_objects_alone_and_reports_invalid_specs(
             "the fixed xc ready",
             lambda: (r := node_report(api, broken, node)) and r["ready"] and r,
         )
+
+
+def test_draining_endpoint_is_removed_when_its_drain_timeout_expires(
+    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
+) -> None:
+    node = unique("node")
+    client, fw1, fw2 = (make_pod(janitor, p) for p in ("client", "fw1", "fw2"))
+    for pod in (client, fw1, fw2):
+        plug(janitor, pod)
+    name = unique("xc-drain", 30)
+    link = link_name(NAMESPACE, name)
+    janitor.add(lambda: api.force_delete_xc(name))
+    a = [client.endpoint(node)]
+    b = [fw1.endpoint(node), fw2.endpoint(node)]
+    api.create_xc(name, a, b, dataplane={"drainTimeoutSeconds": 1})
+
+    with running_agent(apiserver, bpffs_root, node):
+        wait_programmed(api, name, node)
+        api.set_endpoints(name, a, [fw1.endpoint(node, "draining"), fw2.endpoint(node)])
+        wait_for(
+            "fw1 draining",
+            lambda: (link_state(dataplane, link) or {}).get(fw1.host) == ("b", "draining"),
+        )
+        began = time.monotonic()
+        wait_for(
+            "fw1 removed after its timeout",
+            lambda: (state := link_state(dataplane, link)) is not None and fw1.host not in state,
+        )
+        assert time.monotonic() - began > 0.5
+        report = wait_for(
+            "a report with 2 endpoints",
+            lambda: (r := node_report(api, name, node)) and r["programmedEndpoints"] == 2 and r,
+        )
+        assert report["ready"] is True
+        body = api.get_xc(name)
+        assert body is not None
+        assert [e["state"] for e in body["spec"]["b"]["endpoints"]] == ["draining", "active"]

@@ -4,7 +4,7 @@ Covers: link names (deterministic, bpffs-safe, injective, bounded, recognisable)
 extraction (node filter, derived host interfaces, invalid specs); the plan from desired to
 programmed endpoints (create, add, drain, remove, delete, re-activation, side moves, ordering,
 no-op when equal); stale-link detection for garbage collection; the per-node projection used for
-change detection.
+change detection; drain timeouts (which draining endpoints expire, when the next one does).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from sfc_k8s.operator.agent_reconcile import (
     LocalEndpoint,
     RemoveEndpoint,
     desired_projection,
+    drain_timeout,
+    expire_drains,
     is_agent_link,
     link_name,
     local_endpoints,
@@ -243,3 +245,33 @@ def test_projection_changes_only_with_this_nodes_endpoints() -> None:
     assert desired_projection(base, "n2") != desired_projection(other_node_changed, "n2")
     broken = {"a": {"endpoints": [spec_endpoint("c1", "n1", "sfc1", "bogus")]}}
     assert desired_projection(broken, "n1") != desired_projection(base, "n1")
+
+
+# -- drain timeouts ----------------------------------------------------------------------------
+
+
+def test_drain_timeout_comes_from_the_spec() -> None:
+    assert drain_timeout({}) is None
+    assert drain_timeout({"dataplane": {"drainTimeoutSeconds": 30}}) == 30.0
+    with pytest.raises(InvalidCrossConnectionError, match="drainTimeoutSeconds"):
+        drain_timeout({"dataplane": {"drainTimeoutSeconds": -1}})
+
+
+def test_drains_expire_after_the_timeout_only() -> None:
+    want = desired(ep("a", "sfc1"), ep("b", "old", "draining"), ep("b", "new", "draining"))
+    # "old" began draining at t=100, "new" is about to be drained (no mark yet).
+    kept, wake = expire_drains(want, {"old": 100.0}, 105.0, 30.0)
+    assert kept == want and wake == 25.0
+    kept, wake = expire_drains(want, {"old": 100.0}, 130.0, 30.0)
+    assert set(kept) == {"sfc1", "new"} and wake == 30.0
+    assert plan(L, kept, [ep("a", "sfc1"), ep("b", "old", "draining"), ep("b", "new")]) == [
+        DrainEndpoint(L, "b", "new"),
+        RemoveEndpoint(L, "b", "old"),
+    ]
+
+
+def test_no_timeout_keeps_draining_and_zero_removes_at_once() -> None:
+    want = desired(ep("a", "sfc1"), ep("b", "old", "draining"))
+    assert expire_drains(want, {"old": 0.0}, 1e9, None) == (want, None)
+    kept, wake = expire_drains(want, {}, 5.0, 0.0)
+    assert set(kept) == {"sfc1"} and wake is None
