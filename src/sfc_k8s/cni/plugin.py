@@ -109,6 +109,11 @@ def alias_for(conf: NetConf, env: Env) -> str:
 
 
 def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
+    """Lease (L3), create the veth with its pod end inside the pod, configure both ends.
+
+    Each step that leaves something behind pushes its undo first thing after it succeeds; any
+    failure runs them newest first (the veth goes, then the lease), so a failed ADD leaves nothing.
+    """
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.netns import open_netns
     from sfc_k8s.cni.result import format_result
