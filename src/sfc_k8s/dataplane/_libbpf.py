@@ -308,10 +308,18 @@ def map_update_batch(fd: int, keys: Any, values: Any, count: int) -> None:
     _check(_update_batch(fd, _ptr(keys), _ptr(values), n, _ptr(opts)), "failed to batch-update map")
 
 
-def map_delete_batch(fd: int, keys: Any, count: int) -> None:
+def map_delete_batch(fd: int, keys: Any, count: int) -> tuple[int, int]:
+    """Delete ``count`` keys laid end to end; returns (keys processed, errno or 0).
+
+    The kernel stops at the first key it cannot delete (ENOENT: already gone); the caller
+    decides whether to skip it and go on.
+    """
     n = _u32(count)
     opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
-    _check(_delete_batch(fd, _ptr(keys), n, _ptr(opts)), "failed to batch-delete map")
+    ret = _delete_batch(fd, _ptr(keys), n, _ptr(opts))
+    if ret < 0 and -ret != 2:
+        _check(ret, "failed to batch-delete map")
+    return n.value, -ret if ret < 0 else 0
 
 
 def map_info(fd: int) -> MapInfo:

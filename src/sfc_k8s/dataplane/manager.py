@@ -237,7 +237,7 @@ class Dataplane:
             name=link,
             link_id=link_id,
             endpoints=endpoints,
-            sessions=sum(1 for _ in self._sessions_raw(link_id)),
+            sessions=self._count_sessions(link_id),
             drops=drops,
             sessions_created=sum(s.sessions_created for s in per_cpu or []),
         )
@@ -391,13 +391,37 @@ class Dataplane:
             os.close(fd)
 
     def _purge(self, link_id: int, *, side: Side | None = None, slot: int = 0) -> int:
-        """Delete the link's sessions (only those through ``slot`` on ``side`` if given)."""
-        keys = [
-            key
-            for key, value in self._sessions_raw(link_id)
-            if side is None or value.slot[side.num] == slot
-        ]
-        return maps.delete_all(self._map(structs.MAP_SESSIONS), keys)
+        """Delete the link's sessions (only those through ``slot`` on ``side`` if given).
+
+        Filters whole batches at C speed (strided slices of the raw keys and values) so that
+        a table of a million sessions takes a second or two, not a Python object per entry.
+        """
+        fd = self._map(structs.MAP_SESSIONS)
+        ksize, vsize = ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)
+        kwords, vwords = ksize // 4, vsize // 4
+        doomed: list[bytes] = []
+        for keys, values in maps.walk_raw(fd, ksize, vsize):
+            links = keys.cast("I")[0::kwords].tolist()
+            if side is None:
+                hits = [i for i, lid in enumerate(links) if lid == link_id]
+            else:
+                slots = values.cast("I")[side.num :: vwords].tolist()
+                hits = [
+                    i
+                    for i, (lid, s) in enumerate(zip(links, slots, strict=True))
+                    if lid == link_id and s == slot
+                ]
+            raw = keys.tobytes()
+            doomed.extend(raw[i * ksize : (i + 1) * ksize] for i in hits)
+        return maps.delete_raw(fd, b"".join(doomed), ksize)
+
+    def _count_sessions(self, link_id: int) -> int:
+        fd = self._map(structs.MAP_SESSIONS)
+        ksize, vsize = ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)
+        return sum(
+            keys.cast("I")[0 :: ksize // 4].tolist().count(link_id)
+            for keys, _ in maps.walk_raw(fd, ksize, vsize)
+        )
 
     def _remove(self, link: str, slot: int, ifindex: int) -> None:
         """Detach one endpoint and free its slot (the index first, then the slot)."""

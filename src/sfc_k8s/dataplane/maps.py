@@ -49,6 +49,45 @@ def walk(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V
         tokens.reverse()
 
 
+def walk_raw(fd: int, key_size: int, value_size: int) -> Iterator[tuple[memoryview, memoryview]]:
+    """A hash map's content in batches: (keys, values) laid end to end, for bulk filtering
+    (``memoryview.cast`` and strided slices) where a ctypes object per entry costs too much."""
+    keys = ctypes.create_string_buffer(key_size * WALK_BATCH)
+    values = ctypes.create_string_buffer(value_size * WALK_BATCH)
+    tokens = [ctypes.create_string_buffer(16), ctypes.create_string_buffer(16)]
+    first = True
+    while True:
+        token_in = None if first else tokens[0]
+        count, more = bpf.map_lookup_batch(
+            fd, token_in, tokens[1], keys=keys, values=values, count=WALK_BATCH
+        )
+        first = False
+        if count:
+            yield (
+                memoryview(keys.raw[: count * key_size]),
+                memoryview(values.raw[: count * value_size]),
+            )
+        if not more:
+            return
+        tokens.reverse()
+
+
+def delete_raw(fd: int, keys: bytes, key_size: int) -> int:
+    """Delete keys laid end to end in batches, skipping the ones already gone; returns how
+    many were deleted."""
+    total = len(keys) // key_size
+    deleted = done = 0
+    while done < total:
+        chunk = min(total - done, WALK_BATCH)
+        buf = ctypes.create_string_buffer(
+            keys[done * key_size : (done + chunk) * key_size], chunk * key_size
+        )
+        processed, err = bpf.map_delete_batch(fd, buf, chunk)
+        deleted += processed
+        done += processed + (1 if err else 0)  # skip the key that was already gone
+    return deleted
+
+
 def keys(fd: int, key_type: type[K]) -> list[K]:
     """Every key of a hash map (also per-CPU ones, which ``walk`` cannot read)."""
     result: list[K] = []
