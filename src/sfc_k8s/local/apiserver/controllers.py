@@ -31,6 +31,15 @@ DEPLOYMENTS = ("apps", "deployments")
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 TICK_SECONDS = 2.0
+SWEEP_SECONDS = 60.0
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def template_hash(template: Any) -> str:
@@ -58,10 +67,28 @@ class Controllers:
         self.store = store
         self._wake = asyncio.Event()
         self._round_robin = 0
+        # Work for the garbage collector, gathered from the change stream so that a pass
+        # looks at what changed rather than at every object.
+        self._gc_objects: set[tuple[tuple[str, str], str, str]] = set()
+        self._gc_owners: set[str] = set()
+        self._gc_foreground: set[str] = set()
+        self._gc_pods = True
+        self._sweep_at = 0.0
         store.listeners.append(self._on_event)
 
     def _on_event(self, key: tuple[str, str], event: Event) -> None:
-        del key, event
+        md = meta(event.obj)
+        refs = md.get("ownerReferences") or []
+        if event.type == "DELETED":
+            self._gc_owners.add(str(md.get("uid")))
+            self._gc_foreground.update(str(r.get("uid")) for r in refs)
+        elif refs:
+            self._gc_objects.add((key, md.get("namespace", ""), md.get("name", "")))
+        if md.get("deletionTimestamp") and "foregroundDeletion" in (md.get("finalizers") or []):
+            self._gc_owners.add(str(md.get("uid")))
+            self._gc_foreground.add(str(md.get("uid")))
+        if key == NODES or (key == PODS and md.get("deletionTimestamp")):
+            self._gc_pods = True
         self._wake.set()
 
     def _type(self, key: tuple[str, str]) -> ResourceType:
@@ -96,40 +123,74 @@ class Controllers:
 
     # ----- garbage collection ----------------------------------------------------------------
 
-    def _dependents(self, uid: str) -> list[tuple[tuple[str, str], Obj]]:
-        return [
-            (key, obj)
-            for key, obj in self.store.all_objects()
-            if any(r.get("uid") == uid for r in meta(obj).get("ownerReferences") or [])
-        ]
+    def _sweep(self) -> None:
+        """Queue every object for the GC (at start, then every SWEEP_SECONDS as a safety net)."""
+        for key, obj in self.store.all_objects():
+            md = meta(obj)
+            if md.get("ownerReferences"):
+                self._gc_objects.add((key, md.get("namespace", ""), md.get("name", "")))
+            if "foregroundDeletion" in (md.get("finalizers") or []):
+                self._gc_foreground.add(str(md.get("uid")))
+        self._gc_pods = True
 
     def collect_garbage(self) -> None:
         store = self.store
-        for key, obj in list(store.all_objects()):
-            md = meta(obj)
-            refs = md.get("ownerReferences") or []
-            if refs and not md.get("deletionTimestamp"):
-                owners = [store.by_uid(str(r.get("uid"))) for r in refs]
-                foreground = any(
-                    o is not None and "foregroundDeletion" in (meta(o).get("finalizers") or [])
-                    for o in owners
-                )
-                if all(o is None for o in owners) or foreground:
-                    self._delete(key, obj)
-                    continue
-            foreground_done = md.get("deletionTimestamp") and "foregroundDeletion" in (
-                md.get("finalizers") or []
-            )
-            if foreground_done and not self._dependents(md.get("uid", "")):
-                new = copy.deepcopy(obj)
-                meta(new)["finalizers"] = [f for f in md["finalizers"] if f != "foregroundDeletion"]
-                store.update_internal(self._type(key), new)
+        now = asyncio.get_running_loop().time() if _loop_running() else 0.0
+        if now >= self._sweep_at:
+            self._sweep_at = now + SWEEP_SECONDS
+            self._sweep()
+        objects, owners, foreground = self._gc_objects, self._gc_owners, self._gc_foreground
+        self._gc_objects, self._gc_owners, self._gc_foreground = set(), set(), set()
+        for uid in owners:
+            for key, dependent in store.dependents(uid):
+                objects.add((key, meta(dependent).get("namespace", ""), meta(dependent)["name"]))
+        for key, namespace, name in objects:
+            found = store.find(key, namespace or None, name)
+            if found is None or meta(found).get("deletionTimestamp"):
                 continue
-            if key == PODS and md.get("deletionTimestamp") and md.get("deletionGracePeriodSeconds"):
-                node = store.find(NODES, None, (obj.get("spec") or {}).get("nodeName") or "")
+            obj = found
+            owners_now = [
+                store.by_uid(str(r.get("uid"))) for r in meta(obj).get("ownerReferences") or []
+            ]
+            if not owners_now:
+                continue
+            in_foreground = any(
+                o is not None
+                and meta(o).get("deletionTimestamp")
+                and "foregroundDeletion" in (meta(o).get("finalizers") or [])
+                for o in owners_now
+            )
+            if all(o is None for o in owners_now) or in_foreground:
+                self._delete(key, obj)
+        for uid in foreground:
+            owner = store.by_uid(uid)
+            if owner is None:
+                continue
+            md = meta(owner)
+            finalizers = md.get("finalizers") or []
+            if (
+                md.get("deletionTimestamp")
+                and "foregroundDeletion" in finalizers
+                and not (store.dependents(uid))
+            ):
+                new = copy.deepcopy(owner)
+                meta(new)["finalizers"] = [f for f in finalizers if f != "foregroundDeletion"]
+                rtype = store.registry.by_key(store.key_of(uid))
+                if rtype is not None:
+                    store.update_internal(rtype, new)
+        if self._gc_pods:
+            self._gc_pods = False
+            self._collect_pods()
+
+    def _collect_pods(self) -> None:
+        """Remove terminating pods that no running node will ever confirm."""
+        store = self.store
+        for pod in store.objects(PODS):
+            md = meta(pod)
+            if md.get("deletionTimestamp") and md.get("deletionGracePeriodSeconds"):
+                node = store.find(NODES, None, (pod.get("spec") or {}).get("nodeName") or "")
                 if node is None or not node_ready(node):
-                    # Nobody will confirm the termination: the pod GC removes it.
-                    self._delete(key, obj, grace=0)
+                    self._delete(PODS, pod, grace=0)
 
     def _delete(self, key: tuple[str, str], obj: Obj, *, grace: int | None = None) -> None:
         options: dict[str, Any] = {"propagationPolicy": "Background"}

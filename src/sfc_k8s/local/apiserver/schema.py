@@ -11,18 +11,18 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from typing import Any
-
-import celpy
-import jsonschema  # type: ignore[import-untyped]
-from celpy import celtypes
-from celpy.adapter import json_to_cel
-from celpy.evaluation import CELEvalError
+from typing import TYPE_CHECKING, Any
 
 from sfc_k8s.local.apiserver.errors import Cause
 
+if TYPE_CHECKING:
+    import jsonschema  # type: ignore[import-untyped]
+
+# jsonschema and cel-python are imported on first use: together they cost a few hundred
+# milliseconds of start-up that a server with no custom objects yet does not need.
+
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
-_CEL_ENV: celpy.Environment | None = None
+_CEL_ENV: Any = None
 _CEL_CACHE: dict[str, Any] = {}
 
 
@@ -30,6 +30,8 @@ def _cel_program(rule: str) -> Any:
     global _CEL_ENV  # noqa: PLW0603 - one shared parser; building it costs ~0.3 s
     if rule not in _CEL_CACHE:
         if _CEL_ENV is None:
+            import celpy
+
             _CEL_ENV = celpy.Environment()
         _CEL_CACHE[rule] = _CEL_ENV.program(_CEL_ENV.compile(rule))
     return _CEL_CACHE[rule]
@@ -72,14 +74,26 @@ def _show(value: Any) -> str:
     return json.dumps(value)
 
 
+class SchemaInvalidError(ValueError):
+    """A CRD's openAPIV3Schema that is not a valid schema."""
+
+
 class StructuralSchema:
     """One CRD version's `openAPIV3Schema`, ready to default, prune and validate objects."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
-        plain = _to_jsonschema(schema)
-        jsonschema.Draft4Validator.check_schema(plain)
-        self._validator = jsonschema.Draft4Validator(plain)
+        self._plain = _to_jsonschema(schema)
+        self._validator: Any = None
+
+    def check(self) -> None:
+        """Raise SchemaInvalidError if the schema itself is not a valid OpenAPI schema."""
+        import jsonschema
+
+        try:
+            jsonschema.Draft4Validator.check_schema(self._plain)
+        except jsonschema.SchemaError as err:
+            raise SchemaInvalidError(err.message) from err
 
     def apply_defaults(self, obj: dict[str, Any]) -> dict[str, Any]:
         result = copy.deepcopy(obj)
@@ -94,6 +108,10 @@ class StructuralSchema:
         return result, removed
 
     def validate(self, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+        if self._validator is None:
+            import jsonschema
+
+            self._validator = jsonschema.Draft4Validator(self._plain)
         body = {k: v for k, v in obj.items() if k != "metadata"}
         causes = [_cause(err) for err in self._validator.iter_errors(body)]
         if not causes:
@@ -196,6 +214,10 @@ def _walk_rules(
 def _check_rules(
     schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
 ) -> Iterator[Cause]:
+    from celpy import celtypes
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
+
     for node, current, previous, where in _walk_rules(schema, value, old, path):
         for rule in node["x-kubernetes-validations"]:
             text = rule.get("rule", "")

@@ -34,12 +34,11 @@ class APIServerError(RuntimeError):
 
 def preload_crds(store: Store) -> None:
     """Register the CRDs every local cluster has (NetworkAttachmentDefinition, Kopf peering)."""
-    crd_type = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     folder = importlib_resources.files("sfc_k8s.local.apiserver") / "crds"
     for name in PRELOADED_CRDS:
         for doc in yaml.safe_load_all((folder / name).read_text()):
             if doc:
-                store.create(crd_type, None, doc)
+                store.preload_crd(doc)
 
 
 def kubeconfig_text(url: str) -> str:

@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
-
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.errors import APIError, Cause
 from sfc_k8s.local.apiserver.patches import (
@@ -36,7 +34,7 @@ from sfc_k8s.local.apiserver.patches import (
     strategic_merge_patch,
 )
 from sfc_k8s.local.apiserver.resources import Registry, ResourceType, types_from_crd
-from sfc_k8s.local.apiserver.schema import StructuralSchema
+from sfc_k8s.local.apiserver.schema import SchemaInvalidError, StructuralSchema
 from sfc_k8s.local.apiserver.selectors import parse_field_selector, parse_label_selector
 
 Obj = dict[str, Any]
@@ -168,8 +166,11 @@ class Store:
         self._compacted: dict[tuple[str, str], int] = {}
         self._watchers: dict[tuple[str, str], set[Watcher]] = {}
         self._uids: dict[str, tuple[tuple[str, str], ObjKey]] = {}
+        # owner uid -> the objects naming it in their ownerReferences (for the GC).
+        self._dependents: dict[str, set[tuple[tuple[str, str], ObjKey]]] = {}
         self._schemas: dict[tuple[str, str, str], StructuralSchema] = {}
         self.listeners: list[Callable[[tuple[str, str], Event], None]] = []
+        self._trust_schemas = False
         ns_type = self.resource("", "v1", "namespaces")
         for name in DEFAULT_NAMESPACES:
             self.create(ns_type, None, {"metadata": {"name": name}})
@@ -192,6 +193,11 @@ class Store:
 
     def find(self, key: tuple[str, str], namespace: str | None, name: str) -> Obj | None:
         return self._objects.get(key, {}).get((namespace or "", name))
+
+    def key_of(self, uid: str) -> tuple[str, str]:
+        """The resource (group, plural) of the object with this uid ('', '' if none)."""
+        where = self._uids.get(uid)
+        return where[0] if where is not None else ("", "")
 
     def by_uid(self, uid: str) -> Obj | None:
         where = self._uids.get(uid)
@@ -313,14 +319,39 @@ class Store:
         key = (md.get("namespace", ""), md["name"])
         self._objects.setdefault(rtype.key, {})[key] = obj
         self._uids[md["uid"]] = (rtype.key, key)
+        self._index_owners(rtype.key, key, old, obj)
         self._emit(rtype.key, Event(rv, "ADDED" if old is None else "MODIFIED", obj, old))
         return obj
+
+    def _index_owners(
+        self, rtype_key: tuple[str, str], key: ObjKey, old: Obj | None, new: Obj | None
+    ) -> None:
+        before = {str(r.get("uid")) for r in meta(old or {}).get("ownerReferences") or []}
+        after = {str(r.get("uid")) for r in meta(new or {}).get("ownerReferences") or []}
+        for uid in before - after:
+            entries = self._dependents.get(uid)
+            if entries is not None:
+                entries.discard((rtype_key, key))
+                if not entries:
+                    del self._dependents[uid]
+        for uid in after - before:
+            self._dependents.setdefault(uid, set()).add((rtype_key, key))
+
+    def dependents(self, uid: str) -> list[tuple[tuple[str, str], Obj]]:
+        """The objects that name `uid` in their ownerReferences."""
+        result = []
+        for rtype_key, key in list(self._dependents.get(uid, ())):
+            obj = self._objects.get(rtype_key, {}).get(key)
+            if obj is not None:
+                result.append((rtype_key, obj))
+        return result
 
     def _remove(self, rtype_key: tuple[str, str], obj: Obj) -> Obj:
         md = meta(obj)
         key = (md.get("namespace", ""), md["name"])
         self._objects.get(rtype_key, {}).pop(key, None)
         self._uids.pop(md.get("uid", ""), None)
+        self._index_owners(rtype_key, key, obj, None)
         rv = self._next_rv()
         gone = {**obj, "metadata": {**md, "resourceVersion": str(rv)}}
         self._emit(rtype_key, Event(rv, "DELETED", gone))
@@ -617,16 +648,15 @@ class Store:
         return max(grace, 0)
 
     def _orphan_dependents(self, uid: str) -> None:
-        for key, obj in self.all_objects():
+        for key, obj in self.dependents(uid):
             refs = meta(obj).get("ownerReferences") or []
-            if any(r.get("uid") == uid for r in refs):
-                new = copy.deepcopy(obj)
-                meta(new)["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                if not meta(new)["ownerReferences"]:
-                    meta(new).pop("ownerReferences")
-                rtype = self.registry.by_key(key)
-                if rtype is not None:
-                    self._commit(rtype, new, obj)
+            new = copy.deepcopy(obj)
+            meta(new)["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+            if not meta(new)["ownerReferences"]:
+                meta(new).pop("ownerReferences")
+            rtype = self.registry.by_key(key)
+            if rtype is not None:
+                self._commit(rtype, new, obj)
 
     # ----- admission -----------------------------------------------------------------------
 
@@ -693,6 +723,15 @@ class Store:
 
     # ----- CRDs ----------------------------------------------------------------------------
 
+    def preload_crd(self, crd: Obj) -> Obj:
+        """Register a CRD shipped with the server (its schemas are not re-checked)."""
+        crd_type = self.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        self._trust_schemas = True
+        try:
+            return self.create(crd_type, None, crd)
+        finally:
+            self._trust_schemas = False
+
     def _register_crd(self, crd: Obj) -> None:
         name = meta(crd).get("name", "")
         types = types_from_crd(crd)
@@ -701,16 +740,19 @@ class Store:
         for rtype in types:
             if rtype.schema is None:
                 continue
+            schema = StructuralSchema(rtype.schema)
             try:
-                schemas[(rtype.group, rtype.version, rtype.plural)] = StructuralSchema(rtype.schema)
-            except jsonschema.SchemaError as err:
+                if not self._trust_schemas:
+                    schema.check()
+            except SchemaInvalidError as err:
                 causes.append(
                     Cause(
                         f"spec.versions[{rtype.version}].schema.openAPIV3Schema",
                         "FieldValueInvalid",
-                        f"Invalid value: {err.message}",
+                        f"Invalid value: {err}",
                     )
                 )
+            schemas[(rtype.group, rtype.version, rtype.plural)] = schema
         if causes:
             raise errors.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
         for old in self.registry.unregister_crd(name):
