@@ -320,3 +320,77 @@ def test_errors_are_status_objects(apiserver: LocalAPIServer) -> None:
         {"Content-Type": "text/plain"},
     )
     assert (code, body["reason"]) == (415, "UnsupportedMediaType")
+
+
+def _ready(server: APIServer, pod: dict[str, Any]) -> None:
+    status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    path = f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}/status"
+    code, _ = _request(
+        server, "PATCH", path, {"status": status}, {"Content-Type": "application/merge-patch+json"}
+    )
+    assert code == 200
+
+
+def test_deployment_replaces_pods_and_rolls_out_a_new_template(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    _request(server, "POST", "/api/v1/nodes", _node("n1"))
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [{"name": "c", "image": "v1"}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+    assert (
+        _request(server, "POST", "/apis/apps/v1/namespaces/default/deployments", deployment)[0]
+        == 201
+    )
+
+    def pods() -> list[dict[str, Any]]:
+        _, body = _request(server, "GET", "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb")
+        return [p for p in body["items"] if not p["metadata"].get("deletionTimestamp")]
+
+    _eventually(lambda: len(pods()) == 2)
+    first = pods()
+    owner = first[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Deployment", "web", True)
+    for pod in first:
+        _ready(server, pod)
+    # A pod deleted by hand is replaced.
+    _request(server, "DELETE", f"/api/v1/namespaces/default/pods/{first[0]['metadata']['name']}")
+    _eventually(
+        lambda: (
+            len(pods()) == 2
+            and first[0]["metadata"]["name"] not in {p["metadata"]["name"] for p in pods()}
+        )
+    )
+    for pod in pods():
+        _ready(server, pod)
+    # A new template: new pods first, old ones go as the new ones become ready.
+    _request(
+        server,
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "v2"}]}}}},
+        {"Content-Type": "application/strategic-merge-patch+json"},
+    )
+    _eventually(lambda: sum(1 for p in pods() if p["spec"]["containers"][0]["image"] == "v2") == 2)
+    assert sum(1 for p in pods() if p["spec"]["containers"][0]["image"] == "v1") == 2
+    for pod in pods():
+        if pod["spec"]["containers"][0]["image"] == "v2":
+            _ready(server, pod)
+    _eventually(lambda: {p["spec"]["containers"][0]["image"] for p in pods()} == {"v2"})
+    out = apiserver.kubectl("rollout", "status", "deployment/web", "--timeout=10s", check=True)
+    assert "successfully rolled out" in out.stdout
+    _, status = _request(server, "GET", "/apis/apps/v1/namespaces/default/deployments/web")
+    assert status["status"]["readyReplicas"] == 2
+    assert status["status"]["observedGeneration"] == status["metadata"]["generation"] == 2

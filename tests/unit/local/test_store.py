@@ -252,3 +252,83 @@ def test_invalid_pod_is_rejected_with_causes(store: Store) -> None:
     assert err.value.code == 422
     assert err.value.details is not None
     assert err.value.details["causes"][0]["field"] == "spec.containers[0].image"
+
+
+def test_crd_versions_share_one_storage(store: Store) -> None:
+    crds = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    version = {
+        "served": True,
+        "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
+    }
+    store.create(
+        crds,
+        None,
+        {
+            "metadata": {"name": "things.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "things", "kind": "Thing"},
+                "versions": [
+                    {"name": "v1", "storage": True, **version},
+                    {"name": "v2", "storage": False, **version},
+                ],
+            },
+        },
+    )
+    v1, v2 = (
+        store.resource("example.com", "v1", "things"),
+        store.resource("example.com", "v2", "things"),
+    )
+    store.create(
+        v2,
+        "default",
+        {
+            "apiVersion": "example.com/v2",
+            "kind": "Thing",
+            "metadata": {"name": "t"},
+            "spec": {"x": 1},
+        },
+    )
+    assert store.get(v1, "default", "t")["apiVersion"] == "example.com/v1"
+    assert store.get(v2, "default", "t")["apiVersion"] == "example.com/v2"
+    store.delete(crds, None, "things.example.com")
+    with pytest.raises(APIError) as err:
+        store.resource("example.com", "v1", "things")
+    assert err.value.code == 404
+
+
+def test_invalid_crd_is_rejected(store: Store) -> None:
+    crds = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    with pytest.raises(APIError) as err:
+        store.create(
+            crds,
+            None,
+            {
+                "metadata": {"name": "wrong.example.com"},
+                "spec": {
+                    "group": "example.com",
+                    "scope": "Namespaced",
+                    "names": {"plural": "things", "kind": "Thing"},
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {"a": {"type": 5}},
+                                }
+                            },
+                        }
+                    ],
+                },
+            },
+        )
+    assert err.value.code == 422
+    assert err.value.details is not None
+    fields = [c["field"] for c in err.value.details["causes"]]
+    assert fields == ["metadata.name", "spec.versions[v1].schema.openAPIV3Schema"]
