@@ -10,7 +10,7 @@ Public surface (import from ``sfc_k8s.api``):
   ``CrossConnectionSpec``, enums ``EndpointState``, ``Side``, ``ConditionType``,
   ``ConditionStatus``, ``Reason``, and the group/kind/label constants;
 - ``parse_chain(body) -> ChainSpec`` (raises ``ChainInvalid``), ``parse_cross_connection``;
-- ``pod_info(body) -> PodInfo``, ``selector_overlaps``;
+- ``pod_info(body) -> PodInfo``, ``selector_overlaps``, ``interface_conflicts``;
 - ``compute_links(chain, pods)``, ``compute_cross_connections(chain, pods)``,
   ``link_programming(xc_body)``;
 - ``compute_chain_status``, ``invalid_chain_status``, ``set_condition``,
@@ -57,7 +57,13 @@ from sfc_k8s.api.models import (
     Side,
     xc_name,
 )
-from sfc_k8s.api.pods import functions_of, pod_info, selector_overlaps
+from sfc_k8s.api.pods import (
+    functions_of,
+    interface_claims,
+    interface_conflicts,
+    pod_info,
+    selector_overlaps,
+)
 from sfc_k8s.api.status import (
     compute_chain_status,
     condition,
@@ -109,6 +115,8 @@ __all__ = [
     "endpoint_state",
     "functions_of",
     "get_condition",
+    "interface_claims",
+    "interface_conflicts",
     "invalid_chain_status",
     "link_programming",
     "now_rfc3339",

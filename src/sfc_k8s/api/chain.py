@@ -321,4 +321,5 @@ def parse_chain(body: Mapping[str, Any]) -> ChainSpec:
         functions=tuple(functions),
         links=tuple(links),
         dataplane=dataplane,
+        created=str(meta.get("creationTimestamp") or ""),
     )

@@ -9,7 +9,7 @@ CrossConnection it programs, and ``link_programming`` reads back what the agents
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +65,16 @@ def _side(end: LinkEnd, pods: Iterable[PodInfo]) -> CrossConnectionSide:
     return CrossConnectionSide(end.function, end.interface, tuple(endpoints))
 
 
-def compute_links(chain: ChainSpec, pods: Iterable[PodInfo]) -> list[CrossConnectionSpec]:
+def compute_links(
+    chain: ChainSpec, pods: Iterable[PodInfo], *, exclude: Collection[str] = ()
+) -> list[CrossConnectionSpec]:
     """The desired CrossConnection spec of every link of ``chain``, in link order.
 
-    Pods selected by two functions of the chain (see ``selector_overlaps``) are left out.
+    Pods selected by two functions of the chain (see ``selector_overlaps``) and pods named in
+    ``exclude`` (see ``interface_conflicts``) are left out.
     """
     pods = [p for p in pods if p.namespace == chain.namespace]
-    ambiguous = set(selector_overlaps(chain, pods))
+    ambiguous = set(selector_overlaps(chain, pods)) | set(exclude)
     by_function: dict[str, list[PodInfo]] = {fn.name: [] for fn in chain.functions}
     for pod in pods:
         if pod.name in ambiguous:
@@ -115,10 +118,11 @@ def cross_connection_body(chain: ChainSpec, spec: CrossConnectionSpec) -> CrossC
 
 
 def compute_cross_connections(
-    chain: ChainSpec, pods: Iterable[PodInfo]
+    chain: ChainSpec, pods: Iterable[PodInfo], *, exclude: Collection[str] = ()
 ) -> list[CrossConnectionBody]:
     """One CrossConnection body per link of ``chain``, sorted by name."""
-    bodies = [cross_connection_body(chain, spec) for spec in compute_links(chain, pods)]
+    specs = compute_links(chain, pods, exclude=exclude)
+    bodies = [cross_connection_body(chain, spec) for spec in specs]
     return sorted(bodies, key=lambda b: b["metadata"]["name"])
 
 

@@ -83,6 +83,7 @@ class Reason(StrEnum):
     SELECTOR_OVERLAP = "SelectorOverlap"  # a pod is selected by two functions of the chain
     NAME_CONFLICT = "NameConflict"  # a CrossConnection name is taken by another chain
     PROGRAMMING_FAILED = "ProgrammingFailed"  # an agent reported an error for a link
+    INTERFACE_CONFLICT = "InterfaceConflict"  # an older chain links the same pod interface
     AS_EXPECTED = "AsExpected"  # Degraded=False
 
 
@@ -192,6 +193,12 @@ class ChainSpec:
     functions: tuple[FunctionSpec, ...]
     links: tuple[LinkSpec, ...]
     dataplane: DataplaneSpec = field(default_factory=DataplaneSpec)
+    created: str = ""  # metadata.creationTimestamp (RFC 3339 strings sort in time order)
+
+    @property
+    def seniority(self) -> tuple[str, str]:
+        """Older chains first (name breaks ties): the older one keeps a contested interface."""
+        return (self.created, self.name)
 
     def function(self, name: str) -> FunctionSpec:
         for fn in self.functions:

@@ -54,3 +54,42 @@ def selector_overlaps(chain: ChainSpec, pods: Iterable[PodInfo]) -> dict[str, tu
         if len(names) > 1:
             overlaps[pod.name] = names
     return dict(sorted(overlaps.items()))
+
+
+def interface_claims(chain: ChainSpec, pods: Iterable[PodInfo]) -> dict[tuple[str, str], str]:
+    """(pod name, pod interface) -> link name, for every pod interface ``chain`` links."""
+    pods = list(pods)
+    ambiguous = set(selector_overlaps(chain, pods))
+    claims: dict[tuple[str, str], str] = {}
+    for pod in pods:
+        if pod.name in ambiguous:
+            continue
+        names = {fn.name for fn in functions_of(chain, pod)}
+        for link in chain.links:
+            for end in (link.a, link.b):
+                if end.function in names:
+                    claims[(pod.name, end.interface)] = link.name
+    return claims
+
+
+def interface_conflicts(
+    chain: ChainSpec, pods: Iterable[PodInfo], others: Iterable[ChainSpec]
+) -> dict[str, tuple[str, str]]:
+    """Pods of ``chain`` with an interface an older chain of the namespace links already.
+
+    Returns pod name -> (older chain, interface). One host interface can serve one link only, so
+    the older chain keeps it and the younger one leaves the pod out (and reports it): creating a
+    chain never disturbs the traffic of an existing one.
+    """
+    pods = [p for p in pods if p.namespace == chain.namespace]
+    mine = interface_claims(chain, pods)
+    if not mine:
+        return {}
+    conflicts: dict[str, tuple[str, str]] = {}
+    for other in sorted(others, key=lambda c: c.seniority):
+        if other.namespace != chain.namespace or other.seniority >= chain.seniority:
+            continue
+        for pod, interface in interface_claims(other, pods):
+            if (pod, interface) in mine and pod not in conflicts:
+                conflicts[pod] = (other.name, interface)
+    return dict(sorted(conflicts.items()))

@@ -162,6 +162,7 @@ def compute_chain_status(
     links: Sequence[CrossConnectionSpec] | None = None,
     programming: Mapping[str, LinkProgramming] | None = None,
     conflicts: Sequence[str] = (),
+    interface_conflicts: Mapping[str, tuple[str, str]] | None = None,
     previous: ChainStatusBody | None = None,
     now: str | None = None,
 ) -> ChainStatusBody:
@@ -171,7 +172,8 @@ def compute_chain_status(
     ``programming``: per link name, what the agents reported (``link_programming``); a link
     missing from the mapping counts as not programmed yet. ``None`` skips that check (for callers
     running without node agents). ``conflicts``: problems found while applying (for instance a
-    CrossConnection name owned by another chain), reported as Degraded.
+    CrossConnection name owned by another chain), reported as Degraded. ``interface_conflicts``:
+    pods left out because an older chain links the same interface (``interface_conflicts()``).
 
     Ready is True when every function has a Ready replica and every link is programmed by the
     agents of the nodes holding its endpoints. Degraded is True when something needs a person:
@@ -179,16 +181,18 @@ def compute_chain_status(
     """
     now = now or now_rfc3339()
     pods = [p for p in pods if p.namespace == chain.namespace]
-    links = list(links) if links is not None else compute_links(chain, pods)
+    claimed = dict(interface_conflicts or {})
+    links = list(links) if links is not None else compute_links(chain, pods, exclude=claimed)
     gen = chain.generation
 
     functions: dict[str, FunctionStatusBody] = {}
     overlaps = selector_overlaps(chain, pods)
+    left_out = set(overlaps) | set(claimed)
     for fn in chain.functions:
         selected = [
             p
             for p in pods
-            if p.name not in overlaps and not p.terminating and fn in functions_of(chain, p)
+            if p.name not in left_out and not p.terminating and fn in functions_of(chain, p)
         ]
         functions[fn.name] = {
             "replicas": len(selected),
@@ -224,6 +228,18 @@ def compute_chain_status(
                 Reason.SELECTOR_OVERLAP,
                 "pods selected by several functions are left out of every link, make the "
                 f"selectors disjoint: {_listing(pods_listed)}",
+            )
+        )
+    if claimed:
+        pods_listed = [
+            f"{pod} ({interface} is linked by chain {other})"
+            for pod, (other, interface) in claimed.items()
+        ]
+        degraded_problems.append(
+            (
+                Reason.INTERFACE_CONFLICT,
+                "pods whose interfaces an older chain links already are left out, select "
+                f"other pods or remove them from the other chain: {_listing(pods_listed)}",
             )
         )
     if conflicts:

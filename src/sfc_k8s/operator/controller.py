@@ -53,6 +53,7 @@ from sfc_k8s.api import (
     cross_connection_body,
     functions_of,
     get_condition,
+    interface_conflicts,
     invalid_chain_status,
     link_programming,
     parse_chain,
@@ -162,6 +163,7 @@ class _ChainMemory:
     status: ChainStatusBody | None = None  # last status written
     announced_ready: bool | None = None  # Ready state last announced by an event
     attempts: int = 0  # consecutive failed reconciles
+    generation: int | None = None  # spec generation of the last reconcile
     retry: asyncio.Task[None] | None = None
 
 
@@ -446,6 +448,9 @@ class Controller:
             memory.retry.cancel()
         for pod in memory.pods if memory else ():
             self._pod_chains.get(pod, set()).discard(key)
+        # chains that left a contested interface to this one may take it now
+        for other in sorted(self._sharing(key, memory.pods if memory else ())):
+            self._kick_soon(other)
         # CrossConnections go with the chain through their owner reference (garbage collection).
         log.info("chain deleted", extra={"chain": f"{key[0]}/{key[1]}"})
 
@@ -473,8 +478,10 @@ class Controller:
 
         chain = entry.spec
         pods = self._pods_of(chain)
+        sharing_before = self._sharing(key, memory.pods)
         self._remember_pods(key, memory, pods)
-        specs = compute_links(chain, pods)
+        claimed = interface_conflicts(chain, pods, self._contenders(chain, pods))
+        specs = compute_links(chain, pods, exclude=claimed)
         programming: dict[str, LinkProgramming] = {}
         conflicts: list[str] = []
         wanted: set[str] = set()
@@ -501,9 +508,45 @@ class Controller:
             links=specs,
             programming=programming if self.config.require_programmed else None,
             conflicts=conflicts,
+            interface_conflicts=claimed,
             previous=cast(ChainStatusBody, dict(previous)) or None,
         )
         await self._write_status(entry, status, memory)
+        if memory.generation != chain.generation:
+            # a new spec may take or release pod interfaces other chains contend for
+            memory.generation = chain.generation
+            for other in sorted(sharing_before | self._sharing(key, memory.pods)):
+                self._kick_soon(other)
+
+    def _sharing(self, key: ChainKey, pods: Iterable[ObjKey]) -> set[ChainKey]:
+        """Other chains that selected one of ``pods`` at their last reconcile."""
+        found: set[ChainKey] = set()
+        for pod in pods:
+            found |= self._pod_chains.get(pod, set())
+        found.discard(key)
+        return found
+
+    def _contenders(self, chain: ChainSpec, pods: list[PodInfo]) -> list[ChainSpec]:
+        """Other chains of the namespace that may select one of ``pods`` (a cheap pre-filter on
+        each function's first matchLabels pair; ``interface_conflicts`` decides)."""
+        pairs = {item for pod in pods for item in pod.labels.items()}
+        contenders = []
+        for entry in self._chains_in(chain.namespace):
+            other = entry.spec
+            if other is None or other.name == chain.name or other.seniority > chain.seniority:
+                continue
+            if any(
+                not fn.selector.match_labels or fn.selector.match_labels[0] in pairs
+                for fn in other.functions
+            ):
+                contenders.append(other)
+        return contenders
+
+    def _kick_soon(self, key: ChainKey) -> None:
+        """Reconcile ``key`` in the background (from within a reconcile of another chain)."""
+        memory = self._memory.setdefault(key, _ChainMemory())
+        if memory.retry is None or memory.retry.done():
+            memory.retry = asyncio.create_task(self._retry_later(key, 0))
 
     def _remember_pods(self, key: ChainKey, memory: _ChainMemory, pods: list[PodInfo]) -> None:
         """Record which pods the chain selects, so that a pod leaving it kicks it."""

@@ -11,6 +11,9 @@ kubelet; node agents are played by patching CrossConnection status. Covers:
   gets a condition saying what to fix while another chain in the namespace is untouched;
 - deleting a chain -> its CrossConnections are garbage-collected through the owner reference;
 - removing a link from a chain -> its CrossConnection is deleted;
+- a CrossConnection name taken by another chain -> NameConflict; events posted on the chains;
+- a pod interface linked by two chains stays with the older one; the younger chain reports the
+  conflict and takes the pods over when the older chain is deleted;
 - a controller restart -> no duplicate objects, no spurious writes, state kept.
 """
 
@@ -141,12 +144,16 @@ def test_scaling_follows_pods_and_terminating_pods_drain(cluster: Cluster) -> No
 
 
 def test_invalid_chain_gets_a_condition_and_others_are_untouched(cluster: Cluster) -> None:
-    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+    pods = [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]
+    pods += [("client-b", "client-b"), ("fw-b", "firewall-b"), ("server-b", "server-b")]
+    for name, app in pods:
         cluster.create_pod(name, app)
     cluster.create_chain(chain_body("good"))
-    overlapping = chain_body("overlap")
+    overlapping = chain_body("overlap")  # pods of its own, but selectors that overlap
+    for fn in overlapping["spec"]["functions"]:
+        fn["selector"]["matchLabels"]["app"] += "-b"
     overlapping["spec"]["functions"][2]["selector"] = {
-        "matchExpressions": [{"key": "app", "operator": "In", "values": ["server", "firewall"]}]
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["server-b", "firewall-b"]}]
     }
     cluster.create_chain(overlapping)
     with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
@@ -156,12 +163,12 @@ def test_invalid_chain_gets_a_condition_and_others_are_untouched(cluster: Cluste
             for c in cluster.chain("overlap")["status"]["conditions"]
             if c["type"] == "Degraded"
         )
-        assert "fw-0 (firewall and server)" in message
+        assert "fw-b (firewall and server)" in message
         assert condition(cluster.chain("overlap"), "Ready") == ("False", "SelectorOverlap")
         good = eventually(lambda: cluster.xcs().get("good-firewall-server"))
         eventually(lambda: endpoints(cluster.xcs()["good-firewall-server"], "a"))
         assert endpoints(cluster.xcs()["overlap-firewall-server"], "a") == []
-        assert endpoints(cluster.xcs()["overlap-firewall-server"], "b") == [("server-0", "active")]
+        assert endpoints(cluster.xcs()["overlap-firewall-server"], "b") == [("server-b", "active")]
         assert good["spec"]["chain"] == "good"
         # an edit that breaks the spec: reported, last CrossConnections kept, others untouched
         before = cluster.xcs()["good-client-firewall"]
@@ -175,7 +182,8 @@ def test_invalid_chain_gets_a_condition_and_others_are_untouched(cluster: Cluste
         message = next(c["message"] for c in status["conditions"] if c["type"] == "Ready")
         assert "spec.functions[0].interfaces: 'eth1' is listed 2 times" in message
         cluster.create_pod("fw-1", "firewall")
-        eventually(lambda: len(endpoints(cluster.xcs()["overlap-firewall-server"], "a")) == 0)
+        cluster.create_pod("client-b1", "client-b")  # the overlap chain is still followed
+        eventually(lambda: len(endpoints(cluster.xcs()["overlap-client-firewall"], "a")) == 2)
         assert cluster.xcs()["good-client-firewall"]["spec"] == before["spec"]
         # fixing the spec resumes reconciliation
         cluster.merge(cluster.chain_path("good"), {"spec": chain["spec"]})
@@ -241,6 +249,8 @@ def test_name_conflict_is_reported_and_events_are_posted(cluster: Cluster) -> No
         "web-client"
     )  # its link "firewall" -> CrossConnection web-client-firewall
     clashing["spec"]["functions"] = clashing["spec"]["functions"][:2]
+    for fn in clashing["spec"]["functions"]:  # pods of its own: only the name clashes
+        fn["selector"]["matchLabels"]["app"] += "-other"
     clashing["spec"]["links"] = [{**clashing["spec"]["links"][0], "name": "firewall"}]
     with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
         eventually(lambda: "web-client-firewall" in cluster.xcs())
@@ -270,3 +280,24 @@ def test_name_conflict_is_reported_and_events_are_posted(cluster: Cluster) -> No
         eventually(lambda: ("web-client", "Warning", "NameConflict") in events())
         assert ("web", "Normal", "CrossConnectionCreated") in events()
         assert condition(cluster.chain("web"), "Degraded") == ("False", "AsExpected")
+
+
+def test_a_pod_interface_stays_with_the_older_chain(cluster: Cluster) -> None:
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body("first"))
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        eventually(lambda: endpoints(cluster.xcs()["first-client-firewall"], "b"))
+        cluster.create_chain(chain_body("second"))  # same selectors, same interfaces
+        eventually(
+            lambda: condition(cluster.chain("second"), "Degraded") == ("True", "InterfaceConflict")
+        )
+        assert endpoints(cluster.xcs()["second-client-firewall"], "b") == []
+        assert endpoints(cluster.xcs()["first-client-firewall"], "b") == [("fw-0", "active")]
+        assert condition(cluster.chain("first"), "Degraded") == ("False", "AsExpected")
+        # the older chain goes away: the younger one takes the pods over
+        cluster.request("DELETE", cluster.chain_path("first"))
+        eventually(
+            lambda: endpoints(cluster.xcs()["second-client-firewall"], "b") == [("fw-0", "active")]
+        )
+        eventually(lambda: condition(cluster.chain("second"), "Degraded")[0] == "False")

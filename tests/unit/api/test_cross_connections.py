@@ -5,7 +5,9 @@ unscheduled pods left out; pods of other namespaces and unmatched pods ignored; 
 two functions left out of every link; host interface names from naming.host_ifname; owner
 reference, labels and names; sorted, deterministic output whatever the pod order; dataplane
 settings copied; parse_cross_connection round trip and its errors; link_programming reading the
-agents' reports against the object generation.
+agents' reports against the object generation; a pod interface linked by two chains stays with
+the older chain (name breaks ties), other interfaces of the same pods and other namespaces are
+no conflict.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sfc_k8s.api import (
     Side,
     compute_cross_connections,
     compute_links,
+    interface_claims,
+    interface_conflicts,
     link_programming,
     parse_chain,
     parse_cross_connection,
@@ -227,3 +231,45 @@ def test_link_reports_agent_failures() -> None:
     report = link_programming(programmed_xc({"n1": ok, "n2": bad}))
     assert report.failed == (("n2", "no device sfc123"),)
     assert not report.programmed
+
+
+def dated(body: dict[str, Any], created: str) -> Any:
+    body["metadata"]["creationTimestamp"] = created
+    return parse_chain(body)
+
+
+def test_older_chain_keeps_a_contested_interface() -> None:
+    old = dated(web_chain("old"), "2026-01-01T00:00:00Z")
+    new = dated(web_chain("new"), "2026-01-02T00:00:00Z")
+    pods = [pod("cl-1", "client"), pod("fw-1", "firewall"), pod("sv-1", "server")]
+    assert interface_claims(new, pods)[("fw-1", "eth2")] == "firewall-server"
+    assert interface_conflicts(old, pods, [new]) == {}
+    assert interface_conflicts(new, pods, [old, new]) == {
+        "cl-1": ("old", "eth1"),
+        "fw-1": ("old", "eth1"),
+        "sv-1": ("old", "eth1"),
+    }
+    links = compute_links(new, pods, exclude=interface_conflicts(new, pods, [old]))
+    assert all(not s.endpoints for link in links for s in (link.a, link.b))
+
+
+def test_same_pods_on_other_interfaces_do_not_conflict() -> None:
+    old = dated(web_chain("old"), "2026-01-01T00:00:00Z")
+    body = web_chain("tap")
+    body["spec"]["functions"][1]["interfaces"] = ["eth3", "eth4"]
+    body["spec"]["links"][0]["b"]["interface"] = "eth3"
+    body["spec"]["links"][1]["a"]["interface"] = "eth4"
+    body["spec"]["functions"][0]["selector"] = {"matchLabels": {"app": "probe"}}
+    body["spec"]["functions"][2]["selector"] = {"matchLabels": {"app": "sink"}}
+    tap = dated(body, "2026-01-02T00:00:00Z")
+    pods = [pod("fw-1", "firewall"), pod("cl-1", "client")]
+    assert interface_conflicts(tap, pods, [old]) == {}
+
+
+def test_seniority_ties_are_broken_by_name_and_namespaces_are_apart() -> None:
+    a = dated(web_chain("a"), "2026-01-01T00:00:00Z")
+    b = dated(web_chain("b"), "2026-01-01T00:00:00Z")
+    elsewhere = dated(web_chain("c", namespace="other"), "2020-01-01T00:00:00Z")
+    pods = [pod("fw-1", "firewall")]
+    assert interface_conflicts(a, pods, [b, elsewhere]) == {}
+    assert interface_conflicts(b, pods, [a, elsewhere]) == {"fw-1": ("a", "eth1")}

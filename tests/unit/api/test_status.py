@@ -3,9 +3,9 @@
 Covers: figures per function (terminating pods not counted as replicas) and per link (active and
 draining per side); Ready=False FunctionsNotReady naming the functions; NotProgrammed until the
 agents report; Ready=True once programmed (or when programming is not checked); Degraded for
-selector overlaps, name conflicts and agent failures; invalid specs keep the last figures and
-list what to fix; lastTransitionTime kept while the status is unchanged; condition_changes for
-events; observedGeneration; a stable condition order.
+selector overlaps, interface conflicts with older chains, name conflicts and agent failures;
+invalid specs keep the last figures and list what to fix; lastTransitionTime kept while the
+status is unchanged; condition_changes for events; observedGeneration; a stable condition order.
 """
 
 from __future__ import annotations
@@ -136,6 +136,18 @@ def test_name_conflicts_are_reported() -> None:
         "NameConflict",
         "xc 'a' is owned by 'b'",
     )
+
+
+def test_interface_conflicts_degrade_and_leave_pods_out() -> None:
+    claimed = {"fw-1": ("old", "eth1")}
+    status = compute_chain_status(
+        CHAIN, ALL_READY, programming=None, interface_conflicts=claimed, now="T0"
+    )
+    state, reason, message = cond(status, ConditionType.DEGRADED)
+    assert (state, reason) == ("True", "InterfaceConflict")
+    assert "fw-1 (eth1 is linked by chain old)" in message
+    assert status["functions"]["firewall"] == {"replicas": 0, "readyReplicas": 0}
+    assert status["links"]["client-firewall"]["endpointsB"] == 0
 
 
 def test_long_lists_are_shortened() -> None:
