@@ -111,8 +111,11 @@ def test_ipv6_ping_and_tcp_cross_the_chain(janitor: Janitor, dataplane: Dataplan
     assert len(paths) == 4
     for path in paths.values():
         assert path.via_link1 and path.via_link1 == path.via_link2
-    v6 = [s for s in dataplane.sessions(links.link1) if s.proto == TCP]
+    sessions = dataplane.sessions(links.link1)
+    v6 = [s for s in sessions if s.proto == TCP]
+    assert {s.kind for s in v6} == {"l4-v6"}
     assert {s.addr_lo for s in v6} | {s.addr_hi for s in v6} == {a.client_ip6, a.server_ip6}
+    assert "nd" in {s.kind for s in sessions}, "neighbour discovery crossed without a session"
 
 
 def test_sixty_flows_spread_fairly_and_keep_both_directions_on_one_replica(
