@@ -237,6 +237,7 @@ def test_two_links_never_share_sessions(t: Topology) -> None:
     assert (v_other.retval, v_other.target) == (TC_ACT_REDIRECT, t["d0"])
     assert t.h.dp.status("main").sessions == 1
     assert t.h.dp.status("other").sessions == 1
+    assert {s.name: s.sessions for s in t.h.dp.statuses()} == {"main": 1, "other": 1}
     assert t.h.drops("other")[DropReason.MALFORMED] == 0
 
 

@@ -123,7 +123,7 @@ def _show(dp: Dataplane | None, link: str | None, as_json: bool) -> None:
         status = dp.status(link)
         print(json.dumps(_status_json(status), indent=2) if as_json else _status_table(status))
         return
-    statuses = [dp.status(name) for name in dp.links()] if dp is not None else []
+    statuses = dp.statuses() if dp is not None else []
     if as_json:
         print(json.dumps({"links": [_status_json(s) for s in statuses]}, indent=2))
     elif not statuses:

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
@@ -217,7 +218,14 @@ class Dataplane:
                 yield key, value
 
     def status(self, link: str) -> LinkStatus:
-        link_id = self._link_id(link)
+        return self._status(link, self._link_id(link), None)
+
+    def statuses(self) -> list[LinkStatus]:
+        """The status of every link, reading the session table once for all of them."""
+        counts = self._session_counts()
+        return [self._status(name, self._link_id(name), counts) for name in self.links()]
+
+    def _status(self, link: str, link_id: int, counts: Counter[int] | None) -> LinkStatus:
         endpoints = [
             Endpoint(
                 side=Side.from_index(e.side),
@@ -233,11 +241,13 @@ class Dataplane:
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
         )
         drops = {r: sum(s.drops[r] for s in per_cpu or []) for r in DropReason}
+        if counts is None:
+            counts = self._session_counts(only=link_id)
         return LinkStatus(
             name=link,
             link_id=link_id,
             endpoints=endpoints,
-            sessions=self._count_sessions(link_id),
+            sessions=counts[link_id],
             drops=drops,
             sessions_created=sum(s.sessions_created for s in per_cpu or []),
         )
@@ -415,13 +425,18 @@ class Dataplane:
             doomed.extend(raw[i * ksize : (i + 1) * ksize] for i in hits)
         return maps.delete_raw(fd, b"".join(doomed), ksize)
 
-    def _count_sessions(self, link_id: int) -> int:
+    def _session_counts(self, *, only: int = 0) -> Counter[int]:
+        """Sessions per link id (of link ``only`` if given), in one walk of the table."""
         fd = self._map(structs.MAP_SESSIONS)
         ksize, vsize = ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)
-        return sum(
-            keys.cast("I")[0 :: ksize // 4].tolist().count(link_id)
-            for keys, _ in maps.walk_raw(fd, ksize, vsize)
-        )
+        counts: Counter[int] = Counter()
+        for keys, _ in maps.walk_raw(fd, ksize, vsize):
+            ids = keys.cast("I")[0 :: ksize // 4].tolist()
+            if only:
+                counts[only] += ids.count(only)
+            else:
+                counts.update(ids)
+        return counts
 
     def _remove(self, link: str, slot: int, ifindex: int) -> None:
         """Detach one endpoint and free its slot (the index first, then the slot)."""
