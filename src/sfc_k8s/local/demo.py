@@ -253,6 +253,8 @@ class Demo:
         rounds_before = len(iperf.rounds)
         self.mark(f"scale to {replicas}")
         self.kubectl("scale", "deployment/firewall", "-n", NAMESPACE, f"--replicas={replicas}")
+        if replicas < before:
+            self.check_drain(before - replicas)
         deadline = time.monotonic() + self.opts.timeout
         while not self._firewall_programmed(replicas):
             if time.monotonic() > deadline:
@@ -276,6 +278,33 @@ class Demo:
         )
         time.sleep(self.opts.dwell)
         self.report_step(replicas, t_start, flows, iperf.rounds[rounds_before:], placement)
+
+    def check_drain(self, removed: int) -> None:
+        """While the removed replicas drain, new flows must go to the active ones only."""
+        draining: set[str] = set()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and len(draining) < removed:
+            with contextlib.suppress(OSError, ValueError):
+                snap = self.node_metrics()
+                draining = {
+                    ep.interface
+                    for (xc, _), ep in snap.endpoints.items()
+                    if xc == XC_IN and ep.side == "b" and ep.state == "draining"
+                }
+            time.sleep(0.05)
+        probes = open_echo_flows(self.pod_netns("client"), SERVER_IP, ECHO_PORT, 8)
+        try:
+            placement = self.flow_placement(probes)
+        finally:
+            for probe in probes:
+                probe.stop()
+        on_draining = [port for port, iface in placement.items() if iface in draining]
+        self.check(
+            f"draining {removed} replica(s): new flows go to active replicas only",
+            len(draining) == removed and not on_draining and len(placement) == len(probes),
+            f"{len(draining)}/{removed} replicas seen draining; {len(placement)} new flows placed,"
+            f" {len(on_draining)} on a draining replica",
+        )
 
     def flow_placement(self, flows: list[EchoFlow]) -> dict[int, str]:
         """Long-lived flow (client port) -> firewall eth1 host ifname carrying it."""
@@ -570,7 +599,6 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sfc-k8s demo", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", type=Path, default=None)
-    parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep (or reuse) the cluster")
     parser.add_argument("--dwell", type=float, default=8.0, help="seconds of traffic per step")
     parser.add_argument("--flows", type=int, default=16, help="long-lived echo flows")
@@ -584,7 +612,8 @@ def main(argv: list[str]) -> int:
         print("sfc-k8s demo: needs root (network namespaces, eBPF)", file=sys.stderr)
         return 1
     layout = Layout(args.state_dir or default_state_dir())
-    opts = DemoOptions(nodes=args.nodes, keep=args.keep, dwell=args.dwell, flows=args.flows)
+    # One node: links between pods of different nodes (VXLAN/Geneve) are planned, not built.
+    opts = DemoOptions(keep=args.keep, dwell=args.dwell, flows=args.flows)
     if args.plot:
         opts.plot = args.plot
     demo = run(layout, opts)
