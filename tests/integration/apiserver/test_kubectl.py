@@ -6,7 +6,8 @@ of containers/env); `get` with printer columns, `-o yaml`, `-o wide`, label and 
 Deployment controller's pods; `delete` (cascading to the Deployment's pods); CRDs: registering
 the ServiceFunctionChain CRD serves `sfc` with defaults, printer columns and a status
 subresource; invalid manifests (schema, CEL, built-in validation, unknown kind) answered with
-Kubernetes-shaped errors that kubectl prints.
+Kubernetes-shaped errors that kubectl prints; `kubectl logs` (whole, `--tail`, `-f` until the
+pod is deleted) from the pod log directory.
 """
 
 from __future__ import annotations
@@ -228,3 +229,42 @@ def test_invalid_manifests_get_kubernetes_errors(apiserver: LocalAPIServer) -> N
     )
     assert "Error from server (AlreadyExists)" in conflict.stderr
     assert 'namespaces "default" already exists' in conflict.stderr
+
+
+def test_logs_are_served_from_the_pod_log_directory(apiserver: LocalAPIServer) -> None:
+    _apply(apiserver, POD)
+    waiting = apiserver.kubectl("logs", "web")
+    assert waiting.returncode == 1 and "waiting to start" in waiting.stderr
+    uid = apiserver.kubectl(
+        "get", "pod", "web", "-o", "jsonpath={.metadata.uid}", check=True
+    ).stdout
+    log = apiserver.pod_log_dir / uid / "main.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("one\ntwo\nthree\n")
+    assert apiserver.kubectl("logs", "web", check=True).stdout == "one\ntwo\nthree\n"
+    assert apiserver.kubectl("logs", "web", "--tail=1", check=True).stdout == "three\n"
+    follow = subprocess.Popen(
+        [
+            "/usr/bin/kubectl",
+            "--kubeconfig",
+            str(apiserver.kubeconfig),
+            "--cache-dir",
+            str(apiserver.cache_dir),
+            "logs",
+            "-f",
+            "web",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        with log.open("a") as handle:
+            handle.write("four\n")
+        time.sleep(0.5)
+        apiserver.kubectl("delete", "pod", "web", check=True)
+        out, _ = follow.communicate(timeout=10)
+    finally:
+        follow.kill()
+    assert out == "one\ntwo\nthree\nfour\n", "follow streams until the pod is gone"

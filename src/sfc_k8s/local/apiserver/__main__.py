@@ -31,9 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="kubeconfig path (default STATE_DIR/kubeconfig)",
     )
+    parser.add_argument(
+        "--pod-logs",
+        type=Path,
+        default=None,
+        help="serve `kubectl logs` from POD_LOGS/<pod uid>/<container>.log",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = APIServer(host=args.host, port=args.port, state_dir=args.state_dir)
+    server = APIServer(
+        host=args.host, port=args.port, state_dir=args.state_dir, pod_log_dir=args.pod_logs
+    )
 
     def on_ready() -> None:
         lines = [f"serving on {server.url}"]

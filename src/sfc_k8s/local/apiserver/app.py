@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -45,6 +46,7 @@ KUBERNETES_VERSION = {
 }
 DEFAULT_WATCH_TIMEOUT = 1800.0
 BOOKMARK_INTERVAL = 10.0
+LOG_POLL_SECONDS = 0.2
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
 
@@ -74,8 +76,9 @@ def _wants_table(request: web.Request) -> bool:
 class Scaffold:
     """Routes requests to the store; one instance per server."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, pod_log_dir: Path | None = None) -> None:
         self.store = store
+        self.pod_log_dir = pod_log_dir
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -178,7 +181,7 @@ class Scaffold:
             resources.append(entry)
             for sub in sorted(rtype.subresources):
                 sub_kind = "Scale" if sub == "scale" else rtype.kind
-                verbs = ["create"] if sub == "binding" else ["get", "patch", "update"]
+                verbs = {"binding": ["create"], "log": ["get"]}.get(sub, ["get", "patch", "update"])
                 resources.append(
                     {
                         "name": f"{rtype.plural}/{sub}",
@@ -257,6 +260,10 @@ class Scaffold:
         name = target.name
         if target.subresource == "scale":
             return await self._scale(request, target)
+        if target.subresource == "log":
+            if method != "GET":
+                raise errors.method_not_allowed(method, f"{rtype.plural}/log")
+            return await self._log(request, target)
         if target.subresource == "binding":
             if method != "POST":
                 raise errors.method_not_allowed(method, f"{rtype.plural}/binding")
@@ -575,3 +582,65 @@ class Scaffold:
             },
             201,
         )
+
+    # ----- pod logs ----------------------------------------------------------------------------
+
+    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """`kubectl logs`: the container's output file under POD_LOG_DIR/<pod uid>/."""
+        store, name = self.store, target.name or ""
+        pod = store.get(target.rtype, target.namespace, name)
+        containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers", [])]
+        container = request.query.get("container", "")
+        if not container:
+            if len(containers) != 1:
+                raise errors.bad_request(
+                    f"a container name must be specified for pod {name}, choose one of: "
+                    f"[{' '.join(containers)}]"
+                )
+            container = containers[0]
+        if container not in containers:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        if self.pod_log_dir is None:
+            raise errors.bad_request(
+                "container logs are not available: this API server was started without a pod "
+                "log directory (--pod-logs)"
+            )
+        uid = meta(pod).get("uid", "")
+        path = self.pod_log_dir / uid / f"{container}.log"
+        if not path.is_file():
+            raise errors.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
+        data = path.read_bytes()
+        tail = request.query.get("tailLines")
+        if tail is not None and tail.lstrip("-").isdigit():
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-int(tail) :]) if int(tail) > 0 else b""
+        limit = request.query.get("limitBytes")
+        if limit is not None and limit.isdigit():
+            data = data[: int(limit)]
+        if request.query.get("follow") not in ("true", "1"):
+            return web.Response(body=data, content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(data)
+        offset = path.stat().st_size
+        try:
+            while True:
+                await asyncio.sleep(LOG_POLL_SECONDS)
+                current = store.find(target.rtype.key, target.namespace, name)
+                size = path.stat().st_size if path.is_file() else offset
+                if size > offset:
+                    with path.open("rb") as handle:
+                        handle.seek(offset)
+                        chunk = handle.read(size - offset)
+                    offset = size
+                    await response.write(chunk)
+                if current is None or meta(current).get("uid") != uid:
+                    break
+        except ConnectionResetError:
+            return response
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response

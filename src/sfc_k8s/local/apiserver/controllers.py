@@ -241,7 +241,13 @@ class Controllers:
         desired = int(spec.get("replicas", 1))
         template = spec.get("template") or {}
         current_hash = template_hash(template)
-        live = [p for p in pods if not meta(p).get("deletionTimestamp")]
+        # Like a ReplicaSet: terminating and finished (Succeeded/Failed) pods are not replicas.
+        live = [
+            p
+            for p in pods
+            if not meta(p).get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         current = [
             p
             for p in live

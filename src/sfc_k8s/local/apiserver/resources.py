@@ -76,7 +76,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         "Pod",
         short_names=("po",),
         categories=("all",),
-        subresources=frozenset({"status", "binding"}),
+        subresources=frozenset({"status", "binding", "log"}),
     ),
     _core("events", "Event", short_names=("ev",)),
     _core("configmaps", "ConfigMap", short_names=("cm",)),

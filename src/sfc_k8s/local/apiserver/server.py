@@ -70,13 +70,17 @@ class APIServer:
         *,
         history_limit: int = DEFAULT_HISTORY,
         controllers: bool = True,
+        pod_log_dir: Path | None = None,
     ) -> None:
+        """`pod_log_dir`: where `kubectl logs` finds container output, as
+        POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout)."""
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.store = Store(history_limit=history_limit)
         preload_crds(self.store)
         self._with_controllers = controllers
+        self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None
         self.controllers = Controllers(self.store) if controllers else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -90,7 +94,7 @@ class APIServer:
     async def _open(self) -> None:
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(
-            Scaffold(self.store).make_app(),
+            Scaffold(self.store, pod_log_dir=self.pod_log_dir).make_app(),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=0.5,
