@@ -25,6 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sfc_k8s.cni.ipam import Delegate
     from sfc_k8s.cni.netlink import Link, NetlinkError, Rtnl
     from sfc_k8s.cni.result import IpConfig
 
@@ -122,7 +123,8 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
     netns_fd = open_netns(env.netns)
     undo = Undo()
     try:
-        ip_config = _ipam_add(env, conf, undo) if conf.l3 else None
+        # The IPAM delegate runs while the veth is made; its addresses are applied last.
+        lease = _ipam_start(env, conf, undo) if conf.l3 else None
         host = nl.Rtnl()
         undo.push("close the host netlink socket", host.close)
         mac = nl.mac_bytes(conf.mac) if conf.mac else None
@@ -147,6 +149,7 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
                 ) from err
             undo.push("close the pod netlink socket", pod.close)
             pod_link = _bring_up(pod, env.ifname, alias=None)
+            ip_config = _ipam_finish(lease, conf) if lease is not None else None
             if ip_config is not None:
                 _apply_ip_config(pod, pod_link, ip_config)
         except nl.NetlinkError as err:
@@ -168,17 +171,26 @@ def cmd_add(env: Env, conf: NetConf) -> dict[str, object]:
         os.close(netns_fd)
 
 
-def _ipam_add(env: Env, conf: NetConf, undo: Undo) -> IpConfig:
-    from sfc_k8s.cni.ipam import delegate_config, run_ipam
+def _ipam_start(env: Env, conf: NetConf, undo: Undo) -> Delegate:
+    """Start the IPAM ADD; arm its release (wait for it, then IPAM DEL) for rollback."""
+    from sfc_k8s.cni.ipam import delegate_config, run_ipam, start
+
+    kind = conf.ipam_type or ""
+    stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
+    lease = start("ADD", kind, env.path, stdin)
+
+    def release() -> None:
+        lease.abandon()
+        run_ipam("DEL", kind, env.path, stdin, parse=False)
+
+    undo.push(f"release the IPAM lease ({kind})", release)
+    return lease
+
+
+def _ipam_finish(lease: Delegate, conf: NetConf) -> IpConfig:
     from sfc_k8s.cni.result import IpConfig
 
-    assert conf.ipam_type is not None
-    stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
-    result = run_ipam("ADD", conf.ipam_type, env.path, stdin)
-    undo.push(
-        f"release the IPAM lease ({conf.ipam_type})",
-        lambda: run_ipam("DEL", conf.ipam_type or "", env.path, stdin, parse=False),
-    )
+    result = lease.finish()
     assert result is not None
     return IpConfig.from_result(result, f"IPAM plugin {conf.ipam_type!r}")
 
@@ -254,19 +266,25 @@ def cmd_del(env: Env, conf: NetConf) -> None:
     from sfc_k8s.cni import netlink as nl
 
     host_name = host_name_for(env)
+    release = None
+    if conf.l3:  # the lease is released while the kernel tears the veth down
+        from sfc_k8s.cni.ipam import delegate_config, start
+
+        stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
+        release = start("DEL", conf.ipam_type or "", env.path, stdin)
     try:
         with nl.Rtnl() as host:
             removed = _delete_link(host, host_name)
         if not removed and env.netns:
             removed = _delete_pod_end(env)
-    except nl.NetlinkError as err:
-        raise netlink_error(err) from err
-    if conf.l3:
-        from sfc_k8s.cni.ipam import delegate_config, run_ipam
-
-        assert conf.ipam_type is not None
-        stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
-        run_ipam("DEL", conf.ipam_type, env.path, stdin, parse=False)
+    except Exception as err:
+        if release is not None:
+            release.abandon()  # no orphan: the runtime will call DEL again
+        if isinstance(err, nl.NetlinkError):
+            raise netlink_error(err) from err
+        raise
+    if release is not None:
+        release.finish(parse=False)
     state = "deleted" if removed else "already gone:"
     log.write("info", f"{state} {host_name} <-> {env.ifname}")
 
