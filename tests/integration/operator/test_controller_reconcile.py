@@ -6,7 +6,8 @@ kubelet; node agents are played by patching CrossConnection status. Covers:
   host interfaces) and a status with per-function and per-link figures;
 - Ready=False/NotProgrammed until the agents report the current generation, then Ready=True;
 - scaling up and down: new Ready pods become active endpoints; a pod deleted gracefully is
-  draining while it terminates, then gone; a pod failing readiness leaves;
+  draining while it terminates, then gone; a pod failing readiness leaves; the same through a
+  Deployment scaled with the real kubectl;
 - an invalid chain (selector matching another function's pods; a spec the CRD cannot catch)
   gets a condition saying what to fix while another chain in the namespace is untouched;
 - deleting a chain -> its CrossConnections are garbage-collected through the owner reference;
@@ -301,3 +302,73 @@ def test_a_pod_interface_stays_with_the_older_chain(cluster: Cluster) -> None:
             lambda: endpoints(cluster.xcs()["second-client-firewall"], "b") == [("fw-0", "active")]
         )
         eventually(lambda: condition(cluster.chain("second"), "Degraded")[0] == "False")
+
+
+def test_scaling_a_deployment_with_kubectl_moves_the_endpoints(cluster: Cluster) -> None:
+    cluster.ensure_node("node-1")
+    for name, app in [("client-0", "client"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "firewall", "namespace": cluster.ns},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "firewall"}},
+            "template": {
+                "metadata": {"labels": {"app": "firewall"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{"name": "nf", "image": "nf"}],
+                },
+            },
+        },
+    }
+    cluster.request("POST", f"/apis/apps/v1/namespaces/{cluster.ns}/deployments", deployment)
+    cluster.create_chain(chain_body())
+
+    def replicas() -> list[dict[str, Any]]:
+        items = cluster.get(cluster.pod_path() + "?labelSelector=app%3Dfirewall")["items"]
+        return sorted(items, key=lambda p: p["metadata"]["name"])
+
+    def make_ready() -> list[str]:
+        """The kubelet's part: every scheduled, running replica passes its readiness probe."""
+        names = []
+        for pod in replicas():
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            if pod.get("spec", {}).get("nodeName"):
+                cluster.set_ready(pod["metadata"]["name"], True)
+            names.append(pod["metadata"]["name"])
+        return sorted(names)
+
+    def firewall_side() -> list[tuple[str, str]]:
+        return endpoints(cluster.xcs()["web-client-firewall"], "b")
+
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        names = eventually(lambda: len(make_ready()) == 2 and make_ready())
+        eventually(lambda: firewall_side() == [(n, "active") for n in names])
+        cluster.apiserver.kubectl(
+            "scale", "deployment/firewall", "--replicas=3", "-n", cluster.ns, check=True
+        )
+        names = eventually(lambda: len(make_ready()) == 3 and make_ready())
+        eventually(lambda: firewall_side() == [(n, "active") for n in names])
+        cluster.apiserver.kubectl(
+            "scale", "deployment/firewall", "--replicas=1", "-n", cluster.ns, check=True
+        )
+        # the two replicas scaled away drain while they terminate, the kept one stays active
+        eventually(
+            lambda: (
+                sorted(state for _, state in firewall_side()) == ["active", "draining", "draining"]
+            )
+        )
+        for pod in replicas():
+            if pod["metadata"].get("deletionTimestamp"):
+                cluster.delete_pod(pod["metadata"]["name"], grace=0)  # the kubelet confirms
+        eventually(lambda: [state for _, state in firewall_side()] == ["active"])
+        eventually(
+            lambda: (
+                cluster.chain("web")["status"]["functions"]["firewall"]
+                == {"replicas": 1, "readyReplicas": 1}
+            )
+        )
