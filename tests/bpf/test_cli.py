@@ -5,11 +5,13 @@
   calls; the root comes from --bpffs-root or $SFC_K8S_BPFFS_ROOT;
 - every error (unknown interface, unknown link, duplicate link, interface already in a link or
   listed twice, bad link name, not an endpoint, too many interfaces, bad arguments) prints one
-  line on stderr, exits non-zero and leaves the state exactly as it was.
+  line on stderr, exits non-zero and leaves the state exactly as it was;
+- calls running at the same time are serialised by the root's lock (no slot given twice).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from sfc_k8s.dataplane import Dataplane
+from sfc_k8s.dataplane import Dataplane, maps, structs
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.nettools import Janitor, unique
 
@@ -145,3 +147,27 @@ def test_commands_on_an_empty_root_load_nothing(cli: Cli, ifs: list[str]) -> Non
     done = cli("link", "del", "xc1")
     assert done.returncode == 1 and "no link named 'xc1'" in done.stderr
     assert not os.path.exists(cli.root)
+
+
+def test_concurrent_calls_are_serialised(cli: Cli, ifs: list[str]) -> None:
+    cli.ok("link", "add", "xc1", "--side-a", ifs[0])
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen(
+            [SFC_K8S, "dp", "--bpffs-root", cli.root, "endpoint", "add", "xc1", "b", name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ifs[1:]
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    status = json.loads(cli.ok("show", "xc1", "--json"))
+    assert sorted(e["ifname"] for e in status["endpoints"] if e["side"] == "b") == sorted(ifs[1:])
+    with Dataplane(cli.root) as dp:
+        index = maps.walk(dp.map_fd(structs.MAP_IFSLOTS), ctypes.c_uint32, ctypes.c_uint32)
+        slots = [slot.value for _, slot in index]
+        assert len(set(slots)) == len(slots) == len(ifs)  # one slot each, none shared

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -95,6 +96,7 @@ class Dataplane:
         self.pins = loader.Pins(root)
         self._attach_mode = attach_mode
         self._lock_fd = -1
+        self._thread_lock = threading.Lock()
         loader.ensure_bpffs()
         try:
             os.makedirs(self.pins.links_dir, exist_ok=True)
@@ -131,11 +133,14 @@ class Dataplane:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        """Exclusive use of the root: against other processes (flock on the root folder) and
+        other threads of this one (flock does not separate those)."""
+        with self._thread_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _map(self, name: str) -> int:
         return self._fds.maps[name]
