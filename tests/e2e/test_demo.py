@@ -5,7 +5,8 @@ transparent-firewall example applied with kubectl becomes Ready; ping, iperf3 (8
 long-lived byte-checked TCP flows cross the chain while the firewall scales 2 -> 4 -> 1; every
 active replica carries traffic; flows on replicas that remain never move; no established flow
 breaks; a throughput plot is written; ``local status`` and ``local exec`` work on the running
-cluster; ``local down`` leaves no namespace, bpffs pin, process or state file behind.
+cluster and ``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin,
+process or state file behind.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         assert any("kept their replica" in n for n in names)
         assert opts.plot.stat().st_size > 0
 
+        again = _sfc_k8s("local", "up", "--state-dir", str(state))  # idempotent
+        assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
         status = _sfc_k8s("local", "status", "--state-dir", str(state))
         assert status.returncode == 0, status.stdout + status.stderr
         assert str(layout.kubeconfig) in status.stdout and "node-1     Ready" in status.stdout
