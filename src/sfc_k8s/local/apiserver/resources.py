@@ -139,9 +139,6 @@ BUILTINS: tuple[ResourceType, ...] = (
     ),
 )
 
-# Versions of built-in groups, preferred first.
-_PREFERRED: dict[str, str] = {}
-
 
 @dataclass
 class Registry:

@@ -503,6 +503,9 @@ class Store:
                 obj["status"] = new["status"]
             else:
                 obj.pop("status", None)
+        elif subresource == "finalize":  # namespaces: only spec.finalizers changes
+            obj = copy.deepcopy(current)
+            obj.setdefault("spec", {})["finalizers"] = (new.get("spec") or {}).get("finalizers", [])
         else:
             obj = new
             if rtype.has_status:
@@ -735,7 +738,7 @@ class Store:
     def _register_crd(self, crd: Obj) -> None:
         name = meta(crd).get("name", "")
         types = types_from_crd(crd)
-        causes = _check_crd(crd, types)
+        causes = _check_crd(crd)
         schemas: dict[tuple[str, str, str], StructuralSchema] = {}
         for rtype in types:
             if rtype.schema is None:
@@ -798,7 +801,7 @@ def node_ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _check_crd(crd: Obj, types: list[ResourceType]) -> list[Cause]:
+def _check_crd(crd: Obj) -> list[Cause]:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     causes = []
@@ -836,7 +839,6 @@ def _check_crd(crd: Obj, types: list[ResourceType]) -> list[Cause]:
                 'Unsupported value: supported values: "Cluster", "Namespaced"',
             )
         )
-    del types
     return causes
 
 
