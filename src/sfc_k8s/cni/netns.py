@@ -32,7 +32,8 @@ def _bind_setns() -> Callable[[int, int], None]:
 
     import _ctypes
 
-    class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # the C 'int' (ctypes.c_int without importing ctypes)
+    # The C 'int': what ctypes.c_int is, without importing ctypes.
+    class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
         _type_ = "i"
 
     class _LibcFunction(_ctypes.CFuncPtr):
