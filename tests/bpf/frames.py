@@ -126,3 +126,8 @@ def arp(op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
         mac(tha),
         ipaddress.IPv4Address(tpa).packed,
     )
+
+
+def icmp_error(icmp_type: int, code: int, quoted: bytes) -> bytes:
+    """An ICMP (or ICMPv6) error quoting the start of the packet it is about."""
+    return struct.pack("!BBHI", icmp_type, code, 0, 1400) + quoted

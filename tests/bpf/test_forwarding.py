@@ -6,8 +6,9 @@ sender; ICMP on (addresses, protocol); ARP on the IP pair (request and reply sha
 L4, ICMPv6, neighbour discovery (solicitation and advertisement share the pair); IPv4 options;
 IPv4 and IPv6 fragments (no ports); IPv6 extension headers (hop-by-hop, routing, destination
 options, AH, too many); 802.1Q and 802.1ad tags (key from the inner headers, VLAN id kept);
-non-IP frames on the MAC pair; a flow re-entering from another near-side replica; two links
-never sharing sessions.
+non-IP frames on the MAC pair; ICMP and ICMPv6 errors keyed on the packet they quote (so they
+follow its flow), or as plain ICMP when the quote is too short; a flow re-entering from
+another near-side replica; two links never sharing sessions.
 """
 
 from __future__ import annotations
@@ -249,3 +250,29 @@ def test_side_b_packet_goes_to_side_a(t: Topology) -> None:
     )
     assert (v.retval, v.target) == (TC_ACT_REDIRECT, t.h.predict(key, sorted([t["a0"], t["a1"]])))
     assert t.h.active("main", Side.A) == sorted([t["a0"], t["a1"]])
+
+
+def test_icmp_errors_follow_the_flow_they_quote(t: Topology) -> None:
+    link_id = t.h.link_id("main")
+    out = f.ipv4("10.0.0.1", "10.0.0.2", f.TCP, f.l4(40000, 80))
+    far = t.h.run(t["a1"], f.eth(f.ETH_IP, out)).target
+    assert far is not None
+    # A router beyond side B says the flow's packets are too big (fragmentation needed).
+    error = f.ipv4("10.0.9.9", "10.0.0.1", f.ICMP, f.icmp_error(3, 4, out[:28]))
+    v = t.h.run(far, f.eth(f.ETH_IP, error))
+    assert (v.retval, v.target) == (TC_ACT_REDIRECT, t["a1"])
+    assert t.h.dp.status("main").sessions == 1
+    # Too short a quote: keyed as plain ICMP between the router and the host.
+    cut = f.ipv4("10.0.9.9", "10.0.0.1", f.ICMP, f.icmp_error(3, 4, out[:12]))
+    assert t.h.run(far, f.eth(f.ETH_IP, cut)).retval == TC_ACT_REDIRECT
+    assert t.h.session(make_key(link_id, FlowKind.L3_V4, "10.0.9.9", "10.0.0.1", proto=f.ICMP))
+
+
+def test_icmpv6_packet_too_big_follows_the_flow(t: Topology) -> None:
+    out = f.ipv6("fd00::1", "fd00::2", f.UDP, f.l4(5353, 53))
+    far = t.h.run(t["a1"], f.eth(f.ETH_IPV6, out)).target
+    assert far is not None
+    error = f.ipv6("fd00::99", "fd00::1", f.ICMPV6, f.icmp_error(2, 0, out[:48]))
+    v = t.h.run(far, f.eth(f.ETH_IPV6, error))
+    assert (v.retval, v.target) == (TC_ACT_REDIRECT, t["a1"])
+    assert t.h.dp.status("main").sessions == 1

@@ -5,6 +5,7 @@
  * host order) so a flow and its replies share one session entry. What goes in it:
  *   TCP/UDP/UDP-Lite/SCTP, not fragmented: addresses, protocol and ports;
  *   other IP, and every fragment of a fragmented packet: addresses and protocol;
+ *   ICMP/ICMPv6 errors: the key of the packet they quote (so they follow its flow);
  *   ARP (Ethernet/IPv4) and ICMPv6 neighbour discovery: the IP pair;
  *   anything else: the MAC pair.
  * The first VLAN id of the frame (offloaded or in the data) is part of every key.
@@ -117,6 +118,65 @@ static __always_inline int sfc_flow_ports(struct __sk_buff *skb, __u32 off, __be
 	return 0;
 }
 
+/* ICMP errors about a packet (destination unreachable, "fragmentation needed" included, time
+ * exceeded, parameter problem) carry the start of that packet. They are keyed on it, so the
+ * error reaches the replica pair that carries the flow it is about (a stateful NF expects it,
+ * and path MTU discovery depends on it). 1 with @key filled, 0 when the quoted packet is too
+ * short to tell: the error is then keyed as plain ICMP.
+ */
+static __always_inline int sfc_flow_icmp4_error(struct __sk_buff *skb, __u32 off,
+						struct sfc_flow_key *key)
+{
+	__be32 src[4] = {}, dst[4] = {};
+	__be16 ports[2] = {};
+	struct iphdr inner;
+	__u8 type;
+	__u32 hlen;
+
+	if (bpf_skb_load_bytes(skb, off, &type, sizeof(type)) < 0)
+		return 0;
+	if (type != 3 && type != 11 && type != 12)
+		return 0;
+	off += 8;	/* the ICMP header */
+	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
+		return 0;
+	hlen = inner.ihl * 4;
+	if (inner.version != 4 || hlen < sizeof(inner))
+		return 0;
+	src[0] = inner.saddr;
+	dst[0] = inner.daddr;
+	key->proto = inner.protocol;
+	key->kind = SFC_FLOW_L3_V4;
+	if (!(inner.frag_off & bpf_htons(SFC_IP_MF | SFC_IP_OFFSET)) &&
+	    sfc_flow_is_l4(inner.protocol) && sfc_flow_ports(skb, off + hlen, ports) == 0)
+		key->kind = SFC_FLOW_L4_V4;
+	sfc_flow_set_ends(key, src, dst, ports[0], ports[1]);
+	return 1;
+}
+
+/* The same for ICMPv6 errors (destination unreachable, packet too big, time exceeded,
+ * parameter problem); the quoted packet's extension headers are not walked.
+ */
+static __always_inline int sfc_flow_icmp6_error(struct __sk_buff *skb, __u32 off, __u8 type,
+						struct sfc_flow_key *key)
+{
+	__be16 ports[2] = {};
+	struct ipv6hdr inner;
+
+	if (type < 1 || type > 4)
+		return 0;
+	off += 8;
+	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0 || inner.version != 6)
+		return 0;
+	key->proto = inner.nexthdr;
+	key->kind = SFC_FLOW_L3_V6;
+	if (sfc_flow_is_l4(inner.nexthdr) && sfc_flow_ports(skb, off + sizeof(inner), ports) == 0)
+		key->kind = SFC_FLOW_L4_V6;
+	sfc_flow_set_ends(key, inner.saddr.in6_u.u6_addr32, inner.daddr.in6_u.u6_addr32, ports[0],
+			  ports[1]);
+	return 1;
+}
+
 static __always_inline int sfc_flow_ipv4(struct __sk_buff *skb, __u32 off,
 					 struct sfc_flow_key *key)
 {
@@ -139,6 +199,9 @@ static __always_inline int sfc_flow_ipv4(struct __sk_buff *skb, __u32 off,
 		if (sfc_flow_ports(skb, off + hlen, ports) < 0)
 			return -SFC_DROP_MALFORMED;
 		key->kind = SFC_FLOW_L4_V4;
+	} else if (ip.protocol == IPPROTO_ICMP && !(ip.frag_off & bpf_htons(SFC_IP_OFFSET)) &&
+		   sfc_flow_icmp4_error(skb, off + hlen, key)) {
+		return 0;
 	} else {
 		key->kind = SFC_FLOW_L3_V4;
 	}
@@ -216,6 +279,8 @@ static __always_inline int sfc_flow_ipv6(struct __sk_buff *skb, __u32 off,
 			return -SFC_DROP_MALFORMED;
 		if (type >= 133 && type <= 137)
 			return sfc_flow_nd(skb, off, type, &ip6, key);
+		if (sfc_flow_icmp6_error(skb, off, type, key))
+			return 0;
 	}
 	if (!fragment && sfc_flow_is_l4(nexthdr)) {
 		if (sfc_flow_ports(skb, off, ports) < 0)
