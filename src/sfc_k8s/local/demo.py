@@ -36,6 +36,7 @@ from sfc_k8s.local.paths import examples_dir
 from sfc_k8s.local.traffic import (
     EchoFlow,
     IperfLoop,
+    IperfRound,
     MetricsSnapshot,
     open_echo_flows,
     ping,
@@ -277,7 +278,14 @@ class Demo:
             f"{ok}/{self.opts.short_flows}",
         )
         time.sleep(self.opts.dwell)
-        self.report_step(replicas, t_start, flows, iperf.rounds[rounds_before:], placement)
+        self.report_step(replicas, t_start, flows, self.rounds(iperf, rounds_before), placement)
+
+    def rounds(self, iperf: IperfLoop, since: int) -> list[IperfRound]:
+        """The iperf3 rounds finished since round ``since`` (waits for one if none has)."""
+        deadline = time.monotonic() + iperf.seconds + 30
+        while len(iperf.rounds) <= since and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return iperf.rounds[since:]
 
     def check_drain(self, removed: int) -> None:
         """While the removed replicas drain, new flows must go to the active ones only."""
@@ -361,7 +369,7 @@ class Demo:
         replicas: int,
         t_start: float,
         flows: list[EchoFlow],
-        rounds: list[Any],
+        rounds: list[IperfRound],
         placement_before: dict[int, str] | None = None,
     ) -> None:
         self.refresh_replicas()
@@ -471,7 +479,7 @@ class Demo:
             t_traffic = time.monotonic() - self.t0
             time.sleep(self.opts.dwell)
             self.out("== 2 replicas (as applied)")
-            self.report_step(2, t_traffic, flows, iperf.rounds)
+            self.report_step(2, t_traffic, flows, self.rounds(iperf, 0))
             for replicas in self.opts.steps:
                 self.scale(replicas, flows, iperf)
             self.out("== stopping traffic")
