@@ -97,6 +97,7 @@ class Controllers:
         return rtype
 
     async def run(self) -> None:
+        self._wake = asyncio.Event()  # bound to the loop this server (re)starts on
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
