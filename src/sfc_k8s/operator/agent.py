@@ -79,6 +79,7 @@ from sfc_k8s.operator.agent_reconcile import (
     LocalEndpoint,
     Operation,
     RemoveEndpoint,
+    after_operation,
     desired_projection,
     drain_timeout,
     expire_drains,
@@ -150,6 +151,7 @@ class _Outcome:
     waiting: list[str] = field(default_factory=list)  # interfaces that do not exist yet
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    endpoints: list[LocalEndpoint] | None = None  # the link's endpoints afterwards (None: no link)
 
     def count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -286,7 +288,7 @@ class NodeAgent:
                 patch=patch,
                 status=status,
                 generation=generation,
-                programmed=self._count(link) or 0,
+                programmed=len(self._programmed(link) or ()),
                 ready=False,
                 message=str(err),
             )
@@ -297,8 +299,8 @@ class NodeAgent:
         drained_at = self._track_drains(link, current, now)
         desired = expire_drains(wanted, drained_at, now, timeout)[0]
         ops = plan(link, desired, current)
-        outcome = self._apply(ops, namespace, name)
-        after = self._programmed(link) if ops else current
+        outcome = self._apply(ops, namespace, name, current)
+        after = outcome.endpoints
         self._track_drains(link, after, time.monotonic())
         programmed = None if after is None else len(after)
         message = ""
@@ -387,21 +389,24 @@ class NodeAgent:
             for ep in ((spec.get(side) or {}).get("endpoints") or ())
         )
 
-    def _count(self, link: str) -> int | None:
-        try:
-            return len(self.dataplane.status(link).endpoints)
-        except LinkNotFound:
-            return None
-
-    def _apply(self, ops: Sequence[Operation], namespace: str, name: str) -> _Outcome:
+    def _apply(
+        self,
+        ops: Sequence[Operation],
+        namespace: str,
+        name: str,
+        current: Sequence[LocalEndpoint] | None,
+    ) -> _Outcome:
         dp = self.dataplane
         outcome = _Outcome()
+        state = None if current is None else {ep.ifname: ep for ep in current}
         for op in ops:
             op_started = time.monotonic()
+            skipped: list[str] = []
             try:
                 match op:
                     case CreateLink(link=link, side_a=side_a, side_b=side_b):
-                        outcome.waiting += self._create_link(link, side_a, side_b)
+                        skipped = self._create_link(link, side_a, side_b)
+                        outcome.waiting += skipped
                         self._links[link] = (namespace, name)
                         kind = "create_link"
                     case DeleteLink(link=link):
@@ -433,6 +438,7 @@ class NodeAgent:
                 if isinstance(op, CreateLink):
                     break  # the endpoint operations would all fail on the missing link
                 continue
+            state = after_operation(state, op, skipped=skipped)
             if not isinstance(op, DeleteLink):
                 self._links[op.link] = (namespace, name)
             self.metrics.operations.labels(kind).inc()
@@ -441,6 +447,7 @@ class NodeAgent:
                 now = time.monotonic()
                 for observer in self.observers:
                     observer(op, op_started, now)
+        outcome.endpoints = None if state is None else list(state.values())
         return outcome
 
     def _create_link(self, link: str, side_a: Sequence[str], side_b: Sequence[str]) -> list[str]:
@@ -456,15 +463,11 @@ class NodeAgent:
         return missing
 
     def _link_samples(self) -> Iterator[LinkSample]:
-        """Every link's status, for a metrics scrape (skips links deleted meanwhile)."""
+        """Every link's status, for a metrics scrape."""
         if self._dp is None:
             return
-        for link in self._dp.links():
-            try:
-                status = self._dp.status(link)
-            except LinkNotFound:
-                continue
-            namespace, name = self._links.get(link, ("", ""))
+        for status in self._dp.statuses():  # one walk of the session table for every link
+            namespace, name = self._links.get(status.name, ("", ""))
             yield LinkSample(namespace, name, status)
 
     # -- status ------------------------------------------------------------------------------

@@ -228,6 +228,34 @@ def plan(
     return ops
 
 
+def after_operation(
+    state: Mapping[str, LocalEndpoint] | None,
+    op: Operation,
+    *,
+    skipped: Collection[str] = (),
+) -> dict[str, LocalEndpoint] | None:
+    """The link's endpoints (None: no link) once ``op`` succeeded; ``skipped`` lists interfaces
+    a ``CreateLink`` left out because they did not exist. Lets the agent know the result of its
+    operations without reading the data plane back (a status read walks the session table)."""
+    if isinstance(op, CreateLink):
+        sides: tuple[tuple[SideName, tuple[str, ...]], ...] = (("a", op.side_a), ("b", op.side_b))
+        return {
+            ifname: LocalEndpoint(side, ifname, "active")
+            for side, names in sides
+            for ifname in names
+            if ifname not in skipped
+        }
+    if isinstance(op, DeleteLink):
+        return None
+    result = dict(state or {})
+    if isinstance(op, RemoveEndpoint):
+        result.pop(op.ifname, None)
+    else:
+        mode: EndpointMode = "draining" if isinstance(op, DrainEndpoint) else "active"
+        result[op.ifname] = LocalEndpoint(op.side, op.ifname, mode)
+    return result
+
+
 def drain_timeout(spec: Mapping[str, Any]) -> float | None:
     """``spec.dataplane.drainTimeoutSeconds`` (None: drain until the controller removes it)."""
     value = (spec.get("dataplane") or {}).get("drainTimeoutSeconds")

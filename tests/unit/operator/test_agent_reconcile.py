@@ -24,6 +24,7 @@ from sfc_k8s.operator.agent_reconcile import (
     InvalidCrossConnectionError,
     LocalEndpoint,
     RemoveEndpoint,
+    after_operation,
     desired_projection,
     drain_timeout,
     expire_drains,
@@ -275,3 +276,15 @@ def test_no_timeout_keeps_draining_and_zero_removes_at_once() -> None:
     assert expire_drains(want, {"old": 0.0}, 1e9, None) == (want, None)
     kept, wake = expire_drains(want, {}, 5.0, 0.0)
     assert set(kept) == {"sfc1"} and wake is None
+
+
+def test_after_operation_tracks_the_result_without_reading_back() -> None:
+    state = after_operation(None, CreateLink(L, ("sfc1",), ("sfc2", "gone")), skipped=["gone"])
+    assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
+    state = after_operation(state, AddEndpoint(L, "b", "sfc3"))
+    state = after_operation(state, DrainEndpoint(L, "b", "sfc2"))
+    assert state == desired(ep("a", "sfc1"), ep("b", "sfc2", "draining"), ep("b", "sfc3"))
+    state = after_operation(state, ActivateEndpoint(L, "b", "sfc2"))
+    state = after_operation(state, RemoveEndpoint(L, "b", "sfc3"))
+    assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
+    assert after_operation(state, DeleteLink(L)) is None
