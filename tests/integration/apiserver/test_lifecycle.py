@@ -3,8 +3,9 @@
 Covers: the scheduler binds pods round-robin/least-loaded to Ready nodes only (and honours
 nodeSelector); graceful pod deletion waits for the node (Terminating in `kubectl get`) until a
 delete with gracePeriodSeconds=0 confirms it; pods of a node that disappears are collected;
-ownerReference garbage collection of custom objects (background, foreground, orphan); namespace
-deletion removes its content, then the namespace; `kubectl create namespace|configmap|secret`
+a node whose heartbeats stop becomes NotReady (Unknown); ownerReference garbage collection
+(background, foreground, orphan); namespace deletion removes its content, then the namespace;
+Deployments replace deleted pods and roll out a new template; `kubectl create namespace|configmap|secret`
 (protobuf bodies); server-side apply and `--dry-run=server`; raw watch streams: resume from a
 resourceVersion, BOOKMARK events, `timeoutSeconds`, 410 Expired as an ERROR event, Table
 watches; Status bodies for 404/405/409/422.
@@ -394,3 +395,23 @@ def test_deployment_replaces_pods_and_rolls_out_a_new_template(apiserver: LocalA
     _, status = _request(server, "GET", "/apis/apps/v1/namespaces/default/deployments/web")
     assert status["status"]["readyReplicas"] == 2
     assert status["status"]["observedGeneration"] == status["metadata"]["generation"] == 2
+
+
+def test_a_node_without_heartbeats_becomes_unknown(apiserver: LocalAPIServer) -> None:
+    server = apiserver.server
+    stale = _node("n1")
+    stale["status"]["conditions"][0]["lastHeartbeatTime"] = "2020-01-01T00:00:00Z"
+    _request(server, "POST", "/api/v1/nodes", stale)
+    fresh = _node("n2")
+    fresh["status"]["conditions"][0]["lastHeartbeatTime"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
+    )
+    _request(server, "POST", "/api/v1/nodes", fresh)
+
+    def ready(name: str) -> str:
+        _, node = _request(server, "GET", f"/api/v1/nodes/{name}")
+        return str(node["status"]["conditions"][0]["status"])
+
+    _eventually(lambda: ready("n1") == "Unknown")
+    assert ready("n2") == "True"
+    assert "NotReady" in apiserver.kubectl("get", "node", "n1", check=True).stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import datetime
 import hashlib
 import json
 import logging
@@ -32,6 +33,16 @@ TEMPLATE_HASH_LABEL = "pod-template-hash"
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 TICK_SECONDS = 2.0
 SWEEP_SECONDS = 60.0
+NODE_GRACE_SECONDS = 40.0
+
+
+def _parse_time(text: Any) -> datetime.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _loop_running() -> bool:
@@ -112,6 +123,7 @@ class Controllers:
     def reconcile(self) -> None:
         """One pass of every controller."""
         for step in (
+            self.watch_heartbeats,
             self.collect_garbage,
             self.finish_namespaces,
             self.sync_deployments,
@@ -204,6 +216,33 @@ class Controllers:
         except APIError as err:
             if err.code != 404:
                 raise
+
+    # ----- node lifecycle ---------------------------------------------------------------------
+
+    def watch_heartbeats(self) -> None:
+        """Mark a node whose runtime stopped posting heartbeats as not ready (Unknown), as the
+        node lifecycle controller does; its terminating pods are then collected. Nodes that
+        never posted a heartbeat time are left alone."""
+        now = datetime.datetime.now(datetime.UTC)
+        for node in self.store.objects(NODES):
+            conditions = (node.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if ready is None or ready.get("status") != "True":
+                continue
+            beat = _parse_time(ready.get("lastHeartbeatTime"))
+            if beat is None or (now - beat).total_seconds() < NODE_GRACE_SECONDS:
+                continue
+            new = copy.deepcopy(node)
+            for condition in new["status"]["conditions"]:
+                if condition.get("type") == "Ready":
+                    condition.update(
+                        status="Unknown",
+                        reason="NodeStatusUnknown",
+                        message="Kubelet stopped posting node status.",
+                        lastTransitionTime=now_rfc3339(),
+                    )
+            self.store.update_internal(self._type(NODES), new)
+            self._gc_pods = True
 
     # ----- namespaces --------------------------------------------------------------------------
 
