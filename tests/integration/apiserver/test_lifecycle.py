@@ -6,9 +6,10 @@ delete with gracePeriodSeconds=0 confirms it; pods of a node that disappears are
 a node whose heartbeats stop becomes NotReady (Unknown); ownerReference garbage collection
 (background, foreground, orphan); namespace deletion removes its content, then the namespace;
 Deployments replace deleted pods and roll out a new template;
-`kubectl create namespace|configmap|secret` (protobuf bodies); server-side apply and `--dry-run=server`; raw watch streams: resume from a
-resourceVersion, BOOKMARK events, `timeoutSeconds`, 410 Expired as an ERROR event, Table
-watches; Status bodies for 404/405/409/422.
+`kubectl create namespace|configmap|secret` (protobuf bodies); server-side apply and
+`--dry-run=server`; raw watch streams: resume from a resourceVersion, BOOKMARK events,
+`timeoutSeconds`, 410 Expired as an ERROR event, Table watches; Status bodies for
+404/405/409/415/422.
 """
 
 from __future__ import annotations
