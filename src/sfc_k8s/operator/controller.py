@@ -164,6 +164,8 @@ class _ChainMemory:
     announced_ready: bool | None = None  # Ready state last announced by an event
     attempts: int = 0  # consecutive failed reconciles
     generation: int | None = None  # spec generation of the last reconcile
+    pending: tuple[ChainEntry, ChainStatusBody] | None = None  # status waiting to be written
+    writer: asyncio.Task[None] | None = None  # writes pending statuses, off the reconcile path
     retry: asyncio.Task[None] | None = None
 
 
@@ -252,6 +254,9 @@ class Controller:
             for memory in self._memory.values():
                 if memory.retry is not None:
                     memory.retry.cancel()
+            writers = [m.writer for m in self._memory.values() if m.writer is not None]
+            if writers:  # let the statuses already computed reach the server
+                await asyncio.wait(writers, timeout=5)
             await self._client.close()
             log.info("controller stopped", extra={"stats": dict(self.stats)})
 
@@ -420,20 +425,23 @@ class Controller:
         try:
             await self.reconcile(key)
         except KubeApiError as err:
-            memory.attempts += 1
-            delay = min(
-                self.config.retry_delay * 2 ** (memory.attempts - 1), self.config.max_retry_delay
-            )
-            log.warning(
-                f"reconcile of chain {key[0]}/{key[1]} failed, retrying in {delay:.1f}s: {err}",
-                extra={"chain": f"{key[0]}/{key[1]}", "attempt": memory.attempts},
-            )
-            self.stats["retry"] += 1
-            if memory.retry is None or memory.retry.done():
-                memory.retry = asyncio.create_task(self._retry_later(key, delay))
+            self._schedule_retry(key, memory, err)
             return False
         memory.attempts = 0
         return True
+
+    def _schedule_retry(self, key: ChainKey, memory: _ChainMemory, err: KubeApiError) -> None:
+        memory.attempts += 1
+        delay = min(
+            self.config.retry_delay * 2 ** (memory.attempts - 1), self.config.max_retry_delay
+        )
+        log.warning(
+            f"reconcile of chain {key[0]}/{key[1]} failed, retrying in {delay:.1f}s: {err}",
+            extra={"chain": f"{key[0]}/{key[1]}", "attempt": memory.attempts},
+        )
+        self.stats["retry"] += 1
+        if memory.retry is None or memory.retry.done():
+            memory.retry = asyncio.create_task(self._retry_later(key, delay))
 
     async def _retry_later(self, key: ChainKey, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -446,6 +454,8 @@ class Controller:
         memory = self._memory.pop(key, None)
         if memory is not None and memory.retry is not None:
             memory.retry.cancel()
+        if memory is not None and memory.writer is not None:
+            memory.writer.cancel()
         for pod in memory.pods if memory else ():
             self._pod_chains.get(pod, set()).discard(key)
         # chains that left a contested interface to this one may take it now
@@ -462,7 +472,7 @@ class Controller:
             return
         self.stats["reconcile"] += 1
         memory = self._memory.setdefault(key, _ChainMemory())
-        previous = memory.status or entry.status
+        previous = memory.pending[1] if memory.pending else (memory.status or entry.status)
         if memory.announced_ready is None:
             ready = get_condition(previous.get("conditions") or [], ConditionType.READY)
             memory.announced_ready = bool(ready and ready.get("status") == "True")
@@ -473,7 +483,7 @@ class Controller:
                 generation=entry.generation,
                 previous=cast(ChainStatusBody, dict(previous)) or None,
             )
-            await self._write_status(entry, status, memory)
+            self._queue_status(key, entry, status, memory)
             return
 
         chain = entry.spec
@@ -511,7 +521,7 @@ class Controller:
             interface_conflicts=claimed,
             previous=cast(ChainStatusBody, dict(previous)) or None,
         )
-        await self._write_status(entry, status, memory)
+        self._queue_status(key, entry, status, memory)
         if memory.generation != chain.generation:
             # a new spec may take or release pod interfaces other chains contend for
             memory.generation = chain.generation
@@ -650,6 +660,26 @@ class Controller:
             reason="CrossConnectionDeleted",
             message=f"deleted CrossConnection {name}: its link is no longer in the chain",
         )
+
+    def _queue_status(
+        self, key: ChainKey, entry: ChainEntry, status: ChainStatusBody, memory: _ChainMemory
+    ) -> None:
+        """Hand ``status`` to the chain's status writer. A status write is slow on servers that
+        evaluate the chain's CEL rules on every write; the next CrossConnection update of the
+        chain must not wait for it. Successive statuses coalesce: only the last one is written."""
+        memory.pending = (entry, status)
+        if memory.writer is None or memory.writer.done():
+            memory.writer = asyncio.create_task(self._status_writer(key, memory))
+
+    async def _status_writer(self, key: ChainKey, memory: _ChainMemory) -> None:
+        while memory.pending is not None:
+            entry, status = memory.pending
+            memory.pending = None
+            try:
+                await self._write_status(entry, status, memory)
+            except KubeApiError as err:
+                self._schedule_retry(key, memory, err)
+                return
 
     async def _write_status(
         self, entry: ChainEntry, status: ChainStatusBody, memory: _ChainMemory
