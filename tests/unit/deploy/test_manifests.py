@@ -12,6 +12,7 @@ builds the one image both run.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def build() -> list[dict[str, Any]]:
+@functools.cache
+def built() -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize deploy/` produces (offline, built once per session)."""
     result = subprocess.run(
         ["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, check=False
     )
@@ -40,11 +43,8 @@ def build() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
-BUILT = build()
-
-
 def find(kind: str, name: str) -> dict[str, Any]:
-    (obj,) = [o for o in BUILT if o["kind"] == kind and o["metadata"]["name"] == name]
+    (obj,) = [o for o in built() if o["kind"] == kind and o["metadata"]["name"] == name]
     return obj
 
 
@@ -62,7 +62,7 @@ def test_every_document_is_a_valid_object(path: Path) -> None:
 
 
 def test_kustomize_builds_every_object_once() -> None:
-    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in BUILT)
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in built())
     assert kinds == sorted(
         [
             ("Namespace", "sfc-system"),
@@ -80,7 +80,7 @@ def test_kustomize_builds_every_object_once() -> None:
             ("DaemonSet", "sfc-k8s-agent"),
         ]
     )
-    for obj in BUILT:
+    for obj in built():
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sfc-k8s"
         if obj["kind"] in ("ServiceAccount", "Deployment", "DaemonSet"):
             assert obj["metadata"]["namespace"] == "sfc-system"
@@ -95,14 +95,14 @@ def test_one_image_and_existing_service_accounts() -> None:
     workloads = [("Deployment", "sfc-k8s-controller"), ("DaemonSet", "sfc-k8s-agent")]
     images = {c["image"] for kind, name in workloads for c in pod_spec(kind, name)["containers"]}
     assert images == {"sfc-k8s:0.1.0"}
-    accounts = {o["metadata"]["name"] for o in BUILT if o["kind"] == "ServiceAccount"}
+    accounts = {o["metadata"]["name"] for o in built() if o["kind"] == "ServiceAccount"}
     for kind, name in workloads:
         assert pod_spec(kind, name)["serviceAccountName"] in accounts
         workload = find(kind, name)
         selector = workload["spec"]["selector"]["matchLabels"]
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items()
-    for binding in (o for o in BUILT if o["kind"] == "ClusterRoleBinding"):
+    for binding in (o for o in built() if o["kind"] == "ClusterRoleBinding"):
         find("ClusterRole", binding["roleRef"]["name"])
         for subject in binding["subjects"]:
             assert subject["name"] in accounts
