@@ -274,6 +274,8 @@ def test_raw_watch_resume_bookmarks_and_expiry() -> None:
         )
         selected = _watch(server, f"{path}&resourceVersion=0&fieldSelector=metadata.name%3Db")
         assert [e["object"]["metadata"]["name"] for e in selected] == ["b"]
+        one = _watch(server, "/api/v1/namespaces/default/configmaps/a?watch=1&timeoutSeconds=1")
+        assert [e["object"]["metadata"]["name"] for e in one] == ["a"]
         for n in range(6):
             server.call(store.patch, cms, "default", "a", PATCH_MERGE, {"data": {"x": str(n)}})
         expired = _watch(server, f"{path}&resourceVersion={mark}")

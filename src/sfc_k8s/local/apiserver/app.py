@@ -268,6 +268,8 @@ class Scaffold:
             if method != "POST":
                 raise errors.method_not_allowed(method, f"{rtype.plural}/binding")
             return self._bind(target, await self._body(request))
+        if method == "GET" and not target.subresource and query.get("watch") in ("true", "1"):
+            return await self._watch(request, target)  # the old per-object watch URL
         if method == "GET":
             obj = store.get(rtype, target.namespace, name)
             if _wants_table(request) and not target.subresource:
@@ -390,8 +392,11 @@ class Scaffold:
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         rtype, query = target.rtype, request.query
+        fields = query.get("fieldSelector", "")
+        if target.name is not None:
+            fields = ",".join(f for f in (fields, f"metadata.name={target.name}") if f)
         predicate = self.store.predicate(
-            rtype, target.namespace, query.get("labelSelector", ""), query.get("fieldSelector", "")
+            rtype, target.namespace, query.get("labelSelector", ""), fields
         )
         try:
             timeout = float(query.get("timeoutSeconds", DEFAULT_WATCH_TIMEOUT))
