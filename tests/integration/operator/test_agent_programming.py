@@ -8,7 +8,8 @@ the data plane is pinned under a private bpffs root. Covers:
 - an endpoint whose interface does not exist yet -> the others are programmed, the status says
   which interface is awaited, and it is programmed once its veth appears;
 - draining and removal of an endpoint follow the spec;
-- an xc with endpoints on other nodes only -> untouched (no finalizer, state or status);
+- an xc with endpoints on other nodes only -> untouched (no finalizer, state or status); an xc
+  whose endpoints all leave this node -> link deleted, report and finalizer removed;
 - an invalid spec -> ready false with the offending field, nothing programmed;
 - ``dataplane.drainTimeoutSeconds``: a draining endpoint is removed once its time is up, while
   the spec still lists it (the pod still terminating), and the node stays reported ready;
@@ -394,6 +395,20 @@ def test_agent_leaves_foreign_objects_alone_and_reports_invalid_specs(
             "the fixed xc ready",
             lambda: (r := node_report(api, broken, node)) and r["ready"] and r,
         )
+        assert link_name(NAMESPACE, broken) in dataplane.links()
+
+        # Its endpoints move to another node: link, report and finalizer go.
+        api.set_endpoints(broken, [left.endpoint(other)], [])
+
+        def released() -> bool:
+            body = api.get_xc(broken) or {}
+            return (
+                link_name(NAMESPACE, broken) not in dataplane.links()
+                and node not in ((body.get("status") or {}).get("nodes") or {})
+                and agent_finalizer(node) not in (body["metadata"].get("finalizers") or [])
+            )
+
+        wait_for("the xc released by this node", released)
 
 
 def test_draining_endpoint_is_removed_when_its_drain_timeout_expires(
