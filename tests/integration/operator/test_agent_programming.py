@@ -14,7 +14,10 @@ the data plane is pinned under a private bpffs root. Covers:
 - ``dataplane.drainTimeoutSeconds``: a draining endpoint is removed once its time is up, while
   the spec still lists it (the pod still terminating), and the node stays reported ready;
 - metrics: per-endpoint counters read from the data plane, reconcile latency histogram;
-- deleting the xc -> link and its pins gone before the object disappears.
+- deleting the xc -> link and its pins gone before the object disappears;
+- two agents (two nodes, two bpffs roots) on one xc: each programs only its endpoints, each adds
+  its own finalizer, they settle (no write ping-pong), and one node leaving does not disturb the
+  other.
 
 The helpers here (API client, fake pods, running agent) are shared with test_agent_traffic.
 """
@@ -190,14 +193,22 @@ def link_state(dp: Dataplane, link: str) -> dict[str, tuple[str, str]] | None:
     return {ep.ifname: (ep.side.value, ep.state.value) for ep in status.endpoints}
 
 
-def private_bpffs_root(janitor: Janitor) -> Iterator[str]:
-    """A bpffs root for one test; whatever the agent left there is destroyed afterwards."""
+def new_bpffs_root(janitor: Janitor) -> str:
+    """A bpffs root for one test; whatever the agent left there is destroyed by the janitor."""
     root = f"/sys/fs/bpf/sfct-{secrets.token_hex(4)}"
+
+    def destroy() -> None:
+        if Path(root).exists():
+            with Dataplane(root, session_table_size=65536) as dp:
+                dp.destroy()
+
     janitor.add(lambda: subprocess.run(["rm", "-rf", root], check=False))
-    yield root
-    if Path(root).exists():
-        with Dataplane(root, session_table_size=65536) as dp:
-            dp.destroy()
+    janitor.add(destroy)
+    return root
+
+
+def private_bpffs_root(janitor: Janitor) -> Iterator[str]:
+    yield new_bpffs_root(janitor)
 
 
 def open_dataplane(root: str) -> Iterator[Dataplane]:
@@ -446,3 +457,57 @@ def test_draining_endpoint_is_removed_when_its_drain_timeout_expires(
         body = api.get_xc(name)
         assert body is not None
         assert [e["state"] for e in body["spec"]["b"]["endpoints"]] == ["draining", "active"]
+
+
+def test_two_node_agents_share_one_cross_connection(
+    apiserver: Any, api: Api, janitor: Janitor
+) -> None:
+    roots = [new_bpffs_root(janitor), new_bpffs_root(janitor)]
+    views = [Dataplane(root, session_table_size=65536) for root in roots]
+    for view in views:
+        janitor.add(view.close)
+    node_a, node_b = unique("node-a"), unique("node-b")
+    client, fw1, fw2 = (make_pod(janitor, p) for p in ("c", "f1", "f2"))
+    for pod in (client, fw1, fw2):
+        plug(janitor, pod)
+    name = unique("xc-shared", 30)
+    link = link_name(NAMESPACE, name)
+    janitor.add(lambda: api.force_delete_xc(name))
+    # node-a holds the client and fw1, node-b holds fw2 (each agent sees only its own part).
+    a = [client.endpoint(node_a)]
+    api.create_xc(name, a, [fw1.endpoint(node_a), fw2.endpoint(node_b)])
+    on_a = {client.host: ("a", "active"), fw1.host: ("b", "active")}
+
+    with (
+        running_agent(apiserver, roots[0], node_a),
+        running_agent(apiserver, roots[1], node_b),
+    ):
+        wait_programmed(api, name, node_a)
+        wait_programmed(api, name, node_b)
+        assert link_state(views[0], link) == on_a
+        assert link_state(views[1], link) == {fw2.host: ("b", "active")}
+        body = api.get_xc(name)
+        assert body is not None
+        finalizers = set(body["metadata"]["finalizers"])
+        assert {agent_finalizer(node_a), agent_finalizer(node_b)} <= finalizers
+        # Settled: the two agents do not keep rewriting the object for each other.
+        version = body["metadata"]["resourceVersion"]
+        time.sleep(1.0)
+        assert (api.get_xc(name) or {})["metadata"]["resourceVersion"] == version
+
+        # fw2 leaves: node-b deletes its link and lets go; node-a reports the new generation.
+        api.set_endpoints(name, a, [fw1.endpoint(node_a)])
+        wait_programmed(api, name, node_a)
+        wait_for("node-b's link gone", lambda: link not in views[1].links())
+        wait_for(
+            "node-b released the xc",
+            lambda: (
+                agent_finalizer(node_b)
+                not in ((api.get_xc(name) or {})["metadata"].get("finalizers") or [])
+            ),
+        )
+        assert link_state(views[0], link) == on_a
+
+        api.delete_xc(name)
+        wait_for("the xc gone", lambda: api.get_xc(name) is None)
+        assert link not in views[0].links()
