@@ -153,6 +153,7 @@ class PodWorker:
         self.start_time = now_rfc3339()
         self.gone = False  # the API object no longer exists
         self.shutting_down = False  # the runtime stops: kill fast, confirm nothing
+        self.crashed = False  # ended on a bug, not a deletion: the runtime starts it again
         self._tasks: list[asyncio.Task[None]] = []
         self._event_counts: dict[tuple[str, str], tuple[str, int]] = {}
         self._transitions: dict[tuple[str, bool], str] = {}
@@ -195,7 +196,10 @@ class PodWorker:
                     self.changed.clear()
                     await self.changed.wait()
         except Exception:
-            log.exception("pod %s/%s: unexpected error", self.namespace, self.name)
+            log.exception(
+                "pod %s/%s: unexpected error; starting it again", self.namespace, self.name
+            )
+            self.crashed = True
         finally:
             try:
                 await self._teardown()
@@ -205,7 +209,8 @@ class PodWorker:
                 status_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await status_task
-        if not self.gone and not self.shutting_down:
+        deleting = bool(self.pod["metadata"].get("deletionTimestamp"))
+        if deleting and not self.gone and not self.shutting_down:
             await self._confirm_deletion()
 
     async def _start_sandbox(self) -> None:

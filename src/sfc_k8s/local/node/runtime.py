@@ -276,9 +276,21 @@ class NodeRuntime:
 
     def _worker_done(self, uid: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
-            self.workers.pop(uid, None)
+            worker = self.workers.pop(uid, None)
+            if worker is not None and worker.crashed and not worker.terminating:
+                self._spawn(self._start_again(worker.path, uid))
 
         return done
+
+    async def _start_again(self, path: str, uid: str) -> None:
+        """After a worker ended on a bug: start the pod again if it still exists as it was."""
+        await asyncio.sleep(1.0)
+        try:
+            pod = await self.kube.get(path)
+        except KubeError:
+            return
+        if pod["metadata"].get("uid") == uid and uid not in self.workers:
+            self._handle(pod)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
