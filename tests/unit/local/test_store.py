@@ -5,7 +5,9 @@ creationTimestamp and generation (bumped on spec changes only); generateName; 40
 names and stale resourceVersions; 404 for unknown namespaces; watch from a resourceVersion
 replays exactly the later events; 410 Expired once the history is compacted; filtered watches
 see objects entering/leaving their selector as ADDED/DELETED; finalizers hold a deleted object
-until they are removed; status subresource writes touch only the status.
+until they are removed and none can be added meanwhile; status subresource writes touch only
+the status; pods are deleted at once unless a Ready node holds them; built-in validation; the
+versions of a CRD share one storage; invalid CRDs are 422.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ def test_finalizers_hold_a_deleted_object(store: Store) -> None:
     # A deleting object cannot be undeleted by a client write.
     kept = store.patch(cms, "default", "a", PATCH_MERGE, {"metadata": {"deletionTimestamp": None}})
     assert kept["metadata"]["deletionTimestamp"]
+    with pytest.raises(APIError) as forbidden:
+        store.patch(cms, "default", "a", PATCH_MERGE, {"metadata": {"finalizers": ["new/one"]}})
+    assert forbidden.value.code == 422, "no finalizer can be added while deleting"
     store.patch(
         cms, "default", "a", PATCH_MERGE, {"metadata": {"finalizers": ["example.com/hold"]}}
     )

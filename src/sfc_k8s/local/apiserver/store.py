@@ -526,6 +526,21 @@ class Store:
                 md["namespace"] = cur_md["namespace"]
             md.pop("managedFields", None)
             md.pop("selfLink", None)
+            added = set(md.get("finalizers") or []) - set(cur_md.get("finalizers") or [])
+            if cur_md.get("deletionTimestamp") and added:
+                raise errors.invalid(
+                    rtype.kind,
+                    rtype.group,
+                    cur_md["name"],
+                    [
+                        Cause(
+                            "metadata.finalizers",
+                            "FieldValueForbidden",
+                            "Forbidden: no new finalizers can be added if the object is being "
+                            f"deleted, found new finalizers {sorted(added)!r}",
+                        )
+                    ],
+                )
         obj["apiVersion"], obj["kind"] = current["apiVersion"], current["kind"]
         meta(obj)["resourceVersion"] = cur_md.get("resourceVersion")
         obj = self._admit(rtype, obj, current, strict=strict)
@@ -601,7 +616,7 @@ class Store:
             if grace < int(md.get("deletionGracePeriodSeconds") or 0):
                 md["deletionGracePeriodSeconds"] = grace
                 md["deletionTimestamp"] = now_rfc3339(grace)
-                if grace == 0 and not finalizers:
+                if grace == 0 and not md.get("finalizers"):
                     self._commit(rtype, obj, current)
                     return self.present(rtype, self._remove(rtype.key, obj))
                 return self.present(rtype, self._commit(rtype, obj, current))
@@ -615,7 +630,8 @@ class Store:
                 md.pop("finalizers")
             return self.present(rtype, self._commit(rtype, obj, current))
         if finalizers or grace > 0:
-            md["finalizers"] = finalizers
+            if finalizers:
+                md["finalizers"] = finalizers
             md["deletionTimestamp"] = now_rfc3339(grace)
             md["deletionGracePeriodSeconds"] = grace
             md["generation"] = int(md.get("generation", 1)) + 1
