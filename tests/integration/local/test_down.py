@@ -2,7 +2,8 @@
 
 Covers: pods' processes, network namespaces, host veths and IPAM leases of a runtime killed
 with SIGKILL are all removed by ``down`` (from the records in the state directory and by name
-prefix), and the state directory is removed.
+prefix), and the state directory is removed; a ``local up`` that fails half-way removes what
+it had started.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from sfc_k8s.local import cli as local_cli
-from sfc_k8s.local.layout import list_netns, pid_alive, processes_in_netns
+from sfc_k8s.local.layout import Layout, list_netns, pid_alive, processes_in_netns
 from sfc_k8s.local.node.cni import NETWORKS_ANNOTATION
 from tests.integration.local.cluster import local_cluster, ready
 
@@ -58,3 +61,24 @@ def test_down_cleans_up_after_a_crashed_runtime(tmp_path: Path) -> None:
         assert not any(pid_alive(pid) for pid in pids)
         assert list(ipam.rglob("10.98.*")) == [], "the lease was released by CNI DEL"
         assert not state.exists()
+
+
+def test_failed_up_tears_down_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    layout = Layout(state)
+    # The API server starts; registering the CRDs then fails: up must undo the API server.
+    monkeypatch.setattr(local_cli, "KUBECTL", str(tmp_path / "no-kubectl"))
+    with pytest.raises(local_cli.LocalClusterError, match="did not start"):
+        local_cli.up(layout, progress=local_cli.Progress(quiet=True), timeout=30)
+    assert not state.exists()
+    assert list_netns(layout.netns_prefix) == []
+    assert not local_cli.running(layout)
+    for entry in Path("/proc").iterdir():  # no process of that cluster (the API server) is left
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert str(state).encode() not in cmdline, cmdline
