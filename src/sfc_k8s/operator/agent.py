@@ -294,7 +294,13 @@ class NodeAgent:
             )
             raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
 
-        current = self._programmed(link)
+        try:
+            current = self._programmed(link)
+        except DataplaneError as err:
+            self.metrics.reconcile_errors.labels("dataplane").inc()
+            raise kopf.TemporaryError(
+                f"failed to read link {link!r}: {err}", delay=self.config.conflict_delay
+            ) from err
         now = time.monotonic()
         drained_at = self._track_drains(link, current, now)
         desired = expire_drains(wanted, drained_at, now, timeout)[0]
