@@ -4,7 +4,8 @@ Covers: scheduling onto the node, Running + Ready + pod IP from the cluster netw
 command/args/env run as processes inside the pod's own network namespace with stdout in the
 state directory, exec readiness probes flipping Ready both ways, graceful deletion (SIGTERM,
 then SIGKILL after the grace period, namespace and processes removed, object gone), and the
-restart policies Always (restartCount, CrashLoopBackOff), OnFailure and Never.
+restart policies Always (restartCount, CrashLoopBackOff), OnFailure and Never, and a failing
+liveness probe killing the container so that it restarts.
 """
 
 from __future__ import annotations
@@ -167,6 +168,33 @@ def test_restart_policies(cluster: Cluster) -> None:
         cluster.delete_pod(ns, name)
     for name in ("always", "never", "onfailure"):
         cluster.wait_gone(ns, name)
+
+
+def test_liveness_probe_restarts_the_container(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    spec = {
+        "terminationGracePeriodSeconds": 0,
+        "containers": [
+            {
+                "name": "main",
+                "command": ["sleep", "1000"],
+                "livenessProbe": {
+                    "exec": {"command": ["false"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }
+        ],
+    }
+    cluster.create_pod(ns, "unhealthy", spec)
+    pod = cluster.wait_pod(
+        ns, "unhealthy", lambda p: container_status(p).get("restartCount", 0) >= 1
+    )
+    assert container_status(pod)["lastState"]["terminated"]["signal"] == 9
+    messages = [e["message"] for e in cluster.events(ns, "unhealthy")]
+    assert any("failed liveness probe" in m for m in messages)
+    cluster.delete_pod(ns, "unhealthy")
+    cluster.wait_gone(ns, "unhealthy")
 
 
 def _read(path: Path) -> str:
