@@ -4,8 +4,8 @@ Covers: a Kopf operator run with KopfRunner sees every creation, update and dele
 custom objects exactly once (handlers with Kopf's finalizer), while its watch streams are cut
 every second (`timeoutSeconds=1`) and resumed; the raw watch events it receives are exactly the
 server's change history for that resource, with no loss and no duplicate; Kopf's own writes
-(finalizers, annotations, core/v1 Events) are accepted; peering through the preloaded
-ClusterKopfPeering CRD.
+(finalizers, annotations, core/v1 Events) are accepted; Kopf peering through the preloaded
+KopfPeering CRD (the operator writes its presence into the peering object's status).
 """
 
 from __future__ import annotations
