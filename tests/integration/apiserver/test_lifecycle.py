@@ -6,7 +6,7 @@ delete with gracePeriodSeconds=0 confirms it; pods of a node that disappears are
 a node whose heartbeats stop becomes NotReady (Unknown); ownerReference garbage collection
 (background, foreground, orphan); namespace deletion removes its content, then the namespace;
 Deployments replace deleted pods and roll out a new template;
-`kubectl create namespace|configmap|secret` (protobuf bodies); server-side apply and
+`kubectl create namespace|configmap|secret|deployment` (protobuf bodies); server-side apply and
 `--dry-run=server`; raw watch streams: resume from a resourceVersion, BOOKMARK events,
 `timeoutSeconds`, 410 Expired as an ERROR event, Table watches; Status bodies for
 404/405/409/415/422.
@@ -232,6 +232,40 @@ def test_namespace_deletion_removes_its_content(apiserver: LocalAPIServer) -> No
         apiserver.kubectl("get", "secret", "s", "-n", "scratch", "-o", "yaml", check=True).stdout
     )
     assert secret["data"] == {"p": "cQ=="}
+    apiserver.kubectl(
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "scratch",
+        "--image=busybox",
+        "--replicas=2",
+        "--",
+        "sleep",
+        "100",
+        check=True,
+    )
+    command = apiserver.kubectl(
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "scratch",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].command}",
+        check=True,
+    ).stdout
+    assert json.loads(command) == ["sleep", "100"]
+    _eventually(
+        lambda: (
+            len(
+                apiserver.kubectl(
+                    "get", "pods", "-n", "scratch", "-o", "name", check=True
+                ).stdout.split()
+            )
+            == 2
+        )
+    )
     apiserver.kubectl("delete", "namespace", "scratch", "--timeout=20s", check=True)
     assert apiserver.kubectl("get", "ns", "scratch").returncode == 1
     assert apiserver.kubectl("get", "cm", "-n", "scratch", "-o", "name").stdout == ""

@@ -1,6 +1,6 @@
 """Decoding of the Kubernetes protobuf request bodies kubectl sends for a few simple kinds.
 
-`kubectl create namespace|configmap|secret|serviceaccount` post their object as
+`kubectl create namespace|configmap|secret|serviceaccount|deployment` post their object as
 `application/vnd.kubernetes.protobuf` (the `k8s\\0` magic, a runtime.Unknown envelope, then the
 object's generated message). The server speaks JSON everywhere else; this module turns those
 bodies into the JSON form for the kinds listed in `_KINDS`, and says plainly which kind it
@@ -126,7 +126,103 @@ def _secret(data: bytes) -> dict[str, Any]:
     return obj
 
 
+# Message layouts for the workload kinds `kubectl create deployment` and friends send, as
+# field number -> (JSON name, kind, nested layout). Kinds: str, int, bool, map (string map),
+# strs (repeated string), msg (nested message), msgs (repeated message). Fields not listed
+# (probes, resources, volumes...) are dropped: those commands never set them.
+Layout = dict[int, tuple[str, str, Any]]
+_OBJECT_META: Layout = {
+    1: ("name", "str", None),
+    2: ("generateName", "str", None),
+    3: ("namespace", "str", None),
+    11: ("labels", "map", None),
+    12: ("annotations", "map", None),
+    14: ("finalizers", "strs", None),
+}
+_SELECTOR: Layout = {
+    1: ("matchLabels", "map", None),
+    2: (
+        "matchExpressions",
+        "msgs",
+        {1: ("key", "str", None), 2: ("operator", "str", None), 3: ("values", "strs", None)},
+    ),
+}
+_CONTAINER: Layout = {
+    1: ("name", "str", None),
+    2: ("image", "str", None),
+    3: ("command", "strs", None),
+    4: ("args", "strs", None),
+    5: ("workingDir", "str", None),
+    6: (
+        "ports",
+        "msgs",
+        {
+            1: ("name", "str", None),
+            2: ("hostPort", "int", None),
+            3: ("containerPort", "int", None),
+            4: ("protocol", "str", None),
+        },
+    ),
+    7: ("env", "msgs", {1: ("name", "str", None), 2: ("value", "str", None)}),
+    14: ("imagePullPolicy", "str", None),
+}
+_POD_SPEC: Layout = {
+    2: ("containers", "msgs", _CONTAINER),
+    3: ("restartPolicy", "str", None),
+    4: ("terminationGracePeriodSeconds", "int", None),
+    7: ("nodeSelector", "map", None),
+    8: ("serviceAccountName", "str", None),
+    10: ("nodeName", "str", None),
+    20: ("initContainers", "msgs", _CONTAINER),
+}
+_TEMPLATE: Layout = {1: ("metadata", "msg", _OBJECT_META), 2: ("spec", "msg", _POD_SPEC)}
+_DEPLOYMENT: Layout = {
+    1: ("metadata", "msg", _OBJECT_META),
+    2: (
+        "spec",
+        "msg",
+        {
+            1: ("replicas", "int", None),
+            2: ("selector", "msg", _SELECTOR),
+            3: ("template", "msg", _TEMPLATE),
+            5: ("minReadySeconds", "int", None),
+            6: ("revisionHistoryLimit", "int", None),
+            7: ("paused", "bool", None),
+            9: ("progressDeadlineSeconds", "int", None),
+        },
+    ),
+}
+_POD: Layout = {1: ("metadata", "msg", _OBJECT_META), 2: ("spec", "msg", _POD_SPEC)}
+
+
+def _message(data: bytes, layout: Layout) -> dict[str, Any]:
+    """Decode a message by its layout (fields it does not list are skipped)."""
+    result: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number not in layout:
+            continue
+        name, kind, sub = layout[number]
+        if kind == "str" and _text(value):
+            result[name] = _text(value)
+        elif kind == "int" and isinstance(value, int):
+            result[name] = value - (1 << 64) if value >= 1 << 63 else value
+        elif kind == "bool" and isinstance(value, int):
+            result[name] = bool(value)
+        elif kind == "map":
+            key, item = _entry(value)
+            result.setdefault(name, {})[key] = item.decode()
+        elif kind == "strs":
+            result.setdefault(name, []).append(_text(value))
+        elif kind == "msg" and isinstance(value, bytes):
+            result[name] = _message(value, sub)
+        elif kind == "msgs" and isinstance(value, bytes):
+            result.setdefault(name, []).append(_message(value, sub))
+    return result
+
+
 _KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
+    "Deployment": lambda data: _message(data, _DEPLOYMENT),
+    "Pod": lambda data: _message(data, _POD),
     "Namespace": _namespace,
     "ConfigMap": _configmap,
     "Secret": _secret,
