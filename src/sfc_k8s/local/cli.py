@@ -45,6 +45,7 @@ from sfc_k8s.local.paths import crds_dir, default_cni_path
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 READY_TIMEOUT = 60.0
+AGENT_METRICS_PORT = 9469  # the agent's default, inside each node namespace
 STOP_ORDER = ("controller", "agent-", "node-runtime", "apiserver")
 
 # Processes started by this Python process (``up`` called in-process, as the demo does): kept
@@ -362,8 +363,22 @@ def _up(
             {"SFC_K8S_BPFFS_ROOT": root},
         )
         done()
-    done = progress.step("waiting for the controller and agents to settle")
-    settle_until = time.monotonic() + 2.0
+    done = progress.step("waiting for the agents' metrics and the controller to settle")
+
+    def agents_serving() -> bool:
+        for name in record["processes"]:
+            _check_alive(record, name)
+        for i in range(1, nodes + 1):
+            try:
+                netns.connect_in_netns(
+                    layout.node_netns(node_name(i)), "127.0.0.1", AGENT_METRICS_PORT, timeout=1
+                ).close()
+            except OSError:
+                return False
+        return True
+
+    _wait("the agents to serve their metrics", agents_serving, timeout, [logs])
+    settle_until = time.monotonic() + 1.0  # Kopf has no readiness signal: watch it stay up
     while time.monotonic() < settle_until:
         for name in record["processes"]:
             _check_alive(record, name)
