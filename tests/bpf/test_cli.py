@@ -6,7 +6,9 @@
 - every error (unknown interface, unknown link, duplicate link, interface already in a link or
   listed twice, bad link name, not an endpoint, too many interfaces, bad arguments) prints one
   line on stderr, exits non-zero and leaves the state exactly as it was;
-- calls running at the same time are serialised by the root's lock (no slot given twice).
+- calls running at the same time are serialised by the root's lock (no slot given twice);
+- under ``ip netns exec`` (a private /sys, so a private bpffs) it refuses instead of pinning
+  state that would vanish.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 
 from sfc_k8s.dataplane import Dataplane, maps, structs
 from tests.bpf.conftest import SESSIONS, private_root
-from tests.nettools import Janitor, unique
+from tests.nettools import Janitor, run, unique
 
 SFC_K8S = str(Path(sys.executable).parent / "sfc-k8s")
 
@@ -171,3 +173,14 @@ def test_concurrent_calls_are_serialised(cli: Cli, ifs: list[str]) -> None:
         index = maps.walk(dp.map_fd(structs.MAP_IFSLOTS), ctypes.c_uint32, ctypes.c_uint32)
         slots = [slot.value for _, slot in index]
         assert len(set(slots)) == len(slots) == len(ifs)  # one slot each, none shared
+
+
+def test_refuses_a_private_bpffs_under_ip_netns_exec(cli: Cli, janitor: Janitor) -> None:
+    # `ip netns exec` gives the command a fresh /sys of its own: pins there would vanish.
+    ns = janitor.netns()
+    argv = [SFC_K8S, "dp", "--bpffs-root", cli.root, "link", "add", "xc1"]
+    done = run(*argv, netns=ns, check=False)
+    assert done.returncode == 1
+    assert "private mount namespace" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(cli.root)

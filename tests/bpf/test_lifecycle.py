@@ -5,7 +5,8 @@
 - remove: its sessions are purged, its flows move, other flows stay where they were;
 - a session naming an endpoint of another generation is not followed (re-picked);
 - with the session table lost, adding an endpoint moves only the flows the new one takes;
-- the session table has the size chosen at load.
+- a full side refuses one more endpoint (CapacityError) and nothing changes (the limit is
+  lowered for the test; 1,024 real endpoints take ~20 s to attach, see docs/dataplane.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sfc_k8s.dataplane import DropReason, Side, structs
+from sfc_k8s.dataplane import CapacityError, DropReason, Side, structs
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
@@ -136,3 +137,14 @@ def test_lost_session_table_keeps_flows_on_their_endpoints(life: Life) -> None:
     # Maglev moves (almost) only what the new endpoint takes: a slot or two may shuffle.
     assert sum(1 for _, n in moved if n != life.b[3]) <= 0.03 * FLOWS
     assert 0.1 * FLOWS < len(moved) < 0.4 * FLOWS  # about a quarter
+
+
+def test_full_side_refuses_another_endpoint(life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(structs, "MAX_ENDPOINTS_PER_SIDE", 3)
+    before = life.h.dp.status("life")
+    with pytest.raises(CapacityError, match="already has 3 endpoints"):
+        life.h.dp.add_endpoint("life", Side.B, life.b[3])
+    with pytest.raises(CapacityError, match="more than 3"):
+        life.h.dp.create_link("full", side_b=life.b)
+    assert life.h.dp.status("life") == before
+    assert life.h.dp.links() == ["life", "main", "other"]

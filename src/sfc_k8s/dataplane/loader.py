@@ -82,11 +82,32 @@ def ensure_bpffs(mount: str = BPFFS_MOUNT) -> None:
             fields = line.split()
             if len(fields) > 2 and fields[1] == mount and fields[2] == "bpf":
                 return
+    if _private_mount_namespace():
+        # `ip netns exec` (among others) runs us with a fresh /sys in a mount namespace of our
+        # own: a bpffs mounted there dies with the process, and every pin with it.
+        raise DataplaneError(
+            f"bpffs is not mounted at {mount!r} in this private mount namespace (under 'ip netns"
+            " exec'?): pins made here would vanish; switch only the network namespace"
+            " (nsenter --net=/run/netns/NAME) or mount the host's bpffs there"
+        )
     os.makedirs(mount, exist_ok=True)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", mount.encode(), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
         raise BpfError(f"failed to mount bpffs at {mount!r}: [Errno {err}] {os.strerror(err)}", err)
+
+
+def _private_mount_namespace() -> bool:
+    """Best effort: True when this process has a mount namespace of its own, other than the
+    one of PID 1 or, where that cannot be read, of the parent process (`ip netns exec` unshares
+    the mount namespace and then runs the command in place of itself)."""
+    mine = os.readlink("/proc/self/ns/mnt")
+    for pid in (1, os.getppid()):
+        try:
+            return os.readlink(f"/proc/{pid}/ns/mnt") != mine
+        except OSError:
+            continue
+    return False
 
 
 # --- load: open -> size -> load -> pin ---------------------------------------------------------
