@@ -4,8 +4,10 @@ Covers: scheduling onto the node, Running + Ready + pod IP from the cluster netw
 command/args/env run as processes inside the pod's own network namespace with stdout in the
 state directory, exec readiness probes flipping Ready both ways, graceful deletion (SIGTERM,
 then SIGKILL after the grace period, namespace and processes removed, object gone), and the
-restart policies Always (restartCount, CrashLoopBackOff), OnFailure and Never, and a failing
-liveness probe killing the container so that it restarts.
+restart policies Always (restartCount, CrashLoopBackOff), OnFailure and Never, a failing
+liveness probe killing the container so that it restarts, init containers run to completion in
+order before the containers (a failing one with restartPolicy Never fails the pod), and
+hostNetwork pods running in the node's namespace (which stays when they go).
 """
 
 from __future__ import annotations
@@ -202,3 +204,59 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def test_init_containers_run_first_in_order(cluster: Cluster, tmp_path: Path) -> None:
+    ns = cluster.namespace()
+    trail = tmp_path / "trail"
+    spec = {
+        "terminationGracePeriodSeconds": 0,
+        "initContainers": [
+            {"name": "first", "command": ["sh", "-c", f"echo first >> {trail}"]},
+            {"name": "second", "command": ["sh", "-c", f"echo second >> {trail}"]},
+        ],
+        "containers": [
+            {"name": "main", "command": ["sh", "-c", f"echo main >> {trail}; sleep 1000"]}
+        ],
+    }
+    cluster.create_pod(ns, "inits", spec)
+    pod = cluster.wait_pod(ns, "inits", ready)
+    assert condition(pod, "Initialized") == "True"
+    states = [s["state"]["terminated"]["reason"] for s in pod["status"]["initContainerStatuses"]]
+    assert states == ["Completed", "Completed"]
+    wait_for("main's output", lambda: "main" in _read(trail))
+    assert _read(trail).split() == ["first", "second", "main"]
+
+    failing = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 0,
+        "initContainers": [{"name": "init", "command": ["false"]}],
+        "containers": [{"name": "main", "command": ["sleep", "1000"]}],
+    }
+    cluster.create_pod(ns, "badinit", failing)
+    pod = cluster.wait_pod(ns, "badinit", lambda p: phase(p) == "Failed")
+    assert condition(pod, "Initialized") == "False"
+    assert "running" not in container_status(pod)["state"]  # main never started
+    for name in ("inits", "badinit"):
+        cluster.delete_pod(ns, name)
+    for name in ("inits", "badinit"):
+        cluster.wait_gone(ns, name)
+
+
+def test_host_network_pod_runs_in_the_node_namespace(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    spec = {
+        "hostNetwork": True,
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "main", "command": ["sleep", "1000"]}],
+    }
+    cluster.create_pod(ns, "hostnet", spec)
+    pod = cluster.wait_pod(ns, "hostnet", ready)
+    node_ns = cluster.layout.node_netns("node-1")
+    assert pod["status"]["podIP"] == "10.244.1.1"
+    pids = processes_in_netns(node_ns)
+    assert not os.path.exists(f"/run/netns/{cluster.netns(pod)}")
+    cluster.delete_pod(ns, "hostnet")
+    wait_for("hostnet gone", lambda: cluster.pod(ns, "hostnet") is None)
+    wait_for("its process gone", lambda: len(processes_in_netns(node_ns)) < len(pids))
+    assert os.path.exists(f"/run/netns/{node_ns}"), "the node namespace stays"

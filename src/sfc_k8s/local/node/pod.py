@@ -142,10 +142,14 @@ class PodWorker:
         self.uid: str = meta["uid"]
         self.namespace: str = meta.get("namespace", "default")
         self.name: str = meta["name"]
-        self.netns = node.layout.pod_netns(self.uid)
+        # hostNetwork pods run in the node's namespace and get no CNI networks (as with Multus).
+        self.host_network = bool(pod["spec"].get("hostNetwork"))
+        self.netns = node.netns if self.host_network else node.layout.pod_netns(self.uid)
         self.dir = node.layout.pod_dir(self.uid)
         self.attachments: list[Attachment] = []
         self.containers = [Container(spec=c) for c in pod["spec"].get("containers") or []]
+        self.init_containers = [Container(spec=c) for c in pod["spec"].get("initContainers") or []]
+        self.init_failed = False
         self.changed = asyncio.Event()
         self.dirty = asyncio.Event()
         self.sandbox_ready = False
@@ -190,11 +194,11 @@ class PodWorker:
         status_task = asyncio.create_task(self._status_loop())
         try:
             await self._start_sandbox()
-            if not self.terminating:
+            if not self.terminating and await self._run_init_containers():
                 self._start_containers()
-                while not self.terminating:
-                    self.changed.clear()
-                    await self.changed.wait()
+            while not self.terminating:
+                self.changed.clear()
+                await self.changed.wait()
         except Exception:
             log.exception(
                 "pod %s/%s: unexpected error; starting it again", self.namespace, self.name
@@ -256,6 +260,7 @@ class PodWorker:
                 "netns": self.netns,
                 "nodeNetns": self.node.netns,
                 "containerId": self._pod_context().container_id,
+                "hostNetwork": self.host_network,
                 "attachments": [a.to_json() for a in self.attachments],
             },
         )
@@ -298,6 +303,13 @@ class PodWorker:
 
     async def _setup_sandbox(self) -> None:
         start = time.monotonic()
+        if self.host_network:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._record()
+            self.pod_ip = self.node.host_ip
+            self.sandbox_ready = True
+            self.dirty.set()
+            return
         wanted = await self._wanted_attachments()
         self.dir.mkdir(parents=True, exist_ok=True)
         # Recorded before any ADD: a crash mid-ADD still gets its DEL (DEL is idempotent).
@@ -361,8 +373,9 @@ class PodWorker:
                 raise result
         self.attachments.clear()
         self._record()
-        with contextlib.suppress(netns.NetnsError):
-            await netns.delete(self.netns)
+        if not self.host_network:
+            with contextlib.suppress(netns.NetnsError):
+                await netns.delete(self.netns)
         self.sandbox_ready = False
 
     # -- containers --------------------------------------------------------------------------
@@ -373,6 +386,47 @@ class PodWorker:
             for kind in ("readinessProbe", "livenessProbe"):
                 if c.spec.get(kind):
                     self._tasks.append(asyncio.create_task(self._probe_loop(c, kind)))
+
+    async def _run_init_containers(self) -> bool:
+        """Run each init container to completion, in order; False if the pod cannot start."""
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        for c in self.init_containers:
+            delay = 0.0
+            while True:
+                if self.terminating:
+                    return False
+                try:
+                    c.proc = await self._spawn(c)
+                except OSError as err:
+                    c.waiting = ("CreateContainerError", str(err))
+                    self.init_failed = True
+                    self.dirty.set()
+                    await self.event("Warning", "Failed", f"Error: {err}")
+                    return False
+                c.started_at, c.started_mono = now_rfc3339(), time.monotonic()
+                c.terminated, c.waiting = None, ("", "")
+                self.dirty.set()
+                code = await c.proc.wait()
+                c.terminated = {
+                    "exitCode": code if code >= 0 else 128 - code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": c.started_at,
+                    "finishedAt": now_rfc3339(),
+                }
+                if code == 0 or policy == "Never":
+                    c.finished = True
+                    self.init_failed = code != 0
+                    self.dirty.set()
+                    if code != 0:
+                        return False
+                    break
+                delay = min(max(delay * 2, 1.0), RESTART_BACKOFF_MAX)
+                c.last_terminated = c.terminated
+                c.waiting = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting init container")
+                self.dirty.set()
+                await self._sleep_unless_terminating(delay)
+                c.restart_count += 1
+        return True
 
     def _env(self, spec: JsonObj) -> dict[str, str]:
         meta = self.pod["metadata"]
@@ -567,10 +621,11 @@ class PodWorker:
         return min(grace, 2.0) if self.gone else grace
 
     async def _teardown(self) -> None:
-        for c in self.containers:
+        everything = self.init_containers + self.containers
+        for c in everything:
             c.stop.set()
         grace = self._grace()
-        running = [c for c in self.containers if c.proc is not None and c.running]
+        running = [c for c in everything if c.proc is not None and c.running]
         if running and grace > 0:
             await self.event("Normal", "Killing", f"Stopping containers (grace period {grace:g}s)")
             for c in running:
@@ -580,10 +635,10 @@ class PodWorker:
                 await asyncio.wait_for(
                     asyncio.gather(*(c.proc.wait() for c in running if c.proc)), grace
                 )
-        for c in self.containers:
+        for c in everything:
             if c.proc is not None and c.running:
                 _signal_group(c.proc.pid, signal.SIGKILL)
-        for c in self.containers:
+        for c in everything:
             if c.proc is not None:
                 with contextlib.suppress(ProcessLookupError):
                     await c.proc.wait()
@@ -593,7 +648,7 @@ class PodWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         # Anything else still in the namespace (a probe, an orphan of a container) goes too.
-        for pid in processes_in_netns(self.netns):
+        for pid in [] if self.host_network else processes_in_netns(self.netns):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         await self._release_network()
@@ -615,7 +670,16 @@ class PodWorker:
 
     # -- status and events -------------------------------------------------------------------
 
+    def _initialized(self) -> bool:
+        return all(
+            c.finished and (c.terminated or {}).get("exitCode") == 0 for c in self.init_containers
+        )
+
     def _phase(self) -> str:
+        if self.init_failed:
+            return "Failed"
+        if not all(c.finished for c in self.init_containers):
+            return "Pending"
         if not self.sandbox_ready and not any(c.terminated for c in self.containers):
             return "Pending"
         if any(c.proc is None for c in self.containers):
@@ -645,13 +709,15 @@ class PodWorker:
             "qosClass": "BestEffort",
             "conditions": [
                 cond("PodReadyToStartContainers", self.sandbox_ready),
-                cond("Initialized", True),
+                cond("Initialized", self._initialized(), "ContainersNotInitialized"),
                 cond("ContainersReady", ready, "ContainersNotReady"),
                 cond("Ready", ready, "ContainersNotReady"),
                 cond("PodScheduled", True),
             ],
             "containerStatuses": [c.status(self.uid) for c in self.containers],
         }
+        if self.init_containers:
+            status["initContainerStatuses"] = [c.status(self.uid) for c in self.init_containers]
         if self.pod_ip:
             status["podIP"] = self.pod_ip
             status["podIPs"] = [{"ip": self.pod_ip}]
@@ -744,10 +810,18 @@ async def cleanup_record(record_path: Path, cni_path: list[str]) -> None:
         with contextlib.suppress(OSError):
             record_path.unlink()
         return
-    pod_netns = str(record.get("netns", ""))
+    host_network = bool(record.get("hostNetwork"))
+    pod_netns = "" if host_network else str(record.get("netns", ""))
     for pid in processes_in_netns(pod_netns) if pod_netns else []:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    if host_network:  # in the node's namespace: only the pod's own process groups
+        in_node = set(processes_in_netns(str(record.get("nodeNetns", ""))))
+        for pid_file in record_path.parent.glob("*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text())
+                if pid in in_node:  # not a recycled pid of some other process
+                    _signal_group(pid, signal.SIGKILL)
     ctx = PodContext(
         namespace=str(record.get("namespace", "")),
         name=str(record.get("name", "")),
