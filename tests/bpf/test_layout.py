@@ -15,7 +15,7 @@ import pytest
 
 from sfc_k8s.dataplane import DropReason, flow, loader, structs
 from sfc_k8s.dataplane import _libbpf as bpf
-from tests.bpf.conftest import Topology
+from tests.bpf.conftest import SESSIONS, Topology
 
 LIB = Path(structs.__file__).parent / "bpf" / "lib"
 
@@ -74,21 +74,17 @@ def test_flow_kinds_mirror_the_header() -> None:
 
 
 def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
-    expected = {
-        structs.MAP_ENDPOINTS: (4, ctypes.sizeof(structs.EndpointEntry), structs.MAX_IFACES),
-        structs.MAP_IFSLOTS: (4, 4, structs.MAX_IFACES),
-        structs.MAP_SESSIONS: (
-            ctypes.sizeof(structs.FlowKey),
-            ctypes.sizeof(structs.SessionValue),
-            None,
-        ),
-        structs.MAP_MAGLEV: (4, 4, 2 * structs.MAX_LINKS),
-        structs.MAP_EP_COUNTERS: (4, ctypes.sizeof(structs.EpCounters), structs.MAX_IFACES),
-        structs.MAP_LINK_STATS: (4, ctypes.sizeof(structs.LinkStats), structs.MAX_LINKS),
+    entries = {
+        structs.MAP_ENDPOINTS: structs.MAX_IFACES,
+        structs.MAP_IFSLOTS: structs.MAX_IFACES,
+        structs.MAP_SESSIONS: SESSIONS,
+        structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
+        structs.MAP_EP_COUNTERS: structs.MAX_IFACES,
+        structs.MAP_LINK_STATS: structs.MAX_LINKS,
     }
-    for name, (key_size, value_size, entries) in expected.items():
+    assert set(entries) == set(structs.NODE_MAPS) == set(structs.MAP_LAYOUTS)
+    for name, count in entries.items():
         info = bpf.map_info(topo.h.dp.map_fd(name))
         assert info.name.decode() == name[: bpf.BPF_OBJ_NAME_LEN - 1]
-        assert (info.key_size, info.value_size) == (key_size, value_size), name
-        if entries is not None:
-            assert info.max_entries == entries, name
+        assert (info.key_size, info.value_size) == structs.MAP_LAYOUTS[name], name
+        assert info.max_entries == count, name

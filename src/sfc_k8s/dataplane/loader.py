@@ -148,7 +148,15 @@ def adopt(pins: Pins) -> NodeFds:
     fds = NodeFds(program=bpf.obj_get(pins.program))
     try:
         for name in structs.NODE_MAPS:
-            fds.maps[name] = bpf.obj_get(pins.node_map(name))
+            fds.maps[name] = fd = bpf.obj_get(pins.node_map(name))
+            info = bpf.map_info(fd)
+            if (info.key_size, info.value_size) != structs.MAP_LAYOUTS[name]:
+                raise DataplaneError(
+                    f"pinned map {pins.node_map(name)!r} has key/value sizes"
+                    f" {info.key_size}/{info.value_size}, this version expects"
+                    f" {structs.MAP_LAYOUTS[name][0]}/{structs.MAP_LAYOUTS[name][1]}:"
+                    " the layout changed without a new map name"
+                )
     except BaseException:
         fds.close()
         raise

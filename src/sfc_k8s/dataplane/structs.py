@@ -147,3 +147,14 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_ep_counters": EpCounters,
     "sfc_link_stats": LinkStats,
 }
+
+
+# (key size, value size) of each node-wide map, checked when adopting pinned maps.
+MAP_LAYOUTS: dict[str, tuple[int, int]] = {
+    MAP_ENDPOINTS: (4, ctypes.sizeof(EndpointEntry)),
+    MAP_IFSLOTS: (4, 4),
+    MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
+    MAP_MAGLEV: (4, 4),
+    MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),
+    MAP_LINK_STATS: (4, ctypes.sizeof(LinkStats)),
+}
