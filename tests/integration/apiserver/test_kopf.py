@@ -124,7 +124,8 @@ def test_kopf_sees_every_change_exactly_once(kopf_env: LocalAPIServer) -> None:
     first_rv = store.resource_version
     args = ["run", "--standalone", "--namespace", "kopf-test"]
     with KopfRunner(args, registry=registry, settings=_settings(), timeout=60) as runner:
-        time.sleep(1.0)  # let Kopf list and start watching
+        # Changes made once Kopf watches must all reach it as watch events.
+        _eventually(lambda: server.call(store.watcher_count, rtype.key) > 0)
         for name in names:
             server.call(
                 store.create, rtype, "kopf-test", {"metadata": {"name": name}, "spec": {"size": 0}}

@@ -13,6 +13,7 @@ pod is deleted) from the pod log directory.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,48 @@ def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+class _Streaming:
+    """A long-running kubectl (`get -w`, `logs -f`) whose output lines a thread collects."""
+
+    def __init__(self, apiserver: LocalAPIServer, *args: str) -> None:
+        command = [
+            "/usr/bin/kubectl",
+            "--kubeconfig",
+            str(apiserver.kubeconfig),
+            "--cache-dir",
+            str(apiserver.cache_dir),
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        _eventually(lambda: any(text in line for line in self.lines), timeout)
+
+    def finish(self, timeout: float = 20.0) -> list[str]:
+        """Wait for kubectl to end by itself; return its output lines."""
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.lines
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
 def _pod_names(apiserver: LocalAPIServer, selector: str) -> list[str]:
     out = apiserver.kubectl("get", "pods", "-l", selector, "-o", "name", check=True).stdout
     return sorted(out.split())
@@ -121,33 +164,17 @@ def test_pod_apply_get_describe_delete(apiserver: LocalAPIServer) -> None:
 
 def test_watch_streams_later_changes(apiserver: LocalAPIServer) -> None:
     _apply(apiserver, POD)
-    watch = subprocess.Popen(
-        [
-            "/usr/bin/kubectl",
-            "--kubeconfig",
-            str(apiserver.kubeconfig),
-            "--cache-dir",
-            str(apiserver.cache_dir),
-            "get",
-            "pods",
-            "-w",
-            "--request-timeout=5s",
-            "--output-watch-events",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watch = _Streaming(apiserver, "get", "pods", "-w", "--output-watch-events")
     try:
-        time.sleep(1.0)
+        watch.wait_for("ADDED")
         apiserver.kubectl("label", "pod", "web", "seen=yes", check=True)
+        watch.wait_for("MODIFIED")
         apiserver.kubectl("delete", "pod", "web", check=True)
-        time.sleep(0.5)
+        watch.wait_for("DELETED")
     finally:
-        watch.terminate()
-        out, _ = watch.communicate(timeout=10)
-    events = [line.split()[0] for line in out.splitlines()[1:]]
-    assert events == ["ADDED", "MODIFIED", "DELETED"], out
+        watch.close()
+    events = [line.split()[0] for line in watch.lines[1:]]
+    assert events == ["ADDED", "MODIFIED", "DELETED"], watch.lines
 
 
 def test_deployment_scale_and_cascading_delete(apiserver: LocalAPIServer) -> None:
@@ -243,28 +270,14 @@ def test_logs_are_served_from_the_pod_log_directory(apiserver: LocalAPIServer) -
     log.write_text("one\ntwo\nthree\n")
     assert apiserver.kubectl("logs", "web", check=True).stdout == "one\ntwo\nthree\n"
     assert apiserver.kubectl("logs", "web", "--tail=1", check=True).stdout == "three\n"
-    follow = subprocess.Popen(
-        [
-            "/usr/bin/kubectl",
-            "--kubeconfig",
-            str(apiserver.kubeconfig),
-            "--cache-dir",
-            str(apiserver.cache_dir),
-            "logs",
-            "-f",
-            "web",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    follow = _Streaming(apiserver, "logs", "-f", "web")
     try:
-        time.sleep(1.0)
+        follow.wait_for("three")
         with log.open("a") as handle:
             handle.write("four\n")
-        time.sleep(0.5)
+        follow.wait_for("four")
         apiserver.kubectl("delete", "pod", "web", check=True)
-        out, _ = follow.communicate(timeout=10)
+        out = follow.finish()
     finally:
-        follow.kill()
-    assert out == "one\ntwo\nthree\nfour\n", "follow streams until the pod is gone"
+        follow.close()
+    assert out == ["one", "two", "three", "four"], "follow streams until the pod is gone"

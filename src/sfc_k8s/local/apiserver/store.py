@@ -286,6 +286,10 @@ class Store:
         """The kept change events of a resource, oldest first."""
         return list(self._history.get(key, ()))
 
+    def watcher_count(self, key: tuple[str, str]) -> int:
+        """How many watches of a resource are open (tests wait for a client to watch)."""
+        return len(self._watchers.get(key, ()))
+
     def close_watches(self) -> None:
         """End every open watch (the server is stopping)."""
         for watchers in self._watchers.values():
