@@ -5,23 +5,26 @@
 - remove: its sessions are purged, its flows move, other flows stay where they were;
 - a session naming an endpoint of another generation is not followed (re-picked);
 - with the session table lost, adding an endpoint moves only the flows the new one takes;
+- deleting a link purges its sessions, unpins its attachments, frees its slots and leaves
+  other links alone; its interfaces then pass traffic untouched;
 - a full side refuses one more endpoint (CapacityError) and nothing changes (the limit is
   lowered for the test; 1,024 real endpoints take ~20 s to attach, see docs/dataplane.md).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from sfc_k8s.dataplane import CapacityError, DropReason, Side, structs
+from sfc_k8s.dataplane import CapacityError, DropReason, Side, maps, structs
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
 from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
-from tests.bpf.harness import TC_ACT_REDIRECT, TC_ACT_SHOT, Harness
+from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Harness
 from tests.nettools import Janitor, unique
 
 FLOWS = 200
@@ -148,3 +151,21 @@ def test_full_side_refuses_another_endpoint(life: Life, monkeypatch: pytest.Monk
         life.h.dp.create_link("full", side_b=life.b)
     assert life.h.dp.status("life") == before
     assert life.h.dp.links() == ["life", "main", "other"]
+
+
+def test_delete_link_purges_its_sessions_and_pins(life: Life) -> None:
+    link_id = life.h.link_id("life")
+    life.send(20)
+    main_before = life.h.dp.status("main")
+    folder = life.h.dp.pins.link_dir("life")
+    assert len([p for p in os.listdir(folder) if p.startswith("tcx_")]) == 4
+    life.h.dp.delete_link("life")
+    fd = life.h.dp.map_fd(structs.MAP_SESSIONS)
+    assert [
+        k for k, _ in maps.walk(fd, structs.FlowKey, structs.SessionValue) if k.link_id == link_id
+    ] == []
+    assert not os.path.exists(folder)
+    assert all(e.link_id != link_id for e in life.h.slots().values())
+    assert life.h.dp.status("main") == main_before  # the other links are untouched
+    v = life.h.run(life.a, flow_frame(0))
+    assert (v.retval, v.target) == (TC_ACT_OK, None)  # no longer in any link
