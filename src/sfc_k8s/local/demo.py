@@ -379,9 +379,12 @@ class Demo:
         sessions = self.sessions(XC_IN)
         placement = self.flow_placement(flows)
         per_sessions: dict[str, int] = {}
+        tcp_sessions: dict[str, int] = {}
         for session in sessions:
             key = str(session.get("b_ifname", ""))
             per_sessions[key] = per_sessions.get(key, 0) + 1
+            if session.get("proto") == 6:
+                tcp_sessions[key] = tcp_sessions.get(key, 0) + 1
         per_flows: dict[str, int] = {}
         for iface in placement.values():
             per_flows[iface] = per_flows.get(iface, 0) + 1
@@ -390,7 +393,7 @@ class Demo:
             f"    {'replica':<30} {'node':<7} {'state':<17} {'packets':>9} {'bytes':>13} "
             f"{'sessions':>8} {'long flows':>10}"
         )
-        active: list[tuple[str, float]] = []
+        active: list[tuple[str, float, int]] = []
         draining_seen = 0
         for iface, (by, pk, _t, last_state) in sorted(window.items(), key=lambda kv: kv[0]):
             rep = self.replicas.get(iface)
@@ -400,14 +403,14 @@ class Demo:
                 state = f"removed ({last_state})"
                 draining_seen += last_state == "draining"
             elif state == "active":
-                active.append((name, by))
+                active.append((name, by, tcp_sessions.get(iface, 0)))
             self.out(
                 f"    {name:<30} {rep.node if rep else '?':<7} {state:<17} {pk:>9.0f} {by:>13.0f} "
                 f"{per_sessions.get(iface, 0):>8} {per_flows.get(iface, 0):>10}"
             )
-        idle = [n for n, b in active if b <= 0]
+        idle = [n for n, b, tcp in active if b <= 0 or tcp == 0]
         self.check(
-            f"{replicas} replicas: every active replica carried traffic",
+            f"{replicas} replicas: every active replica carried traffic (bytes and TCP flows)",
             not idle and len(active) == replicas,
             f"{len(active)} active" + (f", idle: {', '.join(idle)}" if idle else ""),
         )
