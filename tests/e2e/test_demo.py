@@ -4,7 +4,7 @@ Covers: ``local up`` starts API server, node runtime, controller and agent; the
 transparent-firewall example applied with kubectl becomes Ready; ping, iperf3 (8 streams) and
 long-lived byte-checked TCP flows cross the chain while the firewall scales 2 -> 4 -> 1; every
 active replica carries traffic; flows on replicas that remain never move; no established flow
-breaks; a throughput plot is written; ``local status`` and ``local exec`` work on the running
+breaks; a throughput plot is written; ``local status``, ``exec`` and ``logs`` work on the running
 cluster and ``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin,
 process or state file behind.
 """
@@ -74,6 +74,11 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
             "--", "ping", "-c", "1", "-W", "2", "192.168.100.20",
         )  # fmt: skip
         assert ping.returncode == 0, ping.stdout + ping.stderr
+        logs = _sfc_k8s(
+            "local", "logs", "deploy/server", "-n", "sfc-demo", "-c", "echo",
+            "--state-dir", str(state),
+        )  # fmt: skip
+        assert logs.returncode == 0 and "echo server on :7007" in logs.stdout, logs.stderr
         pids = [int(p["pid"]) for p in read_json(layout.cluster_file)["processes"].values()]
     finally:
         down = _sfc_k8s("local", "down", "--state-dir", str(state))

@@ -1,4 +1,4 @@
-"""``sfc-k8s local up|down|status|exec``: the local cluster as background processes.
+"""``sfc-k8s local up|down|status|exec|logs``: the local cluster as background processes.
 
 ``up`` starts, in this order and each as its own process with a log in the state directory:
 the API server, the node runtime (which creates one network namespace per node), the CRDs of
@@ -541,6 +541,34 @@ def exec_in_pod(layout: Layout, name: str, namespace: str, command: list[str]) -
     os.execvp(argv[0], argv)
 
 
+def pod_logs(
+    layout: Layout, name: str, namespace: str, container: str | None, *, follow: bool = False
+) -> int:
+    """Print a container's stdout/stderr (what ``kubectl logs`` would show)."""
+    pod = find_pod(layout, name, namespace)
+    names = [c["name"] for c in pod["spec"].get("containers") or []]
+    names += [c["name"] for c in pod["spec"].get("initContainers") or []]
+    if container is None:
+        if len(names) != 1:
+            raise LocalClusterError(f"pod {name} has containers {names}: choose one with -c")
+        container = names[0]
+    if container not in names:
+        raise LocalClusterError(f"pod {name} has no container {container!r} (it has {names})")
+    path = layout.pod_dir(pod["metadata"]["uid"]) / f"{container}.log"
+    if not path.exists():
+        raise LocalClusterError(f"no log yet for {name}/{container} ({path})")
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(65536)
+            if data:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            elif not follow or not path.exists():
+                return 0
+            else:
+                time.sleep(0.2)
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
@@ -567,6 +595,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p_exec.add_argument("pod", help="pod name, or deploy/NAME")
     p_exec.add_argument("-n", "--namespace", default="default")
     p_exec.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    p_logs = sub.add_parser("logs", help="a container's output: logs POD [-n NS] [-c C] [-f]")
+    p_logs.add_argument("pod", help="pod name, or deploy/NAME")
+    p_logs.add_argument("-n", "--namespace", default="default")
+    p_logs.add_argument("-c", "--container", default=None)
+    p_logs.add_argument("-f", "--follow", action="store_true")
+    p_logs.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     command: list[str] = []
     if "--" in argv:
         split = argv.index("--")
@@ -591,6 +625,8 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "status":
             return status(layout)
+        if args.command == "logs":
+            return pod_logs(layout, args.pod, args.namespace, args.container, follow=args.follow)
         return exec_in_pod(layout, args.pod, args.namespace, args.cmd)
     except (LocalClusterError, KubeError) as err:
         print(f"sfc-k8s local: {err}", file=sys.stderr)
