@@ -4,9 +4,9 @@ Covers: ``local up`` starts API server, node runtime, controller and agent; the
 transparent-firewall example applied with kubectl becomes Ready; ping, iperf3 (8 streams) and
 long-lived byte-checked TCP flows cross the chain while the firewall scales 2 -> 4 -> 1; every
 active replica carries traffic; flows on replicas that remain never move; no established flow
-breaks; a throughput plot is written; ``local status``, ``exec`` and ``logs`` work on the running
-cluster and ``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin,
-process or state file behind.
+breaks; a throughput plot is written; ``local status``, ``exec``, ``logs`` and ``kubectl logs``
+work on the running cluster and ``local up`` again is a no-op; ``local down`` leaves no
+namespace, bpffs pin, process or state file behind.
 """
 
 from __future__ import annotations
@@ -28,6 +28,18 @@ def _sfc_k8s(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def _sfc_k8s_kubectl(layout: Layout, *args: str) -> str:
+    proc = subprocess.run(
+        ["/usr/bin/kubectl", "--kubeconfig", str(layout.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -79,6 +91,11 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
             "--state-dir", str(state),
         )  # fmt: skip
         assert logs.returncode == 0 and "echo server on :7007" in logs.stdout, logs.stderr
+        server_pod = _sfc_k8s_kubectl(
+            layout, "get", "pods", "-n", "sfc-demo", "-l", "app=server", "-o", "name"
+        ).split()[0]
+        kubectl_logs = _sfc_k8s_kubectl(layout, "logs", "-n", "sfc-demo", server_pod, "-c", "echo")
+        assert "echo server on :7007" in kubectl_logs
         pids = [int(p["pid"]) for p in read_json(layout.cluster_file)["processes"].values()]
     finally:
         down = _sfc_k8s("local", "down", "--state-dir", str(state))

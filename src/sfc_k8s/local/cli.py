@@ -257,6 +257,8 @@ def _up(
             str(port),
             "--state-dir",
             str(layout.state_dir / "apiserver"),
+            "--pod-logs",  # kubectl logs reads the node runtime's container logs
+            str(layout.pods_dir),
         ],
         {},
     )
