@@ -15,6 +15,7 @@ import asyncio
 import ctypes
 import errno
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -25,6 +26,11 @@ from sfc_k8s.local.layout import NETNS_DIR
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
+
+# Found once, also when PATH lacks the sbin folders (a non-login root shell, a test runner).
+_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+IP = shutil.which("ip", path=_SEARCH) or "ip"
+NSENTER = shutil.which("nsenter", path=_SEARCH) or "nsenter"
 
 
 class NetnsError(Exception):
@@ -37,12 +43,12 @@ def netns_path(name: str) -> str:
 
 def exec_argv(name: str, argv: list[str]) -> list[str]:
     """``argv`` run inside namespace ``name`` with its own sysfs (as in a container)."""
-    return ["ip", "netns", "exec", name, *argv]
+    return [IP, "netns", "exec", name, *argv]
 
 
 def nsenter_argv(name: str, argv: list[str]) -> list[str]:
     """``argv`` run inside namespace ``name``, keeping the host's mounts (bpffs)."""
-    return ["nsenter", f"--net={netns_path(name)}", "--", *argv]
+    return [NSENTER, f"--net={netns_path(name)}", "--", *argv]
 
 
 async def _run(*argv: str) -> None:
@@ -57,19 +63,19 @@ async def _run(*argv: str) -> None:
 async def create(name: str) -> None:
     """Create namespace ``name`` with its loopback up (no-op if it exists)."""
     if not os.path.exists(netns_path(name)):
-        await _run("ip", "netns", "add", name)
-    await _run("ip", "-n", name, "link", "set", "lo", "up")
+        await _run(IP, "netns", "add", name)
+    await _run(IP, "-n", name, "link", "set", "lo", "up")
 
 
 async def delete(name: str) -> None:
     """Remove namespace ``name``; a missing one is fine."""
     if os.path.exists(netns_path(name)):
-        await _run("ip", "netns", "del", name)
+        await _run(IP, "netns", "del", name)
 
 
 def delete_sync(name: str) -> None:
     if os.path.exists(netns_path(name)):
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        subprocess.run([IP, "netns", "del", name], check=False, capture_output=True)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

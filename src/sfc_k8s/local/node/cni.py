@@ -235,7 +235,7 @@ class CniInvoker:
     ) -> JsonObj:
         binary = self.find(str(plugin.get("type", "")))
         env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PATH": os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin:/usr/bin:/sbin:/bin"]),
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": pod.container_id,
             "CNI_NETNS": pod.netns,
