@@ -1,6 +1,6 @@
 """Operator benchmark: how fast scaling events reach the data plane, how fast chains converge.
 
-Run as root: ``.venv/bin/python bench/operator.py [--events N] [--chains N] [--quick]``. Not a
+Run as root: ``.venv/bin/python bench/control_plane.py [--events N] [--chains N] [--quick]``. Not a
 test: it asserts nothing; it prints a table and PASS/FAIL lines for the issue's targets and writes
 ``bench/results/operator.json``.
 
@@ -422,7 +422,7 @@ def main(argv: list[str]) -> int:
     if args.quick:
         args.events, args.chains = 20, 10
     if os.geteuid() != 0:
-        print("bench/operator.py needs root (veths, bpffs)", file=sys.stderr)
+        print("bench/control_plane.py needs root (veths, bpffs)", file=sys.stderr)
         return 2
 
     results: dict[str, Any] = {
