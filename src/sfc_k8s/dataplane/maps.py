@@ -6,6 +6,7 @@ Keys and values are the ctypes mirrors of ``structs``. Used by the manager and t
 from __future__ import annotations
 
 import ctypes
+import errno
 from collections.abc import Iterable, Iterator
 from typing import TypeVar, cast
 
@@ -131,6 +132,8 @@ def fill_array(fd: int, values: Iterable[int], count: int) -> None:
     vals = (ctypes.c_uint32 * count)(*values)
     try:
         bpf.map_update_batch(fd, keys, vals, count)
-    except BpfError:
-        for i in range(count):  # kernels without batch ops on arrays
+    except BpfError as err:
+        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, 524):  # 524: ENOTSUPP
+            raise
+        for i in range(count):  # kernels without batch operations on arrays
             bpf.map_update(fd, ctypes.c_uint32(i), ctypes.c_uint32(vals[i]))
