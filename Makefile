@@ -19,6 +19,9 @@ BPF_OBJ := $(BPF_SRC:.c=.o)
 BPF_HDR := $(wildcard $(BPF_DIR)/lib/*.h)
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -mcpu=v3 \
               -I/usr/include/$(ARCH)-linux-gnu -I$(BPF_DIR)
+# The Maglev table builder's C loop, loaded with ctypes (sfc_k8s/dataplane/maglev.py).
+MAGLEV_SRC := src/sfc_k8s/dataplane/native/sfc_maglev.c
+MAGLEV_SO := src/sfc_k8s/dataplane/native/libsfcmaglev.so
 
 PYTEST_ARGS ?=
 
@@ -45,7 +48,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(MAGLEV_SO)
 
 # CNI_PATH for tests, benchmarks and the local cluster: the reference plugins of
 # containernetworking-plugins beside sfc-cni, a launcher that starts Python without site
@@ -61,6 +64,9 @@ cni-bin: apt venv
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+$(MAGLEV_SO): $(MAGLEV_SRC) | apt
+	clang -O2 -Wall -Wextra -Werror -shared -fPIC $< -o $@
 
 lint: venv
 	$(BIN)/ruff check src tests bench
@@ -83,5 +89,5 @@ bench: deps
 	$(PY) bench/cni.py
 
 clean:
-	rm -f $(BPF_OBJ)
+	rm -f $(BPF_OBJ) $(MAGLEV_SO)
 	rm -rf build .mypy_cache .ruff_cache .pytest_cache

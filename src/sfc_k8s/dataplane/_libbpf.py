@@ -26,6 +26,7 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 BPF_TCX_INGRESS = 46  # kernel >= 6.6; libbpf 1.1 headers predate it, the syscall takes it
 BPF_OBJ_NAME_LEN = 16
+BPF_F_MMAPABLE = 1 << 10  # an array map user space can mmap
 
 CBuffer = ctypes.Array[ctypes.c_char] | ctypes.Structure | ctypes.c_uint32
 
@@ -55,6 +56,23 @@ class _BatchOpts(ctypes.Structure):
         ("sz", ctypes.c_size_t),
         ("elem_flags", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
+    ]
+
+
+class _MapCreateOpts(ctypes.Structure):
+    """``struct bpf_map_create_opts`` of libbpf 1.1."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
     ]
 
 
@@ -251,9 +269,12 @@ def obj_get(path: str) -> int:
 # --- maps ------------------------------------------------------------------------------------
 
 
-def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
+def map_create(
+    map_type: int, name: str, key_size: int, value_size: int, entries: int, *, flags: int = 0
+) -> int:
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
     return _check(
-        _map_create(map_type, name.encode(), key_size, value_size, entries, None),
+        _map_create(map_type, name.encode(), key_size, value_size, entries, _ptr(opts)),
         f"failed to create map {name!r}",
     )
 

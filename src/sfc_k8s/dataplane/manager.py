@@ -397,10 +397,15 @@ class Dataplane:
             return
         table = maglev.build_table(active)
         fd = bpf.map_create(
-            bpf.BPF_MAP_TYPE_ARRAY, structs.MAGLEV_TABLE_MAP, 4, 4, structs.MAGLEV_SIZE
+            bpf.BPF_MAP_TYPE_ARRAY,
+            structs.MAGLEV_TABLE_MAP,
+            4,
+            4,
+            structs.MAGLEV_SIZE,
+            flags=bpf.BPF_F_MMAPABLE,
         )
         try:
-            maps.fill_array(fd, table, structs.MAGLEV_SIZE)
+            maps.write_mmapable(fd, table, structs.MAGLEV_SIZE)
             bpf.map_update(outer, mkey, ctypes.c_uint32(fd))
         finally:
             os.close(fd)

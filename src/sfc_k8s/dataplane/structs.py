@@ -30,7 +30,7 @@ EP_DRAINING = 1
 MAP_ENDPOINTS = "sfc_endpts_v1"
 MAP_IFSLOTS = "sfc_ifslots_v1"
 MAP_SESSIONS = "sfc_sessions_v2"
-MAP_MAGLEV = "sfc_maglev_v2"
+MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
 NODE_MAPS = (
@@ -45,7 +45,7 @@ PROG_INGRESS = "sfc_xc_ingress"
 # A map created per link (not in the object): holds the link id; its pin names the link.
 LINK_INFO_MAP = "sfc_link_v1"
 # The per-(link, side) Maglev tables (inner maps of MAP_MAGLEV) created by user space.
-MAGLEV_TABLE_MAP = "sfc_mglv_tbl_v1"
+MAGLEV_TABLE_MAP = "sfc_mglv_tbl_v2"
 
 
 class FlowKind(enum.IntEnum):

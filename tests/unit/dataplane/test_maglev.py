@@ -5,7 +5,9 @@
 - fair share: every endpoint owns floor(M/N) or ceil(M/N) slots, for N up to 1024;
 - minimal disruption: adding or removing one endpoint out of N moves about 1/N of the slots,
   almost all of them to (or from) that endpoint;
-- an empty set gives an empty table; more endpoints than slots is refused.
+- an empty set gives an empty table; more endpoints than slots is refused;
+- the C population loop (built by ``make bpf``) is loaded and gives exactly the table of the
+  pure-Python reference for many endpoint sets and sizes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ def test_adding_one_takes_a_fair_share_from_the_others(n: int) -> None:
 
 
 def test_empty_and_oversized() -> None:
-    assert len(maglev.build_table({})) == 0
-    with pytest.raises(ValueError, match="do not fit"):
-        maglev.build_table(names(8), size=7)
+    for build in (maglev.build_table, maglev.build_table_py):
+        assert len(build({})) == 0
+        with pytest.raises(ValueError, match="do not fit"):
+            build(names(8), size=7)
+
+
+def test_native_builder_is_built() -> None:
+    assert maglev.native_available(), f"{maglev.NATIVE_PATH} missing: run 'make bpf'"
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "size"),
+    [
+        (names(1), MAGLEV_SIZE),
+        (names(2), MAGLEV_SIZE),
+        (names(3, "tb-"), MAGLEV_SIZE),
+        (names(16, "sfc"), MAGLEV_SIZE),
+        (names(100), MAGLEV_SIZE),
+        (names(MAX_ENDPOINTS_PER_SIDE, "x"), MAGLEV_SIZE),
+        ({"a": 0, "b": 2**32 - 1, "c": 7}, MAGLEV_SIZE),  # any u32 value, 0 included
+        (names(5), 13),
+        (names(13), 13),  # as many endpoints as slots
+        (names(40), 101),
+    ],
+)
+def test_native_table_equals_reference(endpoints: dict[str, int], size: int) -> None:
+    assert maglev.build_table(endpoints, size) == maglev.build_table_py(endpoints, size)

@@ -13,9 +13,12 @@
 #include "hash.h"
 #include "ifaces.h"
 
-/* Template of the per-(link, side) tables that user space creates. */
+/* Template of the per-(link, side) tables that user space creates. Memory-mappable, so user
+ * space writes a new table with one copy instead of 65,537 element updates.
+ */
 struct sfc_maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, SFC_MAGLEV_SIZE);
 	__type(key, __u32);		/* Maglev slot */
 	__type(value, __u32);		/* endpoint slot of an active endpoint */
@@ -26,7 +29,7 @@ struct {
 	__uint(max_entries, SFC_MAX_LINKS * 2);
 	__type(key, __u32);		/* link_id << 1 | side */
 	__array(values, struct sfc_maglev_table);
-} sfc_maglev_v2 SEC(".maps");
+} sfc_maglev_v3 SEC(".maps");
 
 static __always_inline __u32 sfc_maglev_key(__u32 link_id, __u32 side)
 {
@@ -44,7 +47,7 @@ static __always_inline int sfc_maglev_select(const struct sfc_flow_key *key, __u
 	__u32 index, *chosen;
 	void *table;
 
-	table = bpf_map_lookup_elem(&sfc_maglev_v2, &mkey);
+	table = bpf_map_lookup_elem(&sfc_maglev_v3, &mkey);
 	if (!table)
 		return -SFC_DROP_NO_ENDPOINT;
 	index = sfc_hash_words((const __u32 *)key, sizeof(*key) / 4) % SFC_MAGLEV_SIZE;

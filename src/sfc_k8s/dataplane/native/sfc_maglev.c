@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Maglev table population in C, loaded with ctypes by sfc_k8s/dataplane/maglev.py.
+ *
+ * The same algorithm as maglev.build_table_py, step for step: endpoints (already sorted by
+ * name, their (offset, skip) computed in Python) take turns, in index order, claiming the
+ * next still-free slot of their preference list (offset + j * skip) mod size, until every
+ * slot is owned. Only the population loop is here; it is the part that costs (about
+ * size * ln(size) probes), the rest stays in Python.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Fill @table (@size entries, @stride uint32 words apart) with @values[owner of the slot].
+ * Returns 0, or -1 when @n is 0 or larger than @size, or when memory runs out.
+ */
+int sfc_maglev_fill(uint32_t size, uint32_t n, const uint32_t *offsets, const uint32_t *skips,
+		    const uint32_t *values, uint32_t *table, uint32_t stride)
+{
+	int32_t *owner;
+	uint32_t *pos;
+	uint32_t filled = 0;
+
+	if (n == 0 || n > size || stride == 0)
+		return -1;
+	owner = malloc((size_t)size * sizeof(*owner));
+	pos = malloc((size_t)n * sizeof(*pos));
+	if (!owner || !pos) {
+		free(owner);
+		free(pos);
+		return -1;
+	}
+	memset(owner, 0xff, (size_t)size * sizeof(*owner));	/* -1: free */
+	for (uint32_t i = 0; i < n; i++)
+		pos[i] = offsets[i] % size;
+	for (;;) {
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t slot = pos[i], skip = skips[i];
+
+			while (owner[slot] >= 0) {
+				slot += skip;
+				if (slot >= size)
+					slot -= size;
+			}
+			owner[slot] = (int32_t)i;
+			slot += skip;
+			pos[i] = slot >= size ? slot - size : slot;
+			if (++filled == size)
+				goto done;
+		}
+	}
+done:
+	for (uint32_t s = 0; s < size; s++)
+		table[(size_t)s * stride] = values[owner[s]];
+	free(owner);
+	free(pos);
+	return 0;
+}
