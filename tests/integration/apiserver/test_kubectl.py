@@ -7,7 +7,7 @@ Deployment controller's pods; `delete` (cascading to the Deployment's pods); CRD
 the ServiceFunctionChain CRD serves `sfc` with defaults, printer columns and a status
 subresource; invalid manifests (schema, CEL, built-in validation, unknown kind) answered with
 Kubernetes-shaped errors that kubectl prints; `kubectl logs` (whole, `--tail`, `-f` until the
-pod is deleted) from the pod log directory.
+pod is deleted) from the pod log directory; strict field validation of built-in kinds.
 """
 
 from __future__ import annotations
@@ -281,3 +281,32 @@ def test_logs_are_served_from_the_pod_log_directory(apiserver: LocalAPIServer) -
     finally:
         follow.close()
     assert out == ["one", "two", "three", "four"], "follow streams until the pod is gone"
+
+
+def test_strict_validation_of_builtin_kinds(apiserver: LocalAPIServer) -> None:
+    typo = _apply(apiserver, DEPLOYMENT.replace("command:", "comand:"))
+    assert typo.returncode == 1
+    assert "Error from server (BadRequest)" in typo.stderr
+    assert 'unknown field "spec.template.spec.containers[0].comand"' in typo.stderr
+    assert "deployment.apps/fw created" in _apply(apiserver, DEPLOYMENT).stdout
+    # A field stored by a non-strict writer (no fieldValidation) does not make later kubectl
+    # edits of the object fail: only what a request brings is refused.
+    server = apiserver.server
+    deployments = server.store.resource("apps", "v1", "deployments")
+    server.call(
+        server.store.patch,
+        deployments,
+        "default",
+        "fw",
+        "application/merge-patch+json",
+        {"spec": {"legacyField": 1}},
+    )
+    apiserver.kubectl("label", "deployment", "fw", "tier=edge", check=True)
+    relaxed = apiserver.kubectl(
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        input=DEPLOYMENT.replace("command:", "comand:").replace("name: fw", "name: relaxed"),
+    )
+    assert relaxed.returncode == 0, "--validate=false turns strict checking off"

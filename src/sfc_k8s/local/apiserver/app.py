@@ -461,7 +461,10 @@ class Scaffold:
                 if watcher.pending:
                     continue
                 try:
-                    await asyncio.wait_for(watcher.ready.wait(), min(remaining, BOOKMARK_INTERVAL))
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives as the waited-for event fires.
+                    async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                        await watcher.ready.wait()
                 except TimeoutError:
                     if bookmarks and not watcher.pending and loop.time() < deadline:
                         await self._write(response, self._bookmark(rtype))

@@ -110,8 +110,11 @@ class Controllers:
     async def run(self) -> None:
         self._wake = asyncio.Event()  # bound to the loop this server (re)starts on
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stops the server if it arrives as a change wakes this loop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             # Let a burst of writes (a kubectl apply of many objects) land first.
             await asyncio.sleep(0.005)

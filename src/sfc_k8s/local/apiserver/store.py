@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sfc_k8s.local.apiserver import errors
+from sfc_k8s.local.apiserver.builtin_schema import strict_problems
 from sfc_k8s.local.apiserver.errors import APIError, Cause
 from sfc_k8s.local.apiserver.patches import (
     PatchError,
@@ -720,6 +721,15 @@ class Store:
         """Defaulting and validation of a create or update, per kind."""
         if not rtype.builtin:
             return self._admit_custom(rtype, obj, old, strict=strict)
+        if strict:
+            problems = strict_problems(obj)
+            # Only what this request brings is refused: a field some earlier, non-strict writer
+            # (a controller, the node runtime) stored is not the client's mistake.
+            if problems and (old is None or strict_problems(old) != problems):
+                raise errors.bad_request(
+                    f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                    f"{rtype.kind}: strict decoding error: {'; '.join(problems)}"
+                )
         admit = _BUILTIN_ADMISSION.get(rtype.key)
         if admit is not None:
             causes = admit(obj, old)
