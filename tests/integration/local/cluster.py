@@ -135,7 +135,7 @@ def start_runtime(layout: Layout, *extra: str) -> tuple[subprocess.Popen[bytes],
 
 
 @contextmanager
-def local_cluster(state_dir: Path, *runtime_args: str) -> Iterator[Cluster]:
+def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
     """API server + node runtime; on exit everything is stopped and swept."""
     layout = Layout(state_dir)
     server = subprocess.Popen(
@@ -151,16 +151,14 @@ def local_cluster(state_dir: Path, *runtime_args: str) -> Iterator[Cluster]:
         assert first[:2] == ["serving", "on"], first
         write_kubeconfig(layout.kubeconfig, first[2])
         kube = SyncKube(load_kubeconfig(layout.kubeconfig))
-        runtime, log = start_runtime(layout, *runtime_args)
+        runtime, log = start_runtime(layout, "--nodes", str(nodes))
 
-        def node_ready() -> bool:
-            try:
-                node = kube.get("/api/v1/nodes/node-1")
-            except NotFoundError:
-                return False
-            return condition(node, "Ready") == "True"
+        def nodes_ready() -> bool:
+            items = kube.get("/api/v1/nodes")["items"]
+            ready = {n["metadata"]["name"] for n in items if condition(n, "Ready") == "True"}
+            return ready == {f"node-{i}" for i in range(1, nodes + 1)}
 
-        wait_for("node-1 Ready", node_ready, 20)
+        wait_for("every node Ready", nodes_ready, 20)
         yield Cluster(layout, kube, runtime, log)
     finally:
         if runtime is not None:

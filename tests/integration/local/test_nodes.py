@@ -23,7 +23,7 @@ from tests.integration.local.cluster import Cluster, condition, local_cluster, r
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with local_cluster(tmp_path_factory.mktemp("sfcl2"), "--nodes", "2") as c:
+    with local_cluster(tmp_path_factory.mktemp("sfcl2"), nodes=2) as c:
         yield c
 
 
