@@ -1,19 +1,22 @@
 """C and Python cannot drift: the ctypes mirrors match the compiled object's BTF (size, field
 names and offsets), the maps in the kernel have the mirrored key/value sizes and capacities,
-and the constants and enums of the C headers match their Python mirrors.
+and the constants and enums of the C headers match their Python mirrors. A live Maglev table
+(created by user space from the object's template) has the mirrored entry size, its two copies
+plus the control entry, and is memory-mappable.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from sfc_k8s.dataplane import DropReason, flow, loader, structs
+from sfc_k8s.dataplane import DropReason, flow, loader, maps, structs
 from sfc_k8s.dataplane import _libbpf as bpf
 from tests.bpf.conftest import SESSIONS, Topology
 
@@ -88,3 +91,21 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
         assert info.name.decode() == name[: bpf.BPF_OBJ_NAME_LEN - 1]
         assert (info.key_size, info.value_size) == structs.MAP_LAYOUTS[name], name
         assert info.max_entries == count, name
+
+
+def test_maglev_tables_have_the_mirrored_layout(topo: Topology) -> None:
+    outer = topo.h.dp.map_fd(structs.MAP_MAGLEV)
+    link_id = topo.h.link_id("main")
+    assert c_defines("maglev.h")["MAGLEV_EMPTY"] == structs.MAGLEV_EMPTY
+    for side in (structs.SIDE_A, structs.SIDE_B):
+        table_id = maps.lookup(outer, ctypes.c_uint32(link_id << 1 | side), ctypes.c_uint32)
+        assert table_id is not None
+        fd = bpf.map_fd_by_id(table_id.value)
+        try:
+            info = bpf.map_info(fd)
+        finally:
+            os.close(fd)
+        assert info.name.decode() == structs.MAGLEV_TABLE_MAP
+        assert (info.key_size, info.value_size) == (4, ctypes.sizeof(structs.MaglevEntry))
+        assert info.max_entries == structs.MAGLEV_SIZE + 1
+        assert info.map_flags & bpf.BPF_F_MMAPABLE

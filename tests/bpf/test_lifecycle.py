@@ -2,6 +2,9 @@
 
 - a far side with no active endpoint drops new flows with NO_ENDPOINT;
 - drain: the endpoint keeps its sessions and gets no new flow; activate undoes it;
+  ``endpoints(link)`` shows the states (the same list as ``status(link).endpoints``);
+- many successive table changes (each rewrites the idle copy and flips to it) keep new
+  flows exactly where the Python Maglev model puts them;
 - remove: its sessions are purged, its flows move, other flows stay where they were;
 - a session naming an endpoint of another generation is not followed (re-picked);
 - with the session table lost, adding an endpoint moves only the flows the new one takes;
@@ -94,9 +97,24 @@ def test_drain_keeps_sessions_and_takes_no_new_flow(life: Life) -> None:
     assert {e.ifname: e.state.value for e in life.h.dp.status("life").side(Side.B)}[
         victim
     ] == "draining"
+    assert life.h.dp.endpoints("life") == life.h.dp.status("life").endpoints
     life.h.dp.activate_endpoint("life", Side.B, victim)
     life.h.clear_sessions()
     assert victim in life.send()
+
+
+def test_successive_table_changes_follow_the_model(life: Life) -> None:
+    names = life.h.active("life", Side.B)
+    for round_ in range(5):  # drain/activate each in turn: ten flips of the table copies
+        victim = names[round_ % len(names)]
+        for change in (life.h.dp.drain_endpoint, life.h.dp.activate_endpoint):
+            change("life", Side.B, victim)
+            active = life.h.active("life", Side.B)
+            life.h.clear_sessions()
+            for i in range(20):
+                n = 1000 * round_ + i
+                expected = life.h.predict(flow_key(life.h, "life", n), active)
+                assert life.h.run(life.a, flow_frame(n)).target == expected
 
 
 def test_remove_purges_its_sessions_and_moves_only_its_flows(life: Life) -> None:

@@ -153,6 +153,7 @@ _lookup_batch = _sig(
 )
 _update_batch = _sig("bpf_map_update_batch", _int, _int, _vp, _vp, ctypes.POINTER(_u32), _vp)
 _delete_batch = _sig("bpf_map_delete_batch", _int, _int, _vp, ctypes.POINTER(_u32), _vp)
+_map_fd_by_id = _sig("bpf_map_get_fd_by_id", _int, _u32)
 _link_create = _sig("bpf_link_create", _int, _int, _int, _int, _vp)
 _link_detach = _sig("bpf_link_detach", _int, _int)
 _info_by_fd = _sig("bpf_obj_get_info_by_fd", _int, _int, _vp, ctypes.POINTER(_u32))
@@ -277,6 +278,11 @@ def map_create(
         _map_create(map_type, name.encode(), key_size, value_size, entries, _ptr(opts)),
         f"failed to create map {name!r}",
     )
+
+
+def map_fd_by_id(map_id: int) -> int:
+    """A new fd for the map with kernel id ``map_id`` (what a map-of-maps lookup returns)."""
+    return _check(_map_fd_by_id(map_id), f"failed to open map id {map_id}")
 
 
 def map_update(fd: int, key: Any, value: Any, flags: int = BPF_ANY) -> None:

@@ -230,7 +230,13 @@ class Dataplane:
         counts = self._session_counts()
         return [self._status(name, self._link_id(name), counts) for name in self.links()]
 
-    def _status(self, link: str, link_id: int, counts: Counter[int] | None) -> LinkStatus:
+    def endpoints(self, link: str) -> list[Endpoint]:
+        """The link's endpoints (sorted by side and name) with their counters, without
+        reading the session table: ``status`` counts the link's sessions by walking the whole
+        node-wide table, which a reconcile loop that only needs the endpoints should not pay."""
+        return self._endpoint_list(self._link_id(link))
+
+    def _endpoint_list(self, link_id: int) -> list[Endpoint]:
         endpoints = [
             Endpoint(
                 side=Side.from_index(e.side),
@@ -242,6 +248,10 @@ class Dataplane:
             for slot, e in self._endpoints(link_id).items()
         ]
         endpoints.sort(key=lambda e: (e.side.value, e.ifname))
+        return endpoints
+
+    def _status(self, link: str, link_id: int, counts: Counter[int] | None) -> LinkStatus:
+        endpoints = self._endpoint_list(link_id)
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
         )
@@ -384,29 +394,49 @@ class Dataplane:
         loader.attach(self.pins, link, ifindex, self._fds.program, mode=self._attach_mode)
 
     def _install_table(self, link_id: int, side: Side, *, without: int = 0) -> None:
-        """Build the side's Maglev table over its active endpoints and swap it in."""
+        """Build the side's Maglev table over its active endpoints and put it in use.
+
+        The side's table map is created once (its first insertion into the outer map waits
+        for an RCU grace period in the kernel); afterwards a change rewrites the copy the
+        program is not using, through an mmap, and flips the control entry: no map swap.
+        """
         active = {
             e.ifname.decode(): slot
             for slot, e in self._endpoints(link_id, side).items()
             if e.state == structs.EP_ACTIVE and slot != without
         }
+        size = structs.MAGLEV_SIZE
         outer = self._map(structs.MAP_MAGLEV)
         mkey = ctypes.c_uint32(link_id << 1 | side.num)
-        if not active:
-            bpf.map_delete(outer, mkey)
+        table_id = maps.lookup(outer, mkey, ctypes.c_uint32)
+        if table_id is None:
+            if not active:
+                return
+            fd = bpf.map_create(
+                bpf.BPF_MAP_TYPE_ARRAY,
+                structs.MAGLEV_TABLE_MAP,
+                4,
+                ctypes.sizeof(structs.MaglevEntry),
+                size + 1,
+                flags=bpf.BPF_F_MMAPABLE,
+            )
+            try:
+                with maps.MaglevTableView(fd, size) as view:
+                    view.write_idle(maglev.build_table(active), 0)
+                    view.flip(0)
+                bpf.map_update(outer, mkey, ctypes.c_uint32(fd))
+            finally:
+                os.close(fd)
             return
-        table = maglev.build_table(active)
-        fd = bpf.map_create(
-            bpf.BPF_MAP_TYPE_ARRAY,
-            structs.MAGLEV_TABLE_MAP,
-            4,
-            4,
-            structs.MAGLEV_SIZE,
-            flags=bpf.BPF_F_MMAPABLE,
-        )
+        fd = bpf.map_fd_by_id(table_id.value)
         try:
-            maps.write_mmapable(fd, table, structs.MAGLEV_SIZE)
-            bpf.map_update(outer, mkey, ctypes.c_uint32(fd))
+            with maps.MaglevTableView(fd, size) as view:
+                if not active:
+                    view.flip(structs.MAGLEV_EMPTY)
+                    return
+                idle = 1 if view.active == 0 else 0
+                view.write_idle(maglev.build_table(active), idle)
+                view.flip(idle)
         finally:
             os.close(fd)
 

@@ -141,26 +141,43 @@ def fill_array(fd: int, values: Iterable[int], count: int) -> None:
             bpf.map_update(fd, ctypes.c_uint32(i), ctypes.c_uint32(vals[i]))
 
 
-def write_mmapable(fd: int, values: array.array[int], count: int) -> None:
-    """Write ``count`` u32 values to slots 0..count-1 of a u32 array map created with
-    ``BPF_F_MMAPABLE``, through one shared mapping of its memory.
+class MaglevTableView:
+    """A Maglev table map (``struct sfc_maglev_entry`` values, ``BPF_F_MMAPABLE``) mapped into
+    memory: two copies of the table, interleaved, and a control entry after them naming the
+    copy the program uses. Write the idle copy with ``write_idle``, then ``flip``."""
 
-    The kernel lays array elements 8 bytes apart (values rounded up to 8 bytes), so the
-    values go to every other 32-bit word. One copy instead of ``count`` element updates:
-    about 0.1 ms for 65,537 slots where a batch update takes 25 ms.
-    """
-    if len(values) != count:
-        raise ValueError(f"{len(values)} values for an array of {count} slots")
-    length = -(-count * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
-    try:
-        area = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    except OSError as err:
-        raise BpfError(f"failed to map array map into memory: {err}", err.errno or 0) from err
-    try:
-        view = memoryview(area).cast("I")
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        length = -(-(size + 1) * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
         try:
-            view[0 : 2 * count : 2] = memoryview(values)
-        finally:
-            view.release()
-    finally:
-        area.close()
+            self._area = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as err:
+            raise BpfError(f"failed to map a Maglev table: {err}", err.errno or 0) from err
+        self._words = memoryview(self._area).cast("I")
+
+    def close(self) -> None:
+        self._words.release()
+        self._area.close()
+
+    def __enter__(self) -> MaglevTableView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def active(self) -> int:
+        """The copy in use (0 or 1), or ``structs.MAGLEV_EMPTY``-like values for none."""
+        return int(self._words[2 * self.size])
+
+    def write_idle(self, values: array.array[int], idle: int) -> None:
+        """Write ``values`` (``size`` endpoint slots) into copy ``idle`` (0 or 1)."""
+        if len(values) != self.size:
+            raise ValueError(f"{len(values)} values for a table of {self.size} slots")
+        self._words[idle : 2 * self.size : 2] = memoryview(values)
+
+    def flip(self, control: int) -> None:
+        """Point the program at copy ``control`` (or mark the table empty) with one element
+        update through the kernel, after the copy's writes."""
+        value = ctypes.c_uint32 * 2
+        bpf.map_update(self.fd, ctypes.c_uint32(self.size), value(control, 0))

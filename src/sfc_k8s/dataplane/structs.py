@@ -25,6 +25,8 @@ SIDE_A = 0
 SIDE_B = 1
 EP_ACTIVE = 0
 EP_DRAINING = 1
+# Control entry of a Maglev table (index MAGLEV_SIZE): the copy in use, or this (bpf/lib/maglev.h).
+MAGLEV_EMPTY = 2
 
 # Map and program names in the object; the version suffix changes with the layout.
 MAP_ENDPOINTS = "sfc_endpts_v1"
@@ -108,6 +110,13 @@ class SessionValue(ctypes.Structure):
         ("slot", ctypes.c_uint32 * 2),
         ("gen", ctypes.c_uint32 * 2),
     ]
+
+
+class MaglevEntry(ctypes.Structure):
+    """struct sfc_maglev_entry: a Maglev table slot in each of the table's two copies (not in
+    the object's BTF: the table template gives sizes; ``test_layout`` checks a live table)."""
+
+    _fields_ = [("slot", ctypes.c_uint32 * 2)]
 
 
 class EpCounters(ctypes.Structure):

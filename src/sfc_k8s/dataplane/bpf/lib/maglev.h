@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Maglev selection of the endpoint for a new flow.
  *
- * Each (link, side) has a lookup table of SFC_MAGLEV_SIZE slots, each holding the ifindex of
- * an active endpoint's slot; user space (sfc_k8s.dataplane.maglev) builds it and swaps a whole new
- * table in at once through the outer hash-of-maps, so the program never sees half a table.
+ * Each (link, side) has a lookup table of SFC_MAGLEV_SIZE slots, each naming the slot of an
+ * active endpoint; user space (sfc_k8s.dataplane.maglev) builds it. The table map holds two
+ * copies: user space rewrites the idle one and then flips the control entry to it, so the
+ * program uses either the old table or the new one, never half of each.
  */
 #pragma once
 
@@ -13,15 +14,28 @@
 #include "hash.h"
 #include "ifaces.h"
 
+/* One entry of a table: the endpoint slot in each of the two copies of the table. User space
+ * rewrites the copy the program is not using, then flips the control entry (index
+ * SFC_MAGLEV_SIZE), so a change costs no map swap (whose update waits for an RCU grace period,
+ * 10-15 ms) and the program reads a whole old table or a whole new one.
+ */
+struct sfc_maglev_entry {
+	__u32 slot[2];		/* endpoint slot (0: none) in copy 0 and copy 1 */
+};
+
+/* The control entry's slot[0]: the copy in use, or SFC_MAGLEV_EMPTY (no active endpoint). */
+#define SFC_MAGLEV_EMPTY 2
+
 /* Template of the per-(link, side) tables that user space creates. Memory-mappable, so user
- * space writes a new table with one copy instead of 65,537 element updates.
+ * space writes a table with one copy instead of 65,537 element updates.
  */
 struct sfc_maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, SFC_MAGLEV_SIZE);
-	__type(key, __u32);		/* Maglev slot */
-	__type(value, __u32);		/* endpoint slot of an active endpoint */
+	__uint(max_entries, SFC_MAGLEV_SIZE + 1);
+	/* Sizes, not BTF types: clang emits only a forward declaration of a struct this deep. */
+	__uint(key_size, sizeof(__u32));	/* Maglev slot; SFC_MAGLEV_SIZE: control */
+	__uint(value_size, sizeof(struct sfc_maglev_entry));
 };
 
 struct {
@@ -44,22 +58,34 @@ static __always_inline int sfc_maglev_select(const struct sfc_flow_key *key, __u
 {
 	__u32 mkey = sfc_maglev_key(key->link_id, side);
 	const struct sfc_endpoint *e;
-	__u32 index, *chosen;
+	__u32 index, chosen, copy, ctl_index = SFC_MAGLEV_SIZE;
+	const struct sfc_maglev_entry *ctl, *entry;
+	struct sfc_maglev_entry control;
 	void *table;
 
 	table = bpf_map_lookup_elem(&sfc_maglev_v3, &mkey);
 	if (!table)
 		return -SFC_DROP_NO_ENDPOINT;
-	index = sfc_hash_words((const __u32 *)key, sizeof(*key) / 4) % SFC_MAGLEV_SIZE;
-	chosen = bpf_map_lookup_elem(table, &index);
-	if (!chosen || !*chosen)
+	ctl = bpf_map_lookup_elem(table, &ctl_index);
+	if (!ctl)
 		return -SFC_DROP_NO_ENDPOINT;
-	/* A table is replaced after the endpoints change; never trust it across links. */
-	e = sfc_ep_at(*chosen);
+	control = *ctl;
+	copy = control.slot[0];
+	if (copy >= SFC_MAGLEV_EMPTY)
+		return -SFC_DROP_NO_ENDPOINT;
+	index = sfc_hash_words((const __u32 *)key, sizeof(*key) / 4) % SFC_MAGLEV_SIZE;
+	entry = bpf_map_lookup_elem(table, &index);
+	if (!entry)
+		return -SFC_DROP_NO_ENDPOINT;
+	chosen = copy ? entry->slot[1] : entry->slot[0];
+	if (!chosen)
+		return -SFC_DROP_NO_ENDPOINT;
+	/* A table is rewritten after the endpoints change; never trust it across links. */
+	e = sfc_ep_at(chosen);
 	if (!e || !e->ifindex || e->link_id != key->link_id || e->side != side)
 		return -SFC_DROP_STALE_ENDPOINT;
 	*ifindex = e->ifindex;
-	*slot = *chosen;
+	*slot = chosen;
 	*gen = e->gen;
 	return 0;
 }
