@@ -486,7 +486,14 @@ class Demo:
             for replicas in self.opts.steps:
                 self.scale(replicas, flows, iperf)
             self.out("== stopping traffic")
-        except (DemoError, local_cli.LocalClusterError, KubeError, OSError) as err:
+        except (
+            DemoError,
+            local_cli.LocalClusterError,
+            KubeError,
+            OSError,
+            subprocess.SubprocessError,
+            ValueError,
+        ) as err:
             self.check("demo ran to the end", False, str(err))
         finally:
             if iperf is not None:
