@@ -115,7 +115,8 @@ def _alive(info: dict[str, Any]) -> bool:
     return pid_alive(int(info["pid"]), None)
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def tail_log(path: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log, indented for a report."""
     try:
         text = Path(path).read_text(errors="replace").splitlines()
     except OSError:
@@ -187,7 +188,7 @@ def _check_alive(record: dict[str, Any], name: str) -> None:
     if not _alive(info):
         raise LocalClusterError(
             f"{name} exited during start-up; its log {info['log']} ends with:\n"
-            + _tail(info["log"])
+            + tail_log(info["log"])
         )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
-from sfc_k8s.local.layout import Layout, default_state_dir, node_name
+from sfc_k8s.local.layout import Layout, default_state_dir, node_name, read_json
 from sfc_k8s.local.netns import nsenter_argv
 from sfc_k8s.local.paths import examples_dir
 from sfc_k8s.local.traffic import (
@@ -599,6 +599,11 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
     try:
         ok = demo.run()
     finally:
+        if not ok:  # the logs go with the cluster: show their ends first
+            record = read_json(layout.cluster_file)
+            for name, info in sorted((record.get("processes") or {}).items()):
+                out(f"== last lines of {name} ({info['log']})")
+                out(local_cli.tail_log(info["log"], 12))
         if not opts.keep:
             out("== removing the local cluster")
             local_cli.down(layout)
