@@ -18,13 +18,6 @@ of the plugin and its IPAM child, from ``getrusage``), which a busy machine infl
 
 from __future__ import annotations
 
-import sys
-
-# Run as a script, this directory is sys.path[0], where bench/operator.py would shadow the
-# standard library's ``operator`` module (imported by argparse via re and enum).
-if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
-    del sys.path[0]
-
 import argparse
 import json
 import os
@@ -33,6 +26,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -30,8 +30,7 @@ from __future__ import annotations
 import os
 import sys
 
-# `python bench/dataplane.py` puts bench/ first on sys.path, where a sibling script could shadow
-# a standard module (bench/operator.py would shadow `operator`): import from the repository root.
+# Run as `python bench/dataplane.py`: import the shared topology from the repository root.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
