@@ -347,8 +347,11 @@ class Demo:
                 timeout=30,
                 check=False,
             )
-            if proc.returncode == 0:
-                found.extend(json.loads(proc.stdout or "[]"))
+            if proc.returncode != 0:
+                raise DemoError(
+                    f"cannot read the sessions of {xc} on {node}: {proc.stderr.strip()[-300:]}"
+                )
+            found.extend(json.loads(proc.stdout or "[]"))
         return found
 
     def _window(self, t_start: float) -> dict[str, tuple[float, float, float, str]]:
