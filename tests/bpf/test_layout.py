@@ -60,6 +60,7 @@ def test_capacities_match_common_h() -> None:
     assert d["MAX_LINKS"] == structs.MAX_LINKS
     assert d["MAX_IFACES"] == structs.MAX_IFACES
     assert d["MAX_ENDPOINTS_PER_SIDE"] == structs.MAX_ENDPOINTS_PER_SIDE
+    assert d["IFCACHE_SIZE"] == structs.IFCACHE_SIZE
     assert d["MAGLEV_SIZE"] == structs.MAGLEV_SIZE
     assert d["SESSIONS_DEFAULT"] == structs.SESSIONS_DEFAULT
     assert d["DROP_MAX"] == structs.DROP_MAX
@@ -80,6 +81,7 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
     entries = {
         structs.MAP_ENDPOINTS: structs.MAX_IFACES,
         structs.MAP_IFSLOTS: structs.MAX_IFACES,
+        structs.MAP_IFCACHE: structs.IFCACHE_SIZE,
         structs.MAP_SESSIONS: SESSIONS,
         structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
         structs.MAP_EP_COUNTERS: structs.MAX_IFACES,

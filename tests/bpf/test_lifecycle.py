@@ -6,6 +6,9 @@
 - many successive table changes (each rewrites the idle copy and flips to it) keep new
   flows exactly where the Python Maglev model puts them;
 - remove: its sessions are purged, its flows move, other flows stay where they were;
+- the ifindex cache: each endpoint's entry names its slot and is cleared on removal; an empty,
+  stale or colliding entry (another endpoint's slot) only sends the lookup to the hash index:
+  the packet is still taken as coming from its own interface;
 - a session naming an endpoint of another generation is not followed (re-picked);
 - with the session table lost, adding an endpoint moves only the flows the new one takes;
 - deleting a link purges its sessions, unpins its attachments, frees its slots and leaves
@@ -16,6 +19,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterator
 
@@ -131,6 +135,35 @@ def test_remove_purges_its_sessions_and_moves_only_its_flows(life: Life) -> None
         if old != victim:
             assert new == old
     assert victim not in [e.ifname for e in life.h.dp.status("life").endpoints]
+
+
+def cache_entry(h: Harness, ifname: str) -> int:
+    fd = h.dp.map_fd(structs.MAP_IFCACHE)
+    key = ctypes.c_uint32(h.ifindex(ifname) & (structs.IFCACHE_SIZE - 1))
+    value = maps.lookup(fd, key, ctypes.c_uint32)
+    assert value is not None
+    return int(value.value)
+
+
+def set_cache_entry(h: Harness, ifname: str, slot: int) -> None:
+    key = ctypes.c_uint32(h.ifindex(ifname) & (structs.IFCACHE_SIZE - 1))
+    bpf.map_update(h.dp.map_fd(structs.MAP_IFCACHE), key, ctypes.c_uint32(slot))
+
+
+def test_ifindex_cache_is_only_a_shortcut(life: Life) -> None:
+    for name in [life.a, *life.b[:3]]:
+        assert cache_entry(life.h, name) == life.h.slot(name)
+    before = life.send(20)
+    replies = [life.h.run(t, flow_frame(i, reply=True)).target for i, t in enumerate(before)]
+    assert replies == [life.a] * 20
+    for wrong in (0, life.h.slot(life.b[0]), structs.MAX_IFACES - 1):  # empty, colliding, stale
+        set_cache_entry(life.h, life.a, wrong)
+        assert life.send(20) == before
+    set_cache_entry(life.h, life.a, life.h.slot(life.a))
+    victim = life.b[2]
+    slot = life.h.slot(victim)
+    life.h.dp.remove_endpoint("life", Side.B, victim)
+    assert cache_entry(life.h, victim) != slot
 
 
 def test_session_of_another_generation_is_not_followed(life: Life) -> None:

@@ -391,6 +391,7 @@ class Dataplane:
         bpf.map_update(
             self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex), key, bpf.BPF_NOEXIST
         )
+        self._cache(ifindex, slot)
         loader.attach(self.pins, link, ifindex, self._fds.program, mode=self._attach_mode)
 
     def _install_table(self, link_id: int, side: Side, *, without: int = 0) -> None:
@@ -478,9 +479,33 @@ class Dataplane:
                 counts.update(ids)
         return counts
 
+    def _cache(self, ifindex: int, slot: int) -> None:
+        """Point the ifindex cache entry of ``ifindex`` at ``slot`` unless another endpoint
+        holds it (that one's interface then keeps the fast lookup; this one uses the hash)."""
+        cache = self._map(structs.MAP_IFCACHE)
+        key = ctypes.c_uint32(ifindex & (structs.IFCACHE_SIZE - 1))
+        held = maps.lookup(cache, key, ctypes.c_uint32)
+        if held is not None and held.value:
+            holder = maps.lookup(self._map(structs.MAP_ENDPOINTS), held, EndpointEntry)
+            if (
+                holder is not None
+                and holder.ifindex
+                and self._slot_of(holder.ifindex) == held.value
+            ):
+                return
+        bpf.map_update(cache, key, ctypes.c_uint32(slot))
+
+    def _uncache(self, ifindex: int, slot: int) -> None:
+        cache = self._map(structs.MAP_IFCACHE)
+        key = ctypes.c_uint32(ifindex & (structs.IFCACHE_SIZE - 1))
+        held = maps.lookup(cache, key, ctypes.c_uint32)
+        if held is not None and held.value == slot:
+            bpf.map_update(cache, key, ctypes.c_uint32(0))
+
     def _remove(self, link: str, slot: int, ifindex: int) -> None:
-        """Detach one endpoint and free its slot (the index first, then the slot)."""
+        """Detach one endpoint and free its slot (the indexes first, then the slot)."""
         loader.detach(self.pins, link, ifindex)
+        self._uncache(ifindex, slot)
         if self._slot_of(ifindex) == slot:
             bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
         bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry())

@@ -16,6 +16,7 @@ import socket
 MAX_LINKS = 1024
 MAX_IFACES = 16384
 MAX_ENDPOINTS_PER_SIDE = 1024
+IFCACHE_SIZE = 65536
 MAGLEV_SIZE = 65537
 SESSIONS_DEFAULT = 1_048_576
 DROP_MAX = 16
@@ -31,6 +32,7 @@ MAGLEV_EMPTY = 2
 # Map and program names in the object; the version suffix changes with the layout.
 MAP_ENDPOINTS = "sfc_endpts_v1"
 MAP_IFSLOTS = "sfc_ifslots_v1"
+MAP_IFCACHE = "sfc_ifcache_v1"
 MAP_SESSIONS = "sfc_sessions_v2"
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
@@ -38,6 +40,7 @@ MAP_LINK_STATS = "sfc_lnkstats_v1"
 NODE_MAPS = (
     MAP_ENDPOINTS,
     MAP_IFSLOTS,
+    MAP_IFCACHE,
     MAP_SESSIONS,
     MAP_MAGLEV,
     MAP_EP_COUNTERS,
@@ -162,6 +165,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_ENDPOINTS: (4, ctypes.sizeof(EndpointEntry)),
     MAP_IFSLOTS: (4, 4),
+    MAP_IFCACHE: (4, 4),
     MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
     MAP_MAGLEV: (4, 4),
     MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),

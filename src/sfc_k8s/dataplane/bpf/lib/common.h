@@ -15,6 +15,8 @@
 #define SFC_MAX_LINKS 1024
 /* Host interfaces taking part in some link, over the whole node. */
 #define SFC_MAX_IFACES 16384
+/* Entries of the direct-mapped ifindex -> slot cache (a power of two). */
+#define SFC_IFCACHE_SIZE 65536
 /* Endpoints on one side of one link (user space enforces it). */
 #define SFC_MAX_ENDPOINTS_PER_SIDE 1024
 /* Maglev lookup table size: a prime, about 64 slots per endpoint at full capacity. */

@@ -343,7 +343,9 @@ static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc
 		return 0;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
-		__be32 src[4] = {}, dst[4] = {};
+		__be32 saddr, daddr;
+		__be16 sport, dport;
+		int swap;
 
 		ports = (void *)(ip + 1);
 		if ((void *)(ports + 2) > data_end)
@@ -352,11 +354,21 @@ static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc
 		    (ip->frag_off & bpf_htons(SFC_IP_MF | SFC_IP_OFFSET)) ||
 		    !sfc_flow_is_l4(ip->protocol))
 			return 0;
-		src[0] = ip->saddr;
-		dst[0] = ip->daddr;
+		/* sfc_flow_set_ends for one-word addresses, without the zeroed copies. */
+		saddr = ip->saddr;
+		daddr = ip->daddr;
+		sport = ports[0];
+		dport = ports[1];
+		swap = (__u32)saddr > (__u32)daddr ||
+		       (saddr == daddr && (__u16)sport > (__u16)dport);
 		key->kind = SFC_FLOW_L4_V4;
 		key->proto = ip->protocol;
-		sfc_flow_set_ends(key, src, dst, ports[0], ports[1]);
+		key->port_lo = swap ? dport : sport;
+		key->port_hi = swap ? sport : dport;
+		key->addr_lo[0] = swap ? daddr : saddr;
+		key->addr_hi[0] = swap ? saddr : daddr;
+		key->addr_lo[1] = key->addr_lo[2] = key->addr_lo[3] = 0;
+		key->addr_hi[1] = key->addr_hi[2] = key->addr_hi[3] = 0;
 		return 1;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {

@@ -6,6 +6,11 @@
  * counters all refer to slots, so everything after the ingress lookup is an array access the
  * verifier inlines. User space writes the slot before the index on add, and removes the index
  * before clearing the slot on removal.
+ *
+ * sfc_ifcache_v1 spares the hash lookup on the fast path: an array indexed by the low bits of
+ * the ifindex, holding the slot of one endpoint with those bits (user space fills it when the
+ * entry is free). The slot's endpoint must carry the very ifindex, so a stale or colliding
+ * entry only sends the lookup on to the hash index, which stays the authority.
  */
 #pragma once
 
@@ -35,12 +40,29 @@ struct {
 	__type(value, __u32);		/* slot in sfc_endpts_v1 */
 } sfc_ifslots_v1 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SFC_IFCACHE_SIZE);
+	__type(key, __u32);		/* ifindex & (SFC_IFCACHE_SIZE - 1) */
+	__type(value, __u32);		/* slot in sfc_endpts_v1, 0: none */
+} sfc_ifcache_v1 SEC(".maps");
+
 /* The endpoint of ingress interface @ifindex, or NULL when it is in no link. */
 static __always_inline const struct sfc_endpoint *sfc_ep_of_iface(__u32 ifindex, __u32 *slot)
 {
+	__u32 index = ifindex & (SFC_IFCACHE_SIZE - 1);
 	const struct sfc_endpoint *e;
-	__u32 *s = bpf_map_lookup_elem(&sfc_ifslots_v1, &ifindex);
+	__u32 *s;
 
+	s = bpf_map_lookup_elem(&sfc_ifcache_v1, &index);
+	if (s && *s) {
+		e = bpf_map_lookup_elem(&sfc_endpts_v1, s);
+		if (e && e->ifindex == ifindex) {
+			*slot = *s;
+			return e;
+		}
+	}
+	s = bpf_map_lookup_elem(&sfc_ifslots_v1, &ifindex);
 	if (!s)
 		return NULL;
 	*slot = *s;
