@@ -107,6 +107,7 @@ class Demo:
         self._sampling = threading.Event()
         self._lock = threading.Lock()
         self.last: MetricsSnapshot | None = None
+        self.reused = False  # the cluster was up before the demo: it stays up after it
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class Demo:
 
     def start_cluster(self) -> None:
         self.out("== local cluster")
+        self.reused = local_cli.running(self.layout)
         local_cli.up(self.layout, nodes=self.opts.nodes, timeout=self.opts.timeout)
 
     def apply_example(self) -> None:
@@ -607,7 +609,11 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
             for name, info in sorted((record.get("processes") or {}).items()):
                 out(f"== last lines of {name} ({info['log']})")
                 out(local_cli.tail_log(info["log"], 12))
-        if not opts.keep:
+        if not opts.keep and demo.reused:
+            out(f"== removing namespace {NAMESPACE} (the cluster was up before the demo: it stays)")
+            with contextlib.suppress(DemoError, subprocess.SubprocessError):
+                demo.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=60s")
+        elif not opts.keep:
             out("== removing the local cluster")
             local_cli.down(layout)
     out("")
@@ -617,7 +623,7 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
     out(f"checks: {passed}/{len(demo.checks)} passed -> {'PASS' if ok else 'FAIL'}")
     if demo.samples:
         out(f"throughput plot: {opts.plot} (data: {opts.plot.with_suffix('.json')})")
-    if opts.keep:
+    if opts.keep or demo.reused:
         out(f"cluster kept: export KUBECONFIG={layout.kubeconfig}; sfc-k8s local down to remove")
     return demo
 
