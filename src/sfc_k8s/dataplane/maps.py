@@ -150,7 +150,8 @@ class MaglevTableView:
         self.fd, self.size = fd, size
         length = -(-(size + 1) * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
         try:
-            self._area = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            flags = mmap.MAP_SHARED | mmap.MAP_POPULATE  # one call maps every page: no faults
+            self._area = mmap.mmap(fd, length, flags, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as err:
             raise BpfError(f"failed to map a Maglev table: {err}", err.errno or 0) from err
         self._words = memoryview(self._area).cast("I")

@@ -17,32 +17,34 @@
 int sfc_maglev_fill(uint32_t size, uint32_t n, const uint32_t *offsets, const uint32_t *skips,
 		    const uint32_t *values, uint32_t *table, uint32_t stride)
 {
-	int32_t *owner;
-	uint32_t *pos;
+	uint32_t *owner, *pos;
+	uint8_t *taken;		/* probed far more often than written: a byte per slot stays in cache */
 	uint32_t filled = 0;
 
 	if (n == 0 || n > size || stride == 0)
 		return -1;
 	owner = malloc((size_t)size * sizeof(*owner));
 	pos = malloc((size_t)n * sizeof(*pos));
-	if (!owner || !pos) {
+	taken = calloc(size, 1);
+	if (!owner || !pos || !taken) {
 		free(owner);
 		free(pos);
+		free(taken);
 		return -1;
 	}
-	memset(owner, 0xff, (size_t)size * sizeof(*owner));	/* -1: free */
 	for (uint32_t i = 0; i < n; i++)
 		pos[i] = offsets[i] % size;
 	for (;;) {
 		for (uint32_t i = 0; i < n; i++) {
 			uint32_t slot = pos[i], skip = skips[i];
 
-			while (owner[slot] >= 0) {
+			while (taken[slot]) {
 				slot += skip;
 				if (slot >= size)
 					slot -= size;
 			}
-			owner[slot] = (int32_t)i;
+			taken[slot] = 1;
+			owner[slot] = i;
 			slot += skip;
 			pos[i] = slot >= size ? slot - size : slot;
 			if (++filled == size)
@@ -54,5 +56,6 @@ done:
 		table[(size_t)s * stride] = values[owner[s]];
 	free(owner);
 	free(pos);
+	free(taken);
 	return 0;
 }
