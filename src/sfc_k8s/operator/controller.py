@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -72,6 +72,10 @@ ObjKey = tuple[str, str]  # (namespace, name)
 CHAINS_INDEX = "sfc_chains"
 PODS_INDEX = "sfc_pods"
 XCS_INDEX = "sfc_xcs"
+
+# Chain status writes in flight at once. A burst of status writes (100 chains created together)
+# must not fill the connection pool ahead of the latency-critical CrossConnection writes.
+STATUS_WRITERS = 4
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class _ChainMemory:
     attempts: int = 0  # consecutive failed reconciles
     generation: int | None = None  # spec generation of the last reconcile
     pending: tuple[ChainEntry, ChainStatusBody] | None = None  # status waiting to be written
+    written: deque[Mapping[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
     writer: asyncio.Task[None] | None = None  # writes pending statuses, off the reconcile path
     retry: asyncio.Task[None] | None = None
 
@@ -189,6 +194,7 @@ class Controller:
         self._pod_seen: dict[ObjKey, PodInfo] = {}
         self._pod_chains: dict[ObjKey, set[ChainKey]] = {}
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
+        self._status_slots = asyncio.Semaphore(STATUS_WRITERS)
         self._register()
 
     # -- Kopf wiring ---------------------------------------------------------------------------
@@ -289,8 +295,10 @@ class Controller:
                 self._forget_chain(key)
                 return
             memory = self._memory.get(key)
-            if memory is not None and memory.status != body.get("status"):
-                # someone else wrote it (or this replica was paused meanwhile): trust the server
+            stored = body.get("status") or {}
+            if memory is not None and not any(stored == s for s in memory.written):
+                # not one of this replica's recent writes (even a late echo of one): someone else
+                # wrote it, or this replica was paused meanwhile; trust the server
                 memory.status = None
             await self.kick(key)
 
@@ -673,13 +681,16 @@ class Controller:
 
     async def _status_writer(self, key: ChainKey, memory: _ChainMemory) -> None:
         while memory.pending is not None:
-            entry, status = memory.pending
-            memory.pending = None
-            try:
-                await self._write_status(entry, status, memory)
-            except KubeApiError as err:
-                self._schedule_retry(key, memory, err)
-                return
+            async with self._status_slots:  # leave connections to the CrossConnection writes
+                entry, status = memory.pending or (None, None)
+                memory.pending = None
+                if entry is None or status is None:
+                    return
+                try:
+                    await self._write_status(entry, status, memory)
+                except KubeApiError as err:
+                    self._schedule_retry(key, memory, err)
+                    return
 
     async def _write_status(
         self, entry: ChainEntry, status: ChainStatusBody, memory: _ChainMemory
@@ -687,6 +698,8 @@ class Controller:
         stored: Mapping[str, Any] = memory.status or entry.status
         if _same_status(stored, status):
             memory.status = status
+            if not memory.written or memory.written[-1] != status:
+                memory.written.append(status)
             return
         body: dict[str, Any] = dict(status)
         for field_name in ("functions", "links"):  # merge patch: removed keys must be nulled
@@ -708,6 +721,7 @@ class Controller:
         self.stats["status_patch"] += 1
         self._announce(entry, stored.get("conditions") or [], status["conditions"], memory)
         memory.status = status
+        memory.written.append(status)
 
     def _announce(
         self,

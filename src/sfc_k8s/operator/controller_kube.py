@@ -107,7 +107,10 @@ class KubeClient:
             headers=headers,
             auth=auth,
             connector=aiohttp.TCPConnector(ssl=ssl_context(self.info), limit=32),
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            # No total timeout: a request waiting for a free pooled connection is not failing.
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._timeout, sock_read=self._timeout
+            ),
         )
 
     async def close(self) -> None:
