@@ -155,6 +155,8 @@ class PodWorker:
         self.sandbox_ready = False
         self.pod_ip: str | None = None
         self.start_time = now_rfc3339()
+        self.seen_mono = time.monotonic()  # when the runtime first saw the pod
+        self._ready_logged = False
         self.gone = False  # the API object no longer exists
         self.shutting_down = False  # the runtime stops: kill fast, confirm nothing
         self.crashed = False  # ended on a bug, not a deletion: the runtime starts it again
@@ -670,6 +672,9 @@ class PodWorker:
 
     # -- status and events -------------------------------------------------------------------
 
+    def _ready(self) -> bool:
+        return bool(self.containers) and all(c.ready for c in self.containers)
+
     def _initialized(self) -> bool:
         return all(
             c.finished and (c.terminated or {}).get("exitCode") == 0 for c in self.init_containers
@@ -691,7 +696,7 @@ class PodWorker:
 
     def status(self) -> JsonObj:
         ts = now_rfc3339()
-        ready = bool(self.containers) and all(c.ready for c in self.containers)
+        ready = self._ready()
 
         def cond(kind: str, value: bool, reason: str = "") -> JsonObj:
             c: JsonObj = {"type": kind, "status": "True" if value else "False"}
@@ -734,6 +739,14 @@ class PodWorker:
             try:
                 await self.node.kube.patch(self.path + "/status", {"status": status})
                 last = status
+                if not self._ready_logged and self._ready():
+                    self._ready_logged = True
+                    log.info(
+                        "pod %s/%s Ready %.0f ms after the runtime saw it",
+                        self.namespace,
+                        self.name,
+                        (time.monotonic() - self.seen_mono) * 1000,
+                    )
             except NotFoundError:
                 return
             except KubeError as err:
