@@ -576,13 +576,18 @@ def pod_logs(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="sfc-k8s local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="sfc-k8s local",
+        description="The local cluster: API server, node runtime, controller and agents as "
+        "background processes, nodes and pods as network namespaces.",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
         default=None,
         help="default $SFC_K8S_LOCAL_DIR or /var/lib/sfc-k8s-local",
     )
+    parser.epilog = "The state directory option may also follow the subcommand."
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the local cluster (idempotent)")
     p_up.add_argument("--nodes", type=int, default=1)

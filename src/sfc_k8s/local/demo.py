@@ -629,8 +629,14 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="sfc-k8s demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--state-dir", type=Path, default=None)
+    parser = argparse.ArgumentParser(
+        prog="sfc-k8s demo",
+        description="The transparent-firewall chain on the local cluster, scaled 2 -> 4 -> 1 "
+        "under traffic, with checks and a throughput plot.",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="default $SFC_K8S_LOCAL_DIR or /var/lib/..."
+    )
     parser.add_argument("--keep", action="store_true", help="keep (or reuse) the cluster")
     parser.add_argument("--dwell", type=float, default=8.0, help="seconds of traffic per step")
     parser.add_argument("--flows", type=int, default=16, help="long-lived echo flows")
