@@ -53,7 +53,7 @@ def test_names_and_columns() -> None:
     for crd in (SFC, XC):
         assert crd["spec"]["group"] == "sfc-k8s.io"
         assert crd["spec"]["scope"] == "Namespaced"
-        assert crd["spec"]["names"]["categories"] == ["sfc"]
+        assert crd["spec"]["names"]["categories"] == ["sfc-k8s"]
         (version,) = crd["spec"]["versions"]
         assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
         assert version["subresources"] == {"status": {}}
