@@ -64,6 +64,16 @@ def pod_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _unschedulable(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in conditions
+    )
+
+
 def _controller_uid(obj: Obj) -> str | None:
     for ref in meta(obj).get("ownerReferences") or []:
         if ref.get("controller"):
@@ -415,6 +425,8 @@ class Controllers:
                     {"matchLabels": selector}, meta(n).get("labels") or {}
                 )
             ]
+            if not fitting and _unschedulable(pod):
+                continue  # already marked: no copy, no write (a pass must stay cheap)
             new = copy.deepcopy(pod)
             if not fitting:
                 self._set_scheduled(
