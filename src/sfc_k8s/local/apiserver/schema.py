@@ -1,9 +1,17 @@
 """Structural-schema behaviour of CRD versions: defaulting, pruning, OpenAPI and CEL validation.
 
-The store compiles one `StructuralSchema` per served CRD version when the CRD is registered and
-runs it on every write of a custom object: prune unknown fields, apply `default`s, then check
-the OpenAPI v3 schema (with jsonschema) and the `x-kubernetes-validations` CEL rules (with
-cel-python). Failures come back as `errors.Cause` lists, answered as 422 Invalid.
+The store builds one `StructuralSchema` per served CRD version when the CRD is registered (and
+keeps it while the version's schema does not change) and runs it on every write of a custom
+object: prune unknown fields, apply `default`s, then check the OpenAPI v3 schema (with
+jsonschema) and the `x-kubernetes-validations` CEL rules (with cel-python). Failures come back
+as `errors.Cause` lists, answered as 422 Invalid.
+
+Each rule is compiled once per schema. Updates are ratcheted as in Kubernetes
+(CRDValidationRatcheting): a value equal to its counterpart in the stored object (object
+properties by name, `x-kubernetes-list-type: map` items by their keys) is valid as it was, so
+neither its rules nor those below it run, and an OpenAPI error inside an unchanged value is
+dropped. A status subresource write checks only the `status` part of the schema. cel-python
+costs milliseconds per rule, so this is what keeps status writes cheap.
 """
 
 from __future__ import annotations
@@ -23,18 +31,16 @@ if TYPE_CHECKING:
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 _CEL_ENV: Any = None
-_CEL_CACHE: dict[str, Any] = {}
+_MISSING: Any = object()  # no correlated old value (a create, a new item, an unkeyed list)
 
 
-def _cel_program(rule: str) -> Any:
+def _cel_environment() -> Any:
     global _CEL_ENV  # noqa: PLW0603 - one shared parser; building it costs ~0.3 s
-    if rule not in _CEL_CACHE:
-        if _CEL_ENV is None:
-            import celpy
+    if _CEL_ENV is None:
+        import celpy
 
-            _CEL_ENV = celpy.Environment()
-        _CEL_CACHE[rule] = _CEL_ENV.program(_CEL_ENV.compile(rule))
-    return _CEL_CACHE[rule]
+        _CEL_ENV = celpy.Environment()
+    return _CEL_ENV
 
 
 def field_path(parts: list[str | int]) -> str:
@@ -84,7 +90,9 @@ class StructuralSchema:
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self._plain = _to_jsonschema(schema)
-        self._validator: Any = None
+        self._validators: dict[str | None, Any] = {}
+        self._programs: dict[str, Any] = {}
+        self.evaluations = 0  # CEL rule evaluations so far (tests and benchmarks read it)
 
     def check(self) -> None:
         """Raise SchemaInvalidError if the schema itself is not a valid OpenAPI schema."""
@@ -94,6 +102,13 @@ class StructuralSchema:
             jsonschema.Draft4Validator.check_schema(self._plain)
         except jsonschema.SchemaError as err:
             raise SchemaInvalidError(err.message) from err
+        from celpy.celparser import CELParseError
+
+        for rule in _rules(self.schema):
+            try:
+                self.program(rule)
+            except CELParseError as err:
+                raise SchemaInvalidError(f"rule {rule!r} does not compile: {err}") from err
 
     def apply_defaults(self, obj: dict[str, Any]) -> dict[str, Any]:
         result = copy.deepcopy(obj)
@@ -107,16 +122,133 @@ class StructuralSchema:
         _prune(self.schema, result, root=True, removed=removed)
         return result, removed
 
-    def validate(self, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
-        if self._validator is None:
+    def validate(
+        self, obj: dict[str, Any], old: dict[str, Any] | None, *, part: str | None = None
+    ) -> list[Cause]:
+        """Causes of `obj` being invalid; `old` is the stored object of an update (None on a
+        create), `part` a top-level field (`"status"`) when only it may have changed."""
+        schema, plain = self.schema, self._plain
+        value: Any = {k: v for k, v in obj.items() if k != "metadata"}
+        before: Any = _MISSING
+        if old is not None:
+            before = {k: v for k, v in old.items() if k != "metadata"}
+        prefix: list[str | int] = []
+        if part is not None:
+            schema = (schema.get("properties") or {}).get(part) or {}
+            plain = (plain.get("properties") or {}).get(part) or {}
+            value, before, prefix = obj.get(part, _MISSING), _part(before, part), [part]
+            if value is _MISSING:
+                return []
+        if before is not _MISSING and value == before:
+            return []
+        validator = self._validators.get(part)
+        if validator is None:
             import jsonschema
 
-            self._validator = jsonschema.Draft4Validator(self._plain)
-        body = {k: v for k, v in obj.items() if k != "metadata"}
-        causes = [_cause(err) for err in self._validator.iter_errors(body)]
+            validator = self._validators[part] = jsonschema.Draft4Validator(plain)
+        causes = [
+            _cause(err, prefix)
+            for err in validator.iter_errors(value)
+            if not _unchanged_at(schema, value, before, list(err.absolute_path))
+        ]
         if not causes:
-            causes.extend(_check_rules(self.schema, obj, old, []))
+            causes.extend(self._check_rules(schema, value, before, prefix))
         return causes
+
+    def program(self, rule: str) -> Any:
+        """The compiled CEL program of `rule` (compiled on first use, then kept)."""
+        program = self._programs.get(rule)
+        if program is None:
+            env = _cel_environment()
+            program = self._programs[rule] = env.program(env.compile(rule))
+        return program
+
+    def _check_rules(
+        self, schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
+    ) -> Iterator[Cause]:
+        from celpy import celtypes
+        from celpy.adapter import json_to_cel
+        from celpy.evaluation import CELEvalError
+
+        for node, current, previous, where in _walk_rules(schema, value, old, path):
+            for rule in node["x-kubernetes-validations"]:
+                text = rule.get("rule", "")
+                is_transition = "oldSelf" in text
+                if is_transition and previous is _MISSING:
+                    continue
+                activation = {"self": json_to_cel(current)}
+                if is_transition:
+                    activation["oldSelf"] = json_to_cel(previous)
+                self.evaluations += 1
+                try:
+                    result = self.program(text).evaluate(activation)
+                except CELEvalError as err:
+                    result = err
+                if isinstance(result, celtypes.BoolType) and bool(result):
+                    continue
+                if isinstance(result, celtypes.BoolType):
+                    message = rule.get("message") or f"failed rule: {text}"
+                else:
+                    message = f"rule {text!r} could not be evaluated: {result}"
+                yield Cause(
+                    _rule_target(where, rule.get("fieldPath", "")),
+                    rule.get("reason", "FieldValueInvalid"),
+                    f"Invalid value: {_show(current)}: {message}",
+                )
+
+
+def _rules(node: Any) -> Iterator[str]:
+    """Every CEL rule text of a schema."""
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations") or []:
+            if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
+                yield rule["rule"]
+        for key, sub in node.items():
+            if key != "x-kubernetes-validations":
+                yield from _rules(sub)
+    elif isinstance(node, list):
+        for sub in node:
+            yield from _rules(sub)
+
+
+def _part(value: Any, name: str) -> Any:
+    return value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+
+
+def _unchanged_at(schema: Any, value: Any, old: Any, path: list[str | int]) -> bool:
+    """Whether the value at `path`, or one of the values holding it, equals its old
+    counterpart (an OpenAPI error there is then ratcheted). Items of a `list-type: map` list
+    are correlated by their keys, those of other lists not at all."""
+    for part in path:
+        if old is _MISSING:
+            return False
+        if value == old:
+            return True
+        if isinstance(part, int) and isinstance(value, list) and isinstance(schema, dict):
+            items, keys = schema.get("items"), schema.get("x-kubernetes-list-map-keys") or []
+            item = value[part] if 0 <= part < len(value) else None
+            olds = _keyed_items(schema, old)
+            if not olds or not isinstance(item, dict):
+                return False
+            schema, value = items, item
+            old = olds.get(tuple(json.dumps(item.get(k)) for k in keys), _MISSING)
+        elif isinstance(part, str) and isinstance(value, dict) and isinstance(schema, dict):
+            props = schema.get("properties") or {}
+            extra = schema.get("additionalProperties")
+            schema = props.get(part, extra if isinstance(extra, dict) else {})
+            value, old = value.get(part), _part(old, part)
+        else:
+            return False
+    return old is not _MISSING and value == old
+
+
+def _rule_target(where: list[str | int], extra_path: str) -> str:
+    target = field_path(where)
+    if not extra_path:
+        return target
+    if extra_path.startswith("["):
+        return target + extra_path
+    return f"{target}{extra_path}" if target else extra_path.lstrip(".")
 
 
 def _default(schema: dict[str, Any], value: Any) -> None:
@@ -168,8 +300,8 @@ def _prune(
             _prune(schema["items"], item, path=[*path, index], removed=removed)
 
 
-def _cause(err: jsonschema.ValidationError) -> Cause:
-    parts: list[str | int] = list(err.absolute_path)
+def _cause(err: jsonschema.ValidationError, prefix: list[str | int]) -> Cause:
+    parts: list[str | int] = [*prefix, *err.absolute_path]
     path = field_path(parts)
     if err.validator == "required":
         missing = [p for p in err.validator_value if p not in (err.instance or {})]
@@ -196,57 +328,34 @@ def _cause(err: jsonschema.ValidationError) -> Cause:
 def _walk_rules(
     schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
 ) -> Iterator[tuple[dict[str, Any], Any, Any, list[str | int]]]:
+    """The (schema node with rules, value, correlated old value or _MISSING, path) to check;
+    an unchanged value is skipped with everything below it (ratcheting)."""
+    if old is not _MISSING and value == old:
+        return
     if schema.get("x-kubernetes-validations"):
         yield schema, value, old, path
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
-        old_map = old if isinstance(old, dict) else {}
         for name, item in value.items():
             sub = props.get(name) if name in props else extra if isinstance(extra, dict) else None
             if sub is not None and name != "metadata":
-                yield from _walk_rules(sub, item, old_map.get(name), [*path, name])
+                yield from _walk_rules(sub, item, _part(old, name), [*path, name])
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        olds = _keyed_items(schema, old)
+        keys = schema.get("x-kubernetes-list-map-keys") or []
         for index, item in enumerate(value):
-            yield from _walk_rules(schema["items"], item, None, [*path, index])
+            previous = _MISSING
+            if olds and isinstance(item, dict):
+                previous = olds.get(tuple(json.dumps(item.get(k)) for k in keys), _MISSING)
+            yield from _walk_rules(schema["items"], item, previous, [*path, index])
 
 
-def _check_rules(
-    schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
-) -> Iterator[Cause]:
-    from celpy import celtypes
-    from celpy.adapter import json_to_cel
-    from celpy.evaluation import CELEvalError
-
-    for node, current, previous, where in _walk_rules(schema, value, old, path):
-        for rule in node["x-kubernetes-validations"]:
-            text = rule.get("rule", "")
-            is_transition = "oldSelf" in text
-            if is_transition and previous is None:
-                continue
-            activation = {"self": json_to_cel(current)}
-            if is_transition:
-                activation["oldSelf"] = json_to_cel(previous)
-            try:
-                result = _cel_program(text).evaluate(activation)
-            except CELEvalError as err:
-                result = err
-            target = field_path(where)
-            extra_path = rule.get("fieldPath", "")
-            if extra_path:
-                target = (
-                    target + extra_path
-                    if extra_path.startswith("[")
-                    else (f"{target}{extra_path}" if target else extra_path.lstrip("."))
-                )
-            if isinstance(result, celtypes.BoolType) and bool(result):
-                continue
-            if isinstance(result, celtypes.BoolType):
-                message = rule.get("message") or f"failed rule: {text}"
-            else:
-                message = f"rule {text!r} could not be evaluated: {result}"
-            yield Cause(
-                target,
-                rule.get("reason", "FieldValueInvalid"),
-                f"Invalid value: {_show(current)}: {message}",
-            )
+def _keyed_items(schema: dict[str, Any], old: Any) -> dict[tuple[str, ...], Any]:
+    """Old items of a `x-kubernetes-list-type: map` list by their keys (others: none)."""
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    if schema.get("x-kubernetes-list-type") != "map" or not keys or not isinstance(old, list):
+        return {}
+    return {
+        tuple(json.dumps(item.get(k)) for k in keys): item for item in old if isinstance(item, dict)
+    }

@@ -188,6 +188,10 @@ class Store:
             raise errors.resource_not_found(f"{group}/{version}/{plural}")
         return rtype
 
+    def schema_of(self, rtype: ResourceType) -> StructuralSchema | None:
+        """The structural schema custom objects of `rtype` are checked with (None: none)."""
+        return self._schemas.get((rtype.group, rtype.version, rtype.plural))
+
     def objects(self, key: tuple[str, str]) -> list[Obj]:
         """All objects of a resource, oldest first (no copies: do not modify them)."""
         return list(self._objects.get(key, {}).values())
@@ -548,7 +552,8 @@ class Store:
                 )
         obj["apiVersion"], obj["kind"] = current["apiVersion"], current["kind"]
         meta(obj)["resourceVersion"] = cur_md.get("resourceVersion")
-        obj = self._admit(rtype, obj, current, strict=strict)
+        part = "status" if subresource == "status" else None
+        obj = self._admit(rtype, obj, current, strict=strict, part=part)
         with_status = rtype.has_status
         if _spec_part(obj, with_status=with_status) != _spec_part(current, with_status=with_status):
             meta(obj)["generation"] = int(cur_md.get("generation", 1)) + 1
@@ -717,10 +722,19 @@ class Store:
                 "terminated",
             )
 
-    def _admit(self, rtype: ResourceType, obj: Obj, old: Obj | None, *, strict: bool) -> Obj:
-        """Defaulting and validation of a create or update, per kind."""
+    def _admit(
+        self,
+        rtype: ResourceType,
+        obj: Obj,
+        old: Obj | None,
+        *,
+        strict: bool,
+        part: str | None = None,
+    ) -> Obj:
+        """Defaulting and validation of a create or update, per kind; `part` ("status") is the
+        only part a subresource write may change."""
         if not rtype.builtin:
-            return self._admit_custom(rtype, obj, old, strict=strict)
+            return self._admit_custom(rtype, obj, old, strict=strict, part=part)
         if strict:
             problems = strict_problems(obj)
             # Only what this request brings is refused: a field some earlier, non-strict writer
@@ -737,7 +751,9 @@ class Store:
                 raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)
         return obj
 
-    def _admit_custom(self, rtype: ResourceType, obj: Obj, old: Obj | None, *, strict: bool) -> Obj:
+    def _admit_custom(
+        self, rtype: ResourceType, obj: Obj, old: Obj | None, *, strict: bool, part: str | None
+    ) -> Obj:
         schema = self._schemas.get((rtype.group, rtype.version, rtype.plural))
         if schema is None:
             return obj
@@ -749,7 +765,7 @@ class Store:
                 f"strict decoding error: {unknown}"
             )
         obj = schema.apply_defaults(pruned)
-        causes = schema.validate(obj, old)
+        causes = schema.validate(obj, old, part=part)
         if causes:
             raise errors.invalid(rtype.kind, rtype.group, meta(obj).get("name", ""), causes)
         return obj
@@ -773,6 +789,11 @@ class Store:
         for rtype in types:
             if rtype.schema is None:
                 continue
+            key = (rtype.group, rtype.version, rtype.plural)
+            previous = self._schemas.get(key)
+            if previous is not None and previous.schema == rtype.schema:
+                schemas[key] = previous  # same schema: keep its compiled rules
+                continue
             schema = StructuralSchema(rtype.schema)
             try:
                 if not self._trust_schemas:
@@ -785,7 +806,7 @@ class Store:
                         f"Invalid value: {err}",
                     )
                 )
-            schemas[(rtype.group, rtype.version, rtype.plural)] = schema
+            schemas[key] = schema
         if causes:
             raise errors.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
         for old in self.registry.unregister_crd(name):
