@@ -48,6 +48,7 @@ from typing import Any
 
 import kopf
 
+from sfc_k8s.api.models import GROUP, VERSION, XC_PLURAL
 from sfc_k8s.dataplane import (
     DEFAULT_BPFFS_ROOT,
     SESSIONS_DEFAULT,
@@ -58,14 +59,6 @@ from sfc_k8s.dataplane import (
     InterfaceNotFound,
     LinkNotFound,
     Side,
-)
-from sfc_k8s.operator.agent_kube import (
-    XC_GROUP,
-    XC_PLURAL,
-    XC_VERSION,
-    KubeError,
-    connection_from_kubeconfig,
-    list_cross_connections,
 )
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
@@ -88,11 +81,17 @@ from sfc_k8s.operator.agent_reconcile import (
     plan,
     stale_links,
 )
+from sfc_k8s.operator.kube import (
+    KubeApiError,
+    KubeClient,
+    connection_from_kubeconfig,
+    object_path,
+)
 from sfc_k8s.operator.settings import configure_logging
 
 logger = logging.getLogger(__name__)
 
-XC_RESOURCE = (XC_GROUP, XC_VERSION, XC_PLURAL)
+XC_RESOURCE = (GROUP, VERSION, XC_PLURAL)
 _DNS_SUBDOMAIN_MAX = 253
 _QUALIFIED_NAME_MAX = 63
 DRAIN_CHECK_INTERVAL = 1.0  # seconds between drain-timeout checks of an xc that drains
@@ -511,18 +510,32 @@ class NodeAgent:
                 removed = await self.collect_garbage()
                 if removed:
                     logger.info("removed %d stale link(s): %s", len(removed), ", ".join(removed))
-            except KubeError as err:
+            except KubeApiError as err:
                 logger.warning("garbage collection of stale links skipped: %s", err)
                 delay = min(delay, 10.0)
             await asyncio.sleep(delay)
+
+    async def _list_cross_connections(self, info: kopf.ConnectionInfo) -> list[tuple[str, str]]:
+        """(namespace, name) of every CrossConnection the agent watches."""
+        scopes: Sequence[str | None] = self.config.namespaces or (None,)
+        paths = [object_path(GROUP, VERSION, XC_PLURAL, namespace) for namespace in scopes]
+        found: list[tuple[str, str]] = []
+        async with KubeClient(info, user_agent=f"sfc-k8s-agent/{self.config.node}") as client:
+            for path in paths:
+                for item in await client.list(path):
+                    meta = item.get("metadata") or {}
+                    found.append((str(meta.get("namespace")), str(meta.get("name"))))
+        return found
 
     async def collect_garbage(self) -> list[str]:
         """Delete pinned agent links that no CrossConnection explains; returns their names."""
         while self._connection is None:  # Kopf logs in right after the startup handlers
             await asyncio.sleep(0.05)
         pinned = self.dataplane.links()  # before the list: links created later are never stale
-        objects = await list_cross_connections(self._connection, self.config.namespaces)
-        wanted = {link_name(namespace, name) for namespace, name in objects}
+        wanted = {
+            link_name(namespace, name)
+            for namespace, name in await self._list_cross_connections(self._connection)
+        }
         removed = []
         for link in stale_links(pinned, wanted, namespaces=self.config.namespaces or None):
             try:

@@ -60,7 +60,7 @@ from sfc_k8s.api import (
     pod_info,
 )
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
-from sfc_k8s.operator.controller_kube import KubeApiError, KubeClient, object_path
+from sfc_k8s.operator.kube import KubeApiError, KubeClient, object_path
 from sfc_k8s.operator.settings import ControllerConfig, connection_info
 
 log = logging.getLogger("sfc_k8s.controller")
@@ -184,7 +184,7 @@ class Controller:
         self.registry = kopf.OperatorRegistry()
         self.settings = self._make_settings()
         self.stats: Counter[str] = Counter()  # writes and reconciles, for logs and tests
-        self._client = KubeClient(self.info)
+        self._client = KubeClient(self.info, user_agent="sfc-k8s-controller")
         self._chains_idx: kopf.Index[Any, ChainEntry] | None = None
         self._pods_idx: kopf.Index[Any, PodInfo] | None = None
         self._xcs_idx: kopf.Index[Any, XcEntry] | None = None

@@ -59,12 +59,11 @@ def connection_info(kubeconfig: str | os.PathLike[str] | None) -> kopf.Connectio
     Raises ``SettingsError`` when neither is usable.
     """
     if kubeconfig:
-        # The node agent's reader resolves relative paths and inline data; share it.
-        from sfc_k8s.operator.agent_kube import KubeError, connection_from_kubeconfig
+        from sfc_k8s.operator.kube import KubeconfigError, connection_from_kubeconfig
 
         try:
             return connection_from_kubeconfig(kubeconfig)
-        except KubeError as err:
+        except KubeconfigError as err:
             raise SettingsError(str(err)) from err
     info = kopf.login_with_service_account(settings=kopf.OperatorSettings())
     if info is None:

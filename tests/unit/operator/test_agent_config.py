@@ -18,7 +18,7 @@ from sfc_k8s.operator.agent import (
     annotation_prefix,
     config_from_args,
 )
-from sfc_k8s.operator.agent_kube import KubeError, connection_from_kubeconfig
+from sfc_k8s.operator.kube import KubeconfigError, connection_from_kubeconfig
 
 QUALIFIED = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
@@ -92,9 +92,9 @@ users:
 
 
 def test_kubeconfig_errors_say_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(KubeError, match="failed to read kubeconfig"):
+    with pytest.raises(KubeconfigError, match="failed to read kubeconfig"):
         connection_from_kubeconfig(tmp_path / "missing")
     bad = tmp_path / "bad"
     bad.write_text("current-context: nope\ncontexts: []\n")
-    with pytest.raises(KubeError, match="current-context 'nope'"):
+    with pytest.raises(KubeconfigError, match="current-context 'nope'"):
         connection_from_kubeconfig(bad)

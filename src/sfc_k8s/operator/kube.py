@@ -1,26 +1,87 @@
-"""The controller's HTTP access to the Kubernetes API: create, patch, delete, get, post events.
+"""The operator's own small access to the Kubernetes API, shared by the controller and the agent.
 
-Kopf watches and indexes; writes to objects other than the one being handled need a client Kopf
-does not expose publicly, so the controller uses this small aiohttp one, built from the same
-``kopf.ConnectionInfo`` Kopf logs in with. Errors become ``KubeApiError`` carrying the HTTP
-status and the Kubernetes ``Status`` reason, so callers branch on ``status``/``reason``, never on
-message text. Called by ``sfc_k8s.operator.controller``.
+Kopf watches, indexes and patches the objects it handles. The operator needs two more things
+that Kopf does not offer publicly: credentials from an explicit ``--kubeconfig`` path (Kopf's
+built-in login reads only ``$KUBECONFIG``, which is process-global and wrong for several agents
+in one test process), and a client for other requests (the controller's writes to
+CrossConnections and events, the agent's list of CrossConnections at start-up). Both come from
+the same ``kopf.ConnectionInfo``. Errors become ``KubeApiError`` carrying the HTTP status and the
+Kubernetes ``Status`` reason, so callers branch on ``status``/``reason``, never on message text.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import kopf
+import yaml
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeconfigError(Exception):
+    """A kubeconfig could not be read or has no usable current context."""
+
+
+def connection_from_kubeconfig(path: str | os.PathLike[str]) -> kopf.ConnectionInfo:
+    """Credentials of the current context of kubeconfig ``path`` (paths resolved beside it)."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise KubeconfigError(f"failed to read kubeconfig {str(path)!r}: {err}") from err
+    by_name = {
+        kind: {item.get("name"): item.get(kind[:-1]) or {} for item in config.get(kind) or []}
+        for kind in ("contexts", "clusters", "users")
+    }
+    context_name = config.get("current-context")
+    if context_name not in by_name["contexts"]:
+        raise KubeconfigError(
+            f"kubeconfig {str(path)!r}: current-context {context_name!r} is not among its contexts"
+        )
+    context = by_name["contexts"][context_name]
+    cluster = by_name["clusters"].get(context.get("cluster"))
+    if not cluster or not cluster.get("server"):
+        raise KubeconfigError(
+            f"kubeconfig {str(path)!r}: context {context_name!r} names no cluster with a server"
+        )
+    user = by_name["users"].get(context.get("user")) or {}
+
+    def local(key: str, source: dict[str, Any]) -> str | None:
+        value = source.get(key)
+        return str(path.parent / value) if value else None
+
+    def data(key: str, source: dict[str, Any]) -> bytes | None:
+        value = source.get(key)
+        return base64.b64decode(value) if value else None
+
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(path.parent / user["tokenFile"]).read_text().strip()
+    return kopf.ConnectionInfo(
+        server=str(cluster["server"]),
+        ca_path=local("certificate-authority", cluster),
+        ca_data=data("certificate-authority-data", cluster),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        username=user.get("username"),
+        password=user.get("password"),
+        scheme="Bearer" if token else None,
+        token=token,
+        certificate_path=local("client-certificate", user),
+        certificate_data=data("client-certificate-data", user),
+        private_key_path=local("client-key", user),
+        private_key_data=data("client-key-data", user),
+        default_namespace=context.get("namespace"),
+    )
 
 
 class KubeApiError(Exception):
@@ -90,13 +151,23 @@ def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
 class KubeClient:
     """One aiohttp session to the API server; open in the operator's loop, close at cleanup."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, info: kopf.ConnectionInfo, *, timeout: float = 30.0, user_agent: str = "sfc-k8s"
+    ) -> None:
         self.info = info
         self._timeout = timeout
+        self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
 
+    async def __aenter__(self) -> KubeClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def open(self) -> None:
-        headers = {"Accept": "application/json", "User-Agent": "sfc-k8s-controller"}
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
         auth = None
         if self.info.token:
             headers["Authorization"] = f"{self.info.scheme or 'Bearer'} {self.info.token}"
@@ -150,6 +221,18 @@ class KubeClient:
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.request("GET", path)
+
+    async def list(self, path: str, *, page_size: int = 500) -> list[dict[str, Any]]:
+        """Every item of collection ``path``, following ``continue`` tokens."""
+        items: list[dict[str, Any]] = []
+        params = {"limit": str(page_size)}
+        while True:
+            page = await self.request("GET", path, params=params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": str(page_size), "continue": token}
 
     async def create(self, collection: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("POST", collection, body=body)
