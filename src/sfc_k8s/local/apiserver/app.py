@@ -79,6 +79,20 @@ class Scaffold:
     def __init__(self, store: Store, *, pod_log_dir: Path | None = None) -> None:
         self.store = store
         self.pod_log_dir = pod_log_dir
+        # Requests answered by a stream that lasts (watches, `logs -f`): what stopping ends.
+        self.streams: dict[int, web.Request] = {}
+
+    def abort_streams(self) -> int:
+        """Drop the connection of every open stream (the server is stopping); a stream whose
+        client does not read would otherwise hold its handler on a full socket buffer."""
+        count = 0
+        for request in list(self.streams.values()):
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+                count += 1
+        self.streams.clear()
+        return count
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -438,6 +452,7 @@ class Scaffold:
                 first_row[0] = False
             return {"type": event.type, "object": obj}
 
+        self.streams[id(request)] = request
         try:
             await response.prepare(request)
             for event in initial:
@@ -473,6 +488,7 @@ class Scaffold:
         except ConnectionResetError:
             return response
         finally:
+            self.streams.pop(id(request), None)
             self.store.unwatch(watcher)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
@@ -631,10 +647,11 @@ class Scaffold:
             return web.Response(body=data, content_type="text/plain")
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
-        await response.prepare(request)
-        await response.write(data)
-        offset = path.stat().st_size
+        self.streams[id(request)] = request
         try:
+            await response.prepare(request)
+            await response.write(data)
+            offset = path.stat().st_size
             while True:
                 await asyncio.sleep(LOG_POLL_SECONDS)
                 current = store.find(target.rtype.key, target.namespace, name)
@@ -649,6 +666,8 @@ class Scaffold:
                     break
         except ConnectionResetError:
             return response
+        finally:
+            self.streams.pop(id(request), None)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

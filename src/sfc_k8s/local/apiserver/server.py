@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from importlib import resources as importlib_resources
@@ -24,6 +25,8 @@ from sfc_k8s.local.apiserver.controllers import Controllers
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+SHUTDOWN_GRACE = 0.1  # seconds a stop grants to requests still in progress
 CLUSTER_NAME = "sfc-k8s-local"
 PRELOADED_CRDS = ("network-attachment-definitions.yaml", "kopf-peerings.yaml")
 
@@ -86,6 +89,7 @@ class APIServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._scaffold: Scaffold | None = None
 
     @property
     def url(self) -> str:
@@ -93,11 +97,15 @@ class APIServer:
 
     async def _open(self) -> None:
         self._stopping = asyncio.Event()
+        self._scaffold = Scaffold(self.store, pod_log_dir=self.pod_log_dir)
         self._runner = web.AppRunner(
-            Scaffold(self.store, pod_log_dir=self.pod_log_dir).make_app(),
+            self._scaffold.make_app(),
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=0.5,
+            # How long a stop lets a request in progress finish (twice: aiohttp waits, cancels
+            # the handler, waits again). Streams are ended before; what is left are plain
+            # requests (handled in one step) and clients that stopped half-way through a body.
+            shutdown_timeout=SHUTDOWN_GRACE,
             handler_cancellation=True,  # a closed watch connection ends its handler
         )
         await self._runner.setup()
@@ -109,7 +117,16 @@ class APIServer:
             self.port = int(sockets[0].getsockname()[1])
 
     async def _close(self) -> None:
+        # End every watch: handlers write their last chunk to clients that read, then drop
+        # the connections of those that do not (their handlers wait on a full socket buffer,
+        # which aiohttp's shutdown would only cancel after its grace, twice).
         self.store.close_watches()
+        scaffold = self._scaffold
+        if scaffold is not None:
+            deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE
+            while scaffold.streams and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            scaffold.abort_streams()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -117,7 +134,10 @@ class APIServer:
         pending = [t for t in asyncio.all_tasks() if t is not current]
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+            for task in stuck:  # never happens unless a task swallows its cancellation
+                logger.error("task %r did not end when the server stopped", task.get_name())
 
     async def serve_async(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop()` (or cancellation); `ready` is called once listening."""
