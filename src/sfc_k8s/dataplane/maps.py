@@ -1,4 +1,5 @@
-"""Typed access to the pinned maps: single elements, batched walks, per-CPU sums.
+"""Typed access to the pinned maps: single elements, batched walks, per-CPU sums, and the
+memory-mapped Maglev tables.
 
 Keys and values are the ctypes mirrors of ``structs``. Used by the manager and the tests.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import array
 import ctypes
-import errno
 import mmap
 from collections.abc import Iterable, Iterator
 from typing import TypeVar, cast
@@ -126,19 +126,6 @@ def percpu_set_zero(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type
     ncpus = bpf.num_possible_cpus()
     stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
     bpf.map_update(fd, key, ctypes.create_string_buffer(stride * ncpus))
-
-
-def fill_array(fd: int, values: Iterable[int], count: int) -> None:
-    """Write ``count`` u32 values to slots 0..count-1 of a u32 array map in one batch."""
-    keys = (ctypes.c_uint32 * count)(*range(count))
-    vals = (ctypes.c_uint32 * count)(*values)
-    try:
-        bpf.map_update_batch(fd, keys, vals, count)
-    except BpfError as err:
-        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, 524):  # 524: ENOTSUPP
-            raise
-        for i in range(count):  # kernels without batch operations on arrays
-            bpf.map_update(fd, ctypes.c_uint32(i), ctypes.c_uint32(vals[i]))
 
 
 class MaglevTableView:
