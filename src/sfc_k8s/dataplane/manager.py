@@ -347,10 +347,11 @@ class Dataplane:
         self, wanted: dict[int, tuple[Side, str]], taken: dict[int, EndpointEntry]
     ) -> None:
         by_ifindex = {e.ifindex: e for e in taken.values()}
-        by_id = self._link_ids()
         for ifindex, (_, ifname) in wanted.items():
             owner = by_ifindex.get(ifindex)
             if owner is not None or self._slot_of(ifindex) is not None:
+                # Only for the message: reading every link's id costs a pin open per link.
+                by_id = self._link_ids()
                 link = by_id.get(owner.link_id, "?") if owner is not None else "?"
                 raise EndpointExists(f"interface {ifname!r} is already an endpoint of {link!r}")
 
