@@ -87,6 +87,8 @@ demo: deps
 bench: deps
 	$(PY) bench/dataplane.py
 	$(PY) bench/cni.py
+	$(PY) bench/dataplane_ops.py
+	$(PY) bench/control_plane.py
 
 clean:
 	rm -f $(BPF_OBJ) $(MAGLEV_SO)

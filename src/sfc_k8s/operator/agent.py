@@ -358,12 +358,13 @@ class NodeAgent:
 
     # -- data plane --------------------------------------------------------------------------
     def _programmed(self, link: str) -> list[LocalEndpoint] | None:
+        # endpoints(), not status(): status() also walks the node's whole session table.
         try:
-            status = self.dataplane.status(link)
+            endpoints = self.dataplane.endpoints(link)
         except LinkNotFound:
             self._links.pop(link, None)
             return None
-        return [LocalEndpoint(ep.side.value, ep.ifname, ep.state.value) for ep in status.endpoints]
+        return [LocalEndpoint(ep.side.value, ep.ifname, ep.state.value) for ep in endpoints]
 
     def _track_drains(
         self, link: str, programmed: Sequence[LocalEndpoint] | None, now: float
