@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +23,107 @@ def janitor() -> Iterator[Janitor]:
         yield j
     finally:
         j.close()
+
+
+# ----- leak check ------------------------------------------------------------------------------
+# A test (or fixture) that leaves a child process running, or a network namespace or bpffs pin
+# named like the tests' own (sfct-, sfcl-), fails the run at its end, naming the test during
+# which each leak appeared. Pytest's own threads are not processes; processes and names that
+# existed before the session are not counted. Network namespaces and pins are only checked when
+# no other test session of this checkout ran at the same time (their names could be its own).
+
+LEAK_PREFIXES = ("sfct-", "sfcl-")
+_SESSIONS_DIR = Path("/tmp/sfc-k8s-test-sessions")
+_seen: dict[str, str] = {}  # pid or name -> node id of the test during which it appeared
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) descendants of `pid`."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                for child in map(int, task.read_text().split()):
+                    if child not in found:
+                        found.add(child)
+                        todo.append(child)
+    return {p for p in found if _state(p) not in ("Z", "")}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return "?"
+
+
+def _names() -> set[str]:
+    names: set[str] = set()
+    for folder, prefix in (
+        (Path("/run/netns"), "netns "),
+        (Path("/sys/fs/bpf"), "pin /sys/fs/bpf/"),
+        (Path("/sys/fs/bpf/sfc-k8s-local"), "pin /sys/fs/bpf/sfc-k8s-local/"),
+    ):
+        with contextlib.suppress(OSError):
+            names.update(
+                f"{prefix}{p.name}" for p in folder.iterdir() if p.name.startswith(LEAK_PREFIXES)
+            )
+    return names
+
+
+def _other_sessions() -> set[int]:
+    alive = set()
+    for entry in _SESSIONS_DIR.glob("*"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            if Path(f"/proc/{entry.name}").exists():
+                alive.add(int(entry.name))
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+    return alive
+
+
+def _note(nodeid: str) -> None:
+    for pid in _children(os.getpid()):
+        _seen.setdefault(str(pid), nodeid)
+    for name in _names():
+        _seen.setdefault(name, nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    _note(nodeid)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the run if a test left a child process, netns or bpffs pin of the tests behind."""
+    _SESSIONS_DIR.mkdir(exist_ok=True)
+    marker = _SESSIONS_DIR / str(os.getpid())
+    marker.touch()
+    before_pids, before_names = _children(os.getpid()), _names()
+    overlapped = bool(_other_sessions())
+    try:
+        yield
+    finally:
+        overlapped = overlapped or bool(_other_sessions())
+        marker.unlink(missing_ok=True)
+    last = request.node.items[-1].nodeid if request.node.items else "?"
+    deadline = time.monotonic() + 3.0  # a process being stopped may take a moment to exit
+    while True:
+        pids = _children(os.getpid()) - before_pids
+        names = set() if overlapped else _names() - before_names
+        if not (pids or names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    leaks = [f"process {p} ({_cmdline(p)}), from {_seen.get(str(p), last)}" for p in sorted(pids)]
+    leaks += [f"{n}, from {_seen.get(n, last)}" for n in sorted(names)]
+    if leaks:
+        pytest.fail("tests left these behind:\n  " + "\n  ".join(leaks), pytrace=False)
