@@ -117,7 +117,7 @@ def test_two_links_side_by_side_stay_isolated(janitor: Janitor, dataplane: Datap
         for c, n in zip(chains, "ab", strict=True)
     ]  # fmt: skip
     for client in clients:
-        janitor.add(client.kill)
+        janitor.add(lambda c=client: (c.kill(), c.communicate()))  # reaped, even on failure
     reports = [json.loads(c.communicate(timeout=60)[0]) for c in clients]
     for report in reports:
         assert report["bad"] == 0, "a client got an echo from the other chain"
