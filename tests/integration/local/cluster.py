@@ -134,6 +134,16 @@ def start_runtime(layout: Layout, *extra: str) -> tuple[subprocess.Popen[bytes],
     return proc, log
 
 
+def _stop(process: subprocess.Popen[Any], *, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: the process is gone when this returns."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
     """API server + node runtime; on exit everything is stopped and swept."""
@@ -162,14 +172,8 @@ def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
         yield Cluster(layout, kube, runtime, log)
     finally:
         if runtime is not None:
-            runtime.terminate()
-            try:
-                runtime.wait(30)
-            except subprocess.TimeoutExpired:
-                runtime.kill()
-                runtime.wait()
-        server.terminate()
-        server.wait(10)
+            _stop(runtime, grace=30)
+        _stop(server, grace=10)
         if server.stdout is not None:
             server.stdout.close()
         leftovers = list_netns(layout.netns_prefix)
