@@ -75,7 +75,19 @@ class Harness:
         return self.dp.status(link).drops
 
     def session(self, key: FlowKey) -> SessionValue | None:
-        return maps.lookup(self.dp.map_fd(structs.MAP_SESSIONS), key, SessionValue)
+        name, map_key = structs.session_key(key)
+        return maps.lookup(self.dp.map_fd(name), map_key, SessionValue)
+
+    def put_session(self, key: FlowKey, value: SessionValue) -> None:
+        name, map_key = structs.session_key(key)
+        bpf.map_update(self.dp.map_fd(name), map_key, value)
+
+    def session_entries(self) -> list[tuple[FlowKey, SessionValue]]:
+        """Every session of both tables, IPv4 L4 keys given in their full form."""
+        fd4 = self.dp.map_fd(structs.MAP_SESSIONS4)
+        entries = [(k.flow_key(), v) for k, v in maps.walk(fd4, structs.FlowKey4, SessionValue)]
+        fd = self.dp.map_fd(structs.MAP_SESSIONS)
+        return entries + list(maps.walk(fd, FlowKey, SessionValue))
 
     def session_names(self, key: FlowKey) -> tuple[str, str] | None:
         value = self.session(key)
@@ -88,6 +100,8 @@ class Harness:
     def clear_sessions(self) -> None:
         fd = self.dp.map_fd(structs.MAP_SESSIONS)
         maps.delete_all(fd, [k for k, _ in maps.walk(fd, FlowKey, SessionValue)])
+        fd4 = self.dp.map_fd(structs.MAP_SESSIONS4)
+        maps.delete_all(fd4, [k for k, _ in maps.walk(fd4, structs.FlowKey4, SessionValue)])
 
     def predict(self, key: FlowKey, endpoints: Sequence[str]) -> str:
         """The endpoint Maglev gives a new flow, computed in Python."""

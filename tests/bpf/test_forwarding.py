@@ -8,14 +8,15 @@ IPv4 and IPv6 fragments (no ports); IPv6 extension headers (hop-by-hop, routing,
 options, AH, too many); 802.1Q and 802.1ad tags (key from the inner headers, VLAN id kept);
 non-IP frames on the MAC pair; ICMP and ICMPv6 errors keyed on the packet they quote (so they
 follow its flow), or as plain ICMP when the quote is too short; a flow re-entering from
-another near-side replica; two links never sharing sessions.
+another near-side replica; two links never sharing sessions; IPv4 TCP/UDP/SCTP sessions kept
+in the compact table and every other kind in the general one, both counted and listed.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from sfc_k8s.dataplane import DropReason, Side
+from sfc_k8s.dataplane import DropReason, Side, maps, structs
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
 from tests.bpf import frames as f
@@ -276,3 +277,31 @@ def test_icmpv6_packet_too_big_follows_the_flow(t: Topology) -> None:
     v = t.h.run(far, f.eth(f.ETH_IPV6, error))
     assert (v.retval, v.target) == (TC_ACT_REDIRECT, t["a1"])
     assert t.h.dp.status("main").sessions == 1
+
+
+def test_ipv4_l4_sessions_use_the_compact_table(t: Topology) -> None:
+    link_id = t.h.link_id("main")
+    udp = f.eth(f.ETH_IP, f.ipv4("10.0.0.1", "10.0.0.2", f.UDP, f.l4(7000, 53)))
+    icmp = f.eth(f.ETH_IP, f.ipv4("10.0.0.1", "10.0.0.2", f.ICMP, f.icmp_echo()))
+    tcp6 = f.eth(f.ETH_IPV6, f.ipv6("fd00::1", "fd00::2", f.TCP, f.l4(5555, 443)))
+    for frame in (udp, icmp, tcp6):
+        assert t.h.run(t["a0"], frame).retval == TC_ACT_REDIRECT
+    udp_key = make_key(
+        link_id, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=f.UDP, sport=7000, dport=53
+    )
+    fd4 = t.h.dp.map_fd(structs.MAP_SESSIONS4)
+    compact = [k for k, _ in maps.walk(fd4, structs.FlowKey4, structs.SessionValue)]
+    assert [bytes(k.flow_key()) for k in compact] == [bytes(udp_key)]
+    fd = t.h.dp.map_fd(structs.MAP_SESSIONS)
+    general = [k for k, _ in maps.walk(fd, structs.FlowKey, structs.SessionValue)]
+    assert sorted(FlowKind(k.kind).name for k in general) == ["L3_V4", "L4_V6"]
+    assert t.h.dp.status("main").sessions == 3
+    assert sorted(s.kind for s in t.h.dp.sessions("main")) == ["l3-v4", "l4-v4", "l4-v6"]
+    listed = next(s for s in t.h.dp.sessions("main") if s.kind == "l4-v4")
+    assert (listed.addr_lo, listed.port_lo, listed.addr_hi, listed.port_hi) == (
+        "10.0.0.1",
+        7000,
+        "10.0.0.2",
+        53,
+    )
+    assert listed.a_ifname == t["a0"] and listed.b_ifname in b_names(t)

@@ -15,7 +15,7 @@ import struct
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from sfc_k8s.dataplane import BpfError, maps, structs
+from sfc_k8s.dataplane import BpfError
 from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
@@ -115,7 +115,6 @@ def test_sessions_after_fuzz_stay_inside_their_links(topo: Topology) -> None:
     for slot, e in topo.h.slots().items():
         members.setdefault((e.link_id, e.side), set()).add(slot)
     assert len(members) == 4
-    fd = topo.h.dp.map_fd(structs.MAP_SESSIONS)
-    for key, value in maps.walk(fd, structs.FlowKey, structs.SessionValue):
+    for key, value in topo.h.session_entries():
         for side in (0, 1):
             assert value.slot[side] in members[(key.link_id, side)]

@@ -83,6 +83,7 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
         structs.MAP_IFSLOTS: structs.MAX_IFACES,
         structs.MAP_IFCACHE: structs.IFCACHE_SIZE,
         structs.MAP_SESSIONS: SESSIONS,
+        structs.MAP_SESSIONS4: SESSIONS,
         structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
         structs.MAP_EP_COUNTERS: structs.MAX_IFACES,
         structs.MAP_LINK_STATS: structs.MAX_LINKS,

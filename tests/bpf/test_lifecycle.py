@@ -175,7 +175,7 @@ def test_session_of_another_generation_is_not_followed(life: Life) -> None:
     other = next(b for b in life.b[:3] if b != target)
     session.slot[1] = life.h.slot(other)
     session.gen[1] = honest_gen ^ 0x5A5A  # as if "other" had been removed and added again
-    bpf.map_update(life.h.dp.map_fd(structs.MAP_SESSIONS), key, session)
+    life.h.put_session(key, session)
     v = life.h.run(life.a, flow_frame(0))
     assert (v.retval, v.target) == (TC_ACT_REDIRECT, target)  # re-picked by Maglev
     repaired = life.h.session(key)
@@ -211,10 +211,7 @@ def test_delete_link_purges_its_sessions_and_pins(life: Life) -> None:
     folder = life.h.dp.pins.link_dir("life")
     assert len([p for p in os.listdir(folder) if p.startswith("tcx_")]) == 4
     life.h.dp.delete_link("life")
-    fd = life.h.dp.map_fd(structs.MAP_SESSIONS)
-    assert [
-        k for k, _ in maps.walk(fd, structs.FlowKey, structs.SessionValue) if k.link_id == link_id
-    ] == []
+    assert [k for k, _ in life.h.session_entries() if k.link_id == link_id] == []
     assert not os.path.exists(folder)
     assert all(e.link_id != link_id for e in life.h.slots().values())
     assert life.h.dp.status("main") == main_before  # the other links are untouched

@@ -122,7 +122,8 @@ def open_object(path: Path = OBJECT_PATH) -> int:
 
 def size_maps(obj: int, *, session_table_size: int) -> None:
     """Step 2: set map sizes chosen at load time."""
-    bpf.map_set_max_entries(bpf.object_map(obj, structs.MAP_SESSIONS), session_table_size)
+    for name in structs.SESSION_MAPS:
+        bpf.map_set_max_entries(bpf.object_map(obj, name), session_table_size)
 
 
 def load_object(obj: int, pins: Pins) -> None:

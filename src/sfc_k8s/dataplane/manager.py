@@ -5,7 +5,7 @@ every method reads and writes the maps pinned under its root, under an exclusive
 root folder so that several processes (CLI calls, an agent) can share one node.
 
 Session lifecycle: the program records a session per new flow. When an endpoint is removed,
-its sessions are purged here by walking the session table; the program also checks each
+its sessions are purged here by walking the session tables; the program also checks each
 recorded endpoint's generation stamp on every hit, so a session naming an endpoint that left
 (or left and came back, or whose ifindex was reused) is never followed, even before the purge.
 """
@@ -45,7 +45,7 @@ from sfc_k8s.dataplane.model import (
     Session,
     Side,
 )
-from sfc_k8s.dataplane.structs import EndpointEntry, FlowKey, FlowKind, SessionValue
+from sfc_k8s.dataplane.structs import EndpointEntry, FlowKey, FlowKey4, FlowKind, SessionValue
 
 DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/sfc-k8s"
 
@@ -217,8 +217,10 @@ class Dataplane:
         )
 
     def _sessions_raw(self, link_id: int) -> Iterator[tuple[FlowKey, SessionValue]]:
-        fd = self._map(structs.MAP_SESSIONS)
-        for key, value in maps.walk(fd, FlowKey, SessionValue):
+        for key4, value in maps.walk(self._map(structs.MAP_SESSIONS4), FlowKey4, SessionValue):
+            if key4.link_id == link_id:
+                yield key4.flow_key(), value
+        for key, value in maps.walk(self._map(structs.MAP_SESSIONS), FlowKey, SessionValue):
             if key.link_id == link_id:
                 yield key, value
 
@@ -463,8 +465,13 @@ class Dataplane:
         Filters whole batches at C speed (strided slices of the raw keys and values) so that
         a table of a million sessions takes a second or two, not a Python object per entry.
         """
-        fd = self._map(structs.MAP_SESSIONS)
-        ksize, vsize = ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)
+        return sum(
+            self._purge_map(name, link_id, side=side, slot=slot) for name in structs.SESSION_MAPS
+        )
+
+    def _purge_map(self, name: str, link_id: int, *, side: Side | None, slot: int) -> int:
+        fd = self._map(name)
+        ksize, vsize = structs.MAP_LAYOUTS[name]
         kwords, vwords = ksize // 4, vsize // 4
         doomed: list[bytes] = []
         for keys, values in maps.walk_raw(fd, ksize, vsize):
@@ -483,16 +490,17 @@ class Dataplane:
         return maps.delete_raw(fd, b"".join(doomed), ksize)
 
     def _session_counts(self, *, only: int = 0) -> Counter[int]:
-        """Sessions per link id (of link ``only`` if given), in one walk of the table."""
-        fd = self._map(structs.MAP_SESSIONS)
-        ksize, vsize = ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)
+        """Sessions per link id (of link ``only`` if given), in one walk of each session table
+        (the link id is the first word of both keys)."""
         counts: Counter[int] = Counter()
-        for keys, _ in maps.walk_raw(fd, ksize, vsize):
-            ids = keys.cast("I")[0 :: ksize // 4].tolist()
-            if only:
-                counts[only] += ids.count(only)
-            else:
-                counts.update(ids)
+        for name in structs.SESSION_MAPS:
+            ksize, vsize = structs.MAP_LAYOUTS[name]
+            for keys, _ in maps.walk_raw(self._map(name), ksize, vsize):
+                ids = keys.cast("I")[0 :: ksize // 4].tolist()
+                if only:
+                    counts[only] += ids.count(only)
+                else:
+                    counts.update(ids)
         return counts
 
     def _cache(self, ifindex: int, slot: int) -> None:

@@ -34,6 +34,10 @@ MAP_ENDPOINTS = "sfc_endpts_v1"
 MAP_IFSLOTS = "sfc_ifslots_v1"
 MAP_IFCACHE = "sfc_ifcache_v1"
 MAP_SESSIONS = "sfc_sessions_v2"
+MAP_SESSIONS4 = "sfc_sess4_v1"
+# The session tables: IPv4 TCP/UDP/UDP-Lite/SCTP flows in MAP_SESSIONS4, the rest in
+# MAP_SESSIONS (``session_key`` says which); user space walks and purges both.
+SESSION_MAPS = (MAP_SESSIONS4, MAP_SESSIONS)
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
@@ -42,6 +46,7 @@ NODE_MAPS = (
     MAP_IFSLOTS,
     MAP_IFCACHE,
     MAP_SESSIONS,
+    MAP_SESSIONS4,
     MAP_MAGLEV,
     MAP_EP_COUNTERS,
     MAP_LINK_STATS,
@@ -106,6 +111,48 @@ class FlowKey(ctypes.Structure):
         return lo_s, socket.ntohs(self.port_lo), hi_s, socket.ntohs(self.port_hi)
 
 
+class FlowKey4(ctypes.Structure):
+    """struct sfc_flow_key4: the compact key of an IPv4 TCP/UDP/UDP-Lite/SCTP flow (kind
+    L4_V4) in sfc_sess4_v1; the same fields as its FlowKey, without the unused ones."""
+
+    _fields_ = [
+        ("link_id", ctypes.c_uint32),
+        ("vlan", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("port_lo", ctypes.c_uint16),  # network order
+        ("port_hi", ctypes.c_uint16),  # network order
+        ("addr_lo", ctypes.c_uint8 * 4),
+        ("addr_hi", ctypes.c_uint8 * 4),
+    ]
+
+    @classmethod
+    def of(cls, key: FlowKey) -> FlowKey4:
+        """The compact form of ``key`` (which must be of kind L4_V4)."""
+        if key.kind != FlowKind.L4_V4:
+            raise ValueError(f"only an IPv4 L4 flow has a compact key, not kind {key.kind}")
+        k4 = cls(link_id=key.link_id, vlan=key.vlan, proto=key.proto)
+        k4.port_lo, k4.port_hi = key.port_lo, key.port_hi
+        k4.addr_lo[:] = key.addr_lo[:4]
+        k4.addr_hi[:] = key.addr_hi[:4]
+        return k4
+
+    def flow_key(self) -> FlowKey:
+        """The full key the program builds for this flow."""
+        key = FlowKey(link_id=self.link_id, kind=FlowKind.L4_V4, proto=self.proto, vlan=self.vlan)
+        key.port_lo, key.port_hi = self.port_lo, self.port_hi
+        key.addr_lo[:4] = self.addr_lo[:]
+        key.addr_hi[:4] = self.addr_hi[:]
+        return key
+
+
+def session_key(key: FlowKey) -> tuple[str, FlowKey | FlowKey4]:
+    """The session map that holds the flow of ``key``, and its key there."""
+    if key.kind == FlowKind.L4_V4:
+        return MAP_SESSIONS4, FlowKey4.of(key)
+    return MAP_SESSIONS, key
+
+
 class SessionValue(ctypes.Structure):
     """struct sfc_session: the endpoint slot on each side (value of sfc_sessions_v2)."""
 
@@ -155,6 +202,7 @@ class LinkInfoValue(ctypes.Structure):
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_endpoint": EndpointEntry,
     "sfc_flow_key": FlowKey,
+    "sfc_flow_key4": FlowKey4,
     "sfc_session": SessionValue,
     "sfc_ep_counters": EpCounters,
     "sfc_link_stats": LinkStats,
@@ -167,6 +215,7 @@ MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_IFSLOTS: (4, 4),
     MAP_IFCACHE: (4, 4),
     MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
+    MAP_SESSIONS4: (ctypes.sizeof(FlowKey4), ctypes.sizeof(SessionValue)),
     MAP_MAGLEV: (4, 4),
     MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),
     MAP_LINK_STATS: (4, ctypes.sizeof(LinkStats)),

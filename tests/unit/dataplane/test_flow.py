@@ -4,15 +4,20 @@
   included, and for equal addresses the ports decide the order;
 - the hash is MurmurHash3 x86_32 (checked against published test vectors with our seed
   replaced by the reference seeds) and spreads keys over the table;
-- keys decode back to readable endpoints.
+- keys decode back to readable endpoints;
+- an IPv4 L4 key and its compact form (the key of the IPv4 session table) convert both ways
+  without loss, and other kinds have no compact form.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 
-from sfc_k8s.dataplane import flow
-from sfc_k8s.dataplane.structs import MAGLEV_SIZE, FlowKey, FlowKind
+import pytest
+
+from sfc_k8s.dataplane import flow, structs
+from sfc_k8s.dataplane.structs import MAGLEV_SIZE, FlowKey, FlowKey4, FlowKind
 
 
 def test_reply_has_the_same_key() -> None:
@@ -60,3 +65,20 @@ def test_hash_spreads_keys() -> None:
     }
     assert len(slots) > 1950
     assert isinstance(FlowKey(), FlowKey)
+
+
+def test_compact_ipv4_key_round_trip() -> None:
+    key = flow.make_key(9, FlowKind.L4_V4, "10.1.2.3", "10.0.0.1", proto=132, sport=1, dport=2)
+    key.vlan = 42
+    name, k4 = structs.session_key(key)
+    assert name == structs.MAP_SESSIONS4 and isinstance(k4, FlowKey4)
+    assert ctypes.sizeof(k4) == 20
+    assert (k4.link_id, k4.vlan, k4.proto, bytes(k4.addr_lo)) == (9, 42, 132, bytes([10, 0, 0, 1]))
+    assert bytes(k4.flow_key()) == bytes(key)
+
+
+def test_other_kinds_keep_the_full_key() -> None:
+    key = flow.make_key(9, FlowKind.L3_V4, "10.1.2.3", "10.0.0.1", proto=1)
+    assert structs.session_key(key) == (structs.MAP_SESSIONS, key)
+    with pytest.raises(ValueError, match="compact key"):
+        FlowKey4.of(key)
