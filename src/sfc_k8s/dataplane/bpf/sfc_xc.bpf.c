@@ -17,24 +17,41 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 					  const struct sfc_endpoint *in)
 {
 	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
-	__u32 target, far_slot = 0, gen;
+	__u32 target = 0, far_slot = 0, gen;
+	struct sfc_flow_key4 k4;
 	struct sfc_flow_key key;
-	int ret;
+	struct sfc_session *s;
+	int ret, fast;
 
 	sfc_count_rx(in_slot, skb->len);
-	ret = sfc_flow_parse(skb, link_id, &key);
-	if (ret < 0)
-		return sfc_drop(link_id, -ret);
-
-	target = sfc_session_lookup(&key, near, in_slot, in, &far_slot);
-	if (!target) {
-		ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
+	/* The commonest packet (IPv4 L4, no options) is looked up with its compact key alone;
+	 * the full key is only built for the rest and for a new flow (the Maglev hash).
+	 */
+	fast = sfc_flow_parse_fast4(skb, link_id, &k4);
+	if (fast) {
+		s = bpf_map_lookup_elem(&sfc_sess4_v1, &k4);
+		if (s)
+			target = sfc_session_follow(s, link_id, near, in_slot, in, &far_slot);
+		if (target)
+			goto out;
+		sfc_flow_key_of4(&k4, &key);
+	} else {
+		ret = sfc_flow_parse(skb, link_id, &key);
 		if (ret < 0)
 			return sfc_drop(link_id, -ret);
-		if (sfc_session_record(&key, near, in_slot, in->gen, far_slot, gen) == 0)
-			sfc_count_session(link_id);
+		s = sfc_session_find(&key, &k4);
+		if (s)
+			target = sfc_session_follow(s, link_id, near, in_slot, in, &far_slot);
+		if (target)
+			goto out;
 	}
 
+	ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
+	if (ret < 0)
+		return sfc_drop(link_id, -ret);
+	if (sfc_session_record(&key, near, in_slot, in->gen, far_slot, gen) == 0)
+		sfc_count_session(link_id);
+out:
 	sfc_count_tx(far_slot, skb->len);
 	ret = bpf_redirect_peer(target, 0);
 	if (ret != TC_ACT_REDIRECT)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Session table: one LRU map for the whole node, shared by every link (the link id is part of
+/* Session tables: LRU maps for the whole node, shared by every link (the link id is part of
  * the key). One entry per direction-normalised flow records the endpoint on each side, so a
- * flow and its replies cross the same pair of replicas.
+ * flow and its replies cross the same pair of replicas. IPv4 TCP/UDP/UDP-Lite/SCTP flows, the
+ * bulk of the traffic, live in sfc_sess4_v1 under a 20-byte key (struct sfc_flow_key4), which
+ * is cheaper to hash and compare on every packet; every other flow in sfc_sessions_v2.
  */
 #pragma once
 
@@ -20,21 +22,6 @@ struct {
 	__type(key, struct sfc_flow_key);
 	__type(value, struct sfc_session);
 } sfc_sessions_v2 SEC(".maps");
-
-/* The key of an IPv4 TCP/UDP/UDP-Lite/SCTP flow (kind SFC_FLOW_L4_V4) in sfc_sess4_v1: the
- * fields of struct sfc_flow_key that such a flow uses, 20 bytes instead of 44, so the kernel
- * hashes and compares five words rather than eleven on every packet of the commonest flows.
- */
-struct sfc_flow_key4 {
-	__u32 link_id;
-	__u16 vlan;
-	__u8 proto;
-	__u8 pad;		/* zero */
-	__be16 port_lo;
-	__be16 port_hi;
-	__be32 addr_lo;
-	__be32 addr_hi;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -60,29 +47,31 @@ static __always_inline int sfc_session_key4(const struct sfc_flow_key *key,
 	return 1;
 }
 
-/* The far-side endpoint recorded for @key (its ifindex, and its slot in @far_slot), or 0 when
- * there is no session or the recorded endpoint left the link (removed, or removed and added
- * again). A packet arriving from another near-side endpoint than recorded moves the near end
- * of the session there, so replies follow the path the flow takes now.
+/* The session of @key (in the IPv4 table for an IPv4 L4 flow, with its compact key in @k4),
+ * or NULL.
  */
-static __always_inline __u32 sfc_session_lookup(const struct sfc_flow_key *key, __u32 near,
-					       __u32 in_slot, const struct sfc_endpoint *in,
-					       __u32 *far_slot)
+static __always_inline struct sfc_session *sfc_session_find(const struct sfc_flow_key *key,
+							    struct sfc_flow_key4 *k4)
 {
-	struct sfc_flow_key4 k4;
-	struct sfc_session *s;
-	__u32 far = near ^ 1;
+	if (sfc_session_key4(key, k4))
+		return bpf_map_lookup_elem(&sfc_sess4_v1, k4);
+	return bpf_map_lookup_elem(&sfc_sessions_v2, key);
+}
 
-	if (sfc_session_key4(key, &k4))
-		s = bpf_map_lookup_elem(&sfc_sess4_v1, &k4);
-	else
-		s = bpf_map_lookup_elem(&sfc_sessions_v2, key);
+/* The far-side endpoint recorded in session @s (its ifindex, and its slot in @far_slot), or 0
+ * when the recorded endpoint left the link (removed, or removed and added again). A packet
+ * arriving from another near-side endpoint than recorded moves the near end of the session
+ * there, so replies follow the path the flow takes now.
+ */
+static __always_inline __u32 sfc_session_follow(struct sfc_session *s, __u32 link_id,
+						__u32 near, __u32 in_slot,
+						const struct sfc_endpoint *in, __u32 *far_slot)
+{
+	__u32 far = near ^ 1;
 	__u32 target;
 
-	if (!s)
-		return 0;
 	*far_slot = s->slot[far];
-	target = sfc_ep_ifindex(*far_slot, key->link_id, far, s->gen[far]);
+	target = sfc_ep_ifindex(*far_slot, link_id, far, s->gen[far]);
 	if (target && (s->slot[near] != in_slot || s->gen[near] != in->gen)) {
 		s->slot[near] = in_slot;
 		s->gen[near] = in->gen;
