@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--session-table-size",
         type=int,
         default=SESSIONS_DEFAULT,
-        help="session table entries, used when nothing is pinned yet (default: %(default)s)",
+        help="entries of each session table (IPv4 L4, other), used when nothing is pinned yet"
+        " (default: %(default)s)",
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -4,7 +4,7 @@ close, and adoption of what an earlier process pinned.
 Pin layout (every path is defined here and nowhere else)::
 
     <root>/sfc_xc_ingress          the program
-    <root>/sfc_sessions_v2 ...     the node-wide maps (see structs.NODE_MAPS)
+    <root>/sfc_sess4_v1 ...        the node-wide maps (see structs.NODE_MAPS)
     <root>/links/<link>/info       the link's info map (its id): the link exists iff pinned
     <root>/links/<link>/tcx_<ifindex>   the TCX attachment of each endpoint interface
 
