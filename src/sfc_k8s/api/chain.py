@@ -142,6 +142,17 @@ def parse_selector(raw: object, where: str, problems: _Problems) -> LabelSelecto
     return selector
 
 
+def _check_name(item: Mapping[str, Any], at: str, problems: _Problems) -> object:
+    """The item's ``name``, reported unless it is a DNS label."""
+    name = item.get("name")
+    if not is_dns_label(name):
+        problems.add(
+            f"{at}.name",
+            f"{name!r} is not a DNS label (lowercase letters, digits, '-', at most 63)",
+        )
+    return name
+
+
 def _parse_functions(raw: object, problems: _Problems) -> list[FunctionSpec]:
     if not isinstance(raw, list) or not raw:
         problems.add("spec.functions", "must list at least one function")
@@ -152,12 +163,7 @@ def _parse_functions(raw: object, problems: _Problems) -> list[FunctionSpec]:
         if not isinstance(item, Mapping):
             problems.add(at, "must be an object with name, selector and interfaces")
             continue
-        name = item.get("name")
-        if not is_dns_label(name):
-            problems.add(
-                f"{at}.name",
-                f"{name!r} is not a DNS label (lowercase letters, digits, '-', at most 63)",
-            )
+        name = _check_name(item, at, problems)
         sel_problems = _Problems()
         selector = parse_selector(item.get("selector"), f"{at}.selector", sel_problems)
         problems.items += sel_problems.items
@@ -212,12 +218,7 @@ def _parse_links(raw: object, functions: list[FunctionSpec], problems: _Problems
         if not isinstance(item, Mapping):
             problems.add(at, "must be an object with name, a and b")
             continue
-        name = item.get("name")
-        if not is_dns_label(name):
-            problems.add(
-                f"{at}.name",
-                f"{name!r} is not a DNS label (lowercase letters, digits, '-', at most 63)",
-            )
+        name = _check_name(item, at, problems)
         ends = [_parse_end(item.get(s), f"{at}.{s}", problems) for s in ("a", "b")]
         for side, end in zip(("a", "b"), ends, strict=True):
             if end is None:
