@@ -79,8 +79,16 @@ class Harness:
         return maps.lookup(self.dp.map_fd(name), map_key, SessionValue)
 
     def put_session(self, key: FlowKey, value: SessionValue) -> None:
+        """Write a session into its table, and empty the flow cache so that the next packet
+        reads the table."""
         name, map_key = structs.session_key(key)
         bpf.map_update(self.dp.map_fd(name), map_key, value)
+        self.clear_flow_cache()
+
+    def clear_flow_cache(self) -> None:
+        maps.percpu_zero_all(
+            self.dp.map_fd(structs.MAP_FLOW_CACHE), structs.FLOW_CACHE_SIZE, structs.FlowCacheEntry
+        )
 
     def session_entries(self) -> list[tuple[FlowKey, SessionValue]]:
         """Every session of both tables, IPv4 L4 keys given in their full form."""
@@ -98,6 +106,8 @@ class Harness:
         return socket.if_indextoname(a.ifindex), socket.if_indextoname(b.ifindex)
 
     def clear_sessions(self) -> None:
+        """Forget every session, as a node does when it reboots: the tables and the flow cache."""
+        self.clear_flow_cache()
         fd = self.dp.map_fd(structs.MAP_SESSIONS)
         maps.delete_all(fd, [k for k, _ in maps.walk(fd, FlowKey, SessionValue)])
         fd4 = self.dp.map_fd(structs.MAP_SESSIONS4)

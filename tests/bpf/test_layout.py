@@ -66,6 +66,9 @@ def test_capacities_match_common_h() -> None:
     assert d["DROP_MAX"] == structs.DROP_MAX
     assert d["IFNAMSIZ"] == structs.IFNAMSIZ
     assert c_defines("hash.h")["HASH_SEED"] == flow.HASH_SEED
+    cache = c_defines("flow_cache.h")
+    assert cache["FLOW_CACHE_BITS"] == structs.FLOW_CACHE_BITS
+    assert cache["FLOW_CACHE_REFRESH"] == structs.FLOW_CACHE_REFRESH
 
 
 def test_drop_reasons_mirror_the_header() -> None:
@@ -84,6 +87,7 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
         structs.MAP_IFCACHE: structs.IFCACHE_SIZE,
         structs.MAP_SESSIONS: SESSIONS,
         structs.MAP_SESSIONS4: SESSIONS,
+        structs.MAP_FLOW_CACHE: structs.FLOW_CACHE_SIZE,
         structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
         structs.MAP_EP_COUNTERS: structs.MAX_IFACES,
         structs.MAP_LINK_STATS: structs.MAX_LINKS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from sfc_k8s.dataplane.structs import FlowKey, FlowKind
+from sfc_k8s.dataplane.structs import FLOW_CACHE_BITS, FlowKey, FlowKey4, FlowKind
 
 HASH_SEED = 0x5FC0C0DE
 _M32 = 0xFFFFFFFF
@@ -39,6 +39,17 @@ def hash_words(words: tuple[int, ...]) -> int:
 def flow_hash(key: FlowKey) -> int:
     raw = bytes(key)
     return hash_words(struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def flow_cache_index(key: FlowKey4) -> int:
+    """The flow cache entry of ``key`` (bpf/lib/flow_cache.h: sfc_flow_cache_index)."""
+    w: tuple[int, ...] = struct.unpack("<5I", bytes(key))
+    m64 = (1 << 64) - 1
+    h = (((w[0] << 32 | w[1]) * 0x9E3779B97F4A7C15) & m64) ^ (
+        ((w[2] << 32 | w[3]) * 0xC2B2AE3D27D4EB4F) & m64
+    )
+    h ^= (w[4] * 0x165667B19E3779F9) & m64
+    return h >> (64 - FLOW_CACHE_BITS)
 
 
 def _addr16(addr: str | bytes) -> bytes:

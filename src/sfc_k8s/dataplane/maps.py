@@ -128,6 +128,14 @@ def percpu_set_zero(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type
     bpf.map_update(fd, key, ctypes.create_string_buffer(stride * ncpus))
 
 
+def percpu_zero_all(fd: int, entries: int, value_type: type[ctypes.Structure]) -> None:
+    """Zero every CPU's value of every element of a per-CPU array, in one batch call."""
+    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+    keys = (ctypes.c_uint32 * entries)(*range(entries))
+    values = ctypes.create_string_buffer(stride * bpf.num_possible_cpus() * entries)
+    bpf.map_update_batch(fd, keys, values, entries)
+
+
 class MaglevTableView:
     """A Maglev table map (``struct sfc_maglev_entry`` values, ``BPF_F_MMAPABLE``) mapped into
     memory: two copies of the table, interleaved, and a control entry after them naming the

@@ -20,6 +20,10 @@ IFCACHE_SIZE = 65536
 MAGLEV_SIZE = 65537
 SESSIONS_DEFAULT = 1_048_576
 DROP_MAX = 16
+# Flow cache (bpf/lib/flow_cache.h): entries per CPU, and how often an entry asks the table.
+FLOW_CACHE_BITS = 13
+FLOW_CACHE_SIZE = 1 << FLOW_CACHE_BITS
+FLOW_CACHE_REFRESH = 64
 IFNAMSIZ = 16
 
 SIDE_A = 0
@@ -38,6 +42,8 @@ MAP_SESSIONS4 = "sfc_sess4_v1"
 # The session tables: IPv4 TCP/UDP/UDP-Lite/SCTP flows in MAP_SESSIONS4, the rest in
 # MAP_SESSIONS (``session_key`` says which); user space walks and purges both.
 SESSION_MAPS = (MAP_SESSIONS4, MAP_SESSIONS)
+# The per-CPU flow cache in front of MAP_SESSIONS4 (bpf/lib/flow_cache.h).
+MAP_FLOW_CACHE = "sfc_flowcache_v1"
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
@@ -47,6 +53,7 @@ NODE_MAPS = (
     MAP_IFCACHE,
     MAP_SESSIONS,
     MAP_SESSIONS4,
+    MAP_FLOW_CACHE,
     MAP_MAGLEV,
     MAP_EP_COUNTERS,
     MAP_LINK_STATS,
@@ -162,6 +169,17 @@ class SessionValue(ctypes.Structure):
     ]
 
 
+class FlowCacheEntry(ctypes.Structure):
+    """struct sfc_flow_cache_entry: one CPU's cached session of one IPv4 L4 flow
+    (value of sfc_flowcache_v1, key ``flow.flow_cache_index`` of the flow's FlowKey4)."""
+
+    _fields_ = [
+        ("key", FlowKey4),
+        ("hits", ctypes.c_uint32),
+        ("session", SessionValue),
+    ]
+
+
 class MaglevEntry(ctypes.Structure):
     """struct sfc_maglev_entry: a Maglev table slot in each of the table's two copies (not in
     the object's BTF: the table template gives sizes; ``test_layout`` checks a live table)."""
@@ -204,6 +222,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_flow_key": FlowKey,
     "sfc_flow_key4": FlowKey4,
     "sfc_session": SessionValue,
+    "sfc_flow_cache_entry": FlowCacheEntry,
     "sfc_ep_counters": EpCounters,
     "sfc_link_stats": LinkStats,
 }
@@ -216,6 +235,7 @@ MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_IFCACHE: (4, 4),
     MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
     MAP_SESSIONS4: (ctypes.sizeof(FlowKey4), ctypes.sizeof(SessionValue)),
+    MAP_FLOW_CACHE: (4, ctypes.sizeof(FlowCacheEntry)),
     MAP_MAGLEV: (4, 4),
     MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),
     MAP_LINK_STATS: (4, ctypes.sizeof(LinkStats)),

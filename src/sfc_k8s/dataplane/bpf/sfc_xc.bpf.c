@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The cross-connection: one program at TC ingress of every participating host veth.
  *
- * interface -> (link, side); flow key; session hit -> the recorded far-side endpoint, miss ->
- * Maglev over the far side's active endpoints and a new session; bpf_redirect_peer into the
- * chosen pod. Interfaces in no link pass untouched.
+ * interface -> (link, side); flow key; flow cache or session hit -> the recorded far-side
+ * endpoint, miss -> Maglev over the far side's active endpoints and a new session;
+ * bpf_redirect_peer into the chosen pod. Interfaces in no link pass untouched.
  */
 #include "lib/common.h"
 #include "lib/counters.h"
 #include "lib/drop_reasons.h"
+#include "lib/flow_cache.h"
 #include "lib/flow_key.h"
 #include "lib/ifaces.h"
 #include "lib/maglev.h"
@@ -18,22 +19,30 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 {
 	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
 	__u32 target = 0, far_slot = 0, gen;
+	struct sfc_flow_cache_entry *fc = NULL;
+	struct sfc_session *s, made;
 	struct sfc_flow_key4 k4;
 	struct sfc_flow_key key;
-	struct sfc_session *s;
 	int ret, fast;
 
 	sfc_count_rx(in_slot, skb->len);
-	/* The commonest packet (IPv4 L4, no options) is looked up with its compact key alone;
-	 * the full key is only built for the rest and for a new flow (the Maglev hash).
+	/* The commonest packet (IPv4 L4, no options) is parsed into its compact key alone and
+	 * looked up in the flow cache, then the session table; the full key is only built for
+	 * the rest and for a new flow (the Maglev hash).
 	 */
 	fast = sfc_flow_parse_fast4(skb, link_id, &k4);
 	if (fast) {
+		fc = sfc_flow_cache_entry(&k4);
+		target = sfc_flow_cache_follow(fc, &k4, link_id, near, in_slot, in->gen, &far_slot);
+		if (target)
+			goto out;
 		s = bpf_map_lookup_elem(&sfc_sess4_v1, &k4);
 		if (s)
 			target = sfc_session_follow(s, link_id, near, in_slot, in, &far_slot);
-		if (target)
+		if (target) {
+			sfc_flow_cache_fill(fc, &k4, s);
 			goto out;
+		}
 		sfc_flow_key_of4(&k4, &key);
 	} else {
 		ret = sfc_flow_parse(skb, link_id, &key);
@@ -49,8 +58,12 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 	ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
 	if (ret < 0)
 		return sfc_drop(link_id, -ret);
-	if (sfc_session_record(&key, near, in_slot, in->gen, far_slot, gen) == 0)
+	sfc_session_make(&made, near, in_slot, in->gen, far_slot, gen);
+	if (sfc_session_record(&key, &made) == 0) {
 		sfc_count_session(link_id);
+		if (fast)
+			sfc_flow_cache_fill(fc, &k4, &made);
+	}
 out:
 	sfc_count_tx(far_slot, skb->len);
 	ret = bpf_redirect_peer(target, 0);

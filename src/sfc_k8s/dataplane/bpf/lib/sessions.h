@@ -79,26 +79,32 @@ static __always_inline __u32 sfc_session_follow(struct sfc_session *s, __u32 lin
 	return target;
 }
 
-static __always_inline int sfc_session_record(const struct sfc_flow_key *key, __u32 near,
-					      __u32 in_slot, __u32 in_gen, __u32 far_slot,
-					      __u32 far_gen)
+/* The session of a flow entering from near-side endpoint (@in_slot, @in_gen) and sent to
+ * far-side endpoint (@far_slot, @far_gen).
+ */
+static __always_inline void sfc_session_make(struct sfc_session *s, __u32 near, __u32 in_slot,
+					     __u32 in_gen, __u32 far_slot, __u32 far_gen)
 {
-	struct sfc_flow_key4 k4;
-	struct sfc_session s;
-
 	/* Branches rather than a variable index: the verifier rejects the latter on the stack. */
 	if (near == SFC_SIDE_A) {
-		s.slot[0] = in_slot;
-		s.gen[0] = in_gen;
-		s.slot[1] = far_slot;
-		s.gen[1] = far_gen;
+		s->slot[0] = in_slot;
+		s->gen[0] = in_gen;
+		s->slot[1] = far_slot;
+		s->gen[1] = far_gen;
 	} else {
-		s.slot[0] = far_slot;
-		s.gen[0] = far_gen;
-		s.slot[1] = in_slot;
-		s.gen[1] = in_gen;
+		s->slot[0] = far_slot;
+		s->gen[0] = far_gen;
+		s->slot[1] = in_slot;
+		s->gen[1] = in_gen;
 	}
+}
+
+static __always_inline int sfc_session_record(const struct sfc_flow_key *key,
+					      const struct sfc_session *s)
+{
+	struct sfc_flow_key4 k4;
+
 	if (sfc_session_key4(key, &k4))
-		return bpf_map_update_elem(&sfc_sess4_v1, &k4, &s, BPF_ANY);
-	return bpf_map_update_elem(&sfc_sessions_v2, key, &s, BPF_ANY);
+		return bpf_map_update_elem(&sfc_sess4_v1, &k4, s, BPF_ANY);
+	return bpf_map_update_elem(&sfc_sessions_v2, key, s, BPF_ANY);
 }
