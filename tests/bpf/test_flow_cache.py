@@ -1,7 +1,8 @@
 """The per-CPU flow cache in front of the IPv4 session table (bpf/lib/flow_cache.h):
 
-- a new IPv4 L4 flow fills this CPU's entry at the index Python computes, with the very
-  session the table holds, and its later packets count as hits there;
+- a new IPv4 L4 flow's session is recorded in the table; its next packet, found there, fills
+  this CPU's entry at the index Python computes with that very session, and the packets
+  after it count as hits there;
 - flows that share an entry (found with the Python index) each keep their own endpoint, when
   their keys differ in one port or in one address only;
 - the table stays the authority: a change made there reaches a cached flow within
@@ -62,9 +63,11 @@ def entry(t: Topology, k4: FlowKey4, cpu: int) -> FlowCacheEntry:
     return per_cpu[cpu]
 
 
-def test_a_new_flow_fills_this_cpus_entry_and_then_hits_it(t: Topology, cpu: int) -> None:
+def test_an_established_flow_fills_this_cpus_entry_and_then_hits_it(t: Topology, cpu: int) -> None:
     k4 = key4(t, 5000)
-    assert t.h.run(t["a0"], frame(5000)).retval == TC_ACT_REDIRECT
+    assert t.h.run(t["a0"], frame(5000)).retval == TC_ACT_REDIRECT  # new: the table only
+    assert entry(t, k4, cpu).key.link_id == 0
+    assert t.h.run(t["a0"], frame(5000)).retval == TC_ACT_REDIRECT  # found in the table
     cached = entry(t, k4, cpu)
     assert bytes(cached.key) == bytes(k4)
     table = t.h.session(k4.flow_key())
@@ -124,6 +127,7 @@ def set_far_end(t: Topology, k4: FlowKey4, ifname: str) -> None:
 def test_a_change_in_the_table_reaches_a_cached_flow(t: Topology, cpu: int) -> None:
     k4 = key4(t, 5100)
     before = t.h.run(t["a0"], frame(5100)).target
+    assert t.h.run(t["a0"], frame(5100)).target == before  # now cached
     other = next(t[r] for r in ("b0", "b1", "b2") if t[r] != before)
     set_far_end(t, k4, other)
     targets = [t.h.run(t["a0"], frame(5100)).target for _ in range(2 * structs.FLOW_CACHE_REFRESH)]
@@ -135,11 +139,13 @@ def test_a_change_in_the_table_reaches_a_cached_flow(t: Topology, cpu: int) -> N
 def test_a_cached_flow_whose_far_endpoint_left_is_repicked(t: Topology, cpu: int) -> None:
     k4 = key4(t, 5200)
     far = t.h.run(t["a0"], frame(5200)).target
-    assert far is not None and entry(t, k4, cpu).session.slot[1] == t.h.slot(far)
+    assert far is not None and t.h.run(t["a0"], frame(5200)).target == far
+    assert entry(t, k4, cpu).session.slot[1] == t.h.slot(far)
     t.h.dp.remove_endpoint("main", Side.B, far)
     try:
         again = t.h.run(t["a0"], frame(5200)).target
         assert again not in (None, far)
+        assert t.h.run(t["a0"], frame(5200)).target == again
         assert entry(t, k4, cpu).session.slot[1] == t.h.slot(again)
     finally:
         t.h.dp.add_endpoint("main", Side.B, far)
@@ -148,6 +154,8 @@ def test_a_cached_flow_whose_far_endpoint_left_is_repicked(t: Topology, cpu: int
 def test_an_entry_for_another_near_endpoint_asks_the_table(t: Topology, cpu: int) -> None:
     k4 = key4(t, 5300)
     far = t.h.run(t["a0"], frame(5300)).target
+    assert t.h.run(t["a0"], frame(5300)).target == far  # cached for a0
+    assert entry(t, k4, cpu).session.slot[0] == t.h.slot(t["a0"])
     assert t.h.run(t["a1"], frame(5300)).target == far
     session = t.h.session(k4.flow_key())
     assert session is not None and session.slot[0] == t.h.slot(t["a1"])  # the near end moved

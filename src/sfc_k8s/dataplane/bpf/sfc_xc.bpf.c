@@ -59,11 +59,9 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 	if (ret < 0)
 		return sfc_drop(link_id, -ret);
 	sfc_session_make(&made, near, in_slot, in->gen, far_slot, gen);
-	if (sfc_session_record(&key, &made) == 0) {
+	/* The flow cache is filled from the table, by the flow's next packet. */
+	if (sfc_session_record(&key, &made) == 0)
 		sfc_count_session(link_id);
-		if (fast)
-			sfc_flow_cache_fill(fc, &k4, &made);
-	}
 out:
 	sfc_count_tx(far_slot, skb->len);
 	ret = bpf_redirect_peer(target, 0);

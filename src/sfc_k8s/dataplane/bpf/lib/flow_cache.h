@@ -8,8 +8,9 @@
  * cache, the packets of an established flow are forwarded with no call at all besides the
  * redirect.
  *
- * The session table stays the authority (it is what user space lists, counts and purges). An
- * entry here is only trusted while:
+ * The session table stays the authority (it is what user space lists, counts and purges): an
+ * entry is filled from it, by a packet that found its flow there (so a new flow's second
+ * packet), and is only trusted while:
  *   - its key is the packet's key, word for word;
  *   - the packet comes from the near-side endpoint the entry records (else the table is asked,
  *     which moves the session's near end as it always did);
