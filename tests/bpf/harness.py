@@ -86,9 +86,11 @@ class Harness:
         self.clear_flow_cache()
 
     def clear_flow_cache(self) -> None:
-        maps.percpu_zero_all(
-            self.dp.map_fd(structs.MAP_FLOW_CACHE), structs.FLOW_CACHE_SIZE, structs.FlowCacheEntry
-        )
+        for name, entry in (
+            (structs.MAP_FLOW_CACHE4, structs.FlowCache4Entry),
+            (structs.MAP_FLOW_CACHE, structs.FlowCacheEntry),
+        ):
+            maps.percpu_zero_all(self.dp.map_fd(name), structs.FLOW_CACHE_SIZE, entry)
 
     def session_entries(self) -> list[tuple[FlowKey, SessionValue]]:
         """Every session of both tables, IPv4 L4 keys given in their full form."""

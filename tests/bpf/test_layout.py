@@ -87,6 +87,7 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
         structs.MAP_IFCACHE: structs.IFCACHE_SIZE,
         structs.MAP_SESSIONS: SESSIONS,
         structs.MAP_SESSIONS4: SESSIONS,
+        structs.MAP_FLOW_CACHE4: structs.FLOW_CACHE_SIZE,
         structs.MAP_FLOW_CACHE: structs.FLOW_CACHE_SIZE,
         structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
         structs.MAP_EP_COUNTERS: structs.MAX_IFACES,

@@ -14,6 +14,8 @@ from sfc_k8s.dataplane.structs import FLOW_CACHE_BITS, FlowKey, FlowKey4, FlowKi
 
 HASH_SEED = 0x5FC0C0DE
 _M32 = 0xFFFFFFFF
+_M64 = (1 << 64) - 1
+_GOLDEN64 = 0x9E3779B97F4A7C15
 
 
 def _rotl(x: int, r: int) -> int:
@@ -41,14 +43,15 @@ def flow_hash(key: FlowKey) -> int:
     return hash_words(struct.unpack(f"<{len(raw) // 4}I", raw))
 
 
-def flow_cache_index(key: FlowKey4) -> int:
+def flow_cache_index(key: FlowKey | FlowKey4) -> int:
     """The flow cache entry of ``key`` (bpf/lib/flow_cache.h: sfc_flow_cache_index)."""
-    w: tuple[int, ...] = struct.unpack("<5I", bytes(key))
-    m64 = (1 << 64) - 1
-    h = (((w[0] << 32 | w[1]) * 0x9E3779B97F4A7C15) & m64) ^ (
-        ((w[2] << 32 | w[3]) * 0xC2B2AE3D27D4EB4F) & m64
-    )
-    h ^= (w[4] * 0x165667B19E3779F9) & m64
+    raw = bytes(key)
+    w: tuple[int, ...] = struct.unpack(f"<{len(raw) // 4}I", raw)
+    h = 0
+    for i in range(0, len(w) - 1, 2):
+        h = ((h ^ (w[i] << 32 | w[i + 1])) * _GOLDEN64) & _M64
+    if len(w) & 1:
+        h = ((h ^ w[-1]) * _GOLDEN64) & _M64
     return h >> (64 - FLOW_CACHE_BITS)
 
 

@@ -20,7 +20,7 @@ IFCACHE_SIZE = 65536
 MAGLEV_SIZE = 65537
 SESSIONS_DEFAULT = 1_048_576
 DROP_MAX = 16
-# Flow cache (bpf/lib/flow_cache.h): entries per CPU, and how often an entry asks the table.
+# Flow caches (bpf/lib/flow_cache.h): entries per CPU, how often an entry asks the table.
 FLOW_CACHE_BITS = 13
 FLOW_CACHE_SIZE = 1 << FLOW_CACHE_BITS
 FLOW_CACHE_REFRESH = 64
@@ -42,8 +42,11 @@ MAP_SESSIONS4 = "sfc_sess4_v1"
 # The session tables: IPv4 TCP/UDP/UDP-Lite/SCTP flows in MAP_SESSIONS4, the rest in
 # MAP_SESSIONS (``session_key`` says which); user space walks and purges both.
 SESSION_MAPS = (MAP_SESSIONS4, MAP_SESSIONS)
-# The per-CPU flow cache in front of MAP_SESSIONS4 (bpf/lib/flow_cache.h).
-MAP_FLOW_CACHE = "sfc_flowcache_v1"
+# The per-CPU flow caches in front of MAP_SESSIONS4 and of both tables for the rest
+# (bpf/lib/flow_cache.h).
+MAP_FLOW_CACHE4 = "sfc_fcache4_v1"
+MAP_FLOW_CACHE = "sfc_fcache_v1"
+FLOW_CACHE_MAPS = (MAP_FLOW_CACHE4, MAP_FLOW_CACHE)
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
@@ -53,6 +56,7 @@ NODE_MAPS = (
     MAP_IFCACHE,
     MAP_SESSIONS,
     MAP_SESSIONS4,
+    MAP_FLOW_CACHE4,
     MAP_FLOW_CACHE,
     MAP_MAGLEV,
     MAP_EP_COUNTERS,
@@ -169,14 +173,32 @@ class SessionValue(ctypes.Structure):
     ]
 
 
-class FlowCacheEntry(ctypes.Structure):
-    """struct sfc_flow_cache_entry: one CPU's cached session of one IPv4 L4 flow
-    (value of sfc_flowcache_v1, key ``flow.flow_cache_index`` of the flow's FlowKey4)."""
+class FlowCacheState(ctypes.Structure):
+    """struct sfc_flow_cache_state: what follows the key in a flow cache entry."""
+
+    _fields_ = [
+        ("hits", ctypes.c_uint32),
+        ("session", SessionValue),
+    ]
+
+
+class FlowCache4Entry(ctypes.Structure):
+    """struct sfc_flow_cache4_entry: one CPU's cached session of one IPv4 L4 flow
+    (value of sfc_fcache4_v1, key ``flow.flow_cache_index`` of the flow's FlowKey4)."""
 
     _fields_ = [
         ("key", FlowKey4),
-        ("hits", ctypes.c_uint32),
-        ("session", SessionValue),
+        ("state", FlowCacheState),
+    ]
+
+
+class FlowCacheEntry(ctypes.Structure):
+    """struct sfc_flow_cache_entry: one CPU's cached session of any other flow (value of
+    sfc_fcache_v1, key ``flow.flow_cache_index`` of the flow's FlowKey)."""
+
+    _fields_ = [
+        ("key", FlowKey),
+        ("state", FlowCacheState),
     ]
 
 
@@ -222,6 +244,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_flow_key": FlowKey,
     "sfc_flow_key4": FlowKey4,
     "sfc_session": SessionValue,
+    "sfc_flow_cache_state": FlowCacheState,
+    "sfc_flow_cache4_entry": FlowCache4Entry,
     "sfc_flow_cache_entry": FlowCacheEntry,
     "sfc_ep_counters": EpCounters,
     "sfc_link_stats": LinkStats,
@@ -235,6 +259,7 @@ MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_IFCACHE: (4, 4),
     MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
     MAP_SESSIONS4: (ctypes.sizeof(FlowKey4), ctypes.sizeof(SessionValue)),
+    MAP_FLOW_CACHE4: (4, ctypes.sizeof(FlowCache4Entry)),
     MAP_FLOW_CACHE: (4, ctypes.sizeof(FlowCacheEntry)),
     MAP_MAGLEV: (4, 4),
     MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),

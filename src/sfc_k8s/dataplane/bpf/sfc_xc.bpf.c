@@ -19,28 +19,28 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 {
 	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
 	__u32 target = 0, far_slot = 0, gen;
-	struct sfc_flow_cache_entry *fc = NULL;
+	struct sfc_flow_cache4_entry *fc4;
+	struct sfc_flow_cache_entry *fc;
 	struct sfc_session *s, made;
 	struct sfc_flow_key4 k4;
 	struct sfc_flow_key key;
-	int ret, fast;
+	int ret;
 
 	sfc_count_rx(in_slot, skb->len);
 	/* The commonest packet (IPv4 L4, no options) is parsed into its compact key alone and
-	 * looked up in the flow cache, then the session table; the full key is only built for
-	 * the rest and for a new flow (the Maglev hash).
+	 * looked up in its flow cache, then its session table; the full key is only built for
+	 * the rest (looked up the same way) and for a new flow (the Maglev hash).
 	 */
-	fast = sfc_flow_parse_fast4(skb, link_id, &k4);
-	if (fast) {
-		fc = sfc_flow_cache_entry(&k4);
-		target = sfc_flow_cache_follow(fc, &k4, link_id, near, in_slot, in->gen, &far_slot);
+	if (sfc_flow_parse_fast4(skb, link_id, &k4)) {
+		fc4 = sfc_flow_cache4_entry(&k4);
+		target = sfc_flow_cache4_follow(fc4, &k4, link_id, near, in_slot, in->gen, &far_slot);
 		if (target)
 			goto out;
 		s = bpf_map_lookup_elem(&sfc_sess4_v1, &k4);
 		if (s)
 			target = sfc_session_follow(s, link_id, near, in_slot, in, &far_slot);
 		if (target) {
-			sfc_flow_cache_fill(fc, &k4, s);
+			sfc_flow_cache4_fill(fc4, &k4, s);
 			goto out;
 		}
 		sfc_flow_key_of4(&k4, &key);
@@ -48,18 +48,24 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 		ret = sfc_flow_parse(skb, link_id, &key);
 		if (ret < 0)
 			return sfc_drop(link_id, -ret);
+		fc = sfc_flow_cache_entry(&key);
+		target = sfc_flow_cache_follow(fc, &key, link_id, near, in_slot, in->gen, &far_slot);
+		if (target)
+			goto out;
 		s = sfc_session_find(&key, &k4);
 		if (s)
 			target = sfc_session_follow(s, link_id, near, in_slot, in, &far_slot);
-		if (target)
+		if (target) {
+			sfc_flow_cache_fill(fc, &key, s);
 			goto out;
+		}
 	}
 
 	ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
 	if (ret < 0)
 		return sfc_drop(link_id, -ret);
 	sfc_session_make(&made, near, in_slot, in->gen, far_slot, gen);
-	/* The flow cache is filled from the table, by the flow's next packet. */
+	/* The flow caches are filled from the tables, by the flow's next packet. */
 	if (sfc_session_record(&key, &made) == 0)
 		sfc_count_session(link_id);
 out:

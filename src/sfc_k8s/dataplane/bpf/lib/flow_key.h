@@ -44,6 +44,32 @@ struct sfc_flow_key {
 	__be32 addr_hi[4];	/* higher address, same layout */
 };
 
+/* Parsers write some fields of a key two at a time, as whole words (see flow_cache.h). */
+_Static_assert(__builtin_offsetof(struct sfc_flow_key, kind) == 4 &&
+	       __builtin_offsetof(struct sfc_flow_key, proto) == 5 &&
+	       __builtin_offsetof(struct sfc_flow_key, vlan) == 6 &&
+	       __builtin_offsetof(struct sfc_flow_key, port_lo) == 8, "sfc_flow_key words");
+
+/* The word whose two halves in memory are @first then @second. */
+static __always_inline __u32 sfc_word_of(__u16 first, __u16 second)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return first | (__u32)second << 16;
+#else
+	return (__u32)first << 16 | second;
+#endif
+}
+
+/* The half-word whose two bytes in memory are @first then @second. */
+static __always_inline __u16 sfc_half_of(__u8 first, __u8 second)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return first | (__u16)second << 8;
+#else
+	return (__u16)first << 8 | second;
+#endif
+}
+
 /* An 802.1Q/802.1ad tag as it sits after the MAC addresses. */
 struct sfc_vlan_tag {
 	__be16 tci;		/* priority, DEI, VLAN id */
@@ -106,8 +132,8 @@ static __always_inline void sfc_flow_set_ends(struct sfc_flow_key *key, const __
 		key->addr_lo[i] = swap ? dst[i] : src[i];
 		key->addr_hi[i] = swap ? src[i] : dst[i];
 	}
-	key->port_lo = swap ? dport : sport;
-	key->port_hi = swap ? sport : dport;
+	/* The two ports as one word (port_lo, port_hi): the flow cache reads whole words. */
+	((__u32 *)key)[2] = swap ? sfc_word_of(dport, sport) : sfc_word_of(sport, dport);
 }
 
 /* Ports of a TCP/UDP/SCTP header at @off (the first four bytes in all of them). */
@@ -350,25 +376,6 @@ struct sfc_flow_key4 {
 _Static_assert(sizeof(struct sfc_flow_key4) == SFC_FLOW_KEY4_WORDS * 4, "sfc_flow_key4 words");
 _Static_assert(__builtin_offsetof(struct sfc_flow_key4, port_lo) == 8, "sfc_flow_key4 words");
 
-/* The word whose two halves in memory are @first then @second. */
-static __always_inline __u32 sfc_word_of(__u16 first, __u16 second)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	return first | (__u32)second << 16;
-#else
-	return (__u32)first << 16 | second;
-#endif
-}
-
-/* The half-word whose two bytes in memory are @first then @second. */
-static __always_inline __u16 sfc_half_of(__u8 first, __u8 second)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	return first | (__u16)second << 8;
-#else
-	return (__u16)first << 8 | second;
-#endif
-}
 
 /* The full key of the flow of @k4 (for the Maglev hash, which covers the whole key). */
 static __always_inline void sfc_flow_key_of4(const struct sfc_flow_key4 *k4,
@@ -451,8 +458,9 @@ static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc
 			return 0;
 		if (ip6->version != 6 || !sfc_flow_is_l4(ip6->nexthdr))
 			return 0;
-		key->kind = SFC_FLOW_L4_V6;
-		key->proto = ip6->nexthdr;
+		/* kind, proto and vlan as one word, like the ports (see sfc_flow_set_ends). */
+		((__u32 *)key)[1] = sfc_word_of(sfc_half_of(SFC_FLOW_L4_V6, ip6->nexthdr),
+						key->vlan);
 		sfc_flow_set_ends(key, ip6->saddr.in6_u.u6_addr32, ip6->daddr.in6_u.u6_addr32,
 				  ports[0], ports[1]);
 		return 1;
