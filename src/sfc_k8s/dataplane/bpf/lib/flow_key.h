@@ -376,7 +376,6 @@ struct sfc_flow_key4 {
 _Static_assert(sizeof(struct sfc_flow_key4) == SFC_FLOW_KEY4_WORDS * 4, "sfc_flow_key4 words");
 _Static_assert(__builtin_offsetof(struct sfc_flow_key4, port_lo) == 8, "sfc_flow_key4 words");
 
-
 /* The full key of the flow of @k4 (for the Maglev hash, which covers the whole key). */
 static __always_inline void sfc_flow_key_of4(const struct sfc_flow_key4 *k4,
 					     struct sfc_flow_key *key)
