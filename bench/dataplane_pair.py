@@ -1,0 +1,101 @@
+"""One figure of ``bench/dataplane.py``, the 1:1 cross-connection against one baseline, in
+tightly interleaved pairs.
+
+Run as root: ``.venv/bin/python bench/dataplane_pair.py [--test tcp_1] [--against direct]
+[--pairs 16] [--seconds 3]``. Not a test: it prints each pair and the summary and writes
+``bench/results/dataplane_pair.json``.
+
+``bench/dataplane.py`` measures every test on five setups per repetition, so the two setups of
+a ratio are measured seconds apart, with others in between; on a VM whose speed changes from
+one second to the next that spreads the paired ratios widely (0.64-1.95 for one TCP stream).
+Here each pair is the two setups measured back to back, the order alternating between pairs,
+and nothing else runs in between: a sharper estimate of one ratio, for when a target sits
+close to its bound.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from bench.dataplane import IPERF_PORT, REPO, TESTS, build_setups
+from tests.integration.dataplane.topology import in_netns, spawn
+from tests.nettools import Janitor
+
+RESULTS = REPO / "bench" / "results" / "dataplane_pair.json"
+CHOICES = ("tcp_1", "tcp_8", "udp64")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--test", choices=CHOICES, default="tcp_1")
+    parser.add_argument("--against", choices=("direct", "bridge"), default="direct")
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 -t (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/dataplane_pair.py needs root (namespaces, veths, BPF)", file=sys.stderr)
+        return 2
+
+    measure = TESTS[args.test]
+    options = SimpleNamespace(seconds=args.seconds)
+    names = ("xc-1:1", args.against)
+    load_at_start = os.getloadavg()
+    print(f"load average at start: {load_at_start[0]:.2f} on {os.cpu_count()} CPUs")
+    janitor = Janitor()
+    try:
+        setups = {s.name: s for s in build_setups(janitor, replicas=1)[0] if s.name in names}
+        for setup in setups.values():
+            spawn(janitor, in_netns(setup.server_ns, "iperf3", "-s", "-p", str(IPERF_PORT)),
+                  output=False)  # fmt: skip
+        time.sleep(0.3)
+        values: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(args.pairs):
+            for name in names if i % 2 == 0 else names[::-1]:
+                (value,) = measure(setups[name], options).values()  # type: ignore[arg-type]
+                values[name].append(value)
+            ours, theirs = values["xc-1:1"][-1], values[args.against][-1]
+            shown = f"xc-1:1 {ours:.2f}, {args.against} {theirs:.2f}, ratio {ours / theirs:.3f}"
+            print(f"pair {i + 1}/{args.pairs}: {shown}", flush=True)
+    finally:
+        janitor.close()
+
+    xc, base = values["xc-1:1"], values[args.against]
+    paired = [x / b for x, b in zip(xc, base, strict=True)]
+    summary = {
+        "median_paired_ratio": round(statistics.median(paired), 3),
+        "ratio_of_means": round(statistics.mean(xc) / statistics.mean(base), 3),
+        "min": round(min(paired), 3),
+        "max": round(max(paired), 3),
+    }
+    print(f"{args.test}, xc-1:1 / {args.against} over {args.pairs} pairs: "
+          + ", ".join(f"{k} {v}" for k, v in summary.items()))  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "test": args.test,
+        "against": args.against,
+        "pairs": args.pairs,
+        "seconds": args.seconds,
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": os.getloadavg(),
+        "values": values,
+        "paired_ratios": paired,
+        "summary": summary,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
