@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Flow caches: small per-CPU, direct-mapped copies of the sessions of recent flows, in front
  * of the session tables: sfc_fcache4_v1 for IPv4 L4 flows (compact key, before
- * sfc_sess4_v1), sfc_fcache_v1 for every other flow (full key, before sfc_sessions_v2).
+ * sfc_sess4_v1), sfc_fcache_v1 for every other flow (full key, before the table that
+ * holds the flow: sfc_sessions_v2, or sfc_sess4_v1 for IPv4 L4 with options).
  *
  * Why: a hit in an LRU session table is a call into the kernel's hash map code (a jhash and
  * a memcmp behind two calls and their returns), and on a kernel with return-thunk mitigations
