@@ -31,25 +31,12 @@ def walk(fd: int, key_type: type[K], value_type: type[V]) -> Iterator[tuple[K, V
 
     Not for per-CPU maps: their values are one per CPU (use ``keys`` and ``percpu``).
     """
-    keys = (key_type * WALK_BATCH)()
-    values = (value_type * WALK_BATCH)()
-    tokens = [ctypes.create_string_buffer(16), ctypes.create_string_buffer(16)]
-    first = True
-    while True:
-        token_in = None if first else tokens[0]
-        count, more = bpf.map_lookup_batch(
-            fd, token_in, tokens[1], keys=keys, values=values, count=WALK_BATCH
-        )
-        first = False
-        ksize, vsize = ctypes.sizeof(key_type), ctypes.sizeof(value_type)
-        for i in range(count):
-            # Copies: the batch buffers are reused by the next step.
+    ksize, vsize = ctypes.sizeof(key_type), ctypes.sizeof(value_type)
+    for keys, values in walk_raw(fd, ksize, vsize):
+        for i in range(len(keys) // ksize):
             key = key_type.from_buffer_copy(keys, i * ksize)
             value = value_type.from_buffer_copy(values, i * vsize)
             yield cast(K, key), cast(V, value)
-        if not more:
-            return
-        tokens.reverse()
 
 
 def walk_raw(fd: int, key_size: int, value_size: int) -> Iterator[tuple[memoryview, memoryview]]:
