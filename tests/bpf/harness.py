@@ -86,10 +86,7 @@ class Harness:
         self.clear_flow_cache()
 
     def clear_flow_cache(self) -> None:
-        for name, entry in (
-            (structs.MAP_FLOW_CACHE4, structs.FlowCache4Entry),
-            (structs.MAP_FLOW_CACHE, structs.FlowCacheEntry),
-        ):
+        for name, entry in structs.FLOW_CACHES.items():
             maps.percpu_zero_all(self.dp.map_fd(name), structs.FLOW_CACHE_SIZE, entry)
 
     def session_entries(self) -> list[tuple[FlowKey, SessionValue]]:

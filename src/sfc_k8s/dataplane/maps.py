@@ -98,10 +98,15 @@ def delete_all(fd: int, keys: Iterable[ctypes.Structure | ctypes.c_uint32]) -> i
     return deleted
 
 
+def _percpu_stride(value_size: int) -> int:
+    """Bytes between two CPUs' values in a per-CPU map's buffer (each rounded up to 8)."""
+    return (value_size + 7) // 8 * 8
+
+
 def percpu(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> list[V] | None:
     """The per-CPU values of ``key`` in a per-CPU map, one per possible CPU."""
     ncpus = bpf.num_possible_cpus()
-    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+    stride = _percpu_stride(ctypes.sizeof(value_type))
     buf = ctypes.create_string_buffer(stride * ncpus)
     if not bpf.map_lookup(fd, key, buf):
         return None
@@ -110,16 +115,16 @@ def percpu(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]
 
 def percpu_set_zero(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> None:
     """Set every CPU's value of ``key`` to zero (creating the element in a hash map)."""
-    ncpus = bpf.num_possible_cpus()
-    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
-    bpf.map_update(fd, key, ctypes.create_string_buffer(stride * ncpus))
+    size = _percpu_stride(ctypes.sizeof(value_type)) * bpf.num_possible_cpus()
+    bpf.map_update(fd, key, ctypes.create_string_buffer(size))
 
 
 def percpu_zero_all(fd: int, entries: int, value_type: type[ctypes.Structure]) -> None:
     """Zero every CPU's value of every element of a per-CPU array, in one batch call."""
-    stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
     keys = (ctypes.c_uint32 * entries)(*range(entries))
-    values = ctypes.create_string_buffer(stride * bpf.num_possible_cpus() * entries)
+    values = ctypes.create_string_buffer(
+        _percpu_stride(ctypes.sizeof(value_type)) * bpf.num_possible_cpus() * entries
+    )
     bpf.map_update_batch(fd, keys, values, entries)
 
 

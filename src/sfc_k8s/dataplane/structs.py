@@ -46,7 +46,6 @@ SESSION_MAPS = (MAP_SESSIONS4, MAP_SESSIONS)
 # (bpf/lib/flow_cache.h).
 MAP_FLOW_CACHE4 = "sfc_fcache4_v1"
 MAP_FLOW_CACHE = "sfc_fcache_v1"
-FLOW_CACHE_MAPS = (MAP_FLOW_CACHE4, MAP_FLOW_CACHE)
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
@@ -237,6 +236,12 @@ class LinkInfoValue(ctypes.Structure):
         ("flags", ctypes.c_uint32),
     ]
 
+
+# The flow caches and the type of their entries (user space only ever empties them).
+FLOW_CACHES: dict[str, type[ctypes.Structure]] = {
+    MAP_FLOW_CACHE4: FlowCache4Entry,
+    MAP_FLOW_CACHE: FlowCacheEntry,
+}
 
 # C struct name -> mirror, for the layout test against the object's BTF.
 MIRRORS: dict[str, type[ctypes.Structure]] = {

@@ -152,16 +152,28 @@ static __always_inline __u32 sfc_flow_cache_follow(struct sfc_flow_cache_entry *
 				  SFC_FLOW_KEY_WORDS, link_id, near, in_slot, in_gen, far_slot);
 }
 
+/* Make the entry made of @cached (@n key words) and @state hold session @s of the flow keyed
+ * @key.
+ */
+static __always_inline void sfc_flow_cache_keep(__u32 *cached, struct sfc_flow_cache_state *state,
+						const __u32 *key, const int n,
+						const struct sfc_session *s)
+{
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		cached[i] = key[i];
+	state->hits = 0;
+	state->session = *s;
+}
+
 /* Make @e hold session @s of flow @k4 (a NULL @e is tolerated). */
 static __always_inline void sfc_flow_cache4_fill(struct sfc_flow_cache4_entry *e,
 						 const struct sfc_flow_key4 *k4,
 						 const struct sfc_session *s)
 {
-	if (!e)
-		return;
-	e->key = *k4;
-	e->state.hits = 0;
-	e->state.session = *s;
+	if (e)
+		sfc_flow_cache_keep((__u32 *)&e->key, &e->state, (const __u32 *)k4,
+				    SFC_FLOW_KEY4_WORDS, s);
 }
 
 /* Make @e hold session @s of flow @key (a NULL @e is tolerated). */
@@ -169,9 +181,7 @@ static __always_inline void sfc_flow_cache_fill(struct sfc_flow_cache_entry *e,
 						const struct sfc_flow_key *key,
 						const struct sfc_session *s)
 {
-	if (!e)
-		return;
-	e->key = *key;
-	e->state.hits = 0;
-	e->state.session = *s;
+	if (e)
+		sfc_flow_cache_keep((__u32 *)&e->key, &e->state, (const __u32 *)key,
+				    SFC_FLOW_KEY_WORDS, s);
 }

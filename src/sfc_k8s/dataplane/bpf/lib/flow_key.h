@@ -432,23 +432,19 @@ static __always_inline int sfc_flow_parse_fast4(struct __sk_buff *skb, __u32 lin
 }
 
 /* The rest of the common case read in place: TCP/UDP/UDP-Lite/SCTP over IPv6 with no
- * extension header, or the IPv4 case above. Returns 1 with @key filled, 0 to take the general
- * path, which builds the same key for these packets.
+ * extension header (the IPv4 case is sfc_flow_parse_fast4, which the caller has tried first).
+ * Returns 1 with @key filled, 0 to take the general path, which builds the same key for these
+ * packets.
  */
-static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc_flow_key *key)
+static __always_inline int sfc_flow_parse_fast6(struct __sk_buff *skb, struct sfc_flow_key *key)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct sfc_flow_key4 k4;
 	__be16 *ports;
 
 	if ((void *)(eth + 1) > data_end)
 		return 0;
-	if (sfc_flow_parse_fast4(skb, key->link_id, &k4)) {
-		sfc_flow_key_of4(&k4, key);
-		return 1;
-	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
@@ -467,7 +463,9 @@ static __always_inline int sfc_flow_parse_fast(struct __sk_buff *skb, struct sfc
 	return 0;
 }
 
-/* Build the flow key of the frame in @skb; 0, or minus a drop reason. */
+/* Build the flow key of the frame in @skb; 0, or minus a drop reason. Any frame: an IPv4 L4
+ * one that sfc_flow_parse_fast4 turned down (options, a tag in the data) gets its key here.
+ */
 static __always_inline int sfc_flow_parse(struct __sk_buff *skb, __u32 link_id,
 					  struct sfc_flow_key *key)
 {
@@ -479,7 +477,7 @@ static __always_inline int sfc_flow_parse(struct __sk_buff *skb, __u32 link_id,
 	key->link_id = link_id;
 	/* The stack moves the outer tag into the skb before TC ingress. */
 	key->vlan = skb->vlan_present ? skb->vlan_tci & 0x0fff : 0;
-	if (sfc_flow_parse_fast(skb, key))
+	if (sfc_flow_parse_fast6(skb, key))
 		return 0;
 
 	__builtin_memset(key, 0, sizeof(*key));
