@@ -15,50 +15,30 @@ patches of the chains.
 
 from __future__ import annotations
 
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import argparse
 import http.client
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.fixtures.chains import firewall_chain
 
 from sfc_k8s.local.apiserver import APIServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "deploy" / "crds" / "servicefunctionchains.yaml"
 BASE = "/apis/sfc-k8s.io/v1alpha1/namespaces/default/servicefunctionchains"
-
-
-def chain(name: str) -> dict[str, Any]:
-    functions = [
-        {"name": f, "selector": {"matchLabels": {"app": f}}, "interfaces": ifs}
-        for f, ifs in (("client", ["eth1"]), ("firewall", ["eth1", "eth2"]), ("server", ["eth1"]))
-    ]
-    links = [
-        {
-            "name": "client-firewall",
-            "a": {"function": "client", "interface": "eth1"},
-            "b": {"function": "firewall", "interface": "eth1"},
-        },
-        {
-            "name": "firewall-server",
-            "a": {"function": "firewall", "interface": "eth2"},
-            "b": {"function": "server", "interface": "eth1"},
-        },
-    ]
-    return {
-        "apiVersion": "sfc-k8s.io/v1alpha1",
-        "kind": "ServiceFunctionChain",
-        "metadata": {"name": name},
-        "spec": {"functions": functions, "links": links},
-    }
 
 
 def request(
@@ -93,7 +73,7 @@ def measure(writes: int, pods: int) -> dict[str, dict[str, float]]:
         samples: dict[str, list[float]] = {"create": [], "status": [], "label": [], "spec": []}
         for i in range(writes):
             samples["create"].append(
-                request(conn, "POST", BASE, chain(f"c{i}"), "application/json")
+                request(conn, "POST", BASE, firewall_chain(f"c{i}"), "application/json")
             )
         for i in range(writes):
             status = {"status": {"observedGeneration": i, "readyFunctions": f"{i % 4}/3"}}

@@ -22,6 +22,7 @@ from sfc_k8s.local.apiserver import APIError, Store
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.schema import StructuralSchema
 from sfc_k8s.local.apiserver.store import PATCH_MERGE
+from tests.fixtures.chains import firewall_chain
 
 CRD_PATH = Path(__file__).resolve().parents[3] / "deploy" / "crds" / "servicefunctionchains.yaml"
 
@@ -29,31 +30,6 @@ CRD_PATH = Path(__file__).resolve().parents[3] / "deploy" / "crds" / "servicefun
 def _crd() -> dict[str, Any]:
     crd: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
     return crd
-
-
-def _chain(name: str = "web") -> dict[str, Any]:
-    functions = [
-        {"name": n, "selector": {"matchLabels": {"app": n}}, "interfaces": ifs}
-        for n, ifs in (("client", ["eth1"]), ("firewall", ["eth1", "eth2"]), ("server", ["eth1"]))
-    ]
-    links = [
-        {
-            "name": "client-firewall",
-            "a": {"function": "client", "interface": "eth1"},
-            "b": {"function": "firewall", "interface": "eth1"},
-        },
-        {
-            "name": "firewall-server",
-            "a": {"function": "firewall", "interface": "eth2"},
-            "b": {"function": "server", "interface": "eth1"},
-        },
-    ]
-    return {
-        "apiVersion": "sfc-k8s.io/v1alpha1",
-        "kind": "ServiceFunctionChain",
-        "metadata": {"name": name},
-        "spec": {"functions": functions, "links": links},
-    }
 
 
 def _register(store: Store, crd: dict[str, Any]) -> None:
@@ -87,7 +63,7 @@ def _chain_schema(crd: dict[str, Any]) -> dict[str, Any]:
 
 def test_status_and_metadata_writes_evaluate_no_spec_rule(store: Store) -> None:
     chains, schema = _chains(store)
-    store.create(chains, "default", _chain())
+    store.create(chains, "default", firewall_chain())
     assert schema.evaluations > 0  # a create checks every rule
     before = schema.evaluations
     for generation in range(3):
@@ -102,7 +78,7 @@ def test_status_and_metadata_writes_evaluate_no_spec_rule(store: Store) -> None:
 
 def test_status_write_checks_the_status_schema_only(store: Store) -> None:
     chains, _ = _chains(store)
-    store.create(chains, "default", _chain())
+    store.create(chains, "default", firewall_chain())
     with pytest.raises(APIError) as err:
         store.patch(
             chains,
@@ -119,7 +95,7 @@ def test_status_write_checks_the_status_schema_only(store: Store) -> None:
 
 def test_spec_change_reevaluates_only_changed_values(store: Store) -> None:
     chains, schema = _chains(store)
-    store.create(chains, "default", _chain())
+    store.create(chains, "default", firewall_chain())
     before = schema.evaluations
     store.patch(
         chains, "default", "web", PATCH_MERGE, {"spec": {"dataplane": {"drainTimeoutSeconds": 5}}}
@@ -131,12 +107,12 @@ def test_spec_change_reevaluates_only_changed_values(store: Store) -> None:
 
 def test_new_invalid_chain_is_refused(store: Store) -> None:
     chains, _ = _chains(store)
-    bad = _chain()
+    bad = firewall_chain()
     bad["spec"]["links"][0]["b"]["function"] = "client"
     with pytest.raises(APIError) as err:
         store.create(chains, "default", bad)
     assert err.value.code == 422
-    store.create(chains, "default", _chain())
+    store.create(chains, "default", firewall_chain())
     with pytest.raises(APIError) as err:
         store.replace(chains, "default", "web", {**bad, "metadata": {"name": "web"}})
     assert err.value.code == 422
@@ -144,7 +120,7 @@ def test_new_invalid_chain_is_refused(store: Store) -> None:
 
 def test_unchanged_field_invalid_under_a_new_rule_is_ratcheted(store: Store) -> None:
     chains, _ = _chains(store)
-    store.create(chains, "default", _chain())
+    store.create(chains, "default", firewall_chain())
     crd = _crd()
     function = _chain_schema(crd)["properties"]["spec"]["properties"]["functions"]["items"]
     function.setdefault("x-kubernetes-validations", []).append(
@@ -182,7 +158,7 @@ def test_unchanged_field_invalid_under_a_new_rule_is_ratcheted(store: Store) -> 
     assert any("at most 6 characters" in m for m in messages), messages
     # and so is a new chain with such a name
     with pytest.raises(APIError) as err:
-        store.create(chains, "default", _chain("other"))
+        store.create(chains, "default", firewall_chain("other"))
     assert err.value.code == 422
 
 
