@@ -20,6 +20,7 @@ from sfc_k8s.operator.controller import Controller
 from sfc_k8s.operator.settings import ControllerConfig
 from tests.fixtures.apiserver import LocalAPIServer
 from tests.nettools import unique
+from tests.unit.api.chains import web_chain
 
 T = TypeVar("T")
 SFC = "/apis/sfc-k8s.io/v1alpha1"
@@ -154,6 +155,14 @@ class Cluster:
                 }
             },
         )
+
+
+def chain_body(name: str = "web") -> dict[str, Any]:
+    """``web_chain`` as a client submits it: without the fields the API server sets."""
+    body = web_chain(name)
+    for key in ("uid", "generation"):
+        del body["metadata"][key]
+    return body
 
 
 def endpoints(xc: dict[str, Any], side: str) -> list[tuple[str, str]]:

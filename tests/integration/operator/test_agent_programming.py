@@ -207,10 +207,6 @@ def new_bpffs_root(janitor: Janitor) -> str:
     return root
 
 
-def private_bpffs_root(janitor: Janitor) -> Iterator[str]:
-    yield new_bpffs_root(janitor)
-
-
 def open_dataplane(root: str) -> Iterator[Dataplane]:
     """The test's own view of the agent's data plane (as another process would open it)."""
     dp = Dataplane(root, session_table_size=65536)
@@ -218,22 +214,6 @@ def open_dataplane(root: str) -> Iterator[Dataplane]:
         yield dp
     finally:
         dp.close()
-
-
-@pytest.fixture
-def bpffs_root(janitor: Janitor) -> Iterator[str]:
-    yield from private_bpffs_root(janitor)
-
-
-@pytest.fixture
-def api(apiserver: Any) -> Api:
-    apiserver.apply_crds()
-    return Api(apiserver.url)
-
-
-@pytest.fixture
-def dataplane(bpffs_root: str) -> Iterator[Dataplane]:
-    yield from open_dataplane(bpffs_root)
 
 
 @contextmanager

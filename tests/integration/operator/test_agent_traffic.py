@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sfc_k8s.api.naming import mac_from_seed
 from sfc_k8s.dataplane import Dataplane
@@ -32,9 +29,7 @@ from tests.integration.operator.test_agent_programming import (
     Pod,
     link_state,
     make_pod,
-    open_dataplane,
     plug,
-    private_bpffs_root,
     running_agent,
     wait_for,
     wait_programmed,
@@ -126,22 +121,6 @@ def probe(topo: Topology, first: int, count: int) -> dict[int, str | None]:
 
 def endpoints(topo: Topology, node: str, **states: str) -> list[dict[str, Any]]:
     return [topo.replicas[tag].endpoint(node, state) for tag, state in sorted(states.items())]
-
-
-@pytest.fixture
-def bpffs_root(janitor: Janitor) -> Iterator[str]:
-    yield from private_bpffs_root(janitor)
-
-
-@pytest.fixture
-def api(apiserver: Any) -> Api:
-    apiserver.apply_crds()
-    return Api(apiserver.url)
-
-
-@pytest.fixture
-def dataplane(bpffs_root: str) -> Iterator[Dataplane]:
-    yield from open_dataplane(bpffs_root)
 
 
 def test_traffic_follows_scale_out_drain_and_scale_in(

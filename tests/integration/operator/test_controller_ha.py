@@ -7,31 +7,18 @@ follows the next scaling event; the objects are never duplicated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-import pytest
-
 from sfc_k8s.operator.controller import Controller
-from tests.fixtures.apiserver import LocalAPIServer
 from tests.integration.operator.controller_support import (
     Cluster,
+    chain_body,
     controller_config,
     endpoints,
     eventually,
-    new_namespace,
     running,
 )
-from tests.unit.api.chains import web_chain
-
-
-@pytest.fixture
-def cluster(apiserver: LocalAPIServer) -> Iterator[Cluster]:
-    apiserver.apply_crds()
-    cluster = Cluster(apiserver, new_namespace())
-    cluster.setup()
-    yield cluster
 
 
 def writes(controller: Controller) -> int:
@@ -41,8 +28,7 @@ def writes(controller: Controller) -> int:
 def test_only_the_leader_acts_and_the_other_takes_over(cluster: Cluster) -> None:
     for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
         cluster.create_pod(name, app)
-    body = web_chain()
-    del body["metadata"]["uid"], body["metadata"]["generation"]
+    body = chain_body()
     cluster.create_chain(body)
 
     def firewall_pods() -> list[str]:

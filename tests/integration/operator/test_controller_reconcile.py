@@ -21,38 +21,18 @@ kubelet; node agents are played by patching CrossConnection status. Covers:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from sfc_k8s.operator.controller import Controller
-from tests.fixtures.apiserver import LocalAPIServer
 from tests.integration.operator.controller_support import (
     Cluster,
+    chain_body,
     condition,
     controller_config,
     endpoints,
     eventually,
-    new_namespace,
     running,
 )
-from tests.unit.api.chains import web_chain
-
-
-@pytest.fixture
-def cluster(apiserver: LocalAPIServer) -> Iterator[Cluster]:
-    apiserver.apply_crds()
-    cluster = Cluster(apiserver, new_namespace())
-    cluster.setup()
-    yield cluster  # the API server (and everything in it) goes away with the fixture
-
-
-def chain_body(name: str = "web") -> dict[str, Any]:
-    body = web_chain(name)
-    for key in ("uid", "generation"):
-        del body["metadata"][key]
-    return body
 
 
 def test_chain_and_pods_become_crossconnections_and_status(cluster: Cluster) -> None:

@@ -13,48 +13,29 @@ terminations). Covers:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-import pytest
 
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.operator.agent_reconcile import link_name
 from sfc_k8s.operator.controller import Controller
-from tests.fixtures.apiserver import LocalAPIServer
 from tests.integration.operator.controller_support import (
     Cluster,
+    chain_body,
     condition,
     controller_config,
     eventually,
-    new_namespace,
     running,
 )
 from tests.integration.operator.test_agent_programming import (
     link_state,
     open_dataplane,
-    private_bpffs_root,
     running_agent,
 )
 from tests.nettools import Janitor, run
-from tests.unit.api.chains import web_chain
 
 NODE = "node-1"
 INTERFACES = {"client": ["eth1"], "firewall": ["eth1", "eth2"], "server": ["eth1"]}
-
-
-@pytest.fixture
-def cluster(apiserver: LocalAPIServer) -> Iterator[Cluster]:
-    apiserver.apply_crds()
-    cluster = Cluster(apiserver, new_namespace())
-    cluster.setup()
-    yield cluster
-
-
-@pytest.fixture
-def bpffs_root(janitor: Janitor) -> Iterator[str]:
-    yield from private_bpffs_root(janitor)
 
 
 def start_pod(cluster: Cluster, janitor: Janitor, name: str, app: str) -> dict[str, Any]:
@@ -77,8 +58,7 @@ def test_chain_is_ready_once_programmed_and_follows_scaling(
     pods = {name: start_pod(cluster, janitor, name, app) for name, app in [
         ("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")
     ]}  # fmt: skip
-    body = web_chain()
-    del body["metadata"]["uid"], body["metadata"]["generation"]
+    body = chain_body()
     cluster.create_chain(body)
     link = link_name(cluster.ns, "web-client-firewall")
 
