@@ -70,64 +70,8 @@ def _entry(value: int | bytes) -> tuple[str, bytes]:
     return key, item
 
 
-def _object_meta(data: bytes) -> dict[str, Any]:
-    md: dict[str, Any] = {}
-    names = {1: "name", 2: "generateName", 3: "namespace"}
-    for number, value in _fields(data):
-        if number in names and _text(value):
-            md[names[number]] = _text(value)
-        elif number in (11, 12):
-            key, item = _entry(value)
-            md.setdefault("labels" if number == 11 else "annotations", {})[key] = item.decode()
-        elif number == 14:
-            md.setdefault("finalizers", []).append(_text(value))
-    return md
-
-
-def _namespace(data: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for number, value in _fields(data):
-        if number == 1 and isinstance(value, bytes):
-            obj["metadata"] = _object_meta(value)
-    return obj
-
-
-def _configmap(data: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for number, value in _fields(data):
-        if number == 1 and isinstance(value, bytes):
-            obj["metadata"] = _object_meta(value)
-        elif number == 2:
-            key, item = _entry(value)
-            obj.setdefault("data", {})[key] = item.decode()
-        elif number == 3:
-            key, item = _entry(value)
-            obj.setdefault("binaryData", {})[key] = base64.b64encode(item).decode()
-        elif number == 4:
-            obj["immutable"] = bool(value)
-    return obj
-
-
-def _secret(data: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for number, value in _fields(data):
-        if number == 1 and isinstance(value, bytes):
-            obj["metadata"] = _object_meta(value)
-        elif number == 2:
-            key, item = _entry(value)
-            obj.setdefault("data", {})[key] = base64.b64encode(item).decode()
-        elif number == 3:
-            obj["type"] = _text(value)
-        elif number == 4:
-            key, item = _entry(value)
-            obj.setdefault("stringData", {})[key] = item.decode()
-        elif number == 5:
-            obj["immutable"] = bool(value)
-    return obj
-
-
-# Message layouts for the workload kinds `kubectl create deployment` and friends send, as
-# field number -> (JSON name, kind, nested layout). Kinds: str, int, bool, map (string map),
+# Message layouts for the kinds `kubectl create` sends, as field number -> (JSON name, kind,
+# nested layout). Kinds: str, int, bool, map (string map), bmap (bytes map, base64 in JSON),
 # strs (repeated string), msg (nested message), msgs (repeated message). Fields not listed
 # (probes, resources, volumes...) are dropped: those commands never set them.
 Layout = dict[int, tuple[str, str, Any]]
@@ -193,6 +137,20 @@ _DEPLOYMENT: Layout = {
     ),
 }
 _POD: Layout = {1: ("metadata", "msg", _OBJECT_META), 2: ("spec", "msg", _POD_SPEC)}
+_METADATA_ONLY: Layout = {1: ("metadata", "msg", _OBJECT_META)}
+_CONFIGMAP: Layout = {
+    **_METADATA_ONLY,
+    2: ("data", "map", None),
+    3: ("binaryData", "bmap", None),
+    4: ("immutable", "bool", None),
+}
+_SECRET: Layout = {
+    **_METADATA_ONLY,
+    2: ("data", "bmap", None),
+    3: ("type", "str", None),
+    4: ("stringData", "map", None),
+    5: ("immutable", "bool", None),
+}
 
 
 def _message(data: bytes, layout: Layout) -> dict[str, Any]:
@@ -211,6 +169,9 @@ def _message(data: bytes, layout: Layout) -> dict[str, Any]:
         elif kind == "map":
             key, item = _entry(value)
             result.setdefault(name, {})[key] = item.decode()
+        elif kind == "bmap":
+            key, item = _entry(value)
+            result.setdefault(name, {})[key] = base64.b64encode(item).decode()
         elif kind == "strs":
             result.setdefault(name, []).append(_text(value))
         elif kind == "msg" and isinstance(value, bytes):
@@ -223,10 +184,10 @@ def _message(data: bytes, layout: Layout) -> dict[str, Any]:
 _KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "Deployment": lambda data: _message(data, _DEPLOYMENT),
     "Pod": lambda data: _message(data, _POD),
-    "Namespace": _namespace,
-    "ConfigMap": _configmap,
-    "Secret": _secret,
-    "ServiceAccount": _namespace,  # only its metadata is kept
+    "Namespace": lambda data: _message(data, _METADATA_ONLY),
+    "ConfigMap": lambda data: _message(data, _CONFIGMAP),
+    "Secret": lambda data: _message(data, _SECRET),
+    "ServiceAccount": lambda data: _message(data, _METADATA_ONLY),  # only its metadata is kept
 }
 
 
