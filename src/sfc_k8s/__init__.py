@@ -11,7 +11,4 @@ The package is layered (checked by import-linter, see pyproject.toml):
 
 __version__ = "0.1.0"
 
-API_GROUP = "sfc-k8s.io"
-API_VERSION = "v1alpha1"
-
-__all__ = ["API_GROUP", "API_VERSION", "__version__"]
+__all__ = ["__version__"]

@@ -27,7 +27,7 @@ from sfc_k8s.api.crossconnection import (
     link_programming,
     parse_cross_connection,
 )
-from sfc_k8s.api.errors import ApiError, ChainInvalid, CrossConnectionInvalid, InvalidObjectError
+from sfc_k8s.api.errors import ChainInvalid, CrossConnectionInvalid, InvalidObjectError
 from sfc_k8s.api.models import (
     API_VERSION,
     CHAIN_KIND,
@@ -84,7 +84,6 @@ __all__ = [
     "VERSION",
     "XC_KIND",
     "XC_PLURAL",
-    "ApiError",
     "ChainInvalid",
     "ChainSpec",
     "ConditionStatus",

@@ -8,12 +8,12 @@ all at once instead of one per edit.
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    """Base class of every error raised by ``sfc_k8s.api``."""
+class InvalidObjectError(Exception):
+    """An object body does not describe a valid resource; ``problems`` says what to fix.
 
-
-class InvalidObjectError(ApiError):
-    """An object body does not describe a valid resource; ``problems`` says what to fix."""
+    The base of every error ``sfc_k8s.api`` raises (it does no I/O, so bad input is its only
+    failure). Errors of the Kubernetes API server itself are ``sfc_k8s.operator.kube``'s.
+    """
 
     kind = "object"
 

@@ -42,17 +42,31 @@ IFNAME_MAX = 15
 
 
 class Side(StrEnum):
-    """The two sides of a link / cross-connection."""
+    """The two sides of a link / cross-connection; a packet entering on one leaves on the other.
+
+    The one definition of sides: the chain models, the node agent and the data plane
+    (``sfc_k8s.dataplane`` re-exports it) all use this enum.
+    """
 
     A = "a"
     B = "b"
 
+    @property
+    def num(self) -> int:
+        """The side's number: 0 for a, 1 for b (``enum sfc_side`` of the eBPF maps)."""
+        return 0 if self is Side.A else 1
+
+    @classmethod
+    def from_index(cls, index: int) -> Side:
+        """The side numbered ``index`` (the inverse of ``num``)."""
+        return cls.A if index == 0 else cls.B
+
 
 class EndpointState(StrEnum):
-    """Data-plane state of an endpoint: active gets new flows, draining keeps only its own."""
+    """State of an endpoint, in a CrossConnection and in the data plane (one definition)."""
 
-    ACTIVE = "active"
-    DRAINING = "draining"
+    ACTIVE = "active"  # gets new flows and keeps its sessions
+    DRAINING = "draining"  # keeps its sessions, gets no new flows
 
 
 class SelectorOperator(StrEnum):

@@ -1,9 +1,11 @@
 """The eBPF cross-connection data plane: program, maps, loader and link/endpoint manager.
 
 Public surface (used by the ``sfc-k8s dp`` CLI, the node agent, the traffic tests and the
-benchmark): ``Dataplane`` and the value types and errors below.
+benchmark): ``Dataplane`` and the value types and errors below. ``Side`` and ``EndpointState``
+are the API's enums (``sfc_k8s.api.models``), re-exported here for callers of the data plane.
 """
 
+from sfc_k8s.api.models import EndpointState, Side
 from sfc_k8s.dataplane.errors import (
     BpfError,
     CapacityError,
@@ -16,14 +18,12 @@ from sfc_k8s.dataplane.errors import (
     LinkNotFound,
 )
 from sfc_k8s.dataplane.manager import DEFAULT_BPFFS_ROOT, Dataplane
-from sfc_k8s.dataplane.model import (
+from sfc_k8s.dataplane.records import (
     DropReason,
     Endpoint,
     EndpointCounters,
-    EndpointState,
     LinkStatus,
     Session,
-    Side,
 )
 from sfc_k8s.dataplane.structs import MAGLEV_SIZE, MAX_ENDPOINTS_PER_SIDE, SESSIONS_DEFAULT
 

@@ -15,10 +15,11 @@ import sys
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from sfc_k8s.api.models import Side
 from sfc_k8s.dataplane.errors import DataplaneError, LinkNotFound
 from sfc_k8s.dataplane.loader import Pins
 from sfc_k8s.dataplane.manager import DEFAULT_BPFFS_ROOT, Dataplane
-from sfc_k8s.dataplane.model import DropReason, LinkStatus, Side
+from sfc_k8s.dataplane.records import DropReason, LinkStatus
 from sfc_k8s.dataplane.structs import SESSIONS_DEFAULT
 
 PROG = "sfc-k8s dp"

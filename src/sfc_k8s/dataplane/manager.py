@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
+from sfc_k8s.api.models import EndpointState, Side
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane import loader, maglev, maps, structs
 from sfc_k8s.dataplane.errors import (
@@ -36,14 +37,12 @@ from sfc_k8s.dataplane.errors import (
     LinkExists,
     LinkNotFound,
 )
-from sfc_k8s.dataplane.model import (
+from sfc_k8s.dataplane.records import (
     DropReason,
     Endpoint,
     EndpointCounters,
-    EndpointState,
     LinkStatus,
     Session,
-    Side,
 )
 from sfc_k8s.dataplane.structs import EndpointEntry, FlowKey, FlowKey4, FlowKind, SessionValue
 

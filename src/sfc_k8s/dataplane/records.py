@@ -1,6 +1,8 @@
-"""The data plane's public value types: sides, endpoint states, drop reasons and status records.
+"""What the data plane reports: drop reasons, endpoint counters, link status and sessions.
 
-Returned by ``sfc_k8s.dataplane.Dataplane`` to the ``dp`` CLI, the node agent and the tests.
+Returned by ``sfc_k8s.dataplane.Dataplane`` to the ``dp`` CLI, the node agent and the tests. The
+sides and endpoint states they carry are the API's enums (``sfc_k8s.api.models``), so a
+CrossConnection and the data plane speak of them with the same values.
 """
 
 from __future__ import annotations
@@ -8,30 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-
-class Side(enum.StrEnum):
-    """The two sides of a cross-connection; a packet entering on one leaves on the other."""
-
-    A = "a"
-    B = "b"
-
-    @property
-    def num(self) -> int:
-        """The side's number in the eBPF maps (enum sfc_side)."""
-        return 0 if self is Side.A else 1
-
-    @classmethod
-    def from_index(cls, index: int) -> Side:
-        return cls.A if index == 0 else cls.B
-
-    @property
-    def other(self) -> Side:
-        return Side.B if self is Side.A else Side.A
-
-
-class EndpointState(enum.StrEnum):
-    ACTIVE = "active"  # gets new flows and keeps its sessions
-    DRAINING = "draining"  # keeps its sessions, gets no new flows
+from sfc_k8s.api.models import EndpointState, Side
 
 
 class DropReason(enum.IntEnum):
