@@ -38,7 +38,6 @@ IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 LABEL_NAME_RE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 LABEL_PREFIX_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
-MAX_SESSION_TABLE_SIZE = 1 << 24
 MAX_DRAIN_TIMEOUT_SECONDS = 3600
 
 
@@ -77,8 +76,9 @@ def is_label_value(value: object) -> bool:
     )
 
 
-class _Problems:
-    """Collects problems with their location (``spec.links[1].a.function: ...``)."""
+class Problems:
+    """Collects problems with their location (``spec.links[1].a.function: ...``); shared with
+    the CrossConnection parser."""
 
     def __init__(self) -> None:
         self.items: list[str] = []
@@ -87,7 +87,7 @@ class _Problems:
         self.items.append(f"{where}: {what}")
 
 
-def parse_selector(raw: object, where: str, problems: _Problems) -> LabelSelector:
+def parse_selector(raw: object, where: str, problems: Problems) -> LabelSelector:
     """Parse a LabelSelector body; problems are added to ``problems``."""
     if not isinstance(raw, Mapping):
         problems.add(where, "must be a label selector object (matchLabels/matchExpressions)")
@@ -142,7 +142,7 @@ def parse_selector(raw: object, where: str, problems: _Problems) -> LabelSelecto
     return selector
 
 
-def _check_name(item: Mapping[str, Any], at: str, problems: _Problems) -> object:
+def _check_name(item: Mapping[str, Any], at: str, problems: Problems) -> object:
     """The item's ``name``, reported unless it is a DNS label."""
     name = item.get("name")
     if not is_dns_label(name):
@@ -153,7 +153,7 @@ def _check_name(item: Mapping[str, Any], at: str, problems: _Problems) -> object
     return name
 
 
-def _parse_functions(raw: object, problems: _Problems) -> list[FunctionSpec]:
+def _parse_functions(raw: object, problems: Problems) -> list[FunctionSpec]:
     if not isinstance(raw, list) or not raw:
         problems.add("spec.functions", "must list at least one function")
         return []
@@ -164,7 +164,7 @@ def _parse_functions(raw: object, problems: _Problems) -> list[FunctionSpec]:
             problems.add(at, "must be an object with name, selector and interfaces")
             continue
         name = _check_name(item, at, problems)
-        sel_problems = _Problems()
+        sel_problems = Problems()
         selector = parse_selector(item.get("selector"), f"{at}.selector", sel_problems)
         problems.items += sel_problems.items
         interfaces = item.get("interfaces")
@@ -192,7 +192,7 @@ def _parse_functions(raw: object, problems: _Problems) -> list[FunctionSpec]:
     return functions
 
 
-def _parse_end(raw: object, at: str, problems: _Problems) -> LinkEnd | None:
+def _parse_end(raw: object, at: str, problems: Problems) -> LinkEnd | None:
     if not isinstance(raw, Mapping):
         problems.add(at, "must be an object with function and interface")
         return None
@@ -206,7 +206,7 @@ def _parse_end(raw: object, at: str, problems: _Problems) -> LinkEnd | None:
     return LinkEnd(function, interface)
 
 
-def _parse_links(raw: object, functions: list[FunctionSpec], problems: _Problems) -> list[LinkSpec]:
+def _parse_links(raw: object, functions: list[FunctionSpec], problems: Problems) -> list[LinkSpec]:
     if not isinstance(raw, list) or not raw:
         problems.add("spec.links", "must list at least one link between two functions")
         return []
@@ -258,28 +258,24 @@ def _parse_links(raw: object, functions: list[FunctionSpec], problems: _Problems
     return links
 
 
-def _parse_dataplane(raw: object, problems: _Problems) -> DataplaneSpec:
+def parse_dataplane(raw: object, problems: Problems) -> DataplaneSpec:
+    """``spec.dataplane`` of a chain, or of a CrossConnection (the controller copies it)."""
     if raw is None:
         return DataplaneSpec()
     if not isinstance(raw, Mapping):
         problems.add("spec.dataplane", "must be an object")
         return DataplaneSpec()
-
-    def bounded(key: str, low: int, high: int) -> int | None:
-        value = raw.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            problems.add(
-                f"spec.dataplane.{key}", f"{value!r} must be an integer in [{low}, {high}]"
-            )
-            return None
-        return value
-
-    return DataplaneSpec(
-        session_table_size=bounded("sessionTableSize", 1, MAX_SESSION_TABLE_SIZE),
-        drain_timeout_seconds=bounded("drainTimeoutSeconds", 0, MAX_DRAIN_TIMEOUT_SECONDS),
-    )
+    value = raw.get("drainTimeoutSeconds")
+    if value is None:
+        return DataplaneSpec()
+    high = MAX_DRAIN_TIMEOUT_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        problems.add(
+            "spec.dataplane.drainTimeoutSeconds",
+            f"{value!r} must be an integer number of seconds in [0, {high}]",
+        )
+        return DataplaneSpec()
+    return DataplaneSpec(drain_timeout_seconds=value)
 
 
 def parse_chain(body: Mapping[str, Any]) -> ChainSpec:
@@ -290,7 +286,7 @@ def parse_chain(body: Mapping[str, Any]) -> ChainSpec:
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
     namespace = str(meta.get("namespace") or "")
-    problems = _Problems()
+    problems = Problems()
     if not name:
         problems.add("metadata.name", "is missing")
     elif len(name) > LABEL_VALUE_MAX:
@@ -304,7 +300,7 @@ def parse_chain(body: Mapping[str, Any]) -> ChainSpec:
         raise ChainInvalid(name, problems.items)
     functions = _parse_functions(spec.get("functions"), problems)
     links = _parse_links(spec.get("links"), functions, problems)
-    dataplane = _parse_dataplane(spec.get("dataplane"), problems)
+    dataplane = parse_dataplane(spec.get("dataplane"), problems)
     for link in links:
         derived = xc_name(name, link.name)
         if len(derived) > DNS_SUBDOMAIN_MAX:

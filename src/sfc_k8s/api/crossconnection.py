@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sfc_k8s.api.chain import Problems, parse_dataplane
 from sfc_k8s.api.errors import CrossConnectionInvalid
 from sfc_k8s.api.models import (
     API_VERSION,
@@ -23,7 +24,6 @@ from sfc_k8s.api.models import (
     ChainSpec,
     CrossConnectionSide,
     CrossConnectionSpec,
-    DataplaneSpec,
     EndpointSpec,
     EndpointState,
     LinkEnd,
@@ -182,11 +182,9 @@ def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
         problems.append("spec.link: must name the chain's link")
     a = _parse_side(spec.get("a"), Side.A, problems)
     b = _parse_side(spec.get("b"), Side.B, problems)
-    raw_dp = spec.get("dataplane") or {}
-    dataplane = DataplaneSpec(
-        session_table_size=raw_dp.get("sessionTableSize"),
-        drain_timeout_seconds=raw_dp.get("drainTimeoutSeconds"),
-    )
+    found = Problems()
+    dataplane = parse_dataplane(spec.get("dataplane"), found)
+    problems += found.items
     if problems:
         raise CrossConnectionInvalid(name, problems)
     return CrossConnectionSpec(str(chain), str(link), a, b, dataplane)

@@ -182,15 +182,16 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class DataplaneSpec:
-    """Optional per-chain data-plane settings; ``None`` leaves the agent's default."""
+    """Optional per-chain data-plane settings, copied into each CrossConnection of the chain.
 
-    session_table_size: int | None = None
-    drain_timeout_seconds: int | None = None
+    The session table is not one of them: it is node-wide, shared by every link of the node,
+    and sized by the node agent's ``--session-table-size``.
+    """
+
+    drain_timeout_seconds: int | None = None  # None: drain until the controller removes it
 
     def to_body(self) -> DataplaneBody:
         body: DataplaneBody = {}
-        if self.session_table_size is not None:
-            body["sessionTableSize"] = self.session_table_size
         if self.drain_timeout_seconds is not None:
             body["drainTimeoutSeconds"] = self.drain_timeout_seconds
         return body

@@ -75,7 +75,6 @@ class LinkBody(TypedDict, total=False):
 
 
 class DataplaneBody(TypedDict, total=False):
-    sessionTableSize: int
     drainTimeoutSeconds: int
 
 

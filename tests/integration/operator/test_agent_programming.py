@@ -219,15 +219,15 @@ def open_dataplane(root: str) -> Iterator[Dataplane]:
 @contextmanager
 def running_agent(apiserver: Any, root: str, node: str, **overrides: Any) -> Iterator[NodeAgent]:
     """A NodeAgent run by Kopf in a thread until the block ends (errors re-raised at exit)."""
-    config = AgentConfig(
-        node=node,
-        kubeconfig=str(apiserver.kubeconfig),
-        bpffs_root=root,
-        metrics_host="127.0.0.1",
-        metrics_port=0,
-        retry_delay=0.2,
-        session_table_size=65536,
+    settings: dict[str, Any] = {
+        "metrics_host": "127.0.0.1",
+        "metrics_port": 0,
+        "retry_delay": 0.2,
+        "session_table_size": 65536,
         **overrides,
+    }
+    config = AgentConfig(
+        node=node, kubeconfig=str(apiserver.kubeconfig), bpffs_root=root, **settings
     )
     agent = NodeAgent(config)
     args = ["run", "--standalone", "--all-namespaces"]

@@ -63,15 +63,15 @@ def test_general_graph_with_a_function_on_three_links() -> None:
 
 
 def test_dataplane_settings_are_parsed() -> None:
-    chain = parse_chain(web_chain(dataplane={"sessionTableSize": 4096, "drainTimeoutSeconds": 0}))
-    assert chain.dataplane == DataplaneSpec(session_table_size=4096, drain_timeout_seconds=0)
+    chain = parse_chain(web_chain(dataplane={"drainTimeoutSeconds": 0}))
+    assert chain.dataplane == DataplaneSpec(drain_timeout_seconds=0)
+    assert parse_chain(web_chain()).dataplane == DataplaneSpec(drain_timeout_seconds=None)
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ({"sessionTableSize": 0}, "spec.dataplane.sessionTableSize"),
-        ({"sessionTableSize": 1 << 25}, "spec.dataplane.sessionTableSize"),
+        ({"drainTimeoutSeconds": 3601}, "spec.dataplane.drainTimeoutSeconds"),
         ({"drainTimeoutSeconds": -1}, "spec.dataplane.drainTimeoutSeconds"),
         ({"drainTimeoutSeconds": True}, "spec.dataplane.drainTimeoutSeconds"),
         ({"drainTimeoutSeconds": "30"}, "spec.dataplane.drainTimeoutSeconds"),

@@ -169,13 +169,13 @@ def test_pod_info_from_a_pod_body() -> None:
 
 def test_parse_cross_connection_round_trip() -> None:
     pods = [pod("fw-1", "firewall"), pod("fw-2", "firewall", terminating=True, node="node-2")]
-    chain = parse_chain(web_chain(dataplane={"sessionTableSize": 1024}))
+    chain = parse_chain(web_chain(dataplane={"drainTimeoutSeconds": 7}))
     body = compute_cross_connections(chain, pods)[0]
     spec = parse_cross_connection(body)
     assert spec == compute_links(chain, pods)[0]
     assert spec.side(Side.B).on_node("node-2")[0].state is EndpointState.DRAINING
     assert spec.nodes == frozenset({"node-1", "node-2"})
-    assert spec.dataplane.session_table_size == 1024
+    assert spec.dataplane.drain_timeout_seconds == 7
     assert spec.to_body() == body["spec"]
 
 

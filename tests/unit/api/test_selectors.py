@@ -52,13 +52,13 @@ def test_empty_selector() -> None:
 
 
 def test_body_round_trip() -> None:
-    from sfc_k8s.api.chain import _Problems
+    from sfc_k8s.api.chain import Problems
 
     body = {
         "matchLabels": {"app": "fw"},
         "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}],
     }
-    problems = _Problems()
+    problems = Problems()
     selector = parse_selector(body, "sel", problems)
     assert not problems.items
     assert selector.to_body() == body

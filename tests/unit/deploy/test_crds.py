@@ -96,7 +96,7 @@ def test_every_cel_rule_compiles(crd: dict[str, Any]) -> None:
 
 def test_valid_chains_are_admitted() -> None:
     assert admit(SFC, web_chain()) == []
-    assert admit(SFC, web_chain(dataplane={"sessionTableSize": 65536})) == []
+    assert admit(SFC, web_chain(dataplane={"drainTimeoutSeconds": 30})) == []
     body = web_chain()
     body["spec"]["functions"][0]["selector"] = {
         "matchExpressions": [
@@ -171,8 +171,8 @@ INVALID = {
     "long interface": (_set("functions.0.interfaces", ["abcdefghijklmnop"]), "is too long"),
     "no functions": (_set("functions", []), "should be non-empty"),
     "no links": (_set("links", []), "should be non-empty"),
-    "huge session table": (
-        _set("dataplane", {"sessionTableSize": 1 << 25}),
+    "long drain timeout": (
+        _set("dataplane", {"drainTimeoutSeconds": 3601}),
         "is greater than the maximum",
     ),
 }

@@ -131,7 +131,7 @@ def test_unchanged_field_invalid_under_a_new_rule_is_ratcheted(store: Store) -> 
     # 'firewall' (8 characters) breaks both new constraints but is stored: other writes pass
     store.patch(chains, "default", "web", PATCH_MERGE, {"metadata": {"labels": {"x": "1"}}})
     store.patch(
-        chains, "default", "web", PATCH_MERGE, {"spec": {"dataplane": {"sessionTableSize": 64}}}
+        chains, "default", "web", PATCH_MERGE, {"spec": {"dataplane": {"drainTimeoutSeconds": 5}}}
     )
     store.patch(
         chains,
