@@ -126,67 +126,97 @@ def compute_cross_connections(
     return sorted(bodies, key=lambda b: b["metadata"]["name"])
 
 
-def _parse_side(raw: object, side: Side, problems: list[str]) -> CrossConnectionSide:
+_REQUIRED_ENDPOINT_KEYS = ("pod", "podUID", "node", "interface", "state")
+
+
+def _parse_endpoint(item: object, at: str, problems: Problems) -> EndpointSpec | None:
+    if not isinstance(item, Mapping):
+        problems.add(at, "must be an object")
+        return None
+    missing = [
+        key
+        for key in _REQUIRED_ENDPOINT_KEYS
+        if not isinstance(item.get(key), str) or not item.get(key)
+    ]
+    if missing:
+        problems.add(at, f"missing {', '.join(missing)}")
+        return None
+    try:
+        state = EndpointState(item["state"])
+    except ValueError:
+        problems.add(f"{at}.state", f"{item['state']!r} is neither active nor draining")
+        return None
+    host = item.get("hostInterface")
+    if host is not None and (not isinstance(host, str) or not host):
+        problems.add(f"{at}.hostInterface", f"{host!r} is not an interface name")
+        return None
+    return EndpointSpec(
+        pod=item["pod"],
+        pod_uid=item["podUID"],
+        node=item["node"],
+        interface=item["interface"],
+        # Optional: the CNI plugin names the host end from these two, so can anyone.
+        host_interface=host or host_ifname(item["podUID"], item["interface"]),
+        state=state,
+    )
+
+
+def _parse_side(raw: object, side: Side, problems: Problems) -> CrossConnectionSide:
     if not isinstance(raw, Mapping):
-        problems.append(f"spec.{side}: must be an object with function, interface and endpoints")
+        problems.add(f"spec.{side}", "must be an object with function, interface and endpoints")
         return CrossConnectionSide("", "")
-    endpoints: list[EndpointSpec] = []
-    for i, item in enumerate(raw.get("endpoints") or ()):
-        at = f"spec.{side}.endpoints[{i}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{at}: must be an object")
-            continue
-        missing = [
-            key
-            for key in ("pod", "podUID", "node", "interface", "hostInterface", "state")
-            if not isinstance(item.get(key), str) or not item.get(key)
-        ]
-        if missing:
-            problems.append(f"{at}: missing {', '.join(missing)}")
-            continue
-        try:
-            state = EndpointState(item["state"])
-        except ValueError:
-            problems.append(f"{at}.state: {item['state']!r} is neither active nor draining")
-            continue
-        endpoints.append(
-            EndpointSpec(
-                pod=item["pod"],
-                pod_uid=item["podUID"],
-                node=item["node"],
-                interface=item["interface"],
-                host_interface=item["hostInterface"],
-                state=state,
-            )
-        )
+    endpoints = [
+        endpoint
+        for i, item in enumerate(raw.get("endpoints") or ())
+        if (endpoint := _parse_endpoint(item, f"spec.{side}.endpoints[{i}]", problems))
+    ]
     return CrossConnectionSide(
         str(raw.get("function") or ""), str(raw.get("interface") or ""), tuple(endpoints)
     )
 
 
-def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
-    """Parse a CrossConnection body (as the node agent receives it).
+def _check_host_interfaces(
+    a: CrossConnectionSide, b: CrossConnectionSide, problems: Problems
+) -> None:
+    """A host interface can be one endpoint of one side only (per node: names are local)."""
+    seen: set[tuple[str, str]] = set()
+    for side, endpoints in ((Side.A, a.endpoints), (Side.B, b.endpoints)):
+        for i, ep in enumerate(endpoints):
+            key = (ep.node, ep.host_interface)
+            if key in seen:
+                problems.add(
+                    f"spec.{side}.endpoints[{i}]",
+                    f"host interface {ep.host_interface!r} of node {ep.node!r} is already used"
+                    " by another endpoint of this cross-connection; each pod interface belongs"
+                    " to one link side",
+                )
+            seen.add(key)
 
-    Raises ``CrossConnectionInvalid`` listing every problem.
+
+def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
+    """Parse a CrossConnection body: the one parser, called by the node agent on every event.
+
+    ``hostInterface`` may be absent from an endpoint: it is then derived from ``podUID`` and
+    ``interface`` as the CNI plugin names the host end. Raises ``CrossConnectionInvalid``
+    listing every problem, each with the field at fault.
     """
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
     spec = body.get("spec")
-    problems: list[str] = []
     if not isinstance(spec, Mapping):
         raise CrossConnectionInvalid(name, ["spec: is missing"])
+    problems = Problems()
     chain, link = spec.get("chain"), spec.get("link")
     if not isinstance(chain, str) or not chain:
-        problems.append("spec.chain: must name the owning chain")
+        problems.add("spec.chain", "must name the owning chain")
     if not isinstance(link, str) or not link:
-        problems.append("spec.link: must name the chain's link")
+        problems.add("spec.link", "must name the chain's link")
     a = _parse_side(spec.get("a"), Side.A, problems)
     b = _parse_side(spec.get("b"), Side.B, problems)
-    found = Problems()
-    dataplane = parse_dataplane(spec.get("dataplane"), found)
-    problems += found.items
-    if problems:
-        raise CrossConnectionInvalid(name, problems)
+    _check_host_interfaces(a, b, problems)
+    dataplane = parse_dataplane(spec.get("dataplane"), problems)
+    if problems.items:
+        raise CrossConnectionInvalid(name, problems.items)
     return CrossConnectionSpec(str(chain), str(link), a, b, dataplane)
 
 

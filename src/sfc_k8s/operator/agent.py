@@ -48,7 +48,15 @@ from typing import Any
 
 import kopf
 
-from sfc_k8s.api.models import GROUP, VERSION, XC_PLURAL
+from sfc_k8s.api import (
+    GROUP,
+    VERSION,
+    XC_PLURAL,
+    CrossConnectionInvalid,
+    EndpointState,
+    Side,
+    parse_cross_connection,
+)
 from sfc_k8s.dataplane import (
     DEFAULT_BPFFS_ROOT,
     SESSIONS_DEFAULT,
@@ -58,23 +66,19 @@ from sfc_k8s.dataplane import (
     EndpointNotFound,
     InterfaceNotFound,
     LinkNotFound,
-    Side,
 )
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
-    SIDES,
     ActivateEndpoint,
     AddEndpoint,
     CreateLink,
     DeleteLink,
     DrainEndpoint,
-    InvalidCrossConnectionError,
     LocalEndpoint,
     Operation,
     RemoveEndpoint,
     after_operation,
     desired_projection,
-    drain_timeout,
     expire_drains,
     link_name,
     local_endpoints,
@@ -258,14 +262,14 @@ class NodeAgent:
         node = self.config.node
         return any(
             isinstance(ep, Mapping) and ep.get("node") == node
-            for side in SIDES
+            for side in Side
             for ep in ((spec.get(side) or {}).get("endpoints") or ())
         )
 
     async def _program(
         self,
         *,
-        spec: kopf.Spec,
+        body: kopf.Body,
         meta: kopf.Meta,
         status: kopf.Status,
         namespace: str | None,
@@ -279,9 +283,8 @@ class NodeAgent:
         link = link_name(namespace, name)
         generation = meta.get("generation")
         try:
-            wanted = local_endpoints(spec, self.config.node)
-            timeout = drain_timeout(spec)
-        except InvalidCrossConnectionError as err:
+            xc = parse_cross_connection(body)
+        except CrossConnectionInvalid as err:
             self.metrics.reconcile_errors.labels("invalid").inc()
             self._report(
                 patch=patch,
@@ -289,9 +292,11 @@ class NodeAgent:
                 generation=generation,
                 programmed=len(self._programmed(link) or ()),
                 ready=False,
-                message=str(err),
+                message="; ".join(err.problems),
             )
             raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
+        wanted = local_endpoints(xc, self.config.node)
+        timeout = xc.dataplane.drain_timeout_seconds
 
         try:
             current = self._programmed(link)
@@ -364,7 +369,7 @@ class NodeAgent:
         except LinkNotFound:
             self._links.pop(link, None)
             return None
-        return [LocalEndpoint(ep.side.value, ep.ifname, ep.state.value) for ep in endpoints]
+        return [LocalEndpoint(ep.side, ep.ifname, ep.state) for ep in endpoints]
 
     def _track_drains(
         self, link: str, programmed: Sequence[LocalEndpoint] | None, now: float
@@ -376,7 +381,9 @@ class NodeAgent:
             return {}
         previous = self._drained_at.get(link, {})
         marks = {
-            ep.ifname: previous.get(ep.ifname, now) for ep in programmed if ep.mode == "draining"
+            ep.ifname: previous.get(ep.ifname, now)
+            for ep in programmed
+            if ep.mode is EndpointState.DRAINING
         }
         if marks:
             self._drained_at[link] = marks
@@ -390,8 +397,10 @@ class NodeAgent:
             return False
         node = self.config.node
         return any(
-            isinstance(ep, Mapping) and ep.get("node") == node and ep.get("state") == "draining"
-            for side in SIDES
+            isinstance(ep, Mapping)
+            and ep.get("node") == node
+            and ep.get("state") == EndpointState.DRAINING
+            for side in Side
             for ep in ((spec.get(side) or {}).get("endpoints") or ())
         )
 
@@ -402,37 +411,12 @@ class NodeAgent:
         name: str,
         current: Sequence[LocalEndpoint] | None,
     ) -> _Outcome:
-        dp = self.dataplane
         outcome = _Outcome()
         state = None if current is None else {ep.ifname: ep for ep in current}
         for op in ops:
             op_started = time.monotonic()
-            skipped: list[str] = []
             try:
-                match op:
-                    case CreateLink(link=link, side_a=side_a, side_b=side_b):
-                        skipped = self._create_link(link, side_a, side_b)
-                        outcome.waiting += skipped
-                        self._links[link] = (namespace, name)
-                        kind = "create_link"
-                    case DeleteLink(link=link):
-                        with contextlib.suppress(LinkNotFound):
-                            dp.delete_link(link)
-                        self._links.pop(link, None)
-                        kind = "delete_link"
-                    case AddEndpoint(link=link, side=side, ifname=ifname):
-                        dp.add_endpoint(link, Side(side), ifname)
-                        kind = "add_endpoint"
-                    case ActivateEndpoint(link=link, side=side, ifname=ifname):
-                        dp.activate_endpoint(link, Side(side), ifname)
-                        kind = "activate_endpoint"
-                    case DrainEndpoint(link=link, side=side, ifname=ifname):
-                        dp.drain_endpoint(link, Side(side), ifname)
-                        kind = "drain_endpoint"
-                    case RemoveEndpoint(link=link, side=side, ifname=ifname):
-                        with contextlib.suppress(EndpointNotFound):
-                            dp.remove_endpoint(link, Side(side), ifname)
-                        kind = "remove_endpoint"
+                kind, skipped = self._run(op)
             except InterfaceNotFound:
                 if isinstance(op, AddEndpoint):
                     outcome.waiting.append(op.ifname)
@@ -444,8 +428,11 @@ class NodeAgent:
                 if isinstance(op, CreateLink):
                     break  # the endpoint operations would all fail on the missing link
                 continue
+            outcome.waiting += skipped
             state = after_operation(state, op, skipped=skipped)
-            if not isinstance(op, DeleteLink):
+            if isinstance(op, DeleteLink):
+                self._links.pop(op.link, None)
+            else:
                 self._links[op.link] = (namespace, name)
             self.metrics.operations.labels(kind).inc()
             outcome.count(kind)
@@ -455,6 +442,31 @@ class NodeAgent:
                     observer(op, op_started, now)
         outcome.endpoints = None if state is None else list(state.values())
         return outcome
+
+    def _run(self, op: Operation) -> tuple[str, list[str]]:
+        """One data-plane call: the operation's kind, and the interfaces a ``CreateLink`` left
+        out because they do not exist."""
+        dp = self.dataplane
+        match op:
+            case CreateLink(link=link, side_a=side_a, side_b=side_b):
+                return "create_link", self._create_link(link, side_a, side_b)
+            case DeleteLink(link=link):
+                with contextlib.suppress(LinkNotFound):
+                    dp.delete_link(link)
+                return "delete_link", []
+            case AddEndpoint(link=link, side=side, ifname=ifname):
+                dp.add_endpoint(link, side, ifname)
+                return "add_endpoint", []
+            case ActivateEndpoint(link=link, side=side, ifname=ifname):
+                dp.activate_endpoint(link, side, ifname)
+                return "activate_endpoint", []
+            case DrainEndpoint(link=link, side=side, ifname=ifname):
+                dp.drain_endpoint(link, side, ifname)
+                return "drain_endpoint", []
+            case RemoveEndpoint(link=link, side=side, ifname=ifname):
+                with contextlib.suppress(EndpointNotFound):
+                    dp.remove_endpoint(link, side, ifname)
+                return "remove_endpoint", []
 
     def _create_link(self, link: str, side_a: Sequence[str], side_b: Sequence[str]) -> list[str]:
         """Create ``link`` with the listed interfaces that exist; returns the missing ones."""

@@ -1,15 +1,16 @@
 """Pure logic of the node agent: what a CrossConnection asks of this node's data plane.
 
-The agent's Kopf handlers (``sfc_k8s.operator.agent``) stay thin: they read the CrossConnection
-spec and the programmed ``LinkStatus``, call the functions below, then apply the returned
-operations to the data plane. Nothing here does I/O, so the whole decision logic is unit-tested
+The agent's Kopf handlers (``sfc_k8s.operator.agent``) stay thin: they parse the CrossConnection
+with ``sfc_k8s.api.parse_cross_connection`` (the one parser of that resource), read the
+programmed endpoints, call the functions below, then apply the returned operations to the data
+plane. Nothing here does I/O, so the whole decision logic is unit-tested
 without root (``tests/unit/operator/test_agent_reconcile.py``).
 
 - ``link_name``: the data-plane link that carries one CrossConnection on a node (a valid bpffs
   folder name, deterministic, distinct per namespace and name).
 - ``local_endpoints``: the endpoints of a spec that live on one node, keyed by host interface.
 - ``plan``: desired endpoints vs programmed endpoints -> an ordered list of operations.
-- ``expire_drains``: the chain's ``drainTimeoutSeconds``: draining endpoints whose time is up
+- ``expire_drains``: the xc's ``drainTimeoutSeconds``: draining endpoints whose time is up
   are no longer desired (they get removed, sessions purged).
 - ``stale_links``: pinned links that no CrossConnection explains any more.
 """
@@ -20,14 +21,15 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from sfc_k8s.api.naming import host_ifname
-
-SideName = Literal["a", "b"]
-EndpointMode = Literal["active", "draining"]
-SIDES: tuple[SideName, SideName] = ("a", "b")
-MODES: tuple[EndpointMode, EndpointMode] = ("active", "draining")
+from sfc_k8s.api import (
+    CrossConnectionInvalid,
+    CrossConnectionSpec,
+    EndpointState,
+    Side,
+    parse_cross_connection,
+)
 
 # Link names become bpffs folder names: bpffs refuses names with a dot, and '/' separates paths.
 # Kubernetes namespaces are DNS labels (no '_', no '.') and object names are DNS subdomains
@@ -36,10 +38,6 @@ MODES: tuple[EndpointMode, EndpointMode] = ("active", "draining")
 LINK_NAME_MAX = 128
 _HASH_LEN = 12
 _LINK_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?_[a-z0-9_-]+")
-
-
-class InvalidCrossConnectionError(ValueError):
-    """The spec cannot be programmed as written (a controller bug or a hand-made object)."""
 
 
 def link_name(namespace: str, name: str) -> str:
@@ -68,47 +66,19 @@ def is_agent_link(name: str, *, namespace: str | None = None) -> bool:
 class LocalEndpoint:
     """One endpoint of a CrossConnection on this node, as the data plane sees it."""
 
-    side: SideName
+    side: Side
     ifname: str  # host-side interface
-    mode: EndpointMode
+    mode: EndpointState
 
 
-def local_endpoints(spec: Mapping[str, Any], node: str) -> dict[str, LocalEndpoint]:
-    """The endpoints of CrossConnection ``spec`` whose ``node`` is ``node``, by host interface.
-
-    ``hostInterface`` is optional in the spec: when absent it is derived from the pod UID and
-    the pod interface exactly as the CNI plugin names the host end. Raises
-    ``InvalidCrossConnectionError`` for a spec that names one interface twice or an unknown state.
-    """
-    found: dict[str, LocalEndpoint] = {}
-    for side in SIDES:
-        side_spec = spec.get(side) or {}
-        for index, endpoint in enumerate(side_spec.get("endpoints") or []):
-            if endpoint.get("node") != node:
-                continue
-            where = f"spec.{side}.endpoints[{index}]"
-            ifname = endpoint.get("hostInterface") or _derived_ifname(endpoint, where)
-            mode = endpoint.get("state", "active")
-            if mode not in MODES:
-                raise InvalidCrossConnectionError(
-                    f"{where}: state {mode!r} is not one of {', '.join(MODES)}"
-                )
-            if ifname in found:
-                raise InvalidCrossConnectionError(
-                    f"{where}: host interface {ifname!r} is already used by another endpoint"
-                    " of this cross-connection; each pod interface belongs to one link side"
-                )
-            found[ifname] = LocalEndpoint(side, ifname, mode)
-    return found
-
-
-def _derived_ifname(endpoint: Mapping[str, Any], where: str) -> str:
-    pod_uid, pod_ifname = endpoint.get("podUID"), endpoint.get("interface")
-    if not pod_uid or not pod_ifname:
-        raise InvalidCrossConnectionError(
-            f"{where}: needs hostInterface, or podUID and interface to derive it"
-        )
-    return host_ifname(str(pod_uid), str(pod_ifname))
+def local_endpoints(spec: CrossConnectionSpec, node: str) -> dict[str, LocalEndpoint]:
+    """The endpoints of ``spec`` whose ``node`` is ``node``, by host interface (the parser has
+    already refused a spec that names one interface twice)."""
+    return {
+        ep.host_interface: LocalEndpoint(side, ep.host_interface, ep.state)
+        for side in Side
+        for ep in spec.side(side).on_node(node)
+    }
 
 
 # Operations, applied in the order ``plan`` returns them.
@@ -129,28 +99,28 @@ class DeleteLink:
 @dataclass(frozen=True)
 class AddEndpoint:
     link: str
-    side: SideName
+    side: Side
     ifname: str
 
 
 @dataclass(frozen=True)
 class DrainEndpoint:
     link: str
-    side: SideName
+    side: Side
     ifname: str
 
 
 @dataclass(frozen=True)
 class ActivateEndpoint:
     link: str
-    side: SideName
+    side: Side
     ifname: str
 
 
 @dataclass(frozen=True)
 class RemoveEndpoint:
     link: str
-    side: SideName
+    side: Side
     ifname: str
 
 
@@ -189,14 +159,14 @@ def plan(
     keep = 0
     for ifname, want in desired.items():
         have = current.get(ifname)
-        if want.mode == "draining":
+        if want.mode is EndpointState.DRAINING:
             if have is None:
                 continue
             if have.side != want.side:  # a draining endpoint cannot move: drop its sessions
                 remove.append(have)
                 continue
             keep += 1
-            if have.mode == "active":
+            if have.mode is EndpointState.ACTIVE:
                 drain.append(want)
             continue
         keep += 1
@@ -205,7 +175,7 @@ def plan(
         elif have.side != want.side:
             readd.append(have)
             add.append(want)
-        elif have.mode != "active":
+        elif have.mode is not EndpointState.ACTIVE:
             activate.append(want)
     remove += [have for ifname, have in current.items() if ifname not in desired]
 
@@ -216,8 +186,8 @@ def plan(
         return [
             CreateLink(
                 link,
-                tuple(ep.ifname for ep in first if ep.side == "a"),
-                tuple(ep.ifname for ep in first if ep.side == "b"),
+                tuple(ep.ifname for ep in first if ep.side is Side.A),
+                tuple(ep.ifname for ep in first if ep.side is Side.B),
             )
         ]
     ops: list[Operation] = [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(readd)]
@@ -238,9 +208,9 @@ def after_operation(
     a ``CreateLink`` left out because they did not exist. Lets the agent know the result of its
     operations without reading the data plane back (a status read walks the session table)."""
     if isinstance(op, CreateLink):
-        sides: tuple[tuple[SideName, tuple[str, ...]], ...] = (("a", op.side_a), ("b", op.side_b))
+        sides = ((Side.A, op.side_a), (Side.B, op.side_b))
         return {
-            ifname: LocalEndpoint(side, ifname, "active")
+            ifname: LocalEndpoint(side, ifname, EndpointState.ACTIVE)
             for side, names in sides
             for ifname in names
             if ifname not in skipped
@@ -251,21 +221,10 @@ def after_operation(
     if isinstance(op, RemoveEndpoint):
         result.pop(op.ifname, None)
     else:
-        mode: EndpointMode = "draining" if isinstance(op, DrainEndpoint) else "active"
+        drained = isinstance(op, DrainEndpoint)
+        mode = EndpointState.DRAINING if drained else EndpointState.ACTIVE
         result[op.ifname] = LocalEndpoint(op.side, op.ifname, mode)
     return result
-
-
-def drain_timeout(spec: Mapping[str, Any]) -> float | None:
-    """``spec.dataplane.drainTimeoutSeconds`` (None: drain until the controller removes it)."""
-    value = (spec.get("dataplane") or {}).get("drainTimeoutSeconds")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidCrossConnectionError(
-            f"spec.dataplane.drainTimeoutSeconds: {value!r} is not a number of seconds >= 0"
-        )
-    return float(value)
 
 
 def expire_drains(
@@ -286,7 +245,7 @@ def expire_drains(
     kept: dict[str, LocalEndpoint] = {}
     pending: list[float] = []
     for ifname, ep in desired.items():
-        if ep.mode == "draining":
+        if ep.mode is EndpointState.DRAINING:
             began = drained_at.get(ifname, now)
             left = began + timeout - now
             if left <= 0 and (ifname in drained_at or timeout == 0):
@@ -315,28 +274,28 @@ def stale_links(
 
 
 def desired_projection(spec: Mapping[str, Any], node: str) -> dict[str, Any]:
-    """The part of a spec that matters to ``node``: what the agent's change detection tracks.
+    """The part of a raw spec that matters to ``node``: what the agent's change detection tracks.
 
     Agents on other nodes ignore changes that do not touch their endpoints, and the stored
     "last handled" state stays small however many endpoints other nodes have. An invalid spec
     projects to its raw local entries so that a fix is still seen as a change.
     """
     try:
-        eps = local_endpoints(spec, node)
-    except InvalidCrossConnectionError:
+        eps = local_endpoints(parse_cross_connection({"spec": spec}), node)
+    except CrossConnectionInvalid:
         return {
             "spec": {
-                side: [
+                side.value: [
                     dict(ep)
                     for ep in ((spec.get(side) or {}).get("endpoints") or [])
-                    if ep.get("node") == node
+                    if isinstance(ep, Mapping) and ep.get("node") == node
                 ]
-                for side in SIDES
+                for side in Side
             }
         }
     return {
         "spec": {
-            side: sorted([ep.ifname, ep.mode] for ep in eps.values() if ep.side == side)
-            for side in SIDES
+            side.value: sorted([ep.ifname, ep.mode.value] for ep in eps.values() if ep.side is side)
+            for side in Side
         }
     }

@@ -192,7 +192,7 @@ def test_parse_cross_connection_reports_every_problem() -> None:
         "spec.chain: must name the owning chain",
         "spec.a: must be an object with function, interface and endpoints",
         "spec.b.endpoints[0].state: 'gone' is neither active nor draining",
-        "spec.b.endpoints[1]: missing podUID, node, interface, hostInterface, state",
+        "spec.b.endpoints[1]: missing podUID, node, interface, state",
     )
     with pytest.raises(CrossConnectionInvalid):
         parse_cross_connection({"metadata": {"name": "x"}})

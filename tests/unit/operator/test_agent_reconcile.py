@@ -1,10 +1,12 @@
 """The node agent's pure logic (sfc_k8s.operator.agent_reconcile).
 
 Covers: link names (deterministic, bpffs-safe, injective, bounded, recognisable); local endpoint
-extraction (node filter, derived host interfaces, invalid specs); the plan from desired to
-programmed endpoints (create, add, drain, remove, delete, re-activation, side moves, ordering,
-no-op when equal); stale-link detection for garbage collection; the per-node projection used for
-change detection; drain timeouts (which draining endpoints expire, when the next one does).
+extraction from the parsed spec (node filter, derived host interfaces; invalid specs refused by
+the one parser, ``sfc_k8s.api.parse_cross_connection``, with the field at fault); the plan from
+desired to programmed endpoints (create, add, drain, remove, delete, re-activation, side moves,
+ordering, no-op when equal); stale-link detection for garbage collection; the per-node
+projection used for change detection; drain timeouts (which draining endpoints expire, when the
+next one does).
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from typing import Any
 
 import pytest
 
+from sfc_k8s.api import (
+    CrossConnectionInvalid,
+    CrossConnectionSpec,
+    DataplaneSpec,
+    EndpointState,
+    Side,
+    parse_cross_connection,
+)
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.operator.agent_reconcile import (
     LINK_NAME_MAX,
@@ -21,12 +31,10 @@ from sfc_k8s.operator.agent_reconcile import (
     CreateLink,
     DeleteLink,
     DrainEndpoint,
-    InvalidCrossConnectionError,
     LocalEndpoint,
     RemoveEndpoint,
     after_operation,
     desired_projection,
-    drain_timeout,
     expire_drains,
     is_agent_link,
     link_name,
@@ -36,10 +44,11 @@ from sfc_k8s.operator.agent_reconcile import (
 )
 
 L = "default_web-a-b"
+A, B = Side.A, Side.B
 
 
 def ep(side: str, ifname: str, mode: str = "active") -> LocalEndpoint:
-    return LocalEndpoint(side, ifname, mode)  # type: ignore[arg-type]
+    return LocalEndpoint(Side(side), ifname, EndpointState(mode))
 
 
 def desired(*eps: LocalEndpoint) -> dict[str, LocalEndpoint]:
@@ -57,6 +66,21 @@ def spec_endpoint(pod: str, node: str, host: str | None, state: str = "active") 
     if host is not None:
         body["hostInterface"] = host
     return body
+
+
+def parsed(spec: dict[str, Any]) -> CrossConnectionSpec:
+    """A raw spec (sides a and b, maybe dataplane) through the one parser, as the agent does."""
+    full = {
+        "chain": "web",
+        "link": "a-b",
+        **{
+            side: {"function": f"f{side}", "interface": "eth1", **spec.get(side, {})}
+            for side in "ab"
+        },
+    }
+    if "dataplane" in spec:
+        full["dataplane"] = spec["dataplane"]
+    return parse_cross_connection({"metadata": {"name": "web-a-b"}, "spec": full})
 
 
 # -- link names ------------------------------------------------------------------------------
@@ -104,15 +128,17 @@ def test_local_endpoints_keeps_this_nodes_endpoints_only() -> None:
         "a": {"endpoints": [spec_endpoint("c1", "n1", "sfcaaa"), spec_endpoint("c2", "n2", "x")]},
         "b": {"endpoints": [spec_endpoint("f1", "n1", "sfcbbb", "draining")]},
     }
-    assert local_endpoints(spec, "n1") == desired(ep("a", "sfcaaa"), ep("b", "sfcbbb", "draining"))
-    assert local_endpoints(spec, "n3") == {}
-    assert local_endpoints({}, "n1") == {}
+    assert local_endpoints(parsed(spec), "n1") == desired(
+        ep("a", "sfcaaa"), ep("b", "sfcbbb", "draining")
+    )
+    assert local_endpoints(parsed(spec), "n3") == {}
+    assert local_endpoints(parsed({}), "n1") == {}
 
 
 def test_local_endpoints_derives_missing_host_interface_like_the_cni_plugin() -> None:
     spec = {"a": {"endpoints": [spec_endpoint("c1", "n1", None)]}}
     expected = host_ifname("uid-c1", "eth1")
-    assert local_endpoints(spec, "n1") == desired(ep("a", expected))
+    assert local_endpoints(parsed(spec), "n1") == desired(ep("a", expected))
 
 
 @pytest.mark.parametrize(
@@ -128,8 +154,8 @@ def test_local_endpoints_derives_missing_host_interface_like_the_cni_plugin() ->
     ids=["unknown-state", "interface-twice", "no-interface"],
 )
 def test_invalid_specs_are_refused_with_the_offending_field(spec: dict[str, Any]) -> None:
-    with pytest.raises(InvalidCrossConnectionError, match=r"spec\.[ab]\.endpoints\[0\]"):
-        local_endpoints(spec, "n1")
+    with pytest.raises(CrossConnectionInvalid, match=r"spec\.[ab]\.endpoints\[0\]"):
+        parsed(spec)
 
 
 # -- plan ------------------------------------------------------------------------------------
@@ -152,17 +178,15 @@ def test_equal_state_gives_no_operation() -> None:
 def test_scale_out_adds_only_the_new_endpoint() -> None:
     programmed = [ep("a", "sfc1"), ep("b", "sfc2")]
     ops = plan(L, desired(*programmed, ep("b", "sfc3")), programmed)
-    assert ops == [AddEndpoint(L, "b", "sfc3")]
+    assert ops == [AddEndpoint(L, B, "sfc3")]
 
 
 def test_terminating_endpoint_is_drained_then_removed() -> None:
     programmed = [ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3")]
     draining = desired(ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining"))
-    assert plan(L, draining, programmed) == [DrainEndpoint(L, "b", "sfc3")]
+    assert plan(L, draining, programmed) == [DrainEndpoint(L, B, "sfc3")]
     now = [ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining")]
-    assert plan(L, desired(ep("a", "sfc1"), ep("b", "sfc2")), now) == [
-        RemoveEndpoint(L, "b", "sfc3")
-    ]
+    assert plan(L, desired(ep("a", "sfc1"), ep("b", "sfc2")), now) == [RemoveEndpoint(L, B, "sfc3")]
 
 
 def test_draining_endpoint_never_programmed_is_not_added() -> None:
@@ -175,9 +199,9 @@ def test_replacement_adds_before_it_drains_and_removes() -> None:
     programmed = [ep("a", "sfc1"), ep("b", "old1"), ep("b", "old2")]
     want = desired(ep("a", "sfc1"), ep("b", "new"), ep("b", "old1", "draining"))
     assert plan(L, want, programmed) == [
-        AddEndpoint(L, "b", "new"),
-        DrainEndpoint(L, "b", "old1"),
-        RemoveEndpoint(L, "b", "old2"),
+        AddEndpoint(L, B, "new"),
+        DrainEndpoint(L, B, "old1"),
+        RemoveEndpoint(L, B, "old2"),
     ]
 
 
@@ -185,18 +209,18 @@ def test_reactivation_is_in_place_and_side_moves_remove_then_add() -> None:
     programmed = [ep("a", "sfc1", "draining"), ep("b", "sfc2"), ep("b", "sfc3", "draining")]
     want = desired(ep("a", "sfc1"), ep("a", "sfc2"), ep("a", "sfc3"))
     assert plan(L, want, programmed) == [
-        RemoveEndpoint(L, "b", "sfc2"),
-        RemoveEndpoint(L, "b", "sfc3"),
-        AddEndpoint(L, "a", "sfc2"),
-        AddEndpoint(L, "a", "sfc3"),
-        ActivateEndpoint(L, "a", "sfc1"),
+        RemoveEndpoint(L, B, "sfc2"),
+        RemoveEndpoint(L, B, "sfc3"),
+        AddEndpoint(L, A, "sfc2"),
+        AddEndpoint(L, A, "sfc3"),
+        ActivateEndpoint(L, A, "sfc1"),
     ]
 
 
 def test_draining_endpoint_that_moves_side_is_removed_only() -> None:
     programmed = [ep("a", "sfc1"), ep("b", "sfc2")]
     want = desired(ep("a", "sfc1"), ep("a", "sfc2", "draining"))
-    assert plan(L, want, programmed) == [RemoveEndpoint(L, "b", "sfc2")]
+    assert plan(L, want, programmed) == [RemoveEndpoint(L, B, "sfc2")]
 
 
 def test_link_is_deleted_when_nothing_is_left_to_keep() -> None:
@@ -205,12 +229,12 @@ def test_link_is_deleted_when_nothing_is_left_to_keep() -> None:
     assert plan(L, {}, []) == [DeleteLink(L)]
     # A draining endpoint still holds sessions: the link stays while it drains.
     assert plan(L, desired(ep("b", "sfc2", "draining")), programmed) == [
-        RemoveEndpoint(L, "a", "sfc1")
+        RemoveEndpoint(L, A, "sfc1")
     ]
 
 
 def test_existing_empty_link_is_filled_without_recreating_it() -> None:
-    assert plan(L, desired(ep("a", "sfc1")), []) == [AddEndpoint(L, "a", "sfc1")]
+    assert plan(L, desired(ep("a", "sfc1")), []) == [AddEndpoint(L, A, "sfc1")]
 
 
 # -- garbage collection and change detection ---------------------------------------------------
@@ -252,10 +276,10 @@ def test_projection_changes_only_with_this_nodes_endpoints() -> None:
 
 
 def test_drain_timeout_comes_from_the_spec() -> None:
-    assert drain_timeout({}) is None
-    assert drain_timeout({"dataplane": {"drainTimeoutSeconds": 30}}) == 30.0
-    with pytest.raises(InvalidCrossConnectionError, match="drainTimeoutSeconds"):
-        drain_timeout({"dataplane": {"drainTimeoutSeconds": -1}})
+    assert parsed({}).dataplane == DataplaneSpec()
+    assert parsed({"dataplane": {"drainTimeoutSeconds": 30}}).dataplane.drain_timeout_seconds == 30
+    with pytest.raises(CrossConnectionInvalid, match=r"spec\.dataplane\.drainTimeoutSeconds"):
+        parsed({"dataplane": {"drainTimeoutSeconds": -1}})
 
 
 def test_drains_expire_after_the_timeout_only() -> None:
@@ -266,8 +290,8 @@ def test_drains_expire_after_the_timeout_only() -> None:
     kept, wake = expire_drains(want, {"old": 100.0}, 130.0, 30.0)
     assert set(kept) == {"sfc1", "new"} and wake == 30.0
     assert plan(L, kept, [ep("a", "sfc1"), ep("b", "old", "draining"), ep("b", "new")]) == [
-        DrainEndpoint(L, "b", "new"),
-        RemoveEndpoint(L, "b", "old"),
+        DrainEndpoint(L, B, "new"),
+        RemoveEndpoint(L, B, "old"),
     ]
 
 
@@ -281,10 +305,10 @@ def test_no_timeout_keeps_draining_and_zero_removes_at_once() -> None:
 def test_after_operation_tracks_the_result_without_reading_back() -> None:
     state = after_operation(None, CreateLink(L, ("sfc1",), ("sfc2", "gone")), skipped=["gone"])
     assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
-    state = after_operation(state, AddEndpoint(L, "b", "sfc3"))
-    state = after_operation(state, DrainEndpoint(L, "b", "sfc2"))
+    state = after_operation(state, AddEndpoint(L, B, "sfc3"))
+    state = after_operation(state, DrainEndpoint(L, B, "sfc2"))
     assert state == desired(ep("a", "sfc1"), ep("b", "sfc2", "draining"), ep("b", "sfc3"))
-    state = after_operation(state, ActivateEndpoint(L, "b", "sfc2"))
-    state = after_operation(state, RemoveEndpoint(L, "b", "sfc3"))
+    state = after_operation(state, ActivateEndpoint(L, B, "sfc2"))
+    state = after_operation(state, RemoveEndpoint(L, B, "sfc3"))
     assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
     assert after_operation(state, DeleteLink(L)) is None
