@@ -11,12 +11,14 @@ Public surface (import from ``sfc_k8s.api``):
   ``ConditionStatus``, ``Reason``, and the group/kind/label constants;
 - ``parse_chain(body) -> ChainSpec`` (raises ``ChainInvalid``), ``parse_cross_connection``;
 - ``pod_info(body) -> PodInfo``, ``selector_overlaps``, ``interface_conflicts``;
+- ``attached_interfaces(pod)`` (the pod's network-status annotation), ``ready_since(pod)``;
 - ``compute_links(chain, pods)``, ``compute_cross_connections(chain, pods)``,
   ``link_programming(xc_body)``;
 - ``compute_chain_status``, ``invalid_chain_status``, ``set_condition``,
   ``condition_changes``.
 """
 
+from sfc_k8s.api.attachments import NETWORK_STATUS_ANNOTATION, attached_interfaces, ready_since
 from sfc_k8s.api.chain import parse_chain, parse_selector
 from sfc_k8s.api.crossconnection import (
     LinkProgramming,
@@ -81,6 +83,7 @@ __all__ = [
     "CHAIN_PLURAL",
     "GROUP",
     "LINK_LABEL",
+    "NETWORK_STATUS_ANNOTATION",
     "VERSION",
     "XC_KIND",
     "XC_PLURAL",
@@ -105,6 +108,7 @@ __all__ = [
     "SelectorOperator",
     "SelectorRequirement",
     "Side",
+    "attached_interfaces",
     "compute_chain_status",
     "compute_cross_connections",
     "compute_links",
@@ -123,6 +127,7 @@ __all__ = [
     "parse_cross_connection",
     "parse_selector",
     "pod_info",
+    "ready_since",
     "selector_overlaps",
     "set_condition",
     "xc_name",

@@ -18,9 +18,11 @@ gone ones are removed (sessions purged). The handlers are thin: parse, ``agent_r
   elsewhere costs it no data-plane work, only a status refresh.
 - Status: ``status.nodes.<node>`` = programmedEndpoints, observedGeneration, ready, message,
   lastUpdate (a JSON merge patch touches only this node's key), written only when it changes.
-- A host interface that does not exist yet (the pod's veth is still being created) is retried
-  with ``kopf.TemporaryError`` after ``retry_delay``; the status says which interfaces it waits
-  for, and every endpoint that can be programmed already is.
+- A host interface that does not exist: every endpoint that can be programmed already is, and
+  the agent reads the endpoint's pod to tell "not yet" (the veth is still being created:
+  retried with ``kopf.TemporaryError`` after ``retry_delay``, doubling up to
+  ``max_retry_delay``) from "never" (the pod's network-status, or its long readiness, says it
+  has no such interface: reported by pod and interface, re-checked every ``max_retry_delay``).
 - Restart: ``Dataplane`` adopts the pinned programs and maps (traffic never stops), and the
   resume handlers apply only the difference. Links that no xc explains any more (deleted while
   the agent was down, or with its finalizer forcibly removed) are garbage-collected after a
@@ -53,6 +55,7 @@ from sfc_k8s.api import (
     VERSION,
     XC_PLURAL,
     CrossConnectionInvalid,
+    CrossConnectionSpec,
     EndpointState,
     Side,
     parse_cross_connection,
@@ -77,12 +80,14 @@ from sfc_k8s.operator.agent_reconcile import (
     LocalEndpoint,
     Operation,
     RemoveEndpoint,
+    absent_interface,
     after_operation,
     desired_projection,
     expire_drains,
     link_name,
     local_endpoints,
     plan,
+    retry_delay,
     stale_links,
 )
 from sfc_k8s.operator.kube import (
@@ -112,7 +117,9 @@ class AgentConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    retry_delay: float = 1.0  # interface not created yet
+    retry_delay: float = 1.0  # interface not created yet: first retry, then doubling...
+    max_retry_delay: float = 30.0  # ...up to this; also the pace of an interface never coming
+    interface_grace: float = 30.0  # a Ready pod without network-status has its interfaces by then
     conflict_delay: float = 5.0  # interface held by another link, capacity, other data-plane errors
     gc_interval: float = 300.0
     log_format: str = "json"  # json | plain | full (main() configures logging with it)
@@ -173,6 +180,7 @@ class NodeAgent:
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
         self._drained_at: dict[str, dict[str, float]] = {}  # link -> ifname -> monotonic
         self._gc_task: asyncio.Task[None] | None = None
+        self._kube: KubeClient | None = None  # reads pods whose interfaces are missing
         # Called after each applied operation with the time.monotonic() it started and ended
         # (benchmarks time reactions with it, without polling the maps); quick, never raising.
         self.observers: list[Callable[[Operation, float, float], None]] = []
@@ -244,6 +252,9 @@ class NodeAgent:
         self._gc_task = asyncio.create_task(self._gc_loop(), name="sfc-k8s-agent-gc")
 
     async def _cleanup(self, **_: Any) -> None:
+        if self._kube is not None:
+            await self._kube.close()
+            self._kube = None
         if self._gc_task is not None:
             self._gc_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,6 +287,7 @@ class NodeAgent:
         name: str,
         patch: kopf.Patch,
         logger: kopf.Logger,
+        retry: int = 0,
         **_: Any,
     ) -> None:
         started = time.perf_counter()
@@ -313,15 +325,8 @@ class NodeAgent:
         after = outcome.endpoints
         self._track_drains(link, after, time.monotonic())
         programmed = None if after is None else len(after)
-        message = ""
-        if outcome.waiting:
-            message = (
-                f"waiting for interface(s) {', '.join(sorted(outcome.waiting))}: not created yet"
-                " on this node (pod networking still being set up); will retry"
-            )
-        if outcome.failures:
-            message = "; ".join([*outcome.failures, *([message] if message else [])])
-        ready = not message
+        absent, pending = await self._missing(namespace, xc, outcome.waiting)
+        message = _problem_message(outcome.failures, absent, pending)
         if programmed is None and not wanted:
             self._forget(patch, status)
         else:
@@ -330,7 +335,7 @@ class NodeAgent:
                 status=status,
                 generation=generation,
                 programmed=programmed or 0,
-                ready=ready,
+                ready=not message,
                 message=message,
             )
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
@@ -340,9 +345,58 @@ class NodeAgent:
         if outcome.failures:
             self.metrics.reconcile_errors.labels("dataplane").inc()
             raise kopf.TemporaryError(message, delay=self.config.conflict_delay)
-        if outcome.waiting:
+        if pending:  # not there yet: back off, from --retry-delay up to --max-retry-delay
             self.metrics.reconcile_errors.labels("interface_missing").inc()
-            raise kopf.TemporaryError(message, delay=self.config.retry_delay)
+            first, cap = self.config.retry_delay, self.config.max_retry_delay
+            raise kopf.TemporaryError(message, delay=retry_delay(retry, first=first, cap=cap))
+        if absent:  # never coming: look again now and then (the pod could still be replaced)
+            self.metrics.reconcile_errors.labels("pod_lacks_interface").inc()
+            raise kopf.TemporaryError(message, delay=self.config.max_retry_delay)
+
+    async def _missing(
+        self, namespace: str, xc: CrossConnectionSpec, waiting: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """Sort the host interfaces that do not exist into those the pod will never have (a
+        message each, naming the pod and its interface) and those still awaited (described)."""
+        if not waiting:
+            return [], []
+        by_host = {
+            ep.host_interface: ep for side in Side for ep in xc.side(side).on_node(self.config.node)
+        }
+        pods: dict[str, Mapping[str, Any] | None] = {}
+        now = datetime.datetime.now(datetime.UTC)
+        absent: list[str] = []
+        pending: list[str] = []
+        for ifname in sorted(set(waiting)):
+            ep = by_host.get(ifname)
+            if ep is None:
+                pending.append(ifname)
+                continue
+            if ep.pod not in pods:
+                pods[ep.pod] = await self._read_pod(namespace, ep.pod)
+            grace = self.config.interface_grace
+            problem = absent_interface(ep, namespace, pods[ep.pod], now=now, grace=grace)
+            if problem:
+                absent.append(problem)
+            else:
+                pending.append(f"{ep.interface} of {namespace}/{ep.pod} ({ifname})")
+        return absent, pending
+
+    async def _read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Pod body (None: gone, or unreadable: then nothing is concluded from it)."""
+        if self._connection is None:
+            return None
+        if self._kube is None:
+            self._kube = KubeClient(
+                self._connection, user_agent=f"sfc-k8s-agent/{self.config.node}"
+            )
+            await self._kube.open()
+        try:
+            return await self._kube.get(object_path("", "v1", "pods", namespace, name=name))
+        except KubeApiError as err:
+            if err.status != 404:
+                logger.warning("cannot read pod %s/%s: %s", namespace, name, err)
+            return None
 
     async def _release(
         self, *, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
@@ -585,6 +639,18 @@ def _describe(op: Operation) -> str:
             return f"failed to remove {ifname!r} from side {side} of link {link!r}"
 
 
+def _problem_message(failures: Sequence[str], absent: Sequence[str], pending: Sequence[str]) -> str:
+    """What the node reports when a link is not fully programmed ("" when it is). Stable from
+    one retry to the next, so retries write no status."""
+    parts = [*failures, *absent]
+    if pending:
+        parts.append(
+            f"waiting for interface(s) {', '.join(pending)}: not created yet on this node"
+            " (pod networking still being set up); will retry"
+        )
+    return "; ".join(parts)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -634,7 +700,20 @@ def _parser() -> argparse.ArgumentParser:
         default=int(env("SFC_K8S_SESSION_TABLE_SIZE", str(SESSIONS_DEFAULT))),
         help="sessions the node-wide table holds (first load of the data plane only)",
     )
-    parser.add_argument("--retry-delay", type=float, default=1.0, metavar="SECONDS")
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="first retry while an interface is not created yet; doubles each time (1)",
+    )
+    parser.add_argument(
+        "--max-retry-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest retry delay; also how often an interface a pod lacks is re-checked (30)",
+    )
     parser.add_argument("--gc-interval", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument(
         "--log-format", choices=["json", "plain", "full"], default=env("SFC_K8S_LOG_FORMAT", "json")
@@ -660,6 +739,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         metrics_port=args.metrics_port or None,
         namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
+        max_retry_delay=args.max_retry_delay,
         gc_interval=args.gc_interval,
         log_format=args.log_format,
         verbose=args.verbose,

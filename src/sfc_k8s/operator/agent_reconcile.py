@@ -13,10 +13,14 @@ without root (``tests/unit/operator/test_agent_reconcile.py``).
 - ``expire_drains``: the xc's ``drainTimeoutSeconds``: draining endpoints whose time is up
   are no longer desired (they get removed, sessions purged).
 - ``stale_links``: pinned links that no CrossConnection explains any more.
+- ``absent_interface``: whether the missing host interface of an endpoint will never come (the
+  pod has no such interface) or may still be created; ``retry_delay``: the back-off while
+  waiting for one.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -26,9 +30,13 @@ from typing import Any
 from sfc_k8s.api import (
     CrossConnectionInvalid,
     CrossConnectionSpec,
+    EndpointSpec,
     EndpointState,
     Side,
+    attached_interfaces,
     parse_cross_connection,
+    pod_info,
+    ready_since,
 )
 
 # Link names become bpffs folder names: bpffs refuses names with a dot, and '/' separates paths.
@@ -299,3 +307,56 @@ def desired_projection(spec: Mapping[str, Any], node: str) -> dict[str, Any]:
             for side in Side
         }
     }
+
+
+def absent_interface(
+    endpoint: EndpointSpec,
+    namespace: str,
+    pod: Mapping[str, Any] | None,
+    *,
+    now: datetime.datetime,
+    grace: float,
+) -> str | None:
+    """Why the host interface of ``endpoint`` (missing on this node) will never appear, naming
+    the pod and its interface; None while it may still be created (keep waiting).
+
+    ``pod`` is the endpoint's Pod body (None: gone or unreadable). "Never" is only said of the
+    very pod the endpoint names (same UID, not terminating) once its CNI set-up is over: its
+    network-status annotation lists its interfaces, or, without one, it has been Ready for
+    ``grace`` seconds (the runtime attaches every network before it starts a container).
+    """
+    if pod is None:
+        return None  # deleted or replaced: the controller will update the endpoints
+    info = pod_info(pod)
+    if info.uid != endpoint.pod_uid or info.terminating:
+        return None
+    who = f"{namespace}/{endpoint.pod}"
+    attached = attached_interfaces(pod)
+    if attached is not None:
+        return _not_attached(endpoint, who, attached)
+    since = ready_since(pod)
+    if since is None or (now - since).total_seconds() < grace:
+        return None
+    # The message must not change from one retry to the next: each change is a status write.
+    return (
+        f"{who}: no interface {endpoint.interface} on this node, and the pod has been Ready"
+        f" for over {grace:.0f} s (it has no network-status annotation listing its interfaces)"
+    )
+
+
+def _not_attached(endpoint: EndpointSpec, who: str, attached: tuple[str, ...]) -> str:
+    """The endpoint's interface against the interfaces CNI gave the pod (its set-up is over)."""
+    if endpoint.interface not in attached:
+        has = ", ".join(attached) if attached else "no interface but the cluster network's"
+        return f"{who}: no interface {endpoint.interface} (the pod has {has})"
+    return (
+        f"{who}: interface {endpoint.interface} was attached, but its host end"
+        f" {endpoint.host_interface} is not on this node (is {endpoint.interface}'s network"
+        " an sfc-cni one?)"
+    )
+
+
+def retry_delay(retries: int, *, first: float, cap: float) -> float:
+    """Seconds before retry number ``retries + 1`` while an interface is awaited: ``first``,
+    doubling, at most ``cap``."""
+    return min(cap, first * 2.0 ** min(retries, 30))

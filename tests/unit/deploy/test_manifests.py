@@ -4,10 +4,10 @@ Covers: every YAML document parses and validates (strict) against the Kubernetes
 shipped by kubernetes-validate; `kubectl kustomize deploy/` builds offline and contains every
 object once; one image everywhere; service accounts and roles referenced exist; the controller
 role grants what the controller writes (chain status, CrossConnections, events, peering) and
-the agent role what the agent writes; the controller Deployment has two replicas, a liveness
-probe on the port it serves, and arguments the controller's own parser accepts; the agent
-DaemonSet is host-network, privileged, with the host bpffs mounted Bidirectional; the Dockerfile
-builds the one image both run.
+the agent role what the agent writes (and single pods to read, no list); the controller
+Deployment has two replicas, a liveness probe on the port it serves, and arguments the
+controller's own parser accepts; the agent DaemonSet is host-network, privileged, with the host
+bpffs mounted Bidirectional; the Dockerfile builds the one image both run.
 """
 
 from __future__ import annotations
@@ -154,6 +154,12 @@ def test_controller_role_cannot_write_pods_or_chains() -> None:
 def test_agent_role_covers_its_requests(resource: str, verb: str) -> None:
     assert allowed("sfc-k8s-agent", "sfc-k8s.io", resource, verb)
     assert not allowed("sfc-k8s-agent", "sfc-k8s.io", "crossconnections", "create")
+
+
+def test_agent_role_reads_single_pods_only() -> None:
+    assert allowed("sfc-k8s-agent", "", "pods", "get")  # a pod whose interface is missing
+    for verb in ("list", "watch", "patch", "delete"):
+        assert not allowed("sfc-k8s-agent", "", "pods", verb)
 
 
 def test_controller_deployment() -> None:

@@ -6,19 +6,26 @@ the one parser, ``sfc_k8s.api.parse_cross_connection``, with the field at fault)
 desired to programmed endpoints (create, add, drain, remove, delete, re-activation, side moves,
 ordering, no-op when equal); stale-link detection for garbage collection; the per-node
 projection used for change detection; drain timeouts (which draining endpoints expire, when the
-next one does).
+next one does); a missing host interface told "never" (the pod's network-status lacks the
+interface, or lists it with no host end here, or no annotation and Ready past the grace) from
+"not yet" (pod gone, replaced, terminating, not Ready, or Ready only briefly), the message naming
+the pod and interface; the retry back-off (doubling, capped).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 from typing import Any
 
 import pytest
 
 from sfc_k8s.api import (
+    NETWORK_STATUS_ANNOTATION,
     CrossConnectionInvalid,
     CrossConnectionSpec,
     DataplaneSpec,
+    EndpointSpec,
     EndpointState,
     Side,
     parse_cross_connection,
@@ -33,6 +40,7 @@ from sfc_k8s.operator.agent_reconcile import (
     DrainEndpoint,
     LocalEndpoint,
     RemoveEndpoint,
+    absent_interface,
     after_operation,
     desired_projection,
     expire_drains,
@@ -40,6 +48,7 @@ from sfc_k8s.operator.agent_reconcile import (
     link_name,
     local_endpoints,
     plan,
+    retry_delay,
     stale_links,
 )
 
@@ -312,3 +321,73 @@ def test_after_operation_tracks_the_result_without_reading_back() -> None:
     state = after_operation(state, RemoveEndpoint(L, B, "sfc3"))
     assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
     assert after_operation(state, DeleteLink(L)) is None
+
+
+# -- missing interfaces ----------------------------------------------------------------------
+
+NOW = datetime.datetime(2026, 12, 3, 12, 0, tzinfo=datetime.UTC)
+EP = EndpointSpec(
+    "fw-abc", "uid-fw", "n1", "eth3", host_ifname("uid-fw", "eth3"), EndpointState.ACTIVE
+)
+
+
+def fw_pod(
+    interfaces: list[str] | None, *, uid: str = "uid-fw", ready_at: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "fw-abc", "namespace": "sfc-demo", "uid": uid}
+    if interfaces is not None:
+        entries = [{"name": "cluster", "interface": "eth0", "default": True}]
+        entries += [{"name": f"sfc-demo/{i}", "interface": i} for i in interfaces]
+        meta["annotations"] = {NETWORK_STATUS_ANNOTATION: json.dumps(entries)}
+    status: dict[str, Any] = {"phase": "Running"}
+    if ready_at is not None:
+        status["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}]
+    return {"metadata": meta, "spec": {"nodeName": "n1"}, "status": status}
+
+
+def absent(pod: dict[str, Any] | None, grace: float = 30.0) -> str | None:
+    return absent_interface(EP, "sfc-demo", pod, now=NOW, grace=grace)
+
+
+def test_an_interface_the_pod_was_not_given_is_never_coming() -> None:
+    assert (
+        absent(fw_pod(["eth1", "eth2"]))
+        == "sfc-demo/fw-abc: no interface eth3 (the pod has eth1, eth2)"
+    )
+    assert absent(fw_pod([])) == (
+        "sfc-demo/fw-abc: no interface eth3 (the pod has no interface but the cluster network's)"
+    )
+    listed = absent(fw_pod(["eth1", "eth3"]))
+    assert listed is not None and listed.startswith("sfc-demo/fw-abc: interface eth3 was attached")
+    assert EP.host_interface in listed  # here the host end is the news: name it
+
+
+def test_without_network_status_a_pod_ready_past_the_grace_lacks_it() -> None:
+    assert absent(fw_pod(None, ready_at="2026-12-03T11:58:00Z")) == (
+        "sfc-demo/fw-abc: no interface eth3 on this node, and the pod has been Ready for over"
+        " 30 s (it has no network-status annotation listing its interfaces)"
+    )
+    assert absent(fw_pod(None, ready_at="2026-12-03T11:59:50Z")) is None  # Ready 10 s only
+    assert absent(fw_pod(None)) is None  # not Ready: still starting
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        None,  # deleted, or not readable
+        fw_pod(["eth1", "eth2"], uid="uid-new"),  # a new pod of the same name
+        {
+            **fw_pod(["eth1"]),
+            "metadata": {**fw_pod(["eth1"])["metadata"], "deletionTimestamp": "x"},
+        },
+    ],
+    ids=["no-pod", "replaced", "terminating"],
+)
+def test_no_verdict_on_a_pod_that_is_not_the_endpoints_any_more(pod: dict[str, Any] | None) -> None:
+    assert absent(pod) is None
+
+
+def test_retries_back_off_to_a_cap() -> None:
+    delays = [retry_delay(n, first=1.0, cap=30.0) for n in range(7)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert retry_delay(10_000, first=0.2, cap=5.0) == 5.0
