@@ -92,54 +92,64 @@ def parse_selector(raw: object, where: str, problems: Problems) -> LabelSelector
     if not isinstance(raw, Mapping):
         problems.add(where, "must be a label selector object (matchLabels/matchExpressions)")
         return LabelSelector()
-    labels: list[tuple[str, str]] = []
-    raw_labels = raw.get("matchLabels") or {}
-    if not isinstance(raw_labels, Mapping):
-        problems.add(f"{where}.matchLabels", "must map label keys to values")
-        raw_labels = {}
-    for key, value in sorted(raw_labels.items()):
-        if not is_label_key(key):
-            problems.add(f"{where}.matchLabels", f"{key!r} is not a valid label key")
-        elif not is_label_value(value):
-            problems.add(f"{where}.matchLabels.{key}", f"{value!r} is not a valid label value")
-        else:
-            labels.append((key, value))
+    labels = _parse_match_labels(raw.get("matchLabels") or {}, where, problems)
     requirements: list[SelectorRequirement] = []
     raw_exprs = raw.get("matchExpressions") or []
     if not isinstance(raw_exprs, list):
         problems.add(f"{where}.matchExpressions", "must be a list of requirements")
         raw_exprs = []
     for i, expr in enumerate(raw_exprs):
-        at = f"{where}.matchExpressions[{i}]"
-        if not isinstance(expr, Mapping):
-            problems.add(at, "must be an object with key, operator and values")
-            continue
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        valid = True
-        if not is_label_key(key):
-            problems.add(f"{at}.key", f"{key!r} is not a valid label key")
-            valid = False
-        try:
-            operator = SelectorOperator(str(op))
-        except ValueError:
-            choices = ", ".join(o.value for o in SelectorOperator)
-            problems.add(f"{at}.operator", f"{op!r} is not one of {choices}")
-            continue
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            problems.add(f"{at}.values", "must be a list of strings")
-            continue
-        if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not values:
-            problems.add(f"{at}.values", f"operator {operator} needs at least one value")
-            valid = False
-        if operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
-            problems.add(f"{at}.values", f"operator {operator} takes no values; remove them")
-            valid = False
-        if valid and isinstance(key, str):
-            requirements.append(SelectorRequirement(key, operator, tuple(sorted(set(values)))))
+        requirement = _parse_requirement(expr, f"{where}.matchExpressions[{i}]", problems)
+        if requirement is not None:
+            requirements.append(requirement)
     selector = LabelSelector(tuple(labels), tuple(requirements))
     if not labels and not requirements and not problems.items:
         problems.add(where, "is empty and would select every pod of the namespace; add matchLabels")
     return selector
+
+
+def _parse_match_labels(raw: object, where: str, problems: Problems) -> list[tuple[str, str]]:
+    if not isinstance(raw, Mapping):
+        problems.add(f"{where}.matchLabels", "must map label keys to values")
+        return []
+    labels: list[tuple[str, str]] = []
+    for key, value in sorted(raw.items()):
+        if not is_label_key(key):
+            problems.add(f"{where}.matchLabels", f"{key!r} is not a valid label key")
+        elif not is_label_value(value):
+            problems.add(f"{where}.matchLabels.{key}", f"{value!r} is not a valid label value")
+        else:
+            labels.append((key, value))
+    return labels
+
+
+def _parse_requirement(expr: object, at: str, problems: Problems) -> SelectorRequirement | None:
+    if not isinstance(expr, Mapping):
+        problems.add(at, "must be an object with key, operator and values")
+        return None
+    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    valid = True
+    if not is_label_key(key):
+        problems.add(f"{at}.key", f"{key!r} is not a valid label key")
+        valid = False
+    try:
+        operator = SelectorOperator(str(op))
+    except ValueError:
+        choices = ", ".join(o.value for o in SelectorOperator)
+        problems.add(f"{at}.operator", f"{op!r} is not one of {choices}")
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        problems.add(f"{at}.values", "must be a list of strings")
+        return None
+    if operator in (SelectorOperator.IN, SelectorOperator.NOT_IN) and not values:
+        problems.add(f"{at}.values", f"operator {operator} needs at least one value")
+        valid = False
+    if operator in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
+        problems.add(f"{at}.values", f"operator {operator} takes no values; remove them")
+        valid = False
+    if valid and isinstance(key, str):
+        return SelectorRequirement(key, operator, tuple(sorted(set(values))))
+    return None
 
 
 def _check_name(item: Mapping[str, Any], at: str, problems: Problems) -> object:
@@ -167,29 +177,33 @@ def _parse_functions(raw: object, problems: Problems) -> list[FunctionSpec]:
         sel_problems = Problems()
         selector = parse_selector(item.get("selector"), f"{at}.selector", sel_problems)
         problems.items += sel_problems.items
-        interfaces = item.get("interfaces")
-        ifnames: list[str] = []
-        if not isinstance(interfaces, list) or not interfaces:
-            problems.add(f"{at}.interfaces", "must list at least one data-plane interface")
-        else:
-            for j, ifname in enumerate(interfaces):
-                if not is_ifname(ifname):
-                    problems.add(
-                        f"{at}.interfaces[{j}]",
-                        f"{ifname!r} is not an interface name "
-                        "(letters, digits, '_', '.', '-', at most 15)",
-                    )
-                else:
-                    ifnames.append(ifname)
-            for ifname, count in Counter(ifnames).items():
-                if count > 1:
-                    problems.add(f"{at}.interfaces", f"{ifname!r} is listed {count} times")
+        ifnames = _parse_interfaces(item.get("interfaces"), at, problems)
         if isinstance(name, str):
             functions.append(FunctionSpec(name, selector, tuple(dict.fromkeys(ifnames))))
     for name, count in Counter(f.name for f in functions).items():
         if count > 1:
             problems.add("spec.functions", f"function name {name!r} is used {count} times")
     return functions
+
+
+def _parse_interfaces(raw: object, at: str, problems: Problems) -> list[str]:
+    """A function's ``interfaces``: the valid names, in order (duplicates reported)."""
+    if not isinstance(raw, list) or not raw:
+        problems.add(f"{at}.interfaces", "must list at least one data-plane interface")
+        return []
+    ifnames: list[str] = []
+    for j, ifname in enumerate(raw):
+        if not is_ifname(ifname):
+            problems.add(
+                f"{at}.interfaces[{j}]",
+                f"{ifname!r} is not an interface name (letters, digits, '_', '.', '-', at most 15)",
+            )
+        else:
+            ifnames.append(ifname)
+    for ifname, count in Counter(ifnames).items():
+        if count > 1:
+            problems.add(f"{at}.interfaces", f"{ifname!r} is listed {count} times")
+    return ifnames
 
 
 def _parse_end(raw: object, at: str, problems: Problems) -> LinkEnd | None:
@@ -204,6 +218,22 @@ def _parse_end(raw: object, at: str, problems: Problems) -> LinkEnd | None:
         problems.add(f"{at}.interface", f"must name an interface of function {function!r}")
         return None
     return LinkEnd(function, interface)
+
+
+def _check_end(
+    end: LinkEnd, at: str, by_name: Mapping[str, FunctionSpec], problems: Problems
+) -> None:
+    """A link end names a function of the chain and one of its interfaces."""
+    fn = by_name.get(end.function)
+    if fn is None:
+        known = ", ".join(sorted(by_name)) or "none"
+        problems.add(f"{at}.function", f"no function named {end.function!r} (functions: {known})")
+    elif end.interface not in fn.interfaces:
+        problems.add(
+            f"{at}.interface",
+            f"function {end.function!r} has no interface {end.interface!r} "
+            f"(interfaces: {', '.join(fn.interfaces) or 'none'})",
+        )
 
 
 def _parse_links(raw: object, functions: list[FunctionSpec], problems: Problems) -> list[LinkSpec]:
@@ -223,19 +253,7 @@ def _parse_links(raw: object, functions: list[FunctionSpec], problems: Problems)
         for side, end in zip(("a", "b"), ends, strict=True):
             if end is None:
                 continue
-            fn = by_name.get(end.function)
-            if fn is None:
-                known = ", ".join(sorted(by_name)) or "none"
-                problems.add(
-                    f"{at}.{side}.function",
-                    f"no function named {end.function!r} (functions: {known})",
-                )
-            elif end.interface not in fn.interfaces:
-                problems.add(
-                    f"{at}.{side}.interface",
-                    f"function {end.function!r} has no interface {end.interface!r} "
-                    f"(interfaces: {', '.join(fn.interfaces) or 'none'})",
-                )
+            _check_end(end, f"{at}.{side}", by_name, problems)
             users.setdefault(end, []).append(name if isinstance(name, str) else f"#{i}")
         a, b = ends
         if a is not None and b is not None and a.function == b.function:
