@@ -20,14 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.fixtures.apiserver import CRD_DIR, LocalAPIServer
+from tests.fixtures.apiserver import LocalAPIServer
 
 HERE = Path(__file__).parent
-SFC_CRD = (
-    (CRD_DIR / "servicefunctionchain.yaml")
-    if (CRD_DIR / "servicefunctionchain.yaml").exists()
-    else HERE / "sfc-crd.yaml"
-)
+SFC_CRD = HERE / "sfc-crd.yaml"  # the schema tests' own CRD (the product's: deploy/crds/)
 
 POD = """
 apiVersion: v1
@@ -211,7 +207,7 @@ def test_custom_resources_follow_their_crd(apiserver: LocalAPIServer) -> None:
     )
     assert "servicefunctionchain.sfc-k8s.io/web created" in _apply(apiserver, CHAIN).stdout
     chain = yaml.safe_load(apiserver.kubectl("get", "sfc", "web", "-o", "yaml", check=True).stdout)
-    assert chain["spec"]["dataplane"]["sessionTableSize"] == 1048576, "schema default applied"
+    assert chain["spec"]["dataplane"]["drainTimeoutSeconds"] == 30, "schema default applied"
     header = apiserver.kubectl("get", "sfc", check=True).stdout.splitlines()[0].split()
     assert header[:4] == ["NAME", "FUNCTIONS", "LINKS", "READY"]
     apiserver.kubectl(

@@ -134,7 +134,7 @@ def test_cel_rules_of_the_chain_crd(store: Store) -> None:
         "default",
         _chain(links=[{"name": "l", "a": {"function": "f"}, "b": {"function": "f"}}]),
     )
-    assert created["spec"]["dataplane"] == {"sessionTableSize": 1048576, "drainTimeoutSeconds": 30}
+    assert created["spec"]["dataplane"] == {"drainTimeoutSeconds": 30}
     bad = _chain(
         functions=[{"name": "f", "interfaces": ["lo"]}, {"name": "f", "interfaces": []}],
         links=[{"name": "l", "a": {"function": "g"}, "b": {"function": "f"}}],
