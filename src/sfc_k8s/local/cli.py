@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sfc_k8s.local import netns
+from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig, write_kubeconfig
 from sfc_k8s.local.layout import (
     BPFFS_BASE,
@@ -207,10 +207,19 @@ def running(layout: Layout) -> bool:
 
 
 def up(
-    layout: Layout, *, nodes: int = 1, progress: Progress | None = None, timeout: float = 60
+    layout: Layout,
+    *,
+    nodes: int = 1,
+    mtu: int = underlay.DEFAULT_MTU,
+    progress: Progress | None = None,
+    timeout: float = 60,
 ) -> Path:
     """Start the local cluster (or find it running) and return its kubeconfig path."""
     progress = progress or Progress()
+    try:
+        underlay.check_options(nodes, mtu)
+    except underlay.UnderlayError as err:
+        raise LocalClusterError(str(err)) from err
     if running(layout):
         progress.say(f"local cluster already up (state {layout.state_dir})")
         return layout.kubeconfig
@@ -229,13 +238,33 @@ def up(
     }
     write_json(layout.cluster_file, record)
     try:
+        _make_underlay(layout, record, nodes, mtu, progress)
         _up(layout, record, nodes, progress, timeout)
-    except (LocalClusterError, KubeError, OSError, subprocess.SubprocessError) as err:
+    except (
+        LocalClusterError,
+        KubeError,
+        OSError,
+        subprocess.SubprocessError,
+        underlay.UnderlayError,
+    ) as err:
         progress.say(f"  failed: {err}")
         progress.say("  tearing down what was started")
         down(layout, progress=Progress(quiet=True))
         raise LocalClusterError(f"local cluster did not start: {err}") from err
     return layout.kubeconfig
+
+
+def _make_underlay(
+    layout: Layout, record: dict[str, Any], nodes: int, mtu: int, progress: Progress
+) -> None:
+    """The node namespaces joined by the underlay bridge (recorded before it is made)."""
+    links = underlay.plan(nodes)
+    addresses = ", ".join(f"{link.node} {link.address}" for link in links)
+    done = progress.step(f"underlay {underlay.SUBNET} MTU {mtu} ({addresses})")
+    record["underlay"] = underlay.record(layout, links, mtu)
+    write_json(layout.cluster_file, record)
+    underlay.create(layout, links, mtu)
+    done()
 
 
 def _up(
@@ -590,7 +619,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.epilog = "The state directory option may also follow the subcommand."
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the local cluster (idempotent)")
-    p_up.add_argument("--nodes", type=int, default=1)
+    p_up.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    p_up.add_argument(
+        "--mtu",
+        type=int,
+        default=underlay.DEFAULT_MTU,
+        help=f"the underlay's MTU, given to every node and pod (default {underlay.DEFAULT_MTU})",
+    )
     p_up.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     p_up.add_argument("--timeout", type=float, default=READY_TIMEOUT)
     p_down = sub.add_parser("down", help="remove everything the local cluster made")
@@ -618,6 +653,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _run(layout: Layout, args: argparse.Namespace) -> int:
+    """Carry out one parsed command; user errors raise ``LocalClusterError``."""
+    if args.command == "up":
+        up(layout, nodes=args.nodes, mtu=args.mtu, timeout=args.timeout)
+        return 0
+    if args.command == "down":
+        down(layout)
+        return 0
+    if args.command == "status":
+        return status(layout)
+    if args.command == "logs":
+        return pod_logs(layout, args.pod, args.namespace, args.container, follow=args.follow)
+    return exec_in_pod(layout, args.pod, args.namespace, args.cmd)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     layout = Layout(args.state_dir or default_state_dir())
@@ -625,17 +675,7 @@ def main(argv: list[str]) -> int:
         print("sfc-k8s local: needs root (network namespaces, bpffs)", file=sys.stderr)
         return 1
     try:
-        if args.command == "up":
-            up(layout, nodes=args.nodes, timeout=args.timeout)
-            return 0
-        if args.command == "down":
-            down(layout)
-            return 0
-        if args.command == "status":
-            return status(layout)
-        if args.command == "logs":
-            return pod_logs(layout, args.pod, args.namespace, args.container, follow=args.follow)
-        return exec_in_pod(layout, args.pod, args.namespace, args.cmd)
+        return _run(layout, args)
     except (LocalClusterError, KubeError) as err:
         print(f"sfc-k8s local: {err}", file=sys.stderr)
         return 1

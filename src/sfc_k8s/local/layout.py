@@ -33,6 +33,19 @@ def node_name(index: int) -> str:
     return f"node-{index}"
 
 
+def node_index(name: str) -> int | None:
+    """The 1-based index of a node named by ``node_name``; None for any other name."""
+    prefix, _, number = name.partition("-")
+    if prefix != "node" or not number.isdigit() or number.startswith("0"):
+        return None
+    return int(number)
+
+
+def pod_cidr(index: int) -> str:
+    """The pod CIDR of the ``index``-th node (its cluster network, routed over the underlay)."""
+    return f"10.244.{index}.0/24"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths and names of one local cluster, all derived from its state directory."""
@@ -51,6 +64,11 @@ class Layout:
 
     def node_netns(self, node: str) -> str:
         return f"{self.netns_prefix}{node}"
+
+    @property
+    def underlay_netns(self) -> str:
+        """The namespace holding the bridge that joins the nodes (see ``underlay.py``)."""
+        return f"{self.netns_prefix}underlay"
 
     def pod_netns(self, pod_uid: str) -> str:
         return f"{self.netns_prefix}pod-{pod_uid}"

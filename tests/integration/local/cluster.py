@@ -1,6 +1,6 @@
-"""A small local cluster for the node-runtime tests: the API server in-process, the node
-runtime as its own process (as ``sfc-k8s local up`` runs it), a random state directory (so a
-random netns prefix), and helpers to create pods and wait for them."""
+"""A small local cluster for the node-runtime tests: the API server as a process, the nodes'
+underlay (as ``sfc-k8s local up`` makes it), the node runtime as its own process, a random
+state directory (so a random netns prefix), and helpers to create pods and wait for them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local import underlay
 from sfc_k8s.local.kube import NotFoundError, SyncKube, load_kubeconfig, write_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns
 
@@ -145,8 +146,10 @@ def _stop(process: subprocess.Popen[Any], *, grace: float) -> None:
 
 
 @contextmanager
-def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
-    """API server + node runtime; on exit everything is stopped and swept."""
+def local_cluster(
+    state_dir: Path, *, nodes: int = 1, mtu: int = underlay.DEFAULT_MTU
+) -> Iterator[Cluster]:
+    """API server + underlay + node runtime; on exit everything is stopped and swept."""
     layout = Layout(state_dir)
     server = subprocess.Popen(
         [sys.executable, "-m", "sfc_k8s.local.apiserver", "--port", "0"],
@@ -161,6 +164,7 @@ def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
         assert first[:2] == ["serving", "on"], first
         write_kubeconfig(layout.kubeconfig, first[2])
         kube = SyncKube(load_kubeconfig(layout.kubeconfig))
+        underlay.create(layout, underlay.plan(nodes), mtu)
         runtime, log = start_runtime(layout, "--nodes", str(nodes))
 
         def nodes_ready() -> bool:
@@ -178,4 +182,5 @@ def local_cluster(state_dir: Path, *, nodes: int = 1) -> Iterator[Cluster]:
             server.stdout.close()
         leftovers = list_netns(layout.netns_prefix)
         local_cli.down(layout, progress=local_cli.Progress(quiet=True))
-        assert not leftovers or all("-node-" in n for n in leftovers), leftovers
+        nodes_and_underlay = ("-node-", "-underlay")
+        assert all(any(k in n for k in nodes_and_underlay) for n in leftovers), leftovers

@@ -253,7 +253,7 @@ def test_host_network_pod_runs_in_the_node_namespace(cluster: Cluster) -> None:
     cluster.create_pod(ns, "hostnet", spec)
     pod = cluster.wait_pod(ns, "hostnet", ready)
     node_ns = cluster.layout.node_netns("node-1")
-    assert pod["status"]["podIP"] == "10.244.1.1"
+    assert pod["status"]["podIP"] == pod["status"]["hostIP"] == "172.18.0.2"  # the InternalIP
     pids = processes_in_netns(node_ns)
     assert not os.path.exists(f"/run/netns/{cluster.netns(pod)}")
     cluster.delete_pod(ns, "hostnet")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sfc_k8s.local.kube import AsyncKube, KubeError, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name
-from sfc_k8s.local.node.runtime import NodeRuntime, NodeSpec
+from sfc_k8s.local.node.runtime import HEARTBEAT_SECONDS, NodeRuntime, NodeSpec
 from sfc_k8s.local.paths import default_cni_path
 
 
@@ -26,6 +26,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=1, help="number of nodes (node-1..node-N)")
     parser.add_argument(
         "--cni-path", default=None, help="colon-separated plugin folders (default: build/cni, …)"
+    )
+    parser.add_argument(
+        "--serve",
+        action="append",
+        metavar="NODE",
+        help="run only this node of the N (repeatable; default: all), as one kubelet per node",
+    )
+    parser.add_argument(
+        "--node-status-update-frequency",
+        type=float,
+        default=HEARTBEAT_SECONDS,
+        metavar="SECONDS",
+        help="how often the Node status and Lease are renewed (the heartbeat)",
     )
     parser.add_argument(
         "--no-pod-network",
@@ -40,12 +53,25 @@ async def _serve(args: argparse.Namespace) -> int:
     kubeconfig = args.kubeconfig or layout.kubeconfig
     cni_path = args.cni_path.split(":") if args.cni_path else default_cni_path()
     nodes = [NodeSpec(node_name(i), i) for i in range(1, args.nodes + 1)]
+    if args.serve:
+        unknown = set(args.serve) - {n.name for n in nodes}
+        if unknown:
+            logging.error("--serve %s: not one of node-1..node-%d", sorted(unknown), args.nodes)
+            return 2
+        nodes = [n for n in nodes if n.name in args.serve]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncKube(load_kubeconfig(kubeconfig)) as kube:
-        runtime = NodeRuntime(kube, layout, nodes, cni_path, pod_network=not args.no_pod_network)
+        runtime = NodeRuntime(
+            kube,
+            layout,
+            nodes,
+            cni_path,
+            pod_network=not args.no_pod_network,
+            heartbeat=args.node_status_update_frequency,
+        )
         try:
             await runtime.start()
         except KubeError as err:

@@ -339,17 +339,23 @@ def network_status(att: Attachment) -> JsonObj:
     return entry
 
 
-def cluster_network_config(name: str, subnet: str, data_dir: str) -> JsonObj:
-    """The main interface (eth0): a point-to-point veth to the node with host-local IPAM."""
+CLUSTER_CIDR = "10.244.0.0/16"  # every node's pod CIDR is a /24 of it
+
+
+def cluster_network_config(name: str, subnet: str, data_dir: str, *, mtu: int = 1500) -> JsonObj:
+    """The main interface (eth0): a point-to-point veth to the node with host-local IPAM, as
+    kindnet configures it: the whole cluster CIDR routed via the node, which routes other
+    nodes' pod CIDRs over the underlay; the MTU is the underlay's."""
     return {
         "cniVersion": "1.0.0",
         "name": name,
         "type": "ptp",
         "ipMasq": False,
-        "mtu": 1500,
+        "mtu": mtu,
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": CLUSTER_CIDR}],
             "dataDir": data_dir,
         },
     }

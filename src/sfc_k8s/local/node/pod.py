@@ -67,9 +67,10 @@ class NodeContext:
     name: str
     netns: str
     pod_cidr: str
-    host_ip: str
+    host_ip: str  # the node's InternalIP: pods' hostIP, hostNetwork pods' IP
     cni_path: list[str]
     pod_network: bool = True
+    mtu: int = 1500  # the underlay's: eth0 of every pod gets it, as kindnet does
 
     @property
     def invoker(self) -> CniInvoker:
@@ -272,7 +273,7 @@ class PodWorker:
         if self.node.pod_network:
             name = f"sfc-local-{self.node.layout.cluster_id}-{self.node.name}"
             config = cluster_network_config(
-                name, self.node.pod_cidr, str(self.node.layout.ipam_dir)
+                name, self.node.pod_cidr, str(self.node.layout.ipam_dir), mtu=self.node.mtu
             )
             wanted.append(Attachment(network=name, ifname="eth0", config=config, default=True))
         annotations = self.pod["metadata"].get("annotations") or {}

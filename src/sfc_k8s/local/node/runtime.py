@@ -19,10 +19,11 @@ import platform
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sfc_k8s import __version__
-from sfc_k8s.local import netns
+from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.kube import (
     AsyncKube,
     ConflictError,
@@ -31,13 +32,15 @@ from sfc_k8s.local.kube import (
     KubeError,
     NotFoundError,
 )
-from sfc_k8s.local.layout import Layout
+from sfc_k8s.local.layout import Layout, pod_cidr, read_json
 from sfc_k8s.local.node.pod import NodeContext, PodWorker, cleanup_record, now_rfc3339
 
 log = logging.getLogger("sfc_k8s.local.node")
 
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 10.0  # the kubelet's --node-status-update-frequency default
 NODE_LABEL = "node.sfc-k8s.io/local"
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_DURATION_SECONDS = 40
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,29 @@ class NodeSpec:
 
     @property
     def pod_cidr(self) -> str:
-        return f"10.244.{self.index}.0/24"
+        return pod_cidr(self.index)
 
     @property
-    def host_ip(self) -> str:
+    def gateway_ip(self) -> str:
+        """The node's address on its pod network (the ptp plugin's gateway, 10.244.<i>.1)."""
         return f"10.244.{self.index}.1"
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """Where a node is reached: its InternalIP and the MTU its pods get."""
+
+    internal_ip: str
+    mtu: int
+
+
+async def discover_address(spec: NodeSpec, netns_name: str) -> NodeAddress:
+    """The node's address as a kubelet finds it: from its underlay interface, if it has one
+    (``local up`` and the tests give every node one), else its pod-network gateway."""
+    iface = await asyncio.to_thread(underlay.read_node_interface, netns_name)
+    if iface is None:
+        return NodeAddress(spec.gateway_ip, underlay.DEFAULT_MTU)
+    return NodeAddress(iface.address, iface.mtu)
 
 
 class NodeRuntime:
@@ -66,6 +87,7 @@ class NodeRuntime:
         *,
         pod_network: bool = True,
         api_proxy: bool = True,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.kube = kube
         self.layout = layout
@@ -73,6 +95,8 @@ class NodeRuntime:
         self.cni_path = cni_path
         self.pod_network = pod_network
         self.api_proxy = api_proxy
+        self.heartbeat = heartbeat
+        self.addresses: dict[str, NodeAddress] = {}
         self.contexts: dict[str, NodeContext] = {}
         self.workers: dict[str, PodWorker] = {}
         self._servers: list[asyncio.Server] = []
@@ -87,15 +111,18 @@ class NodeRuntime:
         for spec in self.nodes.values():
             ns = self.layout.node_netns(spec.name)
             await netns.create(ns)
+            address = await discover_address(spec, ns)
+            self.addresses[spec.name] = address
             self.contexts[spec.name] = NodeContext(
                 kube=self.kube,
                 layout=self.layout,
                 name=spec.name,
                 netns=ns,
                 pod_cidr=spec.pod_cidr,
-                host_ip=spec.host_ip,
+                host_ip=address.internal_ip,
                 cni_path=self.cni_path,
                 pod_network=self.pod_network,
+                mtu=address.mtu,
             )
             if self.api_proxy:
                 await self._start_api_proxy(ns)
@@ -118,9 +145,14 @@ class NodeRuntime:
                 await self._set_node_ready(spec, ready=False)
 
     async def _cleanup_stale_pods(self) -> None:
+        """Undo what a crashed runtime of these nodes left (another runtime's pods stay)."""
         if not self.layout.pods_dir.is_dir():
             return
-        records = sorted(self.layout.pods_dir.glob("*/pod.json"))
+        records = []
+        for path in sorted(self.layout.pods_dir.glob("*/pod.json")):
+            node = read_json(path).get("node")
+            if node is None or node in self.nodes:  # unreadable records go too
+                records.append(path)
         await asyncio.gather(*(cleanup_record(r, self.cni_path) for r in records))
 
     # -- the API endpoint inside each node namespace -----------------------------------------
@@ -162,7 +194,7 @@ class NodeRuntime:
                 }
             ],
             "addresses": [
-                {"type": "InternalIP", "address": spec.host_ip},
+                {"type": "InternalIP", "address": self.addresses[spec.name].internal_ip},
                 {"type": "Hostname", "address": spec.name},
             ],
             "capacity": capacity,
@@ -205,6 +237,27 @@ class NodeRuntime:
         except ConflictError:
             await self.kube.patch(f"/api/v1/nodes/{spec.name}", {"metadata": body["metadata"]})
         await self._set_node_ready(spec, ready=True)
+        await self._renew_lease(spec)
+
+    async def _renew_lease(self, spec: NodeSpec) -> None:
+        """The node's heartbeat Lease in ``kube-node-lease``, renewed as the kubelet does."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{spec.name}"
+        renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            await self.kube.patch(path, {"spec": {"renewTime": renew}})
+        except NotFoundError:
+            body: JsonObj = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": spec.name, "namespace": LEASE_NAMESPACE},
+                "spec": {
+                    "holderIdentity": spec.name,
+                    "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                    "renewTime": renew,
+                },
+            }
+            with contextlib.suppress(ConflictError):
+                await self.kube.create(path.rsplit("/", 1)[0], body)
 
     async def _set_node_ready(self, spec: NodeSpec, *, ready: bool) -> None:
         status = self._node_status(spec, ready=ready)
@@ -212,10 +265,11 @@ class NodeRuntime:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.heartbeat)
             for spec in self.nodes.values():
                 try:
                     await self._set_node_ready(spec, ready=True)
+                    await self._renew_lease(spec)
                 except NotFoundError:
                     with contextlib.suppress(KubeError):
                         await self._register(spec)
