@@ -20,7 +20,7 @@ from typing import Any
 
 from sfc_k8s.local.apiserver.errors import APIError
 from sfc_k8s.local.apiserver.resources import ResourceType
-from sfc_k8s.local.apiserver.selectors import match_label_selector_object
+from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
 from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta, node_ready, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -64,20 +64,11 @@ def pod_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _unschedulable(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(
-        c.get("type") == "PodScheduled"
-        and c.get("status") == "False"
-        and c.get("reason") == "Unschedulable"
-        for c in conditions
-    )
-
-
-def _controller_uid(obj: Obj) -> str | None:
-    for ref in meta(obj).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return str(ref.get("uid"))
+def _unschedulable_message(pod: Obj) -> str | None:
+    """The message of the pod's ``PodScheduled=False, Unschedulable`` condition, if it has one."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable":
+            return str(c.get("message", ""))
     return None
 
 
@@ -87,7 +78,6 @@ class Controllers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._wake = asyncio.Event()
-        self._round_robin = 0
         # Work for the garbage collector, gathered from the change stream so that a pass
         # looks at what changed rather than at every object.
         self._gc_objects: set[tuple[tuple[str, str], str, str]] = set()
@@ -281,7 +271,7 @@ class Controllers:
         store = self.store
         pods_by_owner: dict[str, list[Obj]] = {}
         for pod in store.objects(PODS):
-            owner = _controller_uid(pod)
+            owner = owner_uid(pod)
             if owner is not None:
                 pods_by_owner.setdefault(owner, []).append(pod)
         for deploy in store.objects(DEPLOYMENTS):
@@ -397,52 +387,31 @@ class Controllers:
     # ----- scheduler ---------------------------------------------------------------------------
 
     def schedule(self) -> None:
+        """Bind every pending pod to a node (``scheduling.choose_node``), or say why none fits
+        in its ``PodScheduled`` condition. Pods placed in one pass count for the next."""
         store = self.store
-        nodes = sorted(
-            (
-                n
-                for n in store.objects(NODES)
-                if node_ready(n) and not (n.get("spec") or {}).get("unschedulable")
-            ),
-            key=lambda n: meta(n)["name"],
-        )
-        load: dict[str, int] = {meta(n)["name"]: 0 for n in nodes}
+        nodes = sorted(store.objects(NODES), key=lambda n: meta(n)["name"])
+        loads = {meta(n)["name"]: NodeLoad() for n in nodes}
         pending = []
         for pod in store.objects(PODS):
             spec, status = pod.get("spec") or {}, pod.get("status") or {}
             node_name = spec.get("nodeName")
             if node_name:
-                if node_name in load and status.get("phase") not in ("Succeeded", "Failed"):
-                    load[node_name] += 1
+                if node_name in loads and status.get("phase") not in ("Succeeded", "Failed"):
+                    loads[node_name].add(owner_uid(pod))
             elif not meta(pod).get("deletionTimestamp"):
                 pending.append(pod)
         for pod in pending:
-            selector = (pod.get("spec") or {}).get("nodeSelector") or {}
-            fitting = [
-                n
-                for n in nodes
-                if match_label_selector_object(
-                    {"matchLabels": selector}, meta(n).get("labels") or {}
-                )
-            ]
-            if not fitting and _unschedulable(pod):
-                continue  # already marked: no copy, no write (a pass must stay cheap)
-            new = copy.deepcopy(pod)
-            if not fitting:
-                self._set_scheduled(
-                    new,
-                    "False",
-                    "Unschedulable",
-                    f"0/{len(store.objects(NODES))} nodes are available",
-                )
+            decision = choose_node(pod, nodes, loads)
+            if decision.node is None:
+                if _unschedulable_message(pod) == decision.message:
+                    continue  # already said: no copy, no write (a pass must stay cheap)
+                new = copy.deepcopy(pod)
+                self._set_scheduled(new, "False", "Unschedulable", decision.message)
             else:
-                least = min(load[meta(n)["name"]] for n in fitting)
-                choices = [n for n in fitting if load[meta(n)["name"]] == least]
-                node = choices[self._round_robin % len(choices)]
-                self._round_robin += 1
-                name = meta(node)["name"]
-                new["spec"]["nodeName"] = name
-                load[name] += 1
+                new = copy.deepcopy(pod)
+                new["spec"]["nodeName"] = decision.node
+                loads[decision.node].add(owner_uid(pod))
                 self._set_scheduled(new, "True", "", "")
             store.update_internal(self._type(PODS), new)
 
@@ -455,7 +424,12 @@ class Controllers:
         old = next(
             (c for c in pod_status.get("conditions", []) if c.get("type") == "PodScheduled"), None
         )
-        if old is not None and old.get("status") == status and old.get("reason", "") == reason:
+        if (
+            old is not None
+            and old.get("status") == status
+            and old.get("reason", "") == reason
+            and old.get("message", "") == message
+        ):
             return
         condition = {"type": "PodScheduled", "status": status, "lastTransitionTime": now_rfc3339()}
         if reason:
