@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.server import APIServer
 
 
@@ -37,10 +38,30 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="serve `kubectl logs` from POD_LOGS/<pod uid>/<container>.log",
     )
+    parser.add_argument(
+        "--node-monitor-grace-period",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="a node silent this long turns Ready=Unknown (default %(default)g)",
+    )
+    parser.add_argument(
+        "--pod-eviction-timeout",
+        type=float,
+        default=DEFAULT_EVICTION_SECONDS,
+        metavar="SECONDS",
+        help="pods on an unreachable node are evicted this long after it turned Unknown, "
+        "unless a toleration says otherwise (default %(default)g)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = APIServer(
-        host=args.host, port=args.port, state_dir=args.state_dir, pod_log_dir=args.pod_logs
+        host=args.host,
+        port=args.port,
+        state_dir=args.state_dir,
+        pod_log_dir=args.pod_logs,
+        node_grace=args.node_monitor_grace_period,
+        eviction_timeout=args.pod_eviction_timeout,
     )
 
     def on_ready() -> None:

@@ -19,6 +19,15 @@ import logging
 from typing import Any
 
 from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.nodelifecycle import (
+    DEFAULT_EVICTION_SECONDS,
+    DEFAULT_GRACE_SECONDS,
+    LIFECYCLE_TAINTS,
+    desired_taints,
+    due_for_eviction,
+    format_time,
+    is_lost,
+)
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
 from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta, node_ready, now_rfc3339
@@ -33,16 +42,13 @@ TEMPLATE_HASH_LABEL = "pod-template-hash"
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 TICK_SECONDS = 2.0
 SWEEP_SECONDS = 60.0
-NODE_GRACE_SECONDS = 40.0
+EVENTS = ("", "events")
+LEASES = ("coordination.k8s.io", "leases")
+LEASE_NAMESPACE = "kube-node-lease"
 
 
-def _parse_time(text: Any) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+def _key(obj: Obj) -> str:
+    return f"{meta(obj).get('namespace')}/{meta(obj)['name']}"
 
 
 def _loop_running() -> bool:
@@ -75,8 +81,19 @@ def _unschedulable_message(pod: Obj) -> str | None:
 class Controllers:
     """All in-process controllers; `run()` is the task the server starts."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        node_grace: float = DEFAULT_GRACE_SECONDS,
+        eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
+    ) -> None:
+        """``node_grace``: seconds without heartbeat before a node is ``Ready=Unknown``;
+        ``eviction_timeout``: seconds after that before its pods are evicted (unless their
+        tolerations say otherwise)."""
         self.store = store
+        self.node_grace = node_grace
+        self.eviction_timeout = eviction_timeout
         self._wake = asyncio.Event()
         # Work for the garbage collector, gathered from the change stream so that a pass
         # looks at what changed rather than at every object.
@@ -126,7 +143,7 @@ class Controllers:
     def reconcile(self) -> None:
         """One pass of every controller."""
         for step in (
-            self.watch_heartbeats,
+            self.monitor_nodes,
             self.collect_garbage,
             self.finish_namespaces,
             self.sync_deployments,
@@ -222,30 +239,94 @@ class Controllers:
 
     # ----- node lifecycle ---------------------------------------------------------------------
 
-    def watch_heartbeats(self) -> None:
-        """Mark a node whose runtime stopped posting heartbeats as not ready (Unknown), as the
-        node lifecycle controller does; its terminating pods are then collected. Nodes that
-        never posted a heartbeat time are left alone."""
+    def monitor_nodes(self) -> None:
+        """As the node lifecycle controller: a node whose heartbeats (Ready condition, Lease)
+        stopped for the grace period turns ``Ready=Unknown``; taints follow the Ready
+        condition; pods on a lost node are evicted when their delay runs out
+        (``nodelifecycle.py`` decides)."""
         now = datetime.datetime.now(datetime.UTC)
-        for node in self.store.objects(NODES):
-            conditions = (node.get("status") or {}).get("conditions") or []
-            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-            if ready is None or ready.get("status") != "True":
+        for stored in self.store.objects(NODES):
+            name = meta(stored)["name"]
+            lease = self.store.find(LEASES, LEASE_NAMESPACE, name)
+            node, new = stored, copy.deepcopy(stored)
+            if is_lost(node, lease, now, self.node_grace):
+                self._mark_unknown(new, now)
+                logger.warning(
+                    "node %s: no heartbeat for %.0fs: Ready=Unknown", name, self.node_grace
+                )
+            taints = desired_taints(new, now)
+            if taints != ((new.get("spec") or {}).get("taints") or []):
+                new.setdefault("spec", {})["taints"] = taints
+                if not taints:
+                    new["spec"].pop("taints")
+            if new != node:
+                node = self.store.update_internal(self._type(NODES), new)
+                self._gc_pods = True
+            if any(t.get("key") in LIFECYCLE_TAINTS for t in taints):
+                self._evict_from(node, now)
+
+    @staticmethod
+    def _mark_unknown(node: Obj, now: datetime.datetime) -> None:
+        for condition in node["status"]["conditions"]:
+            if condition.get("type") == "Ready":
+                condition.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=format_time(now),
+                )
+
+    def _evict_from(self, node: Obj, now: datetime.datetime) -> None:
+        name = meta(node)["name"]
+        for pod in self.store.objects(PODS):
+            if (pod.get("spec") or {}).get("nodeName") != name or meta(pod).get(
+                "deletionTimestamp"
+            ):
                 continue
-            beat = _parse_time(ready.get("lastHeartbeatTime"))
-            if beat is None or (now - beat).total_seconds() < NODE_GRACE_SECONDS:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
-            new = copy.deepcopy(node)
-            for condition in new["status"]["conditions"]:
-                if condition.get("type") == "Ready":
-                    condition.update(
-                        status="Unknown",
-                        reason="NodeStatusUnknown",
-                        message="Kubelet stopped posting node status.",
-                        lastTransitionTime=now_rfc3339(),
-                    )
-            self.store.update_internal(self._type(NODES), new)
-            self._gc_pods = True
+            taint = due_for_eviction(pod, node, now, self.eviction_timeout)
+            if taint is None:
+                continue
+            logger.warning(
+                "node %s: evicting pod %s/%s (%s)",
+                name,
+                meta(pod).get("namespace"),
+                meta(pod)["name"],
+                taint.get("key"),
+            )
+            self._event(pod, "TaintManagerEviction", f"Marking for deletion Pod {_key(pod)}")
+            self._delete(PODS, pod)
+
+    def _event(self, obj: Obj, reason: str, message: str) -> None:
+        """A Normal event about ``obj`` from the controller manager."""
+        md = meta(obj)
+        namespace = md.get("namespace") or "default"
+        ts = now_rfc3339()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", "Pod"),
+                "name": md["name"],
+                "namespace": namespace,
+                "uid": md.get("uid"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Normal",
+            "count": 1,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "source": {"component": "taint-eviction-controller"},
+            "reportingComponent": "taint-eviction-controller",
+        }
+        try:
+            self.store.create(self._type(EVENTS), namespace, body)
+        except APIError as err:
+            logger.warning("cannot post event %s: %s", reason, err.message)
 
     # ----- namespaces --------------------------------------------------------------------------
 

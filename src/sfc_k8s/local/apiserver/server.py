@@ -22,6 +22,7 @@ from aiohttp import web
 
 from sfc_k8s.local.apiserver.app import Scaffold
 from sfc_k8s.local.apiserver.controllers import Controllers
+from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
 
 T = TypeVar("T")
@@ -74,9 +75,12 @@ class APIServer:
         history_limit: int = DEFAULT_HISTORY,
         controllers: bool = True,
         pod_log_dir: Path | None = None,
+        node_grace: float = DEFAULT_GRACE_SECONDS,
+        eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
     ) -> None:
         """`pod_log_dir`: where `kubectl logs` finds container output, as
-        POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout)."""
+        POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout). `node_grace` and
+        `eviction_timeout`: the node lifecycle controller's delays (see `Controllers`)."""
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir is not None else None
@@ -84,7 +88,11 @@ class APIServer:
         preload_crds(self.store)
         self._with_controllers = controllers
         self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None
-        self.controllers = Controllers(self.store) if controllers else None
+        self.controllers = (
+            Controllers(self.store, node_grace=node_grace, eviction_timeout=eviction_timeout)
+            if controllers
+            else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
