@@ -1,12 +1,13 @@
-"""``sfc-k8s local up|down|status|exec|logs``: the local cluster as background processes.
+"""``sfc-k8s local up|down|status|exec|logs|node``: the local cluster as background processes.
 
-``up`` starts, in this order and each as its own process with a log in the state directory:
-the API server, the node runtime (which creates one network namespace per node), the CRDs of
-``deploy/crds``, the controller, and one node agent per node run inside its node's namespace
-with its own bpffs root. It records each thing in ``<state>/cluster.json`` before creating it,
-waits until everything is ready, prints the kubeconfig path, and is idempotent. ``down`` removes
-all of it, from the records and then by name prefix, so it also cleans up after a crash.
-Called by ``sfc_k8s.cli`` (the ``local`` subcommand) and by the demo.
+``up`` makes the underlay joining the node namespaces (``underlay.py``), then starts, in this
+order and each as its own process with a log in the state directory: the API server, one node
+runtime per node (its kubelet), the CRDs of ``deploy/crds``, the controller, and one node agent
+per node run inside its node's namespace with its own bpffs root. It records each thing in
+``<state>/cluster.json`` before creating it, waits until everything is ready, prints the
+kubeconfig path, and is idempotent. ``down`` removes all of it, from the records and then by
+name prefix, so it also cleans up after a crash. ``node stop|start`` crash a node and bring it
+back (``nodes.py``). Called by ``sfc_k8s.cli`` (the ``local`` subcommand) and by the demo.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sfc_k8s.local import netns, underlay
+from sfc_k8s.local import netns, nodes, underlay
+from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig, write_kubeconfig
 from sfc_k8s.local.layout import (
     BPFFS_BASE,
@@ -35,133 +37,29 @@ from sfc_k8s.local.layout import (
     default_state_dir,
     list_netns,
     node_name,
-    pid_alive,
     processes_in_netns,
     read_json,
     write_json,
 )
 from sfc_k8s.local.node.pod import cleanup_record
+from sfc_k8s.local.node.runtime import HEARTBEAT_SECONDS
 from sfc_k8s.local.paths import crds_dir, default_cni_path
+from sfc_k8s.local.processes import (
+    LocalClusterError,
+    Progress,
+    alive,
+    check_alive,
+    python,
+    start_process,
+    stop_processes,
+    tail_log,
+    wait_until,
+)
+
+__all__ = ["KUBECTL", "LocalClusterError", "Progress", "down", "main", "running", "tail_log", "up"]
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 READY_TIMEOUT = 60.0
-AGENT_METRICS_PORT = 9469  # the agent's default, inside each node namespace
-STOP_ORDER = ("controller", "agent-", "node-runtime", "apiserver")
-
-# Processes started by this Python process (``up`` called in-process, as the demo does): kept
-# so that ``down`` can reap them, and so that they are never garbage-collected while running.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class LocalClusterError(Exception):
-    """The local cluster could not be started, reached or stopped."""
-
-
-@dataclass
-class Progress:
-    """One line per step: what is being done, then ``ok (1.2s)`` or the failure."""
-
-    quiet: bool = False
-
-    def step(self, text: str) -> Callable[..., None]:
-        start = time.monotonic()
-        if not self.quiet:
-            print(f"  {text} ...", end="", flush=True)
-
-        def done(result: str = "ok") -> None:
-            if not self.quiet:
-                print(f" {result} ({time.monotonic() - start:.1f}s)", flush=True)
-
-        return done
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-def _python() -> str:
-    return sys.executable
-
-
-def _start_process(
-    layout: Layout, record: dict[str, Any], name: str, argv: list[str], env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    layout.logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = layout.log(name)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        )
-    _CHILDREN[proc.pid] = proc
-    record.setdefault("processes", {})[name] = {
-        "pid": proc.pid,
-        "argv": argv,
-        "log": str(log_path),
-        "hint": argv[-1] if name.startswith("agent-") else "sfc_k8s",
-    }
-    write_json(layout.cluster_file, record)
-    return proc
-
-
-def _alive(info: dict[str, Any]) -> bool:
-    return pid_alive(int(info["pid"]), None)
-
-
-def tail_log(path: str, lines: int = 15) -> str:
-    """The last ``lines`` lines of a log, indented for a report."""
-    try:
-        text = Path(path).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join("      " + line for line in text[-lines:])
-
-
-def _stop_processes(record: dict[str, Any], timeout: float = 15.0) -> None:
-    procs: dict[str, dict[str, Any]] = record.get("processes") or {}
-
-    def rank(name: str) -> int:
-        return next((i for i, p in enumerate(STOP_ORDER) if name.startswith(p)), len(STOP_ORDER))
-
-    for name in sorted(procs, key=rank):
-        info = procs[name]
-        pid = int(info["pid"])
-        if not _alive(info):
-            continue
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(info) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if _alive(info):
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
-        # Whatever the process group left behind goes too.
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-        child = _CHILDREN.pop(pid, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(5)
-
-
-def _reap(pid: int) -> None:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 # -- up -----------------------------------------------------------------------------------------
@@ -174,31 +72,14 @@ def _free_port() -> int:
         return port
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, procs: list[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise LocalClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs: {procs}")
-
-
-def _check_alive(record: dict[str, Any], name: str) -> None:
-    info = record["processes"][name]
-    if not _alive(info):
-        raise LocalClusterError(
-            f"{name} exited during start-up; its log {info['log']} ends with:\n"
-            + tail_log(info["log"])
-        )
-
-
 def running(layout: Layout) -> bool:
-    """Whether a cluster recorded in ``layout`` is up (every process alive, API answering)."""
+    """Whether a cluster recorded in ``layout`` is up (its processes alive but those of nodes
+    stopped with ``local node stop``, API answering)."""
     record = read_json(layout.cluster_file)
     procs = record.get("processes") or {}
     if not record.get("complete") or not procs:
         return False
-    if not all(_alive(p) for p in procs.values()):
+    if not all(alive(info) for name, info in procs.items() if not _of_stopped_node(record, name)):
         return False
     try:
         return SyncKube(load_kubeconfig(layout.kubeconfig)).reachable()
@@ -206,20 +87,54 @@ def running(layout: Layout) -> bool:
         return False
 
 
+def _of_stopped_node(record: dict[str, Any], process: str) -> bool:
+    return any(
+        process in (nodes.runtime_process(n), nodes.agent_process(n))
+        for n in record.get("stoppedNodes") or []
+    )
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``local up`` builds: node count, underlay MTU and the node lifecycle's timings."""
+
+    nodes: int = 1
+    mtu: int = underlay.DEFAULT_MTU
+    node_grace: float = DEFAULT_GRACE_SECONDS
+    eviction_timeout: float = DEFAULT_EVICTION_SECONDS
+
+    @property
+    def heartbeat(self) -> float:
+        """The kubelet's 10 s status updates, or a quarter of a shorter grace period."""
+        return min(HEARTBEAT_SECONDS, self.node_grace / 4)
+
+    def check(self) -> None:
+        try:
+            underlay.check_options(self.nodes, self.mtu)
+        except underlay.UnderlayError as err:
+            raise LocalClusterError(str(err)) from err
+        for flag, value in (
+            ("--node-monitor-grace-period", self.node_grace),
+            ("--pod-eviction-timeout", self.eviction_timeout),
+        ):
+            if not 0 < value <= 86400:
+                raise LocalClusterError(f"{flag} {value:g}: expected seconds from 0 to 86400")
+
+
 def up(
     layout: Layout,
     *,
     nodes: int = 1,
     mtu: int = underlay.DEFAULT_MTU,
+    node_grace: float = DEFAULT_GRACE_SECONDS,
+    eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
     progress: Progress | None = None,
     timeout: float = 60,
 ) -> Path:
     """Start the local cluster (or find it running) and return its kubeconfig path."""
     progress = progress or Progress()
-    try:
-        underlay.check_options(nodes, mtu)
-    except underlay.UnderlayError as err:
-        raise LocalClusterError(str(err)) from err
+    options = UpOptions(nodes, mtu, node_grace, eviction_timeout)
+    options.check()
     if running(layout):
         progress.say(f"local cluster already up (state {layout.state_dir})")
         return layout.kubeconfig
@@ -228,18 +143,24 @@ def up(
         down(layout, progress=Progress(quiet=True))
     progress.say(f"starting the local cluster {layout.cluster_id} in {layout.state_dir}")
     layout.state_dir.mkdir(parents=True, exist_ok=True)
+    names = [node_name(i) for i in range(1, nodes + 1)]
     record: dict[str, Any] = {
         "clusterId": layout.cluster_id,
         "netnsPrefix": layout.netns_prefix,
-        "nodes": [node_name(i) for i in range(1, nodes + 1)],
-        "bpffsRoots": [layout.bpffs_root(node_name(i)) for i in range(1, nodes + 1)],
+        "nodes": names,
+        "bpffsRoots": [layout.bpffs_root(n) for n in names],
+        "nodeLifecycle": {
+            "gracePeriod": node_grace,
+            "evictionTimeout": eviction_timeout,
+            "heartbeat": options.heartbeat,
+        },
         "created": datetime.now(UTC).isoformat(),
         "processes": {},
     }
     write_json(layout.cluster_file, record)
     try:
         _make_underlay(layout, record, nodes, mtu, progress)
-        _up(layout, record, nodes, progress, timeout)
+        _up(layout, record, options, progress, timeout)
     except (
         LocalClusterError,
         KubeError,
@@ -267,166 +188,100 @@ def _make_underlay(
     done()
 
 
-def _up(
-    layout: Layout, record: dict[str, Any], nodes: int, progress: Progress, timeout: float
-) -> None:
-    logs = str(layout.logs_dir)
+def _start_apiserver(
+    layout: Layout, record: dict[str, Any], options: UpOptions, timeout: float
+) -> str:
     port = _free_port()
     server = f"http://127.0.0.1:{port}"
     record["server"] = server
-    done = progress.step(f"API server on {server}")
-    _start_process(
+    start_process(
         layout,
         record,
         "apiserver",
         [
-            _python(),
-            "-m",
-            "sfc_k8s.local.apiserver",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(layout.state_dir / "apiserver"),
-            "--pod-logs",  # kubectl logs reads the node runtime's container logs
-            str(layout.pods_dir),
+            python(), "-m", "sfc_k8s.local.apiserver",
+            "--port", str(port),
+            "--state-dir", str(layout.state_dir / "apiserver"),
+            "--pod-logs", str(layout.pods_dir),  # kubectl logs reads the containers' logs
+            "--node-monitor-grace-period", f"{options.node_grace:g}",
+            "--pod-eviction-timeout", f"{options.eviction_timeout:g}",
         ],
         {},
-    )
+    )  # fmt: skip
     write_kubeconfig(layout.kubeconfig, server)
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
 
     def api_up() -> bool:
-        _check_alive(record, "apiserver")
+        check_alive(record, "apiserver")
         return kube.reachable()
 
-    _wait("the API server", api_up, timeout, [logs])
-    done()
+    wait_until("the API server", api_up, timeout, str(layout.logs_dir))
+    return server
 
-    done = progress.step("CustomResourceDefinitions (deploy/crds)")
+
+def _register_crds(layout: Layout) -> int:
     crds = sorted(str(p) for p in crds_dir().glob("*.yaml"))
     if crds:
         args = [a for path in crds for a in ("-f", path)]
         _kubectl(layout, "apply", *args)
-        _kubectl(
-            layout,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            *args,
-        )
-    done(f"{len(crds)} registered")
+        _kubectl(layout, "wait", "--for=condition=Established", "--timeout=30s", *args)
+    return len(crds)
 
-    done = progress.step(f"node runtime ({nodes} node{'s' if nodes > 1 else ''})")
-    _start_process(
-        layout,
-        record,
-        "node-runtime",
-        [
-            _python(),
-            "-m",
-            "sfc_k8s.local.node",
-            "--state-dir",
-            str(layout.state_dir),
-            "--nodes",
-            str(nodes),
-            "--cni-path",
-            ":".join(default_cni_path()),
-        ],
-        {},
-    )
 
-    def nodes_ready() -> bool:
-        _check_alive(record, "node-runtime")
-        try:
-            items = kube.get("/api/v1/nodes").get("items") or []
-        except KubeError:
-            return False
-        ready = {n["metadata"]["name"] for n in items if _node_ready(n)}
-        return all(node_name(i) in ready for i in range(1, nodes + 1))
-
-    _wait("the nodes to be Ready", nodes_ready, timeout, [logs])
-    done()
-
-    done = progress.step("controller")
-    _start_process(
+def _start_controller(layout: Layout, record: dict[str, Any]) -> None:
+    start_process(
         layout,
         record,
         "controller",
         [
-            _python(),
-            "-m",
-            "sfc_k8s.cli",
-            "controller",
-            "--kubeconfig",
-            str(layout.kubeconfig),
+            python(), "-m", "sfc_k8s.cli", "controller",
+            "--kubeconfig", str(layout.kubeconfig),
             "--all-namespaces",
             "--standalone",  # one replica here: no Kopf peering object needed
-            "--log-format",
-            "plain",
+            "--log-format", "plain",
         ],
         {},
-    )
+    )  # fmt: skip
+
+
+def _up(
+    layout: Layout,
+    record: dict[str, Any],
+    options: UpOptions,
+    progress: Progress,
+    timeout: float,
+) -> None:
+    done = progress.step("API server")
+    server = _start_apiserver(layout, record, options, timeout)
+    done(f"on {server}")
+    done = progress.step("CustomResourceDefinitions (deploy/crds)")
+    done(f"{_register_crds(layout)} registered")
+    names: list[str] = record["nodes"]
+    done = progress.step(f"node runtimes (one per node: {', '.join(names)})")
+    for name in names:
+        nodes.start_runtime(layout, record, name, options.nodes, options.heartbeat)
+    nodes.wait_nodes_ready(layout, record, names, timeout)
     done()
-    for i in range(1, nodes + 1):
-        node = node_name(i)
-        root = layout.bpffs_root(node)
-        done = progress.step(f"agent of {node} (netns {layout.node_netns(node)}, bpffs {root})")
-        _start_process(
-            layout,
-            record,
-            f"agent-{node}",
-            netns.nsenter_argv(
-                layout.node_netns(node),
-                [
-                    _python(),
-                    "-m",
-                    "sfc_k8s.cli",
-                    "agent",
-                    "--node",
-                    node,
-                    "--kubeconfig",
-                    str(layout.kubeconfig),
-                    "--bpffs-root",
-                    root,
-                    "--log-format",
-                    "plain",
-                ],
-            ),
-            {"SFC_K8S_BPFFS_ROOT": root},
-        )
+    done = progress.step("controller")
+    _start_controller(layout, record)
+    done()
+    for name in names:
+        root = layout.bpffs_root(name)
+        done = progress.step(f"agent of {name} (netns {layout.node_netns(name)}, bpffs {root})")
+        nodes.start_agent(layout, record, name)
         done()
     done = progress.step("waiting for the agents' metrics and the controller to settle")
-
-    def agents_serving() -> bool:
-        for name in record["processes"]:
-            _check_alive(record, name)
-        for i in range(1, nodes + 1):
-            try:
-                netns.connect_in_netns(
-                    layout.node_netns(node_name(i)), "127.0.0.1", AGENT_METRICS_PORT, timeout=1
-                ).close()
-            except OSError:
-                return False
-        return True
-
-    _wait("the agents to serve their metrics", agents_serving, timeout, [logs])
+    nodes.wait_agents_serving(layout, record, names, timeout)
     settle_until = time.monotonic() + 1.0  # Kopf has no readiness signal: watch it stay up
     while time.monotonic() < settle_until:
         for name in record["processes"]:
-            _check_alive(record, name)
+            check_alive(record, name)
         time.sleep(0.1)
     done()
     record["complete"] = True
     write_json(layout.cluster_file, record)
     progress.say(f"local cluster up. kubeconfig: {layout.kubeconfig}")
     progress.say(f"  export KUBECONFIG={layout.kubeconfig}")
-
-
-def _node_ready(node: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (node.get("status") or {}).get("conditions") or []
-    )
 
 
 def _kubectl(layout: Layout, *args: str, timeout: float = 60) -> str:
@@ -453,7 +308,7 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
     progress = progress or Progress()
     record = read_json(layout.cluster_file)
     done = progress.step("stopping processes")
-    _stop_processes(record)
+    stop_processes(record)
     done()
     done = progress.step("removing pods (CNI DEL, namespaces)")
     records = sorted(layout.pods_dir.glob("*/pod.json")) if layout.pods_dir.is_dir() else []
@@ -499,6 +354,8 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
 
 
 def status(layout: Layout) -> int:
+    """Print the cluster's processes, underlay, nodes and pods; 1 if something is not running
+    (the processes of a node stopped with ``local node stop`` are expected not to)."""
     record = read_json(layout.cluster_file)
     if not record:
         print(f"no local cluster in {layout.state_dir}")
@@ -506,13 +363,8 @@ def status(layout: Layout) -> int:
     print(f"cluster {record.get('clusterId')} in {layout.state_dir}")
     print(f"kubeconfig: {layout.kubeconfig}")
     print(f"API server: {record.get('server')}")
-    print("processes:")
-    healthy = True
-    for name, info in sorted((record.get("processes") or {}).items()):
-        alive = _alive(info)
-        healthy &= alive
-        print(f"  {name:<22} pid {info['pid']:<8} {'running' if alive else 'NOT RUNNING'}")
-        print(f"  {'':<22} log {info['log']}")
+    healthy = _print_processes(record)
+    _print_underlay(record)
     try:
         kube = SyncKube(load_kubeconfig(layout.kubeconfig))
         node_items = kube.get("/api/v1/nodes").get("items") or []
@@ -520,12 +372,7 @@ def status(layout: Layout) -> int:
     except KubeError as err:
         print(f"API server not reachable: {err}")
         return 1
-    print("nodes:")
-    for node in node_items:
-        name = node["metadata"]["name"]
-        state = "Ready" if _node_ready(node) else "NotReady"
-        count = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName") == name)
-        print(f"  {name:<10} {state:<9} netns {layout.node_netns(name)}  pods {count}")
+    _print_nodes(layout, record, node_items, pods)
     phases: dict[str, int] = {}
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase", "Pending")
@@ -533,6 +380,69 @@ def status(layout: Layout) -> int:
     summary = ", ".join(f"{n} {p}" for p, n in sorted(phases.items())) or "none"
     print(f"pods: {len(pods)} ({summary})")
     return 0 if healthy and record.get("complete") else 1
+
+
+def _print_processes(record: dict[str, Any]) -> bool:
+    print("processes:")
+    healthy = True
+    for name, info in sorted((record.get("processes") or {}).items()):
+        if alive(info):
+            state = "running"
+        elif _of_stopped_node(record, name):
+            state = "stopped (local node stop)"
+        else:
+            state, healthy = "NOT RUNNING", False
+        print(f"  {name:<22} pid {info['pid']:<8} {state}")
+        print(f"  {'':<22} log {info['log']}")
+    return healthy
+
+
+def _print_underlay(record: dict[str, Any]) -> None:
+    ul = record.get("underlay") or {}
+    if ul:
+        print(
+            f"underlay: bridge {ul.get('bridge')} in netns {ul.get('netns')}, "
+            f"{ul.get('subnet')}, MTU {ul.get('mtu')}"
+        )
+    timings = record.get("nodeLifecycle") or {}
+    if timings:
+        print(
+            f"node lifecycle: heartbeat every {timings['heartbeat']:g}s, NotReady after "
+            f"{timings['gracePeriod']:g}s without one, pods evicted "
+            f"{timings['evictionTimeout']:g}s later"
+        )
+
+
+def _node_state(node: dict[str, Any]) -> str:
+    """``Ready``, ``NotReady`` (Ready=False) or ``Unknown`` (no heartbeat), as kubectl shows
+    the last two both as NotReady."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    if ready.get("status") == "True":
+        return "Ready"
+    return "NotReady" if ready.get("status") == "False" else "Unknown"
+
+
+def _print_nodes(
+    layout: Layout, record: dict[str, Any], items: list[dict[str, Any]], pods: list[Any]
+) -> None:
+    print("nodes:")
+    stopped = record.get("stoppedNodes") or []
+    for node in items:
+        name = node["metadata"]["name"]
+        addresses = (node.get("status") or {}).get("addresses") or []
+        ip = next((a["address"] for a in addresses if a["type"] == "InternalIP"), "-")
+        iface = underlay.read_node_interface(layout.node_netns(name))
+        link = "-" if iface is None else ("up" if iface.carrier else "down")
+        taints = (node.get("spec") or {}).get("taints") or []
+        count = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName") == name)
+        line = f"  {name:<10} {_node_state(node):<9} {ip:<15} link {link:<4} "
+        line += f"netns {layout.node_netns(name)}  pods {count}"
+        if taints:
+            line += "  taints " + ",".join(f"{t.get('key')}:{t.get('effect')}" for t in taints)
+        if name in stopped:
+            line += "  (stopped: local node start " + name + ")"
+        print(line)
 
 
 def find_pod(layout: Layout, name: str, namespace: str) -> dict[str, Any]:
@@ -626,12 +536,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=underlay.DEFAULT_MTU,
         help=f"the underlay's MTU, given to every node and pod (default {underlay.DEFAULT_MTU})",
     )
+    p_up.add_argument(
+        "--node-monitor-grace-period",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="a node without heartbeat this long turns NotReady (Unknown) "
+        f"(default {DEFAULT_GRACE_SECONDS:g}, as kube-controller-manager)",
+    )
+    p_up.add_argument(
+        "--pod-eviction-timeout",
+        type=float,
+        default=DEFAULT_EVICTION_SECONDS,
+        metavar="SECONDS",
+        help="pods on an unreachable node are evicted this long after it turned NotReady "
+        f"(default {DEFAULT_EVICTION_SECONDS:g}, Kubernetes' default toleration)",
+    )
     p_up.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     p_up.add_argument("--timeout", type=float, default=READY_TIMEOUT)
     p_down = sub.add_parser("down", help="remove everything the local cluster made")
     p_down.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
-    p_status = sub.add_parser("status", help="processes, nodes, pods, kubeconfig path")
+    p_status = sub.add_parser(
+        "status", help="processes, underlay, nodes (readiness, address, link), pods, kubeconfig"
+    )
     p_status.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    p_node = sub.add_parser("node", help="crash a node and bring it back: node stop|start NAME")
+    p_node.add_argument("action", choices=["stop", "start"])
+    p_node.add_argument("node", help="node name, e.g. node-2")
+    p_node.add_argument("--timeout", type=float, default=READY_TIMEOUT)
+    p_node.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     p_exec = sub.add_parser(
         "exec", help="run a command in a pod's network namespace: exec POD [-n NS] -- CMD..."
     )
@@ -653,19 +586,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _up_command(layout: Layout, args: argparse.Namespace) -> int:
+    up(
+        layout,
+        nodes=args.nodes,
+        mtu=args.mtu,
+        node_grace=args.node_monitor_grace_period,
+        eviction_timeout=args.pod_eviction_timeout,
+        timeout=args.timeout,
+    )
+    return 0
+
+
+def _down_command(layout: Layout) -> int:
+    down(layout)
+    return 0
+
+
+def _node_command(layout: Layout, args: argparse.Namespace) -> int:
+    if args.action == "stop":
+        nodes.stop_node(layout, args.node, progress=Progress())
+    else:
+        nodes.start_node(layout, args.node, progress=Progress(), timeout=args.timeout)
+    return 0
+
+
 def _run(layout: Layout, args: argparse.Namespace) -> int:
     """Carry out one parsed command; user errors raise ``LocalClusterError``."""
-    if args.command == "up":
-        up(layout, nodes=args.nodes, mtu=args.mtu, timeout=args.timeout)
-        return 0
-    if args.command == "down":
-        down(layout)
-        return 0
-    if args.command == "status":
-        return status(layout)
-    if args.command == "logs":
-        return pod_logs(layout, args.pod, args.namespace, args.container, follow=args.follow)
-    return exec_in_pod(layout, args.pod, args.namespace, args.cmd)
+    commands: dict[str, Callable[[], int]] = {
+        "up": lambda: _up_command(layout, args),
+        "down": lambda: _down_command(layout),
+        "status": lambda: status(layout),
+        "node": lambda: _node_command(layout, args),
+        "logs": lambda: pod_logs(
+            layout, args.pod, args.namespace, args.container, follow=args.follow
+        ),
+        "exec": lambda: exec_in_pod(layout, args.pod, args.namespace, args.cmd),
+    }
+    return commands[args.command]()
 
 
 def main(argv: list[str]) -> int:
@@ -676,6 +634,6 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         return _run(layout, args)
-    except (LocalClusterError, KubeError) as err:
+    except (LocalClusterError, KubeError, underlay.UnderlayError) as err:
         print(f"sfc-k8s local: {err}", file=sys.stderr)
         return 1
