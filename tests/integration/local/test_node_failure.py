@@ -6,9 +6,11 @@ node's underlay cable and kills its runtime, agent and pods' processes with no c
 namespaces stay); its heartbeats (Lease renewals) stop; the API turns it ``Ready=Unknown`` with
 the ``node.kubernetes.io/unreachable`` taints within the grace period (plus one controller
 pass), evicts its pods after the eviction timeout, and the Deployment's replacements run on
-the other node; ``local status`` shows the node Unknown, its link down and its processes
+the other node, while a pod tolerating the taint for ever stays, marked not Ready;
+``local status`` shows the node Unknown, its link down and its processes
 stopped (exit 0); ``local up`` stays a no-op; ``node start`` brings it back Ready and
-untainted, the leftovers of the crash are gone, and a scale-up places replicas on it again.
+untainted, the leftovers of the crash are gone, the pod that stayed runs again in a new sandbox,
+and a scale-up places replicas on it again.
 Bad names get a one-line error.
 """
 
@@ -114,6 +116,36 @@ def _node_if(layout: Layout, name: str, ready: str) -> dict[str, Any] | None:
     return node if _ready(node) == ready else None
 
 
+def _create_tolerating_pod(layout: Layout, ns: str) -> None:
+    """A pod on node-2 that tolerates the unreachable taint for ever (never evicted)."""
+    toleration = {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+    }
+    body = {
+        "metadata": {"name": "survivor", "namespace": ns},
+        "spec": {
+            "nodeName": "node-2",
+            "tolerations": [toleration],
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "none", "command": ["sleep", "1000"]}],
+        },
+    }
+    _kube(layout).request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+
+
+def _pod_if_ready(layout: Layout, ns: str, ready: str) -> dict[str, Any] | None:
+    pod = _kube(layout).get(f"/api/v1/namespaces/{ns}/pods/survivor")
+    conditions = pod.get("status", {}).get("conditions") or []
+    return (
+        pod
+        if {"type": "Ready", "status": ready}
+        in [{"type": c["type"], "status": c["status"]} for c in conditions]
+        else None
+    )
+
+
 def _deploy(layout: Layout, ns: str, replicas: int) -> None:
     kube = _kube(layout)
     kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
@@ -139,6 +171,10 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     ns = "failover"
     _deploy(layout, ns, 4)
     placed = _wait_running(layout, ns, 4)
+    _create_tolerating_pod(layout, ns)
+    survivor = wait_for("the tolerating pod Ready", lambda: _pod_if_ready(layout, ns, "True"), 60)
+    survivor_netns = layout.pod_netns(survivor["metadata"]["uid"])
+    survivor_pids = processes_in_netns(survivor_netns)
     assert sorted(placed.values()) == ["node-1", "node-1", "node-2", "node-2"]
     on_node2 = [p for p in _pods(layout, ns) if p["spec"]["nodeName"] == "node-2"]
     pod_netns = [layout.pod_netns(p["metadata"]["uid"]) for p in on_node2]
@@ -174,6 +210,8 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     moved = wait_for("replicas evicted and replaced on node-1", replaced, EVICTION + 30)
     assert set(moved.values()) == {"node-1"}
     assert not set(moved) & {p["metadata"]["name"] for p in on_node2}
+    # The pod that tolerates the unreachable taint for ever stays, marked not Ready.
+    assert _pod_if_ready(layout, ns, "False") is not None
 
     code, out, _ = _cli(layout, "status")
     assert code == 0, out
@@ -191,6 +229,10 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     assert not any(Path("/run/netns", n).exists() for n in pod_netns), "the crash's leftovers"
     iface = underlay.read_node_interface(layout.node_netns("node-2"))
     assert iface is not None and iface.carrier
+    # The pod that was not evicted runs again on the returned node, in a new sandbox.
+    wait_for("the tolerating pod Ready again", lambda: _pod_if_ready(layout, ns, "True"), 60)
+    again = processes_in_netns(survivor_netns)
+    assert again and not set(again) & set(survivor_pids)
 
     _kube(layout).request(
         "PATCH",

@@ -6,7 +6,8 @@ Unknown is not lost again); lifecycle taints follow the Ready condition (Unknown
 unreachable, False -> not-ready, both effects; True -> none; other taints kept; an existing
 taint keeps its ``timeAdded``); eviction delays from tolerations (none -> the default,
 ``tolerationSeconds`` -> that, the smallest of several, tolerated for ever -> never, a
-``NoSchedule``-only toleration does not count) and when a pod is due.
+``NoSchedule``-only toleration does not count) and when a pod is due; a lost node's pods are
+marked not Ready.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     eviction_delay,
     format_time,
     is_lost,
+    not_ready_status,
 )
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -92,3 +94,28 @@ def test_due_for_eviction_once_the_delay_ran_out() -> None:
     assert due_for_eviction(pod(), tainted, NOW, 10) == {**TAINT, "timeAdded": ago(10)}
     other = node("True", taints=[{"key": "dedicated", "effect": "NoExecute", "timeAdded": ago(99)}])
     assert due_for_eviction(pod(), other, NOW, 0) is None, "not a lifecycle taint"
+
+
+def test_pods_of_a_lost_node_are_marked_not_ready() -> None:
+    running = {
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        }
+    }
+    status = not_ready_status(running, NOW)
+    assert status is not None and status["phase"] == "Running"
+    assert status["conditions"] == [
+        {"type": "PodScheduled", "status": "True"},
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "NodeNotReady",
+            "lastTransitionTime": format_time(NOW),
+        },
+    ]
+    assert running["status"]["conditions"][1]["status"] == "True", "the input is not changed"
+    assert not_ready_status({"status": status}, NOW) is None, "already not Ready: no write"

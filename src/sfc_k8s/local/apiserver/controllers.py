@@ -27,6 +27,7 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     due_for_eviction,
     format_time,
     is_lost,
+    not_ready_status,
 )
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
@@ -277,26 +278,24 @@ class Controllers:
                 )
 
     def _evict_from(self, node: Obj, now: datetime.datetime) -> None:
+        """Mark the pods of a lost node not Ready; evict those whose delay ran out."""
         name = meta(node)["name"]
-        for pod in self.store.objects(PODS):
-            if (pod.get("spec") or {}).get("nodeName") != name or meta(pod).get(
-                "deletionTimestamp"
-            ):
+        for stored in self.store.objects(PODS):
+            if (stored.get("spec") or {}).get("nodeName") != name:
                 continue
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            if meta(stored).get("deletionTimestamp") or (stored.get("status") or {}).get(
+                "phase"
+            ) in ("Succeeded", "Failed"):
                 continue
+            pod = stored
+            status = not_ready_status(stored, now)
+            if status is not None:
+                pod = self.store.update_internal(self._type(PODS), {**stored, "status": status})
             taint = due_for_eviction(pod, node, now, self.eviction_timeout)
-            if taint is None:
-                continue
-            logger.warning(
-                "node %s: evicting pod %s/%s (%s)",
-                name,
-                meta(pod).get("namespace"),
-                meta(pod)["name"],
-                taint.get("key"),
-            )
-            self._event(pod, "TaintManagerEviction", f"Marking for deletion Pod {_key(pod)}")
-            self._delete(PODS, pod)
+            if taint is not None:
+                logger.warning("node %s: evicting pod %s (%s)", name, _key(pod), taint.get("key"))
+                self._event(pod, "TaintManagerEviction", f"Marking for deletion Pod {_key(pod)}")
+                self._delete(PODS, pod)
 
     def _event(self, obj: Obj, reason: str, message: str) -> None:
         """A Normal event about ``obj`` from the controller manager."""

@@ -10,6 +10,8 @@ lifecycle controller with taint-based eviction:
 - a node whose ``Ready`` is ``Unknown`` carries the ``node.kubernetes.io/unreachable`` taint,
   one whose ``Ready`` is ``False`` the ``node.kubernetes.io/not-ready`` taint, each with the
   ``NoSchedule`` and ``NoExecute`` effects; a Ready node carries neither;
+- the pods of a node that is not Ready are marked not Ready (``Ready=False``), as the
+  controller's MarkPodsNotReady does, so endpoints and controllers stop counting them at once;
 - a pod on a node with such a ``NoExecute`` taint is evicted once the taint is older than the
   ``tolerationSeconds`` of the pod's toleration for it (tolerated with no ``tolerationSeconds``:
   never), or, with no toleration, than the default (what the DefaultTolerationSeconds admission
@@ -123,3 +125,20 @@ def due_for_eviction(
         if delay is not None and (now - added).total_seconds() >= delay:
             return dict(taint)
     return None
+
+
+def not_ready_status(pod: Obj, now: datetime.datetime) -> dict[str, Any] | None:
+    """The pod's status with ``Ready=False`` (its node was lost), or None if it is not Ready."""
+    status = dict(pod.get("status") or {})
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    changed = False
+    for condition in conditions:
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            condition.update(
+                status="False", reason="NodeNotReady", lastTransitionTime=format_time(now)
+            )
+            changed = True
+    if not changed:
+        return None
+    status["conditions"] = conditions
+    return status
