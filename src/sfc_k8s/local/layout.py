@@ -33,14 +33,6 @@ def node_name(index: int) -> str:
     return f"node-{index}"
 
 
-def node_index(name: str) -> int | None:
-    """The 1-based index of a node named by ``node_name``; None for any other name."""
-    prefix, _, number = name.partition("-")
-    if prefix != "node" or not number.isdigit() or number.startswith("0"):
-        return None
-    return int(number)
-
-
 def pod_cidr(index: int) -> str:
     """The pod CIDR of the ``index``-th node (its cluster network, routed over the underlay)."""
     return f"10.244.{index}.0/24"

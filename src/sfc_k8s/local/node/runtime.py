@@ -1,12 +1,15 @@
 """The local node runtime: the kubelet role for the emulated nodes.
 
-One process serves every emulated node of a local cluster (``python -m sfc_k8s.local.node``,
-started by ``sfc-k8s local up``). For each node it creates the node's network namespace (the
-"host" of that node: pods' host-side veths live there, and its agent runs there), registers a
-``Node`` object with a ``Ready`` condition and keeps its heartbeat, and opens an API endpoint
-inside the namespace (``127.0.0.1:<api port>`` forwarded to the API server) so that processes
-of the node reach the API server with the same kubeconfig as the host. It runs a
-``PodWorker`` for every pod bound to its nodes (the API server schedules, as kube-scheduler).
+One process serves some or all emulated nodes of a local cluster (``python -m
+sfc_k8s.local.node``; ``sfc-k8s local up`` starts one per node with ``--serve``, so that a node
+can crash alone). For each node it creates the node's network namespace if the underlay has
+not (the "host" of that node: pods' host-side veths live there, and its agent runs there),
+finds the node's address and MTU on its underlay interface, registers a ``Node`` object with
+that ``InternalIP`` and a ``Ready`` condition and keeps its heartbeats (the condition and the
+node's Lease), and opens an API endpoint inside the namespace (``127.0.0.1:<api port>``
+forwarded to the API server) so that processes of the node reach the API server with the same
+kubeconfig as the host. It runs a ``PodWorker`` for every pod bound to its nodes (the API
+server schedules, as kube-scheduler).
 """
 
 from __future__ import annotations
