@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 from sfc_k8s.local.layout import Layout, node_name, pod_cidr
@@ -144,9 +145,17 @@ def create(layout: Layout, links: list[NodeLink], mtu: int) -> None:
             _ip("-n", layout.node_netns(link.node), "route", "replace", cidr, "via", via)
 
 
-def set_node_link(layout: Layout, node: str, *, up: bool) -> None:
-    """Plug a node's cable in or out: its bridge port up or down (the node sees no carrier)."""
+def set_node_link(layout: Layout, node: str, *, up: bool, timeout: float = 5.0) -> None:
+    """Plug a node's cable in or out: its bridge port up or down. Returns once the node sees
+    the carrier come or go (the kernel signals it asynchronously, within about a second)."""
     _ip("-n", layout.underlay_netns, "link", "set", node, "up" if up else "down")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        iface = read_node_interface(layout.node_netns(node))
+        if iface is None or iface.carrier == up:
+            return
+        time.sleep(0.02)
+    raise UnderlayError(f"node {node}'s underlay link did not go {'up' if up else 'down'}")
 
 
 @dataclass(frozen=True)

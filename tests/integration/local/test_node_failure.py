@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,32 +167,42 @@ def _deploy(layout: Layout, ns: str, replicas: int) -> None:
     kube.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=body)
 
 
-def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
-    layout = cluster
-    ns = "failover"
+@dataclass
+class Before:
+    """What ran on node-2 before its crash."""
+
+    pods: list[str]  # names of the Deployment's replicas there
+    pod_netns: list[str]
+    pids: list[int]  # its pods', runtime's and agent's
+    survivor_netns: str
+    survivor_pids: list[int]
+
+
+def _start_workload(layout: Layout, ns: str) -> Before:
+    """Four replicas, two per node, and the tolerating pod on node-2."""
     _deploy(layout, ns, 4)
     placed = _wait_running(layout, ns, 4)
+    assert sorted(placed.values()) == ["node-1", "node-1", "node-2", "node-2"]
     _create_tolerating_pod(layout, ns)
     survivor = wait_for("the tolerating pod Ready", lambda: _pod_if_ready(layout, ns, "True"), 60)
     survivor_netns = layout.pod_netns(survivor["metadata"]["uid"])
-    survivor_pids = processes_in_netns(survivor_netns)
-    assert sorted(placed.values()) == ["node-1", "node-1", "node-2", "node-2"]
     on_node2 = [p for p in _pods(layout, ns) if p["spec"]["nodeName"] == "node-2"]
     pod_netns = [layout.pod_netns(p["metadata"]["uid"]) for p in on_node2]
-    pod_pids = [pid for n in pod_netns for pid in processes_in_netns(n)]
     procs = read_json(layout.cluster_file)["processes"]
-    node_pids = [procs[f"{kind}-node-2"]["pid"] for kind in ("node-runtime", "agent")]
-    assert pod_pids and all(pid_alive(p) for p in [*pod_pids, *node_pids])
+    pids = [pid for n in pod_netns for pid in processes_in_netns(n)]
+    pids += [procs[f"{kind}-node-2"]["pid"] for kind in ("node-runtime", "agent")]
+    assert len(pids) > 2 and all(pid_alive(p) for p in pids)
+    return Before(
+        pods=[p["metadata"]["name"] for p in on_node2],
+        pod_netns=pod_netns,
+        pids=pids,
+        survivor_netns=survivor_netns,
+        survivor_pids=processes_in_netns(survivor_netns),
+    )
 
-    code, out, _ = _cli(layout, "node", "stop", "node-2")
-    stopped_at = time.monotonic()
-    assert code == 0 and "node-2 stopped" in out
-    assert not any(pid_alive(p) for p in [*pod_pids, *node_pids]), "killed, as in a crash"
-    assert all(Path("/run/netns", n).exists() for n in pod_netns), "nothing cleaned up"
-    iface = underlay.read_node_interface(layout.node_netns("node-2"))
-    assert iface is not None and not iface.carrier, "its underlay link is down"
-    renewed = _renew_time(layout, "node-2")
 
+def _check_lost(layout: Layout, stopped_at: float, renewed: str) -> None:
+    """node-2 Unknown and tainted within the grace period (plus a pass and a heartbeat)."""
     bound = GRACE + CONTROLLER_TICK + 2.0
     lost = wait_for("node-2 Unknown", lambda: _node_if(layout, "node-2", "Unknown"), bound)
     assert time.monotonic() - stopped_at <= bound
@@ -202,6 +213,8 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     assert _renew_time(layout, "node-2") == renewed, "no heartbeat since the stop"
     assert _ready(_node(layout, "node-1")) == "True"
 
+
+def _check_evicted(layout: Layout, ns: str, before: Before) -> None:
     def replaced() -> dict[str, str] | None:
         now = _running_on(layout, ns)
         gone = not any(p["spec"]["nodeName"] == "node-2" for p in _pods(layout, ns))
@@ -209,10 +222,12 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
 
     moved = wait_for("replicas evicted and replaced on node-1", replaced, EVICTION + 30)
     assert set(moved.values()) == {"node-1"}
-    assert not set(moved) & {p["metadata"]["name"] for p in on_node2}
+    assert not set(moved) & set(before.pods)
     # The pod that tolerates the unreachable taint for ever stays, marked not Ready.
     assert _pod_if_ready(layout, ns, "False") is not None
 
+
+def _check_status_while_stopped(layout: Layout) -> None:
     code, out, _ = _cli(layout, "status")
     assert code == 0, out
     (line,) = [row for row in out.splitlines() if row.strip().startswith("node-2 ")]
@@ -221,19 +236,18 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     code, out, _ = _cli(layout, "up")
     assert code == 0 and "already up" in out
 
-    code, out, _ = _cli(layout, "node", "start", "node-2")
-    assert code == 0 and "node-2 is back" in out, out
+
+def _check_returned(layout: Layout, ns: str, before: Before, renewed: str) -> None:
     back = _node(layout, "node-2")
     assert _ready(back) == "True" and not _taints(back)
     assert _renew_time(layout, "node-2") != renewed
-    assert not any(Path("/run/netns", n).exists() for n in pod_netns), "the crash's leftovers"
+    assert not any(Path("/run/netns", n).exists() for n in before.pod_netns), "the leftovers"
     iface = underlay.read_node_interface(layout.node_netns("node-2"))
     assert iface is not None and iface.carrier
     # The pod that was not evicted runs again on the returned node, in a new sandbox.
     wait_for("the tolerating pod Ready again", lambda: _pod_if_ready(layout, ns, "True"), 60)
-    again = processes_in_netns(survivor_netns)
-    assert again and not set(again) & set(survivor_pids)
-
+    again = processes_in_netns(before.survivor_netns)
+    assert again and not set(again) & set(before.survivor_pids)
     _kube(layout).request(
         "PATCH",
         f"/apis/apps/v1/namespaces/{ns}/deployments/nf",
@@ -242,6 +256,27 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     )
     spread = _wait_running(layout, ns, 8)
     assert sorted(spread.values()).count("node-2") == 4, "new replicas go to the returned node"
+
+
+def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
+    layout, ns = cluster, "failover"
+    before = _start_workload(layout, ns)
+
+    code, out, _ = _cli(layout, "node", "stop", "node-2")
+    stopped_at = time.monotonic()
+    assert code == 0 and "node-2 stopped" in out
+    assert not any(pid_alive(p) for p in before.pids), "killed, as in a crash"
+    assert all(Path("/run/netns", n).exists() for n in before.pod_netns), "nothing cleaned up"
+    iface = underlay.read_node_interface(layout.node_netns("node-2"))
+    assert iface is not None and not iface.carrier, "its underlay link is down"
+    renewed = _renew_time(layout, "node-2")
+    _check_lost(layout, stopped_at, renewed)
+    _check_evicted(layout, ns, before)
+    _check_status_while_stopped(layout)
+
+    code, out, _ = _cli(layout, "node", "start", "node-2")
+    assert code == 0 and "node-2 is back" in out, out
+    _check_returned(layout, ns, before, renewed)
 
 
 def test_node_commands_refuse_bad_names(cluster: Layout) -> None:

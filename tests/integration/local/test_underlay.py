@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sfc_k8s.local import underlay
-from tests.integration.local.cluster import Cluster, local_cluster, ready
+from tests.integration.local.cluster import Cluster, local_cluster, ready, wait_for
 
 MTU = 1400
 IP_ICMP_HEADERS = 28  # 20 bytes of IPv4 header, 8 of ICMP echo
@@ -64,7 +64,8 @@ def test_nodes_reach_each_other_only_over_the_underlay(two_nodes: Cluster) -> No
         assert iface is not None and not iface.carrier
     finally:
         underlay.set_node_link(layout, "node-2", up=True)
-    assert _ping(node1, peer)
+    # Back in: reachable again (a first ping may still meet the neighbour entry that failed).
+    wait_for("node-2 reachable again", lambda: _ping(node1, peer), 5)
 
 
 def test_pods_on_two_nodes_reach_each_other(two_nodes: Cluster) -> None:
