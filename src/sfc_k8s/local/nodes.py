@@ -186,9 +186,10 @@ def stop_node(layout: Layout, name: str, *, progress: Progress) -> None:
     killed = _kill_node_processes(layout, record, name)
     done(f"{killed} processes")
     timings = record.get("nodeLifecycle") or {}
+    grace, eviction = timings.get("gracePeriod", 0), timings.get("evictionTimeout", 0)
     progress.say(
-        f"{name} stopped. The API marks it NotReady {timings.get('gracePeriod', '?')}s after its "
-        f"last heartbeat and evicts its pods {timings.get('evictionTimeout', '?')}s later."
+        f"{name} stopped. The API marks it NotReady {grace:g}s after its last heartbeat and "
+        f"evicts its pods {eviction:g}s later; 'sfc-k8s local node start {name}' brings it back."
     )
 
 

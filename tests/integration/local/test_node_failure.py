@@ -11,7 +11,7 @@ the other node, while a pod tolerating the taint for ever stays, marked not Read
 stopped (exit 0); ``local up`` stays a no-op; ``node start`` brings it back Ready and
 untainted, the leftovers of the crash are gone, the pod that stayed runs again in a new sandbox,
 and a scale-up places replicas on it again.
-Bad names get a one-line error.
+Bad names get a one-line error; ``local down`` with a node still stopped leaves nothing.
 """
 
 from __future__ import annotations
@@ -291,3 +291,14 @@ def test_node_commands_refuse_bad_names(cluster: Layout) -> None:
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "start one with 'sfc-k8s local up'" in proc.stderr
+
+
+def test_down_after_a_node_stop_leaves_nothing(cluster: Layout) -> None:
+    """Last in this module: it removes the module's cluster, with node-1 left crashed."""
+    code, out, _ = _cli(cluster, "node", "stop", "node-1")
+    assert code == 0 and "node-1 stopped" in out
+    pids = [int(p["pid"]) for p in read_json(cluster.cluster_file)["processes"].values()]
+    assert local_cli.main(["down", "--state-dir", str(cluster.state_dir)]) == 0
+    assert list_netns(cluster.netns_prefix) == []
+    assert not cluster.state_dir.exists()
+    assert not any(pid_alive(pid) for pid in pids)
