@@ -201,6 +201,13 @@ def _start_workload(layout: Layout, ns: str) -> Before:
     )
 
 
+def _ready_times(layout: Layout, name: str) -> tuple[str, str]:
+    """(lastHeartbeatTime, lastTransitionTime) of the node's Ready condition."""
+    node = _node(layout, name)
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    return str(ready["lastHeartbeatTime"]), str(ready["lastTransitionTime"])
+
+
 def _check_lost(layout: Layout, stopped_at: float, renewed: str) -> None:
     """node-2 Unknown and tainted within the grace period (plus a pass and a heartbeat)."""
     bound = GRACE + CONTROLLER_TICK + 2.0
@@ -262,6 +269,7 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     layout, ns = cluster, "failover"
     before = _start_workload(layout, ns)
 
+    node1_beat, node1_since = _ready_times(layout, "node-1")
     code, out, _ = _cli(layout, "node", "stop", "node-2")
     stopped_at = time.monotonic()
     assert code == 0 and "node-2 stopped" in out
@@ -271,6 +279,8 @@ def test_node_stop_evicts_and_node_start_returns(cluster: Layout) -> None:
     assert iface is not None and not iface.carrier, "its underlay link is down"
     renewed = _renew_time(layout, "node-2")
     _check_lost(layout, stopped_at, renewed)
+    beat, since = _ready_times(layout, "node-1")
+    assert beat > node1_beat and since == node1_since, "heartbeats are not transitions"
     _check_evicted(layout, ns, before)
     _check_status_while_stopped(layout)
 

@@ -103,6 +103,7 @@ class NodeRuntime:
         self.contexts: dict[str, NodeContext] = {}
         self.workers: dict[str, PodWorker] = {}
         self._servers: list[asyncio.Server] = []
+        self._transitions: dict[str, tuple[bool, str]] = {}  # node -> (ready, since)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
@@ -179,6 +180,14 @@ class NodeRuntime:
 
     # -- Node objects ------------------------------------------------------------------------
 
+    def _transition_time(self, node: str, ready: bool, now: str) -> str:
+        """When the node's readiness last changed: kept while it stays (a heartbeat is not a
+        transition), so that readers can tell how long a node has been Ready."""
+        last = self._transitions.get(node)
+        if last is None or last[0] != ready:
+            last = self._transitions[node] = (ready, now)
+        return last[1]
+
     def _node_status(self, spec: NodeSpec, *, ready: bool) -> JsonObj:
         ts = now_rfc3339()
         cpus = str(os.cpu_count() or 1)
@@ -193,7 +202,7 @@ class NodeRuntime:
                     if ready
                     else "the local node runtime stopped",
                     "lastHeartbeatTime": ts,
-                    "lastTransitionTime": ts,
+                    "lastTransitionTime": self._transition_time(spec.name, ready, ts),
                 }
             ],
             "addresses": [
