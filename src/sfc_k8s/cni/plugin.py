@@ -209,18 +209,40 @@ def _bring_up(rtnl: Rtnl, name: str, *, alias: str | None) -> Link:
     return nl.Link(replies[2][0])
 
 
+def link_local(mac: bytes) -> bytes:
+    """The fe80::/64 address whose interface identifier is ``mac``'s modified EUI-64.
+
+    Derived from the shared MAC, so every replica of an NF interface has the same one, as it has
+    the same MAC: neighbours keep one entry whichever replica answers (RFC 4291, appendix A).
+    """
+    return b"\xfe\x80" + bytes(6) + bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
+
+
 def _apply_ip_config(pod: Rtnl, link: Link, ip_config: IpConfig) -> None:
-    """Put the IPAM addresses on the pod end, then its routes (all in one round trip)."""
+    """Put the IPAM addresses on the pod end, then its routes (all in one round trip).
+
+    With any IPv6 address the pod end also gets its link-local address (``link_local``), unless
+    the IPAM plugin gave one: addr_gen_mode is none, so the kernel makes none, and without one a
+    routing NF cannot resolve a next hop (Neighbour Solicitations are sent from a link-local
+    address) nor answer a neighbour that uses link-local addresses. Like every address here it is
+    added with ``nodad``: all replicas carry it, each in its own namespace, by design.
+    """
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.result import parse_cidr, parse_ip
 
     requests = []
     gateways: dict[int, bytes] = {}
+    ipv6: list[bytes] = []
     for ip in ip_config.ips:
         family, addr, prefix = parse_cidr(str(ip["address"]))
         requests.append(nl.new_addr(link.index, link.name, family, addr, prefix))
+        if family == nl.AF_INET6:
+            ipv6.append(addr)
         if ip.get("gateway"):
             gateways.setdefault(family, parse_ip(str(ip["gateway"]))[1])
+    if ipv6 and not any(addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 for addr in ipv6):
+        address = link_local(nl.mac_bytes(link.mac))
+        requests.insert(0, nl.new_addr(link.index, link.name, nl.AF_INET6, address, 64))
     for route in ip_config.routes:
         family, dst, dst_len = parse_cidr(str(route["dst"]))
         gw = parse_ip(str(route["gw"]))[1] if route.get("gw") else gateways.get(family)

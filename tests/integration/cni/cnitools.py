@@ -168,3 +168,11 @@ def addresses(name: str, netns: str | None = None) -> list[str]:
     if not found:
         return []
     return [f"{a['local']}/{a['prefixlen']}" for a in found[0].get("addr_info", [])]
+
+
+def eui64_link_local(mac: str) -> str:
+    """fe80::/64 with the modified EUI-64 interface identifier of ``mac`` (RFC 4291, App. A)."""
+    octets = bytes.fromhex(mac.replace(":", ""))
+    ident = bytes([octets[0] ^ 0x02]) + octets[1:3] + b"\xff\xfe" + octets[3:]
+    groups = [ident[i] << 8 | ident[i + 1] for i in range(0, 8, 2)]
+    return "fe80::" + ":".join(f"{g:x}" for g in groups)

@@ -3,10 +3,11 @@
 Behaviours covered:
 - ADD (L2 and L3 with host-local) in 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0: a veth pair whose pod end
   is CNI_IFNAME in the pod's namespace, carries the configured MTU and the MAC derived from
-  ``macSeed``, is up, has no IPv6 link-local address (addr_gen_mode none) and, in L3 mode, the
-  leased address and routes; whose host end is named ``host_ifname(K8S_POD_UID, ifname)``, is up
-  and has no IPv6 address; the result in the version's format (``version`` in IPs before 1.0.0,
-  interface ``mtu`` only in 1.1.0);
+  ``macSeed``, is up, has no IPv6 address the kernel made (addr_gen_mode none) and, in L3 mode,
+  the leased addresses and routes, plus with IPv6 the link-local address derived from its MAC
+  (EUI-64), all without duplicate address detection; whose host end is named
+  ``host_ifname(K8S_POD_UID, ifname)``, is up and has no IPv6 address; the result in the
+  version's format (``version`` in IPs before 1.0.0, interface ``mtu`` only in 1.1.0);
 - CHECK succeeds right after ADD (0.4.0+) and is refused with code 1 before 0.4.0;
 - DEL removes both ends and the lease, and a second DEL succeeds; without K8S_POD_UID it finds
   the veth from the pod end;
@@ -29,6 +30,7 @@ from tests.integration.cni.cnitools import (
     VERSIONS,
     Cni,
     addresses,
+    eui64_link_local,
     ip_json,
     l2_conf,
     l3_conf,
@@ -205,9 +207,12 @@ def test_dual_stack_l3(cni_path: Path, janitor: Janitor, data_dir: Path) -> None
     janitor.add(lambda: cni("DEL", conf))
     result = cni.ok("ADD", conf)
     assert [ip["address"].split("/")[1] for ip in result["ips"]] == ["24", "64"]
-    assert sorted(addresses("eth1", cni.netns)) == sorted(ip["address"] for ip in result["ips"])
+    pod_mac = result["interfaces"][1]["mac"]
+    expected = [ip["address"] for ip in result["ips"]] + [f"{eui64_link_local(pod_mac)}/64"]
+    assert sorted(addresses("eth1", cni.netns)) == sorted(expected)
     (info,) = ip_json("-6", "addr", "show", "dev", "eth1", netns=cni.netns)
     assert not [a for a in info["addr_info"] if a.get("tentative")]  # no DAD between replicas
+    assert all(a.get("nodad") for a in info["addr_info"])
     routes = ip_json("-6", "route", "show", "default", netns=cni.netns)
     assert routes and routes[0]["dev"] == "eth1" and routes[0]["gateway"] == "fd00:77::1"
     cni.ok("CHECK", {**conf, "prevResult": result})

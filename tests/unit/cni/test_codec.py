@@ -5,12 +5,14 @@ Behaviours covered:
   documents, trailing data and NaN with ``ValueError``;
 - netlink attributes are padded to 4 bytes; a veth creation request nests the peer's name, netns
   fd, MAC and MTU where the kernel expects them; MAC strings convert both ways;
+- an L3 interface's IPv6 link-local address is the modified EUI-64 of its MAC;
 - ``sfc_k8s.cni.naming`` gives exactly ``sfc_k8s.api.naming``'s names and MACs.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from hypothesis import given
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from sfc_k8s.api import naming as api_naming
 from sfc_k8s.cni import jsonio, naming
 from sfc_k8s.cni import netlink as nl
+from sfc_k8s.cni.plugin import link_local
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -80,6 +83,18 @@ def test_mac_conversion() -> None:
     for bad in ("0a:bc:00:11:22", "0a-bc-00-11-22-33", "0a:bc:00:11:22:3"):
         with pytest.raises(ValueError):
             nl.mac_bytes(bad)
+
+
+@pytest.mark.parametrize(
+    ("mac", "address"),
+    [
+        ("00:00:5e:00:53:01", "fe80::200:5eff:fe00:5301"),  # RFC 7042's documentation MAC
+        ("02:aa:bb:cc:dd:ee", "fe80::aa:bbff:fecc:ddee"),  # locally administered: U/L bit off
+    ],
+)
+def test_link_local_is_the_modified_eui64_of_the_mac(mac: str, address: str) -> None:
+    packed = link_local(nl.mac_bytes(mac))
+    assert socket.inet_ntop(socket.AF_INET6, packed) == address
 
 
 @given(st.text(min_size=1), st.text(min_size=1, max_size=15))
