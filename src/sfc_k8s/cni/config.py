@@ -165,10 +165,10 @@ def _invalid(msg: str) -> CniError:
 
 def decode_config(text: str) -> dict[str, object]:
     """Decode stdin as a JSON object (code 6 when it is not JSON, 7 when not an object)."""
-    from sfc_k8s.cni import jsonio
+    from sfc_k8s.coldstart import json_loads
 
     try:
-        raw = jsonio.loads(text)
+        raw = json_loads(text)
     except ValueError as err:
         raise CniError(
             Code.DECODING_FAILURE, f"the network configuration on stdin is not valid JSON: {err}"
@@ -192,8 +192,8 @@ def check_version(raw: Mapping[str, object]) -> str:
 
 def parse_config(text: str, command: str) -> NetConf:
     """Validate the network configuration ``text`` for ``command``."""
-    from sfc_k8s.cni.naming import mac_from_seed
     from sfc_k8s.cni.netlink import mac_bytes
+    from sfc_k8s.naming import mac_from_seed
 
     raw = decode_config(text)
     conf = NetConf(raw, text)

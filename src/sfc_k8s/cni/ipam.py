@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from sfc_k8s.cni import jsonio
 from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.coldstart import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def delegate_config(raw: dict[str, object], text: str, version: str) -> str:
     """The config to hand to the delegate: unchanged, unless it is newer than the delegate."""
     if version != "1.1.0":
         return text
-    return jsonio.dumps({**raw, "cniVersion": IPAM_MAX_VERSION})
+    return json_dumps({**raw, "cniVersion": IPAM_MAX_VERSION})
 
 
 class Delegate:
@@ -73,7 +73,7 @@ class Delegate:
         if not parse:
             return None
         try:
-            result = jsonio.loads(output) if output.strip() else {}
+            result = json_loads(output) if output.strip() else {}
         except ValueError as err:
             raise CniError(
                 Code.IPAM_FAILURE,
@@ -142,7 +142,7 @@ def run_ipam(
 
 def _delegate_error(kind: str, command: str, exit_code: int, output: str) -> CniError:
     try:
-        body = jsonio.loads(output)
+        body = json_loads(output)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("code"), int):

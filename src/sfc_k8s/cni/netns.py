@@ -7,60 +7,24 @@ anything else runs. ``sfc-cni`` is a one-shot, single-threaded process, so nothi
 observe the switch; long-lived processes must not use this module (they have pyroute2's
 ``NetNS``).
 
-Python 3.11 has no ``os.setns``, and ``ctypes`` costs ~4 ms to import on a slow node, so the libc
-call is bound through ``_ctypes`` directly (about 1 ms); Python 3.12+ uses ``os.setns``.
+``setns(2)`` itself comes from ``sfc_k8s.coldstart`` (``os.setns`` on Python 3.12+, libc's
+bound without importing ``ctypes`` on 3.11).
 """
 
 from __future__ import annotations
 
 import os
 
+from sfc_k8s import coldstart
 from sfc_k8s.cni.errors import CniError, Code
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file descriptor is
 
 
-def _bind_setns() -> Callable[[int, int], None]:
-    native = getattr(os, "setns", None)
-    if native is not None:  # Python >= 3.12
-        return native  # type: ignore[no-any-return]
-
-    import _ctypes
-
-    # The C 'int': what ctypes.c_int is, without importing ctypes.
-    class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
-        _type_ = "i"
-
-    class _LibcFunction(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = _Int
-
-    class _Process:
-        _handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
-
-    libc_setns = _LibcFunction(("setns", _Process()))  # type: ignore[arg-type]
-
-    def setns(fd: int, nstype: int) -> None:
-        if libc_setns(fd, nstype) != 0:
-            errno = _ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
-
-    return setns
-
-
-_bound: list[Callable[[int, int], None]] = []
-
-
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
     """Move the calling thread into the namespace ``fd`` refers to; raises ``OSError``."""
-    if not _bound:
-        _bound.append(_bind_setns())
-    _bound[0](fd, nstype)
+    coldstart.setns(fd, nstype)
 
 
 def open_netns(path: str) -> int:

@@ -6,7 +6,7 @@ with the ``CNI_*`` environment and the network config on stdin; ``main`` dispatc
 and prints the result, or the spec's error object, on stdout. Logs go to stderr and to the
 config's ``logFile``; stdout carries nothing else.
 
-ADD creates a veth pair whose host end is named by ``sfc_k8s.api.naming.host_ifname`` (so the node
+ADD creates a veth pair whose host end is named by ``sfc_k8s.naming.host_ifname`` (so the node
 agent finds it from the pod object) and whose pod end carries the shared MAC of the NF interface;
 in L3 mode the IPAM delegate's addresses and routes go on the pod end. The import graph stays on C
 modules of the standard library (see docs/cni.md): this file is on every pod start's latency path.
@@ -96,7 +96,7 @@ def netlink_error(err: NetlinkError) -> CniError:
 
 
 def host_name_for(env: Env) -> str:
-    from sfc_k8s.cni.naming import host_ifname
+    from sfc_k8s.naming import host_ifname
 
     return host_ifname(env.pod_uid, env.ifname)
 
@@ -504,9 +504,9 @@ def _error_version(text: str) -> str:
 
 
 def _emit(body: dict[str, object]) -> None:
-    from sfc_k8s.cni.jsonio import dumps
+    from sfc_k8s.coldstart import json_dumps
 
-    sys.stdout.write(dumps(body) + "\n")
+    sys.stdout.write(json_dumps(body) + "\n")
     sys.stdout.flush()
 
 

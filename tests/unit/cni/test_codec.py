@@ -1,12 +1,11 @@
 """The plugin's lean JSON codec and netlink encoding (in-process, no root).
 
 Behaviours covered:
-- ``jsonio`` decodes and encodes like the ``json`` module (property-based), refuses invalid
+- ``coldstart``'s JSON codec decodes and encodes like ``json`` (property-based), refuses invalid
   documents, trailing data and NaN with ``ValueError``;
 - netlink attributes are padded to 4 bytes; a veth creation request nests the peer's name, netns
   fd, MAC and MTU where the kernel expects them; MAC strings convert both ways;
 - an L3 interface's IPv6 link-local address is the modified EUI-64 of its MAC;
-- ``sfc_k8s.cni.naming`` gives exactly ``sfc_k8s.api.naming``'s names and MACs.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfc_k8s.api import naming as api_naming
-from sfc_k8s.cni import jsonio, naming
 from sfc_k8s.cni import netlink as nl
 from sfc_k8s.cni.plugin import link_local
+from sfc_k8s.coldstart import json_dumps, json_loads
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -35,23 +33,23 @@ JSON_VALUES = st.recursive(
 
 
 @given(JSON_VALUES)
-def test_jsonio_matches_json(value: object) -> None:
-    text = jsonio.dumps(value)
+def test_json_codec_matches_json(value: object) -> None:
+    text = json_dumps(value)
     assert json.loads(text) == value
-    assert jsonio.loads(text) == value
-    assert jsonio.loads(json.dumps(value, indent=2)) == value
+    assert json_loads(text) == value
+    assert json_loads(json.dumps(value, indent=2)) == value
     assert text.isascii()
 
 
 @pytest.mark.parametrize("bad", ["", " ", "{", "[1,]", '{"a": 1} x', "NaN", "[Infinity]", "'a'"])
-def test_jsonio_refuses_invalid(bad: str) -> None:
+def test_json_codec_refuses_invalid(bad: str) -> None:
     with pytest.raises(ValueError):
-        jsonio.loads(bad)
+        json_loads(bad)
 
 
-def test_jsonio_refuses_unencodable() -> None:
+def test_json_codec_refuses_unencodable() -> None:
     with pytest.raises(TypeError):
-        jsonio.dumps({"a": object()})
+        json_dumps({"a": object()})
 
 
 def test_attr_padding() -> None:
@@ -95,9 +93,3 @@ def test_mac_conversion() -> None:
 def test_link_local_is_the_modified_eui64_of_the_mac(mac: str, address: str) -> None:
     packed = link_local(nl.mac_bytes(mac))
     assert socket.inet_ntop(socket.AF_INET6, packed) == address
-
-
-@given(st.text(min_size=1), st.text(min_size=1, max_size=15))
-def test_naming_matches_the_api(uid: str, ifname: str) -> None:
-    assert naming.host_ifname(uid, ifname) == api_naming.host_ifname(uid, ifname)
-    assert naming.mac_from_seed(uid) == api_naming.mac_from_seed(uid)

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from sfc_k8s.api.naming import mac_from_seed
-from sfc_k8s.cni import jsonio
 from sfc_k8s.cni.config import parse_cni_args, parse_config, parse_env
 from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.coldstart import json_dumps
 
 GOOD_ENV = {
     "CNI_COMMAND": "ADD",
@@ -35,7 +35,7 @@ GOOD_ENV = {
 def conf(**fields: Any) -> str:
     base: dict[str, Any] = {"cniVersion": "1.0.0", "name": "net", "type": "sfc-cni"}
     base.update(fields)
-    return jsonio.dumps({k: v for k, v in base.items() if v is not None})
+    return json_dumps({k: v for k, v in base.items() if v is not None})
 
 
 def code_of(call: Any) -> int:

@@ -125,7 +125,8 @@ def test_add_path_imports_stay_lean() -> None:
     probe = f"""
 import sys
 sys.path.insert(0, {SRC!r})
-from sfc_k8s.cni import config, ipam, jsonio, netlink, netns, plugin, result
+from sfc_k8s import coldstart
+from sfc_k8s.cni import config, ipam, netlink, netns, plugin, result
 conf = config.parse_config(
     '{{"cniVersion": "1.1.0", "name": "n", "type": "sfc-cni", "macSeed": "s",'
     ' "ipam": {{"type": "host-local"}}}}', "ADD")
@@ -134,7 +135,13 @@ plugin.host_name_for(config.parse_env({{"CNI_COMMAND": "DEL", "CNI_CONTAINERID":
 result.format_result("1.1.0", [], result.IpConfig(), pod_interface=1)
 ipam.delegate_config(conf.raw, conf.text, "1.1.0")
 netlink.Link
-print(jsonio.dumps(sorted(sys.modules)))
+coldstart.json_loads(coldstart.json_dumps([1]))
+home = netns.current_netns()
+try:
+    netns.setns(home)  # binds setns(2) first; without root the call itself may be refused
+except PermissionError:
+    pass
+print(coldstart.json_dumps(sorted(sys.modules)))
 """
     proc = subprocess.run(
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True
