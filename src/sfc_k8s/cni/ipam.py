@@ -3,9 +3,10 @@
 ``plugin`` calls ``run_ipam`` for CHECK and GC, and ``start`` for ADD and DEL, so that the
 delegate runs while the plugin creates or deletes the veth (``Delegate.finish`` then collects its
 result; ``abandon`` waits for it during a rollback). The delegate is found in ``CNI_PATH``,
-gets this process's environment with ``CNI_COMMAND`` set, and the network config on stdin; its
-stdout is its result or its error object. ``os.posix_spawn`` instead of
-``subprocess``: the latter costs ~20 ms to import on a slow node.
+gets this process's environment (or the mapping the caller passes, as GC does for each stale
+attachment) with ``CNI_COMMAND`` set, and the network config on stdin; its stdout is its result
+or its error object. ``os.posix_spawn`` instead of ``subprocess``: the latter costs ~20 ms to
+import on a slow node.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sfc_k8s.coldstart import json_dumps, json_loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 # The delegate speaks at most 1.0.0 in Debian 12's containernetworking-plugins; the 1.1.0 result
 # is a superset of 1.0.0 for IPs, routes and DNS, so a 1.1.0 config is handed over as 1.0.0.
@@ -91,10 +92,21 @@ class Delegate:
             self._wait()
 
 
-def start(command: str, kind: str, path: Sequence[str], stdin: str) -> Delegate:
-    """Start IPAM plugin ``kind`` with ``CNI_COMMAND=command`` and ``stdin``; do not wait."""
+def start(
+    command: str,
+    kind: str,
+    path: Sequence[str],
+    stdin: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Delegate:
+    """Start IPAM plugin ``kind`` with ``CNI_COMMAND=command`` and ``stdin``; do not wait.
+
+    The delegate gets ``environ`` (this process's environment by default) with ``CNI_COMMAND``
+    set, as libcni hands a delegate the runtime's ``CNI_*`` variables.
+    """
     binary = find_plugin(kind, path)
-    env = dict(os.environ)
+    env = dict(os.environ if environ is None else environ)
     env["CNI_COMMAND"] = command
     in_r, in_w = os.pipe()  # both ends close-on-exec: the delegate only gets them as 0 and 1
     out_r, out_w = os.pipe()
@@ -130,14 +142,20 @@ def start(command: str, kind: str, path: Sequence[str], stdin: str) -> Delegate:
 
 
 def run_ipam(
-    command: str, kind: str, path: Sequence[str], stdin: str, *, parse: bool = True
+    command: str,
+    kind: str,
+    path: Sequence[str],
+    stdin: str,
+    *,
+    parse: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, object] | None:
     """Run IPAM plugin ``kind`` with ``CNI_COMMAND=command``; return its result (ADD) or None.
 
     A failing delegate's error object is passed on with its own code (as libcni does), the
     message prefixed with the delegate's name.
     """
-    return start(command, kind, path, stdin).finish(parse=parse)
+    return start(command, kind, path, stdin, environ=environ).finish(parse=parse)
 
 
 def _delegate_error(kind: str, command: str, exit_code: int, output: str) -> CniError:

@@ -473,10 +473,10 @@ def cmd_gc(env: Env, conf: NetConf) -> None:
 
         stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
         for _, container_id, ifname in stale:
-            os.environ["CNI_CONTAINERID"] = container_id
-            os.environ["CNI_IFNAME"] = ifname
-            os.environ.setdefault("CNI_NETNS", "")
-            run_ipam("DEL", conf.ipam_type, env.path, stdin, parse=False)
+            # The lease belongs to that attachment: its DEL carries that attachment's identity.
+            environ = {"CNI_NETNS": "", **os.environ}
+            environ.update(CNI_CONTAINERID=container_id, CNI_IFNAME=ifname)
+            run_ipam("DEL", conf.ipam_type, env.path, stdin, parse=False, environ=environ)
     log.write("info", f"garbage-collected {len(stale)} stale attachment(s)")
 
 

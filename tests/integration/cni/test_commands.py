@@ -165,19 +165,20 @@ def test_gc_removes_only_stale_attachments(
 ) -> None:
     conf = l3_conf("1.1.0", data_dir, name=unique("gcnet", 20))
     keep = attachment(cni_path, janitor)
-    stale = attachment(cni_path, janitor)
-    for cni in (keep, stale):
+    stale = [attachment(cni_path, janitor) for _ in range(2)]
+    for cni in (keep, *stale):
         janitor.add(lambda cni=cni: cni("DEL", conf))
         cni.ok("ADD", conf)
-    assert len(leases(data_dir)) == 2
+    assert len(leases(data_dir)) == 3
     gc = {
         **conf,
         "cni.dev/valid-attachments": [{"containerID": keep.container_id, "ifname": "eth1"}],
     }
     keep.ok("GC", gc)
     assert link(host_ifname(keep.args["K8S_POD_UID"], "eth1")) is not None
-    assert link(host_ifname(stale.args["K8S_POD_UID"], "eth1")) is None
-    assert link("eth1", stale.netns) is None
+    for cni in stale:  # each lease released under its own attachment's identity
+        assert link(host_ifname(cni.args["K8S_POD_UID"], "eth1")) is None
+        assert link("eth1", cni.netns) is None
     assert len(leases(data_dir)) == 1
     assert keep("GC", {**gc, "cniVersion": "1.0.0"}).code == 1
     keep.ok("DEL", conf)
