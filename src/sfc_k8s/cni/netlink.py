@@ -42,6 +42,7 @@ NLM_F_ACK = 0x4
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
+NLM_F_DUMP_INTR = 0x10  # on a dump's messages: the table changed meanwhile, the dump may be torn
 NLM_F_ACK_TLVS = 0x200  # in an NLMSG_ERROR: extended-ack attributes follow
 NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK = 270
@@ -93,6 +94,10 @@ _RTMSG = _struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, p
 _RTATTR = _struct.Struct("=HH")  # len, type
 _U32 = _struct.Struct("=I")
 _I32 = _struct.Struct("=i")
+EINTR = 4
+# A dump the kernel flags as interrupted is run again, up to this many times in all: a table
+# that changes this often (links of many pods coming and going) settles within a few runs.
+DUMP_ATTEMPTS = 5
 
 
 class NetlinkError(Exception):
@@ -292,19 +297,29 @@ class Route:
 # --- the socket -----------------------------------------------------------------------------
 
 
-class Rtnl:
-    """An rtnetlink socket bound to one network namespace (the one it was created in)."""
+def _open_rtnetlink() -> _socket.socket:
+    """A bound rtnetlink socket in the calling thread's namespace, with extended acks."""
+    sock = _socket.socket(
+        _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE
+    )
+    try:
+        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+    except OSError:  # old kernels: plain acks are fine
+        pass
+    sock.bind((0, 0))
+    return sock
 
-    def __init__(self) -> None:
-        self._sock = _socket.socket(
-            _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE
-        )
-        try:
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        except OSError:  # old kernels: plain acks are fine
-            pass
-        self._sock.bind((0, 0))
+
+class Rtnl:
+    """An rtnetlink socket bound to one network namespace (the one it was created in).
+
+    ``sock``: an already-open datagram socket that speaks netlink instead (the unit tests pass
+    one end of a socket pair and play the kernel on the other).
+    """
+
+    def __init__(self, sock: _socket.socket | None = None) -> None:
+        self._sock = sock if sock is not None else _open_rtnetlink()
         self._seq = 0
 
     @classmethod
@@ -385,7 +400,25 @@ class Rtnl:
         return self.batch([req])[0]
 
     def dump(self, kind: int, payload: bytes, what: str) -> list[bytes]:
-        """Run a dump request (RTM_GET* with NLM_F_DUMP) and return every reply payload."""
+        """Run a dump request (RTM_GET* with NLM_F_DUMP) and return every reply payload.
+
+        A dump spans several reads, and the kernel marks its messages ``NLM_F_DUMP_INTR`` when
+        the table changed in between (an entry may then be missing or seen twice): such a dump
+        is run again, up to ``DUMP_ATTEMPTS`` times, then refused with EINTR (which the plugin
+        reports as "try again later").
+        """
+        for _ in range(DUMP_ATTEMPTS):
+            replies, interrupted = self._dump_once(kind, payload, what)
+            if not interrupted:
+                return replies
+        raise NetlinkError(
+            EINTR,
+            what,
+            f"the kernel interrupted the dump {DUMP_ATTEMPTS} times: the table kept changing",
+        )
+
+    def _dump_once(self, kind: int, payload: bytes, what: str) -> tuple[list[bytes], bool]:
+        """One dump: (every reply payload, whether any message was flagged NLM_F_DUMP_INTR)."""
         self._seq += 1
         seq = self._seq
         header = _NLMSGHDR.pack(
@@ -393,9 +426,11 @@ class Rtnl:
         )
         self._sock.send(header + payload)
         out: list[bytes] = []
-        for mtype, _, mseq, body in self._messages():
+        interrupted = False
+        for mtype, flags, mseq, body in self._messages():
             if mseq != seq:
                 continue
+            interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
             if mtype == NLMSG_DONE:
                 break
             if mtype == NLMSG_ERROR:
@@ -404,7 +439,7 @@ class Rtnl:
                     raise NetlinkError(-error, what)
                 break
             out.append(body)
-        return out
+        return out, interrupted
 
     # Convenience queries used by ADD/CHECK/GC.
 
