@@ -13,7 +13,7 @@ Config keys (besides the standard ``cniVersion``, ``name``, ``type``, ``ipam``,
 
 from __future__ import annotations
 
-from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.cni.errors import MISSING, Code, invalid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,10 +24,18 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 LOG_LEVELS = ("error", "info", "debug")
 IFNAMSIZ = 15
 MTU_MIN, MTU_MAX = 68, 65535
+ENV = Code.INVALID_ENVIRONMENT
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
+
+
+ID_FORM = "a letter or digit, then letters, digits, '_', '.' or '-'"
+IFNAME_FORM = (
+    f"an interface name of 1 to {IFNAMSIZ} bytes, not '.' or '..', without '/', ':',"
+    " whitespace or control characters"
+)
 
 
 def _valid_id(value: str) -> bool:
@@ -37,19 +45,18 @@ def _valid_id(value: str) -> bool:
     return all(c.isascii() and (c.isalnum() or c in "_.-") for c in value)
 
 
-def check_ifname(name: str, what: str) -> None:
-    """Reject names the kernel would refuse: empty, too long, ``.``/``..``, ``/``, ``:``, spaces."""
-    problem = ""
-    if not name:
-        problem = "is empty"
-    elif len(name.encode()) > IFNAMSIZ:
-        problem = f"is longer than {IFNAMSIZ} bytes"
-    elif name in (".", ".."):
-        problem = "is not a valid interface name"
-    elif any(c in "/:" or c.isspace() or not c.isprintable() for c in name):
-        problem = "contains '/', ':', whitespace or control characters"
-    if problem:
-        raise CniError(Code.INVALID_ENVIRONMENT, f"{what}={name!r} {problem}")
+def _valid_ifname(name: str) -> bool:
+    """A name the kernel accepts: 1-15 bytes, not ``.``/``..``, no ``/``, ``:``, spaces."""
+    if not name or len(name.encode()) > IFNAMSIZ or name in (".", ".."):
+        return False
+    return not any(c in "/:" or c.isspace() or not c.isprintable() for c in name)
+
+
+def check_ifname(name: str | None, what: str) -> str:
+    """``name`` when the kernel would accept it; code 4, naming ``what`` holds it, otherwise."""
+    if name is None or not _valid_ifname(name):
+        raise invalid(what, MISSING if name is None else name, IFNAME_FORM, code=ENV)
+    return name
 
 
 class Env:
@@ -88,37 +95,29 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             continue
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CniError(
-                Code.INVALID_ENVIRONMENT,
-                f"CNI_ARGS={raw!r} is malformed: each item must be KEY=VALUE, separated by ';'",
-            )
+            raise invalid("CNI_ARGS", raw, "KEY=VALUE items separated by ';'", code=ENV)
         args[key] = value
     return args
 
 
 def parse_env(environ: Mapping[str, str]) -> Env:
     """Read and validate the ``CNI_*`` variables for the command in ``CNI_COMMAND``."""
-    command = environ.get("CNI_COMMAND", "")
+    command = environ.get("CNI_COMMAND")
     if command not in COMMANDS:
-        raise CniError(
-            Code.INVALID_ENVIRONMENT,
-            f"CNI_COMMAND={command!r} is not one of {', '.join(COMMANDS)}",
-        )
+        given = MISSING if command is None else command
+        raise invalid("CNI_COMMAND", given, f"one of {', '.join(COMMANDS)}", code=ENV)
     path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
     if command in ("VERSION", "STATUS", "GC"):
         return Env(command, path=path)
-    container_id = environ.get("CNI_CONTAINERID", "")
-    if not _valid_id(container_id):
-        raise CniError(
-            Code.INVALID_ENVIRONMENT,
-            f"CNI_CONTAINERID={container_id!r} is missing or invalid: it must start with a letter"
-            " or digit and contain only letters, digits, '_', '.' and '-'",
-        )
-    ifname = environ.get("CNI_IFNAME", "")
-    check_ifname(ifname, "CNI_IFNAME")
+    container_id = environ.get("CNI_CONTAINERID")
+    if container_id is None or not _valid_id(container_id):
+        given = MISSING if container_id is None else container_id
+        raise invalid("CNI_CONTAINERID", given, f"a container ID: {ID_FORM}", code=ENV)
+    ifname = check_ifname(environ.get("CNI_IFNAME"), "CNI_IFNAME")
     netns = environ.get("CNI_NETNS", "")
     if command != "DEL" and not netns:
-        raise CniError(Code.INVALID_ENVIRONMENT, f"CNI_NETNS is required for {command}")
+        given = MISSING if "CNI_NETNS" not in environ else netns
+        raise invalid("CNI_NETNS", given, f"the pod's network namespace path ({command})", code=ENV)
     args = parse_cni_args(environ.get("CNI_ARGS", ""))
     return Env(command, container_id=container_id, netns=netns, ifname=ifname, args=args, path=path)
 
@@ -159,8 +158,9 @@ class NetConf:
         return self.ipam_type is not None
 
 
-def _invalid(msg: str) -> CniError:
-    return CniError(Code.INVALID_CONFIG, msg)
+CONFIG_FORM = "a JSON object (the network configuration)"
+MAC_FORM = 'a unicast MAC address: six hex octets, the first even, like "02:00:5e:10:00:01"'
+ATTACHMENT_FORM = 'an object with string "containerID" and "ifname"'
 
 
 def decode_config(text: str) -> dict[str, object]:
@@ -169,125 +169,152 @@ def decode_config(text: str) -> dict[str, object]:
 
     try:
         raw = json_loads(text)
-    except ValueError as err:
-        raise CniError(
-            Code.DECODING_FAILURE, f"the network configuration on stdin is not valid JSON: {err}"
-        ) from err
+    except ValueError as err:  # the decoder's position goes to details
+        code = Code.DECODING_FAILURE
+        raise invalid("stdin", text, CONFIG_FORM, code=code, details=str(err)) from err
     if not isinstance(raw, dict):
-        raise _invalid("the network configuration must be a JSON object")
+        raise invalid("stdin", raw, CONFIG_FORM)
     return raw
 
 
 def check_version(raw: Mapping[str, object]) -> str:
-    version = raw.get("cniVersion")
-    if not isinstance(version, str) or not version:
-        raise _invalid('cniVersion is required (a string such as "1.0.0")')
+    """The config's ``cniVersion``: code 7 when missing or not a string, 1 when unsupported."""
+    version = raw.get("cniVersion", MISSING)
+    expected = f"one of {', '.join(SUPPORTED_VERSIONS)}"
+    if not isinstance(version, str):
+        raise invalid("cniVersion", version, expected)
     if version not in SUPPORTED_VERSIONS:
-        raise CniError(
-            Code.INCOMPATIBLE_VERSION,
-            f"cniVersion {version!r} is not supported: use one of {', '.join(SUPPORTED_VERSIONS)}",
-        )
+        raise invalid("cniVersion", version, expected, code=Code.INCOMPATIBLE_VERSION)
     return version
 
 
 def parse_config(text: str, command: str) -> NetConf:
     """Validate the network configuration ``text`` for ``command``."""
-    from sfc_k8s.cni.netlink import mac_bytes
-    from sfc_k8s.naming import mac_from_seed
-
     raw = decode_config(text)
     conf = NetConf(raw, text)
     conf.cni_version = check_version(raw)
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not _valid_id(name):
-        raise _invalid(
-            f"name={name!r} is missing or invalid: the network name must start with a letter or"
-            " digit and contain only letters, digits, '_', '.' and '-'"
-        )
-    conf.name = name
-    kind = raw.get("type")
-    if not isinstance(kind, str) or not kind:
-        raise _invalid('type is required ("sfc-cni")')
+    conf.name = _name(raw)
+    _check_type(raw)
     if raw.get("ipMasq") is True:
-        raise CniError(
-            Code.UNSUPPORTED_FIELD,
-            "ipMasq=true is not supported by sfc-cni: data-plane interfaces are never masqueraded",
+        raise invalid(
+            "ipMasq",
+            True,
+            "false or absent: sfc-cni never masquerades",
+            code=Code.UNSUPPORTED_FIELD,
         )
-
-    ipam = raw.get("ipam")
-    if ipam is not None and ipam != {}:
-        if not isinstance(ipam, dict):
-            raise _invalid('ipam must be an object with a "type" (e.g. "host-local", "static")')
-        ipam_type = ipam.get("type")
-        if not isinstance(ipam_type, str) or not ipam_type or "/" in ipam_type:
-            raise _invalid(
-                f"ipam.type={ipam_type!r} must name an IPAM plugin found in CNI_PATH"
-                ' (e.g. "host-local", "static")'
-            )
-        conf.ipam_type = ipam_type
-
-    mtu = raw.get("mtu")
-    if mtu is not None:
-        if not isinstance(mtu, int) or isinstance(mtu, bool) or not MTU_MIN <= mtu <= MTU_MAX:
-            raise _invalid(f"mtu={mtu!r} must be an integer between {MTU_MIN} and {MTU_MAX}")
-        conf.mtu = mtu
-
-    mac = raw.get("mac")
-    seed = raw.get("macSeed")
-    runtime = raw.get("runtimeConfig")
-    if isinstance(runtime, dict) and runtime.get("mac"):
-        mac = runtime["mac"]  # Multus' "mac" capability (pod annotation) wins
-    if mac is not None:
-        if not isinstance(mac, str):
-            raise _invalid(f'mac={mac!r} must be a string like "02:00:5e:10:00:01"')
-        try:
-            octets = mac_bytes(mac)
-        except ValueError as err:
-            raise _invalid(f"mac={mac!r} is not a MAC address: {err}") from err
-        if octets[0] & 1:
-            raise _invalid(f"mac={mac!r} is a multicast address: the first octet must be even")
-        conf.mac = mac.lower()
-    elif seed is not None:
-        if not isinstance(seed, str) or not seed:
-            raise _invalid(f"macSeed={seed!r} must be a non-empty string")
-        conf.mac = mac_from_seed(seed)
-
-    log_file = raw.get("logFile")
-    if log_file is not None:
-        if not isinstance(log_file, str) or not log_file:
-            raise _invalid(f"logFile={log_file!r} must be a file path")
-        conf.log_file = log_file
-    level = raw.get("logLevel", "info")
-    if level not in LOG_LEVELS:
-        raise _invalid(f"logLevel={level!r} must be one of {', '.join(LOG_LEVELS)}")
-    conf.log_level = str(level)
-
-    prev = raw.get("prevResult")
-    if prev is not None:
-        if not isinstance(prev, dict):
-            raise _invalid("prevResult must be an object (the result of the ADD)")
-        conf.prev_result = prev
-    if command == "CHECK" and conf.prev_result is None:
-        raise _invalid("CHECK needs prevResult: the result the ADD returned")
-
+    conf.ipam_type = _ipam_type(raw)
+    conf.mtu = _mtu(raw)
+    conf.mac = _mac(raw)
+    conf.log_file = _log_file(raw)
+    conf.log_level = _log_level(raw)
+    conf.prev_result = _prev_result(raw, command)
     if command == "GC":
         conf.valid_attachments = _valid_attachments(raw)
     return conf
 
 
+def _name(raw: Mapping[str, object]) -> str:
+    name = raw.get("name", MISSING)
+    if not isinstance(name, str) or not _valid_id(name):
+        raise invalid("name", name, f"a network name: {ID_FORM}")
+    return name
+
+
+def _check_type(raw: Mapping[str, object]) -> None:
+    kind = raw.get("type", MISSING)
+    if not isinstance(kind, str) or not kind:
+        raise invalid("type", kind, '"sfc-cni"')
+
+
+def _ipam_type(raw: Mapping[str, object]) -> str | None:
+    """The IPAM plugin's name (L3 mode), or None for no ``ipam`` or ``{}`` (L2 mode)."""
+    ipam = raw.get("ipam")
+    if ipam is None or ipam == {}:
+        return None
+    if not isinstance(ipam, dict):
+        raise invalid("ipam", ipam, 'an object with a "type", like {"type": "host-local"}')
+    kind = ipam.get("type", MISSING)
+    if not isinstance(kind, str) or not kind or "/" in kind:
+        raise invalid("ipam.type", kind, 'the name of an IPAM plugin, like "host-local"')
+    return kind
+
+
+def _mtu(raw: Mapping[str, object]) -> int | None:
+    mtu = raw.get("mtu")
+    if mtu is None:
+        return None
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not MTU_MIN <= mtu <= MTU_MAX:
+        raise invalid("mtu", mtu, f"an integer from {MTU_MIN} to {MTU_MAX}")
+    return mtu
+
+
+def _mac(raw: Mapping[str, object]) -> str | None:
+    """The pod end's MAC: Multus' ``runtimeConfig.mac``, else ``mac``, else from ``macSeed``."""
+    runtime = raw.get("runtimeConfig")
+    if isinstance(runtime, dict) and runtime.get("mac"):
+        return _unicast_mac("runtimeConfig.mac", runtime["mac"])  # the pod annotation wins
+    mac = raw.get("mac")
+    if mac is not None:
+        return _unicast_mac("mac", mac)
+    seed = raw.get("macSeed")
+    if seed is None:
+        return None
+    if not isinstance(seed, str) or not seed:
+        raise invalid("macSeed", seed, "a non-empty string")
+    from sfc_k8s.naming import mac_from_seed
+
+    return mac_from_seed(seed)
+
+
+def _unicast_mac(field: str, value: object) -> str:
+    """``value`` lower-cased when it is a unicast MAC address; the config error otherwise."""
+    octets = value.split(":") if isinstance(value, str) else []
+    if len(octets) != 6 or not all(len(o) == 2 and _is_hex(o) for o in octets):
+        raise invalid(field, value, MAC_FORM)
+    if int(octets[0], 16) & 1:  # the group bit: a multicast address
+        raise invalid(field, value, MAC_FORM)
+    return str(value).lower()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _log_file(raw: Mapping[str, object]) -> str | None:
+    log_file = raw.get("logFile")
+    if log_file is None:
+        return None
+    if not isinstance(log_file, str) or not log_file:
+        raise invalid("logFile", log_file, "a file path")
+    return log_file
+
+
+def _log_level(raw: Mapping[str, object]) -> str:
+    level = raw.get("logLevel", "info")
+    if not isinstance(level, str) or level not in LOG_LEVELS:
+        raise invalid("logLevel", level, f"one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _prev_result(raw: Mapping[str, object], command: str) -> dict[str, object] | None:
+    prev = raw.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise invalid("prevResult", prev, "an object: the result the ADD returned")
+    if command == "CHECK" and prev is None:
+        raise invalid("prevResult", MISSING, "the result the ADD returned (CHECK needs it)")
+    return prev
+
+
 def _valid_attachments(raw: Mapping[str, object]) -> list[tuple[str, str]]:
-    items = raw.get("cni.dev/valid-attachments", [])
+    field = "cni.dev/valid-attachments"
+    items = raw.get(field, [])
     if not isinstance(items, list):
-        raise _invalid("cni.dev/valid-attachments must be a list of {containerID, ifname}")
+        raise invalid(field, items, f"a list, each item {ATTACHMENT_FORM}")
     out: list[tuple[str, str]] = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise _invalid(f"cni.dev/valid-attachments entry {item!r} must be an object")
-        cid, ifname = item.get("containerID"), item.get("ifname")
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
         if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise _invalid(
-                f"cni.dev/valid-attachments entry {item!r} needs string containerID and ifname"
-            )
+            raise invalid(f"{field}[{i}]", item, ATTACHMENT_FORM)
         out.append((cid, ifname))
     return out

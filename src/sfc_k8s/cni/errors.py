@@ -50,3 +50,37 @@ class CniError(Exception):
         if self.details:
             body["details"] = self.details
         return body
+
+
+class _Missing:
+    """The value of a field that is absent (``MISSING``), told apart from JSON ``null``."""
+
+    __slots__ = ()
+
+
+MISSING = _Missing()
+_SHOWN_MAX = 80  # a value longer than this (a whole ipam section, say) is cut
+
+
+def show(value: object) -> str:
+    """``value`` as the user wrote it: JSON (``true``, ``"1500"``, ``null``), cut when long."""
+    from sfc_k8s.coldstart import json_dumps
+
+    try:
+        text = json_dumps(value)
+    except TypeError:  # not JSON-encodable: never from parsed input
+        text = str(value)
+    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
+
+
+def invalid(
+    field: str, value: object, expected: str, *, code: int = Code.INVALID_CONFIG, details: str = ""
+) -> CniError:
+    """The error for a bad input ``field``: its name, the value given, and what is expected.
+
+    Every validation of the environment and the config phrases its error with this, so a user
+    reads ``mtu=10: expected an integer from 68 to 65535`` or ``name is missing: expected ...``
+    and nothing else (no parser's internals; those, if useful, go to ``details``).
+    """
+    given = f"{field} is missing" if value is MISSING else f"{field}={show(value)}"
+    return CniError(code, f"{given}: expected {expected}", details)

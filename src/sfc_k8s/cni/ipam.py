@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.cni.errors import CniError, Code, invalid
 from sfc_k8s.coldstart import json_dumps, json_loads
 
 TYPE_CHECKING = False
@@ -31,11 +31,7 @@ def find_plugin(kind: str, path: Sequence[str]) -> str:
         candidate = os.path.join(directory, kind)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate
-    raise CniError(
-        Code.INVALID_CONFIG,
-        f"IPAM plugin {kind!r} not found in CNI_PATH={':'.join(path)!r}: install it or fix"
-        " ipam.type",
-    )
+    raise invalid("ipam.type", kind, f"an IPAM plugin installed in CNI_PATH ({':'.join(path)})")
 
 
 def delegate_config(raw: dict[str, object], text: str, version: str) -> str:

@@ -132,12 +132,13 @@ def attr_u32(kind: int, value: int) -> bytes:
 
 def mac_bytes(mac: str) -> bytes:
     """``'02:aa:..'`` -> 6 bytes; raises ``ValueError`` when it is not a MAC address."""
-    parts = mac.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise ValueError(
-            f"{mac!r} is not a MAC address (want six hex octets like 02:00:5e:10:00:01)"
-        )
-    return bytes(int(p, 16) for p in parts)
+    try:
+        raw = bytes.fromhex(mac.replace(":", ""))
+    except ValueError:
+        raw = b""
+    if len(raw) != 6 or mac[2::3] != ":" * 5:
+        raise ValueError(f"{mac!r} is not a MAC address (six hex octets like 02:00:5e:10:00:01)")
+    return raw
 
 
 def mac_str(raw: bytes) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 
 from sfc_k8s import coldstart
-from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.cni.errors import CniError, Code, invalid, show
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): which kind of namespace an nsfs file descriptor is
+NETNS_FORM = "a network namespace: /proc/<pid>/ns/net or a bind mount like /run/netns/<name>"
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
@@ -37,31 +38,28 @@ def open_netns(path: str) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as err:
         raise CniError(
-            Code.UNKNOWN_CONTAINER, f"network namespace {path!r} does not exist", str(err)
+            Code.UNKNOWN_CONTAINER,
+            f"CNI_NETNS={show(path)} does not exist: the pod is gone",
+            str(err),
         ) from err
     except OSError as err:
-        raise CniError(
-            Code.INVALID_ENVIRONMENT, f"cannot open network namespace {path!r}", str(err)
-        ) from err
+        raise _not_netns(path, err) from err
     import fcntl
 
     try:
         nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError as err:
         os.close(fd)
-        raise CniError(
-            Code.INVALID_ENVIRONMENT,
-            f"CNI_NETNS={path!r} is not a namespace: give a /proc/<pid>/ns/net or a bind-mounted"
-            " netns path",
-            str(err),
-        ) from err
+        raise _not_netns(path, err) from err
     if nstype != CLONE_NEWNET:
         os.close(fd)
-        raise CniError(
-            Code.INVALID_ENVIRONMENT,
-            f"CNI_NETNS={path!r} is a namespace but not a network namespace",
-        )
+        raise _not_netns(path, None)
     return fd
+
+
+def _not_netns(path: str, err: OSError | None) -> CniError:
+    details = str(err) if err is not None else "another kind of namespace"
+    return invalid("CNI_NETNS", path, NETNS_FORM, code=Code.INVALID_ENVIRONMENT, details=details)
 
 
 def netns_exists(path: str) -> bool:

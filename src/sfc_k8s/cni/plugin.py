@@ -18,8 +18,15 @@ import os
 import sys
 import time
 
-from sfc_k8s.cni.config import Env, NetConf, parse_config, parse_env, version_tuple
-from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.cni.config import (
+    CONFIG_FORM,
+    Env,
+    NetConf,
+    parse_config,
+    parse_env,
+    version_tuple,
+)
+from sfc_k8s.cni.errors import CniError, Code, invalid, show
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -192,7 +199,8 @@ def _ipam_finish(lease: Delegate, conf: NetConf) -> IpConfig:
 
     result = lease.finish()
     assert result is not None
-    return IpConfig.from_result(result, f"IPAM plugin {conf.ipam_type!r}")
+    where = f"IPAM plugin {show(conf.ipam_type)} result: "
+    return IpConfig.from_result(result, where=where, code=Code.IPAM_FAILURE)
 
 
 def _bring_up(rtnl: Rtnl, name: str, *, alias: str | None) -> Link:
@@ -218,31 +226,42 @@ def link_local(mac: bytes) -> bytes:
     return b"\xfe\x80" + bytes(6) + bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:6]
 
 
-def _apply_ip_config(pod: Rtnl, link: Link, ip_config: IpConfig) -> None:
-    """Put the IPAM addresses on the pod end, then its routes (all in one round trip).
+def _addresses(ip_config: IpConfig, mac: str) -> list[tuple[int, bytes, int]]:
+    """(family, address, prefix length) of every address the pod end carries in L3 mode.
 
-    With any IPv6 address the pod end also gets its link-local address (``link_local``), unless
-    the IPAM plugin gave one: addr_gen_mode is none, so the kernel makes none, and without one a
-    routing NF cannot resolve a next hop (Neighbour Solicitations are sent from a link-local
-    address) nor answer a neighbour that uses link-local addresses. Like every address here it is
-    added with ``nodad``: all replicas carry it, each in its own namespace, by design.
+    The IPAM plugin's, and with any IPv6 among them, first, the link-local address
+    (``link_local``) unless the IPAM plugin gave one: addr_gen_mode is none, so the kernel
+    makes none, and without one a routing NF cannot resolve a next hop (Neighbour Solicitations
+    are sent from a link-local address) nor answer a neighbour that uses link-local addresses.
+    """
+    from sfc_k8s.cni import netlink as nl
+    from sfc_k8s.cni.result import parse_cidr
+
+    found = [parse_cidr(str(ip["address"])) for ip in ip_config.ips]
+    ipv6 = [addr for family, addr, _ in found if family == nl.AF_INET6]
+    if ipv6 and not any(addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 for addr in ipv6):
+        found.insert(0, (nl.AF_INET6, link_local(nl.mac_bytes(mac)), 64))
+    return found
+
+
+def _apply_ip_config(pod: Rtnl, link: Link, ip_config: IpConfig) -> None:
+    """Put the addresses (``_addresses``) on the pod end, then its routes, in one round trip.
+
+    Every address is added with ``nodad`` (see ``netlink.new_addr``): all replicas carry it, each
+    in its own namespace, by design; duplicate address detection could only get in the way.
     """
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.result import parse_cidr, parse_ip
 
-    requests = []
+    requests = [
+        nl.new_addr(link.index, link.name, family, addr, prefix)
+        for family, addr, prefix in _addresses(ip_config, link.mac)
+    ]
     gateways: dict[int, bytes] = {}
-    ipv6: list[bytes] = []
     for ip in ip_config.ips:
-        family, addr, prefix = parse_cidr(str(ip["address"]))
-        requests.append(nl.new_addr(link.index, link.name, family, addr, prefix))
-        if family == nl.AF_INET6:
-            ipv6.append(addr)
         if ip.get("gateway"):
-            gateways.setdefault(family, parse_ip(str(ip["gateway"]))[1])
-    if ipv6 and not any(addr[0] == 0xFE and addr[1] & 0xC0 == 0x80 for addr in ipv6):
-        address = link_local(nl.mac_bytes(link.mac))
-        requests.insert(0, nl.new_addr(link.index, link.name, nl.AF_INET6, address, 64))
+            family, gateway = parse_ip(str(ip["gateway"]))
+            gateways.setdefault(family, gateway)
     for route in ip_config.routes:
         family, dst, dst_len = parse_cidr(str(route["dst"]))
         gw = parse_ip(str(route["gw"]))[1] if route.get("gw") else gateways.get(family)
@@ -334,79 +353,41 @@ def _delete_pod_end(env: Env) -> bool:
 
 
 def cmd_check(env: Env, conf: NetConf) -> None:
-    """Compare ``prevResult`` with the live veth, MAC, addresses and routes; list every gap."""
+    """Compare ``prevResult`` with the live veth, MAC, addresses and routes; list every gap.
+
+    As the reference ``ptp`` plugin does, in parts: the IPAM plugin's own CHECK, then the link
+    (``_link_problems``), its addresses (``_address_problems``) and its routes
+    (``_route_problems``). Every difference is reported in one code-103 error.
+    """
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.netns import open_netns
-    from sfc_k8s.cni.result import IpConfig, format_ip, parse_cidr, parse_ip
+    from sfc_k8s.cni.result import IpConfig
 
-    if version_tuple(conf.cni_version) < (0, 4, 0):
-        raise CniError(
-            Code.INCOMPATIBLE_VERSION,
-            f"CHECK needs cniVersion 0.4.0 or later, the config says {conf.cni_version}",
-        )
+    _require_version(conf, "CHECK", "0.4.0")
     prev = conf.prev_result or {}
+    ip_config = IpConfig.from_result(prev, where="prevResult.", code=Code.INVALID_CONFIG)
     if conf.l3:
         from sfc_k8s.cni.ipam import delegate_config, run_ipam
 
-        assert conf.ipam_type is not None
         stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
-        run_ipam("CHECK", conf.ipam_type, env.path, stdin, parse=False)
-
+        run_ipam("CHECK", conf.ipam_type or "", env.path, stdin, parse=False)
     host_name = host_name_for(env)
-    problems: list[str] = []
-    interfaces = prev.get("interfaces")
-    if not isinstance(interfaces, list):
-        interfaces = []
-    prev_pod = next(
-        (i for i in interfaces if isinstance(i, dict) and i.get("name") == env.ifname), None
-    )
-    if prev_pod is None:
-        problems.append(f"prevResult lists no interface {env.ifname!r}")
-    expected_mac = conf.mac or (str(prev_pod.get("mac", "")) if prev_pod else "")
+    prev_pod = _prev_interface(prev, env.ifname)
+    problems = [] if prev_pod else [f"prevResult lists no interface {env.ifname!r}"]
+    expected_mac = conf.mac or str((prev_pod or {}).get("mac", ""))
 
     netns_fd = open_netns(env.netns)
     try:
         with nl.Rtnl() as host, nl.Rtnl.in_netns(netns_fd) as pod:
-            host_link = host.link(host_name)
             pod_link = pod.link(env.ifname)
             if pod_link is None:
                 raise CniError(
                     Code.CHECK_MISMATCH, f"interface {env.ifname!r} is missing from {env.netns!r}"
                 )
-            if host_link is None:
-                problems.append(f"host interface {host_name!r} is missing")
-            elif pod_link.peer_index != host_link.index:
-                problems.append(f"{env.ifname!r} is not the peer of host interface {host_name!r}")
-            if pod_link.kind != "veth":
-                problems.append(f"{env.ifname!r} is a {pod_link.kind}, not a veth")
-            if expected_mac and pod_link.mac != expected_mac.lower():
-                problems.append(f"{env.ifname!r} has MAC {pod_link.mac}, expected {expected_mac}")
-            if conf.mtu is not None and pod_link.mtu != conf.mtu:
-                problems.append(f"{env.ifname!r} has MTU {pod_link.mtu}, expected {conf.mtu}")
-            for link in (pod_link, host_link):
-                if link is not None and not link.up:
-                    problems.append(f"{link.name!r} is down")
-            try:
-                ip_config = IpConfig.from_result(prev, "prevResult")
-            except CniError as err:
-                raise CniError(Code.INVALID_CONFIG, err.msg) from err
-            live = {(a.family, a.addr, a.prefixlen) for a in pod.addrs(pod_link.index)}
-            for ip in ip_config.ips:
-                if parse_cidr(str(ip["address"])) not in live:
-                    problems.append(f"address {ip['address']} is missing from {env.ifname!r}")
-            for route in ip_config.routes:
-                family, dst, dst_len = parse_cidr(str(route["dst"]))
-                gw = parse_ip(str(route["gw"]))[1] if route.get("gw") else None
-                found = any(
-                    r.dst_len == dst_len
-                    and (r.dst or bytes(len(dst))) == dst
-                    and (gw is None or r.gateway == gw)
-                    and r.oif == pod_link.index
-                    for r in pod.routes(family)
-                )
-                if not found:
-                    via = f" via {format_ip(family, gw)}" if gw else ""
-                    problems.append(f"route {route['dst']}{via} is missing from {env.ifname!r}")
+            host_link = host.link(host_name)
+            problems += _link_problems(pod_link, host_link, host_name, expected_mac, conf.mtu)
+            problems += _address_problems(pod, pod_link, ip_config)
+            problems += _route_problems(pod, pod_link, ip_config)
     except nl.NetlinkError as err:
         raise netlink_error(err) from err
     finally:
@@ -416,15 +397,77 @@ def cmd_check(env: Env, conf: NetConf) -> None:
     log.write("info", f"checked {host_name} <-> {env.ifname}")
 
 
+def _prev_interface(prev: dict[str, object], ifname: str) -> dict[str, object] | None:
+    """The entry of ``prevResult.interfaces`` that names the pod interface, if any."""
+    interfaces = prev.get("interfaces")
+    if not isinstance(interfaces, list):
+        return None
+    return next((i for i in interfaces if isinstance(i, dict) and i.get("name") == ifname), None)
+
+
+def _link_problems(
+    pod_link: Link, host_link: Link | None, host_name: str, mac: str, mtu: int | None
+) -> list[str]:
+    """The pod end is a veth whose peer is the host end, with the MAC and MTU, both up."""
+    name = pod_link.name
+    problems = []
+    if host_link is None:
+        problems.append(f"host interface {host_name!r} is missing")
+    elif pod_link.peer_index != host_link.index:
+        problems.append(f"{name!r} is not the peer of host interface {host_name!r}")
+    if pod_link.kind != "veth":
+        problems.append(f"{name!r} is a {pod_link.kind}, not a veth")
+    if mac and pod_link.mac != mac.lower():
+        problems.append(f"{name!r} has MAC {pod_link.mac}, expected {mac}")
+    if mtu is not None and pod_link.mtu != mtu:
+        problems.append(f"{name!r} has MTU {pod_link.mtu}, expected {mtu}")
+    for link in (pod_link, host_link):
+        if link is not None and not link.up:
+            problems.append(f"{link.name!r} is down")
+    return problems
+
+
+def _address_problems(pod: Rtnl, pod_link: Link, ip_config: IpConfig) -> list[str]:
+    """Every address ADD puts on the pod end (``_addresses``) is there."""
+    from sfc_k8s.cni.result import format_ip
+
+    live = {(a.family, a.addr, a.prefixlen) for a in pod.addrs(pod_link.index)}
+    return [
+        f"address {format_ip(family, addr)}/{prefix} is missing from {pod_link.name!r}"
+        for family, addr, prefix in _addresses(ip_config, pod_link.mac)
+        if (family, addr, prefix) not in live
+    ]
+
+
+def _route_problems(pod: Rtnl, pod_link: Link, ip_config: IpConfig) -> list[str]:
+    """Every route of ``prevResult`` goes out of the pod end (with its gateway, if it names one)."""
+    from sfc_k8s.cni.result import format_ip, parse_cidr, parse_ip
+
+    problems = []
+    for route in ip_config.routes:
+        family, dst, dst_len = parse_cidr(str(route["dst"]))
+        gw = parse_ip(str(route["gw"]))[1] if route.get("gw") else None
+        found = any(
+            r.dst_len == dst_len
+            and (r.dst or bytes(len(dst))) == dst
+            and (gw is None or r.gateway == gw)
+            and r.oif == pod_link.index
+            for r in pod.routes(family)
+        )
+        if not found:
+            via = f" via {format_ip(family, gw)}" if gw else ""
+            problems.append(f"route {route['dst']}{via} is missing from {pod_link.name!r}")
+    return problems
+
+
 # --- STATUS, GC, VERSION ------------------------------------------------------------------------
 
 
-def _require_1_1(conf: NetConf, command: str) -> None:
-    if version_tuple(conf.cni_version) < (1, 1, 0):
-        raise CniError(
-            Code.INCOMPATIBLE_VERSION,
-            f"{command} needs cniVersion 1.1.0, the config says {conf.cni_version}",
-        )
+def _require_version(conf: NetConf, command: str, least: str) -> None:
+    """Code 1 unless the config's ``cniVersion`` has ``command`` (CHECK: 0.4.0, GC: 1.1.0)."""
+    if version_tuple(conf.cni_version) < version_tuple(least):
+        expected = f"{least} or later for {command}"
+        raise invalid("cniVersion", conf.cni_version, expected, code=Code.INCOMPATIBLE_VERSION)
 
 
 def cmd_status(env: Env, conf: NetConf) -> None:
@@ -432,7 +475,7 @@ def cmd_status(env: Env, conf: NetConf) -> None:
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.ipam import find_plugin
 
-    _require_1_1(conf, "STATUS")
+    _require_version(conf, "STATUS", "1.1.0")
     try:
         with nl.Rtnl() as host:
             host.link("lo")
@@ -453,7 +496,7 @@ def cmd_gc(env: Env, conf: NetConf) -> None:
     """
     from sfc_k8s.cni import netlink as nl
 
-    _require_1_1(conf, "GC")
+    _require_version(conf, "GC", "1.1.0")
     valid = set(conf.valid_attachments or [])
     prefix = f"{ALIAS_PREFIX}{conf.name}/"
     stale: list[tuple[str, str, str]] = []
@@ -545,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             text = sys.stdin.buffer.read().decode()
         except UnicodeDecodeError as err:
             raise CniError(
-                Code.DECODING_FAILURE, f"the network configuration on stdin is not UTF-8: {err}"
+                Code.DECODING_FAILURE,
+                f"stdin is not UTF-8 text: expected {CONFIG_FORM} in UTF-8",
+                str(err),
             ) from err
         except OSError as err:
             raise CniError(Code.IO_FAILURE, f"cannot read the config from stdin: {err}") from err

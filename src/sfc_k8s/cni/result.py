@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import _socket
 
-from sfc_k8s.cni.errors import CniError, Code
+from sfc_k8s.cni.errors import MISSING, invalid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")
+CIDR_FORM = 'an IP address with a prefix length, like "10.0.0.2/24" or "fd00::2/64"'
+IP_FORM = 'an IP address, like "10.0.0.1" or "fd00::1"'
 
 
 def parse_ip(text: str) -> tuple[int, bytes]:
@@ -53,51 +55,60 @@ class IpConfig:
         self.dns: dict[str, object] = {}
 
     @classmethod
-    def from_result(cls, result: Mapping[str, object], source: str) -> IpConfig:
-        """Read the ``ips``/``routes``/``dns`` of a result in any supported version."""
+    def from_result(cls, result: Mapping[str, object], *, where: str, code: int) -> IpConfig:
+        """Read the ``ips``/``routes``/``dns`` of a result in any supported version.
+
+        A malformed one raises ``code``, naming the field as ``where`` + its path (``where`` is
+        ``"prevResult."`` or ``'IPAM plugin "static" result: '``), the value and the form.
+        """
         conf = cls()
-        ips = result.get("ips", [])
-        routes = result.get("routes", [])
-        dns = result.get("dns", {})
-        ips = [] if ips is None else ips
-        routes = [] if routes is None else routes
-        dns = {} if dns is None else dns
-        if not isinstance(ips, list) or not isinstance(routes, list) or not isinstance(dns, dict):
-            raise CniError(
-                Code.IPAM_FAILURE, f"{source} returned a malformed result: {dict(result)!r}"
-            )
-        for ip in ips:
-            address = ip.get("address") if isinstance(ip, dict) else None
-            if not isinstance(address, str):
-                raise CniError(
-                    Code.IPAM_FAILURE, f"{source} returned an IP without address: {ip!r}"
-                )
-            try:
-                parse_cidr(address)
-                gateway = ip.get("gateway")
-                if gateway is not None:
-                    parse_ip(str(gateway))
-            except ValueError as err:
-                raise CniError(Code.IPAM_FAILURE, f"{source} returned a bad IP: {err}") from err
-            entry: dict[str, object] = {"address": address}
-            if gateway:
-                entry["gateway"] = gateway
-            conf.ips.append(entry)
-        for route in routes:
-            dst = route.get("dst") if isinstance(route, dict) else None
-            if not isinstance(dst, str):
-                raise CniError(
-                    Code.IPAM_FAILURE, f"{source} returned a route without dst: {route!r}"
-                )
-            try:
-                parse_cidr(dst)
-                if route.get("gw"):
-                    parse_ip(str(route["gw"]))
-            except ValueError as err:
-                raise CniError(Code.IPAM_FAILURE, f"{source} returned a bad route: {err}") from err
-            conf.routes.append(dict(route))
-        conf.dns = dict(dns)
+        ips, routes, dns = (result.get(key) for key in ("ips", "routes", "dns"))
+        conf.ips = _ips([] if ips is None else ips, where, code)
+        conf.routes = _routes([] if routes is None else routes, where, code)
+        if dns is not None and not isinstance(dns, dict):
+            raise invalid(f"{where}dns", dns, "an object", code=code)
+        conf.dns = dict(dns or {})
         return conf
+
+
+def _valid(parse: Callable[[str], object], value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _ips(ips: object, where: str, code: int) -> list[dict[str, object]]:
+    if not isinstance(ips, list):
+        raise invalid(f"{where}ips", ips, 'a list of {"address", "gateway"} objects', code=code)
+    out: list[dict[str, object]] = []
+    for i, ip in enumerate(ips):
+        if not isinstance(ip, dict):
+            raise invalid(f"{where}ips[{i}]", ip, 'an object with an "address"', code=code)
+        address, gateway = ip.get("address", MISSING), ip.get("gateway")
+        if not _valid(parse_cidr, address):
+            raise invalid(f"{where}ips[{i}].address", address, CIDR_FORM, code=code)
+        if gateway is not None and not _valid(parse_ip, gateway):
+            raise invalid(f"{where}ips[{i}].gateway", gateway, IP_FORM, code=code)
+        out.append({"address": address, "gateway": gateway} if gateway else {"address": address})
+    return out
+
+
+def _routes(routes: object, where: str, code: int) -> list[dict[str, object]]:
+    if not isinstance(routes, list):
+        raise invalid(f"{where}routes", routes, 'a list of {"dst", "gw"} objects', code=code)
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            raise invalid(f"{where}routes[{i}]", route, 'an object with a "dst"', code=code)
+        dst, gw = route.get("dst", MISSING), route.get("gw")
+        if not _valid(parse_cidr, dst):
+            raise invalid(f"{where}routes[{i}].dst", dst, CIDR_FORM, code=code)
+        if gw and not _valid(parse_ip, gw):
+            raise invalid(f"{where}routes[{i}].gw", gw, IP_FORM, code=code)
+    return [dict(route) for route in routes]
 
 
 def format_result(

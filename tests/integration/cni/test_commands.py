@@ -180,7 +180,8 @@ def test_gc_removes_only_stale_attachments(
         assert link(host_ifname(cni.args["K8S_POD_UID"], "eth1")) is None
         assert link("eth1", cni.netns) is None
     assert len(leases(data_dir)) == 1
-    assert keep("GC", {**gc, "cniVersion": "1.0.0"}).code == 1
+    old = keep("GC", {**gc, "cniVersion": "1.0.0"})
+    assert (old.code, old.body["msg"]) == (1, 'cniVersion="1.0.0": expected 1.1.0 or later for GC')
     keep.ok("DEL", conf)
     assert leases(data_dir) == []
 

@@ -78,7 +78,7 @@ def test_veth_request_layout() -> None:
 
 def test_mac_conversion() -> None:
     assert nl.mac_str(nl.mac_bytes("0A:bc:00:11:22:33")) == "0a:bc:00:11:22:33"
-    for bad in ("0a:bc:00:11:22", "0a-bc-00-11-22-33", "0a:bc:00:11:22:3"):
+    for bad in ("0a:bc:00:11:22", "0a-bc-00-11-22-33", "0a:bc:00:11:22:3", "0a:bc:00:11:22:3g"):
         with pytest.raises(ValueError):
             nl.mac_bytes(bad)
 

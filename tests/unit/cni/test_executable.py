@@ -53,14 +53,14 @@ def cni(cni_path: Path) -> Cni:
 @pytest.mark.parametrize(
     ("conf", "env", "expected"),
     [
-        ("{not json", {}, (6, "1.1.0", "not valid JSON")),
+        ("{not json", {}, (6, "1.1.0", 'stdin="{not json": expected a JSON object')),
         ({**GOOD, "cniVersion": "0.2.0"}, {}, (1, "1.1.0", "0.2.0")),
         ({**GOOD, "name": ""}, {}, (7, "0.4.0", "name")),
         ({**GOOD, "ipMasq": True}, {}, (2, "0.4.0", "ipMasq=true")),
         ({**GOOD, "mtu": 10}, {}, (7, "0.4.0", "mtu=10")),
         (GOOD, {"CNI_COMMAND": "FROB"}, (4, "1.1.0", "CNI_COMMAND")),
         (GOOD, {"CNI_CONTAINERID": ""}, (4, "1.1.0", "CNI_CONTAINERID")),
-        (GOOD, {"CNI_IFNAME": "averylonginterface"}, (4, "1.1.0", "longer than 15")),
+        (GOOD, {"CNI_IFNAME": "averylonginterface"}, (4, "1.1.0", "1 to 15 bytes")),
         (GOOD, {"CNI_IFNAME": "eth/1"}, (4, "1.1.0", "CNI_IFNAME")),
         (GOOD, {"CNI_NETNS": ""}, (4, "1.1.0", "CNI_NETNS")),
         (GOOD, {"CNI_ARGS": "broken"}, (4, "1.1.0", "CNI_ARGS")),
@@ -89,6 +89,7 @@ def test_check_before_0_4_0_is_a_version_error(cni: Cni) -> None:
     out = cni("CHECK", conf)
     assert out.code == 1
     assert out.body["cniVersion"] == "0.3.1"
+    assert out.body["msg"] == 'cniVersion="0.3.1": expected 0.4.0 or later for CHECK'
 
 
 def test_version_through_launcher_and_console_script(cni: Cni) -> None:
