@@ -8,7 +8,8 @@ Behaviours covered:
   (EUI-64), all without duplicate address detection; whose host end is named
   ``host_ifname(K8S_POD_UID, ifname)``, is up and has no IPv6 address; the result in the
   version's format (``version`` in IPs before 1.0.0, interface ``mtu`` only in 1.1.0);
-- CHECK succeeds right after ADD (0.4.0+) and is refused with code 1 before 0.4.0;
+- CHECK succeeds right after ADD (0.4.0+), misses the IPv6 link-local address once it is
+  removed, and is refused with code 1 before 0.4.0;
 - DEL removes both ends and the lease, and a second DEL succeeds; without K8S_POD_UID it finds
   the veth from the pod end;
 - a fixed ``mac`` and Multus' ``runtimeConfig.mac`` set the pod MAC; CNI_CONTAINERID names the host
@@ -37,7 +38,7 @@ from tests.integration.cni.cnitools import (
     leases,
     link,
 )
-from tests.nettools import Janitor, unique
+from tests.nettools import Janitor, run, unique
 
 pytestmark = pytest.mark.root
 
@@ -218,6 +219,11 @@ def test_dual_stack_l3(cni_path: Path, janitor: Janitor, data_dir: Path) -> None
     routes = ip_json("-6", "route", "show", "default", netns=cni.netns)
     assert routes and routes[0]["dev"] == "eth1" and routes[0]["gateway"] == "fd00:77::1"
     cni.ok("CHECK", {**conf, "prevResult": result})
+    local = f"{eui64_link_local(pod_mac)}/64"
+    run("ip", "addr", "del", local, "dev", "eth1", netns=cni.netns)
+    out = cni("CHECK", {**conf, "prevResult": result})
+    assert out.code == 103
+    assert out.body["msg"] == f"CHECK found differences: address {local} is missing from 'eth1'"
     cni.ok("DEL", conf)
     assert leases(data_dir) == []
 
