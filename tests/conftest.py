@@ -12,7 +12,7 @@ import pytest
 
 from tests.nettools import Janitor
 
-pytest_plugins = ["tests.fixtures.apiserver"]
+pytest_plugins = ["tests.fixtures.apiserver", "tests.fixtures.cni"]
 
 
 @pytest.fixture

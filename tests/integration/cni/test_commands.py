@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from sfc_k8s.api.naming import host_ifname, mac_from_seed
-from tests.integration.cni.cnitools import (
+from tests.fixtures.cni import (
     VERSIONS,
     Cni,
     addresses,

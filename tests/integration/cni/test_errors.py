@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sfc_k8s.api.naming import host_ifname
-from tests.integration.cni.cnitools import Cni, l2_conf, l3_conf, leases, link
+from tests.fixtures.cni import Cni, l2_conf, l3_conf, leases, link
 from tests.nettools import Janitor, run, unique
 
 pytestmark = pytest.mark.root

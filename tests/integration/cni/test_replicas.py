@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sfc_k8s.api.naming import mac_from_seed
-from tests.integration.cni.cnitools import Cni, addresses, ip_json, l2_conf, link
+from tests.fixtures.cni import Cni, addresses, ip_json, l2_conf, link
 from tests.nettools import Janitor, run, unique
 
 pytestmark = pytest.mark.root

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sfc_k8s.api.naming import host_ifname
-from tests.integration.cni.cnitools import Cni, ip_json, l3_conf, leases, link
+from tests.fixtures.cni import Cni, ip_json, l3_conf, leases, link
 from tests.nettools import Janitor, unique
 
 pytestmark = pytest.mark.root

@@ -23,7 +23,7 @@ import pytest
 import sfc_k8s
 from sfc_k8s.cni import launcher
 from sfc_k8s.cni.launcher import launcher_source, usable_python
-from tests.integration.cni.cnitools import Cni, invoke
+from tests.fixtures.cni import Cni, invoke
 
 SRC = str(Path(sfc_k8s.__file__).resolve().parents[1])
 REPO = Path(SRC).parent
