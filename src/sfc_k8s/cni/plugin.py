@@ -386,7 +386,7 @@ def cmd_check(env: Env, conf: NetConf) -> None:
                 )
             host_link = host.link(host_name)
             problems += _link_problems(pod_link, host_link, host_name, expected_mac, conf.mtu)
-            problems += _address_problems(pod, pod_link, ip_config)
+            problems += _address_problems(pod, pod_link, ip_config, expected_mac or pod_link.mac)
             problems += _route_problems(pod, pod_link, ip_config)
     except nl.NetlinkError as err:
         raise netlink_error(err) from err
@@ -427,14 +427,14 @@ def _link_problems(
     return problems
 
 
-def _address_problems(pod: Rtnl, pod_link: Link, ip_config: IpConfig) -> list[str]:
-    """Every address ADD puts on the pod end (``_addresses``) is there."""
+def _address_problems(pod: Rtnl, pod_link: Link, ip_config: IpConfig, mac: str) -> list[str]:
+    """Every address ADD puts on the pod end (``_addresses``, for the MAC ``mac``) is there."""
     from sfc_k8s.cni.result import format_ip
 
     live = {(a.family, a.addr, a.prefixlen) for a in pod.addrs(pod_link.index)}
     return [
         f"address {format_ip(family, addr)}/{prefix} is missing from {pod_link.name!r}"
-        for family, addr, prefix in _addresses(ip_config, pod_link.mac)
+        for family, addr, prefix in _addresses(ip_config, mac)
         if (family, addr, prefix) not in live
     ]
 
