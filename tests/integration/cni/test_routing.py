@@ -70,8 +70,8 @@ class Pod:
 
     def attach(self, cni_path: Path, janitor: Janitor, ifname: str, conf: dict[str, Any]) -> None:
         args = {"IgnoreUnknown": "1", "K8S_POD_UID": self.uid}
-        cni = Cni(cni_path, container_id=unique("ctr", 24), netns=self.netns, ifname=ifname,
-                  args=args)  # fmt: skip
+        container_id = unique("ctr", 24)
+        cni = Cni(cni_path, container_id, netns=self.netns, ifname=ifname, args=args)
         janitor.add(lambda: cni("DEL", conf))
         result = cni.ok("ADD", conf)
         self.hosts[ifname] = str(result["interfaces"][0]["name"])
@@ -103,6 +103,9 @@ def dataplane(janitor: Janitor) -> Iterator[Dataplane]:
 
 @dataclass
 class RoutedChain:
+    """The pods, and the links joining them; ``tag`` seeds every MAC of this chain."""
+
+    tag: str
     client: Pod
     routers: list[Pod]
     server: Pod
@@ -133,7 +136,7 @@ def chain(cni_path: Path, janitor: Janitor, dataplane: Dataplane) -> RoutedChain
                           side_b=[r.hosts["eth1"] for r in routers])  # fmt: skip
     dataplane.create_link(link2, side_a=[r.hosts["eth2"] for r in routers],
                           side_b=[server.hosts["eth1"]])  # fmt: skip
-    return RoutedChain(client, routers, server, link1, link2)
+    return RoutedChain(tag, client, routers, server, link1, link2)
 
 
 def ping6(chain: RoutedChain) -> None:
@@ -143,10 +146,9 @@ def ping6(chain: RoutedChain) -> None:
 
 
 def test_link_local_is_shared_by_replicas_and_skips_dad(chain: RoutedChain) -> None:
-    tag = chain.link1.removeprefix("v6in-")
     for router in chain.routers:
         for ifname in ("eth1", "eth2"):
-            expected = eui64_link_local(mac_from_seed(f"{tag}/router/{ifname}"))
+            expected = eui64_link_local(mac_from_seed(f"{chain.tag}/router/{ifname}"))
             (local,) = link_locals(ifname, router.netns)
             assert (local["local"], local["prefixlen"]) == (expected, 64)
             assert local.get("nodad") is True
