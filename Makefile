@@ -60,7 +60,8 @@ cni-bin: apt venv
 	@mkdir -p $(CNI_BIN)
 	@for p in /usr/lib/cni/*; do ln -sfn $$p $(CNI_BIN)/$$(basename $$p); done
 	@$(PY) -m sfc_k8s.cni.launcher --python $(CNI_PYTHON) $(CNI_BIN)/sfc-cni
-	@$(PY) -m compileall -q src/sfc_k8s/__init__.py src/sfc_k8s/cni src/sfc_k8s/api/naming.py
+	@$(PY) -m compileall -q src/sfc_k8s/__init__.py src/sfc_k8s/cni src/sfc_k8s/naming.py \
+		src/sfc_k8s/coldstart.py
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
 	clang $(BPF_CFLAGS) -c $< -o $@
