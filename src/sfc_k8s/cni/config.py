@@ -2,7 +2,8 @@
 
 Called by ``plugin.main`` before any command runs; every problem becomes a ``CniError`` with the
 spec's code (4 for the environment, 6 for undecodable JSON, 7 for an invalid config, 1 for an
-unsupported ``cniVersion``, 2 for a field this plugin does not implement). Plain classes with
+unsupported ``cniVersion``, 2 for a field this plugin does not implement) whose message names
+the field, the value given and the expected form (``errors.invalid``). Plain classes with
 ``__slots__`` instead of dataclasses: ``dataclasses`` imports ``inspect`` and costs ~25 ms, more
 than the rest of the ADD path together (see docs/cni.md).
 
@@ -24,18 +25,21 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 LOG_LEVELS = ("error", "info", "debug")
 IFNAMSIZ = 15
 MTU_MIN, MTU_MAX = 68, 65535
-ENV = Code.INVALID_ENVIRONMENT
+ENV = Code.INVALID_ENVIRONMENT  # the code of every error about a CNI_* variable
 
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
+# The expected forms that error messages name (see ``errors.invalid``).
 ID_FORM = "a letter or digit, then letters, digits, '_', '.' or '-'"
 IFNAME_FORM = (
     f"an interface name of 1 to {IFNAMSIZ} bytes, not '.' or '..', without '/', ':',"
     " whitespace or control characters"
 )
+CONFIG_FORM = "a JSON object (the network configuration)"
+MAC_FORM = 'a unicast MAC address: six hex octets, the first even, like "02:00:5e:10:00:01"'
+ATTACHMENT_FORM = 'an object with string "containerID" and "ifname"'
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def _valid_id(value: str) -> bool:
@@ -156,11 +160,6 @@ class NetConf:
     def l3(self) -> bool:
         """L3 mode: an IPAM plugin assigns addresses; L2 mode (no ``ipam``): none at all."""
         return self.ipam_type is not None
-
-
-CONFIG_FORM = "a JSON object (the network configuration)"
-MAC_FORM = 'a unicast MAC address: six hex octets, the first even, like "02:00:5e:10:00:01"'
-ATTACHMENT_FORM = 'an object with string "containerID" and "ifname"'
 
 
 def decode_config(text: str) -> dict[str, object]:

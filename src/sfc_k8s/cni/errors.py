@@ -4,6 +4,9 @@ Every failure of ``sfc-cni`` ends up as one ``CniError``, which ``plugin.main`` 
 spec's error object (``{"cniVersion", "code", "msg", "details"}``) on stdout before exiting
 non-zero. Codes below 100 are the spec's well-known ones; 100 and above are this plugin's own.
 
+Bad input (a ``CNI_*`` variable, a config key, a field of a result) is reported with
+``invalid``: the field, the value given and the expected form, and nothing else.
+
 Plain ``int`` constants instead of an ``IntEnum``: ``enum`` costs milliseconds to import and this
 module is on the ADD hot path (see docs/cni.md).
 """
