@@ -113,9 +113,15 @@ class Harness:
         maps.delete_all(fd4, [k for k, _ in maps.walk(fd4, structs.FlowKey4, SessionValue)])
 
     def predict(self, key: FlowKey, endpoints: Sequence[str]) -> str:
-        """The endpoint Maglev gives a new flow, computed in Python."""
-        table = maglev.build_table({name: i for i, name in enumerate(endpoints)})
-        return endpoints[table[flow.flow_hash(key) % structs.MAGLEV_SIZE]]
+        """The endpoint Maglev gives a new flow, computed in Python from the endpoints'
+        stable ids and their link's cluster id."""
+        by_ifindex = {e.ifindex: e for e in self.slots().values()}
+        entries = [by_ifindex[self.ifindex(name)] for name in endpoints]
+        cid = entries[0].link_cid
+        table = maglev.build_table(
+            {maglev.endpoint_name(e.link_cid, e.id): i for i, e in enumerate(entries)}
+        )
+        return endpoints[table[flow.flow_hash(key, link_cid=cid) % structs.MAGLEV_SIZE]]
 
     def link_id(self, link: str) -> int:
         return self.dp.status(link).link_id

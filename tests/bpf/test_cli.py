@@ -83,7 +83,7 @@ def test_lifecycle_through_the_cli(cli: Cli, ifs: list[str]) -> None:
     assert cli.ok("show") == "no links\n"
     cli.ok("link", "add", "xc1", "--side-a", f"{ifs[0]},{ifs[1]}", "--side-b", ifs[2])
     table = cli.ok("show", "xc1", env_root=True)
-    assert "link xc1 (id 1): 0 sessions" in table
+    assert "link xc1 (id 1, cluster id 1): 0 sessions" in table
     for name in ifs[:3]:
         assert name in table
     assert f"tcx_{socket.if_nametoindex(ifs[0])}" in os.listdir(
@@ -111,6 +111,17 @@ def test_lifecycle_through_the_cli(cli: Cli, ifs: list[str]) -> None:
     ]
     assert json.loads(cli.ok("sessions", "xc1", "--json")) == []
 
+    cli.ok("endpoint", "add", "xc1", "b", "--remote", "10.77.0.2", "--id", "40")
+    cli.ok("endpoint", "drain", "xc1", "b", "--id", "40")
+    status = json.loads(cli.ok("show", "xc1", "--json"))
+    remote = [e for e in status["endpoints"] if e["node"]]
+    assert [(e["side"], e["id"], e["node"], e["ifindex"], e["state"]) for e in remote] == [
+        ("b", 40, "10.77.0.2", 0, "draining")
+    ]
+    assert "10.77.0.2" in cli.ok("show", "xc1")
+    cli.ok("endpoint", "del", "xc1", "b", "--id", "40")
+    assert all(not e["node"] for e in json.loads(cli.ok("show", "xc1", "--json"))["endpoints"])
+
     cli.ok("link", "del", "xc1")
     assert cli.ok("show") == "no links\n"
     assert os.listdir(os.path.join(cli.root, "links")) == []
@@ -135,6 +146,21 @@ def test_errors_are_one_line_and_change_nothing(cli: Cli, ifs: list[str]) -> Non
         ("endpoint", "del", "xc1", "a", ifs[3]): "is not an endpoint",
         ("endpoint", "drain", "xc1", "b", ifs[0]): "is not an endpoint of side b",
         ("show", "nolink"): "no link named 'nolink'",
+        ("endpoint", "add", "xc1", "b", "--remote", "10.0.0.300", "--id", "5"): (
+            "invalid node address '10.0.0.300'"
+        ),
+        ("endpoint", "add", "xc1", "b", "--remote", "10.0.0.3"): "has no id",
+        ("endpoint", "add", "xc1", "b", "--remote", "10.0.0.3", "--id", "4096"): (
+            "invalid endpoint id 4096"
+        ),
+        ("endpoint", "add", "xc1", "b", "--remote", "10.0.0.3", "--id", "1"): (
+            "endpoint id 1 is already taken"
+        ),
+        ("endpoint", "add", "xc1", "b", ifs[3], "--remote", "10.0.0.3"): "not both",
+        ("endpoint", "drain", "xc1", "b", "--id", "77"): "endpoint id 77 is not an endpoint",
+        ("endpoint", "del", "xc1", "b", "--remote", "10.0.0.3"): "--remote is for add",
+        ("link", "add", "xc3", "--side-a", ifs[3], "--id", "1"): "cluster id 1 is taken by 'xc1'",
+        ("link", "add", "xc3", "--side-a", ifs[3], "--id", "65536"): "invalid link cluster id",
         ("endpoint", "add", "xc1", "c", ifs[3]): "invalid choice",
         ("link", "frobnicate"): "invalid choice",
     }

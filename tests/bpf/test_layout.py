@@ -60,6 +60,8 @@ def test_capacities_match_common_h() -> None:
     assert d["MAX_LINKS"] == structs.MAX_LINKS
     assert d["MAX_IFACES"] == structs.MAX_IFACES
     assert d["MAX_ENDPOINTS_PER_SIDE"] == structs.MAX_ENDPOINTS_PER_SIDE
+    assert d["MAX_EP_ID"] == structs.MAX_EP_ID
+    assert d["MAX_CLUSTER_LINKS"] == structs.MAX_CLUSTER_LINKS
     assert d["IFCACHE_SIZE"] == structs.IFCACHE_SIZE
     assert d["MAGLEV_SIZE"] == structs.MAGLEV_SIZE
     assert d["SESSIONS_DEFAULT"] == structs.SESSIONS_DEFAULT
@@ -84,6 +86,7 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
     entries = {
         structs.MAP_ENDPOINTS: structs.MAX_IFACES,
         structs.MAP_IFSLOTS: structs.MAX_IFACES,
+        structs.MAP_EPIDS: structs.MAX_IFACES,
         structs.MAP_IFCACHE: structs.IFCACHE_SIZE,
         structs.MAP_SESSIONS: SESSIONS,
         structs.MAP_SESSIONS4: SESSIONS,

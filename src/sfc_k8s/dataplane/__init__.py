@@ -14,6 +14,7 @@ from sfc_k8s.dataplane.errors import (
     EndpointNotFound,
     InterfaceNotFound,
     InvalidName,
+    InvalidValue,
     LinkExists,
     LinkNotFound,
 )
@@ -22,15 +23,24 @@ from sfc_k8s.dataplane.records import (
     DropReason,
     Endpoint,
     EndpointCounters,
+    EndpointSpec,
     LinkStatus,
     Session,
 )
-from sfc_k8s.dataplane.structs import MAGLEV_SIZE, MAX_ENDPOINTS_PER_SIDE, SESSIONS_DEFAULT
+from sfc_k8s.dataplane.structs import (
+    MAGLEV_SIZE,
+    MAX_CLUSTER_LINKS,
+    MAX_ENDPOINTS_PER_SIDE,
+    MAX_EP_ID,
+    SESSIONS_DEFAULT,
+)
 
 __all__ = [
     "DEFAULT_BPFFS_ROOT",
     "MAGLEV_SIZE",
+    "MAX_CLUSTER_LINKS",
     "MAX_ENDPOINTS_PER_SIDE",
+    "MAX_EP_ID",
     "SESSIONS_DEFAULT",
     "BpfError",
     "CapacityError",
@@ -41,9 +51,11 @@ __all__ = [
     "EndpointCounters",
     "EndpointExists",
     "EndpointNotFound",
+    "EndpointSpec",
     "EndpointState",
     "InterfaceNotFound",
     "InvalidName",
+    "InvalidValue",
     "LinkExists",
     "LinkNotFound",
     "LinkStatus",

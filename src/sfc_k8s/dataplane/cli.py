@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from sfc_k8s.api.models import Side
-from sfc_k8s.dataplane.errors import DataplaneError, LinkNotFound
+from sfc_k8s.dataplane.errors import DataplaneError, InvalidValue, LinkNotFound
 from sfc_k8s.dataplane.loader import Pins
 from sfc_k8s.dataplane.manager import DEFAULT_BPFFS_ROOT, Dataplane
 from sfc_k8s.dataplane.records import DropReason, LinkStatus
@@ -63,14 +63,41 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("link")
     add.add_argument("--side-a", type=_interfaces, default=[], metavar="IF[,IF...]")
     add.add_argument("--side-b", type=_interfaces, default=[], metavar="IF[,IF...]")
+    add.add_argument(
+        "--id",
+        type=int,
+        default=0,
+        dest="cluster_id",
+        metavar="N",
+        help="the link's cluster-wide id, the same on every node (default: lowest free here)",
+    )
     delete = link.add_parser("del", help="delete a link (detach, purge its sessions)")
     delete.add_argument("link")
 
-    ep = sub.add_parser("endpoint", help="add, remove, drain or re-activate an endpoint")
+    ep = sub.add_parser(
+        "endpoint",
+        help="add, remove, drain or re-activate an endpoint",
+        description="A local endpoint is named by its interface (IF); a remote one, on another"
+        " node, by --remote NODE_IP --id N when added and by --id N afterwards.",
+    )
     ep.add_argument("action", choices=["add", "del", "drain", "activate"])
     ep.add_argument("link")
     ep.add_argument("side", choices=["a", "b"])
-    ep.add_argument("interface")
+    ep.add_argument("interface", nargs="?", default="", metavar="IF")
+    ep.add_argument(
+        "--remote",
+        default="",
+        metavar="NODE_IP",
+        help="add: the endpoint is on the node with this underlay IPv4 address",
+    )
+    ep.add_argument(
+        "--id",
+        type=int,
+        default=0,
+        dest="endpoint_id",
+        metavar="N",
+        help="the endpoint's stable id within the link, the same on every node",
+    )
 
     show = sub.add_parser("show", help="endpoints, states, counters, sessions and drops")
     show.add_argument("link", nargs="?")
@@ -90,14 +117,17 @@ def _status_json(status: LinkStatus) -> dict[str, Any]:
 
 def _status_table(status: LinkStatus) -> str:
     lines = [
-        f"link {status.name} (id {status.link_id}): {status.sessions} sessions,"
-        f" {status.sessions_created} created"
+        f"link {status.name} (id {status.link_id}, cluster id {status.cluster_id}):"
+        f" {status.sessions} sessions, {status.sessions_created} created"
     ]
-    header = ("side", "interface", "ifindex", "state", "rx-pkts", "rx-bytes", "tx-pkts", "tx-bytes")
+    header = ("side", "endpoint", "id", "node", "ifindex", "state",
+              "rx-pkts", "rx-bytes", "tx-pkts", "tx-bytes")  # fmt: skip
     rows = [header] + [
         (
             e.side.value,
-            e.ifname,
+            e.ifname or "(remote)",
+            str(e.id),
+            e.node or "(local)",
             str(e.ifindex),
             e.state.value,
             str(e.counters.rx_packets),
@@ -146,6 +176,30 @@ def _sessions(dp: Dataplane, link: str, as_json: bool) -> None:
         print(f"{s.kind} proto {s.proto}{vlan} {lo} <-> {hi}: a={s.a_ifname} b={s.b_ifname}")
 
 
+def _endpoint(dp: Dataplane, args: argparse.Namespace) -> None:
+    side = Side(args.side)
+    if args.action == "add" and bool(args.interface) == bool(args.remote):
+        raise InvalidValue(
+            "endpoint add: name an interface IF or, for a remote endpoint, --remote NODE_IP"
+            " --id N (not both)"
+        )
+    if args.action != "add" and args.remote:
+        raise InvalidValue(f"endpoint {args.action}: --remote is for add; name it by --id N")
+    if args.action == "add":
+        dp.add_endpoint(
+            args.link, side, args.interface, node=args.remote, endpoint_id=args.endpoint_id
+        )
+        return
+    if not args.interface and not args.endpoint_id:
+        raise InvalidValue(f"endpoint {args.action}: name an interface IF or an endpoint --id N")
+    action = {
+        "del": dp.remove_endpoint,
+        "drain": dp.drain_endpoint,
+        "activate": dp.activate_endpoint,
+    }[args.action]
+    action(args.link, side, args.interface, endpoint_id=args.endpoint_id)
+
+
 def _run(args: argparse.Namespace) -> None:
     root: str = args.bpffs_root
     loaded = os.path.exists(Pins(root).program)
@@ -157,18 +211,13 @@ def _run(args: argparse.Namespace) -> None:
         raise LinkNotFound(f"no link named {args.link!r} (nothing pinned under {root!r})")
     with Dataplane(root, session_table_size=args.session_table_size) as dp:
         if args.command == "link" and args.action == "add":
-            dp.create_link(args.link, side_a=args.side_a, side_b=args.side_b)
+            dp.create_link(
+                args.link, side_a=args.side_a, side_b=args.side_b, cluster_id=args.cluster_id
+            )
         elif args.command == "link":
             dp.delete_link(args.link)
         elif args.command == "endpoint":
-            side = Side(args.side)
-            action = {
-                "add": dp.add_endpoint,
-                "del": dp.remove_endpoint,
-                "drain": dp.drain_endpoint,
-                "activate": dp.activate_endpoint,
-            }[args.action]
-            action(args.link, side, args.interface)
+            _endpoint(dp, args)
         elif args.command == "show":
             _show(dp, args.link, args.json)
         else:

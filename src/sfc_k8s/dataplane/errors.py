@@ -45,3 +45,7 @@ class EndpointNotFound(DataplaneError):  # noqa: N818 (the contract names)
 
 class CapacityError(DataplaneError):
     """Too many endpoints on one side, too many interfaces, or too many links."""
+
+
+class InvalidValue(DataplaneError):  # noqa: N818 (the contract names)
+    """An id, address or setting outside its range or form (the message names which)."""

@@ -1,6 +1,7 @@
 """Flow keys and the flow hash, built in Python exactly as the eBPF program builds them.
 
-The program picks a new flow's endpoint at Maglev slot ``flow_hash(key) % MAGLEV_SIZE``; this
+The program picks a new flow's endpoint at Maglev slot ``flow_hash(key, link_cid=...) %
+MAGLEV_SIZE``; this
 module lets the tests (and anyone debugging) predict that choice and decode session keys.
 Mirrors bpf/lib/flow_key.h and bpf/lib/hash.h.
 """
@@ -38,9 +39,14 @@ def hash_words(words: tuple[int, ...]) -> int:
     return h
 
 
-def flow_hash(key: FlowKey) -> int:
+def flow_hash(key: FlowKey, *, link_cid: int | None = None) -> int:
+    """The Maglev hash of ``key`` (bpf/lib/maglev.h: sfc_maglev_hash): its words with the
+    node-local link id replaced by the link's cluster-wide id ``link_cid`` (when given)."""
     raw = bytes(key)
-    return hash_words(struct.unpack(f"<{len(raw) // 4}I", raw))
+    words = struct.unpack(f"<{len(raw) // 4}I", raw)
+    if link_cid is not None:
+        words = (link_cid, *words[1:])
+    return hash_words(words)
 
 
 def flow_cache_index(key: FlowKey | FlowKey4) -> int:

@@ -1,10 +1,12 @@
 """Maglev lookup tables (Eisenbud et al., NSDI 2016) for choosing the endpoint of a new flow.
 
-Each endpoint gets a permutation of the table's slots from two hashes of its stable name (the
-host interface name, derived from the pod); endpoints take turns claiming their next free
-preferred slot until the table is full. Every endpoint gets ``size / n`` slots (plus or minus
-one), and adding or removing one endpoint moves only about ``1/n`` of the slots. Endpoints are
-taken in name order, so the same set gives the same table in any process. Called by the
+Each endpoint gets a permutation of the table's slots from two hashes of its stable name
+(``endpoint_name``: the link's cluster-wide id and the endpoint's stable id, the same on every
+node; never a slot, interface name or ifindex, which are node-local); endpoints take turns
+claiming their next free preferred slot until the table is full. Every endpoint gets
+``size / n`` slots (plus or minus one), and adding or removing one endpoint moves only about
+``1/n`` of the slots. Endpoints are taken in name order, so the same set gives the same table in
+any process and on any node. Called by the
 manager whenever the active endpoints of a side change, and by the tests to predict choices.
 
 The population loop runs in a small C library (``native/sfc_maglev.c``, built by ``make bpf``
@@ -51,6 +53,11 @@ _native = _load_native()
 def native_available() -> bool:
     """Whether the C population loop is loaded (``make bpf`` builds it)."""
     return _native is not None
+
+
+def endpoint_name(link_cid: int, endpoint_id: int) -> str:
+    """The stable name of an endpoint in a Maglev table: the same on every node."""
+    return f"link{link_cid}/ep{endpoint_id}"
 
 
 def permutation(name: str, size: int = MAGLEV_SIZE) -> tuple[int, int]:

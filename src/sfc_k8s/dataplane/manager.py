@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import ipaddress
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from sfc_k8s.api.models import EndpointState, Side
@@ -34,6 +36,7 @@ from sfc_k8s.dataplane.errors import (
     EndpointNotFound,
     InterfaceNotFound,
     InvalidName,
+    InvalidValue,
     LinkExists,
     LinkNotFound,
 )
@@ -41,10 +44,19 @@ from sfc_k8s.dataplane.records import (
     DropReason,
     Endpoint,
     EndpointCounters,
+    EndpointSpec,
     LinkStatus,
     Session,
 )
-from sfc_k8s.dataplane.structs import EndpointEntry, FlowKey, FlowKey4, FlowKind, SessionValue
+from sfc_k8s.dataplane.structs import (
+    EndpointEntry,
+    EpRef,
+    FlowKey,
+    FlowKey4,
+    FlowKind,
+    LinkInfoValue,
+    SessionValue,
+)
 
 DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/sfc-k8s"
 
@@ -62,6 +74,18 @@ _KIND_NAMES = {
 }
 
 
+@dataclass
+class _Resolved:
+    """An endpoint about to be added: its side, what was asked, its interface (local) or
+    packed node address (remote), and its stable id once assigned."""
+
+    side: Side
+    spec: EndpointSpec
+    ifindex: int
+    node: bytes
+    id: int = 0
+
+
 def _state(raw: int) -> EndpointState:
     return EndpointState.DRAINING if raw == structs.EP_DRAINING else EndpointState.ACTIVE
 
@@ -71,6 +95,52 @@ def _ifindex(ifname: str) -> int:
         return socket.if_nametoindex(ifname)
     except OSError as err:
         raise InterfaceNotFound(f"no interface named {ifname!r}: {err}") from err
+
+
+def _node_address(node: str) -> bytes:
+    """The packed underlay IPv4 address of a remote endpoint's node."""
+    try:
+        address = ipaddress.IPv4Address(node)
+    except ValueError as err:
+        raise InvalidValue(
+            f"invalid node address {node!r}: expected an IPv4 address such as 10.0.0.2"
+        ) from err
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        raise InvalidValue(f"invalid node address {node!r}: expected a unicast IPv4 address")
+    return address.packed
+
+
+def _display(e: EndpointEntry) -> str:
+    """An endpoint as people see it: its interface, or ``#ID@NODE`` when remote."""
+    return f"#{e.id}@{e.node_address}" if e.remote else e.ifname.decode()
+
+
+def _check_id(what: str, value: int, top: int) -> None:
+    if not 0 <= value <= top:
+        raise InvalidValue(f"invalid {what} {value}: expected 1 to {top} (or 0 to assign one)")
+
+
+def _assign_ids(specs: Sequence[EndpointSpec], used: set[int], link: str) -> list[int]:
+    """The stable id of each of ``specs``: the one given, else the lowest free one; ``used``
+    (the link's ids) grows with them."""
+    for spec in specs:
+        _check_id("endpoint id", spec.id, structs.MAX_EP_ID)
+        if spec.id and spec.id in used:
+            raise EndpointExists(f"endpoint id {spec.id} is already taken in {link!r}")
+        if spec.id:
+            used.add(spec.id)
+    ids = []
+    free = (i for i in range(1, structs.MAX_EP_ID + 1) if i not in used)
+    for spec in specs:
+        if spec.id:
+            ids.append(spec.id)
+            continue
+        chosen = next(free, 0)
+        if not chosen:
+            raise CapacityError(f"link {link!r} has no free endpoint id left")
+        used.add(chosen)
+        ids.append(chosen)
+    return ids
 
 
 class Dataplane:
@@ -162,30 +232,38 @@ class Dataplane:
             return []
         return sorted(n for n in names if os.path.exists(self.pins.link_info(n)))
 
-    def _link_id(self, name: str) -> int:
+    def _link_info(self, name: str) -> LinkInfoValue:
+        """The link's node-local and cluster-wide ids."""
         if not _LINK_NAME.match(name) or not os.path.exists(self.pins.link_info(name)):
             raise LinkNotFound(f"no link named {name!r} under {self.root!r}")
         fd = bpf.obj_get(self.pins.link_info(name))
         try:
-            info = maps.lookup(fd, ctypes.c_uint32(0), structs.LinkInfoValue)
+            info = maps.lookup(fd, ctypes.c_uint32(0), LinkInfoValue)
         finally:
             os.close(fd)
         if info is None or info.link_id == 0:
             raise LinkNotFound(f"link {name!r} has no id (half-created): delete it and retry")
-        return int(info.link_id)
+        return info
+
+    def _link_id(self, name: str) -> int:
+        return int(self._link_info(name).link_id)
 
     def _link_ids(self) -> dict[int, str]:
         return {self._link_id(name): name for name in self.links()}
 
     def _slots(self) -> dict[int, EndpointEntry]:
-        """Every endpoint of the node by slot (found through the interface index map, so the
-        cost follows the number of endpoints, not the size of the array)."""
-        index = self._map(structs.MAP_IFSLOTS)
+        """Every endpoint of the node, local and remote, by slot (found through the stable id
+        index, so the cost follows the number of endpoints, not the size of the array)."""
+        index = self._map(structs.MAP_EPIDS)
         array = self._map(structs.MAP_ENDPOINTS)
         result = {}
-        for ifindex, slot in maps.walk(index, ctypes.c_uint32, ctypes.c_uint32):
+        for ref, slot in maps.walk(index, EpRef, ctypes.c_uint32):
             entry = maps.lookup(array, slot, EndpointEntry)
-            if entry is not None and entry.ifindex == ifindex.value:
+            if (
+                entry is not None
+                and entry.gen
+                and (entry.link_id, entry.id) == (ref.link_id, ref.id)
+            ):
                 result[slot.value] = entry
         return result
 
@@ -224,12 +302,12 @@ class Dataplane:
                 yield key, value
 
     def status(self, link: str) -> LinkStatus:
-        return self._status(link, self._link_id(link), None)
+        return self._status(link, self._link_info(link), None)
 
     def statuses(self) -> list[LinkStatus]:
         """The status of every link, reading the session table once for all of them."""
         counts = self._session_counts()
-        return [self._status(name, self._link_id(name), counts) for name in self.links()]
+        return [self._status(name, self._link_info(name), counts) for name in self.links()]
 
     def endpoints(self, link: str) -> list[Endpoint]:
         """The link's endpoints (sorted by side and name) with their counters, without
@@ -245,13 +323,17 @@ class Dataplane:
                 ifindex=e.ifindex,
                 state=_state(e.state),
                 counters=self._counters(slot),
+                id=e.id,
+                node=e.node_address,
             )
             for slot, e in self._endpoints(link_id).items()
         ]
-        endpoints.sort(key=lambda e: (e.side.value, e.ifname))
+        # Local endpoints by name, then remote ones by node and id.
+        endpoints.sort(key=lambda e: (e.side.value, bool(e.node), e.node, e.ifname, e.id))
         return endpoints
 
-    def _status(self, link: str, link_id: int, counts: Counter[int] | None) -> LinkStatus:
+    def _status(self, link: str, info: LinkInfoValue, counts: Counter[int] | None) -> LinkStatus:
+        link_id = int(info.link_id)
         endpoints = self._endpoint_list(link_id)
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
@@ -266,10 +348,12 @@ class Dataplane:
             sessions=counts[link_id],
             drops=drops,
             sessions_created=sum(s.sessions_created for s in per_cpu or []),
+            cluster_id=int(info.cluster_id),
         )
 
     def sessions(self, link: str) -> list[Session]:
-        """The link's sessions, with the endpoint on each side ("" if it left the link)."""
+        """The link's sessions, with the endpoint on each side ("" if it left the link;
+        ``#ID@NODE`` for a remote one)."""
         link_id = self._link_id(link)
         slots = self._endpoints(link_id)
         result = []
@@ -278,7 +362,7 @@ class Dataplane:
             for side in (0, 1):
                 e = slots.get(value.slot[side])
                 ok = e is not None and e.side == side and e.gen == value.gen[side]
-                names.append(e.ifname.decode() if ok and e is not None else "")
+                names.append(_display(e) if ok and e is not None else "")
                 ifindexes.append(e.ifindex if ok and e is not None else 0)
             addr_lo, port_lo, addr_hi, port_hi = key.endpoints()
             result.append(
@@ -301,112 +385,188 @@ class Dataplane:
     # --- changing -----------------------------------------------------------------------------
 
     def create_link(
-        self, name: str, *, side_a: Sequence[str] = (), side_b: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        side_a: Sequence[str | EndpointSpec] = (),
+        side_b: Sequence[str | EndpointSpec] = (),
+        cluster_id: int = 0,
     ) -> LinkStatus:
-        """Create a link with the given endpoints; on any error nothing changes."""
+        """Create a link with the given endpoints; on any error nothing changes.
+
+        An endpoint is an interface name (local, its id assigned) or an ``EndpointSpec``
+        (local or remote, with its stable id). ``cluster_id`` is the link's id across the
+        cluster (the controller's; 0: the lowest one free on this node).
+        """
         if not _LINK_NAME.match(name):
             raise InvalidName(
                 f"invalid link name {name!r}: use letters, digits, '-', '_', '.' (max 253)"
             )
+        _check_id("link cluster id", cluster_id, structs.MAX_CLUSTER_LINKS - 1)
+        specs = [
+            (side, EndpointSpec(ifname=e) if isinstance(e, str) else e)
+            for side, listed in ((Side.A, side_a), (Side.B, side_b))
+            for e in listed
+        ]
         with self._locked():
             if os.path.exists(self.pins.link_info(name)):
                 raise LinkExists(f"link {name!r} already exists")
-            wanted = [(Side.A, n) for n in side_a] + [(Side.B, n) for n in side_b]
-            for side, names in ((Side.A, side_a), (Side.B, side_b)):
-                if len(names) > structs.MAX_ENDPOINTS_PER_SIDE:
+            for side, listed in ((Side.A, side_a), (Side.B, side_b)):
+                if len(listed) > structs.MAX_ENDPOINTS_PER_SIDE:
                     raise CapacityError(
-                        f"side {side.value} of {name!r} lists {len(names)} interfaces,"
+                        f"side {side.value} of {name!r} lists {len(listed)} endpoints,"
                         f" more than {structs.MAX_ENDPOINTS_PER_SIDE}"
                     )
-            resolved: dict[int, tuple[Side, str]] = {}
-            for side, ifname in wanted:
-                ifindex = _ifindex(ifname)
-                if ifindex in resolved:
-                    raise EndpointExists(f"interface {ifname!r} is listed twice for {name!r}")
-                resolved[ifindex] = (side, ifname)
+            resolved = self._resolve(name, specs, set())
             taken = self._slots()
             self._check_free(resolved, taken)
             free = [i for i in range(1, structs.MAX_IFACES) if i not in taken]
             if len(resolved) > len(free):
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} interfaces")
-            used = self._link_ids()
-            link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
-            if not link_id:
-                raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
+            info = self._new_link_ids(cluster_id)
 
             with contextlib.ExitStack() as undo:
-                undo.callback(self._teardown, name, link_id)
-                self._create_info(name, link_id)
-                for slot, (ifindex, (side, ifname)) in zip(free, resolved.items(), strict=False):
-                    self._add(name, link_id, side, ifname, ifindex, slot=slot)
+                undo.callback(self._teardown, name, info.link_id)
+                self._create_info(name, info)
+                for slot, endpoint in zip(free, resolved, strict=False):
+                    self._add(name, info, endpoint, slot=slot)
                 for side in Side:
-                    self._install_table(link_id, side)
+                    self._install_table(info, side)
                 undo.pop_all()
         return self.status(name)
 
-    def _check_free(
-        self, wanted: dict[int, tuple[Side, str]], taken: dict[int, EndpointEntry]
-    ) -> None:
-        by_ifindex = {e.ifindex: e for e in taken.values()}
-        for ifindex, (_, ifname) in wanted.items():
-            owner = by_ifindex.get(ifindex)
-            if owner is not None or self._slot_of(ifindex) is not None:
-                # Only for the message: reading every link's id costs a pin open per link.
-                by_id = self._link_ids()
-                link = by_id.get(owner.link_id, "?") if owner is not None else "?"
-                raise EndpointExists(f"interface {ifname!r} is already an endpoint of {link!r}")
+    def _new_link_ids(self, cluster_id: int) -> LinkInfoValue:
+        """A free node-local link id, and ``cluster_id`` (or the lowest free one)."""
+        infos = [self._link_info(n) for n in self.links()]
+        used = {int(i.link_id) for i in infos}
+        link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
+        if not link_id:
+            raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
+        cids = {int(i.cluster_id): self._name_of(int(i.link_id)) for i in infos}
+        if cluster_id in cids:
+            raise LinkExists(f"link cluster id {cluster_id} is taken by {cids[cluster_id]!r}")
+        if not cluster_id:
+            cluster_id = next(i for i in range(1, structs.MAX_CLUSTER_LINKS) if i not in cids)
+        return LinkInfoValue(link_id=link_id, cluster_id=cluster_id)
 
-    def _create_info(self, name: str, link_id: int) -> None:
+    def _name_of(self, link_id: int) -> str:
+        return self._link_ids().get(link_id, "?")
+
+    def _resolve(
+        self, link: str, specs: Sequence[tuple[Side, EndpointSpec]], used_ids: set[int]
+    ) -> list[_Resolved]:
+        """Check ``specs`` and give each its side, id, ifindex (local) or node (remote)."""
+        resolved: list[_Resolved] = []
+        seen: set[int] = set()
+        for side, spec in specs:
+            if bool(spec.ifname) == bool(spec.node):
+                raise InvalidValue(
+                    f"an endpoint of {link!r} names {spec.ifname!r} and node {spec.node!r}:"
+                    " expected an interface (local) or a node address (remote), not both"
+                )
+            if spec.node:
+                if not spec.id:
+                    raise InvalidValue(
+                        f"remote endpoint on node {spec.node!r} of {link!r} has no id:"
+                        " a remote endpoint needs its stable id (1 to"
+                        f" {structs.MAX_EP_ID})"
+                    )
+                resolved.append(_Resolved(side, spec, 0, _node_address(spec.node)))
+                continue
+            ifindex = _ifindex(spec.ifname)
+            if ifindex in seen:
+                raise EndpointExists(f"interface {spec.ifname!r} is listed twice for {link!r}")
+            seen.add(ifindex)
+            resolved.append(_Resolved(side, spec, ifindex, b""))
+        for endpoint, ep_id in zip(
+            resolved, _assign_ids([r.spec for r in resolved], used_ids, link), strict=True
+        ):
+            endpoint.id = ep_id
+        return resolved
+
+    def _check_free(self, wanted: Sequence[_Resolved], taken: dict[int, EndpointEntry]) -> None:
+        by_ifindex = {e.ifindex: e for e in taken.values() if e.ifindex}
+        for endpoint in wanted:
+            if not endpoint.ifindex:
+                continue
+            owner = by_ifindex.get(endpoint.ifindex)
+            if owner is not None or self._slot_of(endpoint.ifindex) is not None:
+                # Only for the message: reading every link's id costs a pin open per link.
+                link = self._name_of(owner.link_id) if owner is not None else "?"
+                raise EndpointExists(
+                    f"interface {endpoint.spec.ifname!r} is already an endpoint of {link!r}"
+                )
+
+    def _create_info(self, name: str, info: LinkInfoValue) -> None:
         os.makedirs(self.pins.link_dir(name), exist_ok=True)
         fd = bpf.map_create(
             bpf.BPF_MAP_TYPE_ARRAY,
             structs.LINK_INFO_MAP,
             4,
-            ctypes.sizeof(structs.LinkInfoValue),
+            ctypes.sizeof(LinkInfoValue),
             1,
         )
         try:
-            bpf.map_update(fd, ctypes.c_uint32(0), structs.LinkInfoValue(link_id=link_id))
+            bpf.map_update(fd, ctypes.c_uint32(0), info)
             maps.percpu_set_zero(
-                self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
+                self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(info.link_id), structs.LinkStats
             )
             bpf.obj_pin(fd, self.pins.link_info(name))
         finally:
             os.close(fd)
 
     def _add(
-        self, link: str, link_id: int, side: Side, ifname: str, ifindex: int, *, slot: int
+        self, link: str, info: LinkInfoValue, endpoint: _Resolved, *, slot: int
     ) -> EndpointEntry:
-        """Register and attach one endpoint in a free slot (no table update, no validation);
-        returns what the slot now holds."""
+        """Register (and attach, if local) one endpoint in a free slot (no table update, no
+        validation); returns what the slot now holds."""
         key = ctypes.c_uint32(slot)
         maps.percpu_set_zero(self._map(structs.MAP_EP_COUNTERS), key, structs.EpCounters)
         entry = EndpointEntry(
-            ifindex=ifindex,
+            ifindex=endpoint.ifindex,
             gen=secrets.randbits(32) | 1,
-            link_id=link_id,
-            side=side.num,
+            link_id=info.link_id,
+            side=endpoint.side.num,
             state=structs.EP_ACTIVE,
-            ifname=ifname.encode()[: structs.IFNAMSIZ - 1],
+            id=endpoint.id,
+            link_cid=info.cluster_id,
+            ifname=endpoint.spec.ifname.encode()[: structs.IFNAMSIZ - 1],
         )
-        # The slot first, then the index that leads the program to it.
+        if endpoint.node:
+            entry.node[:] = list(endpoint.node)
+        # The slot first, then the indexes that lead the program to it.
         bpf.map_update(self._map(structs.MAP_ENDPOINTS), key, entry)
         bpf.map_update(
-            self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex), key, bpf.BPF_NOEXIST
+            self._map(structs.MAP_EPIDS),
+            EpRef(link_id=info.link_id, id=endpoint.id),
+            key,
+            bpf.BPF_NOEXIST,
         )
-        self._cache(ifindex, slot)
-        loader.attach(self.pins, link, ifindex, self._fds.program, mode=self._attach_mode)
+        if endpoint.ifindex:
+            bpf.map_update(
+                self._map(structs.MAP_IFSLOTS),
+                ctypes.c_uint32(endpoint.ifindex),
+                key,
+                bpf.BPF_NOEXIST,
+            )
+            self._cache(endpoint.ifindex, slot)
+            loader.attach(
+                self.pins, link, endpoint.ifindex, self._fds.program, mode=self._attach_mode
+            )
         return entry
 
     def _install_table(
         self,
-        link_id: int,
+        info: LinkInfoValue,
         side: Side,
         *,
         without: int = 0,
         endpoints: dict[int, EndpointEntry] | None = None,
     ) -> None:
         """Build the side's Maglev table over its active endpoints and put it in use.
+
+        The table is built from the endpoints' stable ids and the link's cluster id only, so
+        every node holding the same endpoints builds the same table.
 
         ``endpoints``: the node's or link's endpoints by slot, as the caller just read (and
         changed) them, to spare reading them again (a few ms with a thousand endpoints).
@@ -415,8 +575,9 @@ class Dataplane:
         for an RCU grace period in the kernel); afterwards a change rewrites the copy the
         program is not using, through an mmap, and flips the control entry: no map swap.
         """
+        link_id = int(info.link_id)
         active = {
-            e.ifname.decode(): slot
+            maglev.endpoint_name(info.cluster_id, e.id): slot
             for slot, e in (self._slots() if endpoints is None else endpoints).items()
             if e.link_id == link_id
             and e.side == side.num
@@ -525,12 +686,19 @@ class Dataplane:
         if held is not None and held.value == slot:
             bpf.map_update(cache, key, ctypes.c_uint32(0))
 
-    def _remove(self, link: str, slot: int, ifindex: int) -> None:
-        """Detach one endpoint and free its slot (the indexes first, then the slot)."""
-        loader.detach(self.pins, link, ifindex)
-        self._uncache(ifindex, slot)
-        if self._slot_of(ifindex) == slot:
-            bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
+    def _remove(self, link: str, slot: int, entry: EndpointEntry) -> None:
+        """Detach one endpoint (if local) and free its slot (the indexes first, then the
+        slot)."""
+        ifindex = int(entry.ifindex)
+        if ifindex:
+            loader.detach(self.pins, link, ifindex)
+            self._uncache(ifindex, slot)
+            if self._slot_of(ifindex) == slot:
+                bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
+        ref = EpRef(link_id=entry.link_id, id=entry.id)
+        held = maps.lookup(self._map(structs.MAP_EPIDS), ref, ctypes.c_uint32)
+        if held is not None and held.value == slot:
+            bpf.map_delete(self._map(structs.MAP_EPIDS), ref)
         bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry())
         maps.percpu_set_zero(
             self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(slot), structs.EpCounters
@@ -542,7 +710,7 @@ class Dataplane:
             mkey = ctypes.c_uint32(link_id << 1 | side.num)
             bpf.map_delete(self._map(structs.MAP_MAGLEV), mkey)
         for slot, e in self._endpoints(link_id).items():
-            self._remove(name, slot, e.ifindex)
+            self._remove(name, slot, e)
         self._purge(link_id)
         maps.percpu_set_zero(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
@@ -562,10 +730,23 @@ class Dataplane:
             self._teardown(name, self._link_id(name))
 
     def _find(
-        self, link_id: int, link: str, side: Side, ifname: str, endpoints: dict[int, EndpointEntry]
+        self,
+        link: str,
+        side: Side,
+        ifname: str,
+        endpoint_id: int,
+        endpoints: dict[int, EndpointEntry],
     ) -> tuple[int, EndpointEntry]:
-        """The slot and entry of ``ifname`` among ``endpoints`` (the link's, by slot)."""
+        """The slot and entry of the endpoint named by ``ifname`` (local) or ``endpoint_id``
+        among ``endpoints`` (the link's, by slot)."""
         endpoints = {k: e for k, e in endpoints.items() if e.side == side.num}
+        if not ifname:
+            for slot, e in endpoints.items():
+                if e.id == endpoint_id:
+                    return slot, e
+            raise EndpointNotFound(
+                f"endpoint id {endpoint_id} is not an endpoint of side {side.value} of {link!r}"
+            )
         with contextlib.suppress(InterfaceNotFound):
             ifindex = _ifindex(ifname)
             for slot, e in endpoints.items():
@@ -573,19 +754,27 @@ class Dataplane:
                     return slot, e
         # The interface may be gone (its pod deleted): fall back to the recorded name.
         for slot, e in endpoints.items():
-            if e.ifname.decode() == ifname:
+            if e.ifindex and e.ifname.decode() == ifname:
                 return slot, e
         raise EndpointNotFound(f"{ifname!r} is not an endpoint of side {side.value} of {link!r}")
 
-    def add_endpoint(self, link: str, side: Side, ifname: str) -> None:
-        """Add an active endpoint: it gets new flows at once; other flows are not disturbed."""
+    def add_endpoint(
+        self, link: str, side: Side, ifname: str = "", *, node: str = "", endpoint_id: int = 0
+    ) -> None:
+        """Add an active endpoint: it gets new flows at once; other flows are not disturbed.
+
+        Local: ``ifname`` (``endpoint_id`` optional, the lowest free one by default). Remote:
+        ``node`` (its node's underlay IPv4 address) and ``endpoint_id``.
+        """
         side = Side(side)
+        spec = EndpointSpec(ifname=ifname, node=node, id=endpoint_id)
         with self._locked():
-            link_id = self._link_id(link)
-            ifindex = _ifindex(ifname)
+            info = self._link_info(link)
             taken = self._slots()
-            self._check_free({ifindex: (side, ifname)}, taken)
-            count = sum(1 for e in taken.values() if e.link_id == link_id and e.side == side.num)
+            mine = [e for e in taken.values() if e.link_id == info.link_id]
+            resolved = self._resolve(link, [(side, spec)], {int(e.id) for e in mine})
+            self._check_free(resolved, taken)
+            count = sum(1 for e in mine if e.side == side.num)
             if count >= structs.MAX_ENDPOINTS_PER_SIDE:
                 raise CapacityError(
                     f"side {side.value} of {link!r} already has {count} endpoints,"
@@ -593,41 +782,51 @@ class Dataplane:
                 )
             slot = next((i for i in range(1, structs.MAX_IFACES) if i not in taken), 0)
             if not slot:
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} interfaces")
+                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
             with contextlib.ExitStack() as undo:
-                undo.callback(self._remove, link, slot, ifindex)
-                taken[slot] = self._add(link, link_id, side, ifname, ifindex, slot=slot)
-                self._install_table(link_id, side, endpoints=taken)
+                entry = EndpointEntry(
+                    ifindex=resolved[0].ifindex, link_id=info.link_id, id=resolved[0].id
+                )
+                undo.callback(self._remove, link, slot, entry)
+                taken[slot] = self._add(link, info, resolved[0], slot=slot)
+                self._install_table(info, side, endpoints=taken)
                 undo.pop_all()
 
-    def _set_state(self, link: str, side: Side, ifname: str, state: int) -> None:
+    def _set_state(self, link: str, side: Side, ifname: str, endpoint_id: int, state: int) -> None:
         with self._locked():
-            link_id = self._link_id(link)
-            endpoints = self._endpoints(link_id)
-            slot, entry = self._find(link_id, link, side, ifname, endpoints)
+            info = self._link_info(link)
+            endpoints = self._endpoints(info.link_id)
+            slot, entry = self._find(link, side, ifname, endpoint_id, endpoints)
             if entry.state != state:
                 entry.state = state  # the same object as in ``endpoints``
                 bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), entry)
-                self._install_table(link_id, side, endpoints=endpoints)
+                self._install_table(info, side, endpoints=endpoints)
 
-    def drain_endpoint(self, link: str, side: Side, ifname: str) -> None:
-        """Keep the endpoint's sessions but give it no new flows."""
-        self._set_state(link, Side(side), ifname, structs.EP_DRAINING)
+    def drain_endpoint(
+        self, link: str, side: Side, ifname: str = "", *, endpoint_id: int = 0
+    ) -> None:
+        """Keep the endpoint's sessions but give it no new flows (``ifname`` names a local
+        endpoint, ``endpoint_id`` any)."""
+        self._set_state(link, Side(side), ifname, endpoint_id, structs.EP_DRAINING)
 
-    def activate_endpoint(self, link: str, side: Side, ifname: str) -> None:
+    def activate_endpoint(
+        self, link: str, side: Side, ifname: str = "", *, endpoint_id: int = 0
+    ) -> None:
         """Undo a drain: the endpoint gets new flows again."""
-        self._set_state(link, Side(side), ifname, structs.EP_ACTIVE)
+        self._set_state(link, Side(side), ifname, endpoint_id, structs.EP_ACTIVE)
 
-    def remove_endpoint(self, link: str, side: Side, ifname: str) -> None:
+    def remove_endpoint(
+        self, link: str, side: Side, ifname: str = "", *, endpoint_id: int = 0
+    ) -> None:
         """Remove an endpoint and purge its sessions; its flows move to the remaining ones."""
         side = Side(side)
         with self._locked():
-            link_id = self._link_id(link)
-            endpoints = self._endpoints(link_id)
-            slot, entry = self._find(link_id, link, side, ifname, endpoints)
-            self._install_table(link_id, side, without=slot, endpoints=endpoints)
-            self._remove(link, slot, entry.ifindex)
-            self._purge(link_id, side=side, slot=slot)
+            info = self._link_info(link)
+            endpoints = self._endpoints(info.link_id)
+            slot, entry = self._find(link, side, ifname, endpoint_id, endpoints)
+            self._install_table(info, side, without=slot, endpoints=endpoints)
+            self._remove(link, slot, entry)
+            self._purge(int(info.link_id), side=side, slot=slot)
 
     def destroy(self) -> None:
         """Remove every link and the node-wide pins under the root, then close."""

@@ -33,22 +33,46 @@ class EndpointCounters:
 
 
 @dataclass(frozen=True)
+class EndpointSpec:
+    """An endpoint to add: a local host interface (``ifname``) or an endpoint on another node
+    (``node``: that node's underlay IPv4 address). ``id`` is its stable id within the link,
+    the same on every node (1 to ``MAX_EP_ID``; 0: the first free one, for a local endpoint of
+    a single-node link)."""
+
+    ifname: str = ""
+    node: str = ""
+    id: int = 0
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.node)
+
+
+@dataclass(frozen=True)
 class Endpoint:
     side: Side
-    ifname: str
-    ifindex: int
+    ifname: str  # local: host interface; "" for a remote endpoint
+    ifindex: int  # 0 for a remote endpoint
     state: EndpointState
     counters: EndpointCounters = field(default_factory=EndpointCounters)
+    id: int = 0  # stable id within the link, the same on every node
+    node: str = ""  # remote: underlay IPv4 address of its node; "" for a local endpoint
+
+    @property
+    def name(self) -> str:
+        """How people see it: the interface, or ``#ID@NODE`` for a remote endpoint."""
+        return f"#{self.id}@{self.node}" if self.node else self.ifname
 
 
 @dataclass(frozen=True)
 class LinkStatus:
     name: str
-    link_id: int
+    link_id: int  # node-local
     endpoints: list[Endpoint]
     sessions: int  # live sessions of the link in the node's session table
     drops: dict[DropReason, int]
     sessions_created: int = 0  # new sessions recorded since the link was created
+    cluster_id: int = 0  # the same on every node
 
     def side(self, side: Side) -> list[Endpoint]:
         return [e for e in self.endpoints if e.side is side]

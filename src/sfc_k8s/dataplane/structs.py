@@ -16,6 +16,10 @@ import socket
 MAX_LINKS = 1024
 MAX_IFACES = 16384
 MAX_ENDPOINTS_PER_SIDE = 1024
+# Stable ids: endpoint ids within a link 1..MAX_EP_ID, cluster-wide link ids
+# 1..MAX_CLUSTER_LINKS - 1 (bpf/lib/common.h).
+MAX_EP_ID = 4095
+MAX_CLUSTER_LINKS = 65536
 IFCACHE_SIZE = 65536
 MAGLEV_SIZE = 65537
 SESSIONS_DEFAULT = 1_048_576
@@ -34,8 +38,9 @@ EP_DRAINING = 1
 MAGLEV_EMPTY = 2
 
 # Map and program names in the object; the version suffix changes with the layout.
-MAP_ENDPOINTS = "sfc_endpts_v1"
+MAP_ENDPOINTS = "sfc_endpts_v2"
 MAP_IFSLOTS = "sfc_ifslots_v1"
+MAP_EPIDS = "sfc_epids_v1"
 MAP_IFCACHE = "sfc_ifcache_v1"
 MAP_SESSIONS = "sfc_sessions_v2"
 MAP_SESSIONS4 = "sfc_sess4_v1"
@@ -52,6 +57,7 @@ MAP_LINK_STATS = "sfc_lnkstats_v1"
 NODE_MAPS = (
     MAP_ENDPOINTS,
     MAP_IFSLOTS,
+    MAP_EPIDS,
     MAP_IFCACHE,
     MAP_SESSIONS,
     MAP_SESSIONS4,
@@ -63,7 +69,7 @@ NODE_MAPS = (
 )
 PROG_INGRESS = "sfc_xc_ingress"
 # A map created per link (not in the object): holds the link id; its pin names the link.
-LINK_INFO_MAP = "sfc_link_v1"
+LINK_INFO_MAP = "sfc_link_v2"
 # The per-(link, side) Maglev tables (inner maps of MAP_MAGLEV) created by user space.
 MAGLEV_TABLE_MAP = "sfc_mglv_tbl_v2"
 
@@ -81,16 +87,37 @@ class FlowKind(enum.IntEnum):
 
 
 class EndpointEntry(ctypes.Structure):
-    """struct sfc_endpoint: one endpoint (value of sfc_endpts_v1, key its slot)."""
+    """struct sfc_endpoint: one endpoint (value of sfc_endpts_v2, key its slot); local
+    (``ifindex``) or remote (``node``, its node's underlay IPv4 address in network order)."""
 
     _fields_ = [
         ("ifindex", ctypes.c_uint32),
-        ("gen", ctypes.c_uint32),
-        ("link_id", ctypes.c_uint32),
+        ("gen", ctypes.c_uint32),  # 0: a free slot
+        ("link_id", ctypes.c_uint32),  # node-local
         ("side", ctypes.c_uint8),
         ("state", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
+        ("id", ctypes.c_uint16),  # stable within the link, the same on every node
+        ("link_cid", ctypes.c_uint32),  # the link's cluster-wide id
+        ("node", ctypes.c_uint8 * 4),  # network order; zero for a local endpoint
         ("ifname", ctypes.c_char * IFNAMSIZ),
+    ]
+
+    @property
+    def remote(self) -> bool:
+        return any(self.node)
+
+    @property
+    def node_address(self) -> str:
+        """The remote endpoint's node address, "" for a local endpoint."""
+        return str(ipaddress.IPv4Address(bytes(self.node))) if self.remote else ""
+
+
+class EpRef(ctypes.Structure):
+    """struct sfc_ep_ref: (node-local link id, stable endpoint id), key of sfc_epids_v1."""
+
+    _fields_ = [
+        ("link_id", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
     ]
 
 
@@ -232,8 +259,8 @@ class LinkInfoValue(ctypes.Structure):
     """The value of a link's own info map (user space only, not in the object)."""
 
     _fields_ = [
-        ("link_id", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
+        ("link_id", ctypes.c_uint32),  # node-local: indexes the node-wide maps
+        ("cluster_id", ctypes.c_uint32),  # the same on every node (flow hash, tunnel key)
     ]
 
 
@@ -246,6 +273,7 @@ FLOW_CACHES: dict[str, type[ctypes.Structure]] = {
 # C struct name -> mirror, for the layout test against the object's BTF.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_endpoint": EndpointEntry,
+    "sfc_ep_ref": EpRef,
     "sfc_flow_key": FlowKey,
     "sfc_flow_key4": FlowKey4,
     "sfc_session": SessionValue,
@@ -261,6 +289,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
 MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_ENDPOINTS: (4, ctypes.sizeof(EndpointEntry)),
     MAP_IFSLOTS: (4, 4),
+    MAP_EPIDS: (ctypes.sizeof(EpRef), 4),
     MAP_IFCACHE: (4, 4),
     MAP_SESSIONS: (ctypes.sizeof(FlowKey), ctypes.sizeof(SessionValue)),
     MAP_SESSIONS4: (ctypes.sizeof(FlowKey4), ctypes.sizeof(SessionValue)),

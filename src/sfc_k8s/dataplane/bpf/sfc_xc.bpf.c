@@ -18,7 +18,8 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 					  const struct sfc_endpoint *in)
 {
 	__u32 link_id = in->link_id, near = in->side & 1, far = near ^ 1;
-	__u32 target = 0, far_slot = 0, gen;
+	const struct sfc_endpoint *target;
+	__u32 far_slot = 0, reason;
 	struct sfc_flow_cache4_entry *fc4;
 	struct sfc_flow_cache_entry *fc;
 	struct sfc_session *s, made;
@@ -61,16 +62,16 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 		}
 	}
 
-	ret = sfc_maglev_select(&key, far, &target, &far_slot, &gen);
-	if (ret < 0)
-		return sfc_drop(link_id, -ret);
-	sfc_session_make(&made, near, in_slot, in->gen, far_slot, gen);
+	target = sfc_maglev_select(&key, in->link_cid, far, &far_slot, &reason);
+	if (!target)
+		return sfc_drop(link_id, reason);
+	sfc_session_make(&made, near, in_slot, in->gen, far_slot, target->gen);
 	/* The flow caches are filled from the tables, by the flow's next packet. */
 	if (sfc_session_record(&key, &made) == 0)
 		sfc_count_session(link_id);
 out:
 	sfc_count_tx(far_slot, skb->len);
-	ret = bpf_redirect_peer(target, 0);
+	ret = bpf_redirect_peer(target->ifindex, 0);
 	if (ret != TC_ACT_REDIRECT)
 		return sfc_drop(link_id, SFC_DROP_REDIRECT_FAILED);
 	return ret;

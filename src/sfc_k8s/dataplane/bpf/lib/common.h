@@ -13,12 +13,22 @@
 
 /* Link ids run from 1 to SFC_MAX_LINKS - 1; 0 means "no link". */
 #define SFC_MAX_LINKS 1024
-/* Host interfaces taking part in some link, over the whole node. */
+/* Endpoints over the whole node: host interfaces taking part in some link, and the remote
+ * endpoints (on other nodes) of the links that have one here.
+ */
 #define SFC_MAX_IFACES 16384
 /* Entries of the direct-mapped ifindex -> slot cache (a power of two). */
 #define SFC_IFCACHE_SIZE 65536
 /* Endpoints on one side of one link (user space enforces it). */
 #define SFC_MAX_ENDPOINTS_PER_SIDE 1024
+/* Stable endpoint ids within a link run from 1 to SFC_MAX_EP_ID (12 bits: the tunnel key
+ * carries two of them).
+ */
+#define SFC_MAX_EP_ID 4095
+/* Cluster-wide link ids run from 1 to SFC_MAX_CLUSTER_LINKS - 1 (16 bits: the tunnel's VXLAN
+ * group policy id carries one).
+ */
+#define SFC_MAX_CLUSTER_LINKS 65536
 /* Maglev lookup table size: a prime, about 64 slots per endpoint at full capacity. */
 #define SFC_MAGLEV_SIZE 65537
 /* Default size of the node-wide session table (user space may change it at load). */

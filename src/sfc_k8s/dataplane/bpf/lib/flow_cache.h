@@ -105,11 +105,11 @@ sfc_flow_cache_entry(const struct sfc_flow_key *key)
 	return bpf_map_lookup_elem(&sfc_fcache_v1, &index);
 }
 
-/* The far-side interface that the entry made of @cached (@n key words) and @state gives a
+/* The far-side endpoint that the entry made of @cached (@n key words) and @state gives a
  * packet of the flow keyed @key from near-side endpoint (@in_slot, @in_gen), its slot in
- * @far_slot; 0 to ask the session table (see above).
+ * @far_slot; NULL to ask the session table (see above).
  */
-static __always_inline __u32 sfc_flow_cache_use(const __u32 *cached,
+static __always_inline const struct sfc_endpoint *sfc_flow_cache_use(const __u32 *cached,
 						struct sfc_flow_cache_state *state,
 						const __u32 *key, const int n, __u32 link_id,
 						__u32 near, __u32 in_slot, __u32 in_gen,
@@ -121,33 +121,31 @@ static __always_inline __u32 sfc_flow_cache_use(const __u32 *cached,
 #pragma unroll
 	for (int i = 0; i < n; i++)
 		if (cached[i] != key[i])
-			return 0;
+			return NULL;
 	if ((++state->hits & (SFC_FLOW_CACHE_REFRESH - 1)) == 0)
-		return 0;
+		return NULL;
 	if (s->slot[near] != in_slot || s->gen[near] != in_gen)
-		return 0;
+		return NULL;
 	*far_slot = s->slot[far];
-	return sfc_ep_ifindex(*far_slot, link_id, far, s->gen[far]);
+	return sfc_ep_valid(*far_slot, link_id, far, s->gen[far]);
 }
 
-static __always_inline __u32 sfc_flow_cache4_follow(struct sfc_flow_cache4_entry *e,
-						    const struct sfc_flow_key4 *k4, __u32 link_id,
-						    __u32 near, __u32 in_slot, __u32 in_gen,
-						    __u32 *far_slot)
+static __always_inline const struct sfc_endpoint *
+sfc_flow_cache4_follow(struct sfc_flow_cache4_entry *e, const struct sfc_flow_key4 *k4,
+		       __u32 link_id, __u32 near, __u32 in_slot, __u32 in_gen, __u32 *far_slot)
 {
 	if (!e)
-		return 0;
+		return NULL;
 	return sfc_flow_cache_use((const __u32 *)&e->key, &e->state, (const __u32 *)k4,
 				  SFC_FLOW_KEY4_WORDS, link_id, near, in_slot, in_gen, far_slot);
 }
 
-static __always_inline __u32 sfc_flow_cache_follow(struct sfc_flow_cache_entry *e,
-						   const struct sfc_flow_key *key, __u32 link_id,
-						   __u32 near, __u32 in_slot, __u32 in_gen,
-						   __u32 *far_slot)
+static __always_inline const struct sfc_endpoint *
+sfc_flow_cache_follow(struct sfc_flow_cache_entry *e, const struct sfc_flow_key *key,
+		      __u32 link_id, __u32 near, __u32 in_slot, __u32 in_gen, __u32 *far_slot)
 {
 	if (!e)
-		return 0;
+		return NULL;
 	return sfc_flow_cache_use((const __u32 *)&e->key, &e->state, (const __u32 *)key,
 				  SFC_FLOW_KEY_WORDS, link_id, near, in_slot, in_gen, far_slot);
 }

@@ -50,11 +50,25 @@ static __always_inline __u32 sfc_maglev_key(__u32 link_id, __u32 side)
 	return link_id << 1 | side;
 }
 
-/* Pick the endpoint on @side for the new flow @key: its ifindex, slot and generation.
- * 0 or minus a drop reason.
+/* The Maglev hash of flow @key in the link whose cluster-wide id is @link_cid: the key's
+ * words with the node-local link id replaced by the cluster-wide one, so that every node
+ * hashes a flow alike (mirrored by sfc_k8s.dataplane.flow.flow_hash).
  */
-static __always_inline int sfc_maglev_select(const struct sfc_flow_key *key, __u32 side,
-					     __u32 *ifindex, __u32 *slot, __u32 *gen)
+static __always_inline __u32 sfc_maglev_hash(const struct sfc_flow_key *key, __u32 link_cid)
+{
+	struct sfc_flow_key hashed = *key;
+
+	hashed.link_id = link_cid;
+	return sfc_hash_words((const __u32 *)&hashed, sizeof(hashed) / 4);
+}
+
+/* Pick the endpoint on @side for the new flow @key of the link whose cluster-wide id is
+ * @link_cid: the endpoint (local or remote), its slot in @slot. NULL with the drop reason in
+ * @reason when there is none.
+ */
+static __always_inline const struct sfc_endpoint *
+sfc_maglev_select(const struct sfc_flow_key *key, __u32 link_cid, __u32 side, __u32 *slot,
+		  __u32 *reason)
 {
 	__u32 mkey = sfc_maglev_key(key->link_id, side);
 	const struct sfc_endpoint *e;
@@ -63,29 +77,29 @@ static __always_inline int sfc_maglev_select(const struct sfc_flow_key *key, __u
 	struct sfc_maglev_entry control;
 	void *table;
 
+	*reason = SFC_DROP_NO_ENDPOINT;
 	table = bpf_map_lookup_elem(&sfc_maglev_v3, &mkey);
 	if (!table)
-		return -SFC_DROP_NO_ENDPOINT;
+		return NULL;
 	ctl = bpf_map_lookup_elem(table, &ctl_index);
 	if (!ctl)
-		return -SFC_DROP_NO_ENDPOINT;
+		return NULL;
 	control = *ctl;
 	copy = control.slot[0];
 	if (copy >= SFC_MAGLEV_EMPTY)
-		return -SFC_DROP_NO_ENDPOINT;
-	index = sfc_hash_words((const __u32 *)key, sizeof(*key) / 4) % SFC_MAGLEV_SIZE;
+		return NULL;
+	index = sfc_maglev_hash(key, link_cid) % SFC_MAGLEV_SIZE;
 	entry = bpf_map_lookup_elem(table, &index);
 	if (!entry)
-		return -SFC_DROP_NO_ENDPOINT;
+		return NULL;
 	chosen = copy ? entry->slot[1] : entry->slot[0];
 	if (!chosen)
-		return -SFC_DROP_NO_ENDPOINT;
+		return NULL;
 	/* A table is rewritten after the endpoints change; never trust it across links. */
+	*reason = SFC_DROP_STALE_ENDPOINT;
 	e = sfc_ep_at(chosen);
-	if (!e || !e->ifindex || e->link_id != key->link_id || e->side != side)
-		return -SFC_DROP_STALE_ENDPOINT;
-	*ifindex = e->ifindex;
+	if (!e || !e->gen || e->link_id != key->link_id || e->side != side)
+		return NULL;
 	*slot = chosen;
-	*gen = e->gen;
-	return 0;
+	return e;
 }

@@ -58,20 +58,20 @@ static __always_inline struct sfc_session *sfc_session_find(const struct sfc_flo
 	return bpf_map_lookup_elem(&sfc_sessions_v2, key);
 }
 
-/* The far-side endpoint recorded in session @s (its ifindex, and its slot in @far_slot), or 0
- * when the recorded endpoint left the link (removed, or removed and added again). A packet
- * arriving from another near-side endpoint than recorded moves the near end of the session
- * there, so replies follow the path the flow takes now.
+/* The far-side endpoint recorded in session @s (its slot in @far_slot), or NULL when the
+ * recorded endpoint left the link (removed, or removed and added again). A packet arriving
+ * from another near-side endpoint than recorded moves the near end of the session there, so
+ * replies follow the path the flow takes now.
  */
-static __always_inline __u32 sfc_session_follow(struct sfc_session *s, __u32 link_id,
-						__u32 near, __u32 in_slot,
-						const struct sfc_endpoint *in, __u32 *far_slot)
+static __always_inline const struct sfc_endpoint *
+sfc_session_follow(struct sfc_session *s, __u32 link_id, __u32 near, __u32 in_slot,
+		   const struct sfc_endpoint *in, __u32 *far_slot)
 {
+	const struct sfc_endpoint *target;
 	__u32 far = near ^ 1;
-	__u32 target;
 
 	*far_slot = s->slot[far];
-	target = sfc_ep_ifindex(*far_slot, link_id, far, s->gen[far]);
+	target = sfc_ep_valid(*far_slot, link_id, far, s->gen[far]);
 	if (target && (s->slot[near] != in_slot || s->gen[near] != in->gen)) {
 		s->slot[near] = in_slot;
 		s->gen[near] = in->gen;
