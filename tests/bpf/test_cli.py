@@ -173,7 +173,7 @@ def test_errors_are_one_line_and_change_nothing(cli: Cli, ifs: list[str]) -> Non
 
 
 def test_commands_on_an_empty_root_load_nothing(cli: Cli, ifs: list[str]) -> None:
-    assert json.loads(cli.ok("show", "--json")) == {"links": []}
+    assert json.loads(cli.ok("show", "--json")) == {"links": [], "tunnel": None, "tunnel_drops": {}}
     done = cli("link", "del", "xc1")
     assert done.returncode == 1 and "no link named 'xc1'" in done.stderr
     assert not os.path.exists(cli.root)

@@ -68,6 +68,11 @@ def test_capacities_match_common_h() -> None:
     assert d["DROP_MAX"] == structs.DROP_MAX
     assert d["IFNAMSIZ"] == structs.IFNAMSIZ
     assert c_defines("hash.h")["HASH_SEED"] == flow.HASH_SEED
+    tun = c_defines("tunnel.h")
+    assert tun["TUNNEL_ID_BITS"] == structs.TUNNEL_ID_BITS
+    assert tun["TUNNEL_GBP_MASK"] == structs.TUNNEL_GBP_MASK
+    assert structs.MAX_EP_ID == (1 << structs.TUNNEL_ID_BITS) - 1
+    assert structs.MAX_CLUSTER_LINKS - 1 == structs.TUNNEL_GBP_MASK
     cache = c_defines("flow_cache.h")
     assert cache["FLOW_CACHE_BITS"] == structs.FLOW_CACHE_BITS
     assert cache["FLOW_CACHE_REFRESH"] == structs.FLOW_CACHE_REFRESH
@@ -95,6 +100,9 @@ def test_pinned_maps_have_the_mirrored_layout(topo: Topology) -> None:
         structs.MAP_MAGLEV: 2 * structs.MAX_LINKS,
         structs.MAP_EP_COUNTERS: structs.MAX_IFACES,
         structs.MAP_LINK_STATS: structs.MAX_LINKS,
+        structs.MAP_TUNNEL: 1,
+        structs.MAP_CLINKS: structs.MAX_CLUSTER_LINKS,
+        structs.MAP_NODES: structs.MAX_IFACES,
     }
     assert set(entries) == set(structs.NODE_MAPS) == set(structs.MAP_LAYOUTS)
     for name, count in entries.items():

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from sfc_k8s.api.models import Side
+from sfc_k8s.dataplane import tunnel
 from sfc_k8s.dataplane.errors import DataplaneError, InvalidValue, LinkNotFound
 from sfc_k8s.dataplane.loader import Pins
 from sfc_k8s.dataplane.manager import DEFAULT_BPFFS_ROOT, Dataplane
@@ -99,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
         help="the endpoint's stable id within the link, the same on every node",
     )
 
+    tun = sub.add_parser("tunnel", help="the node's tunnel device to other nodes")
+    tun.add_argument("action", choices=["set", "del"])
+    tun.add_argument("--name", default=tunnel.DEFAULT_NAME, help="device (default: %(default)s)")
+    tun.add_argument(
+        "--port", type=int, default=tunnel.DEFAULT_PORT, help="UDP port (default: %(default)s)"
+    )
+    tun.add_argument(
+        "--mtu",
+        type=int,
+        default=0,
+        help=f"device MTU: the underlay's minus {tunnel.OVERHEAD_IPV4} (default: leave it)",
+    )
+    tun.add_argument(
+        "--no-udp-csum", action="store_true", help="send outer UDP packets without checksum"
+    )
+
     show = sub.add_parser("show", help="endpoints, states, counters, sessions and drops")
     show.add_argument("link", nargs="?")
     show.add_argument("--json", action="store_true", help="machine-readable output")
@@ -107,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("link")
     sessions.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _kebab(reason: DropReason) -> str:
+    return reason.name.lower().replace("_", "-")
 
 
 def _status_json(status: LinkStatus) -> dict[str, Any]:
@@ -156,12 +177,25 @@ def _show(dp: Dataplane | None, link: str | None, as_json: bool) -> None:
         print(json.dumps(_status_json(status), indent=2) if as_json else _status_table(status))
         return
     statuses = dp.statuses() if dp is not None else []
+    tun = dp.tunnel() if dp is not None else None
+    drops = dp.tunnel_drops() if dp is not None else {}
     if as_json:
-        print(json.dumps({"links": [_status_json(s) for s in statuses]}, indent=2))
-    elif not statuses:
-        print("no links")
-    else:
-        print("\n\n".join(_status_table(s) for s in statuses))
+        node = {
+            "links": [_status_json(s) for s in statuses],
+            "tunnel": asdict(tun) if tun is not None else None,
+            "tunnel_drops": {_kebab(r): n for r, n in drops.items() if r < DropReason.TOO_BIG},
+        }
+        print(json.dumps(node, indent=2))
+        return
+    print("\n\n".join(_status_table(s) for s in statuses) if statuses else "no links")
+    if tun is not None:
+        csum = "on" if tun.udp_csum else "off"
+        reasons = (r for r in DropReason if DropReason.TUNNEL_NO_KEY <= r < DropReason.TOO_BIG)
+        print(
+            f"\ntunnel {tun.ifname} (ifindex {tun.ifindex}): udp port {tun.port}, mtu {tun.mtu},"
+            f" udp checksum {csum}; drops: "
+            + ", ".join(f"{_kebab(r)} {drops.get(r, 0)}" for r in reasons)
+        )
 
 
 def _sessions(dp: Dataplane, link: str, as_json: bool) -> None:
@@ -204,7 +238,10 @@ def _run(args: argparse.Namespace) -> None:
     root: str = args.bpffs_root
     loaded = os.path.exists(Pins(root).program)
     # Reading or changing what does not exist needs no program: do not load one for it.
-    if not loaded and not (args.command == "link" and args.action == "add"):
+    creating = (args.command, getattr(args, "action", "")) in (("link", "add"), ("tunnel", "set"))
+    if not loaded and not creating:
+        if args.command == "tunnel":
+            return  # nothing to delete
         if args.command == "show":
             _show(None, args.link, args.json)
             return
@@ -218,6 +255,12 @@ def _run(args: argparse.Namespace) -> None:
             dp.delete_link(args.link)
         elif args.command == "endpoint":
             _endpoint(dp, args)
+        elif args.command == "tunnel" and args.action == "set":
+            dp.ensure_tunnel(
+                ifname=args.name, port=args.port, udp_csum=not args.no_udp_csum, mtu=args.mtu
+            )
+        elif args.command == "tunnel":
+            dp.remove_tunnel()
         elif args.command == "show":
             _show(dp, args.link, args.json)
         else:

@@ -3,10 +3,12 @@ close, and adoption of what an earlier process pinned.
 
 Pin layout (every path is defined here and nowhere else)::
 
-    <root>/sfc_xc_ingress          the program
+    <root>/sfc_xc_ingress          the program (its pin marks a fully loaded root)
+    <root>/sfc_tun_ingress         the tunnel's receive program
     <root>/sfc_sess4_v1 ...        the node-wide maps (see structs.NODE_MAPS)
     <root>/links/<link>/info       the link's info map (its id): the link exists iff pinned
     <root>/links/<link>/tcx_<ifindex>   the TCX attachment of each endpoint interface
+    <root>/tunnel/tcx_<ifindex>    the TCX attachment of the tunnel device
 
 A program attached through a pinned TCX link stays attached when the process exits, so traffic
 keeps flowing with no manager running. Used by ``sfc_k8s.dataplane.manager``.
@@ -43,6 +45,17 @@ class Pins:
     def program(self) -> str:
         return os.path.join(self.root, structs.PROG_INGRESS)
 
+    @property
+    def tunnel_program(self) -> str:
+        return os.path.join(self.root, structs.PROG_TUNNEL)
+
+    @property
+    def tunnel_dir(self) -> str:
+        return os.path.join(self.root, "tunnel")
+
+    def tunnel_attachment(self, ifindex: int) -> str:
+        return os.path.join(self.tunnel_dir, f"tcx_{ifindex}")
+
     def node_map(self, name: str) -> str:
         return os.path.join(self.root, name)
 
@@ -62,16 +75,17 @@ class Pins:
 
 @dataclass
 class NodeFds:
-    """Open fds of the pinned program and node-wide maps."""
+    """Open fds of the pinned programs and node-wide maps."""
 
     program: int
+    tunnel_program: int = -1
     maps: dict[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
-        for fd in [self.program, *self.maps.values()]:
+        for fd in [self.program, self.tunnel_program, *self.maps.values()]:
             if fd >= 0:
                 os.close(fd)
-        self.program = -1
+        self.program = self.tunnel_program = -1
         self.maps.clear()
 
 
@@ -134,7 +148,10 @@ def load_object(obj: int, pins: Pins) -> None:
 
 
 def pin_program(obj: int, pins: Pins) -> None:
-    """Step 4: pin the program; its presence marks a fully loaded root."""
+    """Step 4: pin the programs, the cross-connection's last: its presence marks a fully
+    loaded root."""
+    fd = bpf.program_fd(bpf.object_program(obj, structs.PROG_TUNNEL))
+    bpf.obj_pin(fd, pins.tunnel_program)
     fd = bpf.program_fd(bpf.object_program(obj, structs.PROG_INGRESS))
     bpf.obj_pin(fd, pins.program)
 
@@ -148,6 +165,7 @@ def adopt(pins: Pins) -> NodeFds:
     """Open the pinned program and node-wide maps of an earlier process."""
     fds = NodeFds(program=bpf.obj_get(pins.program))
     try:
+        fds.tunnel_program = bpf.obj_get(pins.tunnel_program)
         for name in structs.NODE_MAPS:
             fds.maps[name] = fd = bpf.obj_get(pins.node_map(name))
             info = bpf.map_info(fd)
@@ -172,12 +190,16 @@ def load_or_adopt(
     The caller holds the root's lock, so two processes never load at once.
     """
     missing = [n for n in structs.NODE_MAPS if not os.path.exists(pins.node_map(n))]
+    if not os.path.exists(pins.tunnel_program):
+        missing.append(structs.PROG_TUNNEL)
     if os.path.exists(pins.program) and missing:
         raise DataplaneError(
             f"the state pinned under {pins.root!r} has another layout (no {missing[0]!r}):"
             " detach its links with the version that created it, or remove the folder"
         )
     if not os.path.exists(pins.program):
+        with contextlib.suppress(FileNotFoundError):  # a load that failed half-way
+            os.unlink(pins.tunnel_program)
         obj = open_object(object_path)
         try:
             size_maps(obj, session_table_size=session_table_size)
@@ -190,7 +212,8 @@ def load_or_adopt(
 
 def unpin_node(pins: Pins) -> None:
     """Remove the program and node-wide map pins (the kernel frees them with the last user)."""
-    for path in [pins.program, *(pins.node_map(n) for n in structs.NODE_MAPS)]:
+    paths = [pins.program, pins.tunnel_program, *(pins.node_map(n) for n in structs.NODE_MAPS)]
+    for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
@@ -205,6 +228,11 @@ def attach(pins: Pins, link: str, ifindex: int, prog_fd: int, *, mode: str = "au
     "auto" falls back to a clsact ``tc`` filter (running the pinned program) on kernels without
     TCX; "tcx" and "tc" force one mode.
     """
+    return attach_at(pins.attachment(link, ifindex), ifindex, prog_fd, pins.program, mode=mode)
+
+
+def attach_at(pin: str, ifindex: int, prog_fd: int, prog_pin: str, *, mode: str = "auto") -> str:
+    """``attach`` of any program (pinned at ``prog_pin``), its TCX link pinned at ``pin``."""
     if mode in ("auto", "tcx"):
         try:
             fd = bpf.link_create(prog_fd, ifindex, bpf.BPF_TCX_INGRESS)
@@ -213,20 +241,24 @@ def attach(pins: Pins, link: str, ifindex: int, prog_fd: int, *, mode: str = "au
                 raise
         else:
             try:
-                bpf.obj_pin(fd, pins.attachment(link, ifindex))
+                bpf.obj_pin(fd, pin)
             except BaseException:
                 bpf.link_detach(fd)
                 raise
             finally:
                 os.close(fd)
             return "tcx"
-    _tc_attach(ifindex, pins.program)
+    _tc_attach(ifindex, prog_pin)
     return "tc"
 
 
 def detach(pins: Pins, link: str, ifindex: int) -> None:
     """Undo ``attach``: detach and unpin the TCX link, or delete the tc filter."""
-    pin = pins.attachment(link, ifindex)
+    detach_at(pins.attachment(link, ifindex), ifindex)
+
+
+def detach_at(pin: str, ifindex: int) -> None:
+    """Undo ``attach_at``."""
     if not os.path.exists(pin):
         _tc_detach(ifindex)
         return

@@ -28,7 +28,7 @@ from types import TracebackType
 
 from sfc_k8s.api.models import EndpointState, Side
 from sfc_k8s.dataplane import _libbpf as bpf
-from sfc_k8s.dataplane import loader, maglev, maps, structs
+from sfc_k8s.dataplane import loader, maglev, maps, structs, tunnel
 from sfc_k8s.dataplane.errors import (
     CapacityError,
     DataplaneError,
@@ -47,6 +47,7 @@ from sfc_k8s.dataplane.records import (
     EndpointSpec,
     LinkStatus,
     Session,
+    TunnelStatus,
 )
 from sfc_k8s.dataplane.structs import (
     EndpointEntry,
@@ -218,6 +219,11 @@ class Dataplane:
     def program_fd(self) -> int:
         """The loaded program (for BPF_PROG_TEST_RUN)."""
         return self._fds.program
+
+    @property
+    def tunnel_program_fd(self) -> int:
+        """The tunnel's receive program (for BPF_PROG_TEST_RUN)."""
+        return self._fds.tunnel_program
 
     def map_fd(self, name: str) -> int:
         """A node-wide map by its name in ``structs`` (for tests and debugging)."""
@@ -514,6 +520,12 @@ class Dataplane:
             bpf.obj_pin(fd, self.pins.link_info(name))
         finally:
             os.close(fd)
+        # Last: the tunnel's receive path finds the link from here on.
+        bpf.map_update(
+            self._map(structs.MAP_CLINKS),
+            ctypes.c_uint32(info.cluster_id),
+            ctypes.c_uint32(info.link_id),
+        )
 
     def _add(
         self, link: str, info: LinkInfoValue, endpoint: _Resolved, *, slot: int
@@ -542,6 +554,8 @@ class Dataplane:
             key,
             bpf.BPF_NOEXIST,
         )
+        if endpoint.node:
+            self._count_node(endpoint.node, +1)
         if endpoint.ifindex:
             bpf.map_update(
                 self._map(structs.MAP_IFSLOTS),
@@ -699,13 +713,32 @@ class Dataplane:
         held = maps.lookup(self._map(structs.MAP_EPIDS), ref, ctypes.c_uint32)
         if held is not None and held.value == slot:
             bpf.map_delete(self._map(structs.MAP_EPIDS), ref)
+        if entry.remote:
+            self._count_node(bytes(entry.node), -1)
         bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry())
         maps.percpu_set_zero(
             self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(slot), structs.EpCounters
         )
 
+    def _count_node(self, node: bytes, delta: int) -> None:
+        """Count a remote endpoint on ``node`` in or out of the known nodes (the tunnel's
+        receive path accepts packets from a node only while it counts one)."""
+        fd = self._map(structs.MAP_NODES)
+        key = ctypes.c_uint32(int.from_bytes(node, "little"))  # the address's bytes in memory
+        held = maps.lookup(fd, key, ctypes.c_uint32)
+        count = (0 if held is None else held.value) + delta
+        if count > 0:
+            bpf.map_update(fd, key, ctypes.c_uint32(count))
+        elif held is not None:
+            bpf.map_delete(fd, key)
+
     def _teardown(self, name: str, link_id: int) -> None:
         """Remove everything of a link, tolerating parts that are already gone."""
+        with contextlib.suppress(LinkNotFound):
+            cid = ctypes.c_uint32(self._link_info(name).cluster_id)
+            held = maps.lookup(self._map(structs.MAP_CLINKS), cid, ctypes.c_uint32)
+            if held is not None and held.value == link_id:
+                bpf.map_update(self._map(structs.MAP_CLINKS), cid, ctypes.c_uint32(0))
         for side in Side:
             mkey = ctypes.c_uint32(link_id << 1 | side.num)
             bpf.map_delete(self._map(structs.MAP_MAGLEV), mkey)
@@ -828,11 +861,106 @@ class Dataplane:
             self._remove(link, slot, entry)
             self._purge(int(info.link_id), side=side, slot=slot)
 
+    # --- the tunnel ---------------------------------------------------------------------------
+
+    def ensure_tunnel(
+        self,
+        *,
+        ifname: str = tunnel.DEFAULT_NAME,
+        port: int = tunnel.DEFAULT_PORT,
+        udp_csum: bool = True,
+        mtu: int = 0,
+    ) -> TunnelStatus:
+        """Create (or adopt) the node's tunnel device, attach the receive program to it and
+        point the send path at it; idempotent (an agent calls it on every start).
+
+        ``mtu``: the device's MTU, i.e. the underlay's minus ``tunnel.OVERHEAD_IPV4`` (0:
+        leave it, 1450 on a new device); a frame that would not fit once encapsulated is
+        dropped and counted (TOO_BIG). ``udp_csum``: outer UDP checksums on sent packets.
+        """
+        if mtu and not 68 <= mtu <= 65535:
+            raise InvalidValue(f"invalid tunnel MTU {mtu}: expected 68 to 65535 (or 0)")
+        with self._locked(), contextlib.ExitStack() as undo:
+            device, created = tunnel.ensure(ifname, port=port, mtu=mtu)
+            if created:
+                undo.callback(tunnel.delete, ifname)
+            os.makedirs(self.pins.tunnel_dir, exist_ok=True)
+            pin = self.pins.tunnel_attachment(device.ifindex)
+            for entry in os.listdir(self.pins.tunnel_dir):  # of a device deleted since
+                if entry != os.path.basename(pin):
+                    loader.detach_at(os.path.join(self.pins.tunnel_dir, entry), int(entry[4:]))
+            if not os.path.exists(pin):
+                loader.attach_at(
+                    pin,
+                    device.ifindex,
+                    self._fds.tunnel_program,
+                    self.pins.tunnel_program,
+                    mode=self._attach_mode,
+                )
+            config = structs.TunnelConfig(
+                ifindex=device.ifindex, key_flags=0 if udp_csum else structs.BPF_F_ZERO_CSUM_TX
+            )
+            bpf.map_update(self._map(structs.MAP_TUNNEL), ctypes.c_uint32(0), config)
+            undo.pop_all()
+        status = self.tunnel()
+        if status is None:
+            raise tunnel.TunnelError(f"tunnel device {ifname!r} vanished while being set up")
+        return status
+
+    def _tunnel_config(self) -> structs.TunnelConfig:
+        config = maps.lookup(
+            self._map(structs.MAP_TUNNEL), ctypes.c_uint32(0), structs.TunnelConfig
+        )
+        return config if config is not None else structs.TunnelConfig()
+
+    def tunnel(self) -> TunnelStatus | None:
+        """The node's tunnel, or None when it has none (or its device is gone)."""
+        config = self._tunnel_config()
+        if not config.ifindex:
+            return None
+        try:
+            device = tunnel.find(socket.if_indextoname(config.ifindex))
+        except OSError:
+            return None
+        if device is None:
+            return None
+        return TunnelStatus(
+            ifname=device.ifname,
+            ifindex=device.ifindex,
+            port=device.port,
+            mtu=device.mtu,
+            udp_csum=not config.key_flags & structs.BPF_F_ZERO_CSUM_TX,
+        )
+
+    def tunnel_drops(self) -> dict[DropReason, int]:
+        """Drops counted before any link is known (the tunnel's node-wide reasons)."""
+        per_cpu = maps.percpu(
+            self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(0), structs.LinkStats
+        )
+        return {r: sum(s.drops[r] for s in per_cpu or []) for r in DropReason}
+
+    def remove_tunnel(self) -> None:
+        """Stop sending through the tunnel, detach and delete its device (idempotent)."""
+        with self._locked():
+            self._remove_tunnel()
+
+    def _remove_tunnel(self) -> None:
+        config = self._tunnel_config()
+        bpf.map_update(self._map(structs.MAP_TUNNEL), ctypes.c_uint32(0), structs.TunnelConfig())
+        if os.path.isdir(self.pins.tunnel_dir):
+            for entry in os.listdir(self.pins.tunnel_dir):
+                loader.detach_at(os.path.join(self.pins.tunnel_dir, entry), int(entry[4:]))
+            os.rmdir(self.pins.tunnel_dir)
+        if config.ifindex:
+            with contextlib.suppress(OSError):
+                tunnel.delete(socket.if_indextoname(config.ifindex))
+
     def destroy(self) -> None:
-        """Remove every link and the node-wide pins under the root, then close."""
+        """Remove every link, the tunnel and the node-wide pins under the root, then close."""
         with self._locked():
             for name in self.links():
                 self._teardown(name, self._link_id(name))
+            self._remove_tunnel()
             loader.unpin_node(self.pins)
             with contextlib.suppress(OSError):
                 for entry in os.listdir(self.pins.links_dir):  # half-created folders

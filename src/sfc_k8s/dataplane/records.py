@@ -20,6 +20,13 @@ class DropReason(enum.IntEnum):
     NO_ENDPOINT = 2  # the far side has no active endpoint
     STALE_ENDPOINT = 3  # the lookup table named an endpoint no longer in the link
     REDIRECT_FAILED = 4  # bpf_redirect_peer refused the target
+    # The tunnel; the first three are node-wide (``Dataplane.tunnel_drops``), no link known.
+    TUNNEL_NO_KEY = 5  # a packet on the tunnel device without our key and option
+    TUNNEL_UNKNOWN_NODE = 6  # its outer source is no node of a remote endpoint
+    TUNNEL_UNKNOWN_LINK = 7  # its key names no link of this node
+    TUNNEL_BAD_ENDPOINT = 8  # its ids are not a remote source and a local destination opposite
+    TOO_BIG = 9  # too large for the tunnel once encapsulated
+    NO_TUNNEL = 10  # a remote endpoint was chosen but the node has no tunnel
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,14 @@ class Session:
 
     def endpoint(self, side: Side) -> str:
         return self.a_ifname if side is Side.A else self.b_ifname
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    """The node's tunnel device, as ``Dataplane.tunnel`` finds it."""
+
+    ifname: str
+    ifindex: int
+    port: int  # UDP destination port
+    mtu: int  # the device's MTU: the largest inner packet (L3) sent without a TOO_BIG drop
+    udp_csum: bool  # outer UDP checksum on sent packets

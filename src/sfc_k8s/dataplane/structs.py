@@ -29,6 +29,11 @@ FLOW_CACHE_BITS = 13
 FLOW_CACHE_SIZE = 1 << FLOW_CACHE_BITS
 FLOW_CACHE_REFRESH = 64
 IFNAMSIZ = 16
+# The tunnel (bpf/lib/tunnel.h): bits of each endpoint id in the VNI, the GBP id mask.
+TUNNEL_ID_BITS = 12
+TUNNEL_GBP_MASK = 0xFFFF
+# bpf_skb_set_tunnel_key flag (linux/bpf.h): no outer UDP checksum.
+BPF_F_ZERO_CSUM_TX = 1 << 1
 
 SIDE_A = 0
 SIDE_B = 1
@@ -54,6 +59,10 @@ MAP_FLOW_CACHE = "sfc_fcache_v1"
 MAP_MAGLEV = "sfc_maglev_v3"
 MAP_EP_COUNTERS = "sfc_epstats_v2"
 MAP_LINK_STATS = "sfc_lnkstats_v1"
+# The tunnel (bpf/lib/tunnel.h): its configuration, cluster link ids, known nodes.
+MAP_TUNNEL = "sfc_tunnel_v1"
+MAP_CLINKS = "sfc_clinks_v1"
+MAP_NODES = "sfc_nodes_v1"
 NODE_MAPS = (
     MAP_ENDPOINTS,
     MAP_IFSLOTS,
@@ -66,8 +75,13 @@ NODE_MAPS = (
     MAP_MAGLEV,
     MAP_EP_COUNTERS,
     MAP_LINK_STATS,
+    MAP_TUNNEL,
+    MAP_CLINKS,
+    MAP_NODES,
 )
 PROG_INGRESS = "sfc_xc_ingress"
+# The receive side of the tunnel, at TC ingress of the node's tunnel device.
+PROG_TUNNEL = "sfc_tun_ingress"
 # A map created per link (not in the object): holds the link id; its pin names the link.
 LINK_INFO_MAP = "sfc_link_v2"
 # The per-(link, side) Maglev tables (inner maps of MAP_MAGLEV) created by user space.
@@ -255,6 +269,15 @@ class LinkStats(ctypes.Structure):
     ]
 
 
+class TunnelConfig(ctypes.Structure):
+    """struct sfc_tunnel_cfg: the node's tunnel device (sfc_tunnel_v1[0])."""
+
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),  # 0: no tunnel
+        ("key_flags", ctypes.c_uint32),  # BPF_F_ZERO_CSUM_TX or 0
+    ]
+
+
 class LinkInfoValue(ctypes.Structure):
     """The value of a link's own info map (user space only, not in the object)."""
 
@@ -282,6 +305,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_flow_cache_entry": FlowCacheEntry,
     "sfc_ep_counters": EpCounters,
     "sfc_link_stats": LinkStats,
+    "sfc_tunnel_cfg": TunnelConfig,
 }
 
 
@@ -298,4 +322,7 @@ MAP_LAYOUTS: dict[str, tuple[int, int]] = {
     MAP_MAGLEV: (4, 4),
     MAP_EP_COUNTERS: (4, ctypes.sizeof(EpCounters)),
     MAP_LINK_STATS: (4, ctypes.sizeof(LinkStats)),
+    MAP_TUNNEL: (4, ctypes.sizeof(TunnelConfig)),
+    MAP_CLINKS: (4, 4),
+    MAP_NODES: (4, 4),
 }

@@ -3,7 +3,8 @@
  *
  * interface -> (link, side); flow key; flow cache or session hit -> the recorded far-side
  * endpoint, miss -> Maglev over the far side's active endpoints and a new session;
- * bpf_redirect_peer into the chosen pod. Interfaces in no link pass untouched.
+ * bpf_redirect_peer into the chosen pod, or the tunnel to the chosen endpoint's node.
+ * Interfaces in no link pass untouched. A second entry point receives from the tunnel.
  */
 #include "lib/common.h"
 #include "lib/counters.h"
@@ -13,6 +14,7 @@
 #include "lib/ifaces.h"
 #include "lib/maglev.h"
 #include "lib/sessions.h"
+#include "lib/tunnel.h"
 
 static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 					  const struct sfc_endpoint *in)
@@ -70,6 +72,8 @@ static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 	if (sfc_session_record(&key, &made) == 0)
 		sfc_count_session(link_id);
 out:
+	if (target->node)
+		return sfc_tunnel_send(skb, in, target, far_slot);
 	sfc_count_tx(far_slot, skb->len);
 	ret = bpf_redirect_peer(target->ifindex, 0);
 	if (ret != TC_ACT_REDIRECT)
@@ -87,6 +91,46 @@ int sfc_xc_ingress(struct __sk_buff *skb)
 	if (!in)
 		return TC_ACT_OK;
 	return sfc_xc_forward(skb, slot, in);
+}
+
+/* At TC ingress of the node's tunnel device: a packet from a remote endpoint to a local one,
+ * delivered to the endpoint its key names (see tunnel.h), never balanced again.
+ */
+SEC("tc")
+int sfc_tun_ingress(struct __sk_buff *skb)
+{
+	const struct sfc_endpoint *src, *dst;
+	__u32 src_slot = 0, dst_slot = 0;
+	struct bpf_tunnel_key tk = {};
+	struct sfc_vxlan_opt opt = {};
+	__u32 cid, link_id, *local;
+	__be32 node;
+	int ret;
+
+	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0) < 0 ||
+	    bpf_skb_get_tunnel_opt(skb, &opt, sizeof(opt)) != sizeof(opt))
+		return sfc_drop(0, SFC_DROP_TUNNEL_NO_KEY);
+	node = bpf_htonl(tk.remote_ipv4);
+	if (!bpf_map_lookup_elem(&sfc_nodes_v1, &node))
+		return sfc_drop(0, SFC_DROP_TUNNEL_UNKNOWN_NODE);
+	cid = opt.gbp & SFC_TUNNEL_GBP_MASK;
+	local = bpf_map_lookup_elem(&sfc_clinks_v1, &cid);
+	if (!local || !*local)
+		return sfc_drop(0, SFC_DROP_TUNNEL_UNKNOWN_LINK);
+	link_id = *local;
+	dst = sfc_ep_by_id(link_id, tk.tunnel_id >> SFC_TUNNEL_ID_BITS, &dst_slot);
+	src = sfc_ep_by_id(link_id, tk.tunnel_id & ((1 << SFC_TUNNEL_ID_BITS) - 1), &src_slot);
+	if (!dst || !src || !dst->ifindex || src->node != node || src->side == dst->side)
+		return sfc_drop(link_id, SFC_DROP_TUNNEL_BAD_ENDPOINT);
+	sfc_count_rx(src_slot, skb->len);
+	ret = sfc_tunnel_record(skb, link_id, src, src_slot, dst, dst_slot);
+	if (ret < 0)
+		return sfc_drop(link_id, -ret);
+	sfc_count_tx(dst_slot, skb->len);
+	ret = bpf_redirect_peer(dst->ifindex, 0);
+	if (ret != TC_ACT_REDIRECT)
+		return sfc_drop(link_id, SFC_DROP_REDIRECT_FAILED);
+	return ret;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,171 @@
+"""The tunnel's send path under BPF_PROG_TEST_RUN, and what the receive program refuses.
+
+Send (a flow entering from a local endpoint whose Maglev choice is remote): the program sets
+the tunnel key and redirects to the tunnel device (TC_ACT_REDIRECT), counts the packet on the
+remote endpoint and records the session naming it; with no tunnel configured the packet is
+dropped as NO_TUNNEL, and one too large for the tunnel's MTU once encapsulated as TOO_BIG
+(never redirected to be lost further on). New flows spread over local and remote endpoints as
+Maglev over the stable ids says; a draining remote endpoint keeps its flows and gets no new
+ones; a removed one's flows re-pick.
+
+Receive: BPF_PROG_TEST_RUN cannot give a frame tunnel metadata (the kernel attaches it only to
+a packet the VXLAN device decapsulated, as a metadata dst), so here only a frame without it is
+checked (dropped, counted as TUNNEL_NO_KEY on the node); delivery, the reverse session and
+the checks on forged keys (unknown node, unknown link, wrong ids) run on real traffic in
+tests/integration/dataplane/test_multinode.py.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from sfc_k8s.dataplane import Dataplane, DropReason, EndpointSpec, Side, maglev, structs
+from sfc_k8s.dataplane import _libbpf as bpf
+from sfc_k8s.dataplane.flow import flow_hash, make_key
+from sfc_k8s.dataplane.structs import FlowKind
+from tests.bpf import frames as f
+from tests.bpf.conftest import SESSIONS, private_root
+from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT, TC_ACT_SHOT
+from tests.nettools import Janitor, unique
+
+NODE2 = "10.250.0.2"
+CID = 9
+
+
+@dataclass
+class Tunnel:
+    dp: Dataplane
+    ifs: dict[str, str]
+    device: str
+    port: int
+
+
+@pytest.fixture
+def tun(janitor: Janitor) -> Iterator[Tunnel]:
+    root = private_root()
+    ifs = {r: janitor.veth(unique(f"u{r}"), unique(f"w{r}"), up=False)[0] for r in ("a", "b")}
+    dp = Dataplane(root, session_table_size=SESSIONS)
+
+    def teardown() -> None:
+        dp.close()
+        with Dataplane(root) as fresh:
+            fresh.destroy()
+
+    janitor.add(teardown)
+    dp.create_link(
+        "x",
+        side_a=[EndpointSpec(ifname=ifs["a"], id=1)],
+        side_b=[EndpointSpec(ifname=ifs["b"], id=2), EndpointSpec(node=NODE2, id=3)],
+        cluster_id=CID,
+    )
+    yield Tunnel(dp, ifs, unique("sfctvx"), random.randrange(20000, 60000))
+
+
+def tcp(n: int, size: int = 16) -> bytes:
+    return f.eth(f.ETH_IP, f.ipv4("10.1.0.1", "10.2.0.1", f.TCP, f.l4(n, 80, b"x" * size)))
+
+
+def key(n: int) -> structs.FlowKey:
+    return make_key(0, FlowKind.L4_V4, "10.1.0.1", "10.2.0.1", proto=f.TCP, sport=n, dport=80)
+
+
+def run(dp: Dataplane, ifname: str, frame: bytes) -> int:
+    ctx = bytearray(SKB_IFINDEX_OFFSET + 4)
+    struct.pack_into("<I", ctx, SKB_IFINDEX_OFFSET, socket.if_nametoindex(ifname))
+    return bpf.prog_test_run(dp.program_fd, frame, ctx=bytes(ctx)).retval
+
+
+def tx(dp: Dataplane) -> dict[int, int]:
+    return {e.id: e.counters.tx_packets for e in dp.status("x").side(Side.B)}
+
+
+def expected(dp: Dataplane, n: int, ids: list[int]) -> int:
+    table = maglev.build_table({maglev.endpoint_name(CID, i): i for i in ids})
+    return table[flow_hash(key(n), link_cid=CID) % structs.MAGLEV_SIZE]
+
+
+def remote_flow(dp: Dataplane, ids: list[int]) -> int:
+    return next(n for n in range(1, 10000) if expected(dp, n, ids) == 3)
+
+
+def test_remote_choice_is_encapsulated_and_recorded(tun: Tunnel) -> None:
+    tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port)
+    picks = {2: 0, 3: 0}
+    for n in range(1, 201):
+        before = tx(tun.dp)
+        assert run(tun.dp, tun.ifs["a"], tcp(n)) == TC_ACT_REDIRECT
+        moved = [i for i, c in tx(tun.dp).items() if c != before[i]]
+        assert moved == [expected(tun.dp, n, [2, 3])]
+        picks[moved[0]] += 1
+    assert min(picks.values()) > 60  # spread over the local and the remote endpoint
+    # Each session names the endpoint its flow went to, the remote one as #ID@NODE.
+    b_name = {2: tun.ifs["b"], 3: f"#3@{NODE2}"}
+    sessions = {s.port_lo: s.b_ifname for s in tun.dp.sessions("x")}
+    assert sessions == {n: b_name[expected(tun.dp, n, [2, 3])] for n in range(1, 201)}
+    drops = tun.dp.status("x").drops
+    assert drops[DropReason.NO_TUNNEL] == drops[DropReason.TOO_BIG] == 0
+
+
+def test_without_a_tunnel_remote_choices_are_dropped(tun: Tunnel) -> None:
+    n = remote_flow(tun.dp, [2, 3])
+    assert run(tun.dp, tun.ifs["a"], tcp(n)) == TC_ACT_SHOT
+    assert tun.dp.status("x").drops[DropReason.NO_TUNNEL] == 1
+    assert tx(tun.dp)[3] == 0
+
+
+def test_frames_too_big_for_the_tunnel_are_counted(tun: Tunnel) -> None:
+    status = tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, mtu=1000)
+    assert status.mtu == 1000
+    n = remote_flow(tun.dp, [2, 3])
+    # 14 + 1000 bytes fit the device exactly; one more byte does not.
+    fits = tcp(n, size=1000 - 20 - 20)
+    assert len(fits) == 14 + 1000
+    assert run(tun.dp, tun.ifs["a"], fits) == TC_ACT_REDIRECT
+    assert run(tun.dp, tun.ifs["a"], tcp(n, size=1000 - 20 - 20 + 1)) == TC_ACT_SHOT
+    assert tun.dp.status("x").drops[DropReason.TOO_BIG] == 1
+    assert tx(tun.dp)[3] == 1
+
+
+def test_draining_and_removed_remote_endpoints(tun: Tunnel) -> None:
+    tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port)
+    pinned = remote_flow(tun.dp, [2, 3])
+    assert run(tun.dp, tun.ifs["a"], tcp(pinned)) == TC_ACT_REDIRECT
+    tun.dp.drain_endpoint("x", Side.B, endpoint_id=3)
+    # The pinned flow stays; a new flow that would have gone to 3 goes to 2.
+    before = tx(tun.dp)
+    assert run(tun.dp, tun.ifs["a"], tcp(pinned)) == TC_ACT_REDIRECT
+    other = next(n for n in range(pinned + 1, 10000) if expected(tun.dp, n, [2, 3]) == 3)
+    assert run(tun.dp, tun.ifs["a"], tcp(other)) == TC_ACT_REDIRECT
+    after = tx(tun.dp)
+    assert (after[3] - before[3], after[2] - before[2]) == (1, 1)
+    # Removed: its flows re-pick (the only one left is 2).
+    tun.dp.remove_endpoint("x", Side.B, endpoint_id=3)
+    before = tx(tun.dp)
+    assert run(tun.dp, tun.ifs["a"], tcp(pinned)) == TC_ACT_REDIRECT
+    assert tx(tun.dp)[2] == before[2] + 1
+
+
+def test_receive_program_drops_frames_without_a_tunnel_key(tun: Tunnel) -> None:
+    tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port)
+    result = bpf.prog_test_run(tun.dp.tunnel_program_fd, tcp(1))
+    assert result.retval == TC_ACT_SHOT
+    assert tun.dp.tunnel_drops()[DropReason.TUNNEL_NO_KEY] == 1
+    assert tun.dp.status("x").sessions == 0
+
+
+def test_tunnel_is_adopted_and_removed(tun: Tunnel) -> None:
+    first = tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, udp_csum=False)
+    with Dataplane(tun.dp.root) as again:
+        assert again.tunnel() == first
+        assert again.ensure_tunnel(ifname=tun.device, port=tun.port, udp_csum=False) == first
+    assert not first.udp_csum
+    tun.dp.remove_tunnel()
+    assert tun.dp.tunnel() is None
+    with pytest.raises(OSError):
+        socket.if_nametoindex(tun.device)
