@@ -1,0 +1,77 @@
+"""One node's data plane, driven from the multi-node tests: run inside the node's namespace.
+
+``nsenter --net=/run/netns/NODE python node_dp.py ROOT apply`` reads a JSON plan on stdin (the
+tunnel, then links with their local and remote endpoints, as a node agent would program them)
+and applies it through ``sfc_k8s.dataplane.Dataplane``; ``... ROOT report`` prints one JSON
+object with every link's status and sessions and the node-wide tunnel drops; ``... ROOT
+destroy`` removes everything under the root. Only the network namespace is switched (not the
+mount namespace, as ``ip netns exec`` would), so the pins land in the host's bpffs.
+Used by ``tests/integration/dataplane/multinode.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from sfc_k8s.dataplane import Dataplane, EndpointSpec, Side
+
+SESSIONS = 65536
+
+
+def apply(dp: Dataplane, plan: dict[str, Any]) -> None:
+    tunnel = plan.get("tunnel")
+    if tunnel is not None:
+        dp.ensure_tunnel(**tunnel)
+    for link in plan.get("links", []):
+        specs = {
+            side: [EndpointSpec(**e) for e in link.get(f"side_{side}", [])] for side in ("a", "b")
+        }
+        if link["name"] not in dp.links():
+            dp.create_link(
+                link["name"],
+                side_a=specs["a"],
+                side_b=specs["b"],
+                cluster_id=link["cluster_id"],
+            )
+    for change in plan.get("changes", []):
+        side, link, ep_id = Side(change["side"]), change["link"], change["id"]
+        if change["action"] == "drain":
+            dp.drain_endpoint(link, side, endpoint_id=ep_id)
+        elif change["action"] == "remove":
+            dp.remove_endpoint(link, side, endpoint_id=ep_id)
+        else:
+            dp.add_endpoint(link, side, change.get("ifname", ""), node=change.get("node", ""),
+                            endpoint_id=ep_id)  # fmt: skip
+
+
+def report(dp: Dataplane) -> dict[str, Any]:
+    return {
+        "links": {
+            s.name: {
+                "status": json.loads(json.dumps(asdict(s), default=str)),
+                "drops": {r.name: n for r, n in s.drops.items()},
+                "sessions": [asdict(x) for x in dp.sessions(s.name)],
+            }
+            for s in dp.statuses()
+        },
+        "tunnel_drops": {r.name: n for r, n in dp.tunnel_drops().items()},
+    }
+
+
+def main(argv: list[str]) -> int:
+    root, command = argv
+    with Dataplane(root, session_table_size=SESSIONS) as dp:
+        if command == "apply":
+            apply(dp, json.load(sys.stdin))
+        elif command == "report":
+            print(json.dumps(report(dp)))
+        elif command == "destroy":
+            dp.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
