@@ -1,12 +1,15 @@
 """One node's data plane, driven from the multi-node tests: run inside the node's namespace.
 
-``nsenter --net=/run/netns/NODE python node_dp.py ROOT apply`` reads a JSON plan on stdin (the
-tunnel, then links with their local and remote endpoints, as a node agent would program them)
-and applies it through ``sfc_k8s.dataplane.Dataplane``; ``... ROOT report`` prints one JSON
-object with every link's status and sessions and the node-wide tunnel drops; ``... ROOT
-destroy`` removes everything under the root. Only the network namespace is switched (not the
-mount namespace, as ``ip netns exec`` would), so the pins land in the host's bpffs.
-Used by ``tests/integration/dataplane/multinode.py``.
+``nsenter --net=/run/netns/NODE python node_dp.py ROOT COMMAND``, with COMMAND one of:
+- ``apply``: read a JSON plan on stdin (the tunnel, then links with their local and remote
+  endpoints, as a node agent would program them) and apply it through ``Dataplane``;
+- ``report``: print one JSON object with every link's status and sessions and the node-wide
+  tunnel drops;
+- ``evict``: delete every session, as LRU evictions would, and empty the flow caches (so the
+  next packets go through the tables);
+- ``destroy``: remove everything under the root.
+Only the network namespace is switched (not the mount namespace, as ``ip netns exec`` would),
+so the pins land in the host's bpffs. Used by ``tests/integration/dataplane/multinode.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from sfc_k8s.dataplane import Dataplane, EndpointSpec, Side
+from sfc_k8s.dataplane import Dataplane, EndpointSpec, Side, maps, structs
 
 SESSIONS = 65536
 
@@ -61,6 +64,16 @@ def report(dp: Dataplane) -> dict[str, Any]:
     }
 
 
+def evict(dp: Dataplane) -> None:
+    for name in structs.SESSION_MAPS:
+        fd = dp.map_fd(name)
+        ksize, vsize = structs.MAP_LAYOUTS[name]
+        keys = b"".join(k.tobytes() for k, _ in maps.walk_raw(fd, ksize, vsize))
+        maps.delete_raw(fd, keys, ksize)
+    for name, entry in structs.FLOW_CACHES.items():
+        maps.percpu_zero_all(dp.map_fd(name), structs.FLOW_CACHE_SIZE, entry)
+
+
 def main(argv: list[str]) -> int:
     root, command = argv
     with Dataplane(root, session_table_size=SESSIONS) as dp:
@@ -68,6 +81,8 @@ def main(argv: list[str]) -> int:
             apply(dp, json.load(sys.stdin))
         elif command == "report":
             print(json.dumps(report(dp)))
+        elif command == "evict":
+            evict(dp)
         elif command == "destroy":
             dp.destroy()
     return 0

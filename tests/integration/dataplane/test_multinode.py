@@ -6,7 +6,8 @@ and stable id) and its tunnel device; the client on node 1, an L2-transparent NF
 every node, the server on node 3. Behaviours covered:
 - ping (ARP crossing nodes), ping -6 (neighbour discovery), TCP over IPv4 and IPv6, all
   through the tunnel both ways, with no drop on any node;
-- 60 UDP flows spread fairly over the local and the two remote replicas; for each flow the
+- 60 UDP flows spread fairly over the local and the two remote replicas, run twice with every
+  node's sessions and flow caches lost in between (LRU evictions); for each flow the
   entry node's link-1 session and the server node's link-2 session name the same replica
   (as a local interface or as ``#ID@NODE``); on every node the per-endpoint counters add up
   exactly to the datagrams of the flows each replica carries, in both directions (so every
@@ -118,10 +119,24 @@ def _paths(cluster: Cluster, link: str, node: int, side: str, port: int) -> dict
     return out
 
 
+def _udp_round(cluster: Cluster, port: int) -> dict[int, int]:
+    """60 UDP flows from ports 31000-31059, flow i sending i + 1 datagrams, all echoed."""
+    assert cluster.client is not None
+    report = run_flows(cluster.client.netns, "udp-flows", "--server",
+                       cluster.addressing.server_ip, "--port", str(port), "--flows", "60",
+                       "--base", "1", "--sport-base", "31000")  # fmt: skip
+    assert report["bad"] == 0
+    sent = {fl["sport"]: fl["sent"] for fl in report["flows"]}
+    assert [fl["echoed"] for fl in report["flows"]] == list(sent.values())
+    return sent
+
+
 def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
     janitor: Janitor,
 ) -> None:
-    """Flow i sends i + 1 datagrams and gets each echoed: 1,830 each way over 60 flows."""
+    """Flow i sends i + 1 datagrams and gets each echoed: 1,830 each way over 60 flows, twice:
+    between the rounds every node loses every session (as LRU evictions would) and its flow
+    caches, and each flow must stay on its replica, both ways."""
     cluster = Cluster.build(janitor, ipv6=False)
     cluster.set_static_neighbours()
     cluster.program()
@@ -129,14 +144,9 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
     before, drops = _counters(cluster), _drops(cluster)
     port = 7002
     server = Server.start(janitor, cluster.server.netns, "udp-echo", port)
-    report = run_flows(cluster.client.netns, "udp-flows", "--server",
-                       cluster.addressing.server_ip, "--port", str(port), "--flows", "60",
-                       "--base", "1", "--sport-base", "31000")  # fmt: skip
-    assert report["bad"] == 0
-    sent = {fl["sport"]: fl["sent"] for fl in report["flows"]}
-    assert [fl["echoed"] for fl in report["flows"]] == list(sent.values())
+    sent = _udp_round(cluster, port)
     total = sum(sent.values())
-    assert total == 1830 and server.stop()["datagrams"] == total
+    assert total == 1830
 
     last = len(cluster.nodes) - 1
     via1 = _paths(cluster, LINK1, 0, "b", port)  # where the client's node sent each flow
@@ -148,6 +158,13 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
     assert set(per_replica) == {r.name for r in cluster.replicas}, per_replica
     assert all(lo <= n <= hi for n in per_replica.values()), (per_replica, lo, hi)
 
+    for node in cluster.nodes:
+        node.dp("evict")
+    assert _udp_round(cluster, port) == sent
+    assert server.stop()["datagrams"] == 2 * total
+    assert _paths(cluster, LINK1, 0, "b", port) == via1
+    assert _paths(cluster, LINK2, last, "a", port) == via1
+
     after = _counters(cluster)
 
     def delta(node: int, link: str, ep_id: int, where: int) -> tuple[int, int]:
@@ -156,14 +173,14 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
         return a["tx_packets"] - b["tx_packets"], a["rx_packets"] - b["rx_packets"]
 
     for r in cluster.replicas:
-        carried = sum(sent[p] for p, name in via1.items() if name == r.name)
+        carried = 2 * sum(sent[p] for p, name in via1.items() if name == r.name)
         # On the replica's node: into and out of its pod, both links, both directions.
         assert delta(r.node, LINK1, r.in_id, r.node) == (carried, carried), r
         assert delta(r.node, LINK2, r.out_id, r.node) == (carried, carried), r
         # On the client's and the server's nodes: sent to it and received from it.
         assert delta(0, LINK1, r.in_id, r.node) == (carried, carried), r
         assert delta(last, LINK2, r.out_id, r.node) == (carried, carried), r
-    assert delta(0, LINK1, CLIENT_ID, 0) == (total, total)
+    assert delta(0, LINK1, CLIENT_ID, 0) == (2 * total, 2 * total)
     assert _drops(cluster) == drops
 
 
