@@ -6,7 +6,7 @@ remote endpoint and records the session naming it; with no tunnel configured the
 dropped as NO_TUNNEL, and one too large for the tunnel's MTU once encapsulated as TOO_BIG
 (never redirected to be lost further on). New flows spread over local and remote endpoints as
 Maglev over the stable ids says; a draining remote endpoint keeps its flows and gets no new
-ones; a removed one's flows re-pick.
+ones; a removed one's flows re-pick. The known nodes count the remote endpoints on each.
 
 Receive: BPF_PROG_TEST_RUN cannot give a frame tunnel metadata (the kernel attaches it only to
 a packet the VXLAN device decapsulated, as a metadata dst), so here only a frame without it is
@@ -17,6 +17,7 @@ tests/integration/dataplane/test_multinode.py.
 
 from __future__ import annotations
 
+import ctypes
 import random
 import socket
 import struct
@@ -25,7 +26,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from sfc_k8s.dataplane import Dataplane, DropReason, EndpointSpec, Side, maglev, structs
+from sfc_k8s.dataplane import (
+    Dataplane,
+    DropReason,
+    EndpointExists,
+    EndpointSpec,
+    Side,
+    maglev,
+    maps,
+    structs,
+)
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import flow_hash, make_key
 from sfc_k8s.dataplane.structs import FlowKind
@@ -169,3 +179,26 @@ def test_tunnel_is_adopted_and_removed(tun: Tunnel) -> None:
     assert tun.dp.tunnel() is None
     with pytest.raises(OSError):
         socket.if_nametoindex(tun.device)
+
+
+def known_nodes(dp: Dataplane) -> dict[str, int]:
+    fd = dp.map_fd(structs.MAP_NODES)
+    return {
+        socket.inet_ntoa(k.value.to_bytes(4, "little")): v.value
+        for k, v in maps.walk(fd, ctypes.c_uint32, ctypes.c_uint32)
+    }
+
+
+def test_known_nodes_count_their_remote_endpoints(tun: Tunnel) -> None:
+    """The receive path accepts a node's packets only while it holds a remote endpoint."""
+    assert known_nodes(tun.dp) == {NODE2: 1}
+    tun.dp.add_endpoint("x", Side.A, node=NODE2, endpoint_id=4)
+    tun.dp.add_endpoint("x", Side.A, node="10.250.0.3", endpoint_id=5)
+    assert known_nodes(tun.dp) == {NODE2: 2, "10.250.0.3": 1}
+    with pytest.raises(EndpointExists):
+        tun.dp.add_endpoint("x", Side.A, node="10.250.0.4", endpoint_id=5)
+    tun.dp.remove_endpoint("x", Side.B, endpoint_id=3)
+    tun.dp.remove_endpoint("x", Side.A, endpoint_id=5)
+    assert known_nodes(tun.dp) == {NODE2: 1}
+    tun.dp.delete_link("x")
+    assert known_nodes(tun.dp) == {}

@@ -183,18 +183,17 @@ def _show(dp: Dataplane | None, link: str | None, as_json: bool) -> None:
         node = {
             "links": [_status_json(s) for s in statuses],
             "tunnel": asdict(tun) if tun is not None else None,
-            "tunnel_drops": {_kebab(r): n for r, n in drops.items() if r < DropReason.TOO_BIG},
+            "tunnel_drops": {_kebab(r): n for r, n in drops.items()},
         }
         print(json.dumps(node, indent=2))
         return
     print("\n\n".join(_status_table(s) for s in statuses) if statuses else "no links")
     if tun is not None:
         csum = "on" if tun.udp_csum else "off"
-        reasons = (r for r in DropReason if DropReason.TUNNEL_NO_KEY <= r < DropReason.TOO_BIG)
         print(
             f"\ntunnel {tun.ifname} (ifindex {tun.ifindex}): udp port {tun.port}, mtu {tun.mtu},"
             f" udp checksum {csum}; drops: "
-            + ", ".join(f"{_kebab(r)} {drops.get(r, 0)}" for r in reasons)
+            + ", ".join(f"{_kebab(r)} {n}" for r, n in drops.items())
         )
 
 

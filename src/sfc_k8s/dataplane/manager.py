@@ -41,6 +41,7 @@ from sfc_k8s.dataplane.errors import (
     LinkNotFound,
 )
 from sfc_k8s.dataplane.records import (
+    NODE_DROPS,
     DropReason,
     Endpoint,
     EndpointCounters,
@@ -713,8 +714,9 @@ class Dataplane:
         held = maps.lookup(self._map(structs.MAP_EPIDS), ref, ctypes.c_uint32)
         if held is not None and held.value == slot:
             bpf.map_delete(self._map(structs.MAP_EPIDS), ref)
-        if entry.remote:
-            self._count_node(bytes(entry.node), -1)
+            # Counted in right after the index entry was made (``_add``).
+            if entry.remote:
+                self._count_node(bytes(entry.node), -1)
         bpf.map_update(self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry())
         maps.percpu_set_zero(
             self._map(structs.MAP_EP_COUNTERS), ctypes.c_uint32(slot), structs.EpCounters
@@ -820,6 +822,7 @@ class Dataplane:
                 entry = EndpointEntry(
                     ifindex=resolved[0].ifindex, link_id=info.link_id, id=resolved[0].id
                 )
+                entry.node[:] = list(resolved[0].node or bytes(4))
                 undo.callback(self._remove, link, slot, entry)
                 taken[slot] = self._add(link, info, resolved[0], slot=slot)
                 self._install_table(info, side, endpoints=taken)
@@ -933,11 +936,12 @@ class Dataplane:
         )
 
     def tunnel_drops(self) -> dict[DropReason, int]:
-        """Drops counted before any link is known (the tunnel's node-wide reasons)."""
+        """Drops counted before any link is known (the tunnel's node-wide reasons,
+        ``records.NODE_DROPS``)."""
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(0), structs.LinkStats
         )
-        return {r: sum(s.drops[r] for s in per_cpu or []) for r in DropReason}
+        return {r: sum(s.drops[r] for s in per_cpu or []) for r in NODE_DROPS}
 
     def remove_tunnel(self) -> None:
         """Stop sending through the tunnel, detach and delete its device (idempotent)."""

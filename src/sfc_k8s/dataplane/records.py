@@ -29,6 +29,14 @@ class DropReason(enum.IntEnum):
     NO_TUNNEL = 10  # a remote endpoint was chosen but the node has no tunnel
 
 
+# The reasons counted for the node (on link 0), before the packet's link is known.
+NODE_DROPS = (
+    DropReason.TUNNEL_NO_KEY,
+    DropReason.TUNNEL_UNKNOWN_NODE,
+    DropReason.TUNNEL_UNKNOWN_LINK,
+)
+
+
 @dataclass(frozen=True)
 class EndpointCounters:
     """Summed over CPUs."""
@@ -64,11 +72,6 @@ class Endpoint:
     counters: EndpointCounters = field(default_factory=EndpointCounters)
     id: int = 0  # stable id within the link, the same on every node
     node: str = ""  # remote: underlay IPv4 address of its node; "" for a local endpoint
-
-    @property
-    def name(self) -> str:
-        """How people see it: the interface, or ``#ID@NODE`` for a remote endpoint."""
-        return f"#{self.id}@{self.node}" if self.node else self.ifname
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,13 @@ def test_other_kinds_keep_the_full_key() -> None:
     assert structs.session_key(key) == (structs.MAP_SESSIONS, key)
     with pytest.raises(ValueError, match="compact key"):
         FlowKey4.of(key)
+
+
+def test_maglev_hash_ignores_the_node_local_link_id() -> None:
+    """Two nodes give one link different local ids: the hash takes the cluster id instead."""
+    here = flow.make_key(3, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=6, sport=1, dport=2)
+    there = flow.make_key(7, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=6, sport=1, dport=2)
+    as_cid = flow.make_key(50, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=6, sport=1, dport=2)
+    assert flow.flow_hash(here, link_cid=50) == flow.flow_hash(there, link_cid=50)
+    assert flow.flow_hash(here, link_cid=50) == flow.flow_hash(as_cid)
+    assert flow.flow_hash(here, link_cid=50) != flow.flow_hash(here, link_cid=51)
