@@ -206,10 +206,11 @@ class Cluster:
             return {"ifname": ifname, "id": ep_id}
         return {"node": self.nodes[on].address, "id": ep_id}
 
-    def plan(self, node: int) -> dict[str, Any]:
+    def plan(self, node: int, replicas: list[NfReplica] | None = None) -> dict[str, Any]:
         """What node ``node``'s agent programs: both links (each has an endpoint on every
-        node here) with all their endpoints."""
+        node here) with all their endpoints (of ``replicas`` only, if given)."""
         assert self.client is not None and self.server is not None
+        chosen = self.replicas if replicas is None else replicas
         return {
             "tunnel": {"mtu": TUNNEL_MTU},
             "links": [
@@ -217,24 +218,34 @@ class Cluster:
                     "name": LINK1,
                     "cluster_id": CID1,
                     "side_a": [self._spec(node, self.client.node, self.client.host, CLIENT_ID)],
-                    "side_b": [
-                        self._spec(node, r.node, r.eth1_host, r.in_id) for r in self.replicas
-                    ],
+                    "side_b": [self._spec(node, r.node, r.eth1_host, r.in_id) for r in chosen],
                 },
                 {
                     "name": LINK2,
                     "cluster_id": CID2,
-                    "side_a": [
-                        self._spec(node, r.node, r.eth2_host, r.out_id) for r in self.replicas
-                    ],
+                    "side_a": [self._spec(node, r.node, r.eth2_host, r.out_id) for r in chosen],
                     "side_b": [self._spec(node, self.server.node, self.server.host, SERVER_ID)],
                 },
             ],
         }
 
-    def program(self) -> None:
+    def program(self, replicas: list[NfReplica] | None = None) -> None:
+        """Program every node with the links over ``replicas`` (default: all of them)."""
         for index, node in enumerate(self.nodes):
-            node.dp("apply", self.plan(index))
+            node.dp("apply", self.plan(index, replicas))
+
+    def change(self, action: str, replica: NfReplica) -> None:
+        """Add (``add``), drain (``drain``) or remove (``remove``) a replica's endpoints on
+        every node, as the agents would: its own node by interface, the others by address."""
+        for index, node in enumerate(self.nodes):
+            changes = []
+            for link, side, ifname, ep_id in (
+                (LINK1, "b", replica.eth1_host, replica.in_id),
+                (LINK2, "a", replica.eth2_host, replica.out_id),
+            ):
+                spec = self._spec(index, replica.node, ifname, ep_id)
+                changes.append({"action": action, "link": link, "side": side, **spec})
+            node.dp("apply", {"changes": changes})
 
     def set_static_neighbours(self) -> None:
         a = self.addressing

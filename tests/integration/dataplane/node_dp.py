@@ -2,7 +2,8 @@
 
 ``nsenter --net=/run/netns/NODE python node_dp.py ROOT COMMAND``, with COMMAND one of:
 - ``apply``: read a JSON plan on stdin (the tunnel, then links with their local and remote
-  endpoints, as a node agent would program them) and apply it through ``Dataplane``;
+  endpoints, as a node agent would program them, then endpoint changes: add, drain, remove)
+  and apply it through ``Dataplane``;
 - ``report``: print one JSON object with every link's status and sessions and the node-wide
   tunnel drops;
 - ``evict``: delete every session, as LRU evictions would, and empty the flow caches (so the

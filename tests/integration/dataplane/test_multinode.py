@@ -14,6 +14,9 @@ every node, the server on node 3. Behaviours covered:
   reply came back through the replica of its request, encapsulated to the exact endpoint):
   a local endpoint counts what entered and left its pod, a remote one what the node sent to
   it and received from it;
+- scaling across nodes: a replica added on every node (local on its own, remote elsewhere)
+  gets new flows and moves no old one; a draining remote replica keeps its flows and gets no
+  new ones; a removed replica's flows move, the others' stay, both nodes' sessions agreeing;
 - forged tunnel packets reaching node 2 are dropped and counted by reason, never delivered:
   from an underlay address that is no node (TUNNEL_UNKNOWN_NODE), without the GBP option
   (TUNNEL_NO_KEY), naming no link of the node (TUNNEL_UNKNOWN_LINK), with a source endpoint
@@ -182,6 +185,50 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
         assert delta(last, LINK2, r.out_id, r.node) == (carried, carried), r
     assert delta(0, LINK1, CLIENT_ID, 0) == (2 * total, 2 * total)
     assert _drops(cluster) == drops
+
+
+def _round(cluster: Cluster, port: int, base: int) -> dict[int, str]:
+    """30 UDP flows from ports base..base+29, all echoed; client port -> its replica, as the
+    client's node and the server's node both record it (they must agree)."""
+    assert cluster.client is not None
+    report = run_flows(cluster.client.netns, "udp-flows", "--server",
+                       cluster.addressing.server_ip, "--port", str(port), "--flows", "30",
+                       "--base", "2", "--sport-base", str(base))  # fmt: skip
+    assert report["bad"] == 0
+    assert all(fl["echoed"] == fl["sent"] for fl in report["flows"]), report["flows"]
+    ports = range(base, base + 30)
+    via1 = _paths(cluster, LINK1, 0, "b", port)
+    via2 = _paths(cluster, LINK2, len(cluster.nodes) - 1, "a", port)
+    paths = {p: via1[p] for p in ports}
+    assert paths == {p: via2[p] for p in ports}
+    return paths
+
+
+def test_scaling_across_nodes_moves_only_what_it_must(janitor: Janitor) -> None:
+    """A replica added on every node gets new flows and takes none of the old ones; a
+    draining remote replica keeps its flows and gets no new ones; a removed one's flows move
+    (to the only active replica left), the others' stay."""
+    cluster = Cluster.build(janitor, ipv6=False)
+    cluster.set_static_neighbours()
+    r1, r2, r3 = cluster.replicas
+    cluster.program([r1, r2])
+    assert cluster.server is not None
+    port = 7003
+    Server.start(janitor, cluster.server.netns, "udp-echo", port)
+    old = _round(cluster, port, 31000)
+    assert set(old.values()) == {r1.name, r2.name}
+
+    cluster.change("add", r3)  # on node 3: local; elsewhere: remote
+    assert _round(cluster, port, 31000) == old
+    assert r3.name in set(_round(cluster, port, 32000).values())
+
+    cluster.change("drain", r2)  # remote from the client's node
+    assert _round(cluster, port, 31000) == old
+    assert r2.name not in set(_round(cluster, port, 33000).values())
+
+    cluster.change("remove", r1)  # local on the client's node
+    moved = _round(cluster, port, 31000)
+    assert moved == {p: (r3.name if name == r1.name else name) for p, name in old.items()}
 
 
 # --- forged tunnel packets -----------------------------------------------------------------
