@@ -17,6 +17,8 @@ every node, the server on node 3. Behaviours covered:
 - scaling across nodes: a replica added on every node (local on its own, remote elsewhere)
   gets new flows and moves no old one; a draining remote replica keeps its flows and gets no
   new ones; a removed replica's flows move, the others' stay, both nodes' sessions agreeing;
+- every node's manager restarting (adopting the pinned state and the tunnel device, applying
+  its plan again) under cross-node UDP streams loses no packet;
 - forged tunnel packets reaching node 2 are dropped and counted by reason, never delivered:
   from an underlay address that is no node (TUNNEL_UNKNOWN_NODE), without the GBP option
   (TUNNEL_NO_KEY), naming no link of the node (TUNNEL_UNKNOWN_LINK), with a source endpoint
@@ -35,7 +37,7 @@ from typing import Any
 import pytest
 
 from tests.bpf import frames as f
-from tests.integration.dataplane.flows import Server, run_flows
+from tests.integration.dataplane.flows import LiveFlows, Server, run_flows
 from tests.integration.dataplane.multinode import (
     CID1,
     CID2,
@@ -229,6 +231,27 @@ def test_scaling_across_nodes_moves_only_what_it_must(janitor: Janitor) -> None:
     cluster.change("remove", r1)  # local on the client's node
     moved = _round(cluster, port, 31000)
     assert moved == {p: (r3.name if name == r1.name else name) for p, name in old.items()}
+
+
+def test_restarted_node_managers_lose_no_packet_of_cross_node_flows(janitor: Janitor) -> None:
+    """Each node's manager starts again (a fresh process adopting the pinned state, the
+    tunnel device included, and applying its whole plan again) under 6 UDP streams."""
+    cluster = Cluster.build(janitor, ipv6=False)
+    cluster.set_static_neighbours()
+    cluster.program()
+    assert cluster.client is not None and cluster.server is not None
+    Server.start(janitor, cluster.server.netns, "udp-echo", 7004)
+    live = LiveFlows.start(janitor, cluster.client.netns, "udp-stream", "--server",
+                           cluster.addressing.server_ip, "--port", "7004", "--flows", "6",
+                           "--rate", "1000", "--sport-base", "34000")  # fmt: skip
+    for index, node in enumerate(cluster.nodes):
+        node.dp("apply", cluster.plan(index))
+    report = live.stop()
+    assert report["bad"] == 0
+    for flow in report["flows"]:
+        assert flow["sent"] > 50, flow  # ~170/s per flow while three managers restarted
+        assert flow["missing"] == [] and flow["echoed"] == flow["sent"], flow
+    assert set(_paths(cluster, LINK1, 0, "b", 7004).values()) <= {r.name for r in cluster.replicas}
 
 
 # --- forged tunnel packets -----------------------------------------------------------------
