@@ -1,4 +1,6 @@
-"""What the data plane reports: drop reasons, endpoint counters, link status and sessions.
+"""What the data plane reports: drop reasons, endpoint counters, link status, sessions and the
+tunnel; and ``EndpointSpec``, the one record callers hand it (an endpoint to add, local or on
+another node).
 
 Returned by ``sfc_k8s.dataplane.Dataplane`` to the ``dp`` CLI, the node agent and the tests. The
 sides and endpoint states they carry are the API's enums (``sfc_k8s.api.models``), so a
