@@ -6,6 +6,11 @@
 - every error (unknown interface, unknown link, duplicate link, interface already in a link or
   listed twice, bad link name, not an endpoint, too many interfaces, bad arguments) prints one
   line on stderr, exits non-zero and leaves the state exactly as it was;
+- remote endpoints added (--remote NODE_IP --id N), listed with their node, drained and removed
+  by id; links created with a cluster id;
+- the tunnel set (idempotently), shown (table and JSON), refused on a port a common CNI uses,
+  on another port than the existing device's or on an interface that is no such device, and
+  deleted with its device;
 - calls running at the same time are serialised by the root's lock (no slot given twice);
 - under ``ip netns exec`` (a private /sys, so a private bpffs) it refuses instead of pinning
   state that would vanish.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -212,3 +218,40 @@ def test_refuses_a_private_bpffs_under_ip_netns_exec(cli: Cli, janitor: Janitor)
     assert "private mount namespace" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not os.path.exists(cli.root)
+
+
+def test_tunnel_through_the_cli(cli: Cli, ifs: list[str], janitor: Janitor) -> None:
+    name, port = unique("sfctv"), random.randrange(20000, 60000)
+    janitor.add(lambda: run("ip", "link", "del", name, check=False))
+    args = ("tunnel", "set", "--name", name, "--port", str(port), "--mtu", "1400")
+    cli.ok(*args, "--no-udp-csum")
+    cli.ok(*args, "--no-udp-csum")  # a restarted agent: adopted, nothing changes
+    show = json.loads(cli.ok("show", "--json"))
+    assert show["tunnel"] == {
+        "ifname": name,
+        "ifindex": socket.if_nametoindex(name),
+        "port": port,
+        "mtu": 1400,
+        "udp_csum": False,
+    }
+    assert show["tunnel_drops"] == {
+        "tunnel-no-key": 0,
+        "tunnel-unknown-node": 0,
+        "tunnel-unknown-link": 0,
+    }
+    assert f"tunnel {name} (ifindex" in cli.ok("show")
+    failures = {
+        ("tunnel", "set", "--name", unique("sfctv"), "--port", "4789"): "VXLAN (IANA) uses it",
+        ("tunnel", "set", "--name", name, "--port", str(port + 1)): f"on UDP port {port}",
+        ("tunnel", "set", "--name", ifs[0], "--port", str(port)): "not a flow-based VXLAN",
+        ("tunnel", "set", "--name", name, "--port", str(port), "--mtu", "20"): "invalid tunnel MTU",
+    }
+    for argv, message in failures.items():
+        done = cli(*argv)
+        assert done.returncode == 1 and message in done.stderr, (argv, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert json.loads(cli.ok("show", "--json"))["tunnel"] == show["tunnel"]
+    cli.ok("tunnel", "del")
+    assert json.loads(cli.ok("show", "--json"))["tunnel"] is None
+    with pytest.raises(OSError):
+        socket.if_nametoindex(name)
