@@ -7,6 +7,7 @@ dropped as NO_TUNNEL, and one too large for the tunnel's MTU once encapsulated a
 (never redirected to be lost further on). New flows spread over local and remote endpoints as
 Maglev over the stable ids says; a draining remote endpoint keeps its flows and gets no new
 ones; a removed one's flows re-pick. The known nodes count the remote endpoints on each.
+Local interfaces larger than the tunnel's MTU are reported for a link that spans nodes.
 
 Receive: BPF_PROG_TEST_RUN cannot give a frame tunnel metadata (the kernel attaches it only to
 a packet the VXLAN device decapsulated, as a metadata dst), so here only a frame without it is
@@ -43,6 +44,7 @@ from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT, TC_ACT_SHOT
 from tests.nettools import Janitor, unique
+from tests.nettools import run as command
 
 NODE2 = "10.250.0.2"
 CID = 9
@@ -202,3 +204,12 @@ def test_known_nodes_count_their_remote_endpoints(tun: Tunnel) -> None:
     assert known_nodes(tun.dp) == {NODE2: 1}
     tun.dp.delete_link("x")
     assert known_nodes(tun.dp) == {}
+
+
+def test_interfaces_too_large_for_the_tunnel_are_reported(tun: Tunnel) -> None:
+    tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, mtu=1450)
+    assert tun.dp.oversized("x") == {tun.ifs["a"]: 1500, tun.ifs["b"]: 1500}
+    command("ip", "link", "set", tun.ifs["a"], "mtu", "1450")
+    assert tun.dp.oversized("x") == {tun.ifs["b"]: 1500}
+    tun.dp.remove_endpoint("x", Side.B, endpoint_id=3)  # no longer spans nodes
+    assert tun.dp.oversized("x") == {}

@@ -935,6 +935,28 @@ class Dataplane:
             udp_csum=not config.key_flags & structs.BPF_F_ZERO_CSUM_TX,
         )
 
+    def oversized(self, link: str) -> dict[str, int]:
+        """The link's local interfaces whose MTU is larger than the tunnel's, with their MTU,
+        when the link spans nodes (has a remote endpoint): frames they send to a remote
+        endpoint at full size would be dropped as TOO_BIG. Empty for a single-node link or a
+        node without a tunnel. For the agent's condition on the CrossConnection."""
+        tun = self.tunnel()
+        endpoints = self._endpoint_list(self._link_id(link))
+        if tun is None or not any(e.node for e in endpoints):
+            return {}
+        result = {}
+        for e in endpoints:
+            if e.node:
+                continue
+            try:
+                with open(f"/sys/class/net/{e.ifname}/mtu", encoding="ascii") as f:
+                    mtu = int(f.read())
+            except OSError:
+                continue  # gone: its pod is being deleted
+            if mtu > tun.mtu:
+                result[e.ifname] = mtu
+        return result
+
     def tunnel_drops(self) -> dict[DropReason, int]:
         """Drops counted before any link is known (the tunnel's node-wide reasons,
         ``records.NODE_DROPS``)."""
