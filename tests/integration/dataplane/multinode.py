@@ -97,6 +97,7 @@ class Cluster:
     )
     addressing: Addressing = field(default_factory=Addressing.random)
     ipv6: bool = True
+    udp_csum: bool = True  # outer UDP checksums on the tunnel
     nodes: list[Node] = field(default_factory=list)
     client: Pod | None = None
     server: Pod | None = None
@@ -112,10 +113,11 @@ class Cluster:
         nodes: int = 3,
         replica_nodes: tuple[int, ...] = (0, 1, 2),
         ipv6: bool = True,
+        udp_csum: bool = True,
     ) -> Cluster:
         """``nodes`` nodes, the client on the first, the server on the last, an NF replica on
         each node of ``replica_nodes``; nothing programmed yet (``program``)."""
-        cluster = cls(janitor, ipv6=ipv6)
+        cluster = cls(janitor, ipv6=ipv6, udp_csum=udp_csum)
         cluster.underlay_ns = janitor.netns("sfct-ul")
         ip_batch(["link add br0 type bridge stp_state 0", "link set br0 up"],
                  netns=cluster.underlay_ns)  # fmt: skip
@@ -212,7 +214,7 @@ class Cluster:
         assert self.client is not None and self.server is not None
         chosen = self.replicas if replicas is None else replicas
         return {
-            "tunnel": {"mtu": TUNNEL_MTU},
+            "tunnel": {"mtu": TUNNEL_MTU, "udp_csum": self.udp_csum},
             "links": [
                 {
                     "name": LINK1,

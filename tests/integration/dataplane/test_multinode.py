@@ -18,7 +18,8 @@ every node, the server on node 3. Behaviours covered:
   gets new flows and moves no old one; a draining remote replica keeps its flows and gets no
   new ones; a removed replica's flows move, the others' stay, both nodes' sessions agreeing;
 - every node's manager restarting (adopting the pinned state and the tunnel device, applying
-  its plan again) under cross-node UDP streams loses no packet;
+  its plan again) under cross-node UDP streams loses no packet (outer UDP checksums off);
+- the outer UDP checksum is set, or zero when the tunnel is configured without;
 - forged tunnel packets reaching node 2 are dropped and counted by reason, never delivered:
   from an underlay address that is no node (TUNNEL_UNKNOWN_NODE), without the GBP option
   (TUNNEL_NO_KEY), naming no link of the node (TUNNEL_UNKNOWN_LINK), with a source endpoint
@@ -235,8 +236,9 @@ def test_scaling_across_nodes_moves_only_what_it_must(janitor: Janitor) -> None:
 
 def test_restarted_node_managers_lose_no_packet_of_cross_node_flows(janitor: Janitor) -> None:
     """Each node's manager starts again (a fresh process adopting the pinned state, the
-    tunnel device included, and applying its whole plan again) under 6 UDP streams."""
-    cluster = Cluster.build(janitor, ipv6=False)
+    tunnel device included, and applying its whole plan again) under 6 UDP streams. The
+    tunnel here sends without outer UDP checksums."""
+    cluster = Cluster.build(janitor, ipv6=False, udp_csum=False)
     cluster.set_static_neighbours()
     cluster.program()
     assert cluster.client is not None and cluster.server is not None
@@ -252,6 +254,47 @@ def test_restarted_node_managers_lose_no_packet_of_cross_node_flows(janitor: Jan
         assert flow["sent"] > 50, flow  # ~170/s per flow while three managers restarted
         assert flow["missing"] == [] and flow["echoed"] == flow["sent"], flow
     assert set(_paths(cluster, LINK1, 0, "b", 7004).values()) <= {r.name for r in cluster.replicas}
+
+
+_SNIFF = """
+import socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # every frame, every port
+s.settimeout(0.2)
+print("READY", flush=True)
+sums, end = [], time.monotonic() + 5
+while time.monotonic() < end and len(sums) < 4:
+    try:
+        frame = s.recv(4096)
+    except TimeoutError:
+        continue
+    if frame[12:14] != b"\\x08\\x00" or frame[23] != 17:
+        continue
+    udp = 14 + (frame[14] & 15) * 4
+    if struct.unpack("!H", frame[udp + 2 : udp + 4])[0] == {port}:
+        sums.append(struct.unpack("!H", frame[udp + 6 : udp + 8])[0])
+print(sums)
+"""
+
+
+@pytest.mark.parametrize("udp_csum", [True, False])
+def test_outer_udp_checksum_is_configurable(janitor: Janitor, udp_csum: bool) -> None:
+    """The tunnel's UDP datagrams on the underlay carry a checksum, or zero when turned off."""
+    cluster = Cluster.build(janitor, ipv6=False, udp_csum=udp_csum)
+    cluster.program()
+    assert cluster.client is not None
+    sniffer = subprocess.Popen(
+        ["ip", "netns", "exec", cluster.underlay_ns, PYTHON, "-c", _SNIFF.format(port=PORT)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    janitor.add(sniffer.kill)
+    assert sniffer.stdout is not None and sniffer.stdout.readline().strip() == "READY"
+    ping = run("ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", cluster.addressing.server_ip,
+               netns=cluster.client.netns, check=False)  # fmt: skip
+    assert ping.returncode == 0, ping.stdout
+    out, _ = sniffer.communicate(timeout=10)
+    sums = [int(x) for x in out.strip().strip("[]").split(",") if x.strip()]
+    assert len(sums) == 4
+    assert all(sums) if udp_csum else not any(sums), sums
 
 
 # --- forged tunnel packets -----------------------------------------------------------------
