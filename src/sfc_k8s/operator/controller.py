@@ -132,6 +132,7 @@ class XcEntry:
     labels: Mapping[str, str]
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+    deleting: bool = False  # deletionTimestamp set: agents are still removing it
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> XcEntry:
@@ -152,6 +153,7 @@ class XcEntry:
             labels=labels,
             spec=copy.deepcopy(dict(body.get("spec") or {})),
             status=copy.deepcopy(dict(body.get("status") or {})),
+            deleting=meta.get("deletionTimestamp") is not None,
         )
 
     def programming(self) -> LinkProgramming:
@@ -194,6 +196,7 @@ class Controller:
         self._pod_seen: dict[ObjKey, PodInfo] = {}
         self._pod_chains: dict[ObjKey, set[ChainKey]] = {}
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
+        self._deleted_xc: set[ObjKey] = set()  # deleted by this replica, event not seen yet
         self._status_slots = asyncio.Semaphore(STATUS_WRITERS)
         self._register()
 
@@ -318,6 +321,8 @@ class Controller:
                 written is not None and written != (body.get("spec") or {})
             ):
                 self._written_xc.pop(key, None)  # changed by someone else: trust the index
+            if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+                self._deleted_xc.discard(key)  # the index shows the deletion from now on
             chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
             if chain and self._chain_entry((namespace, chain)) is not None:
                 await self.kick((namespace, chain))
@@ -517,7 +522,12 @@ class Controller:
             else:
                 programming[spec.link] = existing.programming()
         for stale in self._xcs_of_chain(chain.namespace, chain.name):
-            if stale.name not in wanted and stale.owner_uid in (chain.uid, None):
+            if (
+                stale.name not in wanted
+                and stale.owner_uid in (chain.uid, None)
+                and not stale.deleting  # deleted already, agents still hold their finalizers
+                and (stale.namespace, stale.name) not in self._deleted_xc
+            ):
                 await self._delete_xc(entry, stale.name)
 
         status = compute_chain_status(
@@ -652,12 +662,14 @@ class Controller:
 
     async def _delete_xc(self, entry: ChainEntry, name: str) -> None:
         path = object_path(GROUP, VERSION, XC_PLURAL, entry.namespace, name=name)
+        self._written_xc.pop((entry.namespace, name), None)
         try:
             await self._client.delete(path)
         except KubeApiError as err:
             if err.status != 404:
                 raise
-        self._written_xc.pop((entry.namespace, name), None)
+            return  # deleted by someone else meanwhile: not this controller's deletion to announce
+        self._deleted_xc.add((entry.namespace, name))
         self.stats["xc_delete"] += 1
         log.info(
             f"deleted CrossConnection {entry.namespace}/{name} (link removed)",
