@@ -98,6 +98,7 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"  # a CrossConnection name is taken by another chain
     PROGRAMMING_FAILED = "ProgrammingFailed"  # an agent reported an error for a link
     INTERFACE_CONFLICT = "InterfaceConflict"  # an older chain links the same pod interface
+    SELECTOR_MATCHES_NO_POD = "SelectorMatchesNoPod"  # a function's selector matches no pod
     AS_EXPECTED = "AsExpected"  # Degraded=False
 
 

@@ -8,7 +8,8 @@ only when it differs from the stored status, so a no-op reconcile makes no API c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sfc_k8s.api.crossconnection import LinkProgramming, compute_links
@@ -18,8 +19,10 @@ from sfc_k8s.api.models import (
     ConditionStatus,
     ConditionType,
     CrossConnectionSpec,
+    LabelSelector,
     PodInfo,
     Reason,
+    SelectorOperator,
 )
 from sfc_k8s.api.pods import functions_of, selector_overlaps
 from sfc_k8s.api.types import (
@@ -31,6 +34,8 @@ from sfc_k8s.api.types import (
 
 CONDITION_ORDER = (ConditionType.READY, ConditionType.DEGRADED)
 MAX_LISTED = 5  # names listed in a condition message before "and N more"
+
+Problem = tuple[Reason, str]  # a Degraded reason and its message
 
 
 def now_rfc3339() -> str:
@@ -168,6 +173,8 @@ def compute_chain_status(
 ) -> ChainStatusBody:
     """The status of a valid chain.
 
+    ``pods``: every pod of the namespace that one of the chain's selectors matches (others are
+    ignored), so a function none of them matches has a selector that matches no pod at all.
     ``links``: the CrossConnection specs as computed by ``compute_links`` (recomputed if omitted).
     ``programming``: per link name, what the agents reported (``link_programming``); a link
     missing from the mapping counts as not programmed yet. ``None`` skips that check (for callers
@@ -176,18 +183,59 @@ def compute_chain_status(
     pods left out because an older chain links the same interface (``interface_conflicts()``).
 
     Ready is True when every function has a Ready replica and every link is programmed by the
-    agents of the nodes holding its endpoints. Degraded is True when something needs a person:
-    overlapping selectors, a name conflict, an agent that failed to program a link.
+    agents of the nodes holding its endpoints; ``readyLinks`` counts the links with active
+    endpoints on both sides that the agents report programmed. Degraded is True when something
+    needs a person: a selector matching no pod, overlapping selectors, a name conflict, an agent
+    that failed to program a link.
     """
     now = now or now_rfc3339()
     pods = [p for p in pods if p.namespace == chain.namespace]
     claimed = dict(interface_conflicts or {})
     links = list(links) if links is not None else compute_links(chain, pods, exclude=claimed)
-    gen = chain.generation
-
-    functions: dict[str, FunctionStatusBody] = {}
     overlaps = selector_overlaps(chain, pods)
-    left_out = set(overlaps) | set(claimed)
+    functions = _function_figures(chain, pods, left_out=set(overlaps) | set(claimed))
+    figures = _link_figures(chain, links, programming)
+    problems = [
+        *_overlap_problems(overlaps),
+        *_claim_problems(claimed),
+        *([(Reason.NAME_CONFLICT, "; ".join(conflicts))] if conflicts else []),
+        *_unmatched_selectors(chain, pods),
+        *_programming_problems(figures.failed),
+    ]
+    not_ready = [name for name, f in functions.items() if not f.get("readyReplicas")]
+    ready, degraded = _conditions(
+        chain.generation,
+        problems,
+        not_ready=not_ready,
+        waiting=figures.waiting,
+        counts=(len(functions), len(links)),
+    )
+    previous = previous or {}
+    return {
+        "observedGeneration": chain.generation,
+        "functions": functions,
+        "links": figures.links,
+        "readyFunctions": f"{len(functions) - len(not_ready)}/{len(functions)}",
+        "readyLinks": f"{figures.ready}/{len(links)}",
+        "conditions": _apply(previous.get("conditions") or (), [ready, degraded], now),
+    }
+
+
+@dataclass
+class _LinkFigures:
+    """Per-link status figures and what the agents reported, summed over the chain's links."""
+
+    links: dict[str, LinkStatusBody] = field(default_factory=dict)
+    ready: int = 0  # links with active endpoints on both sides, programmed
+    waiting: set[str] = field(default_factory=set)  # nodes yet to report the current endpoints
+    failed: list[str] = field(default_factory=list)  # "link on node: message"
+
+
+def _function_figures(
+    chain: ChainSpec, pods: Sequence[PodInfo], *, left_out: Collection[str]
+) -> dict[str, FunctionStatusBody]:
+    """Replicas (selected, not terminating, not left out) and Ready replicas per function."""
+    functions: dict[str, FunctionStatusBody] = {}
     for fn in chain.functions:
         selected = [
             p
@@ -198,105 +246,154 @@ def compute_chain_status(
             "replicas": len(selected),
             "readyReplicas": sum(1 for p in selected if p.ready),
         }
-    link_status: dict[str, LinkStatusBody] = {}
-    ready_links = 0
-    waiting: set[str] = set()  # nodes whose agents have not reported the current endpoints
-    failed: list[str] = []
+    return functions
+
+
+def _link_figures(
+    chain: ChainSpec,
+    links: Sequence[CrossConnectionSpec],
+    programming: Mapping[str, LinkProgramming] | None,
+) -> _LinkFigures:
+    figures = _LinkFigures()
     for spec in links:
-        link_status[spec.link] = {
+        figures.links[spec.link] = {
             "endpointsA": len(spec.a.active),
             "endpointsB": len(spec.b.active),
             "drainingA": len(spec.a.draining),
             "drainingB": len(spec.b.draining),
             "crossConnection": chain.xc_name(spec.link),
         }
-        report = None if programming is None else programming.get(spec.link, None)
-        if programming is not None and report is None:
-            report = LinkProgramming(waiting=tuple(sorted(spec.nodes)))
-        if report is not None:
-            waiting.update(report.waiting)
-            failed += [f"{spec.link} on {node}: {msg}" for node, msg in report.failed]
-        if spec.a.active and spec.b.active:
-            ready_links += 1
-    not_ready = [name for name, f in functions.items() if not f.get("readyReplicas")]
-
-    degraded_problems: list[tuple[Reason, str]] = []
-    if overlaps:
-        pods_listed = [f"{pod} ({' and '.join(fns)})" for pod, fns in overlaps.items()]
-        degraded_problems.append(
-            (
-                Reason.SELECTOR_OVERLAP,
-                "pods selected by several functions are left out of every link, make the "
-                f"selectors disjoint: {_listing(pods_listed)}",
+        report = None
+        if programming is not None:
+            report = programming.get(spec.link) or LinkProgramming(
+                waiting=tuple(sorted(spec.nodes))
             )
-        )
-    if claimed:
-        pods_listed = [
-            f"{pod} ({interface} is linked by chain {other})"
-            for pod, (other, interface) in claimed.items()
-        ]
-        degraded_problems.append(
-            (
-                Reason.INTERFACE_CONFLICT,
-                "pods whose interfaces an older chain links already are left out, select "
-                f"other pods or remove them from the other chain: {_listing(pods_listed)}",
-            )
-        )
-    if conflicts:
-        degraded_problems.append((Reason.NAME_CONFLICT, "; ".join(conflicts)))
-    if failed:
-        degraded_problems.append(
-            (Reason.PROGRAMMING_FAILED, f"node agents failed to program: {_listing(failed)}")
-        )
+            figures.waiting.update(report.waiting)
+            figures.failed += [f"{spec.link} on {node}: {msg}" for node, msg in report.failed]
+        if spec.a.active and spec.b.active and (report is None or report.programmed):
+            figures.ready += 1
+    return figures
 
-    if degraded_problems:
-        reason, message = degraded_problems[0]
-        message = "; ".join(m for _, m in degraded_problems)
-        degraded = condition(
-            ConditionType.DEGRADED, ConditionStatus.TRUE, reason, message, observed_generation=gen
+
+def selector_text(selector: LabelSelector) -> str:
+    """A selector as ``kubectl get -l`` takes it: ``app=fw,track notin (canary),!debug``."""
+    parts = [f"{key}={value}" for key, value in selector.match_labels]
+    for req in selector.match_expressions:
+        values = ",".join(req.values)
+        parts.append(
+            {
+                SelectorOperator.IN: f"{req.key} in ({values})",
+                SelectorOperator.NOT_IN: f"{req.key} notin ({values})",
+                SelectorOperator.EXISTS: req.key,
+                SelectorOperator.DOES_NOT_EXIST: f"!{req.key}",
+            }[req.operator]
         )
-        ready = condition(
-            ConditionType.READY, ConditionStatus.FALSE, reason, message, observed_generation=gen
+    return ",".join(parts)
+
+
+def _unmatched_selectors(chain: ChainSpec, pods: Sequence[PodInfo]) -> list[Problem]:
+    """Functions whose selector matches no pod of the namespace: a mistyped label, most often
+    (pods that exist but are not Ready are FunctionsNotReady instead)."""
+    unmatched = [
+        f"{fn.name} ({selector_text(fn.selector)})"
+        for fn in chain.functions
+        if not any(fn.selector.matches(p.labels) for p in pods)
+    ]
+    if not unmatched:
+        return []
+    return [
+        (
+            Reason.SELECTOR_MATCHES_NO_POD,
+            f"the selector of {'function' if len(unmatched) == 1 else 'functions'} "
+            f"{_listing(unmatched)} matches no pod in namespace {chain.namespace}, "
+            "check the labels",
+        )
+    ]
+
+
+def _overlap_problems(overlaps: Mapping[str, tuple[str, ...]]) -> list[Problem]:
+    if not overlaps:
+        return []
+    pods_listed = [f"{pod} ({' and '.join(fns)})" for pod, fns in overlaps.items()]
+    return [
+        (
+            Reason.SELECTOR_OVERLAP,
+            "pods selected by several functions are left out of every link, make the "
+            f"selectors disjoint: {_listing(pods_listed)}",
+        )
+    ]
+
+
+def _claim_problems(claimed: Mapping[str, tuple[str, str]]) -> list[Problem]:
+    if not claimed:
+        return []
+    pods_listed = [
+        f"{pod} ({interface} is linked by chain {other})"
+        for pod, (other, interface) in claimed.items()
+    ]
+    return [
+        (
+            Reason.INTERFACE_CONFLICT,
+            "pods whose interfaces an older chain links already are left out, select "
+            f"other pods or remove them from the other chain: {_listing(pods_listed)}",
+        )
+    ]
+
+
+def _programming_problems(failed: Sequence[str]) -> list[Problem]:
+    if not failed:
+        return []
+    return [(Reason.PROGRAMMING_FAILED, f"node agents failed to program: {_listing(failed)}")]
+
+
+def _conditions(
+    gen: int,
+    problems: Sequence[Problem],
+    *,
+    not_ready: Sequence[str],
+    waiting: Collection[str],
+    counts: tuple[int, int],
+) -> tuple[ConditionBody, ConditionBody]:
+    """Ready and Degraded: the first problem's reason (all messages joined), else readiness."""
+    if problems:
+        reason = problems[0][0]
+        message = "; ".join(m for _, m in problems)
+        return (
+            condition(
+                ConditionType.READY, ConditionStatus.FALSE, reason, message, observed_generation=gen
+            ),
+            condition(
+                ConditionType.DEGRADED,
+                ConditionStatus.TRUE,
+                reason,
+                message,
+                observed_generation=gen,
+            ),
+        )
+    degraded = condition(
+        ConditionType.DEGRADED,
+        ConditionStatus.FALSE,
+        Reason.AS_EXPECTED,
+        "no problem found",
+        observed_generation=gen,
+    )
+    if not_ready:
+        reason, message = (
+            Reason.FUNCTIONS_NOT_READY,
+            f"waiting for a Ready replica of: {_listing(not_ready)}",
+        )
+    elif waiting:
+        reason, message = (
+            Reason.NOT_PROGRAMMED,
+            f"waiting for the node agents on: {_listing(sorted(waiting))}",
         )
     else:
-        degraded = condition(
-            ConditionType.DEGRADED,
-            ConditionStatus.FALSE,
-            Reason.AS_EXPECTED,
-            "no problem found",
-            observed_generation=gen,
+        functions, links = counts
+        reason, message = (
+            Reason.READY,
+            f"{functions} functions have Ready replicas and {links} links are programmed",
         )
-        if not_ready:
-            ready = condition(
-                ConditionType.READY,
-                ConditionStatus.FALSE,
-                Reason.FUNCTIONS_NOT_READY,
-                f"waiting for a Ready replica of: {_listing(not_ready)}",
-                observed_generation=gen,
-            )
-        elif waiting:
-            ready = condition(
-                ConditionType.READY,
-                ConditionStatus.FALSE,
-                Reason.NOT_PROGRAMMED,
-                f"waiting for the node agents on: {_listing(sorted(waiting))}",
-                observed_generation=gen,
-            )
-        else:
-            ready = condition(
-                ConditionType.READY,
-                ConditionStatus.TRUE,
-                Reason.READY,
-                f"{len(functions)} functions have Ready replicas and "
-                f"{len(links)} links are programmed",
-                observed_generation=gen,
-            )
-    previous = previous or {}
-    return {
-        "observedGeneration": gen,
-        "functions": functions,
-        "links": link_status,
-        "readyFunctions": f"{len(functions) - len(not_ready)}/{len(functions)}",
-        "readyLinks": f"{ready_links}/{len(links)}",
-        "conditions": _apply(previous.get("conditions") or (), [ready, degraded], now),
-    }
+    status = ConditionStatus.TRUE if reason is Reason.READY else ConditionStatus.FALSE
+    return condition(
+        ConditionType.READY, status, reason, message, observed_generation=gen
+    ), degraded

@@ -176,6 +176,14 @@ def condition(chain: dict[str, Any], type_: str) -> tuple[str, str]:
     return ("", "")
 
 
+def conditions(chain: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """type -> (status, reason, message) of the chain's conditions."""
+    return {
+        c["type"]: (c["status"], c["reason"], c["message"])
+        for c in (chain.get("status") or {}).get("conditions") or ()
+    }
+
+
 def eventually(check: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05) -> T:
     """Call ``check`` until it returns a truthy value without raising AssertionError or
     LookupError (an object or field that is not there yet)."""

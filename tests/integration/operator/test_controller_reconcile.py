@@ -4,7 +4,10 @@ Pods are created through the API and their Ready condition patched by the test, 
 kubelet; node agents are played by patching CrossConnection status. Covers:
 - a chain and its pods -> one CrossConnection per link (owner reference, labels, endpoints with
   host interfaces) and a status with per-function and per-link figures;
+- a function whose selector matches no pod -> Degraded SelectorMatchesNoPod naming it and its
+  selector; once a pod matches but is not Ready -> FunctionsNotReady, Degraded=False;
 - Ready=False/NotProgrammed until the agents report the current generation, then Ready=True;
+  readyLinks counts only the links reported programmed (not one an agent failed to program);
 - scaling up and down: new Ready pods become active endpoints; a pod deleted gracefully is
   draining while it terminates, then gone; a pod failing readiness leaves; the same through a
   Deployment scaled with the real kubectl;
@@ -28,6 +31,7 @@ from tests.integration.operator.controller_support import (
     Cluster,
     chain_body,
     condition,
+    conditions,
     controller_config,
     endpoints,
     eventually,
@@ -71,14 +75,43 @@ def test_chain_and_pods_become_crossconnections_and_status(cluster: Cluster) -> 
         status = eventually(status_reported)
         assert status["readyFunctions"] == "2/3"
         assert status["links"]["client-firewall"]["crossConnection"] == "web-client-firewall"
+        # no pod has the server's label: said as such, not as a replica still starting
+        unmatched = (
+            "the selector of function server (app=server) matches no pod in namespace "
+            f"{cluster.ns}, check the labels"
+        )
+        assert conditions(cluster.chain("web")) == {
+            "Ready": ("False", "SelectorMatchesNoPod", unmatched),
+            "Degraded": ("True", "SelectorMatchesNoPod", unmatched),
+        }
+        cluster.create_pod("server-0", "server", ready=False)  # exists, not Ready yet
+        eventually(lambda: condition(cluster.chain("web"), "Degraded") == ("False", "AsExpected"))
         assert condition(cluster.chain("web"), "Ready") == ("False", "FunctionsNotReady")
-        assert condition(cluster.chain("web"), "Degraded") == ("False", "AsExpected")
 
-        cluster.create_pod("server-0", "server")
+        cluster.set_ready("server-0", True)
         eventually(lambda: endpoints(cluster.xcs()["web-firewall-server"], "b"))
         eventually(lambda: condition(cluster.chain("web"), "Ready")[1] == "NotProgrammed")
-        for xc in cluster.xcs().values():
-            cluster.report_programmed(xc)
+        assert cluster.chain("web")["status"]["readyLinks"] == "0/2"  # endpoints, not programmed
+        xcs = cluster.xcs()
+        cluster.report_programmed(xcs["web-client-firewall"])
+        failing = xcs["web-firewall-server"]
+        cluster.merge(  # an agent that cannot program its link
+            cluster.xc_path(failing["metadata"]["name"]) + "/status",
+            {
+                "status": {
+                    "nodes": {
+                        "node-1": {
+                            "ready": False,
+                            "observedGeneration": failing["metadata"]["generation"],
+                            "message": "interface eth9 missing",
+                        }
+                    }
+                }
+            },
+        )
+        eventually(lambda: condition(cluster.chain("web"), "Degraded")[1] == "ProgrammingFailed")
+        assert cluster.chain("web")["status"]["readyLinks"] == "1/2"
+        cluster.report_programmed(failing)
         eventually(lambda: condition(cluster.chain("web"), "Ready") == ("True", "ChainReady"))
         assert cluster.chain("web")["status"]["readyLinks"] == "2/2"
         table = cluster.apiserver.kubectl("get", "sfc", "-n", cluster.ns, check=True).stdout
@@ -228,7 +261,10 @@ def test_restart_makes_no_duplicates_and_no_spurious_writes(cluster: Cluster) ->
 
 
 def test_name_conflict_is_reported_and_events_are_posted(cluster: Cluster) -> None:
-    cluster.create_pod("client-0", "client")
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_pod("client-9", "client-other")
+    cluster.create_pod("fw-9", "firewall-other")
     cluster.create_chain(chain_body("web"))
     clashing = chain_body(
         "web-client"

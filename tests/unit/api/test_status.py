@@ -4,6 +4,9 @@ Covers: figures per function (terminating pods not counted as replicas) and per 
 draining per side); Ready=False FunctionsNotReady naming the functions; NotProgrammed until the
 agents report; Ready=True once programmed (or when programming is not checked); Degraded for
 selector overlaps, interface conflicts with older chains, name conflicts and agent failures;
+Degraded SelectorMatchesNoPod naming the function and its selector when no pod of the namespace
+matches it (distinct from pods that exist but are not Ready); readyLinks counting only the links
+the agents report programmed (not those waiting or failed);
 invalid specs keep the last figures and list what to fix; lastTransitionTime kept while the
 status is unchanged; condition_changes for events; observedGeneration; a stable condition order.
 """
@@ -23,11 +26,13 @@ from sfc_k8s.api import (
     set_condition,
 )
 from sfc_k8s.api.models import ConditionStatus, Reason
+from sfc_k8s.api.status import selector_text
 from sfc_k8s.api.types import ChainStatusBody
 from tests.unit.api.chains import pod, web_chain
 
 CHAIN = parse_chain(web_chain())
 ALL_READY = [pod("cl-1", "client"), pod("fw-1", "firewall"), pod("sv-1", "server")]
+NONE_READY = [pod(p.name, p.labels["app"], ready=False) for p in ALL_READY]
 PROGRAMMED = {link.name: LinkProgramming() for link in CHAIN.links}
 
 
@@ -72,15 +77,77 @@ def test_ready_when_all_functions_ready_and_programmed() -> None:
 
 
 def test_not_ready_names_functions_without_ready_replica() -> None:
-    pods = [pod("cl-1", "client"), pod("sv-1", "server", ready=False)]
+    pods = [pod("cl-1", "client"), pod("fw-1", "firewall", ready=False)]
+    pods += [pod("sv-1", "server", terminating=True)]
     status = compute_chain_status(CHAIN, pods, programming=PROGRAMMED, now="T0")
     assert cond(status, ConditionType.READY) == (
         "False",
         "FunctionsNotReady",
         "waiting for a Ready replica of: firewall, server",
     )
+    assert cond(status, ConditionType.DEGRADED)[:2] == ("False", "AsExpected")
     assert status["readyFunctions"] == "1/3"
     assert status["readyLinks"] == "0/2"
+
+
+def test_a_selector_matching_no_pod_degrades_and_names_function_and_selector() -> None:
+    body = web_chain()
+    body["spec"]["functions"][1]["selector"] = {
+        "matchLabels": {"app": "firewal"},  # mistyped
+        "matchExpressions": [
+            {"key": "track", "operator": "NotIn", "values": ["canary", "beta"]},
+            {"key": "debug", "operator": "DoesNotExist"},
+        ],
+    }
+    chain = parse_chain(body)
+    # pods of the other functions exist but are not Ready: that is not the problem reported
+    pods = [pod("cl-1", "client", ready=False), *ALL_READY[1:]]
+    status = compute_chain_status(chain, pods, programming=PROGRAMMED, now="T0")
+    message = (
+        "the selector of function firewall (app=firewal,track notin (beta,canary),!debug) "
+        "matches no pod in namespace default, check the labels"
+    )
+    assert cond(status, ConditionType.DEGRADED) == ("True", "SelectorMatchesNoPod", message)
+    assert cond(status, ConditionType.READY) == ("False", "SelectorMatchesNoPod", message)
+    assert status["functions"]["firewall"] == {"replicas": 0, "readyReplicas": 0}
+    # several functions: all named; pods of another namespace do not count
+    elsewhere = [pod("fw-1", "firewal", namespace="other")]
+    status = compute_chain_status(chain, [ALL_READY[0], *elsewhere], programming=None, now="T0")
+    assert cond(status, ConditionType.DEGRADED)[1:] == (
+        "SelectorMatchesNoPod",
+        "the selector of functions firewall (app=firewal,track notin (beta,canary),!debug), "
+        "server (app=server) matches no pod in namespace default, check the labels",
+    )
+    # the label fixed: pods that are merely not Ready are FunctionsNotReady, not Degraded
+    fixed = compute_chain_status(CHAIN, NONE_READY, programming=PROGRAMMED, now="T0")
+    assert cond(fixed, ConditionType.DEGRADED)[:2] == ("False", "AsExpected")
+    assert cond(fixed, ConditionType.READY)[:2] == ("False", "FunctionsNotReady")
+
+
+def test_selector_text_reads_like_kubectl() -> None:
+    selector = (
+        parse_chain(
+            web_chain(
+                functions=[
+                    {
+                        "name": "f",
+                        "selector": {
+                            "matchLabels": {"app": "fw", "tier": "a"},
+                            "matchExpressions": [
+                                {"key": "zone", "operator": "In", "values": ["b", "a"]},
+                                {"key": "gpu", "operator": "Exists"},
+                            ],
+                        },
+                        "interfaces": ["eth1"],
+                    },
+                    *web_chain()["spec"]["functions"],
+                ]
+            )
+        )
+        .functions[0]
+        .selector
+    )
+    assert selector_text(selector) == "app=fw,tier=a,zone in (a,b),gpu"
 
 
 def test_not_programmed_until_agents_report() -> None:
@@ -90,7 +157,7 @@ def test_not_programmed_until_agents_report() -> None:
         "NotProgrammed",
         "waiting for the node agents on: node-1",
     )
-    assert status["readyLinks"] == "2/2"  # endpoints on both sides, programmed or not
+    assert status["readyLinks"] == "0/2"  # endpoints on both sides, not programmed yet
     partial = {
         "client-firewall": LinkProgramming(),
         "firewall-server": LinkProgramming(("n3", "n2")),
@@ -98,6 +165,7 @@ def test_not_programmed_until_agents_report() -> None:
     status = compute_chain_status(CHAIN, ALL_READY, programming=partial, now="T0")
     # nodes only, not links: the message (and so the status) does not change link by link
     assert cond(status, ConditionType.READY)[2] == "waiting for the node agents on: n2, n3"
+    assert status["readyLinks"] == "1/2"
     unchecked = compute_chain_status(CHAIN, ALL_READY, programming=None, now="T0")
     assert cond(unchecked, ConditionType.READY)[0] == "True"
 
@@ -105,6 +173,8 @@ def test_not_programmed_until_agents_report() -> None:
 def test_agent_failure_degrades_the_chain() -> None:
     failing = {**PROGRAMMED, "firewall-server": LinkProgramming(failed=(("n1", "boom"),))}
     status = compute_chain_status(CHAIN, ALL_READY, programming=failing, now="T0")
+    assert status["readyLinks"] == "1/2"  # endpoints on both sides, but not programmed
+    assert status["links"]["firewall-server"]["endpointsB"] == 1
     assert cond(status, ConditionType.DEGRADED) == (
         "True",
         "ProgrammingFailed",
@@ -156,12 +226,13 @@ def test_long_lists_are_shortened() -> None:
         body["spec"]["functions"].append(
             {"name": f"f{i}", "selector": {"matchLabels": {"app": f"f{i}"}}, "interfaces": ["e"]}
         )
-    status = compute_chain_status(parse_chain(body), [], programming=None, now="T0")
+    pods = [*NONE_READY, *(pod(f"p{i}", f"f{i}", ready=False) for i in range(7))]
+    status = compute_chain_status(parse_chain(body), pods, programming=None, now="T0")
     assert cond(status, ConditionType.READY)[2].endswith("and 5 more")
 
 
 def test_last_transition_time_kept_while_status_unchanged() -> None:
-    first = compute_chain_status(CHAIN, [], programming=PROGRAMMED, now="T0")
+    first = compute_chain_status(CHAIN, NONE_READY, programming=PROGRAMMED, now="T0")
     # still not ready, for another reason: status unchanged -> time kept, reason updated
     second = compute_chain_status(CHAIN, ALL_READY, programming={}, previous=first, now="T1")
     ready = get_condition(second["conditions"], ConditionType.READY)
@@ -182,7 +253,7 @@ def test_last_transition_time_kept_while_status_unchanged() -> None:
 
 
 def test_condition_changes_report_status_or_reason_transitions() -> None:
-    first = compute_chain_status(CHAIN, [], programming=PROGRAMMED, now="T0")
+    first = compute_chain_status(CHAIN, NONE_READY, programming=PROGRAMMED, now="T0")
     assert [c["type"] for c in condition_changes([], first["conditions"])] == ["Ready", "Degraded"]
     second = compute_chain_status(CHAIN, ALL_READY, programming={}, previous=first, now="T1")
     changed = condition_changes(first["conditions"], second["conditions"])
