@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sfc_k8s.api.crossconnection import LinkProgramming, compute_links
 from sfc_k8s.api.errors import ChainInvalid
@@ -397,3 +398,19 @@ def _conditions(
     return condition(
         ConditionType.READY, status, reason, message, observed_generation=gen
     ), degraded
+
+
+def status_merge_patch(status: Mapping[str, Any], *stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a JSON merge patch of ``status`` over any of the ``stored`` versions: keys
+    that ``status`` no longer has, at the top and in the ``functions`` and ``links`` maps, are
+    set to null (a merge patch keeps what it does not mention)."""
+    body: dict[str, Any] = dict(status)
+    for name in ("functions", "links"):
+        gone = {key for old in stored for key in old.get(name) or {}}
+        gone -= set(body.get(name) or {})
+        if gone:
+            body[name] = {**(body.get(name) or {}), **dict.fromkeys(sorted(gone))}
+    for old in stored:
+        for key in old:
+            body.setdefault(key, None)
+    return body

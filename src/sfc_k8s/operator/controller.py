@@ -10,13 +10,15 @@ How it works (details in docs/operator.md):
   API, and Kopf starts the handlers only once every index is filled: a restarted controller never
   writes a CrossConnection from a partial view of the pods.
 - Event handlers decide *which* chains an event concerns (a pod: the chains whose selectors match
-  it now or matched it before) and call ``kick``; ``kick`` coalesces bursts (a chain being
-  reconciled is only marked dirty and reconciled once more afterwards) and schedules retries
-  with exponential backoff when the API fails.
-- A reconcile is level-based and idempotent: parse -> ``sfc_k8s.api`` computes the desired
-  CrossConnections and status -> only differences are written. Invalid chains get Ready=False /
-  Degraded=True conditions saying what to fix, and their existing CrossConnections are left as
-  they were, so a bad edit does not cut traffic; other chains are never affected.
+  it now or matched it before, ``selections``) and kick them into a ``workqueue.WorkQueue``:
+  bursts coalesce, one chain is never reconciled twice at once, API failures are retried with
+  back-off.
+- A reconcile is level-based and idempotent: read the indexes -> ``sfc_k8s.api`` decides
+  (``plan_cross_connection``, ``stale_cross_connections``, ``compute_chain_status``) -> only
+  differences are written; the status goes through a ``status_writer.StatusWriter``, off the
+  path of the CrossConnection writes. Invalid chains get Ready=False / Degraded=True conditions
+  saying what to fix, and their existing CrossConnections are left as they were, so a bad edit
+  does not cut traffic; other chains are never affected.
 - Two replicas use Kopf peering with distinct priorities: only the highest live one handles
   events, the other stays paused until the first one stops or goes silent.
 """
@@ -26,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -39,7 +41,6 @@ from sfc_k8s.api import (
     CHAIN_LABEL,
     CHAIN_PLURAL,
     GROUP,
-    LINK_LABEL,
     VERSION,
     XC_PLURAL,
     ChainInvalid,
@@ -55,17 +56,28 @@ from sfc_k8s.api import (
     get_condition,
     interface_conflicts,
     invalid_chain_status,
-    link_programming,
     parse_chain,
     pod_info,
 )
+from sfc_k8s.api.chain_plan import (
+    Create,
+    Patch,
+    Refuse,
+    StoredCrossConnection,
+    link_report,
+    plan_cross_connection,
+    stale_cross_connections,
+)
+from sfc_k8s.api.status import status_merge_patch
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
 from sfc_k8s.operator.kube import KubeApiError, KubeClient, object_path
+from sfc_k8s.operator.selections import ChainKey, PodKey, Selections
 from sfc_k8s.operator.settings import ControllerConfig, connection_info
+from sfc_k8s.operator.status_writer import StatusWriter
+from sfc_k8s.operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("sfc_k8s.controller")
 
-ChainKey = tuple[str, str]  # (namespace, name)
 ObjKey = tuple[str, str]  # (namespace, name)
 
 # Index ids double as the names of the handler keyword arguments Kopf passes them in.
@@ -76,6 +88,9 @@ XCS_INDEX = "sfc_xcs"
 # Chain status writes in flight at once. A burst of status writes (100 chains created together)
 # must not fill the connection pool ahead of the latency-critical CrossConnection writes.
 STATUS_WRITERS = 4
+FLUSH_TIMEOUT = 5.0  # seconds the statuses already computed get to reach the server at exit
+
+XcEntry = StoredCrossConnection  # a CrossConnection as last seen by the index
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,10 @@ class ChainEntry:
             status=copy.deepcopy(dict(body.get("status") or {})),
         )
 
+    @property
+    def key(self) -> ChainKey:
+        return (self.namespace, self.name)
+
     def reference(self) -> kopf.Body:
         """A body Kopf can post events about."""
         return kopf.Body(
@@ -120,60 +139,12 @@ class ChainEntry:
         )
 
 
-@dataclass(frozen=True)
-class XcEntry:
-    """A CrossConnection as last seen by the index."""
-
-    namespace: str
-    name: str
-    chain: str | None
-    owner_uid: str | None
-    generation: int | None
-    labels: Mapping[str, str]
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-    deleting: bool = False  # deletionTimestamp set: agents are still removing it
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> XcEntry:
-        meta = body.get("metadata") or {}
-        owners = [
-            o
-            for o in meta.get("ownerReferences") or ()
-            if o.get("controller") and o.get("kind") == CHAIN_KIND
-        ]
-        labels = dict(meta.get("labels") or {})
-        generation = meta.get("generation")
-        return cls(
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta.get("name") or ""),
-            chain=labels.get(CHAIN_LABEL),
-            owner_uid=str(owners[0].get("uid")) if owners else None,
-            generation=int(generation) if generation is not None else None,
-            labels=labels,
-            spec=copy.deepcopy(dict(body.get("spec") or {})),
-            status=copy.deepcopy(dict(body.get("status") or {})),
-            deleting=meta.get("deletionTimestamp") is not None,
-        )
-
-    def programming(self) -> LinkProgramming:
-        meta = {} if self.generation is None else {"generation": self.generation}
-        return link_programming({"metadata": meta, "spec": self.spec, "status": self.status})
-
-
 @dataclass
 class _ChainMemory:
     """What the controller remembers between reconciles of one chain (lost on restart: fine)."""
 
-    pods: set[ObjKey] = field(default_factory=set)  # pods selected at the last reconcile
-    status: ChainStatusBody | None = None  # last status written
     announced_ready: bool | None = None  # Ready state last announced by an event
-    attempts: int = 0  # consecutive failed reconciles
     generation: int | None = None  # spec generation of the last reconcile
-    pending: tuple[ChainEntry, ChainStatusBody] | None = None  # status waiting to be written
-    written: deque[Mapping[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
-    writer: asyncio.Task[None] | None = None  # writes pending statuses, off the reconcile path
-    retry: asyncio.Task[None] | None = None
 
 
 class Controller:
@@ -190,14 +161,24 @@ class Controller:
         self._chains_idx: kopf.Index[Any, ChainEntry] | None = None
         self._pods_idx: kopf.Index[Any, PodInfo] | None = None
         self._xcs_idx: kopf.Index[Any, XcEntry] | None = None
-        self._running: set[ChainKey] = set()
-        self._dirty: set[ChainKey] = set()
+        self._queue: WorkQueue[ChainKey] = WorkQueue(
+            self.reconcile,
+            retry_on=(KubeApiError,),
+            backoff=Backoff(config.retry_delay, config.max_retry_delay),
+            on_retry=self._retrying,
+        )
+        self._statuses: StatusWriter[ChainKey, ChainEntry] = StatusWriter(
+            self._patch_status,
+            slots=STATUS_WRITERS,
+            retry_on=(KubeApiError,),
+            on_error=self._queue.retry,
+        )
+        self._selections = Selections()
         self._memory: dict[ChainKey, _ChainMemory] = {}
-        self._pod_seen: dict[ObjKey, PodInfo] = {}
-        self._pod_chains: dict[ObjKey, set[ChainKey]] = {}
+        # What this replica wrote to each CrossConnection, until its watch event shows it: a
+        # spec (created or patched), or its deletion.
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
-        self._deleted_xc: set[ObjKey] = set()  # deleted by this replica, event not seen yet
-        self._status_slots = asyncio.Semaphore(STATUS_WRITERS)
+        self._deleted_xc: set[ObjKey] = set()
         self._register()
 
     # -- Kopf wiring ---------------------------------------------------------------------------
@@ -240,92 +221,65 @@ class Controller:
         reg = self.registry
         chains = (GROUP, VERSION, CHAIN_PLURAL)
         xcs = (GROUP, VERSION, XC_PLURAL)
+        kopf.on.login(registry=reg)(self._login)
+        kopf.on.startup(registry=reg)(self._startup)
+        kopf.on.cleanup(registry=reg)(self._cleanup)
+        kopf.index(*chains, registry=reg, id=CHAINS_INDEX)(_index_chain)
+        kopf.index("v1", "pods", registry=reg, id=PODS_INDEX)(_index_pod)
+        kopf.index(*xcs, registry=reg, id=XCS_INDEX)(_index_xc)
+        kopf.on.event(*chains, registry=reg, id="chain_event")(self._on_chain)
+        kopf.on.event("v1", "pods", registry=reg, id="pod_event")(self._on_pod)
+        kopf.on.event(*xcs, registry=reg, id="xc_event")(self._on_xc)
 
-        @kopf.on.login(registry=reg)
-        def login(**_: Any) -> kopf.ConnectionInfo:
-            return self.info
+    def _login(self, **_: Any) -> kopf.ConnectionInfo:
+        return self.info
 
-        @kopf.on.startup(registry=reg)
-        async def startup(**_: Any) -> None:
-            await self._client.open()
-            await self._ensure_peering()
-            log.info(
-                "controller starting",
-                extra={
-                    "namespaces": list(self.config.namespaces) or "*",
-                    "peering": self.config.peering,
-                    "priority": self.priority,
-                },
-            )
+    async def _startup(self, **_: Any) -> None:
+        await self._client.open()
+        await self._ensure_peering()
+        log.info(
+            "controller starting",
+            extra={
+                "namespaces": list(self.config.namespaces) or "*",
+                "peering": self.config.peering,
+                "priority": self.priority,
+            },
+        )
 
-        @kopf.on.cleanup(registry=reg)
-        async def cleanup(**_: Any) -> None:
-            for memory in self._memory.values():
-                if memory.retry is not None:
-                    memory.retry.cancel()
-            writers = [m.writer for m in self._memory.values() if m.writer is not None]
-            if writers:  # let the statuses already computed reach the server
-                await asyncio.wait(writers, timeout=5)
-            await self._client.close()
-            log.info("controller stopped", extra={"stats": dict(self.stats)})
+    async def _cleanup(self, **_: Any) -> None:
+        self._queue.close()
+        await self._statuses.flush(FLUSH_TIMEOUT)  # let the statuses computed reach the server
+        await self._client.close()
+        log.info("controller stopped", extra={"stats": dict(self.stats)})
 
-        @kopf.index(*chains, registry=reg, id=CHAINS_INDEX)
-        def index_chain(body: kopf.Body, **_: Any) -> dict[Any, ChainEntry]:
-            entry = ChainEntry.from_body(body)
-            return {entry.namespace: entry}
+    async def _on_chain(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+        self._bind(kwargs)
+        key = _key_of(body)
+        if event.get("type") == "DELETED":
+            self._forget_chain(key)
+            return
+        # not one of this replica's recent writes (even a late echo of one): someone else wrote
+        # it, or this replica was paused meanwhile; trust the server
+        self._statuses.observe(key, body.get("status") or {})
+        await self.kick(key)
 
-        @kopf.index("v1", "pods", registry=reg, id=PODS_INDEX)
-        def index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
-            info = pod_info(body)
-            keys: dict[Any, PodInfo] = {("ns", info.namespace): info}
-            for key, value in info.labels.items():
-                keys[("label", info.namespace, key, value)] = info
-            return keys
+    async def _on_pod(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+        self._bind(kwargs)
+        affected = self._chains_for_pod_event(_key_of(body), body, event.get("type"))
+        await asyncio.gather(*(self.kick(key) for key in sorted(affected)))
 
-        @kopf.index(*xcs, registry=reg, id=XCS_INDEX)
-        def index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
-            entry = XcEntry.from_body(body)
-            keys: dict[Any, XcEntry] = {("name", entry.namespace, entry.name): entry}
-            if entry.chain:
-                keys[("chain", entry.namespace, entry.chain)] = entry
-            return keys
-
-        @kopf.on.event(*chains, registry=reg)
-        async def chain_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
-            self._bind(kwargs)
-            key = _key_of(body)
-            if event.get("type") == "DELETED":
-                self._forget_chain(key)
-                return
-            memory = self._memory.get(key)
-            stored = body.get("status") or {}
-            if memory is not None and not any(stored == s for s in memory.written):
-                # not one of this replica's recent writes (even a late echo of one): someone else
-                # wrote it, or this replica was paused meanwhile; trust the server
-                memory.status = None
-            await self.kick(key)
-
-        @kopf.on.event("v1", "pods", registry=reg)
-        async def pod_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
-            self._bind(kwargs)
-            affected = self._chains_for_pod_event(_key_of(body), body, event.get("type"))
-            await asyncio.gather(*(self.kick(key) for key in sorted(affected)))
-
-        @kopf.on.event(*xcs, registry=reg)
-        async def xc_event(event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
-            self._bind(kwargs)
-            key = _key_of(body)
-            namespace = key[0]
-            written = self._written_xc.get(key)
-            if event.get("type") == "DELETED" or (
-                written is not None and written != (body.get("spec") or {})
-            ):
-                self._written_xc.pop(key, None)  # changed by someone else: trust the index
-            if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-                self._deleted_xc.discard(key)  # the index shows the deletion from now on
-            chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
-            if chain and self._chain_entry((namespace, chain)) is not None:
-                await self.kick((namespace, chain))
+    async def _on_xc(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+        self._bind(kwargs)
+        key = _key_of(body)
+        gone = event.get("type") == "DELETED"
+        written = self._written_xc.get(key)
+        if gone or (written is not None and written != (body.get("spec") or {})):
+            self._written_xc.pop(key, None)  # changed by someone else: trust the index
+        if gone or body.get("metadata", {}).get("deletionTimestamp"):
+            self._deleted_xc.discard(key)  # the index shows the deletion from now on
+        chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
+        if chain and self._chain_entry((key[0], chain)) is not None:
+            await self.kick((key[0], chain))
 
     async def _ensure_peering(self) -> None:
         """Create the Kopf peering object(s) if missing: without one, peering replicas wait."""
@@ -399,81 +353,41 @@ class Controller:
         return list(self._xcs_idx.get(("chain", namespace, chain), ()))
 
     def _chains_for_pod_event(
-        self, key: ObjKey, body: Mapping[str, Any], event_type: str | None
+        self, key: PodKey, body: Mapping[str, Any], event_type: str | None
     ) -> set[ChainKey]:
         """Chains to reconcile for a pod event: those selecting it now or at their last pass."""
-        previous = self._pod_chains.get(key, set())
         if event_type == "DELETED":
-            self._pod_seen.pop(key, None)
-            self._pod_chains.pop(key, None)
-            return set(previous)
+            return self._selections.pod_deleted(key)
         info = pod_info(body)
-        if self._pod_seen.get(key) == info:
+        if not self._selections.pod_changed(info):
             return set()  # nothing the controller looks at has changed (e.g. container status)
-        self._pod_seen[key] = info
         now = {
             (c.namespace, c.name)
             for c in self._chains_in(info.namespace)
             if c.spec is not None and functions_of(c.spec, info)
         }
-        return now | previous
+        return now | self._selections.chains_of(key)
 
     # -- work queue ------------------------------------------------------------------------------
     async def kick(self, key: ChainKey) -> None:
         """Reconcile ``key`` now, or once more after the reconcile already running for it."""
-        if key in self._running:
-            self._dirty.add(key)
-            return
-        self._running.add(key)
-        try:
-            while True:
-                self._dirty.discard(key)
-                if not await self._reconcile_guarded(key) or key not in self._dirty:
-                    break
-        finally:
-            self._running.discard(key)
+        await self._queue.kick(key)
 
-    async def _reconcile_guarded(self, key: ChainKey) -> bool:
-        memory = self._memory.setdefault(key, _ChainMemory())
-        try:
-            await self.reconcile(key)
-        except KubeApiError as err:
-            self._schedule_retry(key, memory, err)
-            return False
-        memory.attempts = 0
-        return True
-
-    def _schedule_retry(self, key: ChainKey, memory: _ChainMemory, err: KubeApiError) -> None:
-        memory.attempts += 1
-        delay = min(
-            self.config.retry_delay * 2 ** (memory.attempts - 1), self.config.max_retry_delay
-        )
+    def _retrying(self, key: ChainKey, attempt: int, delay: float, err: BaseException) -> None:
         log.warning(
             f"reconcile of chain {key[0]}/{key[1]} failed, retrying in {delay:.1f}s: {err}",
-            extra={"chain": f"{key[0]}/{key[1]}", "attempt": memory.attempts},
+            extra={"chain": f"{key[0]}/{key[1]}", "attempt": attempt},
         )
         self.stats["retry"] += 1
-        if memory.retry is None or memory.retry.done():
-            memory.retry = asyncio.create_task(self._retry_later(key, delay))
-
-    async def _retry_later(self, key: ChainKey, delay: float) -> None:
-        await asyncio.sleep(delay)
-        memory = self._memory.get(key)
-        if memory is not None:
-            memory.retry = None
-            await self.kick(key)
 
     def _forget_chain(self, key: ChainKey) -> None:
-        memory = self._memory.pop(key, None)
-        if memory is not None and memory.retry is not None:
-            memory.retry.cancel()
-        if memory is not None and memory.writer is not None:
-            memory.writer.cancel()
-        for pod in memory.pods if memory else ():
-            self._pod_chains.get(pod, set()).discard(key)
+        self._memory.pop(key, None)
+        self._queue.forget(key)
+        self._statuses.forget(key)
+        pods = self._selections.forget_chain(key)
         # chains that left a contested interface to this one may take it now
-        for other in sorted(self._sharing(key, memory.pods if memory else ())):
-            self._kick_soon(other)
+        for other in sorted(self._selections.sharing(key, pods)):
+            self._queue.later(other)
         # CrossConnections go with the chain through their owner reference (garbage collection).
         log.info("chain deleted", extra={"chain": f"{key[0]}/{key[1]}"})
 
@@ -485,74 +399,58 @@ class Controller:
             return
         self.stats["reconcile"] += 1
         memory = self._memory.setdefault(key, _ChainMemory())
-        previous = memory.pending[1] if memory.pending else (memory.status or entry.status)
+        previous = cast(ChainStatusBody, dict(self._statuses.latest(key, entry.status)))
         if memory.announced_ready is None:
             ready = get_condition(previous.get("conditions") or [], ConditionType.READY)
             memory.announced_ready = bool(ready and ready.get("status") == "True")
-        if entry.error is not None or entry.spec is None:
+        if entry.spec is None:
             assert entry.error is not None
             status = invalid_chain_status(
-                entry.error,
-                generation=entry.generation,
-                previous=cast(ChainStatusBody, dict(previous)) or None,
+                entry.error, generation=entry.generation, previous=previous or None
             )
-            self._queue_status(key, entry, status, memory)
-            return
+        else:
+            status = await self._reconcile_valid(entry, entry.spec, previous or None)
+        self._statuses.submit(key, status, context=entry, stored=entry.status)
 
-        chain = entry.spec
+    async def _reconcile_valid(
+        self, entry: ChainEntry, chain: ChainSpec, previous: ChainStatusBody | None
+    ) -> ChainStatusBody:
+        """Write the chain's CrossConnections; returns its status."""
         pods = self._pods_of(chain)
-        sharing_before = self._sharing(key, memory.pods)
-        self._remember_pods(key, memory, pods)
+        sharing_before = self._selections.sharing(entry.key)
+        self._selections.record(entry.key, (p.key for p in pods))
         claimed = interface_conflicts(chain, pods, self._contenders(chain, pods))
         specs = compute_links(chain, pods, exclude=claimed)
         programming: dict[str, LinkProgramming] = {}
         conflicts: list[str] = []
-        wanted: set[str] = set()
         for spec in specs:
             body = cross_connection_body(chain, spec)
-            name = body["metadata"]["name"]
-            wanted.add(name)
-            existing = self._xc_entry(chain.namespace, name)
-            conflict = await self._apply_xc(entry, body, existing)
+            existing = self._xc_entry(chain.namespace, body["metadata"]["name"])
+            existing, conflict = await self._apply_xc(entry, chain, body, existing)
             if conflict:
                 conflicts.append(conflict)
-            elif existing is None or existing.spec != body["spec"]:
-                # the agents have not seen this endpoint set yet
-                programming[spec.link] = LinkProgramming(waiting=tuple(sorted(spec.nodes)))
             else:
-                programming[spec.link] = existing.programming()
-        for stale in self._xcs_of_chain(chain.namespace, chain.name):
-            if (
-                stale.name not in wanted
-                and stale.owner_uid in (chain.uid, None)
-                and not stale.deleting  # deleted already, agents still hold their finalizers
-                and (stale.namespace, stale.name) not in self._deleted_xc
-            ):
-                await self._delete_xc(entry, stale.name)
-
-        status = compute_chain_status(
+                programming[spec.link] = link_report(spec, body, existing)
+        await self._delete_stale(entry, chain, {chain.xc_name(spec.link) for spec in specs})
+        self._kick_sharing(entry, chain, sharing_before)
+        return compute_chain_status(
             chain,
             pods,
             links=specs,
             programming=programming if self.config.require_programmed else None,
             conflicts=conflicts,
             interface_conflicts=claimed,
-            previous=cast(ChainStatusBody, dict(previous)) or None,
+            previous=previous,
         )
-        self._queue_status(key, entry, status, memory)
-        if memory.generation != chain.generation:
-            # a new spec may take or release pod interfaces other chains contend for
-            memory.generation = chain.generation
-            for other in sorted(sharing_before | self._sharing(key, memory.pods)):
-                self._kick_soon(other)
 
-    def _sharing(self, key: ChainKey, pods: Iterable[ObjKey]) -> set[ChainKey]:
-        """Other chains that selected one of ``pods`` at their last reconcile."""
-        found: set[ChainKey] = set()
-        for pod in pods:
-            found |= self._pod_chains.get(pod, set())
-        found.discard(key)
-        return found
+    def _kick_sharing(self, entry: ChainEntry, chain: ChainSpec, before: set[ChainKey]) -> None:
+        """A new spec may take or release pod interfaces other chains contend for: reconcile
+        the chains that share pods with this one, before or after."""
+        memory = self._memory[entry.key]
+        if memory.generation != chain.generation:
+            memory.generation = chain.generation
+            for other in sorted(before | self._selections.sharing(entry.key)):
+                self._queue.later(other)
 
     def _contenders(self, chain: ChainSpec, pods: list[PodInfo]) -> list[ChainSpec]:
         """Other chains of the namespace that may select one of ``pods`` (a cheap pre-filter on
@@ -570,79 +468,67 @@ class Controller:
                 contenders.append(other)
         return contenders
 
-    def _kick_soon(self, key: ChainKey) -> None:
-        """Reconcile ``key`` in the background (from within a reconcile of another chain)."""
-        memory = self._memory.setdefault(key, _ChainMemory())
-        if memory.retry is None or memory.retry.done():
-            memory.retry = asyncio.create_task(self._retry_later(key, 0))
-
-    def _remember_pods(self, key: ChainKey, memory: _ChainMemory, pods: list[PodInfo]) -> None:
-        """Record which pods the chain selects, so that a pod leaving it kicks it."""
-        current = {p.key for p in pods}
-        for pod in memory.pods - current:
-            self._pod_chains.get(pod, set()).discard(key)
-        for pod in current - memory.pods:
-            self._pod_chains.setdefault(pod, set()).add(key)
-        memory.pods = current
-
+    # -- CrossConnection writes ------------------------------------------------------------------
     async def _apply_xc(
-        self, entry: ChainEntry, body: CrossConnectionBody, existing: XcEntry | None
-    ) -> str | None:
-        """Create or patch one CrossConnection; returns a conflict message instead of acting
-        on an object that belongs to another chain."""
+        self,
+        entry: ChainEntry,
+        chain: ChainSpec,
+        body: CrossConnectionBody,
+        existing: XcEntry | None,
+    ) -> tuple[XcEntry | None, str | None]:
+        """Bring one CrossConnection to ``body`` as ``plan_cross_connection`` says; returns the
+        object as now known and a conflict message if it is not this chain's to write."""
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        key = (namespace, name)
-        collection = object_path(GROUP, VERSION, XC_PLURAL, namespace)
-        path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
-        desired = body["spec"]
-        if existing is None and key not in self._written_xc:
+        key = (meta["namespace"], meta["name"])
+        action = plan_cross_connection(chain, body, existing, written=self._written_xc.get(key))
+        if isinstance(action, Create):
             try:
-                await self._client.create(collection, body)
+                await self._create_xc(entry, body)
+                return existing, None
             except KubeApiError as err:
                 if err.status != 409:
-                    return self._refused(name, err)
-                existing = XcEntry.from_body(await self._client.get(path))
-            else:
-                self._written_xc[key] = desired
-                self.stats["xc_create"] += 1
-                log.info(
-                    f"created CrossConnection {namespace}/{name}",
-                    extra={"chain": f"{namespace}/{entry.name}", "xc": name},
-                )
-                kopf.info(
-                    entry.reference(),
-                    reason="CrossConnectionCreated",
-                    message=f"created CrossConnection {name}",
-                )
-                return None
-        if existing is not None and existing.chain not in (None, entry.name):
-            return (
-                f"CrossConnection {name!r} already exists for chain {existing.chain!r}; "
-                "rename this chain or the link"
-            )
-        current = self._written_xc.get(key, existing.spec if existing else None)
-        owned = existing is None or (
-            existing.owner_uid == entry.uid
-            and existing.labels.get(CHAIN_LABEL) == entry.name
-            and existing.labels.get(LINK_LABEL) == desired["link"]
+                    return existing, self._refused(meta["name"], err)
+            # created meanwhile (by the other replica, or before a restart): compare with it
+            path = object_path(GROUP, VERSION, XC_PLURAL, key[0], name=key[1])
+            existing = XcEntry.from_body(await self._client.get(path))
+            action = plan_cross_connection(chain, body, existing)
+        if isinstance(action, Refuse):
+            return existing, action.message
+        if isinstance(action, Patch):
+            try:
+                await self._patch_xc(entry, body, action)
+            except KubeApiError as err:
+                if err.status == 404:  # deleted meanwhile: created again on the retry
+                    raise
+                return existing, self._refused(meta["name"], err)
+        return existing, None
+
+    async def _create_xc(self, entry: ChainEntry, body: CrossConnectionBody) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        await self._client.create(object_path(GROUP, VERSION, XC_PLURAL, namespace), body)
+        self._written_xc[(namespace, name)] = body["spec"]
+        self.stats["xc_create"] += 1
+        log.info(
+            f"created CrossConnection {namespace}/{name}",
+            extra={"chain": f"{namespace}/{entry.name}", "xc": name},
         )
-        if current == desired and owned:
-            return None
-        patch: dict[str, Any] = {"spec": {**desired, "dataplane": desired.get("dataplane")}}
-        if not owned:
-            patch["metadata"] = {
-                "labels": meta["labels"],
-                "ownerReferences": meta["ownerReferences"],
-            }
+        kopf.info(
+            entry.reference(),
+            reason="CrossConnectionCreated",
+            message=f"created CrossConnection {name}",
+        )
+
+    async def _patch_xc(self, entry: ChainEntry, body: CrossConnectionBody, action: Patch) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
         try:
-            await self._client.merge_patch(path, patch)
+            await self._client.merge_patch(path, action.patch)
         except KubeApiError as err:
-            if err.status == 404:  # deleted meanwhile: create it again on the next pass
-                self._written_xc.pop(key, None)
-                raise
-            return self._refused(name, err)
-        self._written_xc[key] = desired
+            if err.status == 404:  # deleted meanwhile: what this replica wrote is gone too
+                self._written_xc.pop((namespace, name), None)
+            raise
+        desired = body["spec"]
+        self._written_xc[(namespace, name)] = desired
         self.stats["xc_patch"] += 1
         log.info(
             f"updated CrossConnection {namespace}/{name}",
@@ -653,12 +539,19 @@ class Controller:
                 "endpointsB": desired["b"].get("activeEndpoints"),
             },
         )
-        return None
 
     def _refused(self, name: str, err: KubeApiError) -> str:
+        """A conflict message for a refusal retrying cannot fix; re-raises the others so that
+        the chain is retried."""
         if err.retryable:
             raise err
         return f"the API server refused CrossConnection {name!r}: {err.reason}: {err.detail}"
+
+    async def _delete_stale(self, entry: ChainEntry, chain: ChainSpec, wanted: set[str]) -> None:
+        existing = self._xcs_of_chain(chain.namespace, chain.name)
+        deleted = {name for ns, name in self._deleted_xc if ns == chain.namespace}
+        for name in stale_cross_connections(chain, wanted, existing, deleted=deleted):
+            await self._delete_xc(entry, name)
 
     async def _delete_xc(self, entry: ChainEntry, name: str) -> None:
         path = object_path(GROUP, VERSION, XC_PLURAL, entry.namespace, name=name)
@@ -681,59 +574,30 @@ class Controller:
             message=f"deleted CrossConnection {name}: its link is no longer in the chain",
         )
 
-    def _queue_status(
-        self, key: ChainKey, entry: ChainEntry, status: ChainStatusBody, memory: _ChainMemory
-    ) -> None:
-        """Hand ``status`` to the chain's status writer. A status write is slow on servers that
-        evaluate the chain's CEL rules on every write; the next CrossConnection update of the
-        chain must not wait for it. Successive statuses coalesce: only the last one is written."""
-        memory.pending = (entry, status)
-        if memory.writer is None or memory.writer.done():
-            memory.writer = asyncio.create_task(self._status_writer(key, memory))
-
-    async def _status_writer(self, key: ChainKey, memory: _ChainMemory) -> None:
-        while memory.pending is not None:
-            async with self._status_slots:  # leave connections to the CrossConnection writes
-                entry, status = memory.pending or (None, None)
-                memory.pending = None
-                if entry is None or status is None:
-                    return
-                try:
-                    await self._write_status(entry, status, memory)
-                except KubeApiError as err:
-                    self._schedule_retry(key, memory, err)
-                    return
-
-    async def _write_status(
-        self, entry: ChainEntry, status: ChainStatusBody, memory: _ChainMemory
-    ) -> None:
-        stored: Mapping[str, Any] = memory.status or entry.status
-        if _same_status(stored, status):
-            memory.status = status
-            if not memory.written or memory.written[-1] != status:
-                memory.written.append(status)
-            return
-        body: dict[str, Any] = dict(status)
-        for field_name in ("functions", "links"):  # merge patch: removed keys must be nulled
-            gone = set(entry.status.get(field_name) or {}) | set(stored.get(field_name) or {})
-            gone -= set(body.get(field_name) or {})
-            if gone:
-                body[field_name] = {**body.get(field_name, {}), **dict.fromkeys(gone)}
-        for key in set(entry.status) | set(stored):
-            body.setdefault(key, None)
+    # -- status ----------------------------------------------------------------------------------
+    async def _patch_status(
+        self,
+        key: ChainKey,
+        entry: ChainEntry,
+        status: Mapping[str, Any],
+        stored: Mapping[str, Any],
+    ) -> bool:
+        """Write ``status`` over ``stored`` (the status writer's ``patch``); False: chain gone."""
         path = object_path(
             GROUP, VERSION, CHAIN_PLURAL, entry.namespace, name=entry.name, subresource="status"
         )
+        body = status_merge_patch(status, entry.status, stored)
         try:
             await self._client.merge_patch(path, {"status": body})
         except KubeApiError as err:
             if err.status == 404:  # the chain is gone; its deletion event cleans up
-                return
+                return False
             raise
         self.stats["status_patch"] += 1
-        self._announce(entry, stored.get("conditions") or [], status["conditions"], memory)
-        memory.status = status
-        memory.written.append(status)
+        memory = self._memory.get(key)
+        if memory is not None:
+            self._announce(entry, stored.get("conditions") or [], status["conditions"], memory)
+        return True
 
     def _announce(
         self,
@@ -743,23 +607,12 @@ class Controller:
         memory: _ChainMemory,
     ) -> None:
         """Kubernetes events for meaningful transitions; routine re-programming stays quiet."""
-        ref = entry.reference()
-        before = get_condition(old, ConditionType.DEGRADED)
-        after = get_condition(new, ConditionType.DEGRADED)
-        if after is not None and after.get("status") == "True":
-            if before is None or (before.get("status"), before.get("reason")) != (
-                "True",
-                after.get("reason"),
-            ):
-                kopf.warn(ref, reason=after.get("reason", ""), message=after.get("message", ""))
-                self.stats["event"] += 1
-        elif before is not None and before.get("status") == "True":
-            kopf.info(ref, reason="Recovered", message="the chain has no problem any more")
-            self.stats["event"] += 1
+        self._announce_degraded(entry, old, new)
         ready = get_condition(new, ConditionType.READY)
         if ready is None:
             return
         is_ready = ready.get("status") == "True"
+        ref = entry.reference()
         if is_ready and not memory.announced_ready:
             kopf.info(ref, reason=Reason.READY, message=ready.get("message", ""))
             memory.announced_ready = True
@@ -772,15 +625,54 @@ class Controller:
             elif ready.get("reason") != Reason.NOT_PROGRAMMED:
                 memory.announced_ready = False  # announced through Degraded
 
+    def _announce_degraded(
+        self, entry: ChainEntry, old: list[ConditionBody], new: list[ConditionBody]
+    ) -> None:
+        """A Warning when a problem appears or changes reason, ``Recovered`` when it is gone."""
+        before = get_condition(old, ConditionType.DEGRADED)
+        after = get_condition(new, ConditionType.DEGRADED)
+        if after is not None and after.get("status") == "True":
+            if before is None or (before.get("status"), before.get("reason")) != (
+                "True",
+                after.get("reason"),
+            ):
+                kopf.warn(
+                    entry.reference(),
+                    reason=after.get("reason", ""),
+                    message=after.get("message", ""),
+                )
+                self.stats["event"] += 1
+        elif before is not None and before.get("status") == "True":
+            kopf.info(
+                entry.reference(), reason="Recovered", message="the chain has no problem any more"
+            )
+            self.stats["event"] += 1
+
+
+def _index_chain(body: kopf.Body, **_: Any) -> dict[Any, ChainEntry]:
+    entry = ChainEntry.from_body(body)
+    return {entry.namespace: entry}
+
+
+def _index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
+    info = pod_info(body)
+    keys: dict[Any, PodInfo] = {("ns", info.namespace): info}
+    for key, value in info.labels.items():
+        keys[("label", info.namespace, key, value)] = info
+    return keys
+
+
+def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
+    entry = XcEntry.from_body(body)
+    keys: dict[Any, XcEntry] = {("name", entry.namespace, entry.name): entry}
+    if entry.chain:
+        keys[("chain", entry.namespace, entry.chain)] = entry
+    return keys
+
 
 def _key_of(body: Mapping[str, Any]) -> ObjKey:
     meta = body.get("metadata") or {}
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-
-def _same_status(stored: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Equal apart from condition timestamps (set_condition keeps them when nothing changed)."""
-    return dict(stored) == dict(new)
 
 
 def run(config: ControllerConfig) -> int:
