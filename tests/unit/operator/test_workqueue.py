@@ -83,10 +83,13 @@ async def test_kicks_during_a_run_coalesce_into_one_more_run() -> None:
     first = asyncio.create_task(queue.kick("a"))
     await settle()
     assert queue.running("a")
-    for _ in range(5):  # a burst of events while the first run is under way
-        await queue.kick("a")  # returns at once: marked dirty
-    assert work.runs["a"] == 1
+    # a burst of events while the first run is under way: each kick returns at once
+    burst = [asyncio.create_task(queue.kick("a")) for _ in range(5)]
+    await settle()
+    finished, runs = [kick.done() for kick in burst], work.runs["a"]
     gate.set()
+    await asyncio.gather(*burst)
+    assert (finished, runs) == ([True] * 5, 1)
     await first
     assert work.runs["a"] == 2  # one more run for the whole burst, reading the latest state
     assert work.most_active["a"] == 1  # never two runs of one key at once
