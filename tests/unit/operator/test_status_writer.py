@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sfc_k8s.operator.status_writer import StatusWriter
-from tests.unit.operator.fake_clock import settle
+from tests.fixtures.clock import settle
 
 
 class FlakyError(Exception):

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from sfc_k8s.operator.workqueue import Backoff, WorkQueue
-from tests.unit.operator.fake_clock import FakeClock, settle
+from tests.fixtures.clock import FakeClock, settle
 
 
 class FlakyError(Exception):
