@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ from sfc_k8s.dataplane import (
     EndpointNotFound,
     InterfaceNotFound,
     LinkNotFound,
+    kernel,
+    maglev,
 )
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
@@ -125,6 +128,10 @@ class AgentConfig:
     log_format: str = "json"  # json | plain | full (main() configures logging with it)
     verbose: bool = False
     debug: bool = False
+    # main() refuses to start without the C Maglev builder (the image sets it: a missing
+    # library there is a build fault; in a checkout the pure-Python builder is a fallback)
+    require_native_maglev: bool = False
+    kernel_check: bool = True  # main() probes the kernel's features first
 
 
 def annotation_prefix(node: str) -> str:
@@ -180,6 +187,7 @@ class NodeAgent:
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
         self._drained_at: dict[str, dict[str, float]] = {}  # link -> ifname -> monotonic
         self._gc_task: asyncio.Task[None] | None = None
+        self._listed = False  # the CrossConnections were listed once (API reachable, RBAC right)
         self._kube: KubeClient | None = None  # reads pods whose interfaces are missing
         # Called after each applied operation with the time.monotonic() it started and ended
         # (benchmarks time reactions with it, without polling the maps); quick, never raising.
@@ -248,7 +256,9 @@ class NodeAgent:
             f" adopted {len(self._links)} pinned link(s)"
         )
         if self.config.metrics_port is not None:
-            await self.metrics.start(self.config.metrics_host, self.config.metrics_port)
+            await self.metrics.start(
+                self.config.metrics_host, self.config.metrics_port, not_ready=self.not_ready
+            )
         self._gc_task = asyncio.create_task(self._gc_loop(), name="sfc-k8s-agent-gc")
 
     async def _cleanup(self, **_: Any) -> None:
@@ -264,6 +274,14 @@ class NodeAgent:
         if self._dp is not None:
             self._dp.close()  # fds only: the pinned state keeps forwarding
             self._dp = None
+
+    def not_ready(self) -> str | None:
+        """Why the agent is not ready (the readiness probe's answer), or None when it is."""
+        if self._dp is None:
+            return "the data plane is not open yet"
+        if not self._listed:
+            return "the CrossConnections have not been listed yet"
+        return None
 
     # -- CrossConnection handlers ------------------------------------------------------------
     def _concerns(self, *, spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> bool:
@@ -603,6 +621,7 @@ class NodeAgent:
             link_name(namespace, name)
             for namespace, name in await self._list_cross_connections(self._connection)
         }
+        self._listed = True
         removed = []
         for link in stale_links(pinned, wanted, namespaces=self.config.namespaces or None):
             try:
@@ -718,6 +737,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format", choices=["json", "plain", "full"], default=env("SFC_K8S_LOG_FORMAT", "json")
     )
+    parser.add_argument(
+        "--require-native-maglev",
+        action="store_true",
+        default=env("SFC_K8S_REQUIRE_NATIVE_MAGLEV", "") in ("1", "true"),
+        help="refuse to start without the C Maglev builder (env SFC_K8S_REQUIRE_NATIVE_MAGLEV=1)",
+    )
+    parser.add_argument(
+        "--no-kernel-check",
+        dest="kernel_check",
+        action="store_false",
+        help="skip the kernel feature probe at start",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true")
     return parser
@@ -744,7 +775,29 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         log_format=args.log_format,
         verbose=args.verbose,
         debug=args.debug,
+        require_native_maglev=args.require_native_maglev,
+        kernel_check=args.kernel_check,
     )
+
+
+def preflight(
+    config: AgentConfig,
+    *,
+    check_kernel: Callable[[], kernel.Assessment] = kernel.check,
+    native_maglev: Callable[[], bool] = maglev.native_available,
+) -> str | None:
+    """What stops this agent from running on this node (a message), or None; logs the rest."""
+    if config.kernel_check:
+        assessment = check_kernel()
+        if not assessment.ok:
+            return assessment.message
+        logger.info(assessment.message)
+    if config.require_native_maglev and not native_maglev():
+        return (
+            f"the C Maglev builder {maglev.NATIVE_PATH} is missing or does not load"
+            " (--require-native-maglev): the image was built without it"
+        )
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -753,6 +806,11 @@ def main(argv: list[str]) -> int:
         argv = argv[1:]
     config = config_from_args(argv)
     configure_logging(config.log_format, verbose=config.verbose, debug=config.debug)
+    problem = preflight(config)
+    if problem is not None:
+        logger.error("cannot start: %s", problem)
+        print(f"sfc-k8s agent: {problem}", file=sys.stderr)
+        return 1
     agent = NodeAgent(config)
     kopf.run(
         registry=agent.registry,

@@ -9,7 +9,9 @@ Two kinds of metrics:
   operations by kind, updated by the handlers in ``sfc_k8s.operator.agent``.
 
 The HTTP endpoint runs on the agent's event loop (aiohttp), so a scrape never reads the data
-plane concurrently with a handler changing it. Each agent has its own ``CollectorRegistry``:
+plane concurrently with a handler changing it. The same server answers the kubelet's probes:
+``/healthz`` (liveness: the event loop answers) and ``/readyz`` (readiness: the agent's own
+verdict, 503 with the reason until it is ready). Each agent has its own ``CollectorRegistry``:
 several agents in one process (tests, benchmarks) never share series.
 """
 
@@ -137,10 +139,28 @@ class AgentMetrics:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Serve ``/metrics`` on ``host:port`` (0: any free port); returns the bound port."""
+    async def start(
+        self, host: str, port: int, *, not_ready: Callable[[], str | None] = lambda: None
+    ) -> int:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (0: any free port).
+
+        ``not_ready`` returns why the agent is not ready yet, or None once it is. Returns the
+        bound port.
+        """
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        async def readyz(_: web.Request) -> web.Response:
+            reason = not_ready()
+            if reason is None:
+                return web.Response(text="ready\n")
+            return web.Response(status=503, text=f"not ready: {reason}\n")
+
         app = web.Application()
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
