@@ -123,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="list the sessions of a link")
     sessions.add_argument("link")
     sessions.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        "reset", help="remove every link, attachment, pin and the tunnel of sfc-k8s on this node"
+    )
     return p
 
 
@@ -233,8 +237,53 @@ def _endpoint(dp: Dataplane, args: argparse.Namespace) -> None:
     action(args.link, side, args.interface, endpoint_id=args.endpoint_id)
 
 
+def _destroy(root: str) -> list[str] | None:
+    """Destroy the pinned data plane through an adopter; its links, or None if none is pinned."""
+    if not os.path.exists(Pins(root).program):
+        return None
+    try:
+        with Dataplane(root) as dp:  # every attachment is detached the way it was made
+            links = dp.links()
+            dp.destroy()
+    except DataplaneError as err:  # e.g. pins of another layout: unpinning is what is left
+        print(f"could not adopt the pinned data plane ({str(err).splitlines()[0]}): unpinning it")
+        return []
+    return links
+
+
+def _unpin_tree(root: str) -> list[str]:
+    """Remove every pin and folder under ``root`` (unpinning a TCX link pin detaches it)."""
+    removed = []
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(folder, name))
+            removed.append(os.path.relpath(os.path.join(folder, name), root))
+        for name in dirs:
+            os.rmdir(os.path.join(folder, name))
+    os.rmdir(root)
+    return sorted(removed)
+
+
+def _reset(root: str) -> None:
+    """``dp reset``: this node's data plane removed (idempotent); traffic through it stops."""
+    if not os.path.isdir(root):
+        print(f"nothing to reset: {root} does not exist")
+        return
+    links = _destroy(root)
+    if links is not None:
+        names = f": {', '.join(links)}" if links else ""
+        print(f"removed {len(links)} link(s){names}, the program and the node's maps")
+    strays = _unpin_tree(root) if os.path.isdir(root) else []
+    if strays:
+        print(f"removed {len(strays)} stray pin(s): {', '.join(strays)}")
+    print(f"{root} removed")
+
+
 def _run(args: argparse.Namespace) -> None:
     root: str = args.bpffs_root
+    if args.command == "reset":
+        _reset(root)
+        return
     loaded = os.path.exists(Pins(root).program)
     # Reading or changing what does not exist needs no program: do not load one for it.
     creating = (args.command, getattr(args, "action", "")) in (("link", "add"), ("tunnel", "set"))
