@@ -25,7 +25,7 @@ MAGLEV_SO := src/sfc_k8s/dataplane/native/libsfcmaglev.so
 
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf cni-bin test lint typecheck pytest demo bench clean
+.PHONY: all deps apt venv bpf cni-bin test lint typecheck pytest demo bench image clean
 
 all: deps
 
@@ -90,6 +90,29 @@ bench: deps
 	$(PY) bench/cni.py
 	$(PY) bench/dataplane_ops.py
 	$(PY) bench/control_plane.py
+
+# The image's name and tag come from deploy/base/kustomization.yaml (`images:`), the one place
+# they are set; IMAGE=... overrides.
+IMAGE_TAG := $(shell sed -n 's/^ *newTag: *//p' deploy/base/kustomization.yaml)
+IMAGE ?= sfc-k8s:$(IMAGE_TAG)
+CONTAINER_ENGINES := docker podman
+image:
+	@engine=""; seen=""; \
+	for e in $(CONTAINER_ENGINES); do \
+	  command -v $$e >/dev/null 2>&1 || continue; \
+	  seen="$$seen $$e"; \
+	  if $$e info >/dev/null 2>&1; then engine=$$e; break; fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+	  if [ -z "$$seen" ]; then \
+	    echo "make image: neither docker nor podman is installed; install one to build $(IMAGE)" >&2; \
+	  else \
+	    echo "make image: found$$seen but it cannot build (is its daemon running? try '$${seen# } info')" >&2; \
+	  fi; \
+	  exit 1; \
+	fi; \
+	echo "building $(IMAGE) with $$engine"; \
+	$$engine build -f deploy/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -f $(BPF_OBJ) $(MAGLEV_SO)
