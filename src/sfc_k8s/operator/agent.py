@@ -38,10 +38,8 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import hashlib
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -85,6 +83,8 @@ from sfc_k8s.operator.agent_reconcile import (
     RemoveEndpoint,
     absent_interface,
     after_operation,
+    agent_finalizer,
+    annotation_prefix,
     desired_projection,
     expire_drains,
     link_name,
@@ -104,8 +104,6 @@ from sfc_k8s.operator.settings import configure_logging
 logger = logging.getLogger(__name__)
 
 XC_RESOURCE = (GROUP, VERSION, XC_PLURAL)
-_DNS_SUBDOMAIN_MAX = 253
-_QUALIFIED_NAME_MAX = 63
 DRAIN_CHECK_INTERVAL = 1.0  # seconds between drain-timeout checks of an xc that drains
 
 
@@ -132,22 +130,6 @@ class AgentConfig:
     # library there is a build fault; in a checkout the pure-Python builder is a fallback)
     require_native_maglev: bool = False
     kernel_check: bool = True  # main() probes the kernel's features first
-
-
-def annotation_prefix(node: str) -> str:
-    """Where this node's agent keeps its Kopf state on shared objects (a DNS subdomain)."""
-    prefix = f"{node}.agent.sfc-k8s.io"
-    if len(prefix) <= _DNS_SUBDOMAIN_MAX:
-        return prefix
-    return f"{hashlib.sha256(node.encode()).hexdigest()[:16]}.agent.sfc-k8s.io"
-
-
-def agent_finalizer(node: str) -> str:
-    """The finalizer this node's agent puts on the xcs it programs."""
-    name = f"agent-{node}"
-    if len(name) > _QUALIFIED_NAME_MAX or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
-        name = f"agent-{hashlib.sha256(node.encode()).hexdigest()[:16]}"
-    return f"sfc-k8s.io/{name}"
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):

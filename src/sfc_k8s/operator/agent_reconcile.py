@@ -13,6 +13,9 @@ without root (``tests/unit/operator/test_agent_reconcile.py``).
 - ``expire_drains``: the xc's ``drainTimeoutSeconds``: draining endpoints whose time is up
   are no longer desired (they get removed, sessions purged).
 - ``stale_links``: pinned links that no CrossConnection explains any more.
+- ``annotation_prefix``, ``agent_finalizer``: where each node's agent keeps its Kopf state and
+  which finalizer it puts on the CrossConnections it programs (``sfc-k8s uninstall`` reads them
+  too, so they live here, away from the data plane).
 - ``absent_interface``: whether the missing host interface of an endpoint will never come (the
   pod has no such interface) or may still be created; ``retry_delay``: the back-off while
   waiting for one.
@@ -46,6 +49,25 @@ from sfc_k8s.api import (
 LINK_NAME_MAX = 128
 _HASH_LEN = 12
 _LINK_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?_[a-z0-9_-]+")
+_DNS_SUBDOMAIN_MAX = 253
+_QUALIFIED_NAME_MAX = 63
+AGENT_FINALIZER_PREFIX = "sfc-k8s.io/agent-"
+
+
+def annotation_prefix(node: str) -> str:
+    """Where this node's agent keeps its Kopf state on shared objects (a DNS subdomain)."""
+    prefix = f"{node}.agent.sfc-k8s.io"
+    if len(prefix) <= _DNS_SUBDOMAIN_MAX:
+        return prefix
+    return f"{hashlib.sha256(node.encode()).hexdigest()[:16]}.agent.sfc-k8s.io"
+
+
+def agent_finalizer(node: str) -> str:
+    """The finalizer this node's agent puts on the xcs it programs."""
+    name = f"agent-{node}"
+    if len(name) > _QUALIFIED_NAME_MAX or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        node = hashlib.sha256(node.encode()).hexdigest()[:16]
+    return f"{AGENT_FINALIZER_PREFIX}{node}"
 
 
 def link_name(namespace: str, name: str) -> str:
