@@ -7,7 +7,8 @@ modules ``_socket`` and ``_struct`` alone. Requests are batched: several message
 ``send`` and the kernel acknowledges each in order, so ADD costs a handful of round trips.
 
 Errors are raised as ``NetlinkError`` carrying the errno (callers branch on it) and the kernel's
-extended-ack text when it gives one. The node agent and the data plane use pyroute2 instead.
+extended-ack text when it gives one. (Nothing in the project uses pyroute2: the data plane
+attaches through libbpf and ``tc``.)
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The plugin needs the pod's namespace only long enough to create a netlink socket
 socket stays bound to the namespace it was created in), so ``netlink.Rtnl.in_netns`` enters the
 namespace on the calling thread, creates the socket and returns to the original namespace before
 anything else runs. ``sfc-cni`` is a one-shot, single-threaded process, so nothing else can
-observe the switch; long-lived processes must not use this module (they have pyroute2's
-``NetNS``).
+observe the switch; long-lived processes must not use this module (they do namespace-bound
+work in a child process or a short-lived thread).
 
 ``setns(2)`` itself comes from ``sfc_k8s.coldstart`` (``os.setns`` on Python 3.12+, libc's
 bound without importing ``ctypes`` on 3.11).
