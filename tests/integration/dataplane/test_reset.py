@@ -1,9 +1,10 @@
 """``sfc-k8s dp reset`` removes this node's data plane: attachments, pins, folders.
 
 Behaviours covered:
-- a root with two links attached by TCX on real veths: reset detaches every attachment (the
-  kernel no longer lists the BPF links), removes every pin and the root, names the links it
-  removed, and a second reset says there is nothing to reset (exit 0 both times);
+- a root with two links attached by TCX on real veths and the node's tunnel device: reset
+  detaches every attachment (the kernel no longer lists the BPF links), deletes the tunnel
+  device, removes every pin and the root, names the links it removed, and a second reset says
+  there is nothing to reset (exit 0 both times);
 - half-created state (the program pin gone, a link's attachment still pinned): reset still
   detaches the attachment and removes the pins it finds, listing them;
 - interfaces that are not attached stay untouched (the veths still exist afterwards).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 
 import pytest
@@ -67,9 +69,13 @@ def test_reset_removes_links_attachments_and_pins(
     janitor: Janitor, bpffs: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ifs = _veths(janitor, 5)
+    tunnel = unique("sfcrtun")
+    janitor.add(lambda: run("ip", "link", "del", tunnel, check=False))
     with Dataplane(bpffs, session_table_size=TEST_SESSIONS) as dp:
         dp.create_link("l1", side_a=[ifs[0]], side_b=[ifs[1]])
         dp.create_link("l2", side_a=[ifs[2]], side_b=[ifs[3]])
+        dp.ensure_tunnel(ifname=tunnel, port=secrets.randbelow(20000) + 30000)
+    assert os.path.exists(f"/sys/class/net/{tunnel}")
     attached = _attachment_ids(bpffs)
     assert len(attached) == 4
     assert attached <= _kernel_link_ids()
@@ -80,6 +86,7 @@ def test_reset_removes_links_attachments_and_pins(
     assert f"{bpffs} removed" in out
     assert not os.path.exists(bpffs)
     assert not _gone(attached)
+    assert not os.path.exists(f"/sys/class/net/{tunnel}")
     assert all(os.path.exists(f"/sys/class/net/{name}") for name in ifs)
 
     assert main(["--bpffs-root", bpffs, "reset"]) == 0
