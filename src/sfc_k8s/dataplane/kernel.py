@@ -106,7 +106,12 @@ _btf_free = bpf._sig("btf__free", None, _vp)
 
 
 def _has_redirect_peer() -> bool:
-    return bool(_probe_helper(BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_REDIRECT_PEER, None) == 1)
+    ret = int(_probe_helper(BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_REDIRECT_PEER, None))
+    if ret < 0:  # the probe itself failed (no privilege, no bpf()): not an answer
+        raise BpfError(
+            f"failed to probe bpf_redirect_peer: [Errno {-ret}] {os.strerror(-ret)}", -ret
+        )
+    return ret == 1
 
 
 def _has_mmapable_array() -> bool:
@@ -187,8 +192,10 @@ def _in_private_netns(probes: Mapping[str, Callable[[], bool]]) -> dict[str, boo
 def probe() -> dict[str, bool]:
     """Ask the running kernel for every feature of ``FEATURES``; needs root."""
     results = {
-        "bpf_redirect_peer": _has_redirect_peer(),
+        # first: creating a map fails with EPERM without privilege, so no answer below is a
+        # guess made without the right to ask (libbpf's helper probe answers even then)
         "mmapable_array": _has_mmapable_array(),
+        "bpf_redirect_peer": _has_redirect_peer(),
         "btf": _has_btf(),
     }
     results |= _in_private_netns(

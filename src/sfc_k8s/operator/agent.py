@@ -770,7 +770,10 @@ def preflight(
 ) -> str | None:
     """What stops this agent from running on this node (a message), or None; logs the rest."""
     if config.kernel_check:
-        assessment = check_kernel()
+        try:
+            assessment = check_kernel()
+        except (DataplaneError, OSError) as err:
+            return f"the kernel feature probe failed: {err} (the agent runs privileged, as root)"
         if not assessment.ok:
             return assessment.message
         logger.info(assessment.message)

@@ -4,14 +4,16 @@ Covers: every feature present -> ok; each required feature missing alone -> refu
 naming it, the kernel that first has it and the overall minimum; TCX missing with clsact present
 -> ok (the fallback), noted as optional; clsact missing with TCX present -> ok, not mentioned;
 both TC hooks missing -> refused naming clsact; VXLAN external missing -> ok, noted; a feature
-the probe did not report counts as missing; the agent's preflight refuses a failed assessment
-and a missing native Maglev builder when it is required, and not otherwise.
+the probe did not report counts as missing; the agent's preflight refuses a failed assessment,
+a probe that could not run (no privilege) and a missing native Maglev builder when it is
+required, and not otherwise.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from sfc_k8s.dataplane.errors import BpfError
 from sfc_k8s.dataplane.kernel import FEATURES, MINIMUM_KERNEL, Assessment, Feature, assess
 from sfc_k8s.operator.agent import AgentConfig, preflight
 
@@ -83,5 +85,12 @@ def test_preflight() -> None:
     assert problem is not None
     assert "libsfcmaglev.so is missing or does not load" in problem
     assert preflight(strict, check_kernel=lambda: good, native_maglev=lambda: True) is None
+
+    def no_privilege() -> Assessment:
+        raise BpfError("failed to probe bpf_redirect_peer: [Errno 1] Operation not permitted", 1)
+
+    problem = preflight(config, check_kernel=no_privilege, native_maglev=lambda: True)
+    assert problem is not None
+    assert problem.startswith("the kernel feature probe failed: failed to probe bpf_redirect_peer")
     unchecked = AgentConfig(node="n", kernel_check=False)
     assert preflight(unchecked, check_kernel=lambda: bad, native_maglev=lambda: True) is None
