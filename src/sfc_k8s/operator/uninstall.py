@@ -116,26 +116,19 @@ class Uninstaller:
             raise
 
     async def delete(self, path: str) -> None:
-        what = path.rsplit("/", 2)
-        label = f"{what[-2]}/{what[-1]}"
-        if self.options.dry_run:
-            try:
-                await self.client.get(path)
-            except KubeApiError as err:
-                if err.status != 404:
-                    raise
-                self.say(f"{label}: already gone")
-                return
-            self.say(f"{label}: would delete")
-            return
+        """Delete one object (dry run: look it up); one line of report either way."""
+        kind, name = path.rsplit("/", 2)[-2:]
         try:
-            await self.client.delete(path)
+            if self.options.dry_run:
+                await self.client.get(path)
+            else:
+                await self.client.delete(path)
         except KubeApiError as err:
             if err.status != 404:
                 raise
-            self.say(f"{label}: already gone")
+            self.say(f"{kind}/{name}: already gone")
             return
-        self.say(f"{label}: deleted")
+        self.say(f"{kind}/{name}: {'would delete' if self.options.dry_run else 'deleted'}")
 
     async def delete_all(self, plural: str) -> None:
         items = await self._list(f"/apis/{GROUP}/{VERSION}/{plural}")
@@ -257,7 +250,12 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.timeout < 0:
         _parser().error(f"--timeout must be 0 or more seconds, not {args.timeout}")
-    options = Options(args.kubeconfig, args.dry_run, args.timeout, args.kopf_peering_crds)
+    options = Options(
+        kubeconfig=args.kubeconfig,
+        dry_run=args.dry_run,
+        timeout=args.timeout,
+        kopf_peering_crds=args.kopf_peering_crds,
+    )
     try:
         forced = asyncio.run(_uninstall(options, print))
     except (KubeApiError, SettingsError) as err:
