@@ -1,7 +1,9 @@
 """`python -m sfc_k8s.local.apiserver`: run the local API server as a process.
 
 Started by `sfc-k8s local up`; prints the URL and the kubeconfig path once serving, stops on
-SIGTERM/SIGINT.
+SIGTERM/SIGINT. With `--database FILE` the objects live in that SQLite file (created if missing)
+and a restarted server continues from it; a database it cannot use is one line on stderr and
+exit status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
+from sfc_k8s.local.apiserver.persist import SYNCHRONOUS_MODES, DatabaseError
 from sfc_k8s.local.apiserver.server import APIServer
 
 
@@ -53,16 +56,34 @@ def main(argv: list[str] | None = None) -> int:
         help="pods on an unreachable node are evicted this long after it turned Unknown, "
         "unless a toleration says otherwise (default %(default)g)",
     )
+    parser.add_argument(
+        "--database",
+        type=Path,
+        default=None,
+        help="keep the objects in this SQLite file (default: in memory only)",
+    )
+    parser.add_argument(
+        "--sync",
+        choices=SYNCHRONOUS_MODES,
+        default="normal",
+        help="normal: a write survives any process crash; full: also a power loss (fsync)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = APIServer(
-        host=args.host,
-        port=args.port,
-        state_dir=args.state_dir,
-        pod_log_dir=args.pod_logs,
-        node_grace=args.node_monitor_grace_period,
-        eviction_timeout=args.pod_eviction_timeout,
-    )
+    try:
+        server = APIServer(
+            host=args.host,
+            port=args.port,
+            state_dir=args.state_dir,
+            pod_log_dir=args.pod_logs,
+            node_grace=args.node_monitor_grace_period,
+            eviction_timeout=args.pod_eviction_timeout,
+            database=args.database,
+            synchronous=args.sync,
+        )
+    except DatabaseError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
 
     def on_ready() -> None:
         lines = [f"serving on {server.url}"]
@@ -84,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_until_complete(server.serve_async(on_ready))
     finally:
         loop.close()
+        server.store.close()
     return 0
 
 

@@ -174,3 +174,8 @@ def unsupported_media_type(content_type: str) -> APIError:
         f"application/strategic-merge-patch+json, application/apply-patch+yaml "
         f"(got {content_type!r})",
     )
+
+
+def internal(message: str) -> APIError:
+    """500, for a write the server could not store."""
+    return APIError(500, "InternalError", f"Internal error occurred: {message}")

@@ -3,6 +3,8 @@
 Used by `sfc-k8s local up` (through `python -m sfc_k8s.local.apiserver`), by the `apiserver`
 pytest fixture and by anything that needs a Kubernetes API on loopback. `start()` serves from a
 background thread with its own event loop; `serve_forever()` serves in the calling thread.
+With a `database` the objects are kept in that SQLite file and a new server on it continues
+where the last one stopped (or was killed); without one they live in memory only.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ class APIServerError(RuntimeError):
 
 
 def preload_crds(store: Store) -> None:
-    """Register the CRDs every local cluster has (NetworkAttachmentDefinition, Kopf peering)."""
+    """Register the CRDs every local cluster has (NetworkAttachmentDefinition, Kopf peering),
+    unless the store already has them (restored from its database)."""
     folder = importlib_resources.files("sfc_k8s.local.apiserver") / "crds"
+    crds = ("apiextensions.k8s.io", "customresourcedefinitions")
     for name in PRELOADED_CRDS:
         for doc in yaml.safe_load_all((folder / name).read_text()):
-            if doc:
+            if doc and store.find(crds, None, doc["metadata"]["name"]) is None:
                 store.preload_crd(doc)
 
 
@@ -64,7 +68,7 @@ def kubeconfig_text(url: str) -> str:
 
 
 class APIServer:
-    """A Kubernetes-compatible API server on loopback, state in memory."""
+    """A Kubernetes-compatible API server on loopback, state in memory or in a database."""
 
     def __init__(
         self,
@@ -77,14 +81,19 @@ class APIServer:
         pod_log_dir: Path | None = None,
         node_grace: float = DEFAULT_GRACE_SECONDS,
         eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
+        database: Path | None = None,
+        synchronous: str = "normal",
     ) -> None:
         """`pod_log_dir`: where `kubectl logs` finds container output, as
         POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout). `node_grace` and
-        `eviction_timeout`: the node lifecycle controller's delays (see `Controllers`)."""
+        `eviction_timeout`: the node lifecycle controller's delays (see `Controllers`).
+        `database`: the SQLite file the objects are kept in (None: memory only), opened now
+        (a persist.DatabaseError says why it cannot be); `synchronous`: its "normal" or
+        "full" durability (docs/local-cluster.md)."""
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.store = Store(history_limit=history_limit)
+        self.store = Store(history_limit=history_limit, path=database, synchronous=synchronous)
         preload_crds(self.store)
         self._with_controllers = controllers
         self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None

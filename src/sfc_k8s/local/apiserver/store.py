@@ -8,6 +8,14 @@ Kubernetes rules: finalizers hold an object with a `deletionTimestamp`, Pods bou
 node stay until the node runtime confirms with `gracePeriodSeconds=0`, and dependents are
 collected through ownerReferences by the controllers (`controllers.py`).
 
+With a `path`, the store is also kept in an SQLite database (`persist.py`): memory stays the
+read path, and each write (one public call: `create`, `replace`, `patch`, `delete`, ...) is
+committed in one transaction before it returns; its events reach watchers and controllers only
+after that commit. A store opened on an existing database continues its objects, its
+resourceVersion counter and its watch history. If a commit fails the store goes back to what the
+database holds, ends every watch (clients resume from their last resourceVersion) and answers
+the write with a 500; nothing of it was seen by anyone.
+
 The store is not thread-safe: all calls happen on the server's event loop (the HTTP scaffold in
 `app.py`, the controllers) or through `APIServer.call()` from other threads.
 """
@@ -15,15 +23,18 @@ The store is not thread-safe: all calls happen on the server's event loop (the H
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
+import functools
 import re
 import secrets
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
@@ -34,6 +45,7 @@ from sfc_k8s.local.apiserver.patches import (
     merge_patch,
     strategic_merge_patch,
 )
+from sfc_k8s.local.apiserver.persist import Batch, Database, DatabaseError, Snapshot, StoredEvent
 from sfc_k8s.local.apiserver.resources import Registry, ResourceType, types_from_crd
 from sfc_k8s.local.apiserver.schema import SchemaInvalidError, StructuralSchema
 from sfc_k8s.local.apiserver.selectors import parse_field_selector, parse_label_selector
@@ -41,6 +53,8 @@ from sfc_k8s.local.apiserver.selectors import parse_field_selector, parse_label_
 Obj = dict[str, Any]
 ObjKey = tuple[str, str]  # (namespace or "", name)
 Predicate = Callable[[Mapping[str, Any]], bool]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_HISTORY = 10_000
@@ -153,12 +167,35 @@ def _spec_part(obj: Obj, *, with_status: bool) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in skip}
 
 
+def _one_write(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Make a public store method one write: one database transaction, events sent after it.
+
+    A write calling another (`preload_crd` -> `create`) joins the outer one."""
+
+    @functools.wraps(method)
+    def write(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if store._batch is not None:
+            return method(store, *args, **kwargs)
+        with store._write():
+            return method(store, *args, **kwargs)
+
+    return write
+
+
 class Store:
     """All objects of the emulated cluster and their change history."""
 
     def __init__(
-        self, registry: Registry | None = None, *, history_limit: int = DEFAULT_HISTORY
+        self,
+        registry: Registry | None = None,
+        *,
+        history_limit: int = DEFAULT_HISTORY,
+        path: Path | None = None,
+        synchronous: str = "normal",
     ) -> None:
+        """`path`: the SQLite database to keep the store in (None: memory only); opening an
+        existing one restores its state. `synchronous`: "normal" or "full" (see persist.py).
+        Raises persist.DatabaseError if the database cannot be used."""
         self.registry = registry or Registry.with_builtins()
         self.history_limit = history_limit
         self._rv = 1
@@ -172,9 +209,106 @@ class Store:
         self._schemas: dict[tuple[str, str, str], StructuralSchema] = {}
         self.listeners: list[Callable[[tuple[str, str], Event], None]] = []
         self._trust_schemas = False
-        ns_type = self.resource("", "v1", "namespaces")
-        for name in DEFAULT_NAMESPACES:
-            self.create(ns_type, None, {"metadata": {"name": name}})
+        # The write in progress (None between writes), what it will send once committed, and
+        # the watches it ended (closed after its events are sent).
+        self._batch: Batch | None = None
+        self._unsent: list[tuple[tuple[str, str], Event, tuple[Watcher, ...]]] = []
+        self._ending: list[Watcher] = []
+        self._database = Database(path, synchronous=synchronous) if path is not None else None
+        with self._write():
+            if self._database is not None:
+                self._restore(self._database.load())
+            ns_type = self.resource("", "v1", "namespaces")
+            for name in DEFAULT_NAMESPACES:
+                if self.find(ns_type.key, None, name) is None:
+                    self.create(ns_type, None, {"metadata": {"name": name}})
+
+    # ----- persistence ---------------------------------------------------------------------
+
+    @property
+    def database(self) -> Database | None:
+        return self._database
+
+    def close(self) -> None:
+        """Close the database (the store must not be written afterwards)."""
+        if self._database is not None:
+            self._database.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write: gather its changes, commit them, then send its events.
+
+        Changes made before an error are committed too (memory already holds them)."""
+        self._batch = Batch()
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: Batch) -> None:
+        unsent, self._unsent = self._unsent, []
+        ending, self._ending = self._ending, []
+        if self._database is not None:
+            try:
+                self._database.write(batch)
+            except DatabaseError as err:
+                self._revert()
+                for watcher in ending:
+                    watcher.close()
+                raise errors.internal(str(err)) from err
+        for key, event, watchers in unsent:
+            for watcher in watchers:
+                watcher.offer(event)
+            for listener in list(self.listeners):
+                listener(key, event)
+        for watcher in ending:
+            watcher.close()
+
+    def _pending(self) -> Batch:
+        if self._batch is None:
+            raise RuntimeError("store changed outside a write (a method lacks @_one_write)")
+        return self._batch
+
+    def _revert(self) -> None:
+        """Go back to what the database holds after a failed commit; end every watch."""
+        assert self._database is not None
+        for crd in self.objects(("apiextensions.k8s.io", "customresourcedefinitions")):
+            self.registry.unregister_crd(meta(crd).get("name", ""))
+        for table in (self._objects, self._history, self._compacted, self._uids, self._schemas):
+            table.clear()
+        self._dependents.clear()
+        self._batch = Batch()
+        try:
+            self._restore(self._database.load())
+        finally:
+            self._batch = None
+        self.close_watches()
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Take the state of a database (history beyond `history_limit` is dropped)."""
+        self._rv = max(self._rv if snapshot.empty else snapshot.rv, 1)
+        for key, obj in snapshot.objects:
+            md = meta(obj)
+            name = (md.get("namespace", ""), md["name"])
+            self._objects.setdefault(key, {})[name] = obj
+            self._uids[md["uid"]] = (key, name)
+            self._index_owners(key, name, None, obj)
+            if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+                self._restore_crd(obj)
+        self._compacted.update(snapshot.compacted)
+        for stored in snapshot.events:
+            event = Event(stored.rv, stored.type, stored.obj, stored.old)
+            self._keep(stored.resource, event)
+
+    def _restore_crd(self, crd: Obj) -> None:
+        """Serve a stored CRD's resources again (accepted once: not checked again)."""
+        types = types_from_crd(crd)
+        self.registry.register_crd(meta(crd).get("name", ""), types)
+        for rtype in types:
+            if rtype.schema is not None:
+                key = (rtype.group, rtype.version, rtype.plural)
+                self._schemas[key] = StructuralSchema(rtype.schema)
 
     # ----- lookups -------------------------------------------------------------------------
 
@@ -306,17 +440,25 @@ class Store:
         self._watchers.get(watcher.key, set()).discard(watcher)
 
     def _emit(self, key: tuple[str, str], event: Event) -> None:
+        batch = self._pending()
+        batch.events.append(StoredEvent(event.rv, key, event.type, event.obj, event.old))
+        self._keep(key, event)
+        self._unsent.append((key, event, tuple(self._watchers.get(key, ()))))
+
+    def _keep(self, key: tuple[str, str], event: Event) -> None:
+        """Append to the history of `key`, dropping its oldest event beyond the limit."""
         history = self._history.setdefault(key, deque())
-        if len(history) >= self.history_limit:
-            self._compacted[key] = history.popleft().rv
+        while len(history) >= self.history_limit:
+            dropped = history.popleft().rv
+            self._compacted[key] = dropped
+            batch = self._pending()
+            batch.dropped.append(dropped)
+            batch.compacted[key] = dropped
         history.append(event)
-        for watcher in list(self._watchers.get(key, ())):
-            watcher.offer(event)
-        for listener in list(self.listeners):
-            listener(key, event)
 
     def _next_rv(self) -> int:
         self._rv += 1
+        self._pending().rv = self._rv
         return self._rv
 
     # ----- writes --------------------------------------------------------------------------
@@ -326,6 +468,10 @@ class Store:
         rv = self._next_rv()
         md["resourceVersion"] = str(rv)
         key = (md.get("namespace", ""), md["name"])
+        batch = self._pending()
+        batch.objects[(rtype.key, key)] = obj
+        if old is None:
+            batch.created[(rtype.key, key)] = rv
         self._objects.setdefault(rtype.key, {})[key] = obj
         self._uids[md["uid"]] = (rtype.key, key)
         self._index_owners(rtype.key, key, old, obj)
@@ -358,6 +504,7 @@ class Store:
     def _remove(self, rtype_key: tuple[str, str], obj: Obj) -> Obj:
         md = meta(obj)
         key = (md.get("namespace", ""), md["name"])
+        self._pending().objects[(rtype_key, key)] = None
         self._objects.get(rtype_key, {}).pop(key, None)
         self._uids.pop(md.get("uid", ""), None)
         self._index_owners(rtype_key, key, obj, None)
@@ -368,6 +515,7 @@ class Store:
             self._drop_crd(gone)
         return gone
 
+    @_one_write
     def create(
         self,
         rtype: ResourceType,
@@ -429,6 +577,7 @@ class Store:
             self._register_crd(obj)
         return self.present(rtype, self._commit(self._storage_type(rtype), obj, None))
 
+    @_one_write
     def replace(
         self,
         rtype: ResourceType,
@@ -456,6 +605,7 @@ class Store:
             rtype, current, copy.deepcopy(body), subresource, dry_run=dry_run, strict=strict
         )
 
+    @_one_write
     def patch(
         self,
         rtype: ResourceType,
@@ -574,6 +724,7 @@ class Store:
             return self._remove(rtype.key, obj)
         return self._commit(self._storage_type(rtype), obj, current)
 
+    @_one_write
     def update_internal(self, rtype: ResourceType, obj: Obj) -> Obj:
         """A controller's write of a whole object (status included); no-op when unchanged."""
         current = self.find(rtype.key, meta(obj).get("namespace"), meta(obj)["name"])
@@ -583,6 +734,7 @@ class Store:
             return current
         return self._store_update(rtype, obj, current)
 
+    @_one_write
     def delete(
         self,
         rtype: ResourceType,
@@ -648,6 +800,7 @@ class Store:
             return self.present(rtype, self._commit(rtype, obj, current))
         return self.present(rtype, self._remove(rtype.key, current))
 
+    @_one_write
     def remove_namespace_if_empty(self, name: str) -> bool:
         """Finish a terminating namespace once nothing is left in it (namespace controller)."""
         ns_type = self.resource("", "v1", "namespaces")
@@ -772,6 +925,7 @@ class Store:
 
     # ----- CRDs ----------------------------------------------------------------------------
 
+    @_one_write
     def preload_crd(self, crd: Obj) -> Obj:
         """Register a CRD shipped with the server (its schemas are not re-checked)."""
         crd_type = self.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -841,10 +995,12 @@ class Store:
             self._schemas.pop((old.group, old.version, old.plural), None)
             for obj in self.objects(old.key):
                 self._remove(old.key, obj)
-            for watcher in self._watchers.pop(old.key, set()):
-                watcher.close()
+            self._ending.extend(self._watchers.pop(old.key, set()))
             self._history.pop(old.key, None)
             self._compacted[old.key] = self._rv
+            batch = self._pending()
+            batch.drop_resource(old.key)
+            batch.compacted[old.key] = self._rv
 
 
 def node_ready(node: Mapping[str, Any]) -> bool:
