@@ -202,6 +202,8 @@ def _start_apiserver(
             python(), "-m", "sfc_k8s.local.apiserver",
             "--port", str(port),
             "--state-dir", str(layout.state_dir / "apiserver"),
+            # the objects survive an API server restart (docs/local-cluster.md, The store)
+            "--database", str(layout.state_dir / "apiserver" / "store.db"),
             "--pod-logs", str(layout.pods_dir),  # kubectl logs reads the containers' logs
             "--node-monitor-grace-period", f"{options.node_grace:g}",
             "--pod-eviction-timeout", f"{options.eviction_timeout:g}",
