@@ -17,6 +17,7 @@ from pathlib import Path
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.persist import SYNCHRONOUS_MODES, DatabaseError
 from sfc_k8s.local.apiserver.server import APIServer
+from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         default="normal",
         help="normal: a write survives any process crash; full: also a power loss (fsync)",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=DEFAULT_HISTORY,
+        help="change events kept per resource for watches to resume from (older: 410 Expired)",
+    )
     args = parser.parse_args(argv)
+    if args.history < 1:
+        parser.error(f"--history: {args.history} is not a positive number of events")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         server = APIServer(
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             eviction_timeout=args.pod_eviction_timeout,
             database=args.database,
             synchronous=args.sync,
+            history_limit=args.history,
         )
     except DatabaseError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
