@@ -7,14 +7,18 @@ list resourceVersion is unchanged, the Deployment controller made no new pod, an
 gets a higher resourceVersion; a raw watch (`kubectl get --raw`) from a resourceVersion taken
 before the crash replays exactly the same events after it; once more changes than the kept
 history (`--history`) happened, the same watch gets an ERROR event with a 410 Expired Status,
-before and after another restart, while a recent resourceVersion still resumes.
+before and after another restart, while a recent resourceVersion still resumes; a file that is
+not a database stops the process with one line on stderr and status 1, the file untouched.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from tests.integration.apiserver.conftest import APIServerProcess
@@ -181,3 +185,21 @@ def test_watches_resume_across_a_restart_until_history_ends(
     server.start()
     assert _watch(server, start) == expired
     assert _watch(server, recent) == tail
+
+
+def test_an_unusable_database_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
+    database = tmp_path / "store.db"
+    database.write_bytes(b"\x00garbage, not SQLite\n" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "sfc_k8s.local.apiserver", "--database", str(database)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(database) in lines[0] and "move the file aside" in lines[0]
+    assert database.read_bytes() == b"\x00garbage, not SQLite\n" * 100

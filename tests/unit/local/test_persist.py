@@ -7,13 +7,15 @@ objects; it serves the CRDs' resources again with their schemas; the counter onl
 reopenings; a watch from a resourceVersion before the reopening replays exactly the events it
 would have replayed before, filtered watches included, and one older than the kept history gets
 410; a smaller history bound trims the database too; the preloaded CRDs and default namespaces
-are not created twice; a write whose transaction fails is not half-applied, in the file or in
+are not created twice; a second store on the same file is refused while the first has it
+open; a write whose transaction fails is not half-applied, in the file or in
 memory, and sends no event; a file that is not such a database, or is damaged, is refused with
 an error naming it and is left byte for byte as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -213,7 +215,7 @@ def test_a_smaller_history_bound_trims_the_database(tmp_path: Path) -> None:
         store.patch(cms, "default", "a", PATCH_MERGE, {"data": {"n": str(n)}})
     store.close()
     Store(path=path, history_limit=3).close()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         kept = conn.execute("SELECT count(*) FROM events WHERE plural = 'configmaps'").fetchone()
     assert kept == (3,)
     again = Store(path=path, history_limit=3)
@@ -238,15 +240,17 @@ def test_a_failed_transaction_is_not_half_applied(tmp_path: Path) -> None:
     store = Store(path=path)
     _populate(store)
     before, rv = _state(store), store.resource_version
-    widgets = store.resource(GROUP, "v1", "widgets")
-    _, watcher = store.watch(widgets, store.predicate(widgets, None, "", ""), None)
+    store.close()
     # The CRD deletion is one write that removes the CRD, then its object: make SQLite refuse
     # the second removal, after the first rows of the transaction were written.
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute(
             "CREATE TRIGGER refuse BEFORE DELETE ON objects WHEN OLD.plural = 'widgets'"
             " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
         )
+    store = Store(path=path)
+    widgets = store.resource(GROUP, "v1", "widgets")
+    _, watcher = store.watch(widgets, store.predicate(widgets, None, "", ""), None)
     crds = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
     with pytest.raises(APIError) as failed:
         store.delete(crds, None, CRD["metadata"]["name"])
@@ -257,14 +261,24 @@ def test_a_failed_transaction_is_not_half_applied(tmp_path: Path) -> None:
     assert _drain(watcher) == [None]
     assert store.resource(GROUP, "v1", "widgets") is not None
     store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TRIGGER refuse")
     again = Store(path=path)
     assert _state(again) == before and again.resource_version == rv
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER refuse")
     again.delete(crds, None, CRD["metadata"]["name"])
     assert again.find(crds.key, None, CRD["metadata"]["name"]) is None
     assert again.resource_version == rv + 2  # the CRD and its object: nothing reused
     again.close()
+
+
+def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    first = Store(path=path)
+    with pytest.raises(DatabaseError) as err:
+        Store(path=path)
+    assert "in use by another process" in str(err.value) and str(path) in str(err.value)
+    first.close()
+    Store(path=path).close()  # free again once the first is closed
 
 
 def _refused(path: Path) -> str:
@@ -285,7 +299,7 @@ def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path) -> N
 
 def test_another_programs_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE t (x)")
     content = path.read_bytes()
     assert "not an sfc-k8s API server database" in _refused(path)
@@ -300,7 +314,7 @@ def test_damaged_databases_are_refused_untouched(tmp_path: Path) -> None:
         store.create(cms, "default", {"metadata": {"name": f"c{n}"}, "data": {"k": "v" * 300}})
     store.close()
     # An object that is not JSON any more.
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE objects SET body = '{\"metadata\": ' WHERE name = 'c7'")
     assert "unreadable object" in _refused(path)
     # A file cut short (a disk that lost its end).

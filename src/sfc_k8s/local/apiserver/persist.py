@@ -11,9 +11,11 @@ The file (schema version `SCHEMA_VERSION`, tagged with `APPLICATION_ID`) holds:
   objects   (grp, plural, ns, name) -> created (order of creation), body (JSON)
   events    rv -> grp, plural, type, body, old (the kept history the watches resume from)
   compacted (grp, plural) -> the resourceVersion below which that history was dropped
-  counters  'rv' -> the last resourceVersion given out (never goes back)
+  counters  'rv' -> the last resourceVersion given out, when no kept event has it (the
+            counter is the larger of this and the newest event's)
 
-Journal mode WAL; `synchronous` NORMAL by default (a commit is written to the WAL before the
+Journal mode WAL, locking mode EXCLUSIVE (a second server on the same file is refused);
+`synchronous` NORMAL by default (a commit is written to the WAL before the
 write is answered: it survives a crash of any process; a power loss can lose the commits since
 the last checkpoint, never corrupt the file) or FULL (fsync on every commit). A file that is not
 such a database, or is damaged, gives `DatabaseError` with one line saying what to do; nothing
@@ -43,15 +45,14 @@ CREATE TABLE objects (
     grp TEXT NOT NULL, plural TEXT NOT NULL, ns TEXT NOT NULL, name TEXT NOT NULL,
     created INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (grp, plural, ns, name)
-);
+) WITHOUT ROWID;
 CREATE TABLE events (
     rv INTEGER PRIMARY KEY, grp TEXT NOT NULL, plural TEXT NOT NULL,
     type TEXT NOT NULL, body TEXT NOT NULL, old TEXT
 );
-CREATE INDEX events_by_resource ON events (grp, plural, rv);
 CREATE TABLE compacted (
     grp TEXT NOT NULL, plural TEXT NOT NULL, rv INTEGER NOT NULL, PRIMARY KEY (grp, plural)
-);
+) WITHOUT ROWID;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -60,8 +61,7 @@ class DatabaseError(Exception):
     """The database cannot be opened, read or written; the message is one line for a person."""
 
 
-def _dump(obj: Obj) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
 @dataclass
@@ -140,15 +140,25 @@ class Database:
     def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as err:
             raise self._fail("cannot be opened", err) from err
         try:
             self._check(conn)
+            # One API server per file: the first read takes a lock held until close (and
+            # spares each transaction its lock calls).
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         except sqlite3.Error as err:
             conn.close()
+            if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                raise DatabaseError(
+                    f"the API server database {self.path} is in use by another process ({err}): "
+                    "stop the API server that has it open first"
+                ) from err
             raise self._fail("is unreadable", err) from err
         except DatabaseError:
             conn.close()
@@ -197,8 +207,10 @@ class Database:
 
     def _load(self) -> Snapshot:
         conn = self._conn
-        row = conn.execute("SELECT value FROM counters WHERE name = 'rv'").fetchone()
-        rv = int(row[0]) if row is not None else 0
+        rv = conn.execute(
+            "SELECT max(coalesce((SELECT value FROM counters WHERE name = 'rv'), 0),"
+            " coalesce((SELECT max(rv) FROM events), 0))"
+        ).fetchone()[0]
         objects = []
         current: dict[int, Obj] = {}  # resourceVersion -> object, shared with its event
         for grp, plural, body in conn.execute(
@@ -249,6 +261,14 @@ class Database:
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, batch: Batch) -> None:
+        texts: dict[int, str] = {}  # id(object) -> its JSON: an object and its event share it
+
+        def dump(obj: Obj) -> str:
+            text = texts.get(id(obj))
+            if text is None:
+                text = texts[id(obj)] = _ENCODER.encode(obj)
+            return text
+
         for (resource, (ns, name)), obj in batch.objects.items():
             if obj is None:
                 conn.execute(
@@ -262,24 +282,27 @@ class Database:
                 " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (grp, plural, ns, name) DO UPDATE SET body = excluded.body,"
                 " created = CASE WHEN excluded.created > 0 THEN excluded.created ELSE created END",
-                (*resource, ns, name, created, _dump(obj)),
+                (*resource, ns, name, created, dump(obj)),
             )
         for resource in batch.dropped_resources:
             conn.execute("DELETE FROM events WHERE grp = ? AND plural = ?", resource)
-        conn.executemany(
-            "INSERT INTO events (rv, grp, plural, type, body, old) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (e.rv, *e.resource, e.type, _dump(e.obj), _dump(e.old) if e.old else None)
-                for e in batch.events
-            ],
-        )
-        conn.executemany("DELETE FROM events WHERE rv = ?", [(rv,) for rv in batch.dropped])
-        conn.executemany(
-            "INSERT INTO compacted (grp, plural, rv) VALUES (?, ?, ?)"
-            " ON CONFLICT (grp, plural) DO UPDATE SET rv = excluded.rv",
-            [(*resource, rv) for resource, rv in batch.compacted.items()],
-        )
-        if batch.rv is not None:
+        for e in batch.events:
+            conn.execute(
+                "INSERT INTO events (rv, grp, plural, type, body, old) VALUES (?, ?, ?, ?, ?, ?)",
+                (e.rv, *e.resource, e.type, dump(e.obj), dump(e.old) if e.old else None),
+            )
+        for rv in batch.dropped:
+            conn.execute("DELETE FROM events WHERE rv = ?", (rv,))
+        for resource, rv in batch.compacted.items():
+            conn.execute(
+                "INSERT INTO compacted (grp, plural, rv) VALUES (?, ?, ?)"
+                " ON CONFLICT (grp, plural) DO UPDATE SET rv = excluded.rv",
+                (*resource, rv),
+            )
+        # The counter is the newest kept event's resourceVersion, unless that event is gone
+        # already (the last events of a deleted CRD's objects): then it is written down.
+        newest = batch.events[-1].rv if batch.events else None
+        if batch.rv is not None and batch.rv != newest:
             conn.execute(
                 "INSERT INTO counters (name, value) VALUES ('rv', ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
