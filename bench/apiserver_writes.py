@@ -1,16 +1,29 @@
-"""API-server benchmark: the cost of ServiceFunctionChain writes (CRD schema + CEL validation).
+"""API-server benchmark: the cost of writes, by kind of write and by store (memory, SQLite).
 
-Run: ``.venv/bin/python bench/apiserver_writes.py [--writes N] [--pods N] [--baseline REV]``.
-Not a test: it asserts nothing; it prints a table (median and p90 per request, milliseconds)
-and writes ``bench/results/apiserver_writes.json``. With ``--baseline REV`` (a git revision) the
-same measurement runs first on that revision's ``src/`` (extracted to a temporary directory,
-in a child process) and both are shown side by side with their ratio.
+Run: ``.venv/bin/python bench/apiserver_writes.py [--writes N] [--pods N] [--stream N]
+[--stores memory,sqlite,sqlite-full] [--baseline REV]``. Not a test: it asserts nothing; it prints
+tables and writes ``bench/results/apiserver_writes.json``.
 
-It starts the local API server in this process (its own thread and loop), registers the
-project's CRD (deploy/crds/servicefunctionchains.yaml), creates `--pods` pods in the namespace
-(the controller's situation), then times over one keep-alive HTTP connection, as a client does:
-chain creates, status merge patches (what the controller writes), label-only patches and spec
-patches of the chains.
+Each store is measured in turn, in the same run: ``memory`` (no database, the baseline),
+``sqlite`` (the local cluster's store: SQLite in WAL mode, synchronous=NORMAL) and
+``sqlite-full`` (synchronous=FULL, an fsync per write). For each, the local API server runs as
+its own process (``python -m sfc_k8s.local.apiserver``, as ``local up`` runs it: in this
+process, the clients' threads would hold the GIL the server waits for after each SQLite call),
+on a database in a temporary directory under /tmp, and two measurements run over keep-alive HTTP
+connections, as clients do:
+
+1. chain writes (CRD schema + CEL validation): with the project's CRD registered and ``--pods``
+   pods in the namespace (the controller's situation), chain creates, status merge patches (what
+   the controller writes), label-only patches and spec patches; median and p90 per request (ms).
+2. plain writes and their watch: ``--stream`` ConfigMap writes one after the other (a third
+   creates, a third merge patches, a third deletes) while a watch of the namespace is open on a
+   second connection; writes per second (all of them over the time they took), and the watch
+   latency of each write, from sending the request to reading its event from the watch
+   (p50, p99, ms).
+
+The SQLite stores are shown with their ratio to ``memory`` (time ratios: > 1 is slower). With
+``--baseline REV`` (a git revision) the chain writes also run first on that revision's ``src/``
+(extracted to a temporary directory, in a child process, memory store) and are shown beside.
 """
 
 from __future__ import annotations
@@ -24,10 +37,13 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 import argparse
 import http.client
 import json
+import multiprocessing
+import socket
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +55,14 @@ from sfc_k8s.local.apiserver import APIServer
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "deploy" / "crds" / "servicefunctionchains.yaml"
 BASE = "/apis/sfc-k8s.io/v1alpha1/namespaces/default/servicefunctionchains"
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+STORES: dict[str, str | None] = {"memory": None, "sqlite": "normal", "sqlite-full": "full"}
 
 
-def request(
+def call(
     conn: http.client.HTTPConnection, method: str, path: str, body: Any, ctype: str
-) -> float:
+) -> tuple[float, Any]:
+    """One request: (milliseconds, decoded answer)."""
     data = json.dumps(body).encode()
     start = time.perf_counter()
     conn.request(method, path, body=data, headers={"Content-Type": ctype})
@@ -52,39 +71,24 @@ def request(
     elapsed = (time.perf_counter() - start) * 1000.0
     if response.status >= 300:
         raise RuntimeError(f"{method} {path}: {response.status} {payload[:300]!r}")
-    return elapsed
+    return elapsed, json.loads(payload)
 
 
-def measure(writes: int, pods: int) -> dict[str, dict[str, float]]:
-    merge = "application/merge-patch+json"
-    with tempfile.TemporaryDirectory() as tmp, APIServer(state_dir=Path(tmp)) as server:
-        conn = http.client.HTTPConnection(server.host, server.port)
-        crd = yaml.safe_load(CRD.read_text())
-        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        request(conn, "POST", crds, crd, "application/json")
-        for i in range(pods):
-            pod = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": f"p{i}", "labels": {"app": "client"}},
-                "spec": {"containers": [{"name": "c", "image": "x"}]},
-            }
-            request(conn, "POST", "/api/v1/namespaces/default/pods", pod, "application/json")
-        samples: dict[str, list[float]] = {"create": [], "status": [], "label": [], "spec": []}
-        for i in range(writes):
-            samples["create"].append(
-                request(conn, "POST", BASE, firewall_chain(f"c{i}"), "application/json")
-            )
-        for i in range(writes):
-            status = {"status": {"observedGeneration": i, "readyFunctions": f"{i % 4}/3"}}
-            samples["status"].append(request(conn, "PATCH", f"{BASE}/c{i}/status", status, merge))
-        for i in range(writes):
-            label = {"metadata": {"labels": {"round": str(i)}}}
-            samples["label"].append(request(conn, "PATCH", f"{BASE}/c{i}", label, merge))
-        for i in range(writes):
-            spec = {"spec": {"dataplane": {"drainTimeoutSeconds": 10 + i}}}
-            samples["spec"].append(request(conn, "PATCH", f"{BASE}/c{i}", spec, merge))
-        conn.close()
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: Any, ctype: str
+) -> float:
+    return call(conn, method, path, body, ctype)[0]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+Samples = dict[str, list[float]]
+
+
+def summary(samples: Samples) -> dict[str, dict[str, float]]:
     return {
         kind: {
             "median_ms": round(statistics.median(values), 2),
@@ -93,6 +97,92 @@ def measure(writes: int, pods: int) -> dict[str, dict[str, float]]:
         }
         for kind, values in samples.items()
     }
+
+
+def measure(writes: int, pods: int) -> dict[str, dict[str, float]]:
+    """Chain writes on a memory store in this process (what a --baseline child runs)."""
+    with tempfile.TemporaryDirectory() as tmp, APIServer(state_dir=Path(tmp)) as server:
+        return summary(chain_writes(server.host, server.port, writes, pods))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
+    """Both measurements on one kind of store: samples by kind of write, plus "stream" (the
+    time all ConfigMap writes took, in seconds) and "watch" (their watch latencies, ms)."""
+    synchronous = STORES[store]
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "sfc_k8s.local.apiserver", "--port", str(port)]
+        if synchronous is not None:
+            command += ["--database", f"{tmp}/store.db", "--sync", synchronous]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=1).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the API server ({store}) did not start") from None
+                    time.sleep(0.05)
+            samples = chain_writes("127.0.0.1", port, writes, pods)
+            elapsed, latency = stream_writes("127.0.0.1", port, stream)
+        finally:
+            server.terminate()
+            server.wait(10)
+    return {**samples, "stream": [elapsed], "watch": latency}
+
+
+def figures(samples: Samples, stream: int) -> dict[str, Any]:
+    """What one store's samples (of every round) show."""
+    chains = {k: v for k, v in samples.items() if k not in ("stream", "watch")}
+    return {
+        "writes": summary(chains),
+        "writes_per_s": round(stream * len(samples["stream"]) / sum(samples["stream"]), 1),
+        "watch_ms": {
+            "p50": round(percentile(samples["watch"], 0.5), 2),
+            "p99": round(percentile(samples["watch"], 0.99), 2),
+            "n": len(samples["watch"]),
+        },
+    }
+
+
+def chain_writes(host: str, port: int, writes: int, pods: int) -> Samples:
+    merge = "application/merge-patch+json"
+    conn = http.client.HTTPConnection(host, port)
+    crd = yaml.safe_load(CRD.read_text())
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    request(conn, "POST", crds, crd, "application/json")
+    for i in range(pods):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i}", "labels": {"app": "client"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+        request(conn, "POST", "/api/v1/namespaces/default/pods", pod, "application/json")
+    samples: dict[str, list[float]] = {"create": [], "status": [], "label": [], "spec": []}
+    for i in range(writes):
+        samples["create"].append(
+            request(conn, "POST", BASE, firewall_chain(f"c{i}"), "application/json")
+        )
+    for i in range(writes):
+        status = {"status": {"observedGeneration": i, "readyFunctions": f"{i % 4}/3"}}
+        samples["status"].append(request(conn, "PATCH", f"{BASE}/c{i}/status", status, merge))
+    for i in range(writes):
+        label = {"metadata": {"labels": {"round": str(i)}}}
+        samples["label"].append(request(conn, "PATCH", f"{BASE}/c{i}", label, merge))
+    for i in range(writes):
+        spec = {"spec": {"dataplane": {"drainTimeoutSeconds": 10 + i}}}
+        samples["spec"].append(request(conn, "PATCH", f"{BASE}/c{i}", spec, merge))
+    conn.close()
+    return samples
 
 
 def baseline(rev: str, writes: int, pods: int) -> dict[str, dict[str, float]]:
@@ -105,33 +195,164 @@ def baseline(rev: str, writes: int, pods: int) -> dict[str, dict[str, float]]:
         out = Path(tmp) / "result.json"
         env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
         command = [sys.executable, __file__, "--writes", str(writes), "--pods", str(pods)]
+        command.append("--chains-only")
         subprocess.run([*command, "--output", str(out)], env=env, check=True, capture_output=True)
         result: dict[str, dict[str, float]] = json.loads(out.read_text())["writes"]
         return result
 
 
+def watch_arrivals(host: str, port: int, since: str, count: int, out: Any) -> None:
+    """Child process: read `count` events of a ConfigMap watch from `since`; put
+    {resourceVersion: when it was read} on `out` (perf_counter is the system's monotonic
+    clock, the same in every process). A process of its own, so that reading the watch does
+    not take the GIL from the writer whose requests are timed."""
+    arrived: dict[str, float] = {}
+    watch = http.client.HTTPConnection(host, port)
+    watch.request("GET", f"{CONFIGMAPS}?watch=1&resourceVersion={since}&timeoutSeconds=600")
+    stream = watch.getresponse()
+    out.put("watching")
+    while len(arrived) < count:
+        line = stream.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        arrived[event["object"]["metadata"]["resourceVersion"]] = time.perf_counter()
+    watch.close()
+    out.put(arrived)
+
+
+def stream_writes(host: str, port: int, count: int) -> tuple[float, list[float]]:
+    """ConfigMap creates, patches and deletes while a watch is open: the seconds they took
+    and the watch latency of each (ms)."""
+    conn = http.client.HTTPConnection(host, port)
+    _, listed = call(conn, "GET", CONFIGMAPS, None, "application/json")
+    since = listed["metadata"]["resourceVersion"]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    reader = context.Process(target=watch_arrivals, args=(host, port, since, count, results))
+    reader.start()
+    try:
+        results.get(timeout=60)  # the watch is open
+        third = count // 3
+        merge = "application/merge-patch+json"
+        writes: list[tuple[str, str, Any, str]] = []
+        for i in range(third):
+            writes.append(("POST", CONFIGMAPS, {"metadata": {"name": f"s{i}"}}, "application/json"))
+        for i in range(third):
+            writes.append(("PATCH", f"{CONFIGMAPS}/s{i}", {"data": {"k": str(i)}}, merge))
+        for i in range(count - 2 * third):
+            writes.append(("DELETE", f"{CONFIGMAPS}/s{i}", {}, "application/json"))
+        sent: dict[str, float] = {}
+        began = time.perf_counter()
+        for method, path, body, ctype in writes:
+            start = time.perf_counter()
+            _, answer = call(conn, method, path, body, ctype)
+            sent[answer["metadata"]["resourceVersion"]] = start
+        elapsed = time.perf_counter() - began
+        arrived: dict[str, float] = results.get(timeout=60)
+    finally:
+        reader.join(10)
+        if reader.is_alive():
+            reader.kill()
+            reader.join()
+        conn.close()
+    if len(arrived) < count:
+        raise RuntimeError(f"the watch saw {len(arrived)} of {count} writes")
+    return elapsed, [(arrived[rv] - start) * 1000.0 for rv, start in sent.items()]
+
+
+def ratios(result: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    """Time ratios of a store to the memory store (> 1: slower)."""
+    out = {
+        f"{kind}_median": round(row["median_ms"] / base["writes"][kind]["median_ms"], 2)
+        for kind, row in result["writes"].items()
+    }
+    out["writes_per_s"] = round(base["writes_per_s"] / result["writes_per_s"], 2)
+    for key in ("p50", "p99"):
+        out[f"watch_{key}"] = round(result["watch_ms"][key] / base["watch_ms"][key], 2)
+    return out
+
+
+def show(results: dict[str, dict[str, Any]], base: dict[str, Any] | None, rev: str) -> None:
+    names = list(results)
+    print(f"{'chain write (median/p90 ms)':<30}" + "".join(f"{n:>22}" for n in names))
+    for kind in results[names[0]]["writes"]:
+        cells = "".join(
+            f"{results[n]['writes'][kind]['median_ms']:>13.2f}/{results[n]['writes'][kind]['p90_ms']:<8.2f}"
+            for n in names
+        )
+        line = f"{kind:<30}{cells}"
+        if base is not None:
+            line += f"   {rev[:12]}: {base[kind]['median_ms']:.2f}/{base[kind]['p90_ms']:.2f}"
+        print(line)
+    print(
+        f"{'configmap writes/s':<30}"
+        + "".join(f"{results[n]['writes_per_s']:>22.1f}" for n in names)
+    )
+    for key in ("p50", "p99"):
+        print(
+            f"{'watch latency ' + key + ' (ms)':<30}"
+            + "".join(f"{results[n]['watch_ms'][key]:>22.2f}" for n in names)
+        )
+    if "memory" in results:
+        for name in names:
+            if name != "memory":
+                print(f"{name} / memory (time ratios, > 1 slower): {results[name]['ratios']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writes", type=int, default=40, help="writes of each kind")
+    parser.add_argument("--writes", type=int, default=40, help="chain writes of each kind")
     parser.add_argument("--pods", type=int, default=1200, help="pods in the namespace")
+    parser.add_argument("--stream", type=int, default=300, help="ConfigMap writes under a watch")
+    parser.add_argument("--stores", default=",".join(STORES), help="stores to measure")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, each measuring every store (order rotated)"
+    )
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/apiserver_writes.json")
+    parser.add_argument("--chains-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chains_only:  # the --baseline child: only what older revisions can run
+        record: dict[str, Any] = {"writes": measure(args.writes, args.pods)}
+        args.output.write_text(json.dumps(record) + "\n")
+        return 0
+    stores = args.stores.split(",")
+    unknown = [s for s in stores if s not in STORES]
+    if unknown:
+        parser.error(f"--stores: {', '.join(unknown)} not among {', '.join(STORES)}")
     base = baseline(args.baseline, args.writes, args.pods) if args.baseline else None
-    result = measure(args.writes, args.pods)
-    print(f"chain writes over HTTP, {args.pods} pods present, {args.writes} of each (ms)")
-    header = f"{'write':<8} {'median':>8} {'p90':>8}"
-    if base is not None:
-        header += f" | {args.baseline[:12] + ' median':>20} {'p90':>8} {'ratio':>7}"
-    print(header)
-    for kind, row in result.items():
-        line = f"{kind:<8} {row['median_ms']:>8.2f} {row['p90_ms']:>8.2f}"
-        if base is not None:
-            old = base[kind]
-            ratio = old["median_ms"] / row["median_ms"] if row["median_ms"] else float("inf")
-            line += f" | {old['median_ms']:>20.2f} {old['p90_ms']:>8.2f} {ratio:>6.1f}x"
-        print(line)
-    record = {"pods": args.pods, "writes": result, "baseline": args.baseline, "base": base}
+    measure_store(stores[0], 2, 10, 30)  # warm-up (imports, first CEL compilations): not kept
+    samples: dict[str, Samples] = {s: {} for s in stores}
+    for round_ in range(args.rounds):
+        # Rotating the order spreads the drift of the machine's load over every store.
+        for store in stores[round_ % len(stores) :] + stores[: round_ % len(stores)]:
+            measured = measure_store(store, args.writes, args.pods, args.stream)
+            for kind, values in measured.items():
+                samples[store].setdefault(kind, []).extend(values)
+    results = {s: figures(samples[s], args.stream) for s in stores}
+    if "memory" in results:
+        for name, result in results.items():
+            if name != "memory":
+                result["ratios"] = ratios(result, results["memory"])
+    with open("/proc/loadavg") as loadavg:
+        load = loadavg.read().split()[:3]
+    print(
+        f"API server writes, {args.rounds} rounds of: {args.pods} pods present, {args.writes} "
+        f"chain writes of each kind, {args.stream} ConfigMap writes under a watch; "
+        f"loadavg {' '.join(load)}"
+    )
+    show(results, base, args.baseline or "")
+    record = {
+        "pods": args.pods,
+        "stream": args.stream,
+        "rounds": args.rounds,
+        "loadavg": load,
+        "stores": results,
+        "writes": results[stores[0]]["writes"],
+        "baseline": args.baseline,
+        "base": base,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
     return 0
