@@ -533,22 +533,7 @@ class Store:
         md = obj.setdefault("metadata", {})
         if not isinstance(md, dict):
             raise errors.bad_request("metadata must be an object")
-        if rtype.namespaced:
-            body_ns = md.get("namespace")
-            if namespace and body_ns and body_ns != namespace:
-                raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent "
-                    "on the request"
-                )
-            namespace = namespace or body_ns or "default"
-            md["namespace"] = namespace
-        else:
-            md.pop("namespace", None)
-        if not md.get("name") and md.get("generateName"):
-            for _ in range(20):
-                md["name"] = f"{md['generateName']}{random_suffix()}"
-                if self.find(rtype.key, namespace, md["name"]) is None:
-                    break
+        namespace = self._place(rtype, namespace, md)
         name = md.get("name", "")
         cause = _check_name(rtype, name)
         if cause is not None:
@@ -576,6 +561,26 @@ class Store:
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._register_crd(obj)
         return self.present(rtype, self._commit(self._storage_type(rtype), obj, None))
+
+    def _place(self, rtype: ResourceType, namespace: str | None, md: dict[str, Any]) -> str | None:
+        """Set a new object's namespace (returned) and its name if generated."""
+        if rtype.namespaced:
+            body_ns = md.get("namespace")
+            if namespace and body_ns and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            namespace = namespace or body_ns or "default"
+            md["namespace"] = namespace
+        else:
+            md.pop("namespace", None)
+        if not md.get("name") and md.get("generateName"):
+            for _ in range(20):
+                md["name"] = f"{md['generateName']}{random_suffix()}"
+                if self.find(rtype.key, namespace, md["name"]) is None:
+                    break
+        return namespace
 
     @_one_write
     def replace(
@@ -747,17 +752,7 @@ class Store:
         options = options or {}
         current = self.get(rtype, namespace, name)
         cur_md = meta(current)
-        pre = options.get("preconditions") or {}
-        if pre.get("uid") and pre["uid"] != cur_md.get("uid"):
-            raise errors.conflict(
-                rtype.plural,
-                rtype.group,
-                name,
-                f"Precondition failed: UID in precondition: {pre['uid']}, "
-                f"UID in object meta: {cur_md.get('uid')}",
-            )
-        if pre.get("resourceVersion") and pre["resourceVersion"] != cur_md.get("resourceVersion"):
-            raise errors.stale(rtype.plural, rtype.group, name)
+        _check_preconditions(rtype, cur_md, options.get("preconditions") or {})
         if dry_run:
             return current
         policy = options.get("propagationPolicy") or "Background"
@@ -774,15 +769,7 @@ class Store:
         if rtype.key == ("", "pods"):
             grace = self._pod_grace(obj, options)
         if md.get("deletionTimestamp"):
-            # Already terminating: only a shorter grace period (the kubelet's 0) moves it on.
-            if grace < int(md.get("deletionGracePeriodSeconds") or 0):
-                md["deletionGracePeriodSeconds"] = grace
-                md["deletionTimestamp"] = now_rfc3339(grace)
-                if grace == 0 and not md.get("finalizers"):
-                    self._commit(rtype, obj, current)
-                    return self.present(rtype, self._remove(rtype.key, obj))
-                return self.present(rtype, self._commit(rtype, obj, current))
-            return current
+            return self._delete_again(rtype, obj, current, grace)
         if rtype.key == ("", "namespaces"):
             obj.setdefault("status", {})["phase"] = "Terminating"
             md["deletionTimestamp"] = now_rfc3339()
@@ -799,6 +786,19 @@ class Store:
             md["generation"] = int(md.get("generation", 1)) + 1
             return self.present(rtype, self._commit(rtype, obj, current))
         return self.present(rtype, self._remove(rtype.key, current))
+
+    def _delete_again(self, rtype: ResourceType, obj: Obj, current: Obj, grace: int) -> Obj:
+        """Delete an object already terminating: only a shorter grace period (the kubelet's
+        0) moves it on."""
+        md = meta(obj)
+        if grace >= int(md.get("deletionGracePeriodSeconds") or 0):
+            return current
+        md["deletionGracePeriodSeconds"] = grace
+        md["deletionTimestamp"] = now_rfc3339(grace)
+        if grace == 0 and not md.get("finalizers"):
+            self._commit(rtype, obj, current)
+            return self.present(rtype, self._remove(rtype.key, obj))
+        return self.present(rtype, self._commit(rtype, obj, current))
 
     @_one_write
     def remove_namespace_if_empty(self, name: str) -> bool:
@@ -1001,6 +1001,23 @@ class Store:
             batch = self._pending()
             batch.drop_resource(old.key)
             batch.compacted[old.key] = self._rv
+
+
+def _check_preconditions(
+    rtype: ResourceType, md: Mapping[str, Any], pre: Mapping[str, Any]
+) -> None:
+    """A delete's preconditions (uid, resourceVersion) against the stored metadata."""
+    name = md.get("name", "")
+    if pre.get("uid") and pre["uid"] != md.get("uid"):
+        raise errors.conflict(
+            rtype.plural,
+            rtype.group,
+            name,
+            f"Precondition failed: UID in precondition: {pre['uid']}, "
+            f"UID in object meta: {md.get('uid')}",
+        )
+    if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
+        raise errors.stale(rtype.plural, rtype.group, name)
 
 
 def node_ready(node: Mapping[str, Any]) -> bool:
