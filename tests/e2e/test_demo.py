@@ -3,10 +3,12 @@
 Covers: ``local up`` starts API server, node runtime, controller and agent; the
 transparent-firewall example applied with kubectl becomes Ready; ping, iperf3 (8 streams) and
 long-lived byte-checked TCP flows cross the chain while the firewall scales 2 -> 4 -> 1; every
-active replica carries traffic; flows on replicas that remain never move; no established flow
-breaks; a throughput plot is written; ``local status``, ``exec``, ``logs`` and ``kubectl logs``
-work on the running cluster and ``local up`` again is a no-op; ``local down`` leaves no
-namespace, bpffs pin, process or state file behind.
+active replica carries traffic; flows on replicas that remain never move (at least one flow is
+on each); no established flow breaks or pauses for long; every iperf3 round moves data; the
+scale-in drains; every one of the 21 checks ran and passed; a throughput plot is written;
+``local status``, ``exec``, ``logs`` and ``kubectl logs`` work on the running cluster and
+``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin, process or state
+file behind.
 """
 
 from __future__ import annotations
@@ -72,9 +74,15 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         demo = run(layout, opts, out=lines.append)
         failed = [c for c in demo.checks if not c.ok]
         assert demo.checks and not failed, "\n".join(lines)
-        names = {c.name for c in demo.checks}
-        assert "no long-lived flow broke during the whole run" in names
-        assert any("kept their replica" in n for n in names)
+        names = [c.name for c in demo.checks]
+        # 4 before the traffic (cluster, chain, ping, flows), 3 at 2 replicas, 6 at 4
+        # (programmed, short flows, traffic, kept, iperf3, flows), 7 at 1 (and the drain), 1 at
+        # the end: a check that silently stopped running fails here.
+        assert len(names) == 21, "\n".join(lines)
+        assert names[0] == "local cluster up" and names[-1].startswith("no long-lived flow")
+        assert sum("kept their replica" in n for n in names) == 2
+        assert sum("broke or stalled" in n for n in names) == 4
+        assert sum(n.startswith("draining 3 replica") for n in names) == 1
         assert opts.plot.stat().st_size > 0
 
         again = _sfc_k8s("local", "up", "--state-dir", str(state))  # idempotent

@@ -29,6 +29,7 @@ from typing import Any
 
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local import netns
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name, read_json
 from sfc_k8s.local.netns import nsenter_argv
@@ -38,7 +39,6 @@ from sfc_k8s.local.traffic import (
     IperfLoop,
     IperfRound,
     MetricsSnapshot,
-    open_echo_flows,
     ping,
     scrape_agent,
     short_flows,
@@ -53,6 +53,13 @@ IPERF_PORT = 5201
 METRICS_PORT = 9469
 XC_IN = f"{CHAIN}-client-firewall"  # firewall eth1 is side b
 XC_OUT = f"{CHAIN}-firewall-server"  # firewall eth2 is side a
+# A long-lived flow echoes every 50 ms; a gap of STALL seconds with no echo is forty times its
+# pace and ten times TCP's first retransmission timeout: only a lost path makes one. A flow
+# whose replica was removed under it re-picks a replica once the agent purges its session,
+# after TCP's backed-off retransmissions: it may pause up to MOVED_STALL.
+STALL = 2.0
+MOVED_STALL = 6.0
+MAX_EXTRA_FLOWS = 48  # flows opened so that every replica carries a long-lived one
 
 
 @dataclass
@@ -91,6 +98,126 @@ class DemoError(Exception):
     """A step of the demo could not be carried out (the checks so far are reported)."""
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A pause of one long-lived flow: no echo between ``begin`` and ``end`` (demo clock)."""
+
+    flow: int
+    begin: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.begin
+
+
+class FlowProgress:
+    """Watches the echoed bytes of every long-lived flow and keeps each pause above ``record``.
+
+    An echo flow waits up to its socket timeout for a reply and drops errors raised after
+    ``stop()``, so "not broken" alone cannot see a stall: this watcher can. Pauses are kept to
+    the end of the run; ``close`` ends the pauses still open when the traffic stops.
+    """
+
+    def __init__(self, t0: float, *, period: float = 0.05, record: float = 0.5) -> None:
+        self.t0 = t0
+        self.period = period
+        self.record = record
+        self.gaps: list[Gap] = []
+        self._flows: list[EchoFlow] = []
+        self._seen: dict[int, tuple[int, float]] = {}  # flow index -> (bytes, last advance)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flow-progress", daemon=True)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, flows: list[EchoFlow]) -> None:
+        with self._lock:
+            for flow in flows:
+                self._flows.append(flow)
+                self._seen[flow.index] = (flow.bytes_ok, self.now())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.poll()
+
+    def poll(self) -> None:
+        now = self.now()
+        with self._lock:
+            for flow in self._flows:
+                seen, since = self._seen[flow.index]
+                if flow.bytes_ok != seen:
+                    if now - since > self.record:
+                        self.gaps.append(Gap(flow.index, since, now))
+                    self._seen[flow.index] = (flow.bytes_ok, now)
+
+    def open_gaps(self) -> list[Gap]:
+        """The pauses still going on now, longer than ``record``."""
+        now = self.now()
+        with self._lock:
+            return [
+                Gap(index, since, now)
+                for index, (_, since) in self._seen.items()
+                if now - since > self.record
+            ]
+
+    def close(self) -> None:
+        """Stop watching; a flow paused at this moment keeps that pause on record."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.poll()
+        gaps = self.open_gaps()
+        with self._lock:
+            self.gaps.extend(gaps)
+            self._flows.clear()
+            self._seen.clear()
+
+    def during(self, begin: float, end: float) -> list[Gap]:
+        """Recorded and open pauses overlapping ``[begin, end]``."""
+        everything = [*self.gaps, *self.open_gaps()]
+        return [g for g in everything if g.end >= begin and g.begin <= end]
+
+
+def stalls(gaps: list[Gap], moved: dict[int, tuple[float, float]]) -> list[tuple[Gap, float]]:
+    """The pauses longer than allowed, each with its bound.
+
+    A pause may reach MOVED_STALL only for a flow whose replica was removed, in the step where
+    that happened (``moved``: flow index -> that step's window); every other pause STALL.
+    """
+    out = []
+    for gap in gaps:
+        window = moved.get(gap.flow)
+        bound = (
+            MOVED_STALL
+            if window is not None and gap.end >= window[0] and gap.begin <= window[1]
+            else STALL
+        )
+        if gap.seconds >= bound:
+            out.append((gap, bound))
+    return out
+
+
+class CheckedIperf(IperfLoop):
+    """Back-to-back iperf3 rounds where every attempt is a round: a failure is never retried
+    out of sight, and a round that moved no data (0 bit/s) is a failed round."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            bps, error = self._once()
+            if error is None and bps <= 0:
+                error = "iperf3 reported 0 bit/s received"
+            self.rounds.append(IperfRound(start, time.monotonic(), bps, error))
+            # The server needs a moment to close the previous test before taking the next.
+            self._stop.wait(0.3)
+
+
 class Demo:
     def __init__(
         self, layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print
@@ -108,6 +235,10 @@ class Demo:
         self._lock = threading.Lock()
         self.last: MetricsSnapshot | None = None
         self.reused = False  # the cluster was up before the demo: it stays up after it
+        self.progress = FlowProgress(self.t0)
+        # flow index -> the window of the step in which its replica was removed under it
+        self.moved: dict[int, tuple[float, float]] = {}
+        self._next_flow = 0
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -189,6 +320,21 @@ class Demo:
         self.out("== local cluster")
         self.reused = local_cli.running(self.layout)
         local_cli.up(self.layout, nodes=self.opts.nodes, timeout=self.opts.timeout)
+        nodes = self.kube.get("/api/v1/nodes")["items"]
+        ready = sorted(
+            n["metadata"]["name"] for n in nodes if _condition(n, "Ready").get("status") == "True"
+        )
+        agents = []
+        for i in range(1, self.opts.nodes + 1):
+            with contextlib.suppress(OSError, ValueError):
+                scrape_agent(self.layout.node_netns(node_name(i)), METRICS_PORT)
+                agents.append(node_name(i))
+        self.check(
+            "local cluster up",
+            len(ready) == self.opts.nodes and len(agents) == self.opts.nodes,
+            f"{len(ready)}/{self.opts.nodes} nodes Ready, {len(agents)} node agents serving"
+            f" metrics; {self.layout.kubeconfig}",
+        )
 
     def apply_example(self) -> None:
         self.out("== applying examples/transparent-firewall")
@@ -252,12 +398,13 @@ class Demo:
         before = len(
             [p for p in self.pods("firewall") if not p["metadata"].get("deletionTimestamp")]
         )
-        placement = self.flow_placement(flows)
+        placement = self.cover_replicas(flows)
         rounds_before = len(iperf.rounds)
         self.mark(f"scale to {replicas}")
+        scaled = time.monotonic()
         self.kubectl("scale", "deployment/firewall", "-n", NAMESPACE, f"--replicas={replicas}")
         if replicas < before:
-            self.check_drain(before - replicas)
+            self.check_drain(before - replicas, scaled)
         deadline = time.monotonic() + self.opts.timeout
         while not self._firewall_programmed(replicas):
             if time.monotonic() > deadline:
@@ -289,32 +436,100 @@ class Demo:
             time.sleep(0.1)
         return iperf.rounds[since:]
 
-    def check_drain(self, removed: int) -> None:
-        """While the removed replicas drain, new flows must go to the active ones only."""
+    def firewall_endpoints(self) -> dict[str, str]:
+        """Firewall eth1 endpoints of the inbound link now: host ifname -> state."""
+        snap = self.node_metrics()
+        return {
+            ep.interface: ep.state
+            for (xc, _), ep in snap.endpoints.items()
+            if xc == XC_IN and ep.side == "b"
+        }
+
+    def check_drain(self, removed: int, scaled: float) -> None:
+        """While the removed replicas drain, new flows must go to the active ones only.
+
+        The replicas drain for the firewall's DRAIN_SECONDS, then leave: the wait to see them
+        draining is not bounded by that time (a loaded machine may see it late), and the probes'
+        placement only counts if the replicas were still draining after it was read (a removed
+        replica's sessions are purged and its probes would re-pick an active one).
+        """
         draining: set[str] = set()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and len(draining) < removed:
+        deadline = scaled + self.opts.timeout
+        while len(draining) < removed and time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
-                snap = self.node_metrics()
-                draining = {
-                    ep.interface
-                    for (xc, _), ep in snap.endpoints.items()
-                    if xc == XC_IN and ep.side == "b" and ep.state == "draining"
-                }
+                draining = {i for i, st in self.firewall_endpoints().items() if st == "draining"}
             time.sleep(0.05)
-        probes = open_echo_flows(self.pod_netns("client"), SERVER_IP, ECHO_PORT, 8)
+        seen = time.monotonic() - scaled
+        probes = [self.open_flow(self.pod_netns("client")) for _ in range(8)]
         try:
             placement = self.flow_placement(probes)
+            still = {i for i, st in self.firewall_endpoints().items() if st == "draining"}
         finally:
             for probe in probes:
                 probe.stop()
         on_draining = [port for port, iface in placement.items() if iface in draining]
         self.check(
             f"draining {removed} replica(s): new flows go to active replicas only",
-            len(draining) == removed and not on_draining and len(placement) == len(probes),
-            f"{len(draining)}/{removed} replicas seen draining; {len(placement)} new flows placed,"
+            len(draining) == removed
+            and draining <= still
+            and not on_draining
+            and len(placement) == len(probes),
+            f"{len(draining)}/{removed} replicas seen draining {seen:.1f}s after kubectl scale"
+            f" ({'still' if draining and draining <= still else 'no longer'} draining once the"
+            f" probes were placed); {len(placement)}/{len(probes)} new flows placed,"
             f" {len(on_draining)} on a draining replica",
         )
+
+    def open_flow(self, client_ns: str) -> EchoFlow:
+        """One more long-lived echo flow, numbered after every flow opened so far."""
+        sock = netns.connect_in_netns(client_ns, SERVER_IP, ECHO_PORT, timeout=5.0)
+        sock.settimeout(20.0)
+        self._next_flow += 1
+        return EchoFlow(self._next_flow - 1, sock)
+
+    def open_flows(self, flows: list[EchoFlow], count: int) -> list[EchoFlow]:
+        """Open ``count`` long-lived flows, appended to ``flows`` and watched for pauses."""
+        client_ns = self.pod_netns("client")
+        new = [self.open_flow(client_ns) for _ in range(count)]
+        flows.extend(new)
+        self.progress.add(new)
+        return new
+
+    def echoed(self, flows: list[EchoFlow], timeout: float = 10.0) -> bool:
+        """Every flow of ``flows`` has had at least one chunk echoed (waits up to ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while any(f.bytes_ok == 0 and not f.broken for f in flows):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return not any(f.broken for f in flows)
+
+    def check_established(self, flows: list[EchoFlow]) -> None:
+        echoed = self.echoed(flows)
+        placement = self.flow_placement(flows)
+        self.check(
+            f"{self.opts.flows} long-lived TCP flows established",
+            len(flows) == self.opts.flows and echoed and len(placement) == len(flows),
+            f"{sum(f.bytes_ok > 0 for f in flows)}/{self.opts.flows} echoed,"
+            f" {len(placement)} found in the data plane's sessions",
+        )
+
+    def cover_replicas(self, flows: list[EchoFlow]) -> dict[int, str]:
+        """Open more long-lived flows until every active replica carries one (so that "flows
+        kept their replica" holds for whichever replicas remain); returns the placement."""
+        placement = self.flow_placement(flows)
+        extra = 0
+        while extra < MAX_EXTRA_FLOWS:
+            active = {i for i, st in self.firewall_endpoints().items() if st == "active"}
+            if active <= set(placement.values()):
+                break
+            new = self.open_flows(flows, 4)
+            extra += len(new)
+            self.echoed(new)
+            placement = self.flow_placement(flows)
+        if extra:
+            self.out(f"  opened {extra} more long-lived flows so that every replica carries one")
+        return placement
 
     def flow_placement(self, flows: list[EchoFlow]) -> dict[int, str]:
         """Long-lived flow (client port) -> firewall eth1 host ifname carrying it."""
@@ -420,40 +635,47 @@ class Demo:
             f"{len(active)} active" + (f", idle: {', '.join(idle)}" if idle else ""),
         )
         if placement_before is not None:
-            stayed = moved = 0
-            wrongly_moved = []
-            for port, before in placement_before.items():
-                now = placement.get(port)
-                if before in final and final[before][2] == "active":
-                    if now == before:
-                        stayed += 1
-                    else:
-                        wrongly_moved.append(port)
-                elif now != before:
-                    moved += 1
+            kept = kept_replicas(flows, placement_before, placement, final)
+            for index in kept.moved:
+                self.moved[index] = (t_start, self.progress.now())
             self.check(
                 f"{replicas} replicas: flows on remaining replicas kept their replica",
-                not wrongly_moved,
-                f"{stayed} stayed, {moved} moved from removed replicas"
-                + (f", {len(wrongly_moved)} moved unexpectedly" if wrongly_moved else ""),
+                kept.ok,
+                kept.detail,
             )
             if draining_seen:
                 self.out(f"    {draining_seen} removed replica(s) were seen draining first")
         failed = [r for r in rounds if r.error]
         mbps = [r.bits_per_second / 1e6 for r in rounds if not r.error]
         self.check(
-            f"{replicas} replicas: iperf3 rounds ({self.opts.streams} streams) succeeded",
+            f"{replicas} replicas: every iperf3 round ({self.opts.streams} streams) moved data",
             bool(rounds) and not failed,
             f"{len(rounds)} rounds, "
             + (f"{min(mbps):.0f}-{max(mbps):.0f} Mbit/s" if mbps else "no result")
-            + (f", errors: {failed[0].error}" if failed else ""),
+            + (f", {len(failed)} failed, first: {failed[0].error}" if failed else ""),
         )
+        self.check_flows(f"{replicas} replicas: no established flow broke or stalled", flows,
+                         self.progress.during(t_start, self.progress.now()))  # fmt: skip
+
+    def check_flows(self, name: str, flows: list[EchoFlow], gaps: list[Gap]) -> None:
+        """Every long-lived flow byte-exact, and none paused longer than its bound."""
         broken = [f for f in flows if f.broken]
+        over = stalls(gaps, self.moved)
+        longest = max(gaps, key=lambda g: g.seconds, default=None)
         self.check(
-            f"{replicas} replicas: no established flow broke",
-            not broken,
+            name,
+            not broken and not over,
             f"{len(flows) - len(broken)}/{len(flows)} long-lived flows byte-exact"
-            + (f"; first error: {broken[0].error}" if broken else ""),
+            + (f"; first error: {broken[0].error}" if broken else "")
+            + (
+                f"; longest pause {longest.seconds:.2f}s (flow {longest.flow})"
+                if longest
+                else f"; no pause over {self.progress.record}s"
+            )
+            + "".join(
+                f"; flow {g.flow} stalled {g.seconds:.2f}s at {g.begin:.1f}s (bound {bound:.0f}s)"
+                for g, bound in over
+            ),
         )
 
     # -- the whole scenario ------------------------------------------------------------------
@@ -464,7 +686,6 @@ class Demo:
         iperf: IperfLoop | None = None
         try:
             self.start_cluster()
-            self.check("local cluster up", True, str(self.layout.kubeconfig))
             self.apply_example()
             self.wait_chain_ready()
             client_ns = self.pod_netns("client")
@@ -473,9 +694,10 @@ class Demo:
             self.out("== traffic: ping, iperf3, long-lived echo flows")
             sent, received, summary = ping(client_ns, SERVER_IP, count=10)
             self.check("ping through the chain", sent > 0 and received == sent, summary)
-            flows = open_echo_flows(client_ns, SERVER_IP, ECHO_PORT, self.opts.flows)
-            self.check(f"{len(flows)} long-lived TCP flows established", True)
-            iperf = IperfLoop(
+            self.progress.start()
+            self.open_flows(flows, self.opts.flows)
+            self.check_established(flows)
+            iperf = CheckedIperf(
                 client_ns,
                 SERVER_IP,
                 port=IPERF_PORT,
@@ -503,20 +725,19 @@ class Demo:
         finally:
             if iperf is not None:
                 iperf.stop()
+            self.progress.close()  # before the flows stop: a pause going on now counts
             for flow in flows:
                 flow.stop()
             self._sampling.set()
             if sampler.is_alive():
                 sampler.join(timeout=5)
         if flows:
-            broken = [f for f in flows if f.broken]
             total = sum(f.bytes_ok for f in flows)
-            self.check(
-                "no long-lived flow broke during the whole run",
-                not broken,
-                f"{len(flows)} flows, {total} bytes echoed byte-exact"
-                + (f"; broken: {[f.index for f in broken]}" if broken else ""),
-            )
+            self.out(f"  {len(flows)} long-lived flows echoed {total} bytes in all")
+            self.check_flows(
+                "no long-lived flow broke or stalled during the whole run", flows,
+                self.progress.gaps,
+            )  # fmt: skip
         self.write_plot()
         return all(c.ok for c in self.checks)
 
@@ -574,6 +795,51 @@ class Demo:
                 }
             )
         )
+
+
+@dataclass(frozen=True)
+class Kept:
+    ok: bool
+    detail: str
+    moved: tuple[int, ...]  # flow indices whose replica was removed under them
+
+
+def kept_replicas(
+    flows: list[EchoFlow],
+    before: dict[int, str],
+    after: dict[int, str],
+    final: dict[str, tuple[float, float, str]],
+) -> Kept:
+    """Judge "flows on remaining replicas kept their replica" across a scaling step.
+
+    ``before``/``after``: client port -> firewall interface of each long-lived flow; ``final``:
+    the interfaces still in the data plane with their state. Holds only if every flow was
+    placed before the step, at least one flow was on a replica that remains (otherwise the
+    check would hold vacuously), every such flow is still there, and every flow of a removed
+    replica now crosses an active one.
+    """
+    index = {f.local_port: f.index for f in flows}
+    stayed, moved, wrong, lost = 0, [], [], []
+    for port, was in before.items():
+        now = after.get(port)
+        if was in final and final[was][2] == "active":
+            stayed += now == was
+            if now != was:
+                wrong.append(port)
+        else:
+            moved.append(index[port])
+            if now is None or now not in final or final[now][2] != "active":
+                lost.append(port)
+    unplaced = len(flows) - len(before)
+    ok = not wrong and not lost and stayed > 0 and unplaced == 0
+    detail = (
+        f"{stayed} stayed, {len(moved)} moved from removed replicas"
+        + (f", {len(wrong)} moved unexpectedly" if wrong else "")
+        + (f", {len(lost)} moved flows on no active replica" if lost else "")
+        + (f", {unplaced} flows not found in the sessions before the step" if unplaced else "")
+        + ("" if stayed else ", no flow was on a replica that remains")
+    )
+    return Kept(ok, detail, tuple(moved))
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
