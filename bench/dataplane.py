@@ -188,8 +188,8 @@ def measure_round(
 SKB_CTX_SIZE = 192  # sizeof(struct __sk_buff) on 6.x kernels
 SKB_IFINDEX = 40  # offsetof(struct __sk_buff, ifindex): the interface the frame arrives on
 TC_ACT_REDIRECT = 7
-RUNS = 5  # BPF_PROG_TEST_RUN calls per figure, ``repeat / RUNS`` repetitions each; we keep the
-# fastest: other tasks on the CPUs can only slow a run down (cold caches), never speed it up
+RUNS = 5  # BPF_PROG_TEST_RUN calls per figure, ``repeat / RUNS`` repetitions each; the figure
+# is their median (the fastest is kept beside it: judging the best of N would hide the load)
 
 
 def udp_frame(pair: Pair, sport: int) -> bytes:
@@ -234,7 +234,7 @@ def floor_cost(frame: bytes, ctx: bytes, repeat: int) -> dict[str, float]:
                 fd = libbpf.program_fd(libbpf.object_program(handle, name))
                 runs = [libbpf.prog_test_run(fd, frame, ctx=ctx, repeat=repeat // RUNS)
                         for _ in range(RUNS)]  # fmt: skip
-                out[f"{name}_ns"] = float(min(r.duration_ns for r in runs))
+                out[f"{name}_ns"] = float(statistics.median(r.duration_ns for r in runs))
             return out
         finally:
             libbpf.object_close(handle)
@@ -243,15 +243,17 @@ def floor_cost(frame: bytes, ctx: bytes, repeat: int) -> dict[str, float]:
 def prog_cost(dataplane: Dataplane, pair: Pair, repeat: int, flows: int) -> dict[str, float]:
     """Per-packet cost (ns) of the program from BPF_PROG_TEST_RUN on the 1:1 link's side A.
 
-    ``hit_ns``: one frame of an established flow run ``repeat`` times (the kernel's average per
-    run, the fastest of ``RUNS`` calls; ``hit_median_ns`` their median).
+    ``hit_ns``: one frame of an established flow run ``repeat`` times, the kernel's average per
+    run: the median of ``RUNS`` calls (``hit_min_ns`` the fastest, for reference only: a best
+    of N hides the load the packets meet).
     A miss cannot be repeated (its first run records the session), so each of ``flows`` new
     flows is run three times: a miss, a hit found in the session table (which fills the flow
     cache), a hit found in the flow cache. ``miss_extra_ns`` and ``table_extra_ns`` are the
     medians of the first and the second run minus the third, paired differences that cancel
     the clock reads and cold caches a single run carries; ``miss_ns`` = ``hit_ns`` +
     ``miss_extra_ns`` estimates a miss and ``table_hit_ns`` a hit that is not in the cache
-    (a flow whose entry another flow took).
+    (a flow whose entry another flow took, and every 64th packet of a flow, which the flow
+    cache sends to the session table to refresh the shared entry).
     """
     ctx = bytearray(SKB_CTX_SIZE)
     struct.pack_into("=I", ctx, SKB_IFINDEX, socket.if_nametoindex(pair.client_host))
@@ -265,13 +267,13 @@ def prog_cost(dataplane: Dataplane, pair: Pair, repeat: int, flows: int) -> dict
 
     once(40000)  # records the session
     hits = [once(40000, repeat // RUNS) for _ in range(RUNS)]
-    hit = float(min(hits))
+    hit = float(statistics.median(hits))
     runs = [(once(p), once(p), once(p)) for p in range(41000, 41000 + flows)]
     extra = float(statistics.median(miss - cached for miss, _, cached in runs))
     table = float(statistics.median(found - cached for _, found, cached in runs))
     return {
         "hit_ns": hit,
-        "hit_median_ns": float(statistics.median(hits)),
+        "hit_min_ns": float(min(hits)),
         "miss_extra_ns": extra,
         "miss_ns": hit + extra,
         "table_extra_ns": table,
@@ -332,8 +334,8 @@ def targets(
         )
     hit = cost["hit_ns"]
     out.append(
-        {"target": "program cost, session hit (ns)", "value": hit, "op": "<", "bound": 100.0,
-         "pass": hit < 100.0}
+        {"target": "program cost, session hit, median of calls (ns)", "value": hit, "op": "<",
+         "bound": 100.0, "pass": hit < 100.0}
     )  # fmt: skip
     return out
 
@@ -437,6 +439,8 @@ def main(argv: list[str]) -> int:
     for check in checks:
         verdict = "PASS" if check["pass"] else "FAIL"
         print(f"{verdict} {check['target']}: {check['value']} {check['op']} {check['bound']}")
+    print(f"     beside it: a hit found in the session table (cache collision, every 64th"
+          f" packet) {cost['table_hit_ns']:.0f} ns; a miss {cost['miss_ns']:.0f} ns")  # fmt: skip
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {

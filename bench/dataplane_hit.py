@@ -8,7 +8,7 @@ The baseline's ``src`` is taken from git (``git archive REV``) into a temporary 
 eBPF object compiled there with the Makefile's flags. Each round runs a probe (this script with
 ``--probe``) once per tree, alternately, each in a fresh process on fresh veths, with that
 tree's ``sfc_k8s`` on ``PYTHONPATH``, so that a noisy neighbour hits both alike. A probe
-measures with ``BPF_PROG_TEST_RUN`` (fastest of 7 calls of ``repeat / 5`` runs), as
+measures with ``BPF_PROG_TEST_RUN`` (median of 7 calls of ``repeat / 5`` runs), as
 ``bench/dataplane.py`` does: a session hit of an IPv4 UDP flow and of an IPv6 UDP flow, the
 extra cost of a miss and of an IPv4 hit found in the session table rather than the flow cache
 (medians over 1,000 new flows, each run three times: the first and the second run minus the
@@ -82,7 +82,7 @@ def probe() -> dict[str, float]:
 
             def hit(frame: bytes) -> float:
                 run(frame)  # records the session
-                return float(min(run(frame, REPEAT // 5) for _ in range(CALLS)))
+                return float(statistics.median(run(frame, REPEAT // 5) for _ in range(CALLS)))
 
             v6 = f.eth(f.ETH_IPV6, f.ipv6("fd00::1", "fd00::2", f.UDP, f.l4(40000, 5201, payload)))
             out = {"hit_v4_ns": hit(v4(40000)), "hit_v6_ns": hit(v6)}
