@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nettools import Janitor
+from sfc_k8s.local.layout import NETNS_PREFIX, Layout
+from tests.nettools import CREATED, Janitor
 
 pytest_plugins = ["tests.fixtures.apiserver", "tests.fixtures.cni"]
 
@@ -27,12 +28,18 @@ def janitor() -> Iterator[Janitor]:
 
 # ----- leak check ------------------------------------------------------------------------------
 # A test (or fixture) that leaves a child process running, or a network namespace or bpffs pin
-# named like the tests' own (sfct-, sfcl-), fails the run at its end, naming the test during
-# which each leak appeared. Pytest's own threads are not processes; processes and names that
-# existed before the session are not counted. Network namespaces and pins are only checked when
-# no other test session of this checkout ran at the same time (their names could be its own).
+# this session made, fails the run at its end, naming the test during which each leak appeared.
+# Pytest's own threads are not processes; processes and names that existed before the session
+# are not counted. A name is this session's (``ours``) when
+# - a helper of the tests made it and put it on record (``nettools.CREATED``: every janitor
+#   namespace and private bpffs root);
+# - it belongs to a local cluster whose state directory is under this session's temporary
+#   directories (its names carry the hash of that directory: ``Layout.cluster_id``);
+# - it is named like the tests' own (sfct-) and no other test session ran at the same time.
+# So a concurrent ``make demo`` or ``local up`` (state elsewhere), or another checkout's test
+# session, is never blamed, while a test's own leak fails the run even beside them.
 
-LEAK_PREFIXES = ("sfct-", "sfcl-")
+LEAK_PREFIXES = ("sfct", "sfcl-")  # sfct: every janitor name (sfct-, sfcta-, ...)
 _SESSIONS_DIR = Path("/tmp/sfc-k8s-test-sessions")
 _seen: dict[str, str] = {}  # pid or name -> node id of the test during which it appeared
 
@@ -90,6 +97,26 @@ def _other_sessions() -> set[int]:
     return alive
 
 
+def _cluster_ids(base: Path) -> set[str]:
+    """Cluster ids of every local cluster whose state directory is (or was) under ``base``:
+    each directory there and its ``state`` child (``local down`` removes the latter)."""
+    ids: set[str] = set()
+    for folder, _, _ in os.walk(base):
+        for candidate in (Path(folder), Path(folder) / "state"):
+            ids.add(Layout(candidate).cluster_id)
+    return ids
+
+
+def ours(name: str, *, created: set[str], cluster_ids: set[str], overlapped: bool) -> bool:
+    """Whether a namespace or pin that appeared during the session is the session's own."""
+    if name in created:
+        return True
+    leaf = name.rsplit("/", 1)[-1].removeprefix("netns ")
+    if leaf.startswith(NETNS_PREFIX):
+        return leaf.removeprefix(NETNS_PREFIX).split("-", 1)[0] in cluster_ids
+    return not overlapped
+
+
 def _note(nodeid: str) -> None:
     for pid in _children(os.getpid()):
         _seen.setdefault(str(pid), nodeid)
@@ -103,8 +130,10 @@ def pytest_runtest_logfinish(nodeid: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail the run if a test left a child process, netns or bpffs pin of the tests behind."""
+def _no_leaks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Fail the run if a test left a child process, or a netns or bpffs pin of this session."""
     _SESSIONS_DIR.mkdir(exist_ok=True)
     marker = _SESSIONS_DIR / str(os.getpid())
     marker.touch()
@@ -117,9 +146,14 @@ def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         marker.unlink(missing_ok=True)
     last = request.node.items[-1].nodeid if request.node.items else "?"
     deadline = time.monotonic() + 3.0  # a process being stopped may take a moment to exit
+    cluster_ids = _cluster_ids(tmp_path_factory.getbasetemp())
     while True:
         pids = _children(os.getpid()) - before_pids
-        names = set() if overlapped else _names() - before_names
+        names = {
+            n
+            for n in _names() - before_names
+            if ours(n, created=CREATED, cluster_ids=cluster_ids, overlapped=overlapped)
+        }
         if not (pids or names) or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -26,6 +26,20 @@ def unique(prefix: str, length: int = 15) -> str:
     return f"{prefix[: length - len(suffix) - 1]}-{suffix}"
 
 
+# Names of network namespaces and bpffs roots this test session created ("netns NAME",
+# "pin /sys/fs/bpf/NAME"): the session-end leak check blames these, whatever else runs on the
+# machine at the same time.
+CREATED: set[str] = set()
+
+
+def private_bpffs_root() -> str:
+    """A fresh bpffs root name for one test (``/sys/fs/bpf/sfct-<random>``), on record as this
+    session's; the caller removes it."""
+    name = f"sfct-{secrets.token_hex(4)}"
+    CREATED.add(f"pin /sys/fs/bpf/{name}")
+    return f"/sys/fs/bpf/{name}"
+
+
 class Janitor:
     """Undo steps run in reverse order, each one even if an earlier one failed."""
 
@@ -37,6 +51,7 @@ class Janitor:
 
     def netns(self, prefix: str = "sfct") -> str:
         name = unique(prefix, length=24)
+        CREATED.add(f"netns {name}")
         run("ip", "netns", "add", name)
         self.add(lambda: run("ip", "netns", "del", name, check=False))
         run("ip", "link", "set", "lo", "up", netns=name)

@@ -6,7 +6,6 @@ afterwards pass or fail: links, pins, root folder, veths.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,13 +13,13 @@ import pytest
 
 from sfc_k8s.dataplane import Dataplane
 from tests.bpf.harness import Harness
-from tests.nettools import janitor, unique
+from tests.nettools import janitor, private_bpffs_root, unique
 
 SESSIONS = 4096
 
 
 def private_root() -> str:
-    return f"/sys/fs/bpf/sfct-{secrets.token_hex(4)}"
+    return private_bpffs_root()
 
 
 @dataclass

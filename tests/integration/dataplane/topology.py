@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.nettools import Janitor, run, unique
+from tests.nettools import Janitor, private_bpffs_root, run, unique
 
 if TYPE_CHECKING:
     from sfc_k8s.dataplane import Dataplane
@@ -372,7 +372,7 @@ class Pair:
 
 def bpffs_root(janitor: Janitor) -> str:
     """A private bpffs root for one test, removed afterwards whatever is left in it."""
-    root = f"/sys/fs/bpf/sfct-{secrets.token_hex(4)}"
+    root = private_bpffs_root()
     janitor.add(lambda: subprocess.run(["rm", "-rf", root], check=False))
     return root
 

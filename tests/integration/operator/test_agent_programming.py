@@ -25,7 +25,6 @@ The helpers here (API client, fake pods, running agent) are shared with test_age
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 import urllib.error
@@ -44,7 +43,7 @@ from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.dataplane import Dataplane, LinkNotFound
 from sfc_k8s.operator.agent import AgentConfig, NodeAgent, agent_finalizer, annotation_prefix
 from sfc_k8s.operator.agent_reconcile import link_name
-from tests.nettools import Janitor, run, unique
+from tests.nettools import Janitor, private_bpffs_root, run, unique
 
 T = TypeVar("T")
 XC_PATH = "/apis/sfc-k8s.io/v1alpha1/namespaces/{ns}/crossconnections"
@@ -195,7 +194,7 @@ def link_state(dp: Dataplane, link: str) -> dict[str, tuple[str, str]] | None:
 
 def new_bpffs_root(janitor: Janitor) -> str:
     """A bpffs root for one test; whatever the agent left there is destroyed by the janitor."""
-    root = f"/sys/fs/bpf/sfct-{secrets.token_hex(4)}"
+    root = private_bpffs_root()
 
     def destroy() -> None:
         if Path(root).exists():
