@@ -196,7 +196,10 @@ def test_bad_match_labels() -> None:
 def test_prefixed_label_keys_are_valid() -> None:
     body = web_chain()
     body["spec"]["functions"][0]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "client"}
-    parse_chain(body)
+    selector = parse_chain(body).functions[0].selector
+    assert selector.match_labels == (("app.kubernetes.io/name", "client"),)
+    assert selector.matches({"app.kubernetes.io/name": "client"})
+    assert not selector.matches({"name": "client"})
 
 
 def test_duplicate_function_and_link_names() -> None:

@@ -64,7 +64,15 @@ def test_hash_spreads_keys() -> None:
         for p in range(1000, 3000)
     }
     assert len(slots) > 1950
-    assert isinstance(FlowKey(), FlowKey)
+    # Every field of the key feeds the hash: keys differing only in the link or the VLAN differ.
+    base = flow.make_key(1, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=6, sport=1, dport=80)
+    other_link = flow.make_key(
+        2, FlowKind.L4_V4, "10.0.0.1", "10.0.0.2", proto=6, sport=1, dport=80
+    )
+    tagged = FlowKey.from_buffer_copy(bytes(base))
+    tagged.vlan = 7
+    hashes = {flow.flow_hash(k) for k in (base, other_link, tagged, FlowKey())}
+    assert len(hashes) == 4
 
 
 def test_compact_ipv4_key_round_trip() -> None:

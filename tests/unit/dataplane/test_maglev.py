@@ -7,7 +7,9 @@
   almost all of them to (or from) that endpoint;
 - an empty set gives an empty table; more endpoints than slots is refused;
 - the C population loop (built by ``make bpf``) is loaded and gives exactly the table of the
-  pure-Python reference for many endpoint sets and sizes.
+  pure-Python reference for many endpoint sets and sizes;
+- both give exactly the table of ``tests/maglev_reference.py``, a reference written apart from
+  the product's code, on small tables.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from sfc_k8s.dataplane import maglev
 from sfc_k8s.dataplane.structs import MAGLEV_SIZE, MAX_ENDPOINTS_PER_SIDE
+from tests import maglev_reference
 
 
 def names(n: int, prefix: str = "veth") -> dict[str, int]:
@@ -100,3 +103,16 @@ def test_native_builder_is_built() -> None:
 )
 def test_native_table_equals_reference(endpoints: dict[str, int], size: int) -> None:
     assert maglev.build_table(endpoints, size) == maglev.build_table_py(endpoints, size)
+
+
+@pytest.mark.parametrize(
+    ("count", "size"), [(1, 7), (2, 7), (3, 13), (5, 13), (13, 13), (7, 101), (40, 251), (3, 1009)]
+)
+def test_builder_equals_the_independent_reference(count: int, size: int) -> None:
+    """Both builders of the product against ``tests/maglev_reference.py``, written apart from
+    them (the one above compares the product's C loop with its own Python loop)."""
+    endpoints = names(count, "ref")
+    expected = maglev_reference.table(endpoints, size)
+    for build in (maglev.build_table, maglev.build_table_py):
+        table = build(endpoints, size)
+        assert [endpoints[name] for name in expected] == list(table)
