@@ -8,12 +8,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from sfc_k8s.local.layout import NETNS_PREFIX, Layout
 from tests.nettools import CREATED, Janitor
 
 pytest_plugins = ["tests.fixtures.apiserver", "tests.fixtures.cni"]
+
+# Property tests check results, not speed: hypothesis' default 200 ms deadline per example turns a
+# busy machine into a failure. Timings belong to bench/.
+hypothesis.settings.register_profile("sfc-k8s", deadline=None)
+hypothesis.settings.load_profile("sfc-k8s")
 
 
 @pytest.fixture

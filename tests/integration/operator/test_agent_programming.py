@@ -413,21 +413,24 @@ def test_draining_endpoint_is_removed_when_its_drain_timeout_expires(
     janitor.add(lambda: api.force_delete_xc(name))
     a = [client.endpoint(node)]
     b = [fw1.endpoint(node), fw2.endpoint(node)]
-    api.create_xc(name, a, b, dataplane={"drainTimeoutSeconds": 1})
+    # Longer than the agent's 1 s drain check, so that a timeout cut short shows.
+    api.create_xc(name, a, b, dataplane={"drainTimeoutSeconds": 3})
 
     with running_agent(apiserver, bpffs_root, node):
         wait_programmed(api, name, node)
+        # Taken before the write: the agent cannot start fw1's 3 s drain earlier, so however
+        # loaded the machine, fw1 cannot be gone sooner than 3 s after this.
+        began = time.monotonic()
         api.set_endpoints(name, a, [fw1.endpoint(node, "draining"), fw2.endpoint(node)])
         wait_for(
             "fw1 draining",
             lambda: (link_state(dataplane, link) or {}).get(fw1.host) == ("b", "draining"),
         )
-        began = time.monotonic()
         wait_for(
             "fw1 removed after its timeout",
             lambda: (state := link_state(dataplane, link)) is not None and fw1.host not in state,
         )
-        assert time.monotonic() - began > 0.5
+        assert time.monotonic() - began >= 3.0, "fw1 left before its drain timeout"
         report = wait_for(
             "a report with 2 endpoints",
             lambda: (r := node_report(api, name, node)) and r["programmedEndpoints"] == 2 and r,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_k8s.api.naming import mac_from_seed
-from sfc_k8s.dataplane import Dataplane
+from sfc_k8s.dataplane import Dataplane, LinkStatus
 from sfc_k8s.operator.agent_reconcile import link_name
 from tests.integration.operator.test_agent_programming import (
     NAMESPACE,
@@ -163,6 +163,15 @@ def test_traffic_follows_scale_out_drain_and_scale_in(
         assert set(probe(topo, 30000, 16).values()) == {"r2"}
 
 
+def _rx_of(status: LinkStatus, topo: Topology) -> int:
+    """Packets the link took in from the client so far."""
+    return next(e.counters.rx_packets for e in status.endpoints if e.ifname == topo.client.host)
+
+
+def _rx(dataplane: Dataplane, link: str, topo: Topology) -> int:
+    return _rx_of(dataplane.status(link), topo)
+
+
 def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
     apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
 ) -> None:
@@ -196,12 +205,16 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
     api.force_delete_xc(gone)
     wait_for("the stripped xc gone", lambda: api.get_xc(gone) is None)
     assert set(dataplane.links()) == {link, gone_link}
-    time.sleep(0.5)  # a while without any agent
+    # Packets cross while no agent runs (an event, whatever the machine's load).
+    start = _rx_of(before, topo)
+    wait_for("traffic with no agent", lambda: _rx(dataplane, link, topo) > start)
+    down = _rx(dataplane, link, topo)
 
     with running_agent(apiserver, bpffs_root, node):
         wait_for("the stale link collected", lambda: gone_link not in dataplane.links())
         time.sleep(0.5)  # the resume pass has run by now; traffic keeps going meanwhile
         after = dataplane.status(link)
+        wait_for("traffic after the restart", lambda: _rx(dataplane, link, topo) > down)
         assert dataplane.links() == [link]
         assert after.link_id == before.link_id  # adopted, not re-created
         assert [(e.side, e.ifname, e.state) for e in after.endpoints] == [
@@ -212,5 +225,5 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
     result = json.loads(out.splitlines()[-1])
     assert result["bad"] == 0, err
     for flow in result["flows"]:
-        assert flow["sent"] > 100
+        assert flow["sent"] > 0
         assert flow["missing"] == [], flow
