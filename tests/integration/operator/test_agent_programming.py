@@ -13,7 +13,9 @@ the data plane is pinned under a private bpffs root. Covers:
 - an invalid spec -> ready false with the offending field, nothing programmed;
 - ``dataplane.drainTimeoutSeconds``: a draining endpoint is removed once its time is up, while
   the spec still lists it (the pod still terminating), and the node stays reported ready;
-- metrics: per-endpoint counters read from the data plane, reconcile latency histogram;
+- metrics: per-endpoint counters read from the data plane, reconcile latency histogram; 37
+  frames of 100 bytes sent from a pod give exactly 37 packets and 3,700 bytes received from
+  it and sent to the other side's pod, and one session, in the ``/metrics`` text;
 - deleting the xc -> link and its pins gone before the object disappears;
 - two agents (two nodes, two bpffs roots) on one xc: each programs only its endpoints, each adds
   its own finalizer, they settle (no write ping-pong), and one node leaving does not disturb the
@@ -25,6 +27,7 @@ The helpers here (API client, fake pods, running agent) are shared with test_age
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -38,11 +41,14 @@ from typing import Any, TypeVar
 
 import pytest
 from kopf.testing import KopfRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.dataplane import Dataplane, LinkNotFound
+from sfc_k8s.local.netns import run_in_netns
 from sfc_k8s.operator.agent import AgentConfig, NodeAgent, agent_finalizer, annotation_prefix
 from sfc_k8s.operator.agent_reconcile import link_name
+from tests.bpf import frames as f
 from tests.nettools import Janitor, private_bpffs_root, run, unique
 
 T = TypeVar("T")
@@ -493,3 +499,68 @@ def test_two_node_agents_share_one_cross_connection(
         api.delete_xc(name)
         wait_for("the xc gone", lambda: api.get_xc(name) is None)
         assert link not in views[0].links()
+
+
+def _send_frames(pod: Pod, frame: bytes, count: int) -> None:
+    """Send ``frame`` ``count`` times out of the pod's eth1 (into the link, from its side)."""
+
+    def opened() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        sock.bind(("eth1", 0))
+        return sock
+
+    with run_in_netns(pod.netns, opened) as sock:
+        for _ in range(count):
+            sock.send(frame)
+
+
+def _samples(text: str, name: str, link: str) -> dict[tuple[str, ...], float]:
+    """The samples of metric ``name`` for ``link``: (interface, direction) or () -> value."""
+    out: dict[tuple[str, ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("link") == link:
+                key = tuple(
+                    sample.labels[k] for k in ("interface", "direction") if k in sample.labels
+                )
+                out[key] = sample.value
+    return out
+
+
+def test_metrics_show_the_counts_of_a_known_number_of_packets(
+    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str
+) -> None:
+    node = unique("node")
+    client, fw = (make_pod(janitor, p) for p in ("mclient", "mfw"))
+    for pod in (client, fw):
+        # No IPv6 in the pods: no router solicitation or MLD report enters the link uninvited.
+        run("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", netns=pod.netns)
+        run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", netns=pod.netns)
+        plug(janitor, pod)
+    name = unique("xc-metrics", 30)
+    link = link_name(NAMESPACE, name)
+    janitor.add(lambda: api.force_delete_xc(name))
+    api.create_xc(name, [client.endpoint(node)], [fw.endpoint(node)])
+    udp = f.l4(40000, 7000, b"m" * 46)
+    frame = f.eth(f.ETH_IP, f.ipv4("10.77.0.1", "10.77.0.2", f.UDP, udp))
+    assert len(frame) == 100
+
+    with running_agent(apiserver, bpffs_root, node) as agent:
+        wait_programmed(api, name, node)
+        _send_frames(client, frame, 37)
+        # The frames are processed in softirq after send() returns: wait for the last one.
+
+        def counted() -> str | None:
+            text = scrape(agent)
+            tx = _samples(text, "sfc_k8s_endpoint_packets_total", link).get((fw.host, "tx"))
+            return text if tx == 37 else None
+
+        text = wait_for("the 37 frames counted", counted)
+
+    packets = _samples(text, "sfc_k8s_endpoint_packets_total", link)
+    octets = _samples(text, "sfc_k8s_endpoint_bytes_total", link)
+    sent, came = (client.host, "rx"), (fw.host, "tx")  # into the link; out into fw's pod
+    idle = [(client.host, "tx"), (fw.host, "rx")]
+    assert packets == {sent: 37, came: 37, **dict.fromkeys(idle, 0)}
+    assert octets == {sent: 3700, came: 3700, **dict.fromkeys(idle, 0)}
+    assert _samples(text, "sfc_k8s_link_sessions", link) == {(): 1}
