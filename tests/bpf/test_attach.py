@@ -1,6 +1,9 @@
 """Attachment and adoption with real packets between network namespaces:
 
 - TCX (default) and the clsact fallback ("tc" mode) both forward ping through a link;
+- a kernel refusing TCX (EINVAL or EOPNOTSUPP from bpf_link_create) gets the clsact fallback
+  end to end: a link created with tc filters that forwards, an endpoint removed with its
+  filter, a restarted manager adopting the link, and the link deleted with every filter;
 - the program stays attached and forwarding when the managing process has closed, and a new
   Dataplane adopts the pinned state (same link id, same counters, no reload);
 - a VLAN tag moved into skb metadata by the stack (the real path, which BPF_PROG_TEST_RUN
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from sfc_k8s.dataplane import Dataplane, Side, loader
+from sfc_k8s.dataplane import _libbpf as bpf
 from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.nettools import Janitor, run, unique
@@ -123,3 +128,45 @@ def test_endpoint_of_a_deleted_interface_can_be_removed(janitor: Janitor, root: 
         subprocess.run(["ip", "link", "del", pair.host_right], check=True)
         dp.delete_link("p")
         assert dp.links() == []
+
+
+@pytest.mark.parametrize("refusal", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_tcx_refused_falls_back_to_clsact_end_to_end(
+    janitor: Janitor, root: str, monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    # A kernel without TCX, at the libbpf boundary: bpf_link_create refuses TCX attachments
+    # with the errno such a kernel gives (libbpf returns -errno); everything else is real.
+    real = bpf._link_create
+
+    def no_tcx(prog_fd: int, target: int, attach_type: int, opts: object) -> int:
+        if attach_type == bpf.BPF_TCX_INGRESS:
+            return -refusal
+        return int(real(prog_fd, target, attach_type, opts))
+
+    monkeypatch.setattr(bpf, "_link_create", no_tcx)
+    pair = Pair(janitor)
+    extra = janitor.veth(unique("xe"), unique("xp"))[0]
+
+    def filters(dev: str) -> str:
+        return run("tc", "filter", "show", "dev", dev, "ingress").stdout
+
+    with Dataplane(root, session_table_size=SESSIONS) as dp:  # attach_mode "auto"
+        link_id = dp.create_link(
+            "p", side_a=[pair.host_left], side_b=[pair.host_right, extra]
+        ).link_id
+        for dev in (pair.host_left, pair.host_right, extra):
+            assert "sfc_xc_ingress" in filters(dev), dev
+        assert not [p for p in os.listdir(loader.Pins(root).link_dir("p")) if "tcx_" in p]
+        dp.remove_endpoint("p", Side.B, extra)  # (it has no pod: flows must not pick it)
+        assert filters(extra).strip() == ""
+        assert pair.ping()
+    # A restarted manager (TCX still refused) adopts the link and its tc filters.
+    with Dataplane(root) as again:
+        assert again.status("p").link_id == link_id
+        assert [e.ifname for e in again.status("p").side(Side.B)] == [pair.host_right]
+        assert pair.ping()
+        again.delete_link("p")
+        assert again.links() == []
+    for dev in (pair.host_left, pair.host_right):
+        assert filters(dev).strip() == "", dev
+    assert pair.unreachable()
