@@ -148,7 +148,7 @@ def test_tcx_refused_falls_back_to_clsact_end_to_end(
     extra = janitor.veth(unique("xe"), unique("xp"))[0]
 
     def filters(dev: str) -> str:
-        return run("tc", "filter", "show", "dev", dev, "ingress").stdout
+        return str(run("tc", "filter", "show", "dev", dev, "ingress").stdout)
 
     with Dataplane(root, session_table_size=SESSIONS) as dp:  # attach_mode "auto"
         link_id = dp.create_link(
