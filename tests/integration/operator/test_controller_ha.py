@@ -2,16 +2,25 @@
 
 Covers: a second replica started while the first is active stays paused (no reconcile, no
 write) while the first follows a scaling event; when the first stops, the second takes over and
-follows the next scaling event; the objects are never duplicated.
+follows the next scaling event; the objects are never duplicated. A leader in its own process
+killed with SIGKILL (no goodbye to the peering) hands over once its peering lifetime is over:
+the standby follows the next scaling event with exactly the writes it needs, creates and
+deletes nothing, and settles.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from sfc_k8s.operator.controller import Controller
 from tests.integration.operator.controller_support import (
+    PEERING,
     Cluster,
     chain_body,
     controller_config,
@@ -58,3 +67,53 @@ def test_only_the_leader_acts_and_the_other_takes_over(cluster: Cluster) -> None
     finally:
         if leading is not None:
             leading.__exit__(None, None, None)
+
+
+def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body())
+
+    def firewall_pods() -> list[str]:
+        return [pod for pod, _ in endpoints(cluster.xcs()["web-client-firewall"], "b")]
+
+    # The leader in its own process, so that it can die without a word (no peering goodbye).
+    argv = [sys.executable, "-m", "sfc_k8s.cli", "controller",
+            "--kubeconfig", str(cluster.apiserver.kubeconfig), "--namespace", cluster.ns,
+            "--peering", PEERING, "--priority", "200", "--peering-lifetime", "5",
+            "--log-format", "plain"]  # fmt: skip
+    with (tmp_path / "leader.log").open("w") as log:
+        leader = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        eventually(lambda: firewall_pods() == ["fw-0"], timeout=30)
+        standby = Controller(controller_config(cluster.apiserver, cluster.ns, priority=100))
+        with running(standby):
+            eventually(lambda: len(cluster.peers()) == 2)
+            cluster.create_pod("fw-1", "firewall")
+            eventually(lambda: firewall_pods() == ["fw-0", "fw-1"])
+            assert writes(standby) == 0 and standby.stats["reconcile"] == 0
+            versions = {n: xc["metadata"]["resourceVersion"] for n, xc in cluster.xcs().items()}
+
+            leader.send_signal(signal.SIGKILL)
+            assert leader.wait(timeout=10) == -signal.SIGKILL
+            # The dead leader's peering entry still claims the lead until its lifetime ends:
+            # the standby waits for that, then resumes, re-lists and finds everything in place.
+            cluster.create_pod("fw-2", "firewall")
+            eventually(lambda: firewall_pods() == ["fw-0", "fw-1", "fw-2"], timeout=30)
+            # Settled: no write ping-pong, nothing written twice.
+            settled = writes(standby)
+            eventually(lambda: standby.stats["reconcile"] > 0)
+            assert standby.stats["xc_create"] == 0, standby.stats  # no object made again
+            assert standby.stats["xc_delete"] == 0, standby.stats
+            # fw-2 changes each of the two links once (its endpoint on side b of one, a of the
+            # other); nothing else of the dead leader's work is written again.
+            assert standby.stats["xc_patch"] == 2, standby.stats
+            assert sorted(cluster.xcs()) == sorted(versions)
+            time.sleep(1.0)  # a window for a late duplicate to show
+            assert writes(standby) == settled, standby.stats
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait(timeout=10)
