@@ -14,7 +14,7 @@
 - deleting a link purges its sessions, unpins its attachments, frees its slots and leaves
   other links alone; its interfaces then pass traffic untouched;
 - a full side refuses one more endpoint (CapacityError) and nothing changes (the limit is
-  lowered for the test; 1,024 real endpoints take ~20 s to attach, see docs/dataplane.md).
+  lowered here; ``test_capacity.py`` does it at the real 1,024, about 20 s of attachments).
 """
 
 from __future__ import annotations
