@@ -140,7 +140,14 @@ def test_kopf_sees_every_change_exactly_once(kopf_env: LocalAPIServer) -> None:
         for name in names:
             server.call(store.delete, rtype, "kopf-test", name)
         _eventually(lambda: len(deletes) == COUNT and not server.call(store.objects, rtype.key))
-        time.sleep(1.5)  # one more watch resumption with nothing left to see
+
+        # One more watch resumption with nothing left to see: waited for as an event (a watch
+        # the server did not have before), not as a guessed time.
+        def watches() -> frozenset[object]:
+            return frozenset(store._watchers.get(rtype.key, ()))  # the store's own record
+
+        before = server.call(watches)
+        _eventually(lambda: bool(server.call(watches) - before))
     assert runner.exception is None
     assert runner.exit_code == 0
     assert creates == dict.fromkeys(names, 1)
