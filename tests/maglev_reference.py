@@ -15,6 +15,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 
 
+def name(link_cid: int, endpoint_id: int) -> str:
+    """An endpoint's name in its side's table: its link's cluster-wide id and its own stable id
+    (``link<cid>/ep<id>``), the same on every node."""
+    return f"link{link_cid}/ep{endpoint_id}"
+
+
 def preferences(name: str, size: int) -> Iterator[int]:
     """The slots an endpoint asks for, in order: ``offset + j * skip (mod size)``, j = 0, 1, ...
 

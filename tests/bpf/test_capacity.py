@@ -120,9 +120,13 @@ def test_a_session_table_smaller_than_the_live_flows(
             link_id, FlowKind.L4_V4, "10.2.0.1", "10.2.0.2", proto=f.UDP, sport=sport, dport=53
         )
 
+    status = dp.status("tight")
+    ids = {e.ifname: maglev_reference.name(status.cluster_id, e.id) for e in status.side(Side.B)}
+
     def expected(sport: int, active: list[str]) -> str:
-        slot = flow.flow_hash(key(sport)) % structs.MAGLEV_SIZE
-        return maglev_reference.table(active, structs.MAGLEV_SIZE)[slot]
+        named = {ids[h]: h for h in active}
+        slot = flow.flow_hash(key(sport), link_cid=status.cluster_id) % structs.MAGLEV_SIZE
+        return named[maglev_reference.table(named, structs.MAGLEV_SIZE)[slot]]
 
     def send(sport: int) -> str:
         frame = f.eth(f.ETH_IP, f.ipv4("10.2.0.1", "10.2.0.2", f.UDP, f.l4(sport, 53)))

@@ -122,10 +122,19 @@ def _frame(sport: int, token: bytes, *, reply: bool = False) -> bytes:
 
 
 def _expected(bench: Bench, sport: int, active: list[str]) -> str:
-    link_id = bench.dp.status("oracle").link_id
-    key = make_key(link_id, FlowKind.L4_V4, CLIENT, SERVER, proto=f.UDP, sport=sport, dport=PORT)
-    slot = flow.flow_hash(key) % structs.MAGLEV_SIZE
-    return maglev_reference.table(active, structs.MAGLEV_SIZE)[slot]
+    """The pod the reference gives a new flow among the ``active`` host interfaces: Maglev over
+    the endpoints' stable names, hashed with the link's cluster-wide id."""
+    status = bench.dp.status("oracle")
+    named = {
+        maglev_reference.name(status.cluster_id, e.id): e.ifname
+        for e in status.side(Side.B)
+        if e.ifname in active
+    }
+    key = make_key(
+        status.link_id, FlowKind.L4_V4, CLIENT, SERVER, proto=f.UDP, sport=sport, dport=PORT
+    )
+    slot = flow.flow_hash(key, link_cid=status.cluster_id) % structs.MAGLEV_SIZE
+    return named[maglev_reference.table(named, structs.MAGLEV_SIZE)[slot]]
 
 
 def _open(bench: Bench, sport: int) -> list[str]:
