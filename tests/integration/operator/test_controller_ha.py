@@ -79,6 +79,9 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
     def firewall_pods() -> list[str]:
         return [pod for pod, _ in endpoints(cluster.xcs()["web-client-firewall"], "b")]
 
+    def firewall_status() -> dict[str, int]:
+        return dict(cluster.chain("web")["status"]["functions"]["firewall"])
+
     # The leader in its own process, so that it can die without a word (no peering goodbye).
     argv = [sys.executable, "-m", "sfc_k8s.cli", "controller",
             "--kubeconfig", str(cluster.apiserver.kubeconfig), "--namespace", cluster.ns,
@@ -93,6 +96,8 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
             eventually(lambda: len(cluster.peers()) == 2)
             cluster.create_pod("fw-1", "firewall")
             eventually(lambda: firewall_pods() == ["fw-0", "fw-1"])
+            # The leader's work is all written (its status too) before it dies.
+            eventually(lambda: firewall_status()["readyReplicas"] == 2)
             assert writes(standby) == 0 and standby.stats["reconcile"] == 0
             versions = {n: xc["metadata"]["resourceVersion"] for n, xc in cluster.xcs().items()}
 
@@ -102,9 +107,12 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
             # the standby waits for that, then resumes, re-lists and finds everything in place.
             cluster.create_pod("fw-2", "firewall")
             eventually(lambda: firewall_pods() == ["fw-0", "fw-1", "fw-2"], timeout=30)
-            # Settled: no write ping-pong, nothing written twice.
+            # fw-2 also changes the chain's status (its firewall count): once that is written,
+            # the work is done; from then on nothing more is written (no ping-pong).
+            eventually(lambda: firewall_status()["readyReplicas"] == 3)
+            eventually(lambda: standby.stats["status_patch"] >= 1)  # counted once answered
             settled = writes(standby)
-            eventually(lambda: standby.stats["reconcile"] > 0)
+            assert standby.stats["status_patch"] == 1, standby.stats
             assert standby.stats["xc_create"] == 0, standby.stats  # no object made again
             assert standby.stats["xc_delete"] == 0, standby.stats
             # fw-2 changes each of the two links once (its endpoint on side b of one, a of the
