@@ -39,7 +39,6 @@ from sfc_k8s.local.layout import (
     node_name,
     processes_in_netns,
     read_json,
-    write_json,
 )
 from sfc_k8s.local.node.pod import cleanup_record
 from sfc_k8s.local.node.runtime import HEARTBEAT_SECONDS
@@ -49,14 +48,29 @@ from sfc_k8s.local.processes import (
     Progress,
     alive,
     check_alive,
+    ensure_supervisor,
+    locked_record,
     python,
+    save_fields,
     start_process,
+    stop_order,
     stop_processes,
+    stop_supervisor,
     tail_log,
     wait_until,
 )
 
-__all__ = ["KUBECTL", "LocalClusterError", "Progress", "down", "main", "running", "tail_log", "up"]
+__all__ = [
+    "KUBECTL",
+    "LocalClusterError",
+    "Progress",
+    "down",
+    "main",
+    "repair",
+    "running",
+    "tail_log",
+    "up",
+]
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 READY_TIMEOUT = 60.0
@@ -138,8 +152,13 @@ def up(
     if running(layout):
         progress.say(f"local cluster already up (state {layout.state_dir})")
         return layout.kubeconfig
+    existing = read_json(layout.cluster_file)
+    if existing.get("complete"):
+        repair(layout, existing, progress=progress, timeout=timeout)
+        return layout.kubeconfig
     if layout.cluster_file.exists():
-        progress.say("cleaning up the remains of a previous cluster")
+        # An up that never finished: nothing of the user's can be in it yet.
+        progress.say("cleaning up the remains of a previous, unfinished 'local up'")
         down(layout, progress=Progress(quiet=True))
     progress.say(f"starting the local cluster {layout.cluster_id} in {layout.state_dir}")
     layout.state_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +176,9 @@ def up(
         "created": datetime.now(UTC).isoformat(),
         "processes": {},
     }
-    write_json(layout.cluster_file, record)
+    with locked_record(layout) as current:
+        current.clear()
+        current.update(record)
     try:
         _make_underlay(layout, record, nodes, mtu, progress)
         _up(layout, record, options, progress, timeout)
@@ -182,8 +203,7 @@ def _make_underlay(
     links = underlay.plan(nodes)
     addresses = ", ".join(f"{link.node} {link.address}" for link in links)
     done = progress.step(f"underlay {underlay.SUBNET} MTU {mtu} ({addresses})")
-    record["underlay"] = underlay.record(layout, links, mtu)
-    write_json(layout.cluster_file, record)
+    save_fields(layout, record, underlay=underlay.record(layout, links, mtu))
     underlay.create(layout, links, mtu)
     done()
 
@@ -193,7 +213,8 @@ def _start_apiserver(
 ) -> str:
     port = _free_port()
     server = f"http://127.0.0.1:{port}"
-    record["server"] = server
+    save_fields(layout, record, server=server)
+    since = time.time()
     start_process(
         layout,
         record,
@@ -214,7 +235,7 @@ def _start_apiserver(
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
 
     def api_up() -> bool:
-        check_alive(record, "apiserver")
+        check_alive(layout, "apiserver", since)
         return kube.reachable()
 
     wait_until("the API server", api_up, timeout, str(layout.logs_dir))
@@ -253,6 +274,10 @@ def _up(
     progress: Progress,
     timeout: float,
 ) -> None:
+    since = time.time()
+    done = progress.step("supervisor (restarts every process that dies)")
+    ensure_supervisor(layout, record)
+    done()
     done = progress.step("API server")
     server = _start_apiserver(layout, record, options, timeout)
     done(f"on {server}")
@@ -262,7 +287,7 @@ def _up(
     done = progress.step(f"node runtimes (one per node: {', '.join(names)})")
     for name in names:
         nodes.start_runtime(layout, record, name, options.nodes, options.heartbeat)
-    nodes.wait_nodes_ready(layout, record, names, timeout)
+    nodes.wait_nodes_ready(layout, names, timeout)
     done()
     done = progress.step("controller")
     _start_controller(layout, record)
@@ -273,17 +298,63 @@ def _up(
         nodes.start_agent(layout, record, name)
         done()
     done = progress.step("waiting for the agents' metrics and the controller to settle")
-    nodes.wait_agents_serving(layout, record, names, timeout)
-    settle_until = time.monotonic() + 1.0  # Kopf has no readiness signal: watch it stay up
-    while time.monotonic() < settle_until:
-        for name in record["processes"]:
-            check_alive(record, name)
-        time.sleep(0.1)
+    nodes.wait_agents_serving(layout, names, timeout)
+    _settle(layout, record, since)
     done()
-    record["complete"] = True
-    write_json(layout.cluster_file, record)
+    save_fields(layout, record, complete=True)
     progress.say(f"local cluster up. kubeconfig: {layout.kubeconfig}")
     progress.say(f"  export KUBECONFIG={layout.kubeconfig}")
+
+
+def _settle(layout: Layout, record: dict[str, Any], since: float) -> None:
+    """Kopf has no readiness signal: watch every process stay up for a second."""
+    settle_until = time.monotonic() + 1.0
+    while time.monotonic() < settle_until:
+        for name in record["processes"]:
+            check_alive(layout, name, since)
+        time.sleep(0.1)
+
+
+# -- repair -------------------------------------------------------------------------------------
+
+
+def _down_processes(record: dict[str, Any]) -> list[str]:
+    """Processes that should run and do not (those of stopped nodes are meant to be down)."""
+    procs = record.get("processes") or {}
+    return sorted(n for n, i in procs.items() if not alive(i) and not _of_stopped_node(record, n))
+
+
+def repair(
+    layout: Layout, record: dict[str, Any], *, progress: Progress, timeout: float = READY_TIMEOUT
+) -> None:
+    """Bring a degraded cluster back: the supervisor if it died, then (through it) every
+    process that is down, at once rather than after its back-off. Objects are kept: only
+    ``local down`` removes state."""
+    dead = _down_processes(record)
+    progress.say(
+        f"repairing the local cluster {layout.cluster_id} in {layout.state_dir}: "
+        f"{', '.join(dead) or 'API server not answering'}"
+    )
+    done = progress.step("supervisor")
+    done("started again" if ensure_supervisor(layout, record) else "running")
+    with locked_record(layout) as current:
+        for name in _down_processes(current):
+            info = current["processes"][name]
+            if "waitingUntil" in info:  # in back-off: a repair restarts it now
+                info["waitingUntil"] = time.time()
+    done = progress.step(f"restarting {', '.join(dead) or 'nothing'}")
+    kube = SyncKube(load_kubeconfig(layout.kubeconfig))
+
+    def back() -> bool:
+        return not _down_processes(read_json(layout.cluster_file)) and kube.reachable()
+
+    wait_until("the processes to run again", back, timeout, str(layout.logs_dir))
+    stopped = set(record.get("stoppedNodes") or [])
+    names = [n for n in record.get("nodes") or [] if n not in stopped]
+    nodes.wait_nodes_ready(layout, names, timeout)
+    nodes.wait_agents_serving(layout, names, timeout)
+    done()
+    progress.say(f"local cluster repaired. kubeconfig: {layout.kubeconfig}")
 
 
 def _kubectl(layout: Layout, *args: str, timeout: float = 60) -> str:
@@ -308,8 +379,9 @@ def _kubectl(layout: Layout, *args: str, timeout: float = 60) -> str:
 def down(layout: Layout, *, progress: Progress | None = None) -> None:
     """Remove everything the cluster of ``layout`` made: processes, pods, netns, pins, files."""
     progress = progress or Progress()
-    record = read_json(layout.cluster_file)
-    done = progress.step("stopping processes")
+    done = progress.step("stopping processes (the supervisor first)")
+    stop_supervisor(layout)
+    record = read_json(layout.cluster_file)  # read after: what the supervisor last started
     stop_processes(record)
     done()
     done = progress.step("removing pods (CNI DEL, namespaces)")
@@ -341,7 +413,7 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
         base.rmdir()  # only if no other cluster uses it
     done(f"{len(namespaces)} namespaces, {len(roots)} bpffs roots")
     done = progress.step(f"removing state files in {layout.state_dir}")
-    for name in ("cluster.json", "kubeconfig"):
+    for name in ("cluster.json", "kubeconfig", "cluster.lock"):
         with contextlib.suppress(OSError):
             (layout.state_dir / name).unlink()
     for folder in ("logs", "pods", "ipam", "apiserver", "demo"):
@@ -385,18 +457,34 @@ def status(layout: Layout) -> int:
 
 
 def _print_processes(record: dict[str, Any]) -> bool:
+    """One line per process: pid, state, restarts by the supervisor and its last exit."""
     print("processes:")
+    print(f"  {'NAME':<22} {'PID':<8} {'STATE':<26} {'RESTARTS':<9} LAST EXIT")
     healthy = True
-    for name, info in sorted((record.get("processes") or {}).items()):
+    for name, info in sorted((record.get("processes") or {}).items(), key=_process_order):
         if alive(info):
             state = "running"
         elif _of_stopped_node(record, name):
             state = "stopped (local node stop)"
         else:
             state, healthy = "NOT RUNNING", False
-        print(f"  {name:<22} pid {info['pid']:<8} {state}")
-        print(f"  {'':<22} log {info['log']}")
+        line = f"  {name:<22} {info['pid']:<8} {state:<26} {info.get('restarts', 0):<9} "
+        print(line + _last_exit(info))
+    logs = {str(Path(str(i["log"])).parent) for i in (record.get("processes") or {}).values()}
+    print(f"  logs: {', '.join(sorted(logs))}/NAME.log")
     return healthy
+
+
+def _process_order(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
+    return (-stop_order(item[0]), item[0])  # start order: API server first, supervisor last
+
+
+def _last_exit(info: dict[str, Any]) -> str:
+    """``killed by SIGKILL, 12s ago`` or ``-``."""
+    if not info.get("lastExit"):
+        return "-"
+    ago = time.time() - float(info.get("lastExitAt") or 0)
+    return f"{info['lastExit']}, {ago:.0f}s ago"
 
 
 def _print_underlay(record: dict[str, Any]) -> None:

@@ -77,6 +77,11 @@ class Layout:
         return self.state_dir / "cluster.json"
 
     @property
+    def lock_file(self) -> Path:
+        """Held while ``cluster.json`` is read and rewritten (the CLI and the supervisor)."""
+        return self.state_dir / "cluster.lock"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 

@@ -22,16 +22,19 @@ from typing import Any
 from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import LIFECYCLE_TAINTS
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
-from sfc_k8s.local.layout import Layout, pid_alive, processes_in_netns, read_json, write_json
+from sfc_k8s.local.layout import Layout, pid_alive, processes_in_netns, read_json
 from sfc_k8s.local.paths import default_cni_path
 from sfc_k8s.local.processes import (
     LocalClusterError,
     Progress,
     alive,
     check_alive,
+    ensure_supervisor,
     kill_process,
+    locked_record,
     python,
     start_process,
+    wait_started,
     wait_until,
 )
 
@@ -98,14 +101,13 @@ def untainted_ready(node: dict[str, Any]) -> bool:
     return node_ready(node) and not any(t.get("key") in LIFECYCLE_TAINTS for t in taints)
 
 
-def wait_nodes_ready(
-    layout: Layout, record: dict[str, Any], names: list[str], timeout: float
-) -> None:
+def wait_nodes_ready(layout: Layout, names: list[str], timeout: float) -> None:
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
+    since = time.time()
 
     def ready() -> bool:
         for name in names:
-            check_alive(record, runtime_process(name))
+            check_alive(layout, runtime_process(name), since)
         try:
             items = kube.get("/api/v1/nodes").get("items") or []
         except KubeError:
@@ -116,12 +118,12 @@ def wait_nodes_ready(
     wait_until("the nodes to be Ready", ready, timeout, str(layout.logs_dir))
 
 
-def wait_agents_serving(
-    layout: Layout, record: dict[str, Any], names: list[str], timeout: float
-) -> None:
+def wait_agents_serving(layout: Layout, names: list[str], timeout: float) -> None:
+    since = time.time()
+
     def serving() -> bool:
         for name in names:
-            check_alive(record, agent_process(name))
+            check_alive(layout, agent_process(name), since)
         for name in names:
             try:
                 netns.connect_in_netns(
@@ -172,13 +174,15 @@ def _kill_node_processes(layout: Layout, record: dict[str, Any], name: str) -> i
 
 def stop_node(layout: Layout, name: str, *, progress: Progress) -> None:
     """Crash node ``name`` (see the module docstring); a stopped node stays stopped."""
-    record = _running_record(layout, name)
-    stopped: list[str] = record.setdefault("stoppedNodes", [])
-    if name in stopped:
-        progress.say(f"{name} is already stopped; start it with 'sfc-k8s local node start {name}'")
-        return
-    stopped.append(name)
-    write_json(layout.cluster_file, record)  # recorded first: status and up know at once
+    _running_record(layout, name)
+    with locked_record(layout) as record:  # recorded first: the supervisor, status and up know
+        stopped: list[str] = record.setdefault("stoppedNodes", [])
+        if name in stopped:
+            progress.say(
+                f"{name} is already stopped; start it with 'sfc-k8s local node start {name}'"
+            )
+            return
+        stopped.append(name)
     done = progress.step(f"{name}: underlay link down")
     underlay.set_node_link(layout, name, up=False)
     done()
@@ -194,28 +198,31 @@ def stop_node(layout: Layout, name: str, *, progress: Progress) -> None:
 
 
 def start_node(layout: Layout, name: str, *, progress: Progress, timeout: float) -> None:
-    """Bring a stopped node back: cable in, runtime and agent started again, Ready again."""
+    """Bring a stopped node back: cable in, runtime and agent started again (by the
+    supervisor, started too if it died), Ready again."""
     record = _running_record(layout, name)
     procs = record.get("processes") or {}
-    stopped: list[str] = record.setdefault("stoppedNodes", [])
     names = (runtime_process(name), agent_process(name))
-    if name not in stopped and all(p in procs and alive(procs[p]) for p in names):
+    if name not in (record.get("stoppedNodes") or []) and all(alive(procs[p]) for p in names):
         progress.say(f"{name} is running")
         return
     done = progress.step(f"{name}: underlay link up")
     underlay.set_node_link(layout, name, up=True)
     done()
-    for process, what in zip(names, ("runtime", "agent"), strict=True):
-        info = procs[process]
-        if alive(info):
-            continue
-        done = progress.step(f"{name}: {what} started again")
-        start_process(layout, record, process, list(info["argv"]), dict(info.get("env") or {}))
-        done()
-    done = progress.step(f"{name}: Ready, and the agent serving")
-    wait_nodes_ready(layout, record, [name], timeout)
-    wait_agents_serving(layout, record, [name], timeout)
+    done = progress.step(f"{name}: runtime and agent started again")
+    ensure_supervisor(layout, record)
+    with locked_record(layout) as current:
+        for process in names:
+            info = current["processes"][process]
+            if not alive(info):
+                info["pid"] = 0  # a start asked for, not a crash: no back-off, no restart count
+                info.pop("waitingUntil", None)
+        current["stoppedNodes"] = [n for n in current.get("stoppedNodes") or [] if n != name]
+    for process in names:
+        wait_started(layout, process)
     done()
-    stopped.remove(name)
-    write_json(layout.cluster_file, record)
+    done = progress.step(f"{name}: Ready, and the agent serving")
+    wait_nodes_ready(layout, [name], timeout)
+    wait_agents_serving(layout, [name], timeout)
+    done()
     progress.say(f"{name} is back")
