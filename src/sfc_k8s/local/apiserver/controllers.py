@@ -28,6 +28,7 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     format_time,
     is_lost,
     not_ready_status,
+    parse_time,
 )
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
@@ -46,10 +47,22 @@ SWEEP_SECONDS = 60.0
 EVENTS = ("", "events")
 LEASES = ("coordination.k8s.io", "leases")
 LEASE_NAMESPACE = "kube-node-lease"
+# How long a terminating namespace keeps its contents before the namespace controller deletes
+# them (a real one takes a few seconds to discover and delete every resource type), so that
+# `kubectl delete -f DIR/` with the namespace first still finds the objects it deletes next.
+# deletionTimestamp has whole seconds, so the wait is between this and one second less.
+NAMESPACE_CONTENT_DELAY = 3.0
 
 
 def _key(obj: Obj) -> str:
     return f"{meta(obj).get('namespace')}/{meta(obj)['name']}"
+
+
+def contents_due(namespace: Obj, now: datetime.datetime) -> bool:
+    """Whether a namespace has been terminating ``NAMESPACE_CONTENT_DELAY`` and its contents
+    are to be deleted now."""
+    since = parse_time(meta(namespace).get("deletionTimestamp"))
+    return since is not None and (now - since).total_seconds() >= NAMESPACE_CONTENT_DELAY
 
 
 def _loop_running() -> bool:
@@ -330,11 +343,11 @@ class Controllers:
     # ----- namespaces --------------------------------------------------------------------------
 
     def finish_namespaces(self) -> None:
+        """Delete the contents of namespaces terminating for a while, then the namespaces."""
         store = self.store
+        now = datetime.datetime.now(datetime.UTC)
         terminating = {
-            meta(ns)["name"]
-            for ns in store.objects(NAMESPACES)
-            if meta(ns).get("deletionTimestamp")
+            meta(ns)["name"] for ns in store.objects(NAMESPACES) if contents_due(ns, now)
         }
         if not terminating:
             return
