@@ -2,12 +2,14 @@
 
 Each subcommand lives in the component that owns it and exposes ``main(argv) -> int``; the
 component is imported only when its subcommand runs, so ``sfc-k8s dp show`` does not pay for
-Kopf or the local cluster.
+Kopf or the local cluster. A reader that goes away (``sfc-k8s local status | head``) or a
+Ctrl-C ends the command quietly, as with any Unix tool.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from sfc_k8s import __version__
@@ -32,7 +34,24 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """Run one subcommand; a closed output pipe or an interrupt ends it without a traceback."""
+    try:
+        code = _dispatch(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return code
+    except BrokenPipeError:
+        # The reader left: point stdout at /dev/null so that the interpreter's final flush
+        # does not fail again, and exit 1 (the Python documentation's recipe for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if args else 2

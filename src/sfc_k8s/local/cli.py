@@ -432,7 +432,7 @@ def status(layout: Layout) -> int:
     (the processes of a node stopped with ``local node stop`` are expected not to)."""
     record = read_json(layout.cluster_file)
     if not record:
-        print(f"no local cluster in {layout.state_dir}")
+        print(f"no local cluster in {layout.state_dir}: start one with 'sfc-k8s local up'")
         return 1
     print(f"cluster {record.get('clusterId')} in {layout.state_dir}")
     print(f"kubeconfig: {layout.kubeconfig}")
@@ -537,6 +537,10 @@ def _print_nodes(
 
 def find_pod(layout: Layout, name: str, namespace: str) -> dict[str, Any]:
     """The pod ``name`` (or the first ready pod of ``deploy/NAME``) in ``namespace``."""
+    if not read_json(layout.cluster_file).get("complete"):
+        raise LocalClusterError(
+            f"no local cluster is up in {layout.state_dir}: start one with 'sfc-k8s local up'"
+        )
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
     if name.startswith(("deploy/", "deployment/")):
         deploy = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name.split('/')[1]}")
