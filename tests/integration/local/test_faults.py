@@ -1,0 +1,256 @@
+"""Faults of the local cluster's own processes while traffic crosses the example chain.
+
+A one-node ``local up`` with ``examples/transparent-firewall`` applied with the real kubectl and
+Ready, and long-lived TCP flows from the client pod to the server's echo port through the
+firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
+
+- the controller, and ``kubectl scale`` of the firewall during its outage: it is back within
+  5 s (new pid, ``restarts`` 1, last exit ``killed by SIGKILL`` in ``local status``) and the
+  chain is Ready again with the new replicas programmed in the data plane;
+- the node's agent, with another scale during its outage: the same;
+- the supervisor, then the controller: nothing restarts the controller, ``local status`` says
+  NOT RUNNING, and ``local up`` repairs both (no object is removed);
+- the node runtime: back within 5 s, the node stays Ready, every pod runs again.
+
+Through the first three the long-lived flows stay byte-exact (the data plane never depends on
+the control plane) and every namespace, Deployment and chain keeps its uid. The restarted
+runtime does not adopt running pods yet: it recreates their sandboxes, so flows end there and
+that case checks only that the chain comes back. Last, ``kubectl delete -f`` of the example
+directory (namespace first) exits 0 with no NotFound, the namespace being Terminating for a
+few seconds as with a real namespace controller. The API server's own crash waits for the
+persistent store (its objects live in memory until then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local.kube import SyncKube, load_kubeconfig
+from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
+from sfc_k8s.local.paths import examples_dir
+from sfc_k8s.local.supervisor import UNKNOWN_EXIT
+from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
+from tests.integration.local.cluster import wait_for
+
+NS = "sfc-demo"
+CHAIN = "transparent-firewall"
+LINKS = (f"{CHAIN}-client-firewall", f"{CHAIN}-firewall-server")
+SERVER_IP = "192.168.100.20"
+ECHO_PORT = 7007
+METRICS_PORT = 9469
+BACK_WITHIN = 5.0  # seconds from kill -9 to the process running again
+FLOWS = 6
+
+
+@dataclass
+class Chain:
+    layout: Layout
+    flows: list[EchoFlow]
+    objects: dict[str, str]  # kind/namespace/name -> uid, when the faults began
+
+
+def _kubectl(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [local_cli.KUBECTL, "--kubeconfig", str(layout.kubeconfig), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _kube(layout: Layout) -> SyncKube:
+    return SyncKube(load_kubeconfig(layout.kubeconfig))
+
+
+def _objects(layout: Layout) -> dict[str, str]:
+    """Every namespace, Deployment and chain of the cluster, by uid."""
+    kube = _kube(layout)
+    found = {}
+    for kind, path in (
+        ("ns", "/api/v1/namespaces"),
+        ("deploy", "/apis/apps/v1/deployments"),
+        ("sfc", "/apis/sfc-k8s.io/v1alpha1/servicefunctionchains"),
+    ):
+        for item in kube.get(path)["items"]:
+            md = item["metadata"]
+            found[f"{kind}/{md.get('namespace', '')}/{md['name']}"] = md["uid"]
+    return found
+
+
+def _programmed(layout: Layout, replicas: int) -> bool:
+    """The chain is Ready and both links carry exactly ``replicas`` active firewall ends."""
+    sfc = _kube(layout).get(
+        f"/apis/sfc-k8s.io/v1alpha1/namespaces/{NS}/servicefunctionchains/{CHAIN}"
+    )
+    conditions = (sfc.get("status") or {}).get("conditions") or []
+    if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        return False
+    try:
+        snap = scrape_agent(layout.node_netns("node-1"), METRICS_PORT)
+    except (OSError, ValueError):
+        return False
+    for link, side in zip(LINKS, ("b", "a"), strict=True):
+        ends = [e for (x, _), e in snap.endpoints.items() if x == link and e.side == side]
+        if len(ends) != replicas or any(e.state != "active" for e in ends):
+            return False
+    return True
+
+
+def _client_netns(layout: Layout) -> str:
+    pods = _kube(layout).get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=client")
+    return layout.pod_netns(pods["items"][0]["metadata"]["uid"])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    layout = Layout(tmp_path_factory.mktemp("sfclf") / "state")
+    flows: list[EchoFlow] = []
+    try:
+        local_cli.up(layout, progress=local_cli.Progress(quiet=True), timeout=90)
+        applied = _kubectl(layout, "apply", "-f", str(examples_dir() / CHAIN))
+        assert applied.returncode == 0, applied.stderr
+        wait_for("the chain Ready with 2 firewall replicas", lambda: _programmed(layout, 2), 90)
+        flows = open_echo_flows(_client_netns(layout), SERVER_IP, ECHO_PORT, FLOWS)
+        yield Chain(layout, flows, _objects(layout))
+    finally:
+        for flow in flows:
+            flow.stop()
+        local_cli.down(layout, progress=local_cli.Progress(quiet=True))
+        assert list_netns(layout.netns_prefix) == []
+
+
+def _process(layout: Layout, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = read_json(layout.cluster_file)["processes"][name]
+    return info
+
+
+def _kill(layout: Layout, name: str) -> tuple[int, float]:
+    """SIGKILL process ``name`` (only it, as ``kill -9 PID``); its pid and when."""
+    pid = int(_process(layout, name)["pid"])
+    os.kill(pid, signal.SIGKILL)
+    return pid, time.monotonic()
+
+
+def _wait_back(
+    layout: Layout, name: str, old_pid: int, killed_at: float, *, exit_: str = "killed by SIGKILL"
+) -> dict[str, Any]:
+    def back() -> dict[str, Any] | None:
+        info = _process(layout, name)
+        return info if info["pid"] not in (old_pid, 0) and pid_alive(info["pid"]) else None
+
+    info = wait_for(f"{name} running again", back, BACK_WITHIN)
+    assert time.monotonic() - killed_at < BACK_WITHIN
+    assert info["lastExit"] == exit_
+    return info
+
+
+def _status(layout: Layout) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        local_cli.main(["status", "--state-dir", str(layout.state_dir)])
+    return out.getvalue()
+
+
+def _scale(layout: Layout, replicas: int) -> None:
+    scaled = _kubectl(layout, "scale", "deployment/firewall", "-n", NS, f"--replicas={replicas}")
+    assert scaled.returncode == 0, scaled.stderr
+
+
+def _assert_flows_intact(chain: Chain) -> None:
+    broken = [f"flow {f.index}: {f.error}" for f in chain.flows if f.broken]
+    assert not broken, broken
+    before = {f.index: f.bytes_ok for f in chain.flows}
+    wait_for("every flow moving", lambda: all(f.bytes_ok > before[f.index] for f in chain.flows))
+
+
+def test_killed_controller_comes_back_and_a_scale_during_its_outage_converges(
+    chain: Chain,
+) -> None:
+    pid, killed_at = _kill(chain.layout, "controller")
+    _scale(chain.layout, 3)
+    info = _wait_back(chain.layout, "controller", pid, killed_at)
+    assert info["restarts"] == 1
+    line = next(x for x in _status(chain.layout).splitlines() if x.split()[:1] == ["controller"])
+    assert "running" in line and " 1 " in line and "killed by SIGKILL" in line
+    wait_for("the chain Ready with 3 replicas", lambda: _programmed(chain.layout, 3), 60)
+    _assert_flows_intact(chain)
+
+
+def test_killed_agent_comes_back_and_a_scale_during_its_outage_converges(chain: Chain) -> None:
+    pid, killed_at = _kill(chain.layout, "agent-node-1")
+    _scale(chain.layout, 4)
+    assert _wait_back(chain.layout, "agent-node-1", pid, killed_at)["restarts"] == 1
+    wait_for("the chain Ready with 4 replicas", lambda: _programmed(chain.layout, 4), 60)
+    _assert_flows_intact(chain)
+
+
+def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
+    _kill(chain.layout, "supervisor")
+    time.sleep(0.3)  # the supervisor is gone: a controller killed now stays down
+    _kill(chain.layout, "controller")
+    time.sleep(1.0)
+    assert not pid_alive(_process(chain.layout, "controller")["pid"])
+    assert "NOT RUNNING" in _status(chain.layout)
+    started = time.monotonic()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = local_cli.main(["up", "--state-dir", str(chain.layout.state_dir)])
+    assert code == 0 and "repaired" in out.getvalue(), out.getvalue()
+    assert time.monotonic() - started < BACK_WITHIN
+    for name in ("supervisor", "controller"):
+        assert pid_alive(_process(chain.layout, name)["pid"])
+    assert local_cli.running(chain.layout)
+    assert _objects(chain.layout) == chain.objects
+    _assert_flows_intact(chain)
+
+
+def test_killed_node_runtime_comes_back_and_runs_the_pods_again(chain: Chain) -> None:
+    for flow in chain.flows:  # a restarted runtime recreates the pods' sandboxes (see above)
+        flow.stop()
+    pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
+    # started by the supervisor killed in the test before: its exit status is not known
+    info = _wait_back(chain.layout, "node-runtime-node-1", pid, killed_at, exit_=UNKNOWN_EXIT)
+    assert info["restarts"] == 1
+    node = _kube(chain.layout).get("/api/v1/nodes/node-1")
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    wait_for("the chain Ready again with 4 replicas", lambda: _programmed(chain.layout, 4), 60)
+    assert _objects(chain.layout) == chain.objects
+
+
+def test_kubectl_delete_of_the_example_directory_succeeds(chain: Chain) -> None:
+    deleted = _kubectl(chain.layout, "delete", "-f", str(examples_dir() / CHAIN))
+    assert deleted.returncode == 0, deleted.stderr
+    assert "NotFound" not in deleted.stderr
+    assert f'servicefunctionchain.sfc-k8s.io "{CHAIN}" deleted' in deleted.stdout
+    assert _kubectl(chain.layout, "get", "namespace", NS).returncode == 1  # kubectl waited
+
+
+def test_a_deleted_namespace_is_terminating_before_its_contents_go(chain: Chain) -> None:
+    layout = chain.layout
+    assert _kubectl(layout, "create", "namespace", "scratch").returncode == 0
+    assert _kubectl(layout, "create", "configmap", "kept", "-n", "scratch").returncode == 0
+    assert _kubectl(layout, "delete", "namespace", "scratch", "--wait=false").returncode == 0
+    ns = _kube(layout).get("/api/v1/namespaces/scratch")
+    assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["deletionTimestamp"]
+    assert ns["spec"]["finalizers"] == ["kubernetes"]
+    assert _kubectl(layout, "get", "configmap", "kept", "-n", "scratch").returncode == 0
+    refused = _kubectl(layout, "create", "configmap", "new", "-n", "scratch")
+    assert refused.returncode == 1
+    assert (
+        'configmaps "new" is forbidden: unable to create new content in namespace scratch '
+        "because it is being terminated" in refused.stderr
+    )
+    wait_for(
+        "namespace scratch gone",
+        lambda: _kubectl(layout, "get", "namespace", "scratch").returncode == 1,
+        30,
+    )
