@@ -8,14 +8,15 @@ firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
   5 s (new pid, ``restarts`` 1, last exit ``killed by SIGKILL`` in ``local status``) and the
   chain is Ready again with the new replicas programmed in the data plane;
 - the node's agent, with another scale during its outage: the same;
+- the node runtime: back within 5 s, the node stays Ready, and it adopts the running pods
+  (same pods, no container restarted, the chain still programmed);
 - the supervisor, then the controller: nothing restarts the controller, ``local status`` says
-  NOT RUNNING, and ``local up`` repairs both (no object is removed);
-- the node runtime: back within 5 s, the node stays Ready, every pod runs again.
+  NOT RUNNING, and ``local up`` repairs both (no object is removed).
 
-Through the first three the long-lived flows stay byte-exact (the data plane never depends on
-the control plane) and every namespace, Deployment and chain keeps its uid. The restarted
-runtime does not adopt running pods yet: it recreates their sandboxes, so flows end there and
-that case checks only that the chain comes back. Last, ``kubectl delete -f`` of the example
+Through all of them the long-lived flows stay byte-exact (the data plane never depends on the
+control plane) and every namespace, Deployment and chain keeps its uid. Then a deleted
+namespace is Terminating (phase, deletionTimestamp, the ``kubernetes`` finalizer) with its
+contents kept for a few seconds and new objects refused; last, ``kubectl delete -f`` of the example
 directory (namespace first) exits 0 with no NotFound, the namespace being Terminating for a
 few seconds as with a real namespace controller. The API server's own crash waits for the
 persistent store (its objects live in memory until then).
@@ -39,7 +40,6 @@ from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
 from sfc_k8s.local.paths import examples_dir
-from sfc_k8s.local.supervisor import UNKNOWN_EXIT
 from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
 from tests.integration.local.cluster import wait_for
 
@@ -193,6 +193,20 @@ def test_killed_agent_comes_back_and_a_scale_during_its_outage_converges(chain: 
     _assert_flows_intact(chain)
 
 
+def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain) -> None:
+    pods = {p["metadata"]["uid"] for p in _kube(chain.layout).get("/api/v1/pods")["items"]}
+    pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
+    assert _wait_back(chain.layout, "node-runtime-node-1", pid, killed_at)["restarts"] == 1
+    node = _kube(chain.layout).get("/api/v1/nodes/node-1")
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    time.sleep(1.0)  # what a runtime that did not adopt would do (tear down, start again) shows
+    assert _programmed(chain.layout, 4)
+    after = _kube(chain.layout).get("/api/v1/pods")["items"]
+    assert {p["metadata"]["uid"] for p in after} == pods
+    assert all(not c.get("restartCount") for p in after for c in p["status"]["containerStatuses"])
+    _assert_flows_intact(chain)
+
+
 def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
     _kill(chain.layout, "supervisor")
     time.sleep(0.3)  # the supervisor is gone: a controller killed now stays down
@@ -211,27 +225,6 @@ def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Cha
     assert local_cli.running(chain.layout)
     assert _objects(chain.layout) == chain.objects
     _assert_flows_intact(chain)
-
-
-def test_killed_node_runtime_comes_back_and_runs_the_pods_again(chain: Chain) -> None:
-    for flow in chain.flows:  # a restarted runtime recreates the pods' sandboxes (see above)
-        flow.stop()
-    pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
-    # started by the supervisor killed in the test before: its exit status is not known
-    info = _wait_back(chain.layout, "node-runtime-node-1", pid, killed_at, exit_=UNKNOWN_EXIT)
-    assert info["restarts"] == 1
-    node = _kube(chain.layout).get("/api/v1/nodes/node-1")
-    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
-    wait_for("the chain Ready again with 4 replicas", lambda: _programmed(chain.layout, 4), 60)
-    assert _objects(chain.layout) == chain.objects
-
-
-def test_kubectl_delete_of_the_example_directory_succeeds(chain: Chain) -> None:
-    deleted = _kubectl(chain.layout, "delete", "-f", str(examples_dir() / CHAIN))
-    assert deleted.returncode == 0, deleted.stderr
-    assert "NotFound" not in deleted.stderr
-    assert f'servicefunctionchain.sfc-k8s.io "{CHAIN}" deleted' in deleted.stdout
-    assert _kubectl(chain.layout, "get", "namespace", NS).returncode == 1  # kubectl waited
 
 
 def test_a_deleted_namespace_is_terminating_before_its_contents_go(chain: Chain) -> None:
@@ -254,3 +247,11 @@ def test_a_deleted_namespace_is_terminating_before_its_contents_go(chain: Chain)
         lambda: _kubectl(layout, "get", "namespace", "scratch").returncode == 1,
         30,
     )
+
+
+def test_kubectl_delete_of_the_example_directory_succeeds(chain: Chain) -> None:
+    deleted = _kubectl(chain.layout, "delete", "-f", str(examples_dir() / CHAIN))
+    assert deleted.returncode == 0, deleted.stderr
+    assert "NotFound" not in deleted.stderr
+    assert f'servicefunctionchain.sfc-k8s.io "{CHAIN}" deleted' in deleted.stdout
+    assert _kubectl(chain.layout, "get", "namespace", NS).returncode == 1  # kubectl waited

@@ -9,7 +9,10 @@ pod IP) and events, and on deletion stop the containers gracefully (SIGTERM, the
 SIGKILL), DEL the networks, remove the namespace and confirm the deletion to the API server.
 
 Everything it creates is recorded in ``<state>/pods/<uid>/pod.json`` before it is created, so
-``cleanup_record`` can undo it after a crash of the runtime.
+``cleanup_record`` can undo it after a crash of the node. A runtime that restarts after a crash
+of its own while the pod's containers still run adopts the pod instead (``adoptable``), as a
+restarted kubelet finds its containers running under containerd: same sandbox, same processes,
+watched by pid, so the pod's traffic never stops.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_BACKOFF_MAX = 30.0
 SANDBOX_BACKOFF_MAX = 30.0
 RUNNING_RESETS_BACKOFF = 10.0  # a container that ran this long restarts without delay
+ADOPTED_EXIT_CODE = 255  # an adopted process is not our child: its exit status is unknown
 
 
 def now_rfc3339() -> str:
@@ -77,13 +81,51 @@ class NodeContext:
         return CniInvoker(self.cni_path, self.netns)
 
 
+class AdoptedProcess:
+    """A container process started by a previous runtime, watched through a pidfd; the
+    subset of ``asyncio.subprocess.Process`` the pod worker uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd = os.pidfd_open(pid)
+        self._exited = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self._fd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._fd)
+        os.close(self._fd)
+        self._exited.set()
+
+    @property
+    def returncode(self) -> int | None:
+        return ADOPTED_EXIT_CODE if self._exited.is_set() else None
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        return ADOPTED_EXIT_CODE
+
+
+def adoptable(record_path: Path) -> bool:
+    """Whether the pod of this record still runs as its runtime left it: its namespace and
+    the process of every container it started (each in that namespace)."""
+    record = read_json(record_path)
+    pid_files = list(record_path.parent.glob("*.pid"))
+    if not record or record.get("hostNetwork") or not pid_files:
+        return False
+    alive = set(processes_in_netns(str(record.get("netns", ""))))
+    try:
+        return all(int(f.read_text()) in alive for f in pid_files)
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass
 class Container:
     """The live state of one container of a pod."""
 
     spec: JsonObj
     restart_count: int = 0
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | AdoptedProcess | None = None
     started_at: str | None = None
     started_mono: float = 0.0
     last_terminated: JsonObj | None = None
@@ -196,9 +238,12 @@ class PodWorker:
     async def _run(self) -> None:
         status_task = asyncio.create_task(self._status_loop())
         try:
-            await self._start_sandbox()
-            if not self.terminating and await self._run_init_containers():
+            if self._adopt():
                 self._start_containers()
+            else:
+                await self._start_sandbox()
+                if not self.terminating and await self._run_init_containers():
+                    self._start_containers()
             while not self.terminating:
                 self.changed.clear()
                 await self.changed.wait()
@@ -219,6 +264,38 @@ class PodWorker:
         deleting = bool(self.pod["metadata"].get("deletionTimestamp"))
         if deleting and not self.gone and not self.shutting_down:
             await self._confirm_deletion()
+
+    def _adopt(self) -> bool:
+        """Take over the sandbox and the running containers a crashed runtime left."""
+        path = self.dir / "pod.json"
+        if not adoptable(path) or read_json(path).get("uid") != self.uid:
+            return False
+        self.attachments = [Attachment.from_json(a) for a in read_json(path)["attachments"]]
+        self.pod_ip = next(
+            (first_ip(a.result) for a in self.attachments if a.default and first_ip(a.result)),
+            None,
+        )
+        statuses = {
+            s.get("name"): s for s in (self.pod.get("status") or {}).get("containerStatuses") or []
+        }
+        for c in self.containers:
+            pid_file = self.dir / f"{c.name}.pid"
+            if not pid_file.exists():
+                continue
+            c.proc = AdoptedProcess(int(pid_file.read_text()))
+            known = statuses.get(c.name) or {}
+            c.restart_count = int(known.get("restartCount") or 0)
+            c.started_at = ((known.get("state") or {}).get("running") or {}).get("startedAt")
+            c.started_at = c.started_at or now_rfc3339()
+            c.started_mono, c.waiting = time.monotonic(), ("", "")
+            c.probe_ready = bool(known.get("ready"))  # kept until a probe says otherwise
+        for c in self.init_containers:
+            c.finished = True
+            c.terminated = {"exitCode": 0, "reason": "Completed"}
+        self.sandbox_ready = True
+        self.dirty.set()
+        log.info("pod %s/%s: adopted its running sandbox", self.namespace, self.name)
+        return True
 
     async def _start_sandbox(self) -> None:
         backoff = 1.0
@@ -488,21 +565,9 @@ class PodWorker:
         policy = self.pod["spec"].get("restartPolicy", "Always")
         delay = 0.0
         while not self.terminating and not c.stop.is_set():
-            try:
-                c.proc = await self._spawn(c)
-            except OSError as err:
-                c.waiting = ("CreateContainerError", str(err))
-                c.terminated = None
-                self.dirty.set()
-                await self.event("Warning", "Failed", f"Error: {err}")
+            if not c.running and not await self._start_container(c):  # adopted: running
                 return
-            c.started_at = now_rfc3339()
-            c.started_mono = time.monotonic()
-            c.terminated = None
-            c.waiting = ("", "")
-            c.probe_ready = False
-            self.dirty.set()
-            await self.event("Normal", "Started", f"Started container {c.name}")
+            assert c.proc is not None
             code = await c.proc.wait()
             ran = time.monotonic() - c.started_mono
             c.terminated = {
@@ -533,6 +598,24 @@ class PodWorker:
                 self.dirty.set()
                 return
             c.restart_count += 1
+
+    async def _start_container(self, c: Container) -> bool:
+        try:
+            c.proc = await self._spawn(c)
+        except OSError as err:
+            c.waiting = ("CreateContainerError", str(err))
+            c.terminated = None
+            self.dirty.set()
+            await self.event("Warning", "Failed", f"Error: {err}")
+            return False
+        c.started_at = now_rfc3339()
+        c.started_mono = time.monotonic()
+        c.terminated = None
+        c.waiting = ("", "")
+        c.probe_ready = False
+        self.dirty.set()
+        await self.event("Normal", "Started", f"Started container {c.name}")
+        return True
 
     async def _sleep_unless_terminating(self, seconds: float) -> None:
         end = time.monotonic() + seconds

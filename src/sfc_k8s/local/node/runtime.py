@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sfc_k8s import __version__
@@ -36,7 +37,13 @@ from sfc_k8s.local.kube import (
     NotFoundError,
 )
 from sfc_k8s.local.layout import Layout, pod_cidr, read_json
-from sfc_k8s.local.node.pod import NodeContext, PodWorker, cleanup_record, now_rfc3339
+from sfc_k8s.local.node.pod import (
+    NodeContext,
+    PodWorker,
+    adoptable,
+    cleanup_record,
+    now_rfc3339,
+)
 
 log = logging.getLogger("sfc_k8s.local.node")
 
@@ -105,6 +112,7 @@ class NodeRuntime:
         self._servers: list[asyncio.Server] = []
         self._transitions: dict[str, tuple[bool, str]] = {}  # node -> (ready, since)
         self._tasks: list[asyncio.Task[None]] = []
+        self._adoptable: set[Path] = set()  # records of pods left running by a crashed runtime
         self.ready = asyncio.Event()
 
     # -- start and stop ----------------------------------------------------------------------
@@ -149,15 +157,27 @@ class NodeRuntime:
                 await self._set_node_ready(spec, ready=False)
 
     async def _cleanup_stale_pods(self) -> None:
-        """Undo what a crashed runtime of these nodes left (another runtime's pods stay)."""
+        """Undo what a crashed runtime of these nodes left (another runtime's pods stay),
+        but for pods still running whole: those are adopted when the API lists them."""
         if not self.layout.pods_dir.is_dir():
             return
         records = []
         for path in sorted(self.layout.pods_dir.glob("*/pod.json")):
             node = read_json(path).get("node")
-            if node is None or node in self.nodes:  # unreadable records go too
+            if node is not None and node not in self.nodes:
+                continue
+            if node is not None and adoptable(path):
+                self._adoptable.add(path)
+            else:  # unreadable records go too
                 records.append(path)
         await asyncio.gather(*(cleanup_record(r, self.cni_path) for r in records))
+
+    async def _cleanup_unclaimed(self, listed: set[str]) -> None:
+        """Records kept for adoption whose pod the API no longer has, or is deleting: undone
+        (a deleting pod with no worker is confirmed at once by ``_handle``)."""
+        gone = [p for p in self._adoptable if read_json(p).get("uid") not in listed]
+        self._adoptable.clear()
+        await asyncio.gather(*(cleanup_record(r, self.cni_path) for r in gone))
 
     # -- the API endpoint inside each node namespace -----------------------------------------
 
@@ -295,13 +315,16 @@ class NodeRuntime:
             try:
                 listing = await self.kube.get("/api/v1/pods")
                 rv = str(listing.get("metadata", {}).get("resourceVersion", ""))
-                seen = set()
+                seen, live = set(), set()
                 for pod in listing.get("items") or []:
                     seen.add(pod["metadata"]["uid"])
+                    if not pod["metadata"].get("deletionTimestamp"):
+                        live.add(pod["metadata"]["uid"])
                     self._handle(pod)
                 for uid in list(self.workers):
                     if uid not in seen:
                         self._forget(uid)
+                await self._cleanup_unclaimed(live)
                 self.ready.set()
                 while True:
                     async for kind, obj in self.kube.watch("/api/v1/pods", resource_version=rv):
