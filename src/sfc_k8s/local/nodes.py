@@ -3,11 +3,12 @@
 Every node of a local cluster has, as a real node has, its own kubelet (a node runtime process
 serving only that node: ``python -m sfc_k8s.local.node --serve NAME``) and its own node agent
 (run inside the node's network namespace). ``up`` starts them with the functions here;
-``stop_node`` makes the node crash: its underlay cable is pulled (its bridge port goes down),
-its runtime, agent and every process of its pods are killed with SIGKILL, and nothing is
-cleaned up, so heartbeats stop and the API server's node lifecycle controller reacts as in a
-real cluster. ``start_node`` puts the cable back and starts the runtime and agent again from
-their records: the runtime undoes what its crashed predecessor left and runs the node's pods
+``stop_node`` makes the node crash: it is recorded as stopped (so the supervisor leaves its
+processes down), its underlay cable is pulled (its bridge port goes down), its runtime, agent
+and every process of its pods are killed with SIGKILL, and nothing is cleaned up, so
+heartbeats stop and the API server's node lifecycle controller reacts as in a real cluster.
+``start_node`` puts the cable back and has the supervisor start the runtime and agent again
+from their records: the runtime undoes what its crashed predecessor left and runs the node's pods
 again (those not evicted meanwhile), the agent adopts its pinned state. Used by ``cli.py``.
 """
 
