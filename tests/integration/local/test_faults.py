@@ -10,8 +10,8 @@ firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
 - the node's agent, with another scale during its outage: the same;
 - the node runtime: back within 5 s, the node stays Ready, and it adopts the running pods
   (same pods, no container restarted, the chain still programmed);
-- the supervisor, then the controller: nothing restarts the controller, ``local status`` says
-  NOT RUNNING, and ``local up`` repairs both (no object is removed).
+- the supervisor, then the controller, the agent and the runtime: nothing restarts them,
+  ``local status`` says NOT RUNNING, and ``local up`` repairs them all, removing nothing.
 
 Through all of them the long-lived flows stay byte-exact (the data plane never depends on the
 control plane) and every namespace, Deployment and chain keeps its uid. Then a deleted
@@ -51,6 +51,8 @@ ECHO_PORT = 7007
 METRICS_PORT = 9469
 BACK_WITHIN = 5.0  # seconds from kill -9 to the process running again
 FLOWS = 6
+DOWN_FOR_REPAIR = ("controller", "agent-node-1", "node-runtime-node-1")
+REPAIR_WITHIN = 15.0  # `local up` also waits for the node Ready and the agent serving
 
 
 @dataclass
@@ -209,18 +211,21 @@ def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain
 
 def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
     _kill(chain.layout, "supervisor")
-    time.sleep(0.3)  # the supervisor is gone: a controller killed now stays down
-    _kill(chain.layout, "controller")
+    time.sleep(0.3)  # the supervisor is gone: processes killed now stay down
+    for name in DOWN_FOR_REPAIR:
+        _kill(chain.layout, name)
     time.sleep(1.0)
-    assert not pid_alive(_process(chain.layout, "controller")["pid"])
-    assert "NOT RUNNING" in _status(chain.layout)
+    status = _status(chain.layout)
+    for name in ("supervisor", *DOWN_FOR_REPAIR):
+        assert not pid_alive(_process(chain.layout, name)["pid"])
+        assert "NOT RUNNING" in next(x for x in status.splitlines() if x.split()[:1] == [name])
     started = time.monotonic()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = local_cli.main(["up", "--state-dir", str(chain.layout.state_dir)])
     assert code == 0 and "repaired" in out.getvalue(), out.getvalue()
-    assert time.monotonic() - started < BACK_WITHIN
-    for name in ("supervisor", "controller"):
+    assert time.monotonic() - started < REPAIR_WITHIN
+    for name in ("supervisor", *DOWN_FOR_REPAIR):
         assert pid_alive(_process(chain.layout, name)["pid"])
     assert local_cli.running(chain.layout)
     assert _objects(chain.layout) == chain.objects
