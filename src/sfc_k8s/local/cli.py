@@ -415,7 +415,7 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
         base.rmdir()  # only if no other cluster uses it
     done(f"{len(namespaces)} namespaces, {len(roots)} bpffs roots")
     done = progress.step(f"removing state files in {layout.state_dir}")
-    for name in ("cluster.json", "kubeconfig", "cluster.lock"):
+    for name in ("cluster.json", "kubeconfig", "cluster.lock", "supervisor.lock"):
         with contextlib.suppress(OSError):
             (layout.state_dir / name).unlink()
     for folder in ("logs", "pods", "ipam", "apiserver", "demo"):

@@ -82,6 +82,11 @@ class Layout:
         return self.state_dir / "cluster.lock"
 
     @property
+    def supervisor_lock(self) -> Path:
+        """Held by the active supervisor for as long as it lives (its standby waits on it)."""
+        return self.state_dir / "supervisor.lock"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 

@@ -5,7 +5,8 @@ processes of their own, each in its own session with a log in the state director
 recorded in ``cluster.json`` (argv, environment, log, then pid, restarts and last exit), and the
 cluster's supervisor (``supervisor.py``, itself recorded as ``supervisor``) starts it and keeps
 it running, as systemd runs the kubelet and the kubelet its containers: ``up`` writes the wish
-with ``pid`` 0 and waits for the supervisor to fill in the pid. Every change of ``cluster.json``
+with ``pid`` 0 and waits for the supervisor to fill in the pid. A standby supervisor (itself
+supervised) takes over when the supervisor dies. Every change of ``cluster.json``
 is a read-modify-write under one lock (``locked_record``), so the CLI and the supervisor never
 overwrite each other's changes. ``down`` stops the supervisor first, then the rest from the
 record. Used by ``cli.py``, ``nodes.py`` and ``supervisor.py``.
@@ -29,6 +30,7 @@ from typing import Any
 from sfc_k8s.local.layout import Layout, pid_alive, read_json, write_json
 
 SUPERVISOR = "supervisor"
+STANDBY = "supervisor-standby"  # waits on the supervisor's lock, takes over when it dies
 STOP_ORDER = (SUPERVISOR, "controller", "agent-", "node-runtime", "apiserver")
 START_TIMEOUT = 15.0  # how long a start request waits for the supervisor to run the process
 
@@ -149,14 +151,22 @@ def wait_started(layout: Layout, name: str, timeout: float = START_TIMEOUT) -> d
     )
 
 
+def supervisor_argv(layout: Layout) -> list[str]:
+    return [python(), "-m", "sfc_k8s.local.supervisor", "--state-dir", str(layout.state_dir)]
+
+
 def ensure_supervisor(layout: Layout, record: dict[str, Any]) -> bool:
-    """Start the cluster's supervisor unless it runs; True if it had to be started."""
-    argv = [python(), "-m", "sfc_k8s.local.supervisor", "--state-dir", str(layout.state_dir)]
+    """Start the cluster's supervisor unless it or its standby runs (the standby takes over on
+    its own); True if it had to be started."""
+    argv = supervisor_argv(layout)
     with locked_record(layout) as current:
+        current.pop("stopping", None)  # a down that did not finish: supervise again
         procs = current.setdefault("processes", {})
         info = procs.get(SUPERVISOR)
-        if info is not None and alive(info):
-            record.setdefault("processes", {})[SUPERVISOR] = dict(info)
+        if any(alive(procs[n]) for n in (SUPERVISOR, STANDBY) if n in procs):
+            record.setdefault("processes", {}).update(
+                {n: dict(procs[n]) for n in (SUPERVISOR, STANDBY) if n in procs}
+            )
             return False
         proc = spawn(layout, SUPERVISOR, argv, {})
         _CHILDREN[proc.pid] = proc
@@ -190,13 +200,14 @@ def stop_order(name: str) -> int:
 
 
 def stop_supervisor(layout: Layout) -> None:
-    """Stop the supervisor (nothing is restarted after this returns)."""
-    info = (read_json(layout.cluster_file).get("processes") or {}).get(SUPERVISOR)
-    if info is not None:
-        stop_processes({"processes": {SUPERVISOR: info}})
-    if layout.state_dir.is_dir():  # taking the lock waits out a step that was running
-        with open(layout.lock_file, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    """Stop the supervisor and its standby; nothing is restarted after this returns."""
+    if not layout.cluster_file.exists():
+        return
+    with locked_record(layout) as record:  # waits out a supervisor step that was running
+        record["stopping"] = True  # from now on no supervisor starts anything
+        procs = record.get("processes") or {}
+        supervisors = {n: procs[n] for n in (STANDBY, SUPERVISOR) if n in procs}
+    stop_processes({"processes": supervisors})
 
 
 def stop_processes(record: dict[str, Any], timeout: float = 15.0) -> None:

@@ -16,13 +16,21 @@ as the process ``supervisor``); it plays what systemd and the kubelet do on a re
 Back-off, as the kubelet's CrashLoopBackOff but shorter: 0.2 s after the first exit, doubling
 with each exit that follows a run shorter than ``RESET_AFTER``, up to ``MAX_BACKOFF``; a run of
 ``RESET_AFTER`` or more starts again at 0.2 s. On SIGTERM it exits and leaves the processes
-running (``local down`` then stops them); ``local up`` starts it again if it died.
+running (``local down`` marks the record ``stopping`` first, then stops them).
+
+A supervisor is only active while it holds ``supervisor.lock``. The active one keeps a standby
+(the process ``supervisor-standby``, the same program, supervised like the others) that blocks
+on that lock; the kernel releases the lock the moment the active one dies, however it dies, so
+the standby takes over at once: it records itself as ``supervisor`` (with a restart counted)
+and asks for a new standby. ``local up`` starts a supervisor again only if both died.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -31,7 +39,15 @@ from types import FrameType
 from typing import Any
 
 from sfc_k8s.local.layout import Layout
-from sfc_k8s.local.processes import SUPERVISOR, alive, locked_record, spawn
+from sfc_k8s.local.processes import (
+    STANDBY,
+    SUPERVISOR,
+    alive,
+    locked_record,
+    process_entry,
+    spawn,
+    supervisor_argv,
+)
 
 logger = logging.getLogger("sfc_k8s.local.supervisor")
 
@@ -80,14 +96,40 @@ class Supervisor:
                 self.exits[pid] = exit_reason(code)
                 del self.children[pid]
 
-    def step(self) -> None:
+    def take_over(self) -> bool:
+        """Become the active supervisor (this process holds the lock): recorded as
+        ``supervisor``, a standby asked for. False if the cluster is being stopped."""
+        now, me = time.time(), os.getpid()
+        with locked_record(self.layout) as record:
+            if record.get("stopping"):
+                return False
+            procs = record.setdefault("processes", {})
+            active = procs.get(SUPERVISOR) or process_entry(
+                self.layout, SUPERVISOR, supervisor_argv(self.layout), {}
+            )
+            if int(active.get("pid") or 0) not in (0, me):  # it died: this was its standby
+                active["restarts"] = int(active.get("restarts") or 0) + 1
+                active["lastExit"], active["lastExitAt"] = UNKNOWN_EXIT, now
+                logger.info("supervisor (pid %s) gone: taking over", active["pid"])
+            active["pid"], active["startedAt"] = me, now
+            procs[SUPERVISOR] = active
+            standby = procs.get(STANDBY)
+            if standby is None or int(standby.get("pid") or 0) == me:
+                procs[STANDBY] = process_entry(self.layout, STANDBY, active["argv"], {})
+            return True
+
+    def step(self) -> bool:
+        """One look at every process; False once the cluster is being stopped."""
         self.reap()
         now = time.time()
         with locked_record(self.layout) as record:
+            if record.get("stopping"):
+                return False
             skip = stopped_nodes_processes(record) | {SUPERVISOR}
             for name, info in (record.get("processes") or {}).items():
                 if name not in skip:
                     self.tend(name, info, now)
+        return True
 
     def tend(self, name: str, info: dict[str, Any], now: float) -> None:
         pid = int(info.get("pid") or 0)
@@ -128,17 +170,26 @@ class Supervisor:
 
     def run(self) -> None:
         stopping = False
+        active = False
 
         def stop(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
+            if not active:  # a standby waiting on the lock: nothing to finish
+                raise SystemExit(0)
             stopping = True
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        logger.info("supervising the processes of %s", self.layout.cluster_file)
-        while not stopping:
-            self.step()
-            time.sleep(TICK)
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.supervisor_lock, "a+") as lock:
+            logger.info("waiting to be the active supervisor of %s", self.layout.cluster_file)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # returns when no other supervisor is active
+            active = True
+            if not self.take_over():
+                return
+            logger.info("supervising the processes of %s", self.layout.cluster_file)
+            while not stopping and self.step():
+                time.sleep(TICK)
         logger.info("stopped; the processes keep running")
 
 

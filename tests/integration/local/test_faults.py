@@ -10,8 +10,11 @@ firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
 - the node's agent, with another scale during its outage: the same;
 - the node runtime: back within 5 s, the node stays Ready, and it adopts the running pods
   (same pods, no container restarted, the chain still programmed);
-- the supervisor, then the controller, the agent and the runtime: nothing restarts them,
-  ``local status`` says NOT RUNNING, and ``local up`` repairs them all, removing nothing.
+- the supervisor: its standby takes over within 5 s (a restart counted), a new standby runs,
+  and the controller killed next is restarted by it;
+- both supervisors (standby first), then the controller, the agent and the runtime: nothing
+  restarts them, ``local status`` says NOT RUNNING, and ``local up`` repairs them all,
+  removing nothing.
 
 Through all of them the long-lived flows stay byte-exact (the data plane never depends on the
 control plane) and every namespace, Deployment and chain keeps its uid. Then a deleted
@@ -40,6 +43,8 @@ from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
 from sfc_k8s.local.paths import examples_dir
+from sfc_k8s.local.processes import STANDBY
+from sfc_k8s.local.supervisor import UNKNOWN_EXIT
 from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
 from tests.integration.local.cluster import wait_for
 
@@ -209,14 +214,41 @@ def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain
     _assert_flows_intact(chain)
 
 
-def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
+def test_killed_supervisor_is_replaced_by_its_standby_which_restarts_the_next_kill(
+    chain: Chain,
+) -> None:
+    standby = _process(chain.layout, "supervisor-standby")["pid"]
+    pid, killed_at = _kill(chain.layout, "supervisor")
+    info = wait_for(
+        "the standby supervising",
+        lambda: (i := _process(chain.layout, "supervisor"))["pid"] == standby and i,
+        BACK_WITHIN,
+    )
+    assert info["restarts"] == 1 and info["lastExit"] == UNKNOWN_EXIT
+    assert time.monotonic() - killed_at < BACK_WITHIN
+    wait_for(
+        "a new standby",
+        lambda: (
+            pid_alive(p := _process(chain.layout, "supervisor-standby")["pid"]) and p != standby
+        ),
+        BACK_WITHIN,
+    )
+    pid, killed_at = _kill(chain.layout, "controller")
+    # started by the supervisor that died: the new one cannot read its exit status
+    info = _wait_back(chain.layout, "controller", pid, killed_at, exit_=UNKNOWN_EXIT)
+    assert info["restarts"] == 2
+    _assert_flows_intact(chain)
+
+
+def test_with_both_supervisors_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
+    _kill(chain.layout, "supervisor-standby")  # first, or it would take over
     _kill(chain.layout, "supervisor")
-    time.sleep(0.3)  # the supervisor is gone: processes killed now stay down
+    time.sleep(0.3)  # no supervisor: processes killed now stay down
     for name in DOWN_FOR_REPAIR:
         _kill(chain.layout, name)
     time.sleep(1.0)
     status = _status(chain.layout)
-    for name in ("supervisor", *DOWN_FOR_REPAIR):
+    for name in ("supervisor", "supervisor-standby", *DOWN_FOR_REPAIR):
         assert not pid_alive(_process(chain.layout, name)["pid"])
         assert "NOT RUNNING" in next(x for x in status.splitlines() if x.split()[:1] == [name])
     started = time.monotonic()
@@ -225,6 +257,7 @@ def test_with_the_supervisor_killed_up_repairs_and_keeps_every_object(chain: Cha
         code = local_cli.main(["up", "--state-dir", str(chain.layout.state_dir)])
     assert code == 0 and "repaired" in out.getvalue(), out.getvalue()
     assert time.monotonic() - started < REPAIR_WITHIN
+    wait_for("a standby again", lambda: pid_alive(_process(chain.layout, STANDBY)["pid"]))
     for name in ("supervisor", *DOWN_FOR_REPAIR):
         assert pid_alive(_process(chain.layout, name)["pid"])
     assert local_cli.running(chain.layout)

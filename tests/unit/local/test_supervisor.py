@@ -6,7 +6,9 @@ dead, its exit recorded (``killed by SIGKILL``), and started again only once its
 passed, with ``restarts`` counted; exits after short runs double the back-off, a long run
 resets it; a process that is not the supervisor's child gets an exit of unknown status; the
 processes of a node stopped with ``local node stop`` and the supervisor's own record are left
-alone; the CLI's record writes and the supervisor's never overwrite each other.
+alone; the CLI's record writes and the supervisor's never overwrite each other; a supervisor
+that gets the lock records itself, asks for a standby, and, when it was the standby of one that
+died, counts a restart; once ``local down`` marks the record stopping, nothing is started.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 import pytest
 
 from sfc_k8s.local.layout import Layout, pid_alive, read_json
-from sfc_k8s.local.processes import SUPERVISOR, locked_record, process_entry, save_fields
+from sfc_k8s.local.processes import (
+    STANDBY,
+    SUPERVISOR,
+    locked_record,
+    process_entry,
+    save_fields,
+)
 from sfc_k8s.local.supervisor import (
     FIRST_BACKOFF,
     MAX_BACKOFF,
@@ -174,3 +182,38 @@ def test_record_writes_keep_each_others_changes(sup: Supervisor, layout: Layout)
     save_fields(layout, stale, complete=True)
     record = read_json(layout.cluster_file)
     assert record["complete"] is True and record["processes"]["controller"]["pid"] > 0
+
+
+def test_the_first_supervisor_records_itself_and_asks_for_a_standby(
+    sup: Supervisor, layout: Layout
+) -> None:
+    assert sup.take_over()
+    procs = read_json(layout.cluster_file)["processes"]
+    assert procs[SUPERVISOR]["pid"] == os.getpid() and procs[SUPERVISOR]["restarts"] == 0
+    assert procs[STANDBY]["pid"] == 0 and procs[STANDBY]["argv"] == procs[SUPERVISOR]["argv"]
+    sup.step()
+    assert pid_alive(_info(layout, STANDBY)["pid"])
+
+
+def test_the_standby_of_a_dead_supervisor_takes_over(sup: Supervisor, layout: Layout) -> None:
+    dead = subprocess.Popen(SLEEP)
+    dead.kill()
+    dead.wait(5)
+    for name, pid in ((SUPERVISOR, dead.pid), (STANDBY, os.getpid())):
+        _ask(layout, name)
+        with locked_record(layout) as record:
+            record["processes"][name]["pid"] = pid
+    assert sup.take_over()
+    procs = read_json(layout.cluster_file)["processes"]
+    assert procs[SUPERVISOR]["pid"] == os.getpid() and procs[SUPERVISOR]["restarts"] == 1
+    assert procs[SUPERVISOR]["lastExit"] == UNKNOWN_EXIT
+    assert procs[STANDBY]["pid"] == 0  # a new standby, started by the next step
+
+
+def test_nothing_starts_once_the_cluster_is_stopping(sup: Supervisor, layout: Layout) -> None:
+    _ask(layout, "controller")
+    with locked_record(layout) as record:
+        record["stopping"] = True
+    assert not sup.take_over()
+    assert not sup.step()
+    assert _info(layout, "controller")["pid"] == 0
