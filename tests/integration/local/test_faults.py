@@ -8,6 +8,8 @@ firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
   5 s (new pid, ``restarts`` 1, last exit ``killed by SIGKILL`` in ``local status``) and the
   chain is Ready again with the new replicas programmed in the data plane;
 - the node's agent, with another scale during its outage: the same;
+- the API server: back within 5 s on its database with every object, and a scale issued once
+  it answers again is carried out by the controller and the agent, whose watches resumed;
 - the node runtime: back within 5 s, the node stays Ready, and it adopts the running pods
   (same pods, no container restarted, the chain still programmed);
 - the supervisor: its standby takes over within 5 s (a restart counted), a new standby runs,
@@ -21,8 +23,7 @@ control plane) and every namespace, Deployment and chain keeps its uid. Then a d
 namespace is Terminating (phase, deletionTimestamp, the ``kubernetes`` finalizer) with its
 contents kept for a few seconds and new objects refused; last, ``kubectl delete -f`` of the example
 directory (namespace first) exits 0 with no NotFound, the namespace being Terminating for a
-few seconds as with a real namespace controller. The API server's own crash waits for the
-persistent store (its objects live in memory until then).
+few seconds as with a real namespace controller.
 """
 
 from __future__ import annotations
@@ -200,6 +201,18 @@ def test_killed_agent_comes_back_and_a_scale_during_its_outage_converges(chain: 
     _assert_flows_intact(chain)
 
 
+def test_killed_apiserver_comes_back_with_every_object_and_the_operator_resumes(
+    chain: Chain,
+) -> None:
+    pid, killed_at = _kill(chain.layout, "apiserver")
+    assert _wait_back(chain.layout, "apiserver", pid, killed_at)["restarts"] == 1
+    wait_for("the API answering", lambda: _kube(chain.layout).reachable(), BACK_WITHIN)
+    assert _objects(chain.layout) == chain.objects
+    _scale(chain.layout, 5)
+    wait_for("the chain Ready with 5 replicas", lambda: _programmed(chain.layout, 5), 60)
+    _assert_flows_intact(chain)
+
+
 def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain) -> None:
     pods = {p["metadata"]["uid"] for p in _kube(chain.layout).get("/api/v1/pods")["items"]}
     pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
@@ -207,7 +220,7 @@ def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain
     node = _kube(chain.layout).get("/api/v1/nodes/node-1")
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
     time.sleep(1.0)  # what a runtime that did not adopt would do (tear down, start again) shows
-    assert _programmed(chain.layout, 4)
+    assert _programmed(chain.layout, 5)
     after = _kube(chain.layout).get("/api/v1/pods")["items"]
     assert {p["metadata"]["uid"] for p in after} == pods
     assert all(not c.get("restartCount") for p in after for c in p["status"]["containerStatuses"])
