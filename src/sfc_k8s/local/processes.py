@@ -214,6 +214,8 @@ def stop_processes(record: dict[str, Any], timeout: float = 15.0) -> None:
     """SIGTERM every recorded process (supervisor and controller first, API server last),
     SIGKILL after ``timeout``; whatever their process groups left goes too."""
     procs: dict[str, dict[str, Any]] = record.get("processes") or {}
+    for pid in list(_CHILDREN):  # e.g. a supervisor of ours that was killed and replaced
+        reap(pid)
     for name in sorted(procs, key=stop_order):
         info = procs[name]
         if not alive(info):

@@ -118,6 +118,19 @@ class Supervisor:
                 procs[STANDBY] = process_entry(self.layout, STANDBY, active["argv"], {})
             return True
 
+    def exit_of(self, pid: int) -> str:
+        """How process ``pid`` ended: reaped already, or a child that died since ``reap``."""
+        if pid in self.exits:
+            return self.exits.pop(pid)
+        proc = self.children.pop(pid, None)
+        if proc is None:
+            return UNKNOWN_EXIT
+        try:
+            return exit_reason(proc.wait(timeout=1.0))  # a zombie by now, or about to be
+        except subprocess.TimeoutExpired:
+            self.children[pid] = proc
+            return UNKNOWN_EXIT
+
     def step(self) -> bool:
         """One look at every process; False once the cluster is being stopped."""
         self.reap()
@@ -143,7 +156,7 @@ class Supervisor:
             ran = now - float(info.get("startedAt") or 0)
             quick = int(info.get("quickExits") or 0) + 1 if ran < RESET_AFTER else 1
             info["quickExits"] = quick
-            info["lastExit"] = self.exits.pop(pid, UNKNOWN_EXIT)
+            info["lastExit"] = self.exit_of(pid)
             info["lastExitAt"] = now
             info["waitingUntil"] = now + backoff(quick)
             logger.info(

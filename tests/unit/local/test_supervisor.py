@@ -4,11 +4,12 @@ Covers: the back-off sequence (0.2 s doubling to the cap) and how exits are name
 asked for with pid 0 is started (no restart counted); a process killed with SIGKILL is found
 dead, its exit recorded (``killed by SIGKILL``), and started again only once its back-off has
 passed, with ``restarts`` counted; exits after short runs double the back-off, a long run
-resets it; a process that is not the supervisor's child gets an exit of unknown status; the
-processes of a node stopped with ``local node stop`` and the supervisor's own record are left
-alone; the CLI's record writes and the supervisor's never overwrite each other; a supervisor
-that gets the lock records itself, asks for a standby, and, when it was the standby of one that
-died, counts a restart; once ``local down`` marks the record stopping, nothing is started.
+resets it; a process that is not the supervisor's child gets an exit of unknown status, while a
+child that died just after the step's reap still has its exit read; the processes of a node
+stopped with ``local node stop`` and the supervisor's own record are left alone; the CLI's
+record writes and the supervisor's never overwrite each other; a supervisor that gets the lock
+records itself, asks for a standby, and, when it was the standby of one that died, counts a
+restart; once ``local down`` marks the record stopping, nothing is started.
 """
 
 from __future__ import annotations
@@ -217,3 +218,15 @@ def test_nothing_starts_once_the_cluster_is_stopping(sup: Supervisor, layout: La
     assert not sup.take_over()
     assert not sup.step()
     assert _info(layout, "controller")["pid"] == 0
+
+
+def test_a_child_that_dies_after_the_reap_still_has_its_exit_read(
+    sup: Supervisor, layout: Layout
+) -> None:
+    """The process dies between the step's reap and its look at the record."""
+    _ask(layout, "controller")
+    sup.step()
+    _kill(sup, layout, "controller")  # dead, not reaped
+    with locked_record(layout) as record:
+        sup.tend("controller", record["processes"]["controller"], time.time())
+    assert _info(layout, "controller")["lastExit"] == "killed by SIGKILL"
