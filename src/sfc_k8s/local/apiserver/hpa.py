@@ -105,6 +105,25 @@ def _within_tolerance(ratio: float, tolerance: float) -> bool:
     return abs(1.0 - ratio) <= tolerance
 
 
+def _group(
+    pods: Sequence[PodState], values: Mapping[str, int]
+) -> tuple[dict[str, float], list[str], list[str]]:
+    """Measured values of the ready pods, the not-ready pods, the ready pods without a value."""
+    measured: dict[str, float] = {}
+    unready: list[str] = []
+    missing: list[str] = []
+    for pod in pods:
+        if pod.ignored:
+            continue
+        if not pod.ready:
+            unready.append(pod.name)
+        elif pod.name not in values:
+            missing.append(pod.name)
+        else:
+            measured[pod.name] = values[pod.name]
+    return measured, unready, missing
+
+
 def pods_proposal(
     current_replicas: int,
     pods: Sequence[PodState],
@@ -123,18 +142,7 @@ def pods_proposal(
     """
     if target_average <= 0:
         raise ValueError(f"target average {target_average} must be positive")
-    measured: dict[str, float] = {}
-    unready: list[str] = []
-    missing: list[str] = []
-    for pod in pods:
-        if pod.ignored:
-            continue
-        if not pod.ready:
-            unready.append(pod.name)
-        elif pod.name not in values:
-            missing.append(pod.name)
-        else:
-            measured[pod.name] = values[pod.name]
+    measured, unready, missing = _group(pods, values)
     if not measured:
         raise ValueError("no ready pod has a metric value")
     ratio = sum(measured.values()) / len(measured) / target_average

@@ -121,6 +121,16 @@ BUILTINS: tuple[ResourceType, ...] = (
         subresources=frozenset({"status"}),
     ),
     ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        short_names=("hpa",),
+        categories=("all",),
+        subresources=frozenset({"status"}),
+    ),
+    ResourceType(
         "apiextensions.k8s.io",
         "v1",
         "customresourcedefinitions",

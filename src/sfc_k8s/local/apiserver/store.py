@@ -39,6 +39,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
 from sfc_k8s.local.apiserver.errors import APIError, Cause
+from sfc_k8s.local.apiserver.hpaspec import admit_hpa
 from sfc_k8s.local.apiserver.patches import (
     PatchError,
     json_patch,
@@ -1163,6 +1164,7 @@ _BUILTIN_ADMISSION: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause
     ("", "pods"): _admit_pod,
     ("apps", "deployments"): _admit_deployment,
     ("", "namespaces"): _admit_namespace,
+    ("autoscaling", "horizontalpodautoscalers"): admit_hpa,
 }
 
 __all__ = ["APIError", "Event", "Store", "Watcher"]

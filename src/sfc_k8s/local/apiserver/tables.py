@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sfc_k8s.local.apiserver.hpaspec import hpa_cells
 from sfc_k8s.local.apiserver.resources import ResourceType
 
 _TOKEN_RE = re.compile(
@@ -198,6 +199,18 @@ _BUILTIN = {
             AGE_COLUMN,
         ],
         _deployment_cells,
+    ),
+    ("autoscaling", "horizontalpodautoscalers"): (
+        [
+            NAME_COLUMN,
+            _column("Reference"),
+            _column("Targets"),
+            _column("MinPods", "integer"),
+            _column("MaxPods", "integer"),
+            _column("Replicas", "integer"),
+            AGE_COLUMN,
+        ],
+        lambda obj: hpa_cells(obj, _created(obj)),
     ),
     ("", "nodes"): (
         [NAME_COLUMN, _column("Status"), _column("Roles"), AGE_COLUMN, _column("Version")],
