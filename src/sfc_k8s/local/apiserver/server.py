@@ -24,6 +24,7 @@ from aiohttp import web
 
 from sfc_k8s.local.apiserver.app import Scaffold
 from sfc_k8s.local.apiserver.controllers import Controllers
+from sfc_k8s.local.apiserver.hpacontroller import DEFAULT_SYNC_PERIOD, HPAController, MetricsSource
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
 
@@ -83,19 +84,24 @@ class APIServer:
         eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
         database: Path | None = None,
         synchronous: str = "normal",
+        hpa_sync_period: float = DEFAULT_SYNC_PERIOD,
+        hpa_metrics: MetricsSource | None = None,
     ) -> None:
         """`pod_log_dir`: where `kubectl logs` finds container output, as
         POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout). `node_grace` and
         `eviction_timeout`: the node lifecycle controller's delays (see `Controllers`).
         `database`: the SQLite file the objects are kept in (None: memory only), opened now
         (a persist.DatabaseError says why it cannot be); `synchronous`: its "normal" or
-        "full" durability (docs/local-cluster.md)."""
+        "full" durability (docs/local-cluster.md). `hpa_sync_period`, `hpa_metrics`: the HPA
+        controller's period and metrics source (default: the custom metrics API of this
+        server; see `hpacontroller.py`)."""
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.store = Store(history_limit=history_limit, path=database, synchronous=synchronous)
         preload_crds(self.store)
         self._with_controllers = controllers
+        self._hpa = (hpa_sync_period, hpa_metrics)
         self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None
         self.controllers = (
             Controllers(self.store, node_grace=node_grace, eviction_timeout=eviction_timeout)
@@ -162,6 +168,9 @@ class APIServer:
         tasks = []
         if self.controllers is not None:
             tasks.append(asyncio.create_task(self.controllers.run()))
+            period, metrics = self._hpa
+            hpa = HPAController(self.url, metrics=metrics, sync_period=period)
+            tasks.append(asyncio.create_task(hpa.run()))
         try:
             if ready is not None:
                 ready()

@@ -1,0 +1,379 @@
+"""HorizontalPodAutoscalers on the local API server, with the real kubectl and the HPA controller.
+
+Covers: `autoscaling/v2` HPAs served (`kubectl get hpa` columns REFERENCE, TARGETS with
+`<unknown>` until measured, MINPODS, MAXPODS, REPLICAS; the API's default CPU metric; quantities
+stored in canonical form); invalid specs refused at admission with Kubernetes' messages
+(minReplicas > maxReplicas, minReplicas 0, an unknown metric type, a Pods metric without
+averageValue, a bad policy); the controller without a custom metrics API (the local server does
+not serve one yet) reporting `ScalingActive=False, FailedGetPodsMetric` and leaving the target
+alone; the controller driven by a load step: scale-up one pod per period as the `behavior`
+policy allows, live targets in `kubectl get hpa`, and scale-down only after the stabilization
+window.
+
+The metrics provider does not exist yet (issue 12 adds it behind an APIService): the load tests
+serve the custom metrics API's JSON (`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an
+in-test HTTP server, the one boundary stood in for. Nothing runs the pods either (no node here):
+the tests mark the Deployment's pods Running and Ready through the API, as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sfc_k8s.local.apiserver import APIServer
+from sfc_k8s.local.apiserver.hpacontroller import CustomMetricsSource
+from sfc_k8s.local.apiserver.quantity import format_milli
+from tests.fixtures.apiserver import LocalAPIServer
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fw}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: fw}}
+  template:
+    metadata: {labels: {app: fw}}
+    spec:
+      containers: [{name: bridge, image: busybox, command: [sleep, "3600"]}]
+"""
+
+HPA = """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: fw}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: fw}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+    - type: Pods
+      pods:
+        metric: {name: packets_per_second}
+        target: {type: AverageValue, averageValue: "100000"}
+  behavior:
+    scaleUp:
+      stabilizationWindowSeconds: 0
+      policies: [{type: Pods, value: 1, periodSeconds: 2}]
+    scaleDown:
+      stabilizationWindowSeconds: 3
+      policies: [{type: Percent, value: 100, periodSeconds: 1}]
+"""
+CPU_HPA = """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: cpu}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: fw}
+  maxReplicas: 3
+"""
+SCALE_UP_PERIOD = 2.0
+SCALE_DOWN_WINDOW = 3.0
+SYNC_PERIOD = 0.2
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def _http(url: str, *, method: str = "GET", body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/merge-patch+json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _pods(api_url: str, selector: str = "app=fw") -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"labelSelector": selector})
+    items: list[dict[str, Any]] = _http(f"{api_url}/api/v1/namespaces/default/pods?{query}")[
+        "items"
+    ]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+class FakeKubelet:
+    """Marks every pod Running and Ready (there is no node runtime in these tests)."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for pod in _pods(self.api_url):
+                if _ready(pod):
+                    continue
+                name = pod["metadata"]["name"]
+                status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+                url = f"{self.api_url}/api/v1/namespaces/default/pods/{name}/status"
+                _http(url, method="PATCH", body={"status": status})
+
+    def __enter__(self) -> FakeKubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class CustomMetricsAPI:
+    """A custom metrics API in the test: `load` packets/s shared evenly by the ready pods."""
+
+    def __init__(self) -> None:
+        self.load = 0  # packets/s, whole units
+        self.api_url = ""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.answer(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urllib.parse.urlparse(handler.path)
+        match = re.fullmatch(
+            r"/apis/custom\.metrics\.k8s\.io/v1beta2/namespaces/(\w+)/pods/\*/(\w+)", url.path
+        )
+        if match is None:
+            handler.send_response(404)
+            handler.end_headers()
+            return
+        selector = urllib.parse.parse_qs(url.query).get("labelSelector", [""])[0]
+        ready = [p for p in _pods(self.api_url, selector) if _ready(p)]
+        each = self.load * 1000 // max(len(ready), 1)
+        items = [
+            {
+                "describedObject": {
+                    "kind": "Pod",
+                    "namespace": match.group(1),
+                    "name": p["metadata"]["name"],
+                    "apiVersion": "/v1",
+                },
+                "metric": {"name": match.group(2)},
+                "timestamp": "2026-01-01T00:00:00Z",
+                "windowSeconds": 1,
+                "value": format_milli(each),
+            }
+            for p in ready
+        ]
+        body = json.dumps(
+            {
+                "kind": "MetricValueList",
+                "apiVersion": "custom.metrics.k8s.io/v1beta2",
+                "items": items,
+            }
+        ).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def metrics_api() -> Iterator[CustomMetricsAPI]:
+    api = CustomMetricsAPI()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def _cluster(state: Path, metrics_url: str | None) -> APIServer:
+    metrics = CustomMetricsSource(metrics_url) if metrics_url else None
+    return APIServer(state_dir=state, hpa_sync_period=SYNC_PERIOD, hpa_metrics=metrics)
+
+
+@pytest.fixture
+def fast_hpa(tmp_path: Path, metrics_api: CustomMetricsAPI) -> Iterator[LocalAPIServer]:
+    """A server whose HPA controller syncs every 0.2 s and reads `metrics_api`."""
+    server = _cluster(tmp_path, metrics_api.url)
+    server.start()
+    try:
+        metrics_api.api_url = server.url
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        yield LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "cache")
+    finally:
+        server.stop()
+
+
+def _replicas(cluster: LocalAPIServer) -> int:
+    deploy = _http(f"{cluster.url}/apis/apps/v1/namespaces/default/deployments/fw")
+    return int(deploy["spec"]["replicas"])
+
+
+def _hpa_status(cluster: LocalAPIServer) -> dict[str, Any]:
+    url = f"{cluster.url}/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/fw"
+    status: dict[str, Any] = _http(url).get("status") or {}
+    return status
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+# ----- the resource ------------------------------------------------------------------------------
+
+
+def test_kubectl_get_hpa_prints_kubectls_columns(apiserver: LocalAPIServer) -> None:
+    apiserver.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
+    apiserver.kubectl("apply", "-f", "-", input=HPA, check=True)
+    apiserver.kubectl("apply", "-f", "-", input=CPU_HPA, check=True)
+    out = apiserver.kubectl("get", "hpa", check=True).stdout.splitlines()
+    assert out[0].split() == [
+        "NAME",
+        "REFERENCE",
+        "TARGETS",
+        "MINPODS",
+        "MAXPODS",
+        "REPLICAS",
+        "AGE",
+    ]
+    rows = {line.split()[0]: line.split() for line in out[1:]}
+    assert rows["fw"][1:6] == ["Deployment/fw", "<unknown>/100k", "1", "5", "0"]
+    assert rows["cpu"][1:4] == ["Deployment/fw", "cpu:", "<unknown>/80%"]  # the default metric
+    stored = apiserver.kubectl(
+        "get", "hpa", "fw", "-o", "jsonpath={.spec.metrics[0].pods.target.averageValue}"
+    )
+    assert stored.stdout == "100k"  # "100000" written back canonically, as a real server does
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("minReplicas: 1", "minReplicas: 7"),
+            "spec.maxReplicas: Invalid value: 5: must be greater than or equal to `minReplicas`",
+        ),
+        (
+            ("minReplicas: 1", "minReplicas: 0"),
+            "spec.minReplicas: Invalid value: 0: must be greater than or equal to 1",
+        ),
+        (
+            ("- type: Pods", "- type: Packets"),
+            'spec.metrics[0].type: Unsupported value: "Packets": supported values: '
+            '"ContainerResource", "External", "Object", "Pods", "Resource"',
+        ),
+        (
+            ('averageValue: "100000"', 'value: "100000"'),
+            "spec.metrics[0].pods.target.averageValue: Required value: must specify a positive "
+            "target averageValue",
+        ),
+        (
+            ("value: 1, periodSeconds: 2", "value: 1, periodSeconds: 0"),
+            "spec.behavior.scaleUp.policies[0].periodSeconds: Invalid value: 0: must be greater "
+            "than zero and less than or equal to 1800",
+        ),
+    ],
+)
+def test_invalid_hpas_are_refused_with_kubernetes_messages(
+    apiserver: LocalAPIServer, edit: tuple[str, str], message: str
+) -> None:
+    result = apiserver.kubectl("apply", "-f", "-", input=HPA.replace(*edit))
+    assert result.returncode != 0
+    assert f'The HorizontalPodAutoscaler "fw" is invalid: {message}' in result.stderr
+    assert "fw" not in apiserver.kubectl("get", "hpa").stdout
+
+
+# ----- the controller ----------------------------------------------------------------------------
+
+
+def test_without_a_custom_metrics_api_scaling_is_inactive(tmp_path: Path) -> None:
+    server = _cluster(tmp_path, None)  # reads this server's own custom.metrics.k8s.io: 404
+    server.start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        cluster = LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "c")
+        cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
+        cluster.kubectl("apply", "-f", "-", input=HPA, check=True)
+        _eventually(lambda: bool(_condition(_hpa_status(cluster), "ScalingActive")))
+        status = _hpa_status(cluster)
+        active = _condition(status, "ScalingActive")
+        assert (active["status"], active["reason"]) == ("False", "FailedGetPodsMetric")
+        assert "unable to get metric packets_per_second" in active["message"]
+        assert _condition(status, "AbleToScale")["reason"] == "SucceededGetScale"
+        assert status["currentReplicas"] == 1 and _replicas(cluster) == 1
+        described = cluster.kubectl("get", "hpa", "fw", check=True).stdout
+        assert "<unknown>/100k" in described
+    finally:
+        server.stop()
+
+
+def _watch_replicas(
+    cluster: LocalAPIServer, until: Callable[[int], bool]
+) -> list[tuple[float, int]]:
+    """(time, replicas) at every change of the Deployment's replicas, until `until(replicas)`."""
+    changes = [(time.monotonic(), _replicas(cluster))]
+    deadline = time.monotonic() + 30
+    while not until(changes[-1][1]):
+        assert time.monotonic() < deadline, f"replicas never reached the goal: {changes}"
+        time.sleep(0.05)
+        now = _replicas(cluster)
+        if now != changes[-1][1]:
+            changes.append((time.monotonic(), now))
+    return changes
+
+
+def test_a_load_step_scales_up_at_the_policy_rate_and_down_after_the_window(
+    fast_hpa: LocalAPIServer, metrics_api: CustomMetricsAPI
+) -> None:
+    cluster = fast_hpa
+    metrics_api.load = 50_000  # half the 100k target on one replica: stays at minReplicas
+    with FakeKubelet(cluster.url):
+        cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
+        cluster.kubectl("apply", "-f", "-", input=HPA, check=True)
+        _eventually(
+            lambda: _condition(_hpa_status(cluster), "ScalingActive").get("status") == "True"
+        )
+        assert _replicas(cluster) == 1
+
+        metrics_api.load = 400_000  # a load step: 4 replicas at 100k each
+        ups = _watch_replicas(cluster, lambda n: n >= 4)
+        steps = [b[1] - a[1] for a, b in itertools.pairwise(ups)]
+        assert steps == [1, 1, 1], f"the policy allows one pod per period: {ups}"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(ups[1:])]
+        assert all(gap >= SCALE_UP_PERIOD * 0.9 for gap in gaps), ups
+        _eventually(lambda: _hpa_status(cluster).get("currentMetrics") is not None)
+        row = cluster.kubectl("get", "hpa", "fw", "--no-headers", check=True).stdout.split()
+        assert re.fullmatch(r"\d+k?/100k", row[2]), row
+        assert _hpa_status(cluster).get("lastScaleTime")
+
+        metrics_api.load = 50_000  # the load ends: 1 replica is enough, after the window
+        dropped = time.monotonic()
+        downs = _watch_replicas(cluster, lambda n: n == 1)
+        assert downs[-1][0] - dropped >= SCALE_DOWN_WINDOW * 0.9, downs
+        assert _replicas(cluster) == 1
+        assert len(_pods(cluster.url)) == 1
