@@ -368,7 +368,7 @@ def test_a_load_step_scales_up_at_the_policy_rate_and_down_after_the_window(
         assert all(gap >= SCALE_UP_PERIOD * 0.9 for gap in gaps), ups
         _eventually(lambda: _hpa_status(cluster).get("currentMetrics") is not None)
         row = cluster.kubectl("get", "hpa", "fw", "--no-headers", check=True).stdout.split()
-        assert re.fullmatch(r"\d+k?/100k", row[2]), row
+        assert re.fullmatch(r"\d+[km]?/100k", row[2]), row
         assert _hpa_status(cluster).get("lastScaleTime")
 
         metrics_api.load = 50_000  # the load ends: 1 replica is enough, after the window
