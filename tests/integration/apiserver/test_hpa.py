@@ -6,9 +6,9 @@ stored in canonical form); invalid specs refused at admission with Kubernetes' m
 (minReplicas > maxReplicas, minReplicas 0, an unknown metric type, a Pods metric without
 averageValue, a bad policy); the controller without a custom metrics API (the local server does
 not serve one yet) reporting `ScalingActive=False, FailedGetPodsMetric` and leaving the target
-alone; the controller driven by a load step: scale-up one pod per period as the `behavior`
-policy allows, live targets in `kubectl get hpa`, and scale-down only after the stabilization
-window.
+alone, yet bringing a target above maxReplicas down to it; the controller driven by a load
+step: scale-up one pod per period as the `behavior` policy allows, live targets in
+`kubectl get hpa`, and scale-down only after the stabilization window.
 
 The metrics provider does not exist yet (issue 12 adds it behind an APIService): the load tests
 serve the custom metrics API's JSON (`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an
@@ -311,25 +311,42 @@ def test_invalid_hpas_are_refused_with_kubernetes_messages(
 # ----- the controller ----------------------------------------------------------------------------
 
 
-def test_without_a_custom_metrics_api_scaling_is_inactive(tmp_path: Path) -> None:
-    server = _cluster(tmp_path, None)  # reads this server's own custom.metrics.k8s.io: 404
+@pytest.fixture
+def no_metrics(tmp_path: Path) -> Iterator[LocalAPIServer]:
+    """A server whose HPA controller (0.2 s) reads the server's own custom metrics API, which
+    is not served (404), as on a cluster without a metrics adapter."""
+    server = _cluster(tmp_path, None)
     server.start()
     try:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        cluster = LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "c")
-        cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
-        cluster.kubectl("apply", "-f", "-", input=HPA, check=True)
-        _eventually(lambda: bool(_condition(_hpa_status(cluster), "ScalingActive")))
-        status = _hpa_status(cluster)
-        active = _condition(status, "ScalingActive")
-        assert (active["status"], active["reason"]) == ("False", "FailedGetPodsMetric")
-        assert "unable to get metric packets_per_second" in active["message"]
-        assert _condition(status, "AbleToScale")["reason"] == "SucceededGetScale"
-        assert status["currentReplicas"] == 1 and _replicas(cluster) == 1
-        described = cluster.kubectl("get", "hpa", "fw", check=True).stdout
-        assert "<unknown>/100k" in described
+        yield LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "cache")
     finally:
         server.stop()
+
+
+def test_without_a_custom_metrics_api_scaling_is_inactive(no_metrics: LocalAPIServer) -> None:
+    cluster = no_metrics
+    cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
+    cluster.kubectl("apply", "-f", "-", input=HPA, check=True)
+    _eventually(lambda: bool(_condition(_hpa_status(cluster), "ScalingActive")))
+    status = _hpa_status(cluster)
+    active = _condition(status, "ScalingActive")
+    assert (active["status"], active["reason"]) == ("False", "FailedGetPodsMetric")
+    assert "unable to get metric packets_per_second" in active["message"]
+    assert _condition(status, "AbleToScale")["reason"] == "SucceededGetScale"
+    assert status["currentReplicas"] == 1 and _replicas(cluster) == 1
+    assert "<unknown>/100k" in cluster.kubectl("get", "hpa", "fw", check=True).stdout
+
+
+def test_a_target_above_max_is_brought_down_without_metrics(no_metrics: LocalAPIServer) -> None:
+    cluster = no_metrics
+    cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT.replace("replicas: 1", "replicas: 4"))
+    cluster.kubectl("apply", "-f", "-", input=HPA.replace("maxReplicas: 5", "maxReplicas: 2"))
+    _eventually(lambda: _replicas(cluster) == 2)
+    _eventually(lambda: _hpa_status(cluster).get("desiredReplicas") == 2)
+    limited = _condition(_hpa_status(cluster), "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "TooManyReplicas")
+    assert _condition(_hpa_status(cluster), "AbleToScale")["reason"] == "SucceededRescale"
 
 
 def _watch_replicas(

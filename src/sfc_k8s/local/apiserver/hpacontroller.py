@@ -215,6 +215,27 @@ _FAILED_REASON = {
 }
 
 
+def _outside_bounds(current: int, spec: HPASpec, outcome: _Outcome) -> int | None:
+    """min/max when the target is outside them: brought back without reading any metric."""
+    if current > spec.max_replicas:
+        outcome.set(
+            "ScalingLimited",
+            True,
+            "TooManyReplicas",
+            "the desired replica count is more than the maximum replica count",
+        )
+        return spec.max_replicas
+    if current < spec.min_replicas:
+        outcome.set(
+            "ScalingLimited",
+            True,
+            "TooFewReplicas",
+            "the desired replica count is less than the minimum replica count",
+        )
+        return spec.min_replicas
+    return None
+
+
 # ----- the loop ----------------------------------------------------------------------------------
 
 
@@ -344,6 +365,9 @@ class HPAController:
                 "scaling is disabled since the replica count of the target is zero",
             )
             return None
+        bounded = _outside_bounds(current, spec, outcome)
+        if bounded is not None:
+            return bounded
         proposal = await self._proposal(namespace, spec, scale, outcome)
         if proposal is None:
             return None
@@ -379,6 +403,14 @@ class HPAController:
     ) -> int | None:
         """The largest of the metrics' proposals; ScalingActive says whether there is one."""
         selector = str((scale.get("status") or {}).get("selector", ""))
+        if not selector:  # an empty selector would take every pod of the namespace
+            outcome.set(
+                "ScalingActive",
+                False,
+                "InvalidSelector",
+                "the HPA target's scale is missing a selector",
+            )
+            return None
         listed = await self.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
         pods = [_pod_state(p) for p in listed.get("items") or []]
         proposals: list[int | None] = []
@@ -395,11 +427,12 @@ class HPAController:
                     f"the HPA was unable to compute the replica count: unable to get metric "
                     f"{metric.name}: {err}",
                 )
+                # an empty entry keeps currentMetrics[i] aligned with spec.metrics[i], which
+                # is how kubectl pairs them (kube-controller-manager leaves the same hole)
                 outcome.metrics.append({"type": ""})
                 continue
             proposals.append(proposal)
             outcome.metrics.append(_metric_status(metric, current))
-        outcome.metrics = [m for m in outcome.metrics if m.get("type")]
         best = combine_proposals(outcome.current, proposals)
         if best is None:
             reason, message = failure or ("InvalidMetricSourceType", "no metric could be used")
