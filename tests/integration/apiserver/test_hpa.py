@@ -8,7 +8,8 @@ averageValue, a bad policy); the controller without a custom metrics API (the lo
 not serve one yet) reporting `ScalingActive=False, FailedGetPodsMetric` and leaving the target
 alone, yet bringing a target above maxReplicas down to it; the controller driven by a load
 step: scale-up one pod per period as the `behavior` policy allows, live targets in
-`kubectl get hpa`, and scale-down only after the stabilization window.
+`kubectl get hpa`, `SuccessfulRescale` events in `kubectl describe hpa`, and scale-down only
+after the stabilization window.
 
 The metrics provider does not exist yet (issue 12 adds it behind an APIService): the load tests
 serve the custom metrics API's JSON (`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an
@@ -387,6 +388,8 @@ def test_a_load_step_scales_up_at_the_policy_rate_and_down_after_the_window(
         row = cluster.kubectl("get", "hpa", "fw", "--no-headers", check=True).stdout.split()
         assert re.fullmatch(r"\d+[km]?/100k", row[2]), row
         assert _hpa_status(cluster).get("lastScaleTime")
+        described = cluster.kubectl("describe", "hpa", "fw", check=True).stdout
+        assert "New size: 2; reason: pods metric packets_per_second above target" in described
 
         metrics_api.load = 50_000  # the load ends: 1 replica is enough, after the window
         dropped = time.monotonic()
@@ -394,3 +397,9 @@ def test_a_load_step_scales_up_at_the_policy_rate_and_down_after_the_window(
         assert downs[-1][0] - dropped >= SCALE_DOWN_WINDOW * 0.9, downs
         assert _replicas(cluster) == 1
         assert len(_pods(cluster.url)) == 1
+        _eventually(
+            lambda: (
+                "New size: 1; reason: All metrics below target"
+                in cluster.kubectl("describe", "hpa", "fw", check=True).stdout
+            )
+        )

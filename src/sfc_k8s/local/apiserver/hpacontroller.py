@@ -153,6 +153,15 @@ class _Outcome:
     metrics: list[JsonObj] = field(default_factory=list)
     conditions: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # type -> s, r, m
     scaled: bool = False
+    cause: str = ""  # what drove the proposal, for the SuccessfulRescale event
+
+    def rescale_reason(self) -> str:
+        """The `reason:` part of kube-controller-manager's SuccessfulRescale message."""
+        if self.cause.startswith("Current number"):
+            return self.cause
+        if self.desired > self.current:
+            return f"{self.cause} above target"
+        return "All metrics below target"
 
     def set(self, kind: str, status: bool, reason: str, message: str) -> None:
         self.conditions[kind] = ("True" if status else "False", reason, message)
@@ -224,6 +233,7 @@ def _outside_bounds(current: int, spec: HPASpec, outcome: _Outcome) -> int | Non
             "TooManyReplicas",
             "the desired replica count is more than the maximum replica count",
         )
+        outcome.cause = "Current number of replicas above Spec.MaxReplicas"
         return spec.max_replicas
     if current < spec.min_replicas:
         outcome.set(
@@ -232,6 +242,7 @@ def _outside_bounds(current: int, spec: HPASpec, outcome: _Outcome) -> int | Non
             "TooFewReplicas",
             "the desired replica count is less than the minimum replica count",
         )
+        outcome.cause = "Current number of replicas below Spec.MinReplicas"
         return spec.min_replicas
     return None
 
@@ -289,6 +300,8 @@ class HPAController:
         namespace, name = meta["namespace"], meta["name"]
         spec = read_spec(hpa)
         outcome = await self._reconcile(namespace, spec, history)
+        if outcome.scaled:
+            await self._post_rescale_event(hpa, outcome)
         status: JsonObj = {
             "observedGeneration": meta.get("generation", 1),
             "currentReplicas": outcome.current,
@@ -300,6 +313,34 @@ class HPAController:
         status["lastScaleTime"] = _now() if outcome.scaled else last
         path = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
         await self.api.patch(f"{path}/status", {"status": status})
+
+    async def _post_rescale_event(self, hpa: JsonObj, outcome: _Outcome) -> None:
+        """A `SuccessfulRescale` event on the HPA, as `kubectl describe hpa` shows them."""
+        meta = hpa["metadata"]
+        now = _now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "type": "Normal",
+            "reason": "SuccessfulRescale",
+            "message": f"New size: {outcome.desired}; reason: {outcome.rescale_reason()}",
+            "source": {"component": "horizontal-pod-autoscaler"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.api.create(f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except KubeError as err:  # an event is a courtesy: the rescale itself is done
+            logger.warning("HPA controller: cannot post an event: %s", err)
 
     def _scale_path(self, namespace: str, spec: HPASpec) -> str:
         prefix, plural = SCALABLE.get(spec.target_kind, ("", _plural(spec.target_kind)))
@@ -439,6 +480,7 @@ class HPAController:
             outcome.set("ScalingActive", False, reason, message)
             return None
         used = next(m for m, p in zip(spec.metrics, proposals, strict=True) if p == best)
+        outcome.cause = f"{used.type.lower()} metric {used.name}"
         outcome.set(
             "ScalingActive",
             True,
