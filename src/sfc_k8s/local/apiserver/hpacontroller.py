@@ -425,6 +425,10 @@ class HPAController:
                 f"recent recommendations were {direction} than current one, applying the "
                 f"{'highest' if direction == 'higher' else 'lowest'} recent recommendation",
             )
+        else:
+            outcome.set(
+                "AbleToScale", True, "ReadyForNewScale", "recommended size matches current size"
+            )
         decision = apply_limits(
             current,
             stabilized,
