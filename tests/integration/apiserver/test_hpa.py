@@ -9,7 +9,8 @@ not serve one yet) reporting `ScalingActive=False, FailedGetPodsMetric` and leav
 alone, yet bringing a target above maxReplicas down to it; the controller driven by a load
 step: scale-up one pod per period as the `behavior` policy allows, live targets in
 `kubectl get hpa`, `SuccessfulRescale` events in `kubectl describe hpa`, and scale-down only
-after the stabilization window.
+after the stabilization window; an Object metric's AverageValue (the value shared over the
+replicas, settling where it is on target).
 
 The metrics provider does not exist yet (issue 12 adds it behind an APIService): the load tests
 serve the custom metrics API's JSON (`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an
@@ -140,11 +141,21 @@ class FakeKubelet:
         self._thread.join(5)
 
 
+def _send(handler: BaseHTTPRequestHandler, code: int, body: dict[str, Any]) -> None:
+    data = json.dumps({"apiVersion": "custom.metrics.k8s.io/v1beta2", **body}).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class CustomMetricsAPI:
-    """A custom metrics API in the test: `load` packets/s shared evenly by the ready pods."""
+    """A custom metrics API in the test: `load` packets/s shared evenly by the ready pods, and
+    `object_load` requests/s of a Service `web`."""
 
     def __init__(self) -> None:
         self.load = 0  # packets/s, whole units
+        self.object_load = 0  # requests/s of services/web
         self.api_url = ""
         outer = self
 
@@ -166,8 +177,7 @@ class CustomMetricsAPI:
             r"/apis/custom\.metrics\.k8s\.io/v1beta2/namespaces/(\w+)/pods/\*/(\w+)", url.path
         )
         if match is None:
-            handler.send_response(404)
-            handler.end_headers()
+            self._answer_object(handler, url.path)
             return
         selector = urllib.parse.parse_qs(url.query).get("labelSelector", [""])[0]
         ready = [p for p in _pods(self.api_url, selector) if _ready(p)]
@@ -187,17 +197,23 @@ class CustomMetricsAPI:
             }
             for p in ready
         ]
-        body = json.dumps(
-            {
-                "kind": "MetricValueList",
-                "apiVersion": "custom.metrics.k8s.io/v1beta2",
-                "items": items,
-            }
-        ).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.end_headers()
-        handler.wfile.write(body)
+        _send(handler, 200, {"kind": "MetricValueList", "items": items})
+
+    def _answer_object(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        """`object_load` as the value of any metric of `services/web`."""
+        match = re.fullmatch(
+            r"/apis/custom\.metrics\.k8s\.io/v1beta2/namespaces/(\w+)/services/web/(\w+)", path
+        )
+        if match is None:
+            _send(handler, 404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            return
+        item = {
+            "describedObject": {"kind": "Service", "namespace": match.group(1), "name": "web"},
+            "metric": {"name": match.group(2)},
+            "timestamp": "2026-01-01T00:00:00Z",
+            "value": format_milli(self.object_load * 1000),
+        }
+        _send(handler, 200, {"kind": "MetricValueList", "items": [item]})
 
     def close(self) -> None:
         self.server.shutdown()
@@ -403,3 +419,37 @@ def test_a_load_step_scales_up_at_the_policy_rate_and_down_after_the_window(
                 in cluster.kubectl("describe", "hpa", "fw", check=True).stdout
             )
         )
+
+
+OBJECT_HPA = """
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: fw}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: fw}
+  maxReplicas: 6
+  metrics:
+    - type: Object
+      object:
+        metric: {name: requests_per_second}
+        describedObject: {apiVersion: v1, kind: Service, name: web}
+        target: {type: AverageValue, averageValue: "250"}
+"""
+
+
+def test_an_object_metric_shares_its_value_over_the_replicas(
+    fast_hpa: LocalAPIServer, metrics_api: CustomMetricsAPI
+) -> None:
+    cluster = fast_hpa
+    metrics_api.object_load = 1000  # 1000 requests/s at 250 per replica: 4 replicas
+    with FakeKubelet(cluster.url):
+        cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT, check=True)
+        cluster.kubectl("apply", "-f", "-", input=OBJECT_HPA, check=True)
+        _eventually(lambda: _replicas(cluster) == 4)  # the default rate allows 1 -> 5 at once
+        _eventually(lambda: _hpa_status(cluster).get("currentReplicas") == 4)
+        time.sleep(5 * SYNC_PERIOD)  # 1000 / (4 x 250) is on target: 4 is where it stays
+        assert _replicas(cluster) == 4
+        row = cluster.kubectl("get", "hpa", "fw", "--no-headers", check=True).stdout.split()
+        assert row[2:4] == ["250/250", "(avg)"], row
+        active = _condition(_hpa_status(cluster), "ScalingActive")
+        assert active["message"].endswith("from object metric requests_per_second"), active
