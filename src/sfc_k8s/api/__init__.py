@@ -12,6 +12,7 @@ Public surface (import from ``sfc_k8s.api``):
 - ``parse_chain(body) -> ChainSpec`` (raises ``ChainInvalid``), ``parse_cross_connection``;
 - ``pod_info(body) -> PodInfo``, ``selector_overlaps``, ``interface_conflicts``;
 - ``attached_interfaces(pod)`` (the pod's network-status annotation), ``ready_since(pod)``;
+- ``assign_identities(spec, previous, in_use)``: cluster and endpoint ids (``identity``);
 - ``compute_links(chain, pods)``, ``compute_cross_connections(chain, pods)``,
   ``link_programming(xc_body)``;
 - ``compute_chain_status``, ``invalid_chain_status``, ``set_condition``,
@@ -30,6 +31,7 @@ from sfc_k8s.api.crossconnection import (
     parse_cross_connection,
 )
 from sfc_k8s.api.errors import ChainInvalid, CrossConnectionInvalid, InvalidObjectError
+from sfc_k8s.api.identity import IdentitiesExhausted, assign_identities
 from sfc_k8s.api.models import (
     API_VERSION,
     CHAIN_KIND,
@@ -98,6 +100,7 @@ __all__ = [
     "EndpointSpec",
     "EndpointState",
     "FunctionSpec",
+    "IdentitiesExhausted",
     "InvalidObjectError",
     "LabelSelector",
     "LinkEnd",
@@ -108,6 +111,7 @@ __all__ = [
     "SelectorOperator",
     "SelectorRequirement",
     "Side",
+    "assign_identities",
     "attached_interfaces",
     "compute_chain_status",
     "compute_cross_connections",

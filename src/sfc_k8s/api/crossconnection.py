@@ -4,7 +4,8 @@
 the pods selected by the function on each side as endpoints (Ready -> active, terminating ->
 draining, anything else left out), sorted by pod name so that an unchanged set produces an
 identical body and no write. ``parse_cross_connection`` is what the node agent calls on each
-CrossConnection it programs, and ``link_programming`` reads back what the agents reported.
+CrossConnection it programs (ids included: ``sfc_k8s.api.identity`` assigns them), and
+``link_programming`` reads back what the agents reported.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sfc_k8s.api.models import (
     API_VERSION,
     CHAIN_KIND,
     CHAIN_LABEL,
+    CLUSTER_ID_MAX,
+    ENDPOINT_ID_MAX,
     LINK_LABEL,
     XC_KIND,
     ChainSpec,
@@ -150,6 +153,9 @@ def _parse_endpoint(item: object, at: str, problems: Problems) -> EndpointSpec |
     if host is not None and (not isinstance(host, str) or not host):
         problems.add(f"{at}.hostInterface", f"{host!r} is not an interface name")
         return None
+    ident = _parse_id(item.get("id"), f"{at}.id", ENDPOINT_ID_MAX, problems)
+    if ident is None:
+        return None
     return EndpointSpec(
         pod=item["pod"],
         pod_uid=item["podUID"],
@@ -158,7 +164,18 @@ def _parse_endpoint(item: object, at: str, problems: Problems) -> EndpointSpec |
         # Optional: the CNI plugin names the host end from these two, so can anyone.
         host_interface=host or host_ifname(item["podUID"], item["interface"]),
         state=state,
+        id=ident,
     )
+
+
+def _parse_id(raw: object, at: str, top: int, problems: Problems) -> int | None:
+    """An optional id: absent -> 0 (not assigned yet), else an integer from 1 to ``top``."""
+    if raw is None:
+        return 0
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= top:
+        return raw
+    problems.add(at, f"{raw!r} is not an id: expected an integer from 1 to {top}")
+    return None
 
 
 def _parse_side(raw: object, side: Side, problems: Problems) -> CrossConnectionSide:
@@ -193,6 +210,22 @@ def _check_host_interfaces(
             seen.add(key)
 
 
+def _check_ids(a: CrossConnectionSide, b: CrossConnectionSide, problems: Problems) -> None:
+    """Endpoint ids name one endpoint of the link (both sides share one id space)."""
+    seen: dict[int, str] = {}
+    for side, endpoints in ((Side.A, a.endpoints), (Side.B, b.endpoints)):
+        for i, ep in enumerate(endpoints):
+            at = f"spec.{side}.endpoints[{i}]"
+            if ep.id and ep.id in seen:
+                problems.add(
+                    f"{at}.id",
+                    f"id {ep.id} is already the id of {seen[ep.id]}; ids are unique"
+                    " within a cross-connection",
+                )
+            elif ep.id:
+                seen[ep.id] = at
+
+
 def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
     """Parse a CrossConnection body: the one parser, called by the node agent on every event.
 
@@ -214,10 +247,22 @@ def parse_cross_connection(body: Mapping[str, Any]) -> CrossConnectionSpec:
     a = _parse_side(spec.get("a"), Side.A, problems)
     b = _parse_side(spec.get("b"), Side.B, problems)
     _check_host_interfaces(a, b, problems)
+    _check_ids(a, b, problems)
     dataplane = parse_dataplane(spec.get("dataplane"), problems)
+    cluster_id = _parse_id(spec.get("clusterId"), "spec.clusterId", CLUSTER_ID_MAX, problems)
+    last = spec.get("lastEndpointId")
+    last_id = 0 if last == 0 else _parse_id(last, "spec.lastEndpointId", ENDPOINT_ID_MAX, problems)
     if problems.items:
         raise CrossConnectionInvalid(name, problems.items)
-    return CrossConnectionSpec(str(chain), str(link), a, b, dataplane)
+    return CrossConnectionSpec(
+        str(chain),
+        str(link),
+        a,
+        b,
+        dataplane,
+        cluster_id=cluster_id or 0,
+        last_endpoint_id=last_id or 0,
+    )
 
 
 @dataclass(frozen=True)

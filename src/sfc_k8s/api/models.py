@@ -40,6 +40,11 @@ DNS_SUBDOMAIN_MAX = 253
 LABEL_VALUE_MAX = 63
 IFNAME_MAX = 15
 
+# Stable identities (``sfc_k8s.api.identity``), the data plane's limits: an endpoint's id within
+# its link, and a link's id across the cluster (both start at 1; 0 means "not assigned").
+ENDPOINT_ID_MAX = 4095
+CLUSTER_ID_MAX = 65535
+
 
 class Side(StrEnum):
     """The two sides of a link / cross-connection; a packet entering on one leaves on the other.
@@ -258,9 +263,15 @@ class EndpointSpec:
     interface: str
     host_interface: str
     state: EndpointState
+    id: int = 0  # stable within the link, the same on every node (0: not assigned yet)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What makes an endpoint the same one from one reconcile to the next."""
+        return (self.pod_uid, self.interface)
 
     def to_body(self) -> EndpointBody:
-        return {
+        body: EndpointBody = {
             "pod": self.pod,
             "podUID": self.pod_uid,
             "node": self.node,
@@ -268,6 +279,9 @@ class EndpointSpec:
             "hostInterface": self.host_interface,
             "state": str(self.state),
         }
+        if self.id:
+            body["id"] = self.id
+        return body
 
 
 @dataclass(frozen=True)
@@ -306,9 +320,16 @@ class CrossConnectionSpec:
     a: CrossConnectionSide
     b: CrossConnectionSide
     dataplane: DataplaneSpec = field(default_factory=DataplaneSpec)
+    cluster_id: int = 0  # the link's id across the cluster (0: not assigned yet)
+    last_endpoint_id: int = 0  # the endpoint id handed out last (ids are not reused soon)
 
     def side(self, side: Side) -> CrossConnectionSide:
         return self.a if side is Side.A else self.b
+
+    @property
+    def endpoints(self) -> tuple[tuple[Side, EndpointSpec], ...]:
+        """Every endpoint of both sides, with its side."""
+        return tuple((side, ep) for side in Side for ep in self.side(side).endpoints)
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -322,6 +343,10 @@ class CrossConnectionSpec:
             "a": self.a.to_body(),
             "b": self.b.to_body(),
         }
+        if self.cluster_id:
+            body["clusterId"] = self.cluster_id
+        if self.last_endpoint_id:
+            body["lastEndpointId"] = self.last_endpoint_id
         dataplane = self.dataplane.to_body()
         if dataplane:
             body["dataplane"] = dataplane

@@ -124,6 +124,7 @@ class EndpointBody(TypedDict, total=False):
     interface: str  # pod-side interface name
     hostInterface: str  # host end of the pod's veth: naming.host_ifname(podUID, interface)
     state: str  # active | draining
+    id: int  # stable endpoint id within the link (sfc_k8s.api.identity)
 
 
 class CrossConnectionSideBody(TypedDict, total=False):
@@ -140,6 +141,8 @@ class CrossConnectionSpecBody(TypedDict, total=False):
     a: CrossConnectionSideBody
     b: CrossConnectionSideBody
     dataplane: DataplaneBody
+    clusterId: int  # the link's id across the cluster
+    lastEndpointId: int  # the endpoint id handed out last
 
 
 class NodeStatusBody(TypedDict, total=False):

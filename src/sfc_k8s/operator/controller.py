@@ -46,9 +46,11 @@ from sfc_k8s.api import (
     ChainInvalid,
     ChainSpec,
     ConditionType,
+    CrossConnectionSpec,
     LinkProgramming,
     PodInfo,
     Reason,
+    assign_identities,
     compute_chain_status,
     compute_links,
     cross_connection_body,
@@ -423,9 +425,11 @@ class Controller:
         specs = compute_links(chain, pods, exclude=claimed)
         programming: dict[str, LinkProgramming] = {}
         conflicts: list[str] = []
-        for spec in specs:
+        for i, computed in enumerate(specs):
+            name = chain.xc_name(computed.link)
+            existing = self._xc_entry(chain.namespace, name)
+            spec = specs[i] = self._with_identities(computed, (chain.namespace, name), existing)
             body = cross_connection_body(chain, spec)
-            existing = self._xc_entry(chain.namespace, body["metadata"]["name"])
             existing, conflict = await self._apply_xc(entry, chain, body, existing)
             if conflict:
                 conflicts.append(conflict)
@@ -442,6 +446,17 @@ class Controller:
             interface_conflicts=claimed,
             previous=previous,
         )
+
+    def _with_identities(
+        self, spec: CrossConnectionSpec, key: ObjKey, existing: XcEntry | None
+    ) -> CrossConnectionSpec:
+        """``spec`` with the ids it had (as this replica wrote it last, else as indexed) and a
+        cluster id no other CrossConnection holds (``assign_identities``)."""
+        previous = self._written_xc.get(key)
+        if previous is None and existing is not None:
+            previous = existing.spec
+        in_use = _ClusterIdsInUse(self._xcs_idx, self._written_xc, key)
+        return assign_identities(spec, previous, in_use)
 
     def _kick_sharing(self, entry: ChainEntry, chain: ChainSpec, before: set[ChainKey]) -> None:
         """A new spec may take or release pod interfaces other chains contend for: reconcile
@@ -667,7 +682,41 @@ def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
     keys: dict[Any, XcEntry] = {("name", entry.namespace, entry.name): entry}
     if entry.chain:
         keys[("chain", entry.namespace, entry.chain)] = entry
+    cluster_id = entry.spec.get("clusterId")
+    if isinstance(cluster_id, int):
+        keys[("cluster-id", cluster_id)] = entry
     return keys
+
+
+class _ClusterIdsInUse:
+    """The cluster ids held by CrossConnections other than ``me``: as indexed, or as this
+    replica wrote them since (its own writes are not all in the index yet)."""
+
+    def __init__(
+        self,
+        index: kopf.Index[Any, XcEntry] | None,
+        written: Mapping[ObjKey, Mapping[str, Any]],
+        me: ObjKey,
+    ) -> None:
+        self._index = index
+        self._written = written
+        self._me = me
+
+    def __contains__(self, cluster_id: object) -> bool:
+        holders = {
+            key
+            for key, spec in self._written.items()
+            if isinstance(spec, Mapping) and spec.get("clusterId") == cluster_id
+        }
+        if self._index is not None:
+            for xc in self._index.get(("cluster-id", cluster_id), ()):
+                key = (xc.namespace, xc.name)
+                written = self._written.get(key)
+                # what this replica wrote since replaces what the index shows
+                if written is None or written.get("clusterId") == cluster_id:
+                    holders.add(key)
+        holders.discard(self._me)
+        return bool(holders)
 
 
 def _key_of(body: Mapping[str, Any]) -> ObjKey:
