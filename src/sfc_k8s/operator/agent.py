@@ -59,6 +59,7 @@ from sfc_k8s.api import (
     Side,
     parse_cross_connection,
 )
+from sfc_k8s.api.nodes import TUNNEL_ADDRESS_ANNOTATION, NodeView, agent_finalizer, node_view
 from sfc_k8s.dataplane import (
     DEFAULT_BPFFS_ROOT,
     SESSIONS_DEFAULT,
@@ -66,11 +67,13 @@ from sfc_k8s.dataplane import (
     Dataplane,
     DataplaneError,
     EndpointNotFound,
+    EndpointSpec,
     InterfaceNotFound,
     LinkNotFound,
     kernel,
     maglev,
 )
+from sfc_k8s.dataplane import tunnel as dp_tunnel
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
     ActivateEndpoint,
@@ -78,17 +81,16 @@ from sfc_k8s.operator.agent_reconcile import (
     CreateLink,
     DeleteLink,
     DrainEndpoint,
-    LocalEndpoint,
+    LinkEndpoint,
     Operation,
     RemoveEndpoint,
     absent_interface,
     after_operation,
-    agent_finalizer,
     annotation_prefix,
+    desired_endpoints,
     desired_projection,
     expire_drains,
     link_name,
-    local_endpoints,
     plan,
     retry_delay,
     stale_links,
@@ -123,6 +125,11 @@ class AgentConfig:
     interface_grace: float = 30.0  # a Ready pod without network-status has its interfaces by then
     conflict_delay: float = 5.0  # interface held by another link, capacity, other data-plane errors
     gc_interval: float = 300.0
+    # The tunnel to other nodes: None runs the agent single-node (local endpoints only, no
+    # device; tests in shared namespaces); the command line defaults to the data plane's port.
+    tunnel_port: int | None = None
+    tunnel_mtu: int = 0  # 0: leave the device's (1450 when created)
+    tunnel_address: str = ""  # published on this node's Node (a dedicated data NIC)
     log_format: str = "json"  # json | plain | full (main() configures logging with it)
     verbose: bool = False
     debug: bool = False
@@ -150,7 +157,7 @@ class _Outcome:
     waiting: list[str] = field(default_factory=list)  # interfaces that do not exist yet
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    endpoints: list[LocalEndpoint] | None = None  # the link's endpoints afterwards (None: no link)
+    endpoints: list[LinkEndpoint] | None = None  # the link's endpoints afterwards (None: no link)
 
     def count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -167,7 +174,13 @@ class NodeAgent:
         self._dp: Dataplane | None = None
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
-        self._drained_at: dict[str, dict[str, float]] = {}  # link -> ifname -> monotonic
+        self._drained_at: dict[str, dict[str, float]] = {}  # link -> endpoint key -> monotonic
+        # Multi-node (with a tunnel only): every Node as last seen (None: not listed yet), the
+        # cluster id of each programmed link, and the parsed spec of each link this agent
+        # programs, so that a node's loss or return re-plans its links at once.
+        self._nodes: dict[str, NodeView] | None = None
+        self._cluster_ids: dict[str, int] = {}
+        self._specs: dict[str, tuple[str, str, CrossConnectionSpec]] = {}
         self._gc_task: asyncio.Task[None] | None = None
         self._listed = False  # the CrossConnections were listed once (API reachable, RBAC right)
         self._kube: KubeClient | None = None  # reads pods whose interfaces are missing
@@ -200,6 +213,8 @@ class NodeAgent:
         kopf.on.create(*XC_RESOURCE, registry=reg, id="create", when=concerns)(self._program)
         kopf.on.update(*XC_RESOURCE, registry=reg, id="update", when=concerns)(self._program)
         kopf.on.delete(*XC_RESOURCE, registry=reg, id="release", when=concerns)(self._release)
+        if self.config.tunnel_port is not None:
+            kopf.on.event("", "v1", "nodes", registry=reg, id="nodes")(self._on_node)
         # Drain timeouts (spec.dataplane.drainTimeoutSeconds) expire without any API event:
         # while some local endpoint drains under a timeout, re-run the reconcile every second.
         kopf.timer(
@@ -237,6 +252,9 @@ class NodeAgent:
             f"node {self.config.node}: data plane at {self.config.bpffs_root},"
             f" adopted {len(self._links)} pinned link(s)"
         )
+        if self.config.tunnel_port is not None:
+            tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)
+            logger.info(f"tunnel {tun.ifname}: UDP port {tun.port}, MTU {tun.mtu}")
         if self.config.metrics_port is not None:
             await self.metrics.start(
                 self.config.metrics_host, self.config.metrics_port, not_ready=self.not_ready
@@ -307,24 +325,17 @@ class NodeAgent:
                 message="; ".join(err.problems),
             )
             raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
-        wanted = local_endpoints(xc, self.config.node)
-        timeout = xc.dataplane.drain_timeout_seconds
-
+        await self._ensure_nodes()
+        wanted = desired_endpoints(xc, self.config.node, self._nodes)
         try:
-            current = self._programmed(link)
+            ops, outcome = self._converge(link, namespace, name, xc, wanted)
         except DataplaneError as err:
             self.metrics.reconcile_errors.labels("dataplane").inc()
             raise kopf.TemporaryError(
                 f"failed to read link {link!r}: {err}", delay=self.config.conflict_delay
             ) from err
-        now = time.monotonic()
-        drained_at = self._track_drains(link, current, now)
-        desired = expire_drains(wanted, drained_at, now, timeout)[0]
-        ops = plan(link, desired, current)
-        outcome = self._apply(ops, namespace, name, current)
         after = outcome.endpoints
-        self._track_drains(link, after, time.monotonic())
-        programmed = None if after is None else len(after)
+        programmed = None if after is None else sum(not ep.remote for ep in after)
         absent, pending = await self._missing(namespace, xc, outcome.waiting)
         message = _problem_message(outcome.failures, absent, pending)
         if programmed is None and not wanted:
@@ -337,6 +348,7 @@ class NodeAgent:
                 programmed=programmed or 0,
                 ready=not message,
                 message=message,
+                oversized=self._oversized(link) if after is not None else {},
             )
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
         if ops:
@@ -352,6 +364,122 @@ class NodeAgent:
         if absent:  # never coming: look again now and then (the pod could still be replaced)
             self.metrics.reconcile_errors.labels("pod_lacks_interface").inc()
             raise kopf.TemporaryError(message, delay=self.config.max_retry_delay)
+
+    def _converge(
+        self,
+        link: str,
+        namespace: str,
+        name: str,
+        xc: CrossConnectionSpec,
+        wanted: Mapping[str, LinkEndpoint],
+    ) -> tuple[list[Operation], _Outcome]:
+        """Plan and apply: bring ``link`` to ``wanted`` (drain timeouts applied); remembers the
+        spec so that node changes can re-plan the link. Raises ``DataplaneError`` if the link
+        cannot be read."""
+        current = self._programmed(link)
+        now = time.monotonic()
+        drained_at = self._track_drains(link, current, now)
+        desired = expire_drains(wanted, drained_at, now, xc.dataplane.drain_timeout_seconds)[0]
+        known_cid = self._cluster_id(link) if current is not None else 0
+        ops = plan(
+            link, desired, current, cluster_id=xc.cluster_id, programmed_cluster_id=known_cid
+        )
+        outcome = self._apply(ops, namespace, name, current)
+        self._track_drains(link, outcome.endpoints, time.monotonic())
+        if outcome.endpoints is None:
+            self._specs.pop(link, None)
+        else:
+            self._specs[link] = (namespace, name, xc)
+        return ops, outcome
+
+    def _cluster_id(self, link: str) -> int:
+        """The cluster id of a programmed link (read once after a restart: a status read)."""
+        if link not in self._cluster_ids:
+            self._cluster_ids[link] = self.dataplane.status(link).cluster_id
+        return self._cluster_ids[link]
+
+    def _oversized(self, link: str) -> dict[str, int]:
+        try:
+            return self.dataplane.oversized(link)
+        except DataplaneError:
+            return {}
+
+    # -- Nodes -------------------------------------------------------------------------------
+    async def _ensure_nodes(self) -> None:
+        """List the Nodes once before the first link is planned (the watch keeps them fresh
+        afterwards): without them every remote endpoint would look lost, and a restarted
+        agent would drop the remote endpoints it had pinned."""
+        if self.config.tunnel_port is None or self._nodes is not None:
+            return
+        if self._connection is None:
+            raise kopf.TemporaryError("not logged in yet", delay=0.5)
+        try:
+            async with KubeClient(
+                self._connection, user_agent=f"sfc-k8s-agent/{self.config.node}"
+            ) as client:
+                items = await client.list(object_path("", "v1", "nodes", None))
+        except KubeApiError as err:
+            raise kopf.TemporaryError(f"cannot list nodes: {err}", delay=2.0) from err
+        if self._nodes is None:  # the watch may have filled it meanwhile: it is newer
+            self._nodes = {view.name: view for view in map(node_view, items)}
+
+    async def _on_node(self, event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+        """A Node changed: when its usability or address changed, re-plan every link that has
+        endpoints on it (at once, not at the next CrossConnection event)."""
+        body = event.get("object") or {}
+        view = node_view(body)
+        if not view.name:
+            return
+        if self._nodes is None:
+            self._nodes = {}
+        before = self._nodes.get(view.name)
+        if event.get("type") == "DELETED":
+            self._nodes.pop(view.name, None)
+            after: NodeView | None = None
+        else:
+            self._nodes[view.name] = after = view
+        if view.name == self.config.node:
+            await self._publish_address(body, logger)
+        if _reach(before) == _reach(after):
+            return
+        logger.info(f"node {view.name}: {_describe_node(after)}")
+        self._replan(view.name, logger)
+
+    def _replan(self, node: str, logger: kopf.Logger) -> None:
+        """Re-plan the links with endpoints on ``node`` (another node's agent status reports
+        are refreshed by the next CrossConnection event)."""
+        for link, (namespace, name, xc) in sorted(self._specs.items()):
+            if node not in xc.nodes or node == self.config.node:
+                continue
+            wanted = desired_endpoints(xc, self.config.node, self._nodes)
+            try:
+                ops, outcome = self._converge(link, namespace, name, xc, wanted)
+            except DataplaneError as err:
+                logger.warning(f"link {link}: cannot re-plan after node {node} changed: {err}")
+                continue
+            if ops:
+                summary = ", ".join(f"{k} {n}" for k, n in sorted(outcome.counts.items()))
+                logger.info(f"link {link}: node {node} changed: {summary or 'no change'}")
+            for failure in outcome.failures:
+                logger.warning(f"link {link}: {failure}")
+
+    async def _publish_address(self, body: Mapping[str, Any], logger: kopf.Logger) -> None:
+        """With ``--tunnel-address``, put it on this node's Node for the other agents."""
+        address = self.config.tunnel_address
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if not address or annotations.get(TUNNEL_ADDRESS_ANNOTATION) == address:
+            return
+        if self._connection is None:
+            return
+        path = object_path("", "v1", "nodes", None, name=self.config.node)
+        patch = {"metadata": {"annotations": {TUNNEL_ADDRESS_ANNOTATION: address}}}
+        try:
+            async with KubeClient(
+                self._connection, user_agent=f"sfc-k8s-agent/{self.config.node}"
+            ) as client:
+                await client.merge_patch(path, patch)
+        except KubeApiError as err:
+            logger.warning(f"cannot publish tunnel address {address} on node: {err}")
 
     async def _missing(
         self, namespace: str, xc: CrossConnectionSpec, waiting: Sequence[str]
@@ -413,20 +541,25 @@ class NodeAgent:
             raise kopf.TemporaryError(
                 f"failed to delete link {link!r}: {err}", delay=self.config.conflict_delay
             ) from err
+        self._forget_link(link)
+
+    def _forget_link(self, link: str) -> None:
         self._links.pop(link, None)
+        self._specs.pop(link, None)
+        self._cluster_ids.pop(link, None)
 
     # -- data plane --------------------------------------------------------------------------
-    def _programmed(self, link: str) -> list[LocalEndpoint] | None:
+    def _programmed(self, link: str) -> list[LinkEndpoint] | None:
         # endpoints(), not status(): status() also walks the node's whole session table.
         try:
             endpoints = self.dataplane.endpoints(link)
         except LinkNotFound:
-            self._links.pop(link, None)
+            self._forget_link(link)
             return None
-        return [LocalEndpoint(ep.side, ep.ifname, ep.state) for ep in endpoints]
+        return [LinkEndpoint(ep.side, ep.ifname, ep.state, ep.id, ep.node) for ep in endpoints]
 
     def _track_drains(
-        self, link: str, programmed: Sequence[LocalEndpoint] | None, now: float
+        self, link: str, programmed: Sequence[LinkEndpoint] | None, now: float
     ) -> dict[str, float]:
         """When each endpoint programmed as draining began to drain (first seen, after a
         restart); forgets endpoints no longer draining. Returns the link's marks."""
@@ -435,7 +568,7 @@ class NodeAgent:
             return {}
         previous = self._drained_at.get(link, {})
         marks = {
-            ep.ifname: previous.get(ep.ifname, now)
+            ep.key: previous.get(ep.key, now)
             for ep in programmed
             if ep.mode is EndpointState.DRAINING
         }
@@ -463,7 +596,7 @@ class NodeAgent:
         ops: Sequence[Operation],
         namespace: str,
         name: str,
-        current: Sequence[LocalEndpoint] | None,
+        current: Sequence[LinkEndpoint] | None,
     ) -> _Outcome:
         outcome = _Outcome()
         state = None if current is None else {ep.ifname: ep for ep in current}
@@ -485,9 +618,11 @@ class NodeAgent:
             outcome.waiting += skipped
             state = after_operation(state, op, skipped=skipped)
             if isinstance(op, DeleteLink):
-                self._links.pop(op.link, None)
+                self._forget_link(op.link)
             else:
                 self._links[op.link] = (namespace, name)
+            if isinstance(op, CreateLink):
+                self._cluster_ids.pop(op.link, None)  # read back when needed
             self.metrics.operations.labels(kind).inc()
             outcome.count(kind)
             if self.observers:
@@ -502,36 +637,50 @@ class NodeAgent:
         out because they do not exist."""
         dp = self.dataplane
         match op:
-            case CreateLink(link=link, side_a=side_a, side_b=side_b):
-                return "create_link", self._create_link(link, side_a, side_b)
+            case CreateLink():
+                return "create_link", self._create_link(op)
             case DeleteLink(link=link):
                 with contextlib.suppress(LinkNotFound):
                     dp.delete_link(link)
                 return "delete_link", []
-            case AddEndpoint(link=link, side=side, ifname=ifname):
-                dp.add_endpoint(link, side, ifname)
+            case AddEndpoint(link=link, side=side, ifname=ifname, id=ident, node=node):
+                dp.add_endpoint(link, side, ifname, node=node, endpoint_id=ident)
                 return "add_endpoint", []
-            case ActivateEndpoint(link=link, side=side, ifname=ifname):
-                dp.activate_endpoint(link, side, ifname)
+            case ActivateEndpoint(link=link, side=side, ifname=ifname, id=ident):
+                dp.activate_endpoint(link, side, ifname, endpoint_id=0 if ifname else ident)
                 return "activate_endpoint", []
-            case DrainEndpoint(link=link, side=side, ifname=ifname):
-                dp.drain_endpoint(link, side, ifname)
+            case DrainEndpoint(link=link, side=side, ifname=ifname, id=ident):
+                dp.drain_endpoint(link, side, ifname, endpoint_id=0 if ifname else ident)
                 return "drain_endpoint", []
-            case RemoveEndpoint(link=link, side=side, ifname=ifname):
+            case RemoveEndpoint(link=link, side=side, ifname=ifname, id=ident):
                 with contextlib.suppress(EndpointNotFound):
-                    dp.remove_endpoint(link, side, ifname)
+                    dp.remove_endpoint(link, side, ifname, endpoint_id=0 if ifname else ident)
                 return "remove_endpoint", []
 
-    def _create_link(self, link: str, side_a: Sequence[str], side_b: Sequence[str]) -> list[str]:
-        """Create ``link`` with the listed interfaces that exist; returns the missing ones."""
-        present_a = [n for n in side_a if _interface_exists(n)]
-        present_b = [n for n in side_b if _interface_exists(n)]
-        missing = [n for n in (*side_a, *side_b) if n not in present_a and n not in present_b]
+    def _create_link(self, op: CreateLink) -> list[str]:
+        """Create the link with its remote endpoints and the local ones whose interface
+        exists; returns the keys (interfaces) of the missing ones."""
+        sides = (op.side_a, op.side_b)
+        present = [
+            [ep for ep in side if ep.remote or _interface_exists(ep.ifname)] for side in sides
+        ]
+        missing = [
+            ep.key
+            for side, kept in zip(sides, present, strict=True)
+            for ep in side
+            if ep not in kept
+        ]
+        specs = [[_spec(ep) for ep in kept] for kept in present]
         try:
-            self.dataplane.create_link(link, side_a=present_a, side_b=present_b)
-        except InterfaceNotFound:  # one vanished meanwhile: start empty, the retry adds them
-            self.dataplane.create_link(link)
-            return [*side_a, *side_b]
+            self.dataplane.create_link(
+                op.link, side_a=specs[0], side_b=specs[1], cluster_id=op.cluster_id
+            )
+        except InterfaceNotFound:  # one vanished meanwhile: start with the remote ones only
+            remote = [[_spec(ep) for ep in side if ep.remote] for side in sides]
+            self.dataplane.create_link(
+                op.link, side_a=remote[0], side_b=remote[1], cluster_id=op.cluster_id
+            )
+            return [ep.key for side in sides for ep in side if not ep.remote]
         return missing
 
     def _link_samples(self) -> Iterator[LinkSample]:
@@ -552,18 +701,25 @@ class NodeAgent:
         programmed: int,
         ready: bool,
         message: str,
+        oversized: Mapping[str, int] | None = None,
     ) -> None:
         entry: dict[str, Any] = {
             "programmedEndpoints": programmed,
             "observedGeneration": generation,
             "ready": ready,
             "message": message,
+            # None: a merge patch removes a condition that no longer holds
+            "conditions": mtu_conditions(oversized, self._tunnel_mtu()) if oversized else None,
         }
         current = (status.get("nodes") or {}).get(self.config.node) or {}
         if all(current.get(key) == value for key, value in entry.items()):
             return  # unchanged: no write, no event for every other watcher
         entry["lastUpdate"] = _now()
         patch.status["nodes"] = {self.config.node: entry}
+
+    def _tunnel_mtu(self) -> int:
+        tun = self.dataplane.tunnel()
+        return tun.mtu if tun is not None else 0
 
     def _forget(self, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
         if self.config.node in (status.get("nodes") or {}):
@@ -614,6 +770,43 @@ class NodeAgent:
                 pass
             self._links.pop(link, None)
         return removed
+
+
+def mtu_conditions(oversized: Mapping[str, int], tunnel_mtu: int) -> list[dict[str, str]]:
+    """The node's condition on a link whose local interfaces are larger than the tunnel: their
+    full-size frames to other nodes are dropped (counted as TOO_BIG), never delivered."""
+    listed = ", ".join(f"{ifname} ({mtu})" for ifname, mtu in sorted(oversized.items()))
+    return [
+        {
+            "type": "InterfacesFitTunnel",
+            "status": "False",
+            "reason": "MTUTooLarge",
+            "message": (
+                f"interface(s) {listed} have a larger MTU than the tunnel's {tunnel_mtu}: frames"
+                " over it to other nodes are dropped; give the network's sfc-cni an mtu of at"
+                f" most {tunnel_mtu}"
+            ),
+        }
+    ]
+
+
+def _spec(ep: LinkEndpoint) -> EndpointSpec:
+    """The data plane's description of an endpoint to add."""
+    return EndpointSpec(ifname=ep.ifname, node=ep.node, id=ep.id)
+
+
+def _reach(view: NodeView | None) -> tuple[bool, str]:
+    """What of a Node matters to the other agents' tables: usable, and at which address."""
+    return (False, "") if view is None else (view.usable, view.address)
+
+
+def _describe_node(view: NodeView | None) -> str:
+    if view is None:
+        return "deleted: its endpoints leave this node's tables"
+    if not view.usable:
+        why = view.problem if view.ready else "not Ready"
+        return f"{why}: its endpoints leave this node's tables"
+    return f"usable at {view.address}: its endpoints return to this node's tables"
 
 
 def _interface_exists(ifname: str) -> bool:
@@ -717,6 +910,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gc-interval", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument(
+        "--tunnel-port",
+        type=int,
+        default=int(env("SFC_K8S_TUNNEL_PORT", str(dp_tunnel.DEFAULT_PORT))),
+        help="UDP port of the tunnel to other nodes; 0: no tunnel, this node's endpoints only"
+        f" (env SFC_K8S_TUNNEL_PORT; {dp_tunnel.DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--tunnel-mtu",
+        type=int,
+        default=0,
+        help="MTU of the tunnel device: the underlay's minus"
+        f" {dp_tunnel.OVERHEAD_IPV4} (0: keep the device's; 1450 when created)",
+    )
+    parser.add_argument(
+        "--tunnel-address",
+        default=env("SFC_K8S_TUNNEL_ADDRESS", ""),
+        help="this node's underlay IPv4 address when it is not the Node's InternalIP (a data"
+        f" NIC); published as the {TUNNEL_ADDRESS_ANNOTATION} annotation of the Node",
+    )
+    parser.add_argument(
         "--log-format", choices=["json", "plain", "full"], default=env("SFC_K8S_LOG_FORMAT", "json")
     )
     parser.add_argument(
@@ -743,6 +956,15 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         parser.error("--node is required (or set SFC_K8S_NODE / NODE_NAME)")
     if args.metrics_port < 0:
         parser.error("--metrics-port must be 0 (off) or a port number")
+    if not 0 <= args.tunnel_port <= 65535:
+        parser.error(f"--tunnel-port {args.tunnel_port}: expected 1 to 65535, or 0 (no tunnel)")
+    if (
+        args.tunnel_address
+        and not node_view(
+            {"status": {"addresses": [{"type": "InternalIP", "address": args.tunnel_address}]}}
+        ).address
+    ):
+        parser.error(f"--tunnel-address {args.tunnel_address!r}: expected a unicast IPv4 address")
     return AgentConfig(
         node=args.node,
         kubeconfig=args.kubeconfig or None,
@@ -754,6 +976,9 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         retry_delay=args.retry_delay,
         max_retry_delay=args.max_retry_delay,
         gc_interval=args.gc_interval,
+        tunnel_port=args.tunnel_port or None,
+        tunnel_mtu=args.tunnel_mtu,
+        tunnel_address=args.tunnel_address,
         log_format=args.log_format,
         verbose=args.verbose,
         debug=args.debug,

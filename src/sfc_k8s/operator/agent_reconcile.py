@@ -8,14 +8,17 @@ without root (``tests/unit/operator/test_agent_reconcile.py``).
 
 - ``link_name``: the data-plane link that carries one CrossConnection on a node (a valid bpffs
   folder name, deterministic, distinct per namespace and name).
-- ``local_endpoints``: the endpoints of a spec that live on one node, keyed by host interface.
+- ``local_endpoints``: the endpoints of a spec that live on one node, keyed by host interface;
+  ``desired_endpoints``: those plus the other nodes' endpoints this node's data plane must
+  hold (remote ones by node address and id; a lost node's left out).
 - ``plan``: desired endpoints vs programmed endpoints -> an ordered list of operations.
 - ``expire_drains``: the xc's ``drainTimeoutSeconds``: draining endpoints whose time is up
   are no longer desired (they get removed, sessions purged).
 - ``stale_links``: pinned links that no CrossConnection explains any more.
-- ``annotation_prefix``, ``agent_finalizer``: where each node's agent keeps its Kopf state and
-  which finalizer it puts on the CrossConnections it programs (``sfc-k8s uninstall`` reads them
-  too, so they live here, away from the data plane).
+- ``annotation_prefix``: where each node's agent keeps its Kopf state (``sfc-k8s uninstall``
+  reads it too, so it lives here, away from the data plane; the agent's finalizer is
+  ``sfc_k8s.api.nodes.agent_finalizer``, beside the controller's test for those of nodes that
+  are gone).
 - ``absent_interface``: whether the missing host interface of an endpoint will never come (the
   pod has no such interface) or may still be created; ``retry_delay``: the back-off while
   waiting for one.
@@ -41,6 +44,7 @@ from sfc_k8s.api import (
     pod_info,
     ready_since,
 )
+from sfc_k8s.api.nodes import NodeView
 
 # Link names become bpffs folder names: bpffs refuses names with a dot, and '/' separates paths.
 # Kubernetes namespaces are DNS labels (no '_', no '.') and object names are DNS subdomains
@@ -50,8 +54,6 @@ LINK_NAME_MAX = 128
 _HASH_LEN = 12
 _LINK_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?_[a-z0-9_-]+")
 _DNS_SUBDOMAIN_MAX = 253
-_QUALIFIED_NAME_MAX = 63
-AGENT_FINALIZER_PREFIX = "sfc-k8s.io/agent-"
 
 
 def annotation_prefix(node: str) -> str:
@@ -60,14 +62,6 @@ def annotation_prefix(node: str) -> str:
     if len(prefix) <= _DNS_SUBDOMAIN_MAX:
         return prefix
     return f"{hashlib.sha256(node.encode()).hexdigest()[:16]}.agent.sfc-k8s.io"
-
-
-def agent_finalizer(node: str) -> str:
-    """The finalizer this node's agent puts on the xcs it programs."""
-    name = f"agent-{node}"
-    if len(name) > _QUALIFIED_NAME_MAX or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
-        node = hashlib.sha256(node.encode()).hexdigest()[:16]
-    return f"{AGENT_FINALIZER_PREFIX}{node}"
 
 
 def link_name(namespace: str, name: str) -> str:
@@ -93,22 +87,58 @@ def is_agent_link(name: str, *, namespace: str | None = None) -> bool:
 
 
 @dataclass(frozen=True, order=True)
-class LocalEndpoint:
-    """One endpoint of a CrossConnection on this node, as the data plane sees it."""
+class LinkEndpoint:
+    """One endpoint of a CrossConnection as this node's data plane holds it: a local one by
+    host interface, a remote one (on another node) by that node's underlay address and id."""
 
     side: Side
-    ifname: str  # host-side interface
+    ifname: str  # local: host-side interface; "" for a remote endpoint
     mode: EndpointState
+    id: int = 0  # stable id within the link (0: none assigned, local endpoints only)
+    node: str = ""  # remote: its node's underlay IPv4 address; "" for a local endpoint
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.node)
+
+    @property
+    def key(self) -> str:
+        """How plans match desired and programmed endpoints: the interface, or id@address."""
+        return self.ifname or f"#{self.id}@{self.node}"
 
 
-def local_endpoints(spec: CrossConnectionSpec, node: str) -> dict[str, LocalEndpoint]:
+def local_endpoints(spec: CrossConnectionSpec, node: str) -> dict[str, LinkEndpoint]:
     """The endpoints of ``spec`` whose ``node`` is ``node``, by host interface (the parser has
     already refused a spec that names one interface twice)."""
     return {
-        ep.host_interface: LocalEndpoint(side, ep.host_interface, ep.state)
+        ep.host_interface: LinkEndpoint(side, ep.host_interface, ep.state, ep.id)
         for side in Side
         for ep in spec.side(side).on_node(node)
     }
+
+
+def desired_endpoints(
+    spec: CrossConnectionSpec, node: str, nodes: Mapping[str, NodeView] | None
+) -> dict[str, LinkEndpoint]:
+    """Every endpoint ``node``'s data plane should hold for ``spec``, by ``LinkEndpoint.key``.
+
+    Nothing when ``node`` holds no endpoint of the link. Otherwise its local endpoints and,
+    when ``nodes`` is given (the agent runs a tunnel) and the controller assigned ids, the
+    endpoints of other nodes that are usable (Ready, with an address; ``NodeView.usable``):
+    an endpoint of a lost or unknown node is left out, so it leaves the Maglev tables and the
+    flows pinned to it pick again.
+    """
+    local = local_endpoints(spec, node)
+    if not local or nodes is None or not spec.cluster_id:
+        return local
+    remote: dict[str, LinkEndpoint] = {}
+    for side, ep in spec.endpoints:
+        view = nodes.get(ep.node)
+        if ep.node == node or not ep.id or view is None or not view.usable:
+            continue
+        found = LinkEndpoint(side, "", ep.state, ep.id, view.address)
+        remote[found.key] = found
+    return {**local, **remote}
 
 
 # Operations, applied in the order ``plan`` returns them.
@@ -117,8 +147,9 @@ class CreateLink:
     """Create the link with its first active endpoints (one Maglev table build per side)."""
 
     link: str
-    side_a: tuple[str, ...] = ()
-    side_b: tuple[str, ...] = ()
+    side_a: tuple[LinkEndpoint, ...] = ()
+    side_b: tuple[LinkEndpoint, ...] = ()
+    cluster_id: int = 0  # 0: the data plane picks one (single-node links)
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,8 @@ class AddEndpoint:
     link: str
     side: Side
     ifname: str
+    id: int = 0
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,6 +171,8 @@ class DrainEndpoint:
     link: str
     side: Side
     ifname: str
+    id: int = 0
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +180,8 @@ class ActivateEndpoint:
     link: str
     side: Side
     ifname: str
+    id: int = 0
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,17 +189,38 @@ class RemoveEndpoint:
     link: str
     side: Side
     ifname: str
+    id: int = 0
+    node: str = ""
 
 
 Operation = (
     CreateLink | DeleteLink | AddEndpoint | ActivateEndpoint | DrainEndpoint | RemoveEndpoint
 )
+EndpointOperation = AddEndpoint | ActivateEndpoint | DrainEndpoint | RemoveEndpoint
+
+
+def _op(kind: type[EndpointOperation], link: str, ep: LinkEndpoint) -> EndpointOperation:
+    return kind(link, ep.side, ep.ifname, ep.id, ep.node)
+
+
+def op_endpoint(op: EndpointOperation) -> LinkEndpoint:
+    """The endpoint an operation names, in the state it leaves it."""
+    mode = EndpointState.DRAINING if isinstance(op, DrainEndpoint) else EndpointState.ACTIVE
+    return LinkEndpoint(op.side, op.ifname, mode, op.id, op.node)
+
+
+def _moved(have: LinkEndpoint, want: LinkEndpoint) -> bool:
+    """The programmed endpoint cannot become the desired one in place: other side or id."""
+    return have.side != want.side or bool(want.id and have.id != want.id)
 
 
 def plan(
     link: str,
-    desired: Mapping[str, LocalEndpoint],
-    programmed: Iterable[LocalEndpoint] | None,
+    desired: Mapping[str, LinkEndpoint],
+    programmed: Iterable[LinkEndpoint] | None,
+    *,
+    cluster_id: int = 0,
+    programmed_cluster_id: int = 0,
 ) -> list[Operation]:
     """Operations that turn the ``programmed`` endpoints of ``link`` into ``desired``.
 
@@ -171,117 +229,117 @@ def plan(
     - an endpoint desired ``draining`` that is not programmed is not added (it must get no new
       flows and has no sessions to keep);
     - a draining endpoint desired active again is re-activated in place (sessions kept); one
-      that changes side is removed then added again (its sessions go);
+      that changes side or id is removed then added again (its sessions go);
     - new endpoints are added before old ones are drained or removed, so the far side of a busy
       link keeps an active endpoint during a rolling replacement;
-    - when nothing is left to keep, the link itself is deleted (sessions purged, pins removed),
-      and a link is only created when there is something to add, with all its first endpoints
-      in the one ``CreateLink`` (the data plane then builds each side's table once).
+    - when no local endpoint is left to keep, the link itself is deleted (sessions purged, pins
+      removed), and a link is only created when there is something to add, with all its first
+      endpoints in the one ``CreateLink`` (the data plane then builds each side's table once),
+      under ``cluster_id``; a link programmed under another cluster id
+      (``programmed_cluster_id``, 0: unknown) is deleted and created again.
 
-    Operations come out in a deterministic order (by side, then interface name).
+    Desired and programmed endpoints are matched by ``LinkEndpoint.key``. Operations come out
+    in a deterministic order (by side, then interface name, id and node).
     """
-    current = {ep.ifname: ep for ep in programmed} if programmed is not None else {}
-    readd: list[LocalEndpoint] = []  # programmed on the other side: removed first
-    add: list[LocalEndpoint] = []
-    activate: list[LocalEndpoint] = []
-    drain: list[LocalEndpoint] = []
-    remove: list[LocalEndpoint] = []
-    keep = 0
-    for ifname, want in desired.items():
-        have = current.get(ifname)
+    current = {ep.key: ep for ep in programmed} if programmed is not None else {}
+    readd: list[LinkEndpoint] = []  # programmed on the other side or with another id
+    add: list[LinkEndpoint] = []
+    activate: list[LinkEndpoint] = []
+    drain: list[LinkEndpoint] = []
+    remove: list[LinkEndpoint] = []
+    keep = 0  # local endpoints kept: a link with only remote ones is of no use here
+    for key, want in desired.items():
+        have = current.get(key)
         if want.mode is EndpointState.DRAINING:
             if have is None:
                 continue
-            if have.side != want.side:  # a draining endpoint cannot move: drop its sessions
+            if _moved(have, want):  # a draining endpoint cannot move: drop its sessions
                 remove.append(have)
                 continue
-            keep += 1
+            keep += not want.remote
             if have.mode is EndpointState.ACTIVE:
                 drain.append(want)
             continue
-        keep += 1
+        keep += not want.remote
         if have is None:
             add.append(want)
-        elif have.side != want.side:
+        elif _moved(have, want):
             readd.append(have)
             add.append(want)
         elif have.mode is not EndpointState.ACTIVE:
             activate.append(want)
-    remove += [have for ifname, have in current.items() if ifname not in desired]
+    remove += [have for key, have in current.items() if key not in desired]
 
     if keep == 0:
         return [DeleteLink(link)] if programmed is not None else []
+    if programmed is not None and cluster_id and programmed_cluster_id not in (0, cluster_id):
+        # made before the controller assigned ids: the other nodes key it by the new id
+        return [DeleteLink(link), *plan(link, desired, None, cluster_id=cluster_id)]
     if programmed is None:  # nothing to remove, re-add, activate or drain on a new link
         first = sorted(add)
         return [
             CreateLink(
                 link,
-                tuple(ep.ifname for ep in first if ep.side is Side.A),
-                tuple(ep.ifname for ep in first if ep.side is Side.B),
+                tuple(ep for ep in first if ep.side is Side.A),
+                tuple(ep for ep in first if ep.side is Side.B),
+                cluster_id,
             )
         ]
-    ops: list[Operation] = [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(readd)]
-    ops += [AddEndpoint(link, ep.side, ep.ifname) for ep in sorted(add)]
-    ops += [ActivateEndpoint(link, ep.side, ep.ifname) for ep in sorted(activate)]
-    ops += [DrainEndpoint(link, ep.side, ep.ifname) for ep in sorted(drain)]
-    ops += [RemoveEndpoint(link, ep.side, ep.ifname) for ep in sorted(remove)]
+    ops: list[Operation] = [_op(RemoveEndpoint, link, ep) for ep in sorted(readd)]
+    ops += [_op(AddEndpoint, link, ep) for ep in sorted(add)]
+    ops += [_op(ActivateEndpoint, link, ep) for ep in sorted(activate)]
+    ops += [_op(DrainEndpoint, link, ep) for ep in sorted(drain)]
+    ops += [_op(RemoveEndpoint, link, ep) for ep in sorted(remove)]
     return ops
 
 
 def after_operation(
-    state: Mapping[str, LocalEndpoint] | None,
+    state: Mapping[str, LinkEndpoint] | None,
     op: Operation,
     *,
     skipped: Collection[str] = (),
-) -> dict[str, LocalEndpoint] | None:
+) -> dict[str, LinkEndpoint] | None:
     """The link's endpoints (None: no link) once ``op`` succeeded; ``skipped`` lists interfaces
     a ``CreateLink`` left out because they did not exist. Lets the agent know the result of its
     operations without reading the data plane back (a status read walks the session table)."""
     if isinstance(op, CreateLink):
-        sides = ((Side.A, op.side_a), (Side.B, op.side_b))
-        return {
-            ifname: LocalEndpoint(side, ifname, EndpointState.ACTIVE)
-            for side, names in sides
-            for ifname in names
-            if ifname not in skipped
-        }
+        return {ep.key: ep for ep in (*op.side_a, *op.side_b) if ep.key not in skipped}
     if isinstance(op, DeleteLink):
         return None
     result = dict(state or {})
+    done = op_endpoint(op)
     if isinstance(op, RemoveEndpoint):
-        result.pop(op.ifname, None)
+        result.pop(done.key, None)
     else:
-        drained = isinstance(op, DrainEndpoint)
-        mode = EndpointState.DRAINING if drained else EndpointState.ACTIVE
-        result[op.ifname] = LocalEndpoint(op.side, op.ifname, mode)
+        result[done.key] = done
     return result
 
 
 def expire_drains(
-    desired: Mapping[str, LocalEndpoint],
+    desired: Mapping[str, LinkEndpoint],
     drained_at: Mapping[str, float],
     now: float,
     timeout: float | None,
-) -> tuple[dict[str, LocalEndpoint], float | None]:
+) -> tuple[dict[str, LinkEndpoint], float | None]:
     """Drop the desired draining endpoints that have drained for ``timeout`` seconds or more.
 
-    ``drained_at`` maps the host interfaces already draining in the data plane to when their
+    ``drained_at`` maps the endpoints (by key) already draining in the data plane to when their
     drain began (same clock as ``now``); an endpoint about to be drained has no entry and starts
     its clock when it is drained. Returns the remaining desired endpoints and the number of
     seconds until the next drain expires (None if none is pending).
     """
     if timeout is None:
         return dict(desired), None
-    kept: dict[str, LocalEndpoint] = {}
+    kept: dict[str, LinkEndpoint] = {}
     pending: list[float] = []
-    for ifname, ep in desired.items():
+    for key, ep in desired.items():
         if ep.mode is EndpointState.DRAINING:
-            began = drained_at.get(ifname, now)
+            began = drained_at.get(key, now)
             left = began + timeout - now
-            if left <= 0 and (ifname in drained_at or timeout == 0):
+            if left <= 0 and (key in drained_at or timeout == 0):
                 continue
             pending.append(max(left, 0.0))
-        kept[ifname] = ep
+        kept[key] = ep
     return kept, (min(pending) if pending else None)
 
 
@@ -306,12 +364,13 @@ def stale_links(
 def desired_projection(spec: Mapping[str, Any], node: str) -> dict[str, Any]:
     """The part of a raw spec that matters to ``node``: what the agent's change detection tracks.
 
-    Agents on other nodes ignore changes that do not touch their endpoints, and the stored
-    "last handled" state stays small however many endpoints other nodes have. An invalid spec
+    Nothing of a link without endpoints on ``node``; else its local endpoints (interface, state,
+    id), the other nodes' endpoints (node, id, state) and the cluster id, so that agents only
+    work for links they carry, and the stored "last handled" state stays small. An invalid spec
     projects to its raw local entries so that a fix is still seen as a change.
     """
     try:
-        eps = local_endpoints(parse_cross_connection({"spec": spec}), node)
+        xc = parse_cross_connection({"spec": spec})
     except CrossConnectionInvalid:
         return {
             "spec": {
@@ -323,12 +382,17 @@ def desired_projection(spec: Mapping[str, Any], node: str) -> dict[str, Any]:
                 for side in Side
             }
         }
-    return {
-        "spec": {
-            side.value: sorted([ep.ifname, ep.mode.value] for ep in eps.values() if ep.side is side)
-            for side in Side
-        }
+    if not xc.nodes & {node}:
+        return {"spec": {side.value: [] for side in Side}}
+    projected: dict[str, Any] = {
+        side.value: sorted(
+            [ep.host_interface if ep.node == node else f"@{ep.node}", ep.state.value, ep.id]
+            for ep in xc.side(side).endpoints
+        )
+        for side in Side
     }
+    projected["clusterId"] = xc.cluster_id
+    return {"spec": projected}
 
 
 def absent_interface(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfc_k8s.api import GROUP, VERSION, XC_PLURAL
-from sfc_k8s.operator.agent_reconcile import AGENT_FINALIZER_PREFIX, agent_finalizer
+from sfc_k8s.api.nodes import AGENT_FINALIZER_PREFIX, agent_finalizer
 from sfc_k8s.operator.kube import KubeApiError, KubeClient
 from sfc_k8s.operator.settings import SettingsError, connection_info
 

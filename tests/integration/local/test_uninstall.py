@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.operator import uninstall
-from sfc_k8s.operator.agent_reconcile import agent_finalizer
 from tests.integration.local.cluster import Cluster, wait_for
 from tests.unit.api.chains import web_chain
 

@@ -24,16 +24,40 @@ QUALIFIED = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z
 
 
 def test_flags_make_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("SFC_K8S_NODE", "NODE_NAME", "KUBECONFIG", "SFC_K8S_KUBECONFIG"):
+    for var in (
+        "SFC_K8S_NODE",
+        "NODE_NAME",
+        "KUBECONFIG",
+        "SFC_K8S_KUBECONFIG",
+        "SFC_K8S_TUNNEL_PORT",
+        "SFC_K8S_TUNNEL_ADDRESS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("SFC_K8S_NAMESPACES", raising=False)
     config = config_from_args(
         ["--node", "n1", "--bpffs-root", "/sys/fs/bpf/x", "--metrics-port", "0", "-n", "a"]
     )
     assert config == AgentConfig(
-        node="n1", bpffs_root="/sys/fs/bpf/x", metrics_port=None, namespaces=("a",)
+        node="n1",
+        bpffs_root="/sys/fs/bpf/x",
+        metrics_port=None,
+        namespaces=("a",),
+        tunnel_port=4792,  # the data plane's default: no common CNI uses it
     )
     assert config_from_args(["--node", "n1", "--metrics-port", "9000"]).metrics_port == 9000
+    flags = ["--node", "n1", "--tunnel-port", "0", "--tunnel-address", "10.0.0.7"]
+    no_tunnel = config_from_args(flags)
+    assert no_tunnel.tunnel_port is None and no_tunnel.tunnel_address == "10.0.0.7"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--tunnel-port", "70000"], ["--tunnel-address", "eth1"], ["--tunnel-address", "::1"]],
+)
+def test_bad_tunnel_flags_are_refused(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["--node", "n1", *flags])
+    assert flags[0] in capsys.readouterr().err
 
 
 def test_environment_supplies_node_and_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ from sfc_k8s.operator.agent_reconcile import (
     CreateLink,
     DeleteLink,
     DrainEndpoint,
-    LocalEndpoint,
+    LinkEndpoint,
     RemoveEndpoint,
     absent_interface,
     after_operation,
@@ -56,11 +56,11 @@ L = "default_web-a-b"
 A, B = Side.A, Side.B
 
 
-def ep(side: str, ifname: str, mode: str = "active") -> LocalEndpoint:
-    return LocalEndpoint(Side(side), ifname, EndpointState(mode))
+def ep(side: str, ifname: str, mode: str = "active") -> LinkEndpoint:
+    return LinkEndpoint(Side(side), ifname, EndpointState(mode))
 
 
-def desired(*eps: LocalEndpoint) -> dict[str, LocalEndpoint]:
+def desired(*eps: LinkEndpoint) -> dict[str, LinkEndpoint]:
     return {e.ifname: e for e in eps}
 
 
@@ -176,7 +176,9 @@ def test_nothing_desired_and_no_link_is_a_no_op() -> None:
 
 def test_new_link_is_created_with_its_active_endpoints_in_order() -> None:
     want = desired(ep("b", "sfc2"), ep("a", "sfc9"), ep("a", "sfc1"), ep("b", "old", "draining"))
-    assert plan(L, want, None) == [CreateLink(L, ("sfc1", "sfc9"), ("sfc2",))]
+    assert plan(L, want, None, cluster_id=7) == [
+        CreateLink(L, (ep("a", "sfc1"), ep("a", "sfc9")), (ep("b", "sfc2"),), 7)
+    ]
 
 
 def test_equal_state_gives_no_operation() -> None:
@@ -261,7 +263,7 @@ def test_stale_links_are_agent_links_no_object_explains() -> None:
     assert stale_links(pinned, set(pinned)) == []
 
 
-def test_projection_changes_only_with_this_nodes_endpoints() -> None:
+def test_projection_ignores_changes_that_program_nothing_new_here() -> None:
     base = {
         "a": {"endpoints": [spec_endpoint("c1", "n1", "sfc1"), spec_endpoint("c2", "n2", "x")]},
         "b": {"endpoints": [spec_endpoint("f1", "n1", "sfc2")]},
@@ -312,7 +314,8 @@ def test_no_timeout_keeps_draining_and_zero_removes_at_once() -> None:
 
 
 def test_after_operation_tracks_the_result_without_reading_back() -> None:
-    state = after_operation(None, CreateLink(L, ("sfc1",), ("sfc2", "gone")), skipped=["gone"])
+    create = CreateLink(L, (ep("a", "sfc1"),), (ep("b", "sfc2"), ep("b", "gone")))
+    state = after_operation(None, create, skipped=["gone"])
     assert state == desired(ep("a", "sfc1"), ep("b", "sfc2"))
     state = after_operation(state, AddEndpoint(L, B, "sfc3"))
     state = after_operation(state, DrainEndpoint(L, B, "sfc2"))

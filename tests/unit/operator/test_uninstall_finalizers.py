@@ -7,7 +7,7 @@ matched the same way; finalizers that are not an agent's are never removed.
 
 from __future__ import annotations
 
-from sfc_k8s.operator.agent_reconcile import agent_finalizer
+from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.operator.uninstall import stale_finalizers
 
 LONG = "n" * 70  # its finalizer is hashed
