@@ -33,6 +33,8 @@ class StoredCrossConnection:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     deleting: bool = False  # deletionTimestamp set: agents are still removing it
+    finalizers: tuple[str, ...] = ()
+    resource_version: str = ""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> StoredCrossConnection:
@@ -54,6 +56,8 @@ class StoredCrossConnection:
             spec=copy.deepcopy(dict(body.get("spec") or {})),
             status=copy.deepcopy(dict(body.get("status") or {})),
             deleting=meta.get("deletionTimestamp") is not None,
+            finalizers=tuple(meta.get("finalizers") or ()),
+            resource_version=str(meta.get("resourceVersion") or ""),
         )
 
     def programming(self) -> LinkProgramming:

@@ -70,6 +70,7 @@ from sfc_k8s.api.chain_plan import (
     plan_cross_connection,
     stale_cross_connections,
 )
+from sfc_k8s.api.nodes import orphan_finalizers
 from sfc_k8s.api.status import status_merge_patch
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
 from sfc_k8s.operator.kube import KubeApiError, KubeClient, object_path
@@ -86,6 +87,7 @@ ObjKey = tuple[str, str]  # (namespace, name)
 CHAINS_INDEX = "sfc_chains"
 PODS_INDEX = "sfc_pods"
 XCS_INDEX = "sfc_xcs"
+NODES_INDEX = "sfc_nodes"
 
 # Chain status writes in flight at once. A burst of status writes (100 chains created together)
 # must not fill the connection pool ahead of the latency-critical CrossConnection writes.
@@ -163,6 +165,7 @@ class Controller:
         self._chains_idx: kopf.Index[Any, ChainEntry] | None = None
         self._pods_idx: kopf.Index[Any, PodInfo] | None = None
         self._xcs_idx: kopf.Index[Any, XcEntry] | None = None
+        self._nodes_idx: kopf.Index[Any, str] | None = None
         self._queue: WorkQueue[ChainKey] = WorkQueue(
             self.reconcile,
             retry_on=(KubeApiError,),
@@ -229,9 +232,11 @@ class Controller:
         kopf.index(*chains, registry=reg, id=CHAINS_INDEX)(_index_chain)
         kopf.index("v1", "pods", registry=reg, id=PODS_INDEX)(_index_pod)
         kopf.index(*xcs, registry=reg, id=XCS_INDEX)(_index_xc)
+        kopf.index("v1", "nodes", registry=reg, id=NODES_INDEX)(_index_node)
         kopf.on.event(*chains, registry=reg, id="chain_event")(self._on_chain)
         kopf.on.event("v1", "pods", registry=reg, id="pod_event")(self._on_pod)
         kopf.on.event(*xcs, registry=reg, id="xc_event")(self._on_xc)
+        kopf.on.event("v1", "nodes", registry=reg, id="node_event")(self._on_node)
 
     def _login(self, **_: Any) -> kopf.ConnectionInfo:
         return self.info
@@ -279,9 +284,47 @@ class Controller:
             self._written_xc.pop(key, None)  # changed by someone else: trust the index
         if gone or body.get("metadata", {}).get("deletionTimestamp"):
             self._deleted_xc.discard(key)  # the index shows the deletion from now on
+        if not gone:
+            await self._release_orphans(XcEntry.from_body(body))
         chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
         if chain and self._chain_entry((key[0], chain)) is not None:
             await self.kick((key[0], chain))
+
+    async def _on_node(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+        """A Node deleted: its agent will never release the CrossConnections it programmed."""
+        self._bind(kwargs)
+        if event.get("type") != "DELETED" or self._xcs_idx is None:
+            return
+        for key in list(self._xcs_idx):
+            if key[0] == "name":
+                for xc in list(self._xcs_idx.get(key, ())):
+                    await self._release_orphans(xc)
+
+    async def _release_orphans(self, xc: XcEntry) -> None:
+        """Remove the finalizers of agents whose Node no longer exists (``orphan_finalizers``);
+        guarded by resourceVersion, so a concurrent change wins and the next event retries."""
+        if self._nodes_idx is None:
+            return
+        nodes = [key for key in self._nodes_idx if isinstance(key, str)]
+        orphans = orphan_finalizers(xc.finalizers, nodes)
+        if not orphans:
+            return
+        namespace, name = xc.namespace, xc.name
+        path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
+        kept = [f for f in xc.finalizers if f not in orphans]
+        patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
+        try:
+            await self._client.merge_patch(path, patch)
+        except KubeApiError as err:
+            if err.status not in (404, 409):
+                log.warning(f"cannot remove finalizers {orphans} of {namespace}/{name}: {err}")
+            return
+        self.stats["orphan_finalizers"] += len(orphans)
+        log.info(
+            f"removed finalizer(s) {', '.join(orphans)} of CrossConnection {namespace}/{name}:"
+            " their nodes are gone",
+            extra={"xc": name},
+        )
 
     async def _ensure_peering(self) -> None:
         """Create the Kopf peering object(s) if missing: without one, peering replicas wait."""
@@ -314,6 +357,7 @@ class Controller:
         self._chains_idx = kwargs[CHAINS_INDEX]
         self._pods_idx = kwargs[PODS_INDEX]
         self._xcs_idx = kwargs[XCS_INDEX]
+        self._nodes_idx = kwargs[NODES_INDEX]
 
     # -- index lookups ---------------------------------------------------------------------------
     def _chain_entry(self, key: ChainKey) -> ChainEntry | None:
@@ -717,6 +761,11 @@ class _ClusterIdsInUse:
                     holders.add(key)
         holders.discard(self._me)
         return bool(holders)
+
+
+def _index_node(body: kopf.Body, **_: Any) -> dict[Any, str]:
+    name = str(body.get("metadata", {}).get("name") or "")
+    return {name: name} if name else {}
 
 
 def _key_of(body: Mapping[str, Any]) -> ObjKey:
