@@ -271,6 +271,8 @@ class LinkProgramming:
 
     waiting: tuple[str, ...] = ()  # nodes that have not reported the current generation yet
     failed: tuple[tuple[str, str], ...] = ()  # (node, message) of agents that reported an error
+    # (node, message) of agents whose local interfaces are larger than their tunnel's MTU
+    oversized: tuple[tuple[str, str], ...] = ()
 
     @property
     def programmed(self) -> bool:
@@ -282,7 +284,8 @@ def link_programming(body: Mapping[str, Any]) -> LinkProgramming:
 
     A node counts as programmed once it reports ``ready: true`` with an ``observedGeneration`` at
     least the object's ``metadata.generation`` (so a report about an older endpoint set does not
-    count). Nodes without endpoints need not report.
+    count). Nodes without endpoints need not report. A node's ``InterfacesFitTunnel=False``
+    condition (local interfaces larger than its tunnel) is listed in ``oversized``.
     """
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
@@ -295,11 +298,13 @@ def link_programming(body: Mapping[str, Any]) -> LinkProgramming:
     reports = (body.get("status") or {}).get("nodes") or {}
     waiting: list[str] = []
     failed: list[tuple[str, str]] = []
+    oversized: list[tuple[str, str]] = []
     for node in sorted(nodes):
         report = reports.get(node)
         if not isinstance(report, Mapping):
             waiting.append(node)
             continue
+        oversized += [(node, message) for message in _mtu_problems(report)]
         observed = report.get("observedGeneration")
         current = generation is None or (isinstance(observed, int) and observed >= int(generation))
         if not current:
@@ -310,4 +315,16 @@ def link_programming(body: Mapping[str, Any]) -> LinkProgramming:
             failed.append((node, str(report["message"])))
         else:
             waiting.append(node)
-    return LinkProgramming(tuple(waiting), tuple(failed))
+    return LinkProgramming(tuple(waiting), tuple(failed), tuple(oversized))
+
+
+MTU_CONDITION = "InterfacesFitTunnel"  # the agent's condition in its status.nodes entry
+
+
+def _mtu_problems(report: Mapping[str, Any]) -> list[str]:
+    """The messages of a node report's InterfacesFitTunnel=False condition."""
+    return [
+        str(c.get("message") or "")
+        for c in report.get("conditions") or ()
+        if isinstance(c, Mapping) and c.get("type") == MTU_CONDITION and c.get("status") == "False"
+    ]

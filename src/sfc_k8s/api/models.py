@@ -104,6 +104,7 @@ class Reason(StrEnum):
     PROGRAMMING_FAILED = "ProgrammingFailed"  # an agent reported an error for a link
     INTERFACE_CONFLICT = "InterfaceConflict"  # an older chain links the same pod interface
     SELECTOR_MATCHES_NO_POD = "SelectorMatchesNoPod"  # a function's selector matches no pod
+    TUNNEL_MTU_EXCEEDED = "TunnelMTUExceeded"  # NF interfaces larger than a node's tunnel
     AS_EXPECTED = "AsExpected"  # Degraded=False
 
 

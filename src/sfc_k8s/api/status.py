@@ -8,6 +8,7 @@ only when it differs from the stored status, so a no-op reconcile makes no API c
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -202,6 +203,7 @@ def compute_chain_status(
         *([(Reason.NAME_CONFLICT, "; ".join(conflicts))] if conflicts else []),
         *_unmatched_selectors(chain, pods),
         *_programming_problems(figures.failed),
+        *_mtu_problems(figures.oversized),
     ]
     not_ready = [name for name, f in functions.items() if not f.get("readyReplicas")]
     ready, degraded = _conditions(
@@ -230,12 +232,14 @@ class _LinkFigures:
     ready: int = 0  # links with active endpoints on both sides, programmed
     waiting: set[str] = field(default_factory=set)  # nodes yet to report the current endpoints
     failed: list[str] = field(default_factory=list)  # "link on node: message"
+    oversized: list[str] = field(default_factory=list)  # "link on node: message"
 
 
 def _function_figures(
     chain: ChainSpec, pods: Sequence[PodInfo], *, left_out: Collection[str]
 ) -> dict[str, FunctionStatusBody]:
-    """Replicas (selected, not terminating, not left out) and Ready replicas per function."""
+    """Replicas (selected, not terminating, not left out) and Ready replicas per function, in
+    all and per node (a chain spanning nodes shows where its capacity is)."""
     functions: dict[str, FunctionStatusBody] = {}
     for fn in chain.functions:
         selected = [
@@ -243,9 +247,11 @@ def _function_figures(
             for p in pods
             if p.name not in left_out and not p.terminating and fn in functions_of(chain, p)
         ]
+        by_node = Counter(p.node for p in selected if p.ready and p.node)
         functions[fn.name] = {
             "replicas": len(selected),
             "readyReplicas": sum(1 for p in selected if p.ready),
+            "readyReplicasByNode": dict(sorted(by_node.items())),
         }
     return functions
 
@@ -271,6 +277,7 @@ def _link_figures(
             )
             figures.waiting.update(report.waiting)
             figures.failed += [f"{spec.link} on {node}: {msg}" for node, msg in report.failed]
+            figures.oversized += [f"{spec.link} on {node}: {m}" for node, m in report.oversized]
         if spec.a.active and spec.b.active and (report is None or report.programmed):
             figures.ready += 1
     return figures
@@ -345,6 +352,12 @@ def _programming_problems(failed: Sequence[str]) -> list[Problem]:
     if not failed:
         return []
     return [(Reason.PROGRAMMING_FAILED, f"node agents failed to program: {_listing(failed)}")]
+
+
+def _mtu_problems(oversized: Sequence[str]) -> list[Problem]:
+    if not oversized:
+        return []
+    return [(Reason.TUNNEL_MTU_EXCEEDED, f"frames too large for the tunnel: {_listing(oversized)}")]
 
 
 def _conditions(

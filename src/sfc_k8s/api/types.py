@@ -87,6 +87,7 @@ class ChainSpecBody(TypedDict, total=False):
 class FunctionStatusBody(TypedDict, total=False):
     replicas: int  # pods selected and not terminating
     readyReplicas: int  # of which Ready
+    readyReplicasByNode: dict[str, int]  # Ready replicas per node (nodes with one or more)
 
 
 class LinkStatusBody(TypedDict, total=False):

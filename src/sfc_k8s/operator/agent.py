@@ -59,7 +59,13 @@ from sfc_k8s.api import (
     Side,
     parse_cross_connection,
 )
-from sfc_k8s.api.nodes import TUNNEL_ADDRESS_ANNOTATION, NodeView, agent_finalizer, node_view
+from sfc_k8s.api.crossconnection import MTU_CONDITION
+from sfc_k8s.api.nodes import (
+    TUNNEL_ADDRESS_ANNOTATION,
+    NodeView,
+    agent_finalizer,
+    node_view,
+)
 from sfc_k8s.dataplane import (
     DEFAULT_BPFFS_ROOT,
     SESSIONS_DEFAULT,
@@ -778,7 +784,7 @@ def mtu_conditions(oversized: Mapping[str, int], tunnel_mtu: int) -> list[dict[s
     listed = ", ".join(f"{ifname} ({mtu})" for ifname, mtu in sorted(oversized.items()))
     return [
         {
-            "type": "InterfacesFitTunnel",
+            "type": MTU_CONDITION,
             "status": "False",
             "reason": "MTUTooLarge",
             "message": (

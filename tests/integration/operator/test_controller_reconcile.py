@@ -69,6 +69,7 @@ def test_chain_and_pods_become_crossconnections_and_status(cluster: Cluster) -> 
             assert status.get("functions", {}).get("firewall") == {
                 "replicas": 2,
                 "readyReplicas": 1,
+                "readyReplicasByNode": {"node-1": 1},
             }
             return status
 
@@ -156,7 +157,7 @@ def test_scaling_follows_pods_and_terminating_pods_drain(cluster: Cluster) -> No
         eventually(
             lambda: (
                 cluster.chain("web")["status"]["functions"]["firewall"]
-                == {"replicas": 2, "readyReplicas": 1}
+                == {"replicas": 2, "readyReplicas": 1, "readyReplicasByNode": {"node-1": 1}}
             )
         )
 
@@ -389,6 +390,6 @@ def test_scaling_a_deployment_with_kubectl_moves_the_endpoints(cluster: Cluster)
         eventually(
             lambda: (
                 cluster.chain("web")["status"]["functions"]["firewall"]
-                == {"replicas": 1, "readyReplicas": 1}
+                == {"replicas": 1, "readyReplicas": 1, "readyReplicasByNode": {"node-1": 1}}
             )
         )

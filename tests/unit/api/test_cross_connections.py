@@ -233,6 +233,17 @@ def test_link_reports_agent_failures() -> None:
     assert not report.programmed
 
 
+def test_link_reports_interfaces_larger_than_the_tunnel() -> None:
+    too_big = {"type": "InterfacesFitTunnel", "status": "False", "message": "sfc1 (1500) > 1450"}
+    fits = {**too_big, "status": "True"}
+    ok = {"ready": True, "observedGeneration": 4}
+    report = link_programming(
+        programmed_xc({"n1": {**ok, "conditions": [fits]}, "n2": {**ok, "conditions": [too_big]}})
+    )
+    assert report.oversized == (("n2", "sfc1 (1500) > 1450"),)
+    assert report.programmed  # small frames flow: a problem for a person, not a wait
+
+
 def dated(body: dict[str, Any], created: str) -> Any:
     body["metadata"]["creationTimestamp"] = created
     return parse_chain(body)

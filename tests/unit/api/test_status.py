@@ -50,8 +50,19 @@ def test_figures_per_function_and_link() -> None:
     ]
     status = compute_chain_status(CHAIN, pods, programming=PROGRAMMED, now="T0")
     assert status["observedGeneration"] == 3
-    assert status["functions"]["firewall"] == {"replicas": 2, "readyReplicas": 1}
-    assert status["functions"]["client"] == {"replicas": 1, "readyReplicas": 1}
+    assert status["functions"]["firewall"] == {
+        "replicas": 2,
+        "readyReplicas": 1,
+        "readyReplicasByNode": {"node-1": 1},
+    }
+    assert status["functions"]["client"] == {
+        "replicas": 1,
+        "readyReplicas": 1,
+        "readyReplicasByNode": {"node-1": 1},
+    }
+    spread = [*ALL_READY, pod("fw-2", "firewall", node="node-2"), pod("fw-3", "firewall")]
+    by_node = compute_chain_status(CHAIN, spread, programming=None, now="T0")["functions"]
+    assert by_node["firewall"]["readyReplicasByNode"] == {"node-1": 2, "node-2": 1}
     assert status["links"]["client-firewall"] == {
         "endpointsA": 1,
         "endpointsB": 1,
@@ -109,7 +120,11 @@ def test_a_selector_matching_no_pod_degrades_and_names_function_and_selector() -
     )
     assert cond(status, ConditionType.DEGRADED) == ("True", "SelectorMatchesNoPod", message)
     assert cond(status, ConditionType.READY) == ("False", "SelectorMatchesNoPod", message)
-    assert status["functions"]["firewall"] == {"replicas": 0, "readyReplicas": 0}
+    assert status["functions"]["firewall"] == {
+        "replicas": 0,
+        "readyReplicas": 0,
+        "readyReplicasByNode": {},
+    }
     # several functions: all named; pods of another namespace do not count
     elsewhere = [pod("fw-1", "firewal", namespace="other")]
     status = compute_chain_status(chain, [ALL_READY[0], *elsewhere], programming=None, now="T0")
@@ -216,7 +231,11 @@ def test_interface_conflicts_degrade_and_leave_pods_out() -> None:
     state, reason, message = cond(status, ConditionType.DEGRADED)
     assert (state, reason) == ("True", "InterfaceConflict")
     assert "fw-1 (eth1 is linked by chain old)" in message
-    assert status["functions"]["firewall"] == {"replicas": 0, "readyReplicas": 0}
+    assert status["functions"]["firewall"] == {
+        "replicas": 0,
+        "readyReplicas": 0,
+        "readyReplicasByNode": {},
+    }
     assert status["links"]["client-firewall"]["endpointsB"] == 0
 
 
@@ -288,3 +307,18 @@ def test_set_condition_orders_and_replaces() -> None:
     conditions = set_condition(conditions, ready, now="T2")
     assert [c["type"] for c in conditions] == ["Ready", "Degraded", "Custom"]
     assert set_condition(conditions, ready, now="T3") == conditions
+
+
+def test_interfaces_larger_than_a_tunnel_degrade_naming_link_and_node() -> None:
+    programming = {
+        **PROGRAMMED,
+        "firewall-server": LinkProgramming(oversized=(("node-2", "sfc9 (1500) > 1450"),)),
+    }
+    status = compute_chain_status(CHAIN, ALL_READY, programming=programming, now="T0")
+    # like every problem a person must fix: big frames are dropped, so not Ready either
+    assert cond(status, "Ready")[:2] == (ConditionStatus.FALSE, Reason.TUNNEL_MTU_EXCEEDED)
+    assert cond(status, "Degraded") == (
+        ConditionStatus.TRUE,
+        Reason.TUNNEL_MTU_EXCEEDED,
+        "frames too large for the tunnel: firewall-server on node-2: sfc9 (1500) > 1450",
+    )
