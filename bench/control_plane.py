@@ -271,7 +271,7 @@ class Applied:
         if isinstance(op, AddEndpoint):
             added = [op.ifname]
         elif isinstance(op, CreateLink):
-            added = [*op.side_a, *op.side_b]
+            added = [ep.ifname for ep in (*op.side_a, *op.side_b)]
         else:
             return
         with self._lock:

@@ -7,16 +7,22 @@ with ``kopf.testing.KopfRunner``.
 
 For every CrossConnection (xc) with endpoints on this node, the agent programs one data-plane
 link named ``agent_reconcile.link_name(namespace, name)`` holding the endpoints whose ``node`` is
-this node, by host interface: active ones get new flows, draining ones keep their sessions only,
-gone ones are removed (sessions purged). The handlers are thin: parse, ``agent_reconcile.plan``
-(pure, unit-tested), apply, report. Design points:
+this node, by host interface, and (with a tunnel, the default of the command line) the link's
+endpoints on the other usable nodes, by node address and id (``desired_endpoints``): active ones
+get new flows, draining ones keep their sessions only, gone ones are removed (sessions purged).
+The handlers are thin: parse, ``agent_reconcile.plan`` (pure, unit-tested), apply, report.
+Design points:
 
 - Several agents share every xc, so each one keeps its Kopf state under its own keys: its own
   annotation prefix (``<node>.agent.sfc-k8s.io``) and its own finalizer
   (``sfc-k8s.io/agent-<node>``), added only to xcs that have endpoints (or a link) on its node.
-  Its change detection tracks only its node's part of the spec plus the generation, so a change
-  elsewhere costs it no data-plane work, only a status refresh.
+  Its change detection tracks only links it carries (their endpoints and cluster id) plus the
+  generation, so a change to another link costs it no data-plane work, only a status refresh.
+- Nodes (with a tunnel): watched for their address (InternalIP or the tunnel-address
+  annotation) and readiness; a node that stops being usable, or becomes usable again, re-plans
+  the links with endpoints on it at once, without waiting for the controller.
 - Status: ``status.nodes.<node>`` = programmedEndpoints, observedGeneration, ready, message,
+  conditions (InterfacesFitTunnel=False while local interfaces exceed the tunnel's MTU),
   lastUpdate (a JSON merge patch touches only this node's key), written only when it changes.
 - A host interface that does not exist: every endpoint that can be programmed already is, and
   the agent reads the endpoint's pod to tell "not yet" (the veth is still being created:
