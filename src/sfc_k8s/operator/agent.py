@@ -332,9 +332,8 @@ class NodeAgent:
                 patch=patch,
                 status=status,
                 generation=generation,
-                programmed=len(self._programmed(link) or ()),
-                ready=False,
-                message="; ".join(err.problems),
+                programmed=sum(not ep.remote for ep in self._programmed(link) or ()),
+                problem="; ".join(err.problems),
             )
             raise kopf.PermanentError(f"cannot program link {link!r}: {err}") from err
         await self._ensure_nodes()
@@ -349,7 +348,9 @@ class NodeAgent:
         after = outcome.endpoints
         programmed = None if after is None else sum(not ep.remote for ep in after)
         absent, pending = await self._missing(namespace, xc, outcome.waiting)
-        message = _problem_message(outcome.failures, absent, pending)
+        problem = "; ".join([*outcome.failures, *absent])
+        waiting = _waiting_message(pending)
+        message = "; ".join(m for m in (problem, waiting) if m)
         if programmed is None and not wanted:
             self._forget(patch, status)
         else:
@@ -358,8 +359,8 @@ class NodeAgent:
                 status=status,
                 generation=generation,
                 programmed=programmed or 0,
-                ready=not message,
-                message=message,
+                problem=problem,
+                waiting=waiting,
                 oversized=self._oversized(link) if after is not None else {},
             )
         self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
@@ -711,15 +712,18 @@ class NodeAgent:
         status: Mapping[str, Any],
         generation: int | None,
         programmed: int,
-        ready: bool,
-        message: str,
+        problem: str,
+        waiting: str = "",
         oversized: Mapping[str, int] | None = None,
     ) -> None:
+        """Write this node's entry: ``problem`` needs a person (the controller calls the chain
+        Degraded); ``waiting`` is transient (interfaces not created yet: not programmed yet)."""
         entry: dict[str, Any] = {
             "programmedEndpoints": programmed,
             "observedGeneration": generation,
-            "ready": ready,
-            "message": message,
+            "ready": not problem and not waiting,
+            "message": problem,
+            "waiting": waiting or None,
             # None: a merge patch removes a condition that no longer holds
             "conditions": mtu_conditions(oversized, self._tunnel_mtu()) if oversized else None,
         }
@@ -845,16 +849,15 @@ def _describe(op: Operation) -> str:
             return f"failed to remove {ifname!r} from side {side} of link {link!r}"
 
 
-def _problem_message(failures: Sequence[str], absent: Sequence[str], pending: Sequence[str]) -> str:
-    """What the node reports when a link is not fully programmed ("" when it is). Stable from
-    one retry to the next, so retries write no status."""
-    parts = [*failures, *absent]
-    if pending:
-        parts.append(
-            f"waiting for interface(s) {', '.join(pending)}: not created yet on this node"
-            " (pod networking still being set up); will retry"
-        )
-    return "; ".join(parts)
+def _waiting_message(pending: Sequence[str]) -> str:
+    """What the node still waits for ("" for nothing). Stable from one retry to the next, so
+    retries write no status."""
+    if not pending:
+        return ""
+    return (
+        f"waiting for interface(s) {', '.join(pending)}: not created yet on this node"
+        " (pod networking still being set up); will retry"
+    )
 
 
 def _now() -> str:

@@ -149,9 +149,10 @@ def test_an_interface_not_created_yet_is_awaited_with_back_off(
         expected = f"waiting for interface(s) eth1 of {NAMESPACE}/{late.name} ({late.host})"
         report = wait_for(
             "a report naming the awaited interface",
-            lambda: (r := node_report(api, name, node)) and expected in r["message"] and r,
+            lambda: (r := node_report(api, name, node)) and expected in r.get("waiting", "") and r,
         )
-        assert report["ready"] is False
+        # not yet: transient, so not a problem for a person (the chain is not made Degraded)
+        assert report["ready"] is False and report["message"] == ""
         assert _errors(agent, "pod_lacks_interface") == 0
 
         before = _errors(agent, "interface_missing")

@@ -233,6 +233,13 @@ def test_link_reports_agent_failures() -> None:
     assert not report.programmed
 
 
+def test_an_agent_waiting_for_an_interface_is_not_a_failure() -> None:
+    ok = {"ready": True, "observedGeneration": 4}
+    waiting = {"ready": False, "observedGeneration": 4, "message": "", "waiting": "sfc9 not yet"}
+    report = link_programming(programmed_xc({"n1": ok, "n2": waiting}))
+    assert report.waiting == ("n2",) and report.failed == ()
+
+
 def test_link_reports_interfaces_larger_than_the_tunnel() -> None:
     too_big = {"type": "InterfacesFitTunnel", "status": "False", "message": "sfc1 (1500) > 1450"}
     fits = {**too_big, "status": "True"}
