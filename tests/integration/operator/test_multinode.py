@@ -10,6 +10,8 @@ for the tunnel (MTU 1450 on a 1500 underlay). Covers:
 - traffic: ping, UDP and TCP flows from node-1 reach the server on node-3 through local and
   remote replicas (every replica gets flows); both directions of every flow cross the same
   replica (the replica's own interface counters, per flow);
+- agent restart on the client's node: its pinned remote endpoints stay as they were, and a UDP
+  sequence through a remote replica running across the restart loses no answer;
 - node loss: ``local node stop node-2`` (short grace period, long eviction timeout) with the
   controller frozen, so that only the agents' watch of the Nodes can react: within 10 s of the
   API showing the Node not Ready, new flows all work (none is sent to the lost replica), flows
@@ -35,9 +37,11 @@ from typing import Any, TypeVar
 import pytest
 
 from sfc_k8s.api.nodes import agent_finalizer
+from sfc_k8s.dataplane import Dataplane
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import SyncKube, load_kubeconfig
-from sfc_k8s.local.layout import Layout, list_netns, read_json
+from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
+from sfc_k8s.local.nodes import agent_process, start_agent
 
 T = TypeVar("T")
 NS = "sfc-mn"
@@ -55,7 +59,9 @@ TUNNEL_MTU = 1450
 # prints the number of answers.
 FLOW = """
 import socket, sys
+import time
 kind, port, rounds, SERVER = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+gap = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 typ = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
 s = socket.socket(socket.AF_INET, typ)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,6 +79,7 @@ try:
             s.sendall(msg)
         if s.recv(2048) == msg:
             got += 1
+        time.sleep(gap)
 except OSError:
     pass
 print(got)
@@ -329,6 +336,46 @@ def test_every_agent_programs_every_endpoint_and_flows_cross_nodes(cluster: Layo
             carried[replica].append(port)
     # the local replica (fw-1, beside the client) and both remote ones carry flows
     assert all(carried.values()), carried
+
+
+def _remote_endpoints(layout: Layout, node: str) -> dict[str, list[tuple[str, int, str, str]]]:
+    """Each link's endpoints in ``node``'s data plane: (side, id, node address, state) of
+    the remote ones, as pinned."""
+    with Dataplane(layout.bpffs_root(node)) as dp:
+        return {
+            link: [
+                (e.side.value, e.id, e.node, e.state.value) for e in dp.endpoints(link) if e.node
+            ]
+            for link in dp.links()
+        }
+
+
+def test_agent_restart_keeps_remote_endpoints_and_cross_node_flows(cluster: Layout) -> None:
+    chain = _ready_chain(cluster)
+    before = _remote_endpoints(cluster, "node-1")
+    # fw-2 and fw-3 on the first link; fw-2, fw-3 and the server on the second
+    assert sorted(len(eps) for eps in before.values()) == [2, 3], before
+    port = next(p for p in range(46000, 46100) if chain.flow("udp", p)[1] in {"fw-2", "fw-3"})
+    rounds = 300
+    argv = [sys.executable, "-c", FLOW, "udp", str(port), str(rounds), SERVER_IP, "0.02"]
+    running = subprocess.Popen(
+        ["ip", "netns", "exec", chain.client, *argv], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.0)
+        record = read_json(cluster.cluster_file)
+        pid = int(record["processes"][agent_process("node-1")]["pid"])
+        os.kill(pid, signal.SIGTERM)
+        wait_for("agent-node-1 to exit", lambda: not pid_alive(pid, None), 20)
+        start_agent(cluster, record, "node-1")
+        out, _ = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert int(out.strip()) == rounds  # not one answer lost across the restart
+    _ready_chain(cluster)
+    assert _remote_endpoints(cluster, "node-1") == before
 
 
 def _cli(layout: Layout, *args: str) -> None:
