@@ -441,10 +441,11 @@ class NodeAgent:
         endpoints on it (at once, not at the next CrossConnection event)."""
         body = event.get("object") or {}
         view = node_view(body)
-        if not view.name:
+        if not view.name or self._nodes is None:
+            # Not listed yet: a map built from the first few events would lack the other
+            # nodes, and the first plan would take their endpoints out. The list made before
+            # that plan (_ensure_nodes) reads them all; the heartbeats bring later changes.
             return
-        if self._nodes is None:
-            self._nodes = {}
         before = self._nodes.get(view.name)
         if event.get("type") == "DELETED":
             self._nodes.pop(view.name, None)

@@ -420,9 +420,8 @@ def test_lost_node_gets_no_new_flows_and_other_flows_stay(cluster: Layout) -> No
             base = 44000 + int((time.monotonic() - shown) * 10) * 20
             return all(chain.flow("udp", port)[0] == ROUNDS for port in range(base, base + 12))
 
-        wait_for("new flows avoiding node-2", new_flows_avoid_node_2, 15)
-        # the bound, plus one round of probes on this loaded machine
-        assert time.monotonic() - shown < 10 + 5
+        # the bound (10 s) plus one round of probes (12 flows) on this loaded machine
+        wait_for("new flows avoiding node-2", new_flows_avoid_node_2, 10 + 5)
         for port, replica in staying.items():  # never moved
             assert chain.flow("udp", port) == (ROUNDS, replica), port
         for port in moving:  # picked another replica (the NF state on fw-2 is lost)
