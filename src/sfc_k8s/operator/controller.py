@@ -184,6 +184,7 @@ class Controller:
         # spec (created or patched), or its deletion.
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
         self._deleted_xc: set[ObjKey] = set()
+        self._cluster_ids = ClusterIdBook()
         self._register()
 
     # -- Kopf wiring ---------------------------------------------------------------------------
@@ -284,6 +285,11 @@ class Controller:
             self._written_xc.pop(key, None)  # changed by someone else: trust the index
         if gone or body.get("metadata", {}).get("deletionTimestamp"):
             self._deleted_xc.discard(key)  # the index shows the deletion from now on
+        cluster_id = (body.get("spec") or {}).get("clusterId")
+        if gone:
+            self._cluster_ids.release(key)
+        elif key not in self._written_xc and isinstance(cluster_id, int):
+            self._cluster_ids.book(key, cluster_id)  # nothing of ours in flight: the server's
         if not gone:
             await self._release_orphans(XcEntry.from_body(body))
         chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
@@ -499,8 +505,10 @@ class Controller:
         previous = self._written_xc.get(key)
         if previous is None and existing is not None:
             previous = existing.spec
-        in_use = _ClusterIdsInUse(self._xcs_idx, self._written_xc, key)
-        return assign_identities(spec, previous, in_use)
+        in_use = _ClusterIdsInUse(self._xcs_idx, self._cluster_ids, key)
+        spec = assign_identities(spec, previous, in_use)
+        self._cluster_ids.book(key, spec.cluster_id)  # before any await: see ClusterIdBook
+        return spec
 
     def _kick_sharing(self, entry: ChainEntry, chain: ChainSpec, before: set[ChainKey]) -> None:
         """A new spec may take or release pod interfaces other chains contend for: reconcile
@@ -732,32 +740,57 @@ def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
     return keys
 
 
+class ClusterIdBook:
+    """The cluster id of each CrossConnection as this replica last assigned or saw it.
+
+    An id is booked the moment ``assign_identities`` hands it out, before the write is sent:
+    reconciles of other chains run while that write is in flight, and the index shows it only
+    once its watch event is back, so without the booking two new links could get the same id
+    (and one of them would have to change it later, rebuilding its link on every node).
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[ObjKey, int] = {}
+        self._holders: dict[int, set[ObjKey]] = {}
+
+    def book(self, key: ObjKey, cluster_id: int) -> None:
+        self.release(key)
+        self._by_key[key] = cluster_id
+        self._holders.setdefault(cluster_id, set()).add(key)
+
+    def release(self, key: ObjKey) -> None:
+        old = self._by_key.pop(key, None)
+        if old is not None:
+            self._holders[old].discard(key)
+            if not self._holders[old]:
+                del self._holders[old]
+
+    def get(self, key: ObjKey) -> int | None:
+        return self._by_key.get(key)
+
+    def holders(self, cluster_id: int) -> set[ObjKey]:
+        return set(self._holders.get(cluster_id, ()))
+
+
 class _ClusterIdsInUse:
-    """The cluster ids held by CrossConnections other than ``me``: as indexed, or as this
-    replica wrote them since (its own writes are not all in the index yet)."""
+    """The cluster ids held by CrossConnections other than ``me``: as booked by this replica,
+    else as indexed."""
 
     def __init__(
-        self,
-        index: kopf.Index[Any, XcEntry] | None,
-        written: Mapping[ObjKey, Mapping[str, Any]],
-        me: ObjKey,
+        self, index: kopf.Index[Any, XcEntry] | None, book: ClusterIdBook, me: ObjKey
     ) -> None:
         self._index = index
-        self._written = written
+        self._book = book
         self._me = me
 
     def __contains__(self, cluster_id: object) -> bool:
-        holders = {
-            key
-            for key, spec in self._written.items()
-            if isinstance(spec, Mapping) and spec.get("clusterId") == cluster_id
-        }
+        if not isinstance(cluster_id, int):
+            return False
+        holders = self._book.holders(cluster_id)
         if self._index is not None:
             for xc in self._index.get(("cluster-id", cluster_id), ()):
                 key = (xc.namespace, xc.name)
-                written = self._written.get(key)
-                # what this replica wrote since replaces what the index shows
-                if written is None or written.get("clusterId") == cluster_id:
+                if self._book.get(key) in (None, cluster_id):  # the booking is newer
                     holders.add(key)
         holders.discard(self._me)
         return bool(holders)

@@ -393,3 +393,20 @@ def test_scaling_a_deployment_with_kubectl_moves_the_endpoints(cluster: Cluster)
                 == {"replicas": 1, "readyReplicas": 1, "readyReplicasByNode": {"node-1": 1}}
             )
         )
+
+
+def test_links_reconciled_at_once_get_distinct_cluster_ids_that_stay(cluster: Cluster) -> None:
+    # Every chain is reconciled as its own task: their CrossConnection writes overlap, and no
+    # watch event of one is back before the next picks an id (ClusterIdBook).
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    names = [f"c{i}" for i in range(8)]
+    for name in names:
+        cluster.create_chain(chain_body(name))
+    with running(Controller(controller_config(cluster.apiserver, cluster.ns))):
+        xcs = eventually(lambda: len(cluster.xcs()) == 2 * len(names) and cluster.xcs())
+        ids = {name: xc["spec"]["clusterId"] for name, xc in xcs.items()}
+        assert len(set(ids.values())) == len(ids), ids
+        cluster.create_pod("fw-1", "firewall")  # every chain is reconciled again
+        eventually(lambda: len(endpoints(cluster.xcs()["c0-client-firewall"], "b")) == 2)
+        assert {name: xc["spec"]["clusterId"] for name, xc in cluster.xcs().items()} == ids
