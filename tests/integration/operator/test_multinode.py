@@ -41,7 +41,7 @@ from sfc_k8s.dataplane import Dataplane
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local.kube import SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
-from sfc_k8s.local.nodes import agent_process, start_agent
+from sfc_k8s.local.nodes import agent_process
 
 T = TypeVar("T")
 NS = "sfc-mn"
@@ -350,6 +350,10 @@ def _remote_endpoints(layout: Layout, node: str) -> dict[str, list[tuple[str, in
         }
 
 
+def _agent_pid(layout: Layout) -> int:
+    return int(read_json(layout.cluster_file)["processes"][agent_process("node-1")]["pid"])
+
+
 def test_agent_restart_keeps_remote_endpoints_and_cross_node_flows(cluster: Layout) -> None:
     chain = _ready_chain(cluster)
     before = _remote_endpoints(cluster, "node-1")
@@ -363,11 +367,11 @@ def test_agent_restart_keeps_remote_endpoints_and_cross_node_flows(cluster: Layo
     )
     try:
         time.sleep(1.0)
-        record = read_json(cluster.cluster_file)
-        pid = int(record["processes"][agent_process("node-1")]["pid"])
+        pid = _agent_pid(cluster)
         os.kill(pid, signal.SIGTERM)
         wait_for("agent-node-1 to exit", lambda: not pid_alive(pid, None), 20)
-        start_agent(cluster, record, "node-1")
+        # the local cluster's supervisor starts it again, as a DaemonSet would
+        wait_for("agent-node-1 restarted", lambda: _agent_pid(cluster) not in (0, pid), 20)
         out, _ = running.communicate(timeout=60)
     finally:
         if running.poll() is None:
