@@ -74,9 +74,9 @@ from sfc_k8s.api.status import (
     condition_changes,
     get_condition,
     invalid_chain_status,
-    now_rfc3339,
     set_condition,
 )
+from sfc_k8s.api.timestamps import now_rfc3339
 
 __all__ = [
     "API_VERSION",

@@ -16,7 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.api.pods import pod_info
+from sfc_k8s.api.timestamps import parse_rfc3339
 
 NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 
@@ -50,12 +52,5 @@ def ready_since(pod: Mapping[str, Any]) -> datetime.datetime | None:
     Ready now and says when; timezone-aware."""
     if not pod_info(pod).ready:
         return None
-    for condition in (pod.get("status") or {}).get("conditions") or ():
-        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
-            stamp = condition.get("lastTransitionTime")
-            try:
-                since = datetime.datetime.fromisoformat(str(stamp))
-            except ValueError:
-                return None
-            return since if since.tzinfo else since.replace(tzinfo=datetime.UTC)
-    return None
+    ready = object_condition(pod, "Ready") or {}
+    return parse_rfc3339(ready.get("lastTransitionTime"))

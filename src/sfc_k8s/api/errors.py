@@ -12,7 +12,7 @@ class InvalidObjectError(Exception):
     """An object body does not describe a valid resource; ``problems`` says what to fix.
 
     The base of every error ``sfc_k8s.api`` raises (it does no I/O, so bad input is its only
-    failure). Errors of the Kubernetes API server itself are ``sfc_k8s.operator.kube``'s.
+    failure). Errors of the Kubernetes API server itself are ``sfc_k8s.kube``'s.
     """
 
     kind = "object"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.models import ChainSpec, FunctionSpec, PodInfo
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -19,10 +20,7 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     status = body.get("status") or {}
-    ready = status.get("phase") not in TERMINAL_PHASES and any(
-        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
+    ready = status.get("phase") not in TERMINAL_PHASES and is_ready(body)
     labels = meta.get("labels") or {}
     return PodInfo(
         namespace=str(meta.get("namespace") or ""),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sfc_k8s.api.crossconnection import LinkProgramming, compute_links
@@ -27,6 +26,7 @@ from sfc_k8s.api.models import (
     SelectorOperator,
 )
 from sfc_k8s.api.pods import functions_of, selector_overlaps
+from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.api.types import (
     ChainStatusBody,
     ConditionBody,
@@ -38,11 +38,6 @@ CONDITION_ORDER = (ConditionType.READY, ConditionType.DEGRADED)
 MAX_LISTED = 5  # names listed in a condition message before "and N more"
 
 Problem = tuple[Reason, str]  # a Degraded reason and its message
-
-
-def now_rfc3339() -> str:
-    """Current UTC time as Kubernetes writes timestamps (second precision, ``Z``)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _listing(names: Sequence[str]) -> str:

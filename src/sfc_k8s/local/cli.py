@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.local import netns, nodes, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig, write_kubeconfig
@@ -508,8 +509,7 @@ def _print_underlay(record: dict[str, Any]) -> None:
 def _node_state(node: dict[str, Any]) -> str:
     """``Ready``, ``NotReady`` (Ready=False) or ``Unknown`` (no heartbeat), as kubectl shows
     the last two both as NotReady."""
-    conditions = (node.get("status") or {}).get("conditions") or []
-    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    ready = object_condition(node, "Ready") or {}
     if ready.get("status") == "True":
         return "Ready"
     return "NotReady" if ready.get("status") == "False" else "Unknown"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local import netns
@@ -271,9 +272,7 @@ class Demo:
 
     def pod_netns(self, app: str) -> str:
         live = [
-            p
-            for p in self.pods(app)
-            if not p["metadata"].get("deletionTimestamp") and _pod_ready(p)
+            p for p in self.pods(app) if not p["metadata"].get("deletionTimestamp") and is_ready(p)
         ]
         if not live:
             raise DemoError(f"no ready {app} pod")
@@ -355,7 +354,7 @@ class Demo:
             except KubeError as err:
                 sfc, pods = {}, []
                 state = f"API: {err}"
-            ready_pods = sum(1 for p in pods if _pod_ready(p))
+            ready_pods = sum(1 for p in pods if is_ready(p))
             cond = _condition(sfc, "Ready")
             state = (
                 f"pods ready {ready_pods}/{len(pods)}, chain Ready={cond.get('status', '?')}"
@@ -840,10 +839,6 @@ def kept_replicas(
         + ("" if stayed else ", no flow was on a replica that remains")
     )
     return Kept(ok, detail, tuple(moved))
-
-
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    return _condition(pod, "Ready").get("status") == "True"
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import signal
 import time
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import LIFECYCLE_TAINTS
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
@@ -89,17 +90,10 @@ def start_agent(layout: Layout, record: dict[str, Any], node: str) -> None:
     )
 
 
-def node_ready(node: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (node.get("status") or {}).get("conditions") or []
-    )
-
-
 def untainted_ready(node: dict[str, Any]) -> bool:
     """Ready, and the lifecycle controller took its unreachable/not-ready taints away."""
     taints = (node.get("spec") or {}).get("taints") or []
-    return node_ready(node) and not any(t.get("key") in LIFECYCLE_TAINTS for t in taints)
+    return is_ready(node) and not any(t.get("key") in LIFECYCLE_TAINTS for t in taints)
 
 
 def wait_nodes_ready(layout: Layout, names: list[str], timeout: float) -> None:

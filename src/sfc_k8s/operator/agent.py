@@ -63,6 +63,7 @@ from sfc_k8s.api import (
     CrossConnectionSpec,
     EndpointState,
     Side,
+    now_rfc3339,
     parse_cross_connection,
 )
 from sfc_k8s.api.crossconnection import MTU_CONDITION
@@ -108,7 +109,7 @@ from sfc_k8s.operator.agent_reconcile import (
     stale_links,
 )
 from sfc_k8s.operator.kube import (
-    KubeApiError,
+    ApiError,
     KubeClient,
     connection_from_kubeconfig,
     object_path,
@@ -535,7 +536,7 @@ class NodeAgent:
             await self._kube.open()
         try:
             return await self._kube.get(object_path("", "v1", "pods", namespace, name=name))
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status != 404:
                 logger.warning("cannot read pod %s/%s: %s", namespace, name, err)
             return None
@@ -731,7 +732,7 @@ class NodeAgent:
         current = (status.get("nodes") or {}).get(self.config.node) or {}
         if all(current.get(key) == value for key, value in entry.items()):
             return  # unchanged: no write, no event for every other watcher
-        entry["lastUpdate"] = _now()
+        entry["lastUpdate"] = now_rfc3339(micro=True)
         patch.status["nodes"] = {self.config.node: entry}
 
     def _tunnel_mtu(self) -> int:
@@ -750,7 +751,7 @@ class NodeAgent:
                 removed = await self.collect_garbage()
                 if removed:
                     logger.info("removed %d stale link(s): %s", len(removed), ", ".join(removed))
-            except KubeApiError as err:
+            except ApiError as err:
                 logger.warning("garbage collection of stale links skipped: %s", err)
                 delay = min(delay, 10.0)
             await asyncio.sleep(delay)
@@ -859,10 +860,6 @@ def _waiting_message(pending: Sequence[str]) -> str:
         f"waiting for interface(s) {', '.join(pending)}: not created yet on this node"
         " (pod networking still being set up); will retry"
     )
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ from sfc_k8s.api.chain_plan import (
 from sfc_k8s.api.nodes import orphan_finalizers
 from sfc_k8s.api.status import status_merge_patch
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
-from sfc_k8s.operator.kube import KubeApiError, KubeClient, object_path
+from sfc_k8s.operator.kube import ApiError, KubeClient, object_path
 from sfc_k8s.operator.selections import ChainKey, PodKey, Selections
 from sfc_k8s.operator.settings import ControllerConfig, connection_info
 from sfc_k8s.operator.status_writer import StatusWriter
@@ -168,14 +168,14 @@ class Controller:
         self._nodes_idx: kopf.Index[Any, str] | None = None
         self._queue: WorkQueue[ChainKey] = WorkQueue(
             self.reconcile,
-            retry_on=(KubeApiError,),
+            retry_on=(ApiError,),
             backoff=Backoff(config.retry_delay, config.max_retry_delay),
             on_retry=self._retrying,
         )
         self._statuses: StatusWriter[ChainKey, ChainEntry] = StatusWriter(
             self._patch_status,
             slots=STATUS_WRITERS,
-            retry_on=(KubeApiError,),
+            retry_on=(ApiError,),
             on_error=self._queue.retry,
         )
         self._selections = Selections()
@@ -349,7 +349,7 @@ class Controller:
             }
             try:
                 await self._client.create(object_path("kopf.dev", "v1", plural, namespace), body)
-            except KubeApiError as err:
+            except ApiError as err:
                 if err.status == 409:
                     continue
                 where = f"namespace {namespace!r}" if namespace else "the cluster"
@@ -552,7 +552,7 @@ class Controller:
             try:
                 await self._create_xc(entry, body)
                 return existing, None
-            except KubeApiError as err:
+            except ApiError as err:
                 if err.status != 409:
                     return existing, self._refused(meta["name"], err)
             # created meanwhile (by the other replica, or before a restart): compare with it
@@ -564,7 +564,7 @@ class Controller:
         if isinstance(action, Patch):
             try:
                 await self._patch_xc(entry, body, action)
-            except KubeApiError as err:
+            except ApiError as err:
                 if err.status == 404:  # deleted meanwhile: created again on the retry
                     raise
                 return existing, self._refused(meta["name"], err)
@@ -590,7 +590,7 @@ class Controller:
         path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
         try:
             await self._client.merge_patch(path, action.patch)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status == 404:  # deleted meanwhile: what this replica wrote is gone too
                 self._written_xc.pop((namespace, name), None)
             raise
@@ -607,12 +607,12 @@ class Controller:
             },
         )
 
-    def _refused(self, name: str, err: KubeApiError) -> str:
+    def _refused(self, name: str, err: ApiError) -> str:
         """A conflict message for a refusal retrying cannot fix; re-raises the others so that
         the chain is retried."""
         if err.retryable:
             raise err
-        return f"the API server refused CrossConnection {name!r}: {err.reason}: {err.detail}"
+        return f"the API server refused CrossConnection {name!r}: {err.reason}: {err.message}"
 
     async def _delete_stale(self, entry: ChainEntry, chain: ChainSpec, wanted: set[str]) -> None:
         existing = self._xcs_of_chain(chain.namespace, chain.name)
@@ -625,7 +625,7 @@ class Controller:
         self._written_xc.pop((entry.namespace, name), None)
         try:
             await self._client.delete(path)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status != 404:
                 raise
             return  # deleted by someone else meanwhile: not this controller's deletion to announce
@@ -656,7 +656,7 @@ class Controller:
         body = status_merge_patch(status, entry.status, stored)
         try:
             await self._client.merge_patch(path, {"status": body})
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status == 404:  # the chain is gone; its deletion event cleans up
                 return False
             raise

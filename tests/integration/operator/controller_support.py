@@ -7,15 +7,14 @@ Not a test module; imported by tests/integration/operator/test_controller_*.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from kopf.testing import KopfRunner
 
+from sfc_k8s.kube import Connection, NotFoundError
+from sfc_k8s.local.kube import SyncKube
 from sfc_k8s.operator.controller import Controller
 from sfc_k8s.operator.settings import ControllerConfig
 from tests.fixtures.apiserver import LocalAPIServer
@@ -27,33 +26,19 @@ SFC = "/apis/sfc-k8s.io/v1alpha1"
 PEERING = "sfc-k8s-controller"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status}: {body[:300]}")
-
-
 class Cluster:
     """One test namespace on the local API server, with a node that counts as Ready."""
 
     def __init__(self, apiserver: LocalAPIServer, namespace: str) -> None:
         self.apiserver = apiserver
         self.ns = namespace
+        self.kube = SyncKube(Connection(server=apiserver.url))
 
     # -- raw HTTP ---------------------------------------------------------------------------
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.apiserver.url + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            raise ApiError(err.code, err.read().decode(errors="replace")) from err
+        return self.kube.request(method, path, body=body, content_type=content_type)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
@@ -61,10 +46,8 @@ class Cluster:
     def find(self, path: str) -> Any:
         try:
             return self.get(path)
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     def merge(self, path: str, patch: Any) -> Any:
         return self.request("PATCH", path, patch, "application/merge-patch+json")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from sfc_k8s.api.timestamps import format_rfc3339
 from sfc_k8s.local.apiserver.nodelifecycle import (
     NOT_READY,
     UNREACHABLE,
     desired_taints,
     due_for_eviction,
     eviction_delay,
-    format_time,
     is_lost,
     not_ready_status,
 )
@@ -31,7 +31,7 @@ TAINT = {"key": UNREACHABLE, "effect": "NoExecute"}
 
 
 def ago(seconds: float) -> str:
-    return format_time(NOW - datetime.timedelta(seconds=seconds))
+    return format_rfc3339(NOW - datetime.timedelta(seconds=seconds))
 
 
 def node(ready: str = "True", beat: str | None = None, taints: Any = None) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def test_taints_follow_the_ready_condition() -> None:
     unknown = desired_taints(node("Unknown"), NOW)
     assert unknown == [
         {"key": UNREACHABLE, "effect": "NoSchedule"},
-        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": format_time(NOW)},
+        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": format_rfc3339(NOW)},
     ]
     assert {t["key"] for t in desired_taints(node("False"), NOW)} == {NOT_READY}
     # Back to Ready: the lifecycle taints go, a user's taint stays.
@@ -114,7 +114,7 @@ def test_pods_of_a_lost_node_are_marked_not_ready() -> None:
             "type": "Ready",
             "status": "False",
             "reason": "NodeNotReady",
-            "lastTransitionTime": format_time(NOW),
+            "lastTransitionTime": format_rfc3339(NOW),
         },
     ]
     assert running["status"]["conditions"][1]["status"] == "True", "the input is not changed"

@@ -18,6 +18,8 @@ import json
 import logging
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
+from sfc_k8s.api.timestamps import format_rfc3339, now_rfc3339
 from sfc_k8s.local.apiserver.errors import APIError
 from sfc_k8s.local.apiserver.nodelifecycle import (
     DEFAULT_EVICTION_SECONDS,
@@ -25,14 +27,13 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     LIFECYCLE_TAINTS,
     desired_taints,
     due_for_eviction,
-    format_time,
     is_lost,
     not_ready_status,
     parse_time,
 )
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
-from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta, node_ready, now_rfc3339
+from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ def template_hash(template: Any) -> str:
     """A short, stable, name-safe hash of a pod template (the `pod-template-hash` label)."""
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
     return "".join(_HASH_ALPHABET[b % len(_HASH_ALPHABET)] for b in digest[:10])
-
-
-def pod_ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _unschedulable_message(pod: Obj) -> str | None:
@@ -236,7 +232,7 @@ class Controllers:
             md = meta(pod)
             if md.get("deletionTimestamp") and md.get("deletionGracePeriodSeconds"):
                 node = store.find(NODES, None, (pod.get("spec") or {}).get("nodeName") or "")
-                if node is None or not node_ready(node):
+                if node is None or not is_ready(node):
                     self._delete(PODS, pod, grace=0)
 
     def _delete(self, key: tuple[str, str], obj: Obj, *, grace: int | None = None) -> None:
@@ -287,7 +283,7 @@ class Controllers:
                     status="Unknown",
                     reason="NodeStatusUnknown",
                     message="Kubelet stopped posting node status.",
-                    lastTransitionTime=format_time(now),
+                    lastTransitionTime=format_rfc3339(now),
                 )
 
     def _evict_from(self, node: Obj, now: datetime.datetime) -> None:
@@ -397,13 +393,13 @@ class Controllers:
             for pod in self._deletion_order(current)[: len(current) - desired]:
                 self._delete(PODS, pod)
                 current.remove(pod)
-        ready_current = sum(1 for p in current if pod_ready(p))
+        ready_current = sum(1 for p in current if is_ready(p))
         keep_old = max(0, desired - ready_current)
         for pod in self._deletion_order(old)[: max(0, len(old) - keep_old)]:
             self._delete(PODS, pod)
             old.remove(pod)
         live = current + old
-        ready = sum(1 for p in live if pod_ready(p))
+        ready = sum(1 for p in live if is_ready(p))
         status: dict[str, Any] = {"observedGeneration": meta(deploy).get("generation", 1)}
         for name, value in (
             ("replicas", len(live)),
@@ -443,7 +439,7 @@ class Controllers:
         indexed.sort(
             key=lambda ip: (
                 bool((ip[1].get("spec") or {}).get("nodeName")),
-                pod_ready(ip[1]),
+                is_ready(ip[1]),
                 -ip[0],
             )
         )

@@ -24,6 +24,8 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from sfc_k8s.api.conditions import object_condition
+from sfc_k8s.api.timestamps import format_rfc3339, parse_rfc3339
 from sfc_k8s.local.apiserver.scheduling import tolerates
 
 Obj = Mapping[str, Any]
@@ -36,31 +38,12 @@ DEFAULT_GRACE_SECONDS = 40.0  # kube-controller-manager --node-monitor-grace-per
 DEFAULT_EVICTION_SECONDS = 300.0  # kube-apiserver --default-unreachable-toleration-seconds
 
 
-def parse_time(text: Any) -> datetime.datetime | None:
-    """An RFC 3339 time (seconds or microseconds) of the API, or None."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def ready_condition(node: Obj) -> Obj | None:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == "Ready"), None)
-
-
 def last_heartbeat(node: Obj, lease: Obj | None) -> datetime.datetime | None:
     """The later of the Ready condition's heartbeat and the node Lease's renewal."""
-    ready = ready_condition(node) or {}
-    times = [parse_time(ready.get("lastHeartbeatTime"))]
+    ready = object_condition(node, "Ready") or {}
+    times = [parse_rfc3339(ready.get("lastHeartbeatTime"))]
     if lease is not None:
-        times.append(parse_time((lease.get("spec") or {}).get("renewTime")))
+        times.append(parse_rfc3339((lease.get("spec") or {}).get("renewTime")))
     known = [t for t in times if t is not None]
     return max(known) if known else None
 
@@ -68,7 +51,7 @@ def last_heartbeat(node: Obj, lease: Obj | None) -> datetime.datetime | None:
 def is_lost(node: Obj, lease: Obj | None, now: datetime.datetime, grace_seconds: float) -> bool:
     """A Ready node whose heartbeats stopped longer than the grace period ago. Nodes that
     never posted a heartbeat are left alone (nobody promised one)."""
-    ready = ready_condition(node)
+    ready = object_condition(node, "Ready")
     if ready is None or ready.get("status") != "True":
         return False
     beat = last_heartbeat(node, lease)
@@ -79,7 +62,7 @@ def desired_taints(node: Obj, now: datetime.datetime) -> list[dict[str, Any]]:
     """The node's taints with the lifecycle ones set from its Ready condition; a taint that
     stays keeps its ``timeAdded`` (evictions count from it)."""
     current = [dict(t) for t in (node.get("spec") or {}).get("taints") or []]
-    status = (ready_condition(node) or {}).get("status")
+    status = (object_condition(node, "Ready") or {}).get("status")
     key = {"Unknown": UNREACHABLE, "False": NOT_READY}.get(str(status))
     kept = [t for t in current if t.get("key") not in LIFECYCLE_TAINTS or t.get("key") == key]
     if key is None:
@@ -88,7 +71,7 @@ def desired_taints(node: Obj, now: datetime.datetime) -> list[dict[str, Any]]:
         if not any(t.get("key") == key and t.get("effect") == effect for t in kept):
             taint: dict[str, Any] = {"key": key, "effect": effect}
             if effect == "NoExecute":
-                taint["timeAdded"] = format_time(now)
+                taint["timeAdded"] = format_rfc3339(now)
             kept.append(taint)
     return kept
 
@@ -120,7 +103,7 @@ def due_for_eviction(
     for taint in (node.get("spec") or {}).get("taints") or []:
         if taint.get("key") not in LIFECYCLE_TAINTS or taint.get("effect") != "NoExecute":
             continue
-        added = parse_time(taint.get("timeAdded")) or now
+        added = parse_rfc3339(taint.get("timeAdded")) or now
         delay = eviction_delay(pod, taint, default_seconds)
         if delay is not None and (now - added).total_seconds() >= delay:
             return dict(taint)
@@ -135,7 +118,7 @@ def not_ready_status(pod: Obj, now: datetime.datetime) -> dict[str, Any] | None:
     for condition in conditions:
         if condition.get("type") == "Ready" and condition.get("status") == "True":
             condition.update(
-                status="False", reason="NodeNotReady", lastTransitionTime=format_time(now)
+                status="False", reason="NodeNotReady", lastTransitionTime=format_rfc3339(now)
             )
             changed = True
     if not changed:

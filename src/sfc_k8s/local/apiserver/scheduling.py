@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
+
 Obj = Mapping[str, Any]
 
 NOT_READY = "node(s) were not ready"
@@ -58,11 +60,6 @@ def _labels(node: Obj) -> Mapping[str, str]:
 
 def _name(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
-
-
-def node_ready(node: Obj) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def owner_uid(pod: Obj) -> str | None:
@@ -178,7 +175,7 @@ def unfit_reason(pod: Obj, node: Obj) -> str | None:
     taint = untolerated_taint(pod, node)
     if taint is not None:
         return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
-    if not node_ready(node):
+    if not is_ready(node):
         return NOT_READY
     return None
 

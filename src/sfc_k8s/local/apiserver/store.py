@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import datetime
 import functools
 import re
 import secrets
@@ -36,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sfc_k8s.api.conditions import is_ready
+from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
 from sfc_k8s.local.apiserver.errors import APIError, Cause
@@ -76,11 +77,6 @@ PATCH_MERGE = "application/merge-patch+json"
 PATCH_JSON = "application/json-patch+json"
 PATCH_STRATEGIC = "application/strategic-merge-patch+json"
 PATCH_APPLY = "application/apply-patch+yaml"
-
-
-def now_rfc3339(offset_seconds: int = 0) -> str:
-    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset_seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def random_suffix(length: int = 5) -> str:
@@ -826,7 +822,7 @@ class Store:
             else spec.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE)
         )
         node = self.find(("", "nodes"), None, spec.get("nodeName") or "")
-        if grace > 0 and (node is None or not node_ready(node)):
+        if grace > 0 and (node is None or not is_ready(node)):
             return 0
         return max(grace, 0)
 
@@ -1019,11 +1015,6 @@ def _check_preconditions(
         )
     if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
         raise errors.stale(rtype.plural, rtype.group, name)
-
-
-def node_ready(node: Mapping[str, Any]) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _check_crd(crd: Obj) -> list[Cause]:

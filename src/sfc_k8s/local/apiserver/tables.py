@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
+from sfc_k8s.api.timestamps import parse_rfc3339
 from sfc_k8s.local.apiserver.hpaspec import hpa_cells
 from sfc_k8s.local.apiserver.resources import ResourceType
 
@@ -70,9 +72,8 @@ def age(timestamp: str | None, now: datetime.datetime | None = None) -> str:
     """Human age as kubectl prints it (`45s`, `3m12s`, `5h`, `2d`)."""
     if not timestamp:
         return "<unknown>"
-    try:
-        then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = parse_rfc3339(timestamp)
+    if then is None:
         return "<invalid>"
     now = now or datetime.datetime.now(datetime.UTC)
     seconds = max(0, int((now - then).total_seconds()))
@@ -150,9 +151,7 @@ def _deployment_cells(obj: dict[str, Any]) -> list[Any]:
 
 
 def _node_cells(obj: dict[str, Any]) -> list[Any]:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
-    state = "Ready" if ready == "True" else "NotReady"
+    state = "Ready" if is_ready(obj) else "NotReady"
     if (obj.get("spec") or {}).get("unschedulable"):
         state += ",SchedulingDisabled"
     version = ((obj.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")

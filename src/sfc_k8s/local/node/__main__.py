@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sfc_k8s.local.kube import AsyncKube, KubeError, load_kubeconfig
+from sfc_k8s.local.kube import KubeClient, KubeError, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name
 from sfc_k8s.local.node.runtime import HEARTBEAT_SECONDS, NodeRuntime, NodeSpec
 from sfc_k8s.local.paths import default_cni_path
@@ -63,7 +63,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with AsyncKube(load_kubeconfig(kubeconfig)) as kube:
+    async with KubeClient(load_kubeconfig(kubeconfig)) as kube:
         runtime = NodeRuntime(
             kube,
             layout,

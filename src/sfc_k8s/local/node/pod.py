@@ -26,12 +26,12 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local import netns
-from sfc_k8s.local.kube import ApiError, AsyncKube, KubeError, NotFoundError
+from sfc_k8s.local.kube import ApiError, KubeClient, KubeError, NotFoundError
 from sfc_k8s.local.layout import Layout, processes_in_netns, read_json, write_json
 from sfc_k8s.local.node.cni import (
     NETWORK_STATUS_ANNOTATION,
@@ -58,15 +58,11 @@ RUNNING_RESETS_BACKOFF = 10.0  # a container that ran this long restarts without
 ADOPTED_EXIT_CODE = 255  # an adopted process is not our child: its exit status is unknown
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class NodeContext:
     """What every pod worker of one node shares."""
 
-    kube: AsyncKube
+    kube: KubeClient
     layout: Layout
     name: str
     netns: str

@@ -22,17 +22,17 @@ import platform
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sfc_k8s import __version__
+from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.kube import (
-    AsyncKube,
     ConflictError,
     GoneError,
     JsonObj,
+    KubeClient,
     KubeError,
     NotFoundError,
 )
@@ -42,7 +42,6 @@ from sfc_k8s.local.node.pod import (
     PodWorker,
     adoptable,
     cleanup_record,
-    now_rfc3339,
 )
 
 log = logging.getLogger("sfc_k8s.local.node")
@@ -90,7 +89,7 @@ class NodeRuntime:
 
     def __init__(
         self,
-        kube: AsyncKube,
+        kube: KubeClient,
         layout: Layout,
         nodes: list[NodeSpec],
         cni_path: list[str],
@@ -274,7 +273,7 @@ class NodeRuntime:
     async def _renew_lease(self, spec: NodeSpec) -> None:
         """The node's heartbeat Lease in ``kube-node-lease``, renewed as the kubelet does."""
         path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{spec.name}"
-        renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        renew = now_rfc3339(micro=True)
         try:
             await self.kube.patch(path, {"spec": {"renewTime": renew}})
         except NotFoundError:
