@@ -232,7 +232,8 @@ def auth_headers(conn: ConnectionLike) -> dict[str, str]:
     if conn.token:
         return {"Authorization": f"{conn.scheme or 'Bearer'} {conn.token}"}
     if conn.username and conn.password:
-        return {"Authorization": aiohttp.BasicAuth(conn.username, conn.password).encode()}
+        pair = base64.b64encode(f"{conn.username}:{conn.password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
     return {}
 
 
