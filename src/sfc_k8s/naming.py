@@ -16,7 +16,7 @@ from __future__ import annotations
 from sfc_k8s.coldstart import sha256
 
 HOST_IFNAME_PREFIX = "sfc"
-IFNAMSIZ = 15  # Linux interface names: 15 bytes + NUL
+IFNAME_MAX = 15  # longest Linux interface name: the kernel's IFNAMSIZ (16) less the NUL
 
 
 def host_ifname(pod_uid: str, pod_ifname: str) -> str:
@@ -26,7 +26,7 @@ def host_ifname(pod_uid: str, pod_ifname: str) -> str:
     a collision between two interfaces on one node vanishingly unlikely (about 1e-7 at 10,000).
     """
     digest: str = sha256(f"{pod_uid}/{pod_ifname}".encode()).hexdigest()
-    return HOST_IFNAME_PREFIX + digest[: IFNAMSIZ - len(HOST_IFNAME_PREFIX)]
+    return HOST_IFNAME_PREFIX + digest[: IFNAME_MAX - len(HOST_IFNAME_PREFIX)]
 
 
 def mac_from_seed(seed: str) -> str:

@@ -7,6 +7,6 @@ them from here.
 
 from __future__ import annotations
 
-from sfc_k8s.naming import HOST_IFNAME_PREFIX, IFNAMSIZ, host_ifname, mac_from_seed
+from sfc_k8s.naming import HOST_IFNAME_PREFIX, IFNAME_MAX, host_ifname, mac_from_seed
 
-__all__ = ["HOST_IFNAME_PREFIX", "IFNAMSIZ", "host_ifname", "mac_from_seed"]
+__all__ = ["HOST_IFNAME_PREFIX", "IFNAME_MAX", "host_ifname", "mac_from_seed"]

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from sfc_k8s.cni.errors import MISSING, Code, invalid
 
+# sfc_k8s.naming.IFNAME_MAX, written again so that parsing a config does not import naming (and
+# its hashing) on the DEL/CHECK paths, which never name a host end.
+IFNAME_MAX = 15
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -23,14 +27,13 @@ if TYPE_CHECKING:
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 LOG_LEVELS = ("error", "info", "debug")
-IFNAMSIZ = 15
 MTU_MIN, MTU_MAX = 68, 65535
 ENV = Code.INVALID_ENVIRONMENT  # the code of every error about a CNI_* variable
 
 # The expected forms that error messages name (see ``errors.invalid``).
 ID_FORM = "a letter or digit, then letters, digits, '_', '.' or '-'"
 IFNAME_FORM = (
-    f"an interface name of 1 to {IFNAMSIZ} bytes, not '.' or '..', without '/', ':',"
+    f"an interface name of 1 to {IFNAME_MAX} bytes, not '.' or '..', without '/', ':',"
     " whitespace or control characters"
 )
 CONFIG_FORM = "a JSON object (the network configuration)"
@@ -51,7 +54,7 @@ def _valid_id(value: str) -> bool:
 
 def _valid_ifname(name: str) -> bool:
     """A name the kernel accepts: 1-15 bytes, not ``.``/``..``, no ``/``, ``:``, spaces."""
-    if not name or len(name.encode()) > IFNAMSIZ or name in (".", ".."):
+    if not name or len(name.encode()) > IFNAME_MAX or name in (".", ".."):
         return False
     return not any(c in "/:" or c.isspace() or not c.isprintable() for c in name)
 

@@ -13,7 +13,7 @@ import pytest
 
 from sfc_k8s.local.node.cni import (
     Attachment,
-    CniError,
+    NetworkAttachmentError,
     NetworkSelection,
     network_status,
     parse_nad_config,
@@ -47,18 +47,18 @@ def test_json_form() -> None:
     ],
 )
 def test_bad_annotations_say_what_is_wrong(text: str, fragment: str) -> None:
-    with pytest.raises(CniError, match=fragment):
+    with pytest.raises(NetworkAttachmentError, match=fragment):
         parse_networks(text, "ns1")
 
 
 def test_nad_config() -> None:
     nad = {"metadata": {"name": "n1", "namespace": "x"}, "spec": {"config": '{"type": "ptp"}'}}
     assert parse_nad_config(nad) == {"type": "ptp", "name": "n1"}
-    with pytest.raises(CniError, match=r"has no spec\.config"):
+    with pytest.raises(NetworkAttachmentError, match=r"has no spec\.config"):
         parse_nad_config({"metadata": {"name": "n1"}, "spec": {}})
-    with pytest.raises(CniError, match="not valid JSON"):
+    with pytest.raises(NetworkAttachmentError, match="not valid JSON"):
         parse_nad_config({"metadata": {"name": "n1"}, "spec": {"config": "{"}})
-    with pytest.raises(CniError, match="needs 'type'"):
+    with pytest.raises(NetworkAttachmentError, match="needs 'type'"):
         parse_nad_config({"metadata": {"name": "n1"}, "spec": {"config": "{}"}})
 
 

@@ -15,8 +15,9 @@ import json
 import subprocess
 from pathlib import Path
 
+from sfc_k8s.api.attachments import NETWORK_STATUS_ANNOTATION
 from sfc_k8s.api.naming import host_ifname
-from sfc_k8s.local.node.cni import NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION
+from sfc_k8s.local.node.cni import NETWORKS_ANNOTATION
 from tests.integration.local.cluster import Cluster, phase, ready, wait_for
 
 NAD_PATH = "/apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions"

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from sfc_k8s.api import NETWORK_STATUS_ANNOTATION, attached_interfaces, ready_since
-from sfc_k8s.local.node.cni import NETWORK_STATUS_ANNOTATION as RUNTIME_ANNOTATION
 from sfc_k8s.local.node.cni import Attachment, network_status
 
 
@@ -40,7 +39,6 @@ def pod_with(annotation: str | None, **status: Any) -> dict[str, Any]:
 
 
 def test_the_annotation_the_runtime_writes_lists_the_data_plane_interfaces() -> None:
-    assert RUNTIME_ANNOTATION == NETWORK_STATUS_ANNOTATION
     written = json.dumps(
         [
             network_status(a)

@@ -27,7 +27,7 @@ from sfc_k8s.api.conditions import is_ready
 
 Obj = Mapping[str, Any]
 
-NOT_READY = "node(s) were not ready"
+NODE_NOT_READY = "node(s) were not ready"
 UNSCHEDULABLE = "node(s) were unschedulable"
 AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 NO_NODES = "no nodes available to schedule pods"
@@ -176,7 +176,7 @@ def unfit_reason(pod: Obj, node: Obj) -> str | None:
     if taint is not None:
         return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
     if not is_ready(node):
-        return NOT_READY
+        return NODE_NOT_READY
     return None
 
 

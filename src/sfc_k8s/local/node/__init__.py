@@ -4,13 +4,14 @@
 the demo may also embed ``NodeRuntime`` in their own event loop.
 """
 
-from sfc_k8s.local.node.cni import NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION, CniError
+from sfc_k8s.api.attachments import NETWORK_STATUS_ANNOTATION
+from sfc_k8s.local.node.cni import NETWORKS_ANNOTATION, NetworkAttachmentError
 from sfc_k8s.local.node.runtime import NodeRuntime, NodeSpec
 
 __all__ = [
     "NETWORKS_ANNOTATION",
     "NETWORK_STATUS_ANNOTATION",
-    "CniError",
+    "NetworkAttachmentError",
     "NodeRuntime",
     "NodeSpec",
 ]

@@ -22,7 +22,6 @@ from typing import Any
 from sfc_k8s.local.netns import exec_argv
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
-NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 PLUGIN_TIMEOUT = 60.0
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -31,8 +30,10 @@ _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 JsonObj = dict[str, Any]
 
 
-class CniError(Exception):
-    """A CNI operation failed: bad annotation or config, missing plugin, or a plugin error."""
+class NetworkAttachmentError(Exception):
+    """Attaching a pod's networks failed (the runtime's Multus-like side, not the CNI plugin's
+    own ``sfc_k8s.cni.errors.CniError``): a bad annotation or NetworkAttachmentDefinition, a
+    missing plugin, or a plugin's error result (``code``, ``details``)."""
 
     def __init__(self, message: str, *, code: int = 0, details: str = "") -> None:
         super().__init__(message + (f" ({details})" if details else ""))
@@ -58,9 +59,11 @@ class NetworkSelection:
 def _check_names(sel: NetworkSelection) -> NetworkSelection:
     for what, value in (("name", sel.name), ("namespace", sel.namespace)):
         if not _NAME_RE.match(value):
-            raise CniError(f"network {what} {value!r} in {NETWORKS_ANNOTATION} is not a DNS name")
+            raise NetworkAttachmentError(
+                f"network {what} {value!r} in {NETWORKS_ANNOTATION} is not a DNS name"
+            )
     if sel.interface is not None and not _IFNAME_RE.match(sel.interface):
-        raise CniError(
+        raise NetworkAttachmentError(
             f"interface name {sel.interface!r} in {NETWORKS_ANNOTATION} is not a valid Linux "
             "interface name (1-15 characters)"
         )
@@ -76,13 +79,15 @@ def parse_networks(annotation: str, default_namespace: str) -> list[NetworkSelec
         try:
             entries = json.loads(text)
         except ValueError as err:
-            raise CniError(f"{NETWORKS_ANNOTATION} is not valid JSON: {err}") from err
+            raise NetworkAttachmentError(f"{NETWORKS_ANNOTATION} is not valid JSON: {err}") from err
         if not isinstance(entries, list):
-            raise CniError(f"{NETWORKS_ANNOTATION} JSON must be a list of objects")
+            raise NetworkAttachmentError(f"{NETWORKS_ANNOTATION} JSON must be a list of objects")
         result = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise CniError(f"{NETWORKS_ANNOTATION} entry {entry!r} needs a string 'name'")
+                raise NetworkAttachmentError(
+                    f"{NETWORKS_ANNOTATION} entry {entry!r} needs a string 'name'"
+                )
             ips = entry.get("ips") or []
             result.append(
                 _check_names(
@@ -172,15 +177,17 @@ def parse_nad_config(nad: JsonObj) -> JsonObj:
     where = f"NetworkAttachmentDefinition {meta.get('namespace')}/{meta.get('name')}"
     raw = (nad.get("spec") or {}).get("config")
     if not raw:
-        raise CniError(f"{where} has no spec.config (config files on the node are not supported)")
+        raise NetworkAttachmentError(
+            f"{where} has no spec.config (config files on the node are not supported)"
+        )
     try:
         config = json.loads(raw)
     except ValueError as err:
-        raise CniError(f"{where}: spec.config is not valid JSON: {err}") from err
+        raise NetworkAttachmentError(f"{where}: spec.config is not valid JSON: {err}") from err
     if not isinstance(config, dict):
-        raise CniError(f"{where}: spec.config must be a JSON object")
+        raise NetworkAttachmentError(f"{where}: spec.config must be a JSON object")
     if "plugins" not in config and "type" not in config:
-        raise CniError(f"{where}: spec.config needs 'type' (or a 'plugins' list)")
+        raise NetworkAttachmentError(f"{where}: spec.config needs 'type' (or a 'plugins' list)")
     config.setdefault("name", meta.get("name", "unnamed"))
     return config
 
@@ -199,7 +206,9 @@ def _plugins(config: JsonObj) -> list[JsonObj]:
     if "plugins" in config:
         plugins = config["plugins"]
         if not isinstance(plugins, list) or not plugins:
-            raise CniError(f"conflist {config.get('name')!r} has an empty 'plugins' list")
+            raise NetworkAttachmentError(
+                f"conflist {config.get('name')!r} has an empty 'plugins' list"
+            )
         base = {"name": config.get("name"), "cniVersion": config.get("cniVersion", "1.0.0")}
         return [{**p, **base} for p in plugins]
     return [config]
@@ -220,12 +229,12 @@ class CniInvoker:
 
     def find(self, plugin_type: str) -> str:
         if not plugin_type or "/" in plugin_type:
-            raise CniError(f"invalid plugin type {plugin_type!r}")
+            raise NetworkAttachmentError(f"invalid plugin type {plugin_type!r}")
         for folder in self.cni_path:
             candidate = os.path.join(folder, plugin_type)
             if os.access(candidate, os.X_OK):
                 return candidate
-        raise CniError(
+        raise NetworkAttachmentError(
             f"CNI plugin {plugin_type!r} not found in CNI_PATH {':'.join(self.cni_path)}: "
             "build it (make) or fix the config's 'type'"
         )
@@ -258,7 +267,7 @@ class CniInvoker:
         except TimeoutError as exc:
             proc.kill()
             await proc.wait()
-            raise CniError(
+            raise NetworkAttachmentError(
                 f"CNI plugin {plugin.get('type')!r} {command} timed out after {PLUGIN_TIMEOUT}s"
             ) from exc
         if proc.returncode != 0:
@@ -270,7 +279,7 @@ class CniInvoker:
                 details = str(doc.get("details", ""))
             except (ValueError, AttributeError, TypeError):
                 pass
-            raise CniError(
+            raise NetworkAttachmentError(
                 f"CNI plugin {plugin.get('type')!r} {command} for interface {ifname!r} "
                 f"failed with code {code}: {msg}",
                 code=code,
@@ -281,7 +290,7 @@ class CniInvoker:
         try:
             result: JsonObj = json.loads(out)
         except ValueError as exc:
-            raise CniError(
+            raise NetworkAttachmentError(
                 f"CNI plugin {plugin.get('type')!r} ADD printed no JSON result: {out[:200]!r}"
             ) from exc
         return result
@@ -298,14 +307,14 @@ class CniInvoker:
 
     async def delete(self, att: Attachment, pod: PodContext) -> None:
         """DEL every plugin in reverse; all are tried, the first error is raised at the end."""
-        first: CniError | None = None
+        first: NetworkAttachmentError | None = None
         for plugin in reversed(_plugins(att.config)):
             conf = _with_runtime(plugin, att.runtime_config)
             if att.result:
                 conf = {**conf, "prevResult": att.result}
             try:
                 await self.exec_plugin("DEL", conf, pod, att.ifname)
-            except CniError as err:
+            except NetworkAttachmentError as err:
                 first = first or err
         if first is not None:
             raise first

@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfc_k8s.api.attachments import NETWORK_STATUS_ANNOTATION
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local import netns
 from sfc_k8s.local.kube import ApiError, KubeClient, KubeError, NotFoundError
 from sfc_k8s.local.layout import Layout, processes_in_netns, read_json, write_json
 from sfc_k8s.local.node.cni import (
-    NETWORK_STATUS_ANNOTATION,
     NETWORKS_ANNOTATION,
     Attachment,
-    CniError,
     CniInvoker,
+    NetworkAttachmentError,
     PodContext,
     cluster_network_config,
     first_ip,
@@ -299,7 +299,7 @@ class PodWorker:
             try:
                 await self._setup_sandbox()
                 return
-            except CniError as err:
+            except NetworkAttachmentError as err:
                 message = f"failed to set up the pod network: {err}"
                 log.warning("pod %s/%s: %s", self.namespace, self.name, message)
                 for c in self.containers:
@@ -355,7 +355,9 @@ class PodWorker:
         for index, sel in enumerate(selections, start=1):
             ifname = sel.interface or f"net{index}"
             if ifname in used:
-                raise CniError(f"interface {ifname!r} is requested twice in {NETWORKS_ANNOTATION}")
+                raise NetworkAttachmentError(
+                    f"interface {ifname!r} is requested twice in {NETWORKS_ANNOTATION}"
+                )
             used.add(ifname)
             path = (
                 f"/apis/k8s.cni.cncf.io/v1/namespaces/{sel.namespace}"
@@ -364,9 +366,13 @@ class PodWorker:
             try:
                 nad = await self.node.kube.get(path)
             except NotFoundError as err:
-                raise CniError(f"NetworkAttachmentDefinition {sel.key} not found") from err
+                raise NetworkAttachmentError(
+                    f"NetworkAttachmentDefinition {sel.key} not found"
+                ) from err
             except KubeError as err:
-                raise CniError(f"cannot read NetworkAttachmentDefinition {sel.key}: {err}") from err
+                raise NetworkAttachmentError(
+                    f"cannot read NetworkAttachmentDefinition {sel.key}: {err}"
+                ) from err
             wanted.append(
                 Attachment(
                     network=sel.key,
@@ -395,7 +401,7 @@ class PodWorker:
             await netns.create(self.netns)
         except netns.NetnsError as err:
             await self._release_network()
-            raise CniError(str(err)) from err
+            raise NetworkAttachmentError(str(err)) from err
         ctx = self._pod_context()
         invoker = self.node.invoker
         # Each network is its own plugin call on its own interface: run them side by side (the
@@ -407,9 +413,9 @@ class PodWorker:
         if errors:
             await self._release_network()
             first = errors[0]
-            if isinstance(first, CniError):
+            if isinstance(first, NetworkAttachmentError):
                 raise first
-            raise CniError(f"CNI ADD failed: {first!r}") from first
+            raise NetworkAttachmentError(f"CNI ADD failed: {first!r}") from first
         self._record()
         log.info(
             "pod %s/%s: sandbox ready in %.0f ms (%s)",
@@ -437,7 +443,7 @@ class PodWorker:
             *(invoker.delete(att, ctx) for att in self.attachments), return_exceptions=True
         )
         for att, result in zip(self.attachments, results, strict=True):
-            if isinstance(result, CniError):
+            if isinstance(result, NetworkAttachmentError):
                 log.warning(
                     "pod %s/%s: CNI DEL of %s failed: %s",
                     self.namespace,
@@ -928,7 +934,7 @@ async def cleanup_record(record_path: Path, cni_path: list[str]) -> None:
     for doc in reversed(record.get("attachments") or []):
         try:
             await invoker.delete(Attachment.from_json(doc), ctx)
-        except CniError as err:
+        except NetworkAttachmentError as err:
             log.warning("cleanup of pod %s/%s: %s", ctx.namespace, ctx.name, err)
     if pod_netns:
         with contextlib.suppress(netns.NetnsError):
