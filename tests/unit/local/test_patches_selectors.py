@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfc_k8s.local.apiserver import APIError
+from sfc_k8s.local.apiserver import StatusError
 from sfc_k8s.local.apiserver.patches import (
     PatchError,
     json_patch,
@@ -149,10 +149,10 @@ def test_field_selectors() -> None:
 
 
 def test_bad_selectors_are_bad_requests() -> None:
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         parse_label_selector("a in b")
     assert err.value.code == 400
-    with pytest.raises(APIError):
+    with pytest.raises(StatusError):
         parse_field_selector("metadata.name")
 
 

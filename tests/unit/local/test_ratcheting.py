@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sfc_k8s.local.apiserver import APIError, Store
+from sfc_k8s.local.apiserver import StatusError, Store
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.schema import StructuralSchema
 from sfc_k8s.local.apiserver.store import PATCH_MERGE
@@ -79,7 +79,7 @@ def test_status_and_metadata_writes_evaluate_no_spec_rule(store: Store) -> None:
 def test_status_write_checks_the_status_schema_only(store: Store) -> None:
     chains, _ = _chains(store)
     store.create(chains, "default", firewall_chain())
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.patch(
             chains,
             "default",
@@ -109,11 +109,11 @@ def test_new_invalid_chain_is_refused(store: Store) -> None:
     chains, _ = _chains(store)
     bad = firewall_chain()
     bad["spec"]["links"][0]["b"]["function"] = "client"
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(chains, "default", bad)
     assert err.value.code == 422
     store.create(chains, "default", firewall_chain())
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.replace(chains, "default", "web", {**bad, "metadata": {"name": "web"}})
     assert err.value.code == 422
 
@@ -150,14 +150,14 @@ def test_unchanged_field_invalid_under_a_new_rule_is_ratcheted(store: Store) -> 
     # changing the offending item makes it checked again: refused
     body = copy.deepcopy(store.get(chains, "default", "web"))
     body["spec"]["functions"][1]["selector"] = {"matchLabels": {"app": "fw"}}
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.replace(chains, "default", "web", body)
     assert err.value.code == 422
     assert err.value.details is not None
     messages = {c["message"] for c in err.value.details["causes"]}
     assert any("at most 6 characters" in m for m in messages), messages
     # and so is a new chain with such a name
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(chains, "default", firewall_chain("other"))
     assert err.value.code == 422
 
@@ -170,7 +170,7 @@ def test_unchanged_crd_keeps_compiled_rules_and_bad_rules_are_refused(store: Sto
     _chain_schema(crd)["properties"]["spec"]["x-kubernetes-validations"].append(
         {"rule": "self.functions.all(f, "}
     )
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         _register(store, crd)
     assert err.value.code == 422
     assert "does not compile" in err.value.message

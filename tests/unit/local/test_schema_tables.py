@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sfc_k8s.local.apiserver import APIError, Store
+from sfc_k8s.local.apiserver import StatusError, Store
 from sfc_k8s.local.apiserver.schema import StructuralSchema
 from sfc_k8s.local.apiserver.store import PATCH_MERGE
 from sfc_k8s.local.apiserver.tables import age, jsonpath, table
@@ -139,7 +139,7 @@ def test_cel_rules_of_the_chain_crd(store: Store) -> None:
         functions=[{"name": "f", "interfaces": ["lo"]}, {"name": "f", "interfaces": []}],
         links=[{"name": "l", "a": {"function": "g"}, "b": {"function": "f"}}],
     )
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(chains, "default", {**bad, "metadata": {"name": "d"}})
     assert err.value.code == 422
     assert err.value.details is not None
@@ -155,12 +155,12 @@ def test_cel_rules_of_the_chain_crd(store: Store) -> None:
 
 def test_strict_field_validation(store: Store) -> None:
     chains = store.resource("sfc-k8s.io", "v1alpha1", "servicefunctionchains")
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(chains, "default", _chain(typo=1), strict=True)
     assert err.value.code == 400
     assert 'strict decoding error: unknown field "spec.typo"' in err.value.message
     store.create(chains, "default", _chain(typo=1))
-    with pytest.raises(APIError):
+    with pytest.raises(StatusError):
         store.patch(chains, "default", "c", PATCH_MERGE, {"spec": {"typo": 2}}, strict=True)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sfc_k8s.local.apiserver import APIError, Store
+from sfc_k8s.local.apiserver import StatusError, Store
 from sfc_k8s.local.apiserver.store import PATCH_JSON, PATCH_MERGE, Watcher
 
 
@@ -65,18 +65,18 @@ def test_generate_name_gives_a_unique_name(store: Store) -> None:
 def test_duplicate_and_stale_writes_conflict(store: Store) -> None:
     cms = store.resource("", "v1", "configmaps")
     obj = store.create(cms, "default", _cm("a"))
-    with pytest.raises(APIError) as exists:
+    with pytest.raises(StatusError) as exists:
         store.create(cms, "default", _cm("a"))
     assert (exists.value.code, exists.value.reason) == (409, "AlreadyExists")
     store.patch(cms, "default", "a", PATCH_MERGE, {"data": {"k": "w"}})
-    with pytest.raises(APIError) as stale:
+    with pytest.raises(StatusError) as stale:
         store.replace(cms, "default", "a", obj)
     assert (stale.value.code, stale.value.reason) == (409, "Conflict")
 
 
 def test_unknown_namespace_is_not_found(store: Store) -> None:
     cms = store.resource("", "v1", "configmaps")
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(cms, "nope", _cm("a"))
     assert err.value.code == 404 and 'namespaces "nope" not found' in err.value.message
 
@@ -160,7 +160,7 @@ def test_watch_from_a_compacted_version_is_gone() -> None:
     old = store.resource_version
     for n in range(5):
         store.patch(cms, "default", "a", PATCH_MERGE, {"data": {"n": str(n)}})
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.watch(cms, store.predicate(cms, None, "", ""), str(old))
     assert (err.value.code, err.value.reason) == (410, "Expired")
     initial, watcher = store.watch(
@@ -195,7 +195,7 @@ def test_finalizers_hold_a_deleted_object(store: Store) -> None:
     # A deleting object cannot be undeleted by a client write.
     kept = store.patch(cms, "default", "a", PATCH_MERGE, {"metadata": {"deletionTimestamp": None}})
     assert kept["metadata"]["deletionTimestamp"]
-    with pytest.raises(APIError) as forbidden:
+    with pytest.raises(StatusError) as forbidden:
         store.patch(cms, "default", "a", PATCH_MERGE, {"metadata": {"finalizers": ["new/one"]}})
     assert forbidden.value.code == 422, "no finalizer can be added while deleting"
     store.patch(
@@ -250,7 +250,7 @@ def test_pods_on_a_ready_node_wait_for_the_node(store: Store) -> None:
 
 def test_invalid_pod_is_rejected_with_causes(store: Store) -> None:
     pods = store.resource("", "v1", "pods")
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(
             pods, "default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}
         )
@@ -300,14 +300,14 @@ def test_crd_versions_share_one_storage(store: Store) -> None:
     assert store.get(v1, "default", "t")["apiVersion"] == "example.com/v1"
     assert store.get(v2, "default", "t")["apiVersion"] == "example.com/v2"
     store.delete(crds, None, "things.example.com")
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.resource("example.com", "v1", "things")
     assert err.value.code == 404
 
 
 def test_invalid_crd_is_rejected(store: Store) -> None:
     crds = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-    with pytest.raises(APIError) as err:
+    with pytest.raises(StatusError) as err:
         store.create(
             crds,
             None,

@@ -7,8 +7,8 @@ history, finalizers, graceful deletion), `controllers.py` the scheduler, Deploym
 and garbage collector. Product code never imports this package (import-linter enforces it).
 """
 
-from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.server import APIServer, APIServerError, kubeconfig_text
 from sfc_k8s.local.apiserver.store import Store
 
-__all__ = ["APIError", "APIServer", "APIServerError", "Store", "kubeconfig_text"]
+__all__ = ["APIServer", "APIServerError", "StatusError", "Store", "kubeconfig_text"]

@@ -2,7 +2,7 @@
 
 Parses Kubernetes API URLs (`/api/v1/namespaces/NS/pods/NAME/status`...), serves discovery
 (`/version`, `/api`, `/apis`, group versions) from the registry, negotiates JSON or `Table`
-output, streams watches, and turns `APIError`s into `Status` objects. Everything stateful is
+output, streams watches, and turns `StatusError`s into `Status` objects. Everything stateful is
 delegated to the `Store`. Created by `server.APIServer`.
 """
 
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,20 @@ import yaml
 from aiohttp import web
 
 from sfc_k8s.local.apiserver import errors, openapi, protobuf, tables
-from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.resources import VERBS, ResourceType
 from sfc_k8s.local.apiserver.store import (
     PATCH_APPLY,
     Event,
     Obj,
     Store,
+    Watcher,
     meta,
 )
 
 logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 KUBERNETES_VERSION = {
     "major": "1",
@@ -68,6 +71,26 @@ def _json(body: Any, status: int = 200) -> web.Response:
     )
 
 
+def _segments(path: str) -> str:
+    """``path`` without empty segments (``a//b/`` -> ``a/b``)."""
+    return "/".join(p for p in path.split("/") if p)
+
+
+def _api_versions(request: web.Request) -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}],
+    }
+
+
+def _write_flags(request: web.Request) -> dict[str, bool]:
+    """``dry_run`` and ``strict`` of a write, from ``?dryRun=All`` and ``?fieldValidation=``."""
+    query = request.query
+    dry_run = "All" in query.getall("dryRun", [])
+    return {"dry_run": dry_run, "strict": query.get("fieldValidation") == "Strict"}
+
+
 def _wants_table(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     return any("as=Table" in part for part in accept.split(","))
@@ -95,18 +118,32 @@ class Scaffold:
         return count
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        """Discovery routes by path, resource URLs by their API prefix, 404 for the rest; every
+        handler's `StatusError` becomes a `Status` response (the middleware)."""
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._statuses])
+        router = app.router
+        for path, handler in self._discovery_routes():
+            # A trailing slash addresses the same document, as in Kubernetes.
+            for variant in dict.fromkeys((path, path.rstrip("/") + "/")):
+                router.add_get(variant, handler, allow_head=False)
+        router.add_route("*", "/api/{version}/{rest:.+}", self._core_resource)
+        router.add_route("*", "/apis/{group}/{version}/{rest:.+}", self._group_resource)
+        router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    @web.middleware
+    async def _statuses(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         try:
-            return await self._dispatch(request)
-        except APIError as err:
+            return await handler(request)
+        except StatusError as err:
             return _json(err.status(), err.code)
         except Exception as err:
             logger.exception("internal error serving %s %s", request.method, request.path)
-            failure = APIError(
+            failure = StatusError(
                 500,
                 "InternalError",
                 f"an error on the server ({err!r}) has prevented the request from succeeding",
@@ -115,48 +152,61 @@ class Scaffold:
 
     # ----- discovery ---------------------------------------------------------------------------
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.path.rstrip("/") or "/"
-        parts = [p for p in path.split("/") if p]
-        if request.method == "GET":
-            if path == "/version":
-                return _json(KUBERNETES_VERSION)
-            if path in ("/healthz", "/readyz", "/livez"):
-                return web.Response(text="ok")
-            if path == "/api":
-                return _json(
-                    {
-                        "kind": "APIVersions",
-                        "versions": ["v1"],
-                        "serverAddressByClientCIDRs": [
-                            {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}
-                        ],
-                    }
-                )
-            if path == "/apis":
-                return _json(self._group_list())
-            if parts[:1] == ["apis"] and len(parts) == 2:
-                return _json(self._group(parts[1]))
-            if parts == ["api", "v1"]:
-                return _json(self._resource_list("", "v1"))
-            if parts[:1] == ["apis"] and len(parts) == 3:
-                return _json(self._resource_list(parts[1], parts[2]))
-            if path == "/openapi/v2":
-                if "protobuf" in request.headers.get("Accept", ""):
-                    return web.Response(
-                        body=openapi.SWAGGER_PROTOBUF, content_type=openapi.SWAGGER_PROTOBUF_TYPE
-                    )
-                return _json(openapi.swagger(self.store.registry))
-            if path == "/openapi/v3":
-                return _json(openapi.root(self.store.registry))
-            if parts[:2] == ["openapi", "v3"]:
-                return _json(openapi.group_version(self.store.registry, "/".join(parts[2:])))
-        if parts[:1] == ["api"] and len(parts) >= 3:
-            target = self._target("", parts[1], parts[2:], request.path)
-        elif parts[:1] == ["apis"] and len(parts) >= 4:
-            target = self._target(parts[1], parts[2], parts[3:], request.path)
-        else:
-            raise errors.resource_not_found(request.path)
+    def _discovery_routes(self) -> list[tuple[str, Handler]]:
+        def document(build: Callable[[web.Request], Any]) -> Handler:
+            async def serve(request: web.Request) -> web.StreamResponse:
+                return _json(build(request))
+
+            return serve
+
+        registry = self.store.registry
+        return [
+            ("/version", document(lambda _: KUBERNETES_VERSION)),
+            *((path, self._ok) for path in ("/healthz", "/readyz", "/livez")),
+            ("/api", document(_api_versions)),
+            ("/apis", document(lambda _: self._group_list())),
+            ("/apis/{group}", document(lambda r: self._group(r.match_info["group"]))),
+            ("/api/v1", document(lambda _: self._resource_list("", "v1"))),
+            (
+                "/apis/{group}/{version}",
+                document(
+                    lambda r: self._resource_list(r.match_info["group"], r.match_info["version"])
+                ),
+            ),
+            ("/openapi/v2", self._swagger),
+            ("/openapi/v3", document(lambda _: openapi.root(registry))),
+            (
+                "/openapi/v3/{rest:.+}",
+                document(
+                    lambda r: openapi.group_version(registry, _segments(r.match_info["rest"]))
+                ),
+            ),
+        ]
+
+    @staticmethod
+    async def _ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def _swagger(self, request: web.Request) -> web.StreamResponse:
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(
+                body=openapi.SWAGGER_PROTOBUF, content_type=openapi.SWAGGER_PROTOBUF_TYPE
+            )
+        return _json(openapi.swagger(self.store.registry))
+
+    @staticmethod
+    async def _not_found(request: web.Request) -> web.StreamResponse:
+        raise errors.resource_not_found(request.path)
+
+    async def _core_resource(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        rest = [p for p in info["rest"].split("/") if p]
+        return await self._serve(request, self._target("", info["version"], rest, request.path))
+
+    async def _group_resource(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        rest = [p for p in info["rest"].split("/") if p]
+        target = self._target(info["group"], info["version"], rest, request.path)
         return await self._serve(request, target)
 
     def _group_entry(self, group: str, versions: list[str]) -> dict[str, Any]:
@@ -242,7 +292,7 @@ class Scaffold:
             try:
                 return protobuf.decode(raw)
             except protobuf.ProtobufError as err:
-                raise errors.APIError(415, "UnsupportedMediaType", str(err)) from err
+                raise errors.StatusError(415, "UnsupportedMediaType", str(err)) from err
         try:
             return json.loads(raw)
         except ValueError:
@@ -254,91 +304,102 @@ class Scaffold:
             raise errors.bad_request(f"the request body is not valid YAML: {err}") from err
 
     async def _serve(self, request: web.Request, target: Target) -> web.StreamResponse:
-        store, rtype = self.store, target.rtype
-        query = request.query
-        dry_run = "All" in query.getall("dryRun", [])
-        strict = query.get("fieldValidation") == "Strict"
-        method = request.method
         if target.name is None:
-            if method == "GET":
-                if query.get("watch") in ("true", "1"):
-                    return await self._watch(request, target)
-                return self._list(request, target)
-            if method == "POST":
-                body = await self._body(request)
-                obj = store.create(rtype, target.namespace, body, dry_run=dry_run, strict=strict)
-                return _json(obj, 201)
-            if method == "DELETE":
-                return self._delete_collection(request, target, await self._body(request))
-            raise errors.method_not_allowed(method, rtype.plural)
-        name = target.name
+            return await self._serve_collection(request, target)
         if target.subresource == "scale":
             return await self._scale(request, target)
-        if target.subresource == "log":
-            if method != "GET":
-                raise errors.method_not_allowed(method, f"{rtype.plural}/log")
-            return await self._log(request, target)
-        if target.subresource == "binding":
-            if method != "POST":
-                raise errors.method_not_allowed(method, f"{rtype.plural}/binding")
-            return self._bind(target, await self._body(request))
-        if method == "GET" and not target.subresource and query.get("watch") in ("true", "1"):
-            return await self._watch(request, target)  # the old per-object watch URL
+        if target.subresource in ("log", "binding"):
+            return await self._serve_action(request, target)
+        serve = {
+            "GET": self._get,
+            "PUT": self._put,
+            "PATCH": self._patch,
+            "DELETE": self._delete,
+        }.get(request.method)
+        if serve is None:
+            raise errors.method_not_allowed(request.method, target.rtype.plural)
+        return await serve(request, target)
+
+    async def _serve_collection(self, request: web.Request, target: Target) -> web.StreamResponse:
+        method, rtype, query = request.method, target.rtype, request.query
         if method == "GET":
-            obj = store.get(rtype, target.namespace, name)
-            if _wants_table(request) and not target.subresource:
-                return _json(
-                    tables.table(
-                        rtype,
-                        [obj],
-                        resource_version=str(store.resource_version),
-                        include_object=request.query.get("includeObject", "Metadata"),
-                    )
-                )
-            return _json(obj)
-        if method == "PUT":
+            if query.get("watch") in ("true", "1"):
+                return await self._watch(request, target)
+            return self._list(request, target)
+        if method == "POST":
             body = await self._body(request)
-            obj = store.replace(
-                rtype,
-                target.namespace,
-                name,
-                body,
-                subresource=target.subresource,
-                dry_run=dry_run,
-                strict=strict,
-            )
-            return _json(obj)
-        if method == "PATCH":
-            ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
-            body = await self._body(request)
-            if (
-                ctype == PATCH_APPLY
-                and store.find(rtype.key, target.namespace if rtype.namespaced else None, name)
-                is None
-            ):
-                if isinstance(body, dict):
-                    body.setdefault("metadata", {})["name"] = name
-                return _json(
-                    store.create(rtype, target.namespace, body, dry_run=dry_run, strict=strict),
-                    201,
-                )
-            obj = store.patch(
-                rtype,
-                target.namespace,
-                name,
-                ctype,
-                body,
-                subresource=target.subresource,
-                dry_run=dry_run,
-                strict=strict,
-            )
-            return _json(obj)
+            obj = self.store.create(rtype, target.namespace, body, **_write_flags(request))
+            return _json(obj, 201)
         if method == "DELETE":
-            if target.subresource:
-                raise errors.method_not_allowed(method, f"{rtype.plural}/{target.subresource}")
-            options = self._delete_options(query, await self._body(request))
-            return _json(store.delete(rtype, target.namespace, name, options, dry_run=dry_run))
+            return self._delete_collection(request, target, await self._body(request))
         raise errors.method_not_allowed(method, rtype.plural)
+
+    async def _serve_action(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """The `log` (GET) and `binding` (POST) subresources of pods."""
+        wanted = "GET" if target.subresource == "log" else "POST"
+        if request.method != wanted:
+            raise errors.method_not_allowed(
+                request.method, f"{target.rtype.plural}/{target.subresource}"
+            )
+        if target.subresource == "log":
+            return await self._log(request, target)
+        return self._bind(target, await self._body(request))
+
+    async def _get(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if not target.subresource and request.query.get("watch") in ("true", "1"):
+            return await self._watch(request, target)  # the old per-object watch URL
+        obj = self.store.get(target.rtype, target.namespace, target.name or "")
+        if _wants_table(request) and not target.subresource:
+            return _json(
+                tables.table(
+                    target.rtype,
+                    [obj],
+                    resource_version=str(self.store.resource_version),
+                    include_object=request.query.get("includeObject", "Metadata"),
+                )
+            )
+        return _json(obj)
+
+    async def _put(self, request: web.Request, target: Target) -> web.StreamResponse:
+        body = await self._body(request)
+        obj = self.store.replace(
+            target.rtype,
+            target.namespace,
+            target.name or "",
+            body,
+            subresource=target.subresource,
+            **_write_flags(request),
+        )
+        return _json(obj)
+
+    async def _patch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        store, rtype, name = self.store, target.rtype, target.name or ""
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        body = await self._body(request)
+        flags = _write_flags(request)
+        namespace = target.namespace if rtype.namespaced else None
+        if ctype == PATCH_APPLY and store.find(rtype.key, namespace, name) is None:
+            # Server-side apply of an object that does not exist yet creates it.
+            if isinstance(body, dict):
+                body.setdefault("metadata", {})["name"] = name
+            return _json(store.create(rtype, target.namespace, body, **flags), 201)
+        obj = store.patch(
+            rtype, target.namespace, name, ctype, body, subresource=target.subresource, **flags
+        )
+        return _json(obj)
+
+    async def _delete(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if target.subresource:
+            raise errors.method_not_allowed(
+                request.method, f"{target.rtype.plural}/{target.subresource}"
+            )
+        options = self._delete_options(request.query, await self._body(request))
+        dry_run = _write_flags(request)["dry_run"]
+        return _json(
+            self.store.delete(
+                target.rtype, target.namespace, target.name or "", options, dry_run=dry_run
+            )
+        )
 
     @staticmethod
     def _delete_options(query: Mapping[str, str], body: Any) -> dict[str, Any]:
@@ -363,7 +424,7 @@ class Scaffold:
         options = self._delete_options(request.query, body)
         deleted = []
         for obj in items:
-            with contextlib.suppress(APIError):
+            with contextlib.suppress(StatusError):
                 deleted.append(
                     store.delete(rtype, meta(obj).get("namespace"), meta(obj)["name"], options)
                 )
@@ -425,7 +486,7 @@ class Scaffold:
         response.enable_chunked_encoding()
         try:
             initial, watcher = self.store.watch(rtype, predicate, query.get("resourceVersion"))
-        except APIError as err:
+        except StatusError as err:
             if err.code != 410:
                 raise
             await response.prepare(request)
@@ -459,30 +520,9 @@ class Scaffold:
                 await self._write(response, render(event))
             if query.get("sendInitialEvents") == "true" and bookmarks:
                 await self._write(response, self._bookmark(rtype, initial_end=True))
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            closed = False
-            while not closed:
-                while watcher.pending:
-                    change = watcher.pending.popleft()
-                    if change is None:
-                        closed = True
-                        break
-                    await self._write(response, render(change))
-                remaining = deadline - loop.time()
-                if closed or remaining <= 0:
-                    break
-                watcher.ready.clear()
-                if watcher.pending:
-                    continue
-                try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that arrives as the waited-for event fires.
-                    async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
-                        await watcher.ready.wait()
-                except TimeoutError:
-                    if bookmarks and not watcher.pending and loop.time() < deadline:
-                        await self._write(response, self._bookmark(rtype))
+            closed = await self._follow(
+                response, watcher, render, timeout=timeout, bookmarks=bookmarks, rtype=rtype
+            )
             if bookmarks and not closed:
                 await self._write(response, self._bookmark(rtype))
         except ConnectionResetError:
@@ -493,6 +533,41 @@ class Scaffold:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+    async def _follow(
+        self,
+        response: web.StreamResponse,
+        watcher: Watcher,
+        render: Callable[[Event], dict[str, Any]],
+        *,
+        timeout: float,
+        bookmarks: bool,
+        rtype: ResourceType,
+    ) -> bool:
+        """Write ``watcher``'s changes until ``timeout`` passes (False) or the store closes the
+        watch (True), with a bookmark after each quiet ``BOOKMARK_INTERVAL`` if asked."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            while watcher.pending:
+                change = watcher.pending.popleft()
+                if change is None:
+                    return True
+                await self._write(response, render(change))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            watcher.ready.clear()
+            if watcher.pending:
+                continue
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the waited-for event fires.
+                async with asyncio.timeout(min(remaining, BOOKMARK_INTERVAL)):
+                    await watcher.ready.wait()
+            except TimeoutError:
+                if bookmarks and not watcher.pending and loop.time() < deadline:
+                    await self._write(response, self._bookmark(rtype))
 
     def _bookmark(self, rtype: ResourceType, *, initial_end: bool = False) -> dict[str, Any]:
         md: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
@@ -556,7 +631,7 @@ class Scaffold:
                 else:
                     raise errors.unsupported_media_type(ctype)
             except PatchError as err:
-                raise APIError(422, "Invalid", f"the patch could not be applied: {err}") from err
+                raise StatusError(422, "Invalid", f"the patch could not be applied: {err}") from err
         else:
             raise errors.method_not_allowed(request.method, f"{rtype.plural}/scale")
         replicas = ((wanted or {}).get("spec") or {}).get("replicas")

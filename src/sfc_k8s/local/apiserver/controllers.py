@@ -20,7 +20,7 @@ from typing import Any
 
 from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import format_rfc3339, now_rfc3339
-from sfc_k8s.local.apiserver.errors import APIError
+from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.nodelifecycle import (
     DEFAULT_EVICTION_SECONDS,
     DEFAULT_GRACE_SECONDS,
@@ -161,7 +161,7 @@ class Controllers:
         ):
             try:
                 step()
-            except APIError as err:
+            except StatusError as err:
                 logger.warning("controller %s: %s", step.__name__, err.message)
 
     # ----- garbage collection ----------------------------------------------------------------
@@ -243,7 +243,7 @@ class Controllers:
             self.store.delete(
                 self._type(key), meta(obj).get("namespace"), meta(obj)["name"], options
             )
-        except APIError as err:
+        except StatusError as err:
             if err.code != 404:
                 raise
 
@@ -333,7 +333,7 @@ class Controllers:
         }
         try:
             self.store.create(self._type(EVENTS), namespace, body)
-        except APIError as err:
+        except StatusError as err:
             logger.warning("cannot post event %s: %s", reason, err.message)
 
     # ----- namespaces --------------------------------------------------------------------------

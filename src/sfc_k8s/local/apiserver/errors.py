@@ -1,8 +1,9 @@
 """Kubernetes-shaped API errors of the local API server.
 
-The store and the admission code raise `APIError`; the HTTP scaffold (`app.py`) turns it into a
-`Status` object with the same code, reason, message and details that a real API server sends, so
-that kubectl and Kopf print and branch on it exactly as they would against a real cluster.
+The store and the admission code raise `StatusError`; the HTTP scaffold (`app.py`) turns it into
+a `Status` object with the same code, reason, message and details that a real API server sends,
+so that kubectl and Kopf print and branch on it exactly as they would against a real cluster.
+(The server's side of an error; a client's view of one is `sfc_k8s.kube.ApiError`.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 
-class APIError(Exception):
+class StatusError(Exception):
     """An error answered as a `Status` object: `code` is the HTTP status."""
 
     def __init__(
@@ -47,9 +48,9 @@ def _qualified(plural: str, group: str) -> str:
     return f"{plural}.{group}" if group else plural
 
 
-def not_found(plural: str, group: str, name: str) -> APIError:
+def not_found(plural: str, group: str, name: str) -> StatusError:
     """404 for a missing object of a known resource."""
-    return APIError(
+    return StatusError(
         404,
         "NotFound",
         f'{_qualified(plural, group)} "{name}" not found',
@@ -57,9 +58,9 @@ def not_found(plural: str, group: str, name: str) -> APIError:
     )
 
 
-def resource_not_found(path: str) -> APIError:
+def resource_not_found(path: str) -> StatusError:
     """404 for a URL that names no served resource."""
-    return APIError(
+    return StatusError(
         404,
         "NotFound",
         "the server could not find the requested resource",
@@ -71,9 +72,9 @@ def resource_not_found(path: str) -> APIError:
     )
 
 
-def already_exists(plural: str, group: str, name: str) -> APIError:
+def already_exists(plural: str, group: str, name: str) -> StatusError:
     """409 for a create of a name already taken."""
-    return APIError(
+    return StatusError(
         409,
         "AlreadyExists",
         f'{_qualified(plural, group)} "{name}" already exists',
@@ -81,9 +82,9 @@ def already_exists(plural: str, group: str, name: str) -> APIError:
     )
 
 
-def conflict(plural: str, group: str, name: str, why: str) -> APIError:
+def conflict(plural: str, group: str, name: str, why: str) -> StatusError:
     """409 for a failed optimistic-concurrency precondition."""
-    return APIError(
+    return StatusError(
         409,
         "Conflict",
         f'Operation cannot be fulfilled on {_qualified(plural, group)} "{name}": {why}',
@@ -91,7 +92,7 @@ def conflict(plural: str, group: str, name: str, why: str) -> APIError:
     )
 
 
-def stale(plural: str, group: str, name: str) -> APIError:
+def stale(plural: str, group: str, name: str) -> StatusError:
     """409 for an update carrying an outdated resourceVersion."""
     return conflict(
         plural,
@@ -117,11 +118,11 @@ class Cause:
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
-def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> APIError:
+def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> StatusError:
     """422 listing the field errors of a rejected object."""
     qualified = f"{kind}.{group}" if group else kind
     summary = str(causes[0]) if len(causes) == 1 else "[" + ", ".join(map(str, causes)) + "]"
-    return APIError(
+    return StatusError(
         422,
         "Invalid",
         f'{qualified} "{name}" is invalid: {summary}',
@@ -134,28 +135,28 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> APIError:
     )
 
 
-def bad_request(message: str) -> APIError:
+def bad_request(message: str) -> StatusError:
     """400 for a body or query the server cannot understand."""
-    return APIError(400, "BadRequest", message)
+    return StatusError(400, "BadRequest", message)
 
 
-def method_not_allowed(method: str, what: str) -> APIError:
+def method_not_allowed(method: str, what: str) -> StatusError:
     """405 for a verb the resource does not support."""
-    return APIError(
+    return StatusError(
         405,
         "MethodNotAllowed",
         f"the server does not allow this method on the requested resource: {method} {what}",
     )
 
 
-def gone(requested: int, oldest: int) -> APIError:
+def gone(requested: int, oldest: int) -> StatusError:
     """410 for a watch or list from a resourceVersion no longer kept."""
-    return APIError(410, "Expired", f"too old resource version: {requested} ({oldest})")
+    return StatusError(410, "Expired", f"too old resource version: {requested} ({oldest})")
 
 
-def forbidden(plural: str, group: str, name: str, why: str) -> APIError:
+def forbidden(plural: str, group: str, name: str, why: str) -> StatusError:
     """403, used for creations in a terminating namespace."""
-    return APIError(
+    return StatusError(
         403,
         "Forbidden",
         f'{_qualified(plural, group)} "{name}" is forbidden: {why}',
@@ -163,9 +164,9 @@ def forbidden(plural: str, group: str, name: str, why: str) -> APIError:
     )
 
 
-def unsupported_media_type(content_type: str) -> APIError:
+def unsupported_media_type(content_type: str) -> StatusError:
     """415 for a patch type or body encoding the server does not read."""
-    return APIError(
+    return StatusError(
         415,
         "UnsupportedMediaType",
         f"the body of the request was in an unknown "

@@ -39,7 +39,7 @@ from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
-from sfc_k8s.local.apiserver.errors import APIError, Cause
+from sfc_k8s.local.apiserver.errors import Cause, StatusError
 from sfc_k8s.local.apiserver.hpaspec import admit_hpa
 from sfc_k8s.local.apiserver.patches import (
     PatchError,
@@ -638,7 +638,9 @@ class Store:
             else:
                 raise errors.unsupported_media_type(patch_type)
         except PatchError as err:
-            raise errors.APIError(422, "Invalid", f"the patch could not be applied: {err}") from err
+            raise errors.StatusError(
+                422, "Invalid", f"the patch could not be applied: {err}"
+            ) from err
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch must leave a JSON object")
         wanted_rv = meta(patched).get("resourceVersion")
@@ -1158,4 +1160,4 @@ _BUILTIN_ADMISSION: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause
     ("autoscaling", "horizontalpodautoscalers"): admit_hpa,
 }
 
-__all__ = ["APIError", "Event", "Store", "Watcher"]
+__all__ = ["Event", "StatusError", "Store", "Watcher"]
