@@ -170,9 +170,8 @@ def _message(index: int, seq: int, size: int) -> bytes:
     return head + body
 
 
-def tcp_flows(args: argparse.Namespace) -> None:
+def _connect_tcp_flows(args: argparse.Namespace) -> list[TcpFlow]:
     family = family_of(args.server)
-    retrans0 = tcp_retrans()
     flows: list[TcpFlow] = []
     for index in range(args.flows):
         sport = args.sport_base + index
@@ -184,71 +183,58 @@ def tcp_flows(args: argparse.Namespace) -> None:
         sock.connect((args.server, args.port))
         sock.setblocking(False)
         flows.append(TcpFlow(index, sock, sport))
-    sel = selectors.DefaultSelector()
+    return flows
+
+
+def _send_due(flows: list[TcpFlow], now: float, size: int) -> None:
+    """Send the next message of every idle flow whose time has come."""
     for flow in flows:
-        sel.register(flow.sock, selectors.EVENT_READ, flow)
-    _watch_stdin(sel, None)
-    interval = args.interval / 1000
-    start = time.monotonic()
-    deadline = start + args.duration
-    for flow in flows:  # spread the flows over one interval
-        flow.next_at = start + interval * flow.index / len(flows)
-        flow.last_echo = start
-    ready = stopping = False
-    stop_at = deadline
-    while True:
-        now = time.monotonic()
-        if not stopping and now >= deadline:
-            stopping, stop_at = True, now
-        if stopping and (all(f.error or not f.expected for f in flows) or now > stop_at + 3):
-            break
-        for flow in flows:
-            if flow.error or flow.expected or stopping or now < flow.next_at:
-                continue
-            flow.expected = _message(flow.index, flow.exchanges, args.size)
-            flow.received.clear()
-            flow.sent_at = now
-            try:
-                flow.sock.send(flow.expected)  # small: always fits the send buffer
-            except OSError as err:
-                flow.error = errno.errorcode.get(err.errno or 0, str(err))
-        waits = [f.next_at - now for f in flows if not f.expected and not f.error]
-        timeout = max(0.0, min([*waits, 0.05]))
-        for key, _ in sel.select(timeout):
-            if key.data is None:
-                line = sys.stdin.readline()
-                if not line:  # no controller: run for --duration
-                    sel.unregister(sys.stdin)
-                elif line.strip() == "stop":
-                    stopping, stop_at = True, time.monotonic()
-                continue
-            flow = key.data
-            try:
-                chunk = flow.sock.recv(65536)
-            except OSError as err:
-                flow.error = errno.errorcode.get(err.errno or 0, str(err))
-                sel.unregister(flow.sock)
-                continue
-            if not chunk:
-                flow.error = "EOF"
-                sel.unregister(flow.sock)
-                continue
-            flow.received += chunk
-            if len(flow.received) < len(flow.expected):
-                continue
-            now = time.monotonic()
-            if bytes(flow.received) != flow.expected:
-                flow.error = f"corrupt echo at exchange {flow.exchanges}"
-                continue
-            flow.max_gap = max(flow.max_gap, now - flow.last_echo)
-            flow.last_echo = now
-            flow.exchanges += 1
-            flow.expected = b""
-            flow.next_at = flow.sent_at + interval
-        if not ready and all(f.exchanges > 0 or f.error for f in flows):
-            ready = True
-            sys.stdout.write("READY\n")
-            sys.stdout.flush()
+        if flow.error or flow.expected or now < flow.next_at:
+            continue
+        flow.expected = _message(flow.index, flow.exchanges, size)
+        flow.received.clear()
+        flow.sent_at = now
+        try:
+            flow.sock.send(flow.expected)  # small: always fits the send buffer
+        except OSError as err:
+            flow.error = errno.errorcode.get(err.errno or 0, str(err))
+
+
+def _receive(flow: TcpFlow, sel: selectors.BaseSelector, interval: float) -> None:
+    """Read what ``flow``'s socket holds; a complete, correct echo ends its exchange."""
+    try:
+        chunk = flow.sock.recv(65536)
+    except OSError as err:
+        flow.error = errno.errorcode.get(err.errno or 0, str(err))
+        sel.unregister(flow.sock)
+        return
+    if not chunk:
+        flow.error = "EOF"
+        sel.unregister(flow.sock)
+        return
+    flow.received += chunk
+    if len(flow.received) < len(flow.expected):
+        return
+    now = time.monotonic()
+    if bytes(flow.received) != flow.expected:
+        flow.error = f"corrupt echo at exchange {flow.exchanges}"
+        return
+    flow.max_gap = max(flow.max_gap, now - flow.last_echo)
+    flow.last_echo = now
+    flow.exchanges += 1
+    flow.expected = b""
+    flow.next_at = flow.sent_at + interval
+
+
+def _stop_requested(sel: selectors.BaseSelector) -> bool:
+    """Whether the controller wrote ``stop`` on stdin (its end: run for --duration)."""
+    line = sys.stdin.readline()
+    if not line:
+        sel.unregister(sys.stdin)
+    return line.strip() == "stop"
+
+
+def _tcp_report(flows: list[TcpFlow], retrans0: int) -> None:
     retrans = {}
     for flow in flows:
         if not flow.error and flow.expected:
@@ -271,6 +257,42 @@ def tcp_flows(args: argparse.Namespace) -> None:
             ],
         }
     )
+
+
+def tcp_flows(args: argparse.Namespace) -> None:
+    retrans0 = tcp_retrans()
+    flows = _connect_tcp_flows(args)
+    sel = selectors.DefaultSelector()
+    for flow in flows:
+        sel.register(flow.sock, selectors.EVENT_READ, flow)
+    _watch_stdin(sel, None)
+    interval = args.interval / 1000
+    start = time.monotonic()
+    deadline = start + args.duration
+    for flow in flows:  # spread the flows over one interval
+        flow.next_at = start + interval * flow.index / len(flows)
+        flow.last_echo = start
+    ready = stopping = False
+    stop_at = deadline
+    while True:
+        now = time.monotonic()
+        if not stopping and now >= deadline:
+            stopping, stop_at = True, now
+        if stopping and (all(f.error or not f.expected for f in flows) or now > stop_at + 3):
+            break
+        if not stopping:
+            _send_due(flows, now, args.size)
+        waits = [f.next_at - now for f in flows if not f.expected and not f.error]
+        for key, _ in sel.select(max(0.0, min([*waits, 0.05]))):
+            if key.data is not None:
+                _receive(key.data, sel, interval)
+            elif _stop_requested(sel):
+                stopping, stop_at = True, time.monotonic()
+        if not ready and all(f.exchanges > 0 or f.error for f in flows):
+            ready = True
+            sys.stdout.write("READY\n")
+            sys.stdout.flush()
+    _tcp_report(flows, retrans0)
 
 
 # --- UDP flows -------------------------------------------------------------------------------

@@ -684,12 +684,10 @@ class Scaffold:
 
     # ----- pod logs ----------------------------------------------------------------------------
 
-    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
-        """`kubectl logs`: the container's output file under POD_LOG_DIR/<pod uid>/."""
-        store, name = self.store, target.name or ""
-        pod = store.get(target.rtype, target.namespace, name)
+    def _log_file(self, pod: Obj, name: str, container: str) -> Path:
+        """The output file of ``container`` of ``pod`` (its only one if not named); 400 with
+        kubectl's wording when there is none."""
         containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers", [])]
-        container = request.query.get("container", "")
         if not container:
             if len(containers) != 1:
                 raise errors.bad_request(
@@ -704,12 +702,19 @@ class Scaffold:
                 "container logs are not available: this API server was started without a pod "
                 "log directory (--pod-logs)"
             )
-        uid = meta(pod).get("uid", "")
-        path = self.pod_log_dir / uid / f"{container}.log"
+        path = self.pod_log_dir / str(meta(pod).get("uid", "")) / f"{container}.log"
         if not path.is_file():
             raise errors.bad_request(
                 f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
             )
+        return path
+
+    async def _log(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """`kubectl logs`: the container's output file under POD_LOG_DIR/<pod uid>/."""
+        name = target.name or ""
+        pod = self.store.get(target.rtype, target.namespace, name)
+        path = self._log_file(pod, name, request.query.get("container", ""))
+        uid = meta(pod).get("uid", "")
         data = path.read_bytes()
         tail = request.query.get("tailLines")
         if tail is not None and tail.lstrip("-").isdigit():
@@ -729,7 +734,7 @@ class Scaffold:
             offset = path.stat().st_size
             while True:
                 await asyncio.sleep(LOG_POLL_SECONDS)
-                current = store.find(target.rtype.key, target.namespace, name)
+                current = self.store.find(target.rtype.key, target.namespace, name)
                 size = path.stat().st_size if path.is_file() else offset
                 if size > offset:
                     with path.open("rb") as handle:

@@ -237,6 +237,43 @@ def _order(items: list[Any], order: list[Any], key: str | None) -> list[Any]:
     return [items[i] for i in sorted(range(len(items)), key=rank)]
 
 
+def _directive(
+    result: dict[str, Any],
+    key: str,
+    value: Any,
+    orders: dict[str, list[Any]],
+    retain: list[str] | None,
+) -> list[str] | None:
+    """Apply the ``$`` directive ``key`` of a patch map to ``result`` (element orders are kept
+    in ``orders`` for the end); the ``$retainKeys`` list as it now stands."""
+    if key.startswith("$setElementOrder/"):
+        orders[key.split("/", 1)[1]] = value if isinstance(value, list) else []
+    elif key.startswith("$deleteFromPrimitiveList/"):
+        field = key.split("/", 1)[1]
+        current = result.get(field)
+        if isinstance(current, list):
+            result[field] = [v for v in current if v not in (value or [])]
+    elif key == "$retainKeys":
+        return list(value or [])
+    return retain
+
+
+def _merge_field(result: dict[str, Any], key: str, value: Any) -> None:
+    """Merge one ordinary field of a patch map into ``result`` (null deletes it)."""
+    if value is None:
+        result.pop(key, None)
+    elif isinstance(value, list):
+        result[key] = _merge_list(key, result.get(key), value)
+    elif isinstance(value, dict):
+        merged = strategic_merge_patch(result.get(key), value)
+        if merged is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged
+    else:
+        result[key] = value
+
+
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """Strategic merge patch as kubectl apply/edit/label send it for built-in kinds."""
     if not isinstance(patch, dict):
@@ -249,29 +286,10 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     orders: dict[str, list[Any]] = {}
     retain: list[str] | None = None
     for key, value in patch.items():
-        if key.startswith("$setElementOrder/"):
-            orders[key.split("/", 1)[1]] = value if isinstance(value, list) else []
-        elif key.startswith("$deleteFromPrimitiveList/"):
-            field = key.split("/", 1)[1]
-            current = result.get(field)
-            if isinstance(current, list):
-                result[field] = [v for v in current if v not in (value or [])]
-        elif key == "$retainKeys":
-            retain = list(value or [])
-        elif key.startswith("$"):
-            continue
-        elif value is None:
-            result.pop(key, None)
-        elif isinstance(value, list):
-            result[key] = _merge_list(key, result.get(key), value)
-        elif isinstance(value, dict):
-            merged = strategic_merge_patch(result.get(key), value)
-            if merged is None:
-                result.pop(key, None)
-            else:
-                result[key] = merged
+        if key.startswith("$"):
+            retain = _directive(result, key, value, orders, retain)
         else:
-            result[key] = value
+            _merge_field(result, key, value)
     for field, order in orders.items():
         if isinstance(result.get(field), list):
             items = result[field]

@@ -29,6 +29,35 @@ _TOKEN_RE = re.compile(
 )
 
 
+def _select(item: Any, step: tuple[str | None, ...]) -> list[Any]:
+    """What one parsed JSONPath step (the groups of ``_TOKEN_RE``) selects from ``item``."""
+    field, quoted, index, fkey, fop, fvalue = step
+    name = field if field is not None else quoted
+    if name is not None:
+        return [item[name]] if isinstance(item, dict) and name in item else []
+    if index is not None:
+        return _indexed(item, index)
+    if fkey is None or not isinstance(item, list):
+        return []
+    return [e for e in item if _filter_hit(e, fkey, fvalue or "") == (fop == "==")]
+
+
+def _indexed(item: Any, index: str) -> list[Any]:
+    """``[*]`` (every element or value) or ``[n]`` (one element, negative from the end)."""
+    if isinstance(item, dict):
+        return list(item.values()) if index == "*" else []
+    if not isinstance(item, list):
+        return []
+    if index == "*":
+        return list(item)
+    return [item[int(index)]] if -len(item) <= int(index) < len(item) else []
+
+
+def _filter_hit(element: Any, key: str, value: str) -> bool:
+    actual = jsonpath(element, "." + key)
+    return bool(actual) and str(actual[0]) == value
+
+
 def jsonpath(obj: Any, path: str) -> list[Any]:
     """Values selected by a printer-column JSONPath (empty list when nothing matches)."""
     path = path.strip()
@@ -43,28 +72,8 @@ def jsonpath(obj: Any, path: str) -> list[Any]:
         if match is None:
             return []
         pos = match.end()
-        field, quoted, index, fkey, fop, fvalue = match.groups()
-        nxt: list[Any] = []
-        for item in current:
-            if field is not None or quoted is not None:
-                name = field if field is not None else quoted
-                if isinstance(item, dict) and name in item:
-                    nxt.append(item[name])
-            elif index is not None:
-                if isinstance(item, list):
-                    if index == "*":
-                        nxt.extend(item)
-                    elif -len(item) <= int(index) < len(item):
-                        nxt.append(item[int(index)])
-                elif isinstance(item, dict) and index == "*":
-                    nxt.extend(item.values())
-            elif fkey is not None and isinstance(item, list):
-                for element in item:
-                    actual = jsonpath(element, "." + fkey)
-                    hit = bool(actual) and str(actual[0]) == fvalue
-                    if hit == (fop == "=="):
-                        nxt.append(element)
-        current = nxt
+        step = match.groups()
+        current = [value for item in current for value in _select(item, step)]
     return current
 
 
