@@ -120,31 +120,36 @@ def json_patch(target: Any, operations: Any) -> Any:
     for number, op in enumerate(operations):
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise PatchError(f"operation {number} must be an object with 'op' and 'path'")
-        kind, path = op["op"], op["path"]
+        kind = op["op"]
         if kind in ("add", "replace", "test") and "value" not in op:
             raise PatchError(f"operation {number} ({kind}) needs a 'value'")
-        if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
-        elif kind == "remove":
-            _remove(doc, path)
-        elif kind == "replace":
-            _get(doc, path)
-            if _split_pointer(path):
-                _remove(doc, path)
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
-        elif kind in ("move", "copy"):
-            if "from" not in op:
-                raise PatchError(f"operation {number} ({kind}) needs a 'from'")
-            value = (
-                _remove(doc, op["from"]) if kind == "move" else copy.deepcopy(_get(doc, op["from"]))
-            )
-            doc = _add(doc, path, value)
-        elif kind == "test":
-            if _get(doc, path) != op["value"]:
-                raise PatchError(f"test operation {number} failed at {path!r}")
-        else:
-            raise PatchError(f"unknown JSON patch operation {kind!r}")
+        if kind in ("move", "copy") and "from" not in op:
+            raise PatchError(f"operation {number} ({kind}) needs a 'from'")
+        doc = _apply_operation(doc, number, op)
     return doc
+
+
+def _apply_operation(doc: Any, number: int, op: dict[str, Any]) -> Any:
+    """``doc`` after the checked JSON patch operation ``op`` (number ``number``)."""
+    kind, path = op["op"], op["path"]
+    if kind == "add":
+        return _add(doc, path, copy.deepcopy(op["value"]))
+    if kind == "remove":
+        _remove(doc, path)
+        return doc
+    if kind == "replace":
+        _get(doc, path)
+        if _split_pointer(path):
+            _remove(doc, path)
+        return _add(doc, path, copy.deepcopy(op["value"]))
+    if kind in ("move", "copy"):
+        value = _remove(doc, op["from"]) if kind == "move" else copy.deepcopy(_get(doc, op["from"]))
+        return _add(doc, path, value)
+    if kind == "test":
+        if _get(doc, path) != op["value"]:
+            raise PatchError(f"test operation {number} failed at {path!r}")
+        return doc
+    raise PatchError(f"unknown JSON patch operation {kind!r}")
 
 
 # Field name -> merge key of lists that strategic merge patch merges element-wise.
