@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.integration.dataplane.topology import (  # noqa: E402
+from tests.fixtures.topology import (  # noqa: E402
     Chain,
     ChainLinks,
     Pair,

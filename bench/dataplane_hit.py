@@ -52,8 +52,8 @@ CALLS = 7
 def probe() -> dict[str, float]:
     """Measure the sfc_k8s found on the path (imported here: the tree is the caller's choice)."""
     from bench.dataplane import floor_cost
-    from tests.bpf import frames as f
     from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT
+    from tests.fixtures import frames as f
     from tests.nettools import janitor, unique
 
     from sfc_k8s.dataplane import Dataplane

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench.dataplane import IPERF_PORT, REPO, TESTS, build_setups
-from tests.integration.dataplane.topology import in_netns, spawn
+from tests.fixtures.topology import in_netns, spawn
 from tests.nettools import Janitor
 
 RESULTS = REPO / "bench" / "results" / "dataplane_pair.json"

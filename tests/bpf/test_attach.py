@@ -23,8 +23,8 @@ import pytest
 
 from sfc_k8s.dataplane import Dataplane, Side, loader
 from sfc_k8s.dataplane import _libbpf as bpf
-from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS, private_root
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, run, unique
 
 

@@ -30,9 +30,9 @@ from sfc_k8s.dataplane import Side, maps, structs
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import flow_cache_index, make_key
 from sfc_k8s.dataplane.structs import FlowCache4Entry, FlowCacheEntry, FlowKey, FlowKey4, FlowKind
-from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_REDIRECT
+from tests.fixtures import frames as f
 
 Entry = FlowCache4Entry | FlowCacheEntry
 

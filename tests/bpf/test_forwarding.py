@@ -19,9 +19,9 @@ import pytest
 from sfc_k8s.dataplane import DropReason, Side, maps, structs
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
-from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT
+from tests.fixtures import frames as f
 
 B_SIDE = ("b0", "b1", "b2")
 

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from sfc_k8s.dataplane import BpfError
-from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
+from tests.fixtures import frames as f
 
 ROLES = ["a0", "a1", "b0", "b1", "b2", "c0", "d0", "s0"]
 FAR = {

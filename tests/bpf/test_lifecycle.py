@@ -29,9 +29,9 @@ from sfc_k8s.dataplane import CapacityError, DropReason, Side, maps, structs
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
-from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Harness
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, unique
 
 FLOWS = 200

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from sfc_k8s.dataplane import DropReason
-from tests.bpf import frames as f
 from tests.bpf.conftest import Topology
 from tests.bpf.harness import TC_ACT_REDIRECT, TC_ACT_SHOT
+from tests.fixtures import frames as f
 
 IP_OK = f.ipv4("10.0.0.1", "10.0.0.2", f.TCP, f.l4(1, 2))
 IP6_OK = f.ipv6("fd00::1", "fd00::2", f.TCP, f.l4(1, 2))

@@ -27,9 +27,9 @@ from sfc_k8s.dataplane import (
     Side,
 )
 from sfc_k8s.dataplane import _libbpf as bpf
-from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, unique
 
 CLUSTER_ID = 50

@@ -40,9 +40,9 @@ from sfc_k8s.dataplane import (
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import flow_hash, make_key
 from sfc_k8s.dataplane.structs import FlowKind
-from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT, TC_ACT_SHOT
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, unique
 from tests.nettools import run as command
 

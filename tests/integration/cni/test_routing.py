@@ -34,8 +34,8 @@ import pytest
 from sfc_k8s.api.naming import mac_from_seed
 from sfc_k8s.dataplane import Dataplane, Side
 from tests.fixtures.cni import Cni, eui64_link_local, ip_json
-from tests.integration.dataplane.flows import Server, run_flows
-from tests.integration.dataplane.topology import TEST_SESSIONS, bpffs_root
+from tests.fixtures.flows import Server, run_flows
+from tests.fixtures.topology import TEST_SESSIONS, bpffs_root
 from tests.nettools import Janitor, run, unique
 
 pytestmark = pytest.mark.root

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from sfc_k8s.dataplane import Dataplane
-from tests.integration.dataplane.topology import TEST_SESSIONS, bpffs_root
+from tests.fixtures.topology import TEST_SESSIONS, bpffs_root
 from tests.nettools import Janitor
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.dataplane.topology import (
+from tests.fixtures.topology import (
     PYTHON,
     Addressing,
     bpffs_root,

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from sfc_k8s.dataplane import Dataplane, DropReason
-from tests.integration.dataplane.flows import LiveFlows, Server, run_flows
-from tests.integration.dataplane.topology import Chain, ChainLinks
+from tests.fixtures.flows import LiveFlows, Server, run_flows
+from tests.fixtures.topology import Chain, ChainLinks
 from tests.integration.dataplane.tracking import flow_paths
 from tests.nettools import Janitor
 

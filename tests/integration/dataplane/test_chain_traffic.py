@@ -19,8 +19,8 @@ from math import comb
 import pytest
 
 from sfc_k8s.dataplane import Dataplane
-from tests.integration.dataplane.flows import Server, run_flows
-from tests.integration.dataplane.topology import Chain, ChainLinks
+from tests.fixtures.flows import Server, run_flows
+from tests.fixtures.topology import Chain, ChainLinks
 from tests.integration.dataplane.tracking import counters, flow_paths
 from tests.nettools import Janitor, run
 

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from sfc_k8s.dataplane import Dataplane
-from tests.integration.dataplane.flows import LiveFlows, Server
-from tests.integration.dataplane.topology import TEST_SESSIONS, Chain, ChainLinks, bpffs_root
+from tests.fixtures.flows import LiveFlows, Server
+from tests.fixtures.topology import TEST_SESSIONS, Chain, ChainLinks, bpffs_root
 from tests.nettools import Janitor, run
 
 pytestmark = pytest.mark.root

@@ -37,8 +37,9 @@ from typing import Any
 
 import pytest
 
-from tests.bpf import frames as f
-from tests.integration.dataplane.flows import LiveFlows, Server, run_flows
+from tests.fixtures import frames as f
+from tests.fixtures.flows import LiveFlows, Server, run_flows
+from tests.fixtures.topology import PYTHON
 from tests.integration.dataplane.multinode import (
     CID1,
     CID2,
@@ -49,7 +50,6 @@ from tests.integration.dataplane.multinode import (
     Cluster,
 )
 from tests.integration.dataplane.test_chain_traffic import fair_share_bounds
-from tests.integration.dataplane.topology import PYTHON
 from tests.nettools import Janitor, run
 
 pytestmark = pytest.mark.root

@@ -20,8 +20,8 @@ import time
 import pytest
 
 from sfc_k8s.dataplane import Dataplane
-from tests.integration.dataplane.flows import LiveFlows, Server, run_flows
-from tests.integration.dataplane.topology import (
+from tests.fixtures.flows import LiveFlows, Server, run_flows
+from tests.fixtures.topology import (
     REPO,
     TEST_SESSIONS,
     Addressing,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sfc_k8s.dataplane import Dataplane, EndpointCounters, Side
-from tests.integration.dataplane.topology import ChainLinks
+from tests.fixtures.topology import ChainLinks
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from sfc_k8s.dataplane import Dataplane
-from tests.fixtures.apiserver import LocalAPIServer
-from tests.integration.operator.controller_support import Cluster, new_namespace
+from tests.fixtures.controller import cluster  # noqa: F401  (the controller tests' fixture)
 from tests.integration.operator.test_agent_programming import Api, new_bpffs_root, open_dataplane
 from tests.nettools import Janitor
 
@@ -28,13 +27,3 @@ def api(apiserver: Any) -> Api:
 @pytest.fixture
 def dataplane(bpffs_root: str) -> Iterator[Dataplane]:
     yield from open_dataplane(bpffs_root)
-
-
-@pytest.fixture
-def cluster(apiserver: LocalAPIServer) -> Iterator[Cluster]:
-    """A namespace with the CRDs applied; the API server (and everything in it) goes away
-    with its own fixture."""
-    apiserver.apply_crds()
-    cluster = Cluster(apiserver, new_namespace())
-    cluster.setup()
-    yield cluster

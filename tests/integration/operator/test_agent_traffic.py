@@ -17,12 +17,12 @@ import json
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sfc_k8s.api.naming import mac_from_seed
 from sfc_k8s.dataplane import Dataplane, LinkStatus
 from sfc_k8s.operator.agent_reconcile import link_name
+from tests.fixtures.topology import PYTHON, TRAFFIC
 from tests.integration.operator.test_agent_programming import (
     NAMESPACE,
     Api,
@@ -36,9 +36,6 @@ from tests.integration.operator.test_agent_programming import (
 )
 from tests.nettools import Janitor, run, unique
 
-REPO = Path(__file__).resolve().parents[3]
-PYTHON = str(REPO / ".venv" / "bin" / "python")
-TRAFFIC = str(REPO / "tests" / "integration" / "dataplane" / "traffic.py")
 CLIENT_IP, SERVER_IP, PORT = "10.231.0.1", "10.231.0.2", 7000
 CLIENT_MAC = mac_from_seed("agent-test/client")
 SERVER_MAC = mac_from_seed("agent-test/server")

@@ -19,7 +19,7 @@ from typing import Any
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.operator.agent_reconcile import link_name
 from sfc_k8s.operator.controller import Controller
-from tests.integration.operator.controller_support import (
+from tests.fixtures.controller import (
     Cluster,
     chain_body,
     condition,

@@ -20,7 +20,7 @@ from sfc_k8s.api import (
     SelectorOperator,
     parse_chain,
 )
-from tests.unit.api.chains import web_chain
+from tests.fixtures.chains import web_chain
 
 
 def problems_of(body: dict[str, Any]) -> tuple[str, ...]:

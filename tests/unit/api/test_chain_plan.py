@@ -31,7 +31,7 @@ from sfc_k8s.api.chain_plan import (
     stale_cross_connections,
 )
 from sfc_k8s.api.status import status_merge_patch
-from tests.unit.api.chains import pod, web_chain
+from tests.fixtures.chains import pod, web_chain
 
 CHAIN = parse_chain(web_chain())
 PODS = [pod("cl-1", "client"), pod("fw-1", "firewall"), pod("sv-1", "server")]

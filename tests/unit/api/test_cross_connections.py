@@ -38,7 +38,7 @@ from sfc_k8s.api import (
     selector_overlaps,
 )
 from sfc_k8s.api.naming import host_ifname
-from tests.unit.api.chains import pod, web_chain
+from tests.fixtures.chains import pod, web_chain
 
 CHAIN = parse_chain(web_chain())
 

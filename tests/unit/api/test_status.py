@@ -28,7 +28,7 @@ from sfc_k8s.api import (
 from sfc_k8s.api.models import ConditionStatus, Reason
 from sfc_k8s.api.status import selector_text
 from sfc_k8s.api.types import ChainStatusBody
-from tests.unit.api.chains import pod, web_chain
+from tests.fixtures.chains import pod, web_chain
 
 CHAIN = parse_chain(web_chain())
 ALL_READY = [pod("cl-1", "client"), pod("fw-1", "firewall"), pod("sv-1", "server")]

@@ -27,7 +27,7 @@ from sfc_k8s.api import (
     invalid_chain_status,
     parse_chain,
 )
-from tests.unit.api.chains import pod, web_chain
+from tests.fixtures.chains import pod, web_chain
 from tests.unit.deploy.schemas import (
     admit,
     all_rules,

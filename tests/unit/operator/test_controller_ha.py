@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_k8s.operator.controller import Controller
-from tests.integration.operator.controller_support import (
+from tests.fixtures.controller import (
     PEERING,
     Cluster,
     chain_body,

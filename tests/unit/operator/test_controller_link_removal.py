@@ -23,7 +23,7 @@ import pytest
 from sfc_k8s.api import GROUP, XC_PLURAL
 from sfc_k8s.local.apiserver.store import Store
 from sfc_k8s.operator.controller import Controller
-from tests.integration.operator.controller_support import (
+from tests.fixtures.controller import (
     Cluster,
     chain_body,
     controller_config,

@@ -27,7 +27,7 @@ import copy
 from typing import Any
 
 from sfc_k8s.operator.controller import Controller
-from tests.integration.operator.controller_support import (
+from tests.fixtures.controller import (
     Cluster,
     chain_body,
     condition,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sfc_k8s.operator.selections import Selections
-from tests.unit.api.chains import pod
+from tests.fixtures.chains import pod
 
 A, B = ("ns", "a"), ("ns", "b")
 P1, P2, P3 = ("default", "p1"), ("default", "p2"), ("default", "p3")
