@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfc_k8s.api import GROUP, VERSION, XC_PLURAL
+from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.nodes import AGENT_FINALIZER_PREFIX, agent_finalizer
-from sfc_k8s.operator.kube import KubeApiError, KubeClient
+from sfc_k8s.operator.kube import ApiError, KubeClient
 from sfc_k8s.operator.settings import SettingsError, connection_info
 
 NAMESPACE = "sfc-system"
@@ -86,12 +87,7 @@ def stale_finalizers(
 
 
 def _ready_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
-    ready = []
-    for node in nodes:
-        conditions = (node.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            ready.append(str(node["metadata"]["name"]))
-    return ready
+    return [str(node["metadata"]["name"]) for node in nodes if is_ready(node)]
 
 
 def _xc_path(namespace: str, name: str) -> str:
@@ -110,7 +106,7 @@ class Uninstaller:
         """The items of ``path``; None when the resource is not served (its CRD is gone)."""
         try:
             return await self.client.list(path)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -123,7 +119,7 @@ class Uninstaller:
                 await self.client.get(path)
             else:
                 await self.client.delete(path)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status != 404:
                 raise
             self.say(f"{kind}/{name}: already gone")
@@ -178,7 +174,7 @@ class Uninstaller:
         patch = {"metadata": {"finalizers": keep, "resourceVersion": md["resourceVersion"]}}
         try:
             await self.client.merge_patch(_xc_path(md["namespace"], md["name"]), patch)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status in (404, 409):  # gone, or changed meanwhile: seen on the next poll
                 return set()
             raise
@@ -258,7 +254,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         forced = asyncio.run(_uninstall(options, print))
-    except (KubeApiError, SettingsError) as err:
+    except (ApiError, SettingsError) as err:
         print(f"sfc-k8s uninstall: {err}", file=sys.stderr)
         return 1
     if forced:

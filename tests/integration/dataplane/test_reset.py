@@ -23,7 +23,7 @@ from sfc_k8s.dataplane import Dataplane
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.cli import main
 from sfc_k8s.dataplane.loader import Pins
-from tests.integration.dataplane.topology import TEST_SESSIONS
+from tests.fixtures.topology import TEST_SESSIONS
 from tests.nettools import Janitor, run, unique
 
 pytestmark = pytest.mark.root

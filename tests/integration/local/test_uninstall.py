@@ -24,8 +24,8 @@ import yaml
 
 from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.operator import uninstall
+from tests.fixtures.chains import web_chain
 from tests.integration.local.cluster import Cluster, wait_for
-from tests.unit.api.chains import web_chain
 
 pytestmark = pytest.mark.root
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sfc_k8s.local.apiserver import APIError, Store
+from sfc_k8s.local.apiserver import StatusError, Store
 from sfc_k8s.local.apiserver.persist import DatabaseError
 from sfc_k8s.local.apiserver.server import preload_crds
 from sfc_k8s.local.apiserver.store import PATCH_MERGE, Event, Watcher
@@ -139,7 +139,7 @@ def test_a_reopened_store_has_every_object_and_version(tmp_path: Path) -> None:
     assert [o["metadata"]["name"] for _, o in again.dependents(web["metadata"]["uid"])] == ["w1"]
     # The CRD's resource is served again, with its schema.
     widgets = again.resource(GROUP, "v1", "widgets")
-    with pytest.raises(APIError) as invalid:
+    with pytest.raises(StatusError) as invalid:
         again.create(widgets, "team", {"metadata": {"name": "w2"}, "spec": {"size": 11}})
     assert invalid.value.code == 422
     # Removing the last finalizer finishes the deletion, as before the reopening.
@@ -185,7 +185,7 @@ def test_watches_resume_from_the_same_history_after_reopening(tmp_path: Path) ->
     for _ in range(3):
         store.patch(cms, "default", "a", PATCH_MERGE, {"data": {"n": str(_)}})
     compacted = store.history(cms.key)[0].rv - 1
-    with pytest.raises(APIError):
+    with pytest.raises(StatusError):
         store.watch(cms, everything, str(compacted - 1))
     last = store.resource_version - 2
     tail = _names(store.watch(cms, everything, str(last))[0])
@@ -194,7 +194,7 @@ def test_watches_resume_from_the_same_history_after_reopening(tmp_path: Path) ->
     again = Store(path=path, history_limit=4)
     cms = again.resource("", "v1", "configmaps")
     assert _names(again.watch(cms, everything, str(last))[0]) == tail
-    with pytest.raises(APIError) as gone:
+    with pytest.raises(StatusError) as gone:
         again.watch(cms, everything, str(compacted - 1))
     assert (gone.value.code, gone.value.reason) == (410, "Expired")
     assert _names(again.history(cms.key)) == _names(store.history(cms.key))
@@ -252,7 +252,7 @@ def test_a_failed_transaction_is_not_half_applied(tmp_path: Path) -> None:
     widgets = store.resource(GROUP, "v1", "widgets")
     _, watcher = store.watch(widgets, store.predicate(widgets, None, "", ""), None)
     crds = store.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-    with pytest.raises(APIError) as failed:
+    with pytest.raises(StatusError) as failed:
         store.delete(crds, None, CRD["metadata"]["name"])
     assert failed.value.code == 500
     assert str(path) in failed.value.message

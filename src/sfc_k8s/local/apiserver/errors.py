@@ -177,6 +177,6 @@ def unsupported_media_type(content_type: str) -> StatusError:
     )
 
 
-def internal(message: str) -> APIError:
+def internal(message: str) -> StatusError:
     """500, for a write the server could not store."""
-    return APIError(500, "InternalError", f"Internal error occurred: {message}")
+    return StatusError(500, "InternalError", f"Internal error occurred: {message}")
