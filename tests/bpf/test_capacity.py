@@ -26,8 +26,8 @@ from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
 from tests import maglev_reference
-from tests.bpf import frames as f
 from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT, Harness
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, private_bpffs_root
 
 pytestmark = pytest.mark.root

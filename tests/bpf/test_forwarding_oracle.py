@@ -30,7 +30,7 @@ from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
 from sfc_k8s.local.netns import run_in_netns
 from tests import maglev_reference
-from tests.bpf import frames as f
+from tests.fixtures import frames as f
 from tests.nettools import janitor, private_bpffs_root, run, unique
 
 pytestmark = pytest.mark.root

@@ -21,9 +21,9 @@ import pytest
 
 from sfc_k8s.dataplane import BpfError, Dataplane, Side, loader, maps, structs
 from sfc_k8s.dataplane import _libbpf as bpf
-from tests.bpf import frames as f
 from tests.bpf.conftest import SESSIONS
 from tests.bpf.harness import TC_ACT_REDIRECT, Harness
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, private_bpffs_root, unique
 
 pytestmark = pytest.mark.root

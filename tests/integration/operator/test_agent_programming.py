@@ -48,7 +48,7 @@ from sfc_k8s.dataplane import Dataplane, LinkNotFound
 from sfc_k8s.local.netns import run_in_netns
 from sfc_k8s.operator.agent import AgentConfig, NodeAgent, agent_finalizer, annotation_prefix
 from sfc_k8s.operator.agent_reconcile import link_name
-from tests.bpf import frames as f
+from tests.fixtures import frames as f
 from tests.nettools import Janitor, private_bpffs_root, run, unique
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from sfc_k8s.api.conditions import is_ready
-from sfc_k8s.api.timestamps import format_rfc3339, now_rfc3339
+from sfc_k8s.api.timestamps import format_rfc3339, now_rfc3339, parse_rfc3339
 from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.nodelifecycle import (
     DEFAULT_EVICTION_SECONDS,
@@ -29,7 +29,6 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     due_for_eviction,
     is_lost,
     not_ready_status,
-    parse_time,
 )
 from sfc_k8s.local.apiserver.resources import ResourceType
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
@@ -62,7 +61,7 @@ def _key(obj: Obj) -> str:
 def contents_due(namespace: Obj, now: datetime.datetime) -> bool:
     """Whether a namespace has been terminating ``NAMESPACE_CONTENT_DELAY`` and its contents
     are to be deleted now."""
-    since = parse_time(meta(namespace).get("deletionTimestamp"))
+    since = parse_rfc3339(meta(namespace).get("deletionTimestamp"))
     return since is not None and (now - since).total_seconds() >= NAMESPACE_CONTENT_DELAY
 
 
