@@ -280,6 +280,7 @@ class KubeClient:
         self._user_agent = user_agent
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     async def __aenter__(self) -> KubeClient:
         await self.open()
@@ -289,8 +290,10 @@ class KubeClient:
         await self.close()
 
     async def open(self) -> None:
+        """Open the session (a client opens itself on its first request, too)."""
         if self._session is not None:
             return
+        self._closed = False
         headers = {
             "Accept": "application/json",
             "User-Agent": self._user_agent,
@@ -309,9 +312,19 @@ class KubeClient:
         )
 
     async def close(self) -> None:
+        """Close the session; the client refuses requests from now on (NotConnected)."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def _http(self, method: str, path: str) -> aiohttp.ClientSession:
+        """The session, opened on first use (in the running loop); none once closed."""
+        if self._session is None and not self._closed:
+            await self.open()
+        if self._session is None:
+            raise ApiError(method, path, 0, "NotConnected", "the client is closed")
+        return self._session
 
     def _url(self, path: str, params: Mapping[str, Any] | None) -> str:
         return self.conn.server.rstrip("/") + "/" + path.lstrip("/") + query_string(params or {})
@@ -325,12 +338,11 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, Any] | None = None,
     ) -> JsonObj:
-        if self._session is None:
-            raise ApiError(method, path, 0, "NotConnected", "the client is not open")
+        session = await self._http(method, path)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if body is not None else None
         try:
-            async with self._session.request(
+            async with session.request(
                 method, self._url(path, params), data=data, headers=headers
             ) as response:
                 raw = await response.read()
@@ -392,8 +404,7 @@ class KubeClient:
         self, path: str, *, resource_version: str, timeout_seconds: int = 300, **params: Any
     ) -> AsyncIterator[tuple[str, JsonObj]]:
         """Yield ``(type, object)`` watch events until the server ends the stream."""
-        if self._session is None:
-            raise ApiError("GET", path, 0, "NotConnected", "the client is not open")
+        session = await self._http("GET", path)
         query = {
             **params,
             "watch": "true",
@@ -402,7 +413,7 @@ class KubeClient:
             "timeoutSeconds": timeout_seconds,
         }
         try:
-            async with self._session.get(
+            async with session.get(
                 self._url(path, query),
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
             ) as response:

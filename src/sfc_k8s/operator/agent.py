@@ -432,7 +432,7 @@ class NodeAgent:
                 self._connection, user_agent=f"sfc-k8s-agent/{self.config.node}"
             ) as client:
                 items = await client.list(object_path("", "v1", "nodes", None))
-        except KubeApiError as err:
+        except ApiError as err:
             raise kopf.TemporaryError(f"cannot list nodes: {err}", delay=2.0) from err
         if self._nodes is None:  # the watch may have filled it meanwhile: it is newer
             self._nodes = {view.name: view for view in map(node_view, items)}
@@ -493,7 +493,7 @@ class NodeAgent:
                 self._connection, user_agent=f"sfc-k8s-agent/{self.config.node}"
             ) as client:
                 await client.merge_patch(path, patch)
-        except KubeApiError as err:
+        except ApiError as err:
             logger.warning(f"cannot publish tunnel address {address} on node: {err}")
 
     async def _missing(

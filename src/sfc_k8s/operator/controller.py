@@ -321,7 +321,7 @@ class Controller:
         patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
         try:
             await self._client.merge_patch(path, patch)
-        except KubeApiError as err:
+        except ApiError as err:
             if err.status not in (404, 409):
                 log.warning(f"cannot remove finalizers {orphans} of {namespace}/{name}: {err}")
             return

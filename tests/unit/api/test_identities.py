@@ -27,7 +27,7 @@ from sfc_k8s.api import (
 from sfc_k8s.api.identity import choose_cluster_id
 from sfc_k8s.api.models import CLUSTER_ID_MAX, ENDPOINT_ID_MAX, CrossConnectionSpec
 from sfc_k8s.dataplane import structs
-from tests.unit.api.chains import pod, web_chain
+from tests.fixtures.chains import pod, web_chain
 
 CHAIN = parse_chain(web_chain())
 

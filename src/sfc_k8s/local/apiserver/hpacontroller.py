@@ -15,7 +15,6 @@ sfc-k8s metrics provider will be registered as an APIService).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local.apiserver.hpa import (
     History,
     PodState,
@@ -36,7 +36,7 @@ from sfc_k8s.local.apiserver.hpa import (
 )
 from sfc_k8s.local.apiserver.hpaspec import HPASpec, MetricTarget, read_spec
 from sfc_k8s.local.apiserver.quantity import QuantityError, format_milli, parse_milli
-from sfc_k8s.local.kube import ApiError, AsyncKube, Connection, KubeError
+from sfc_k8s.local.kube import ApiError, Connection, KubeClient, KubeError
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class CustomMetricsSource:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._kube = AsyncKube(Connection(server=self.base_url))
+        self._kube = KubeClient(Connection(server=self.base_url))
 
     async def _get(self, path: str, params: Mapping[str, str]) -> JsonObj:
         try:
@@ -140,10 +140,6 @@ def _value_of(item: Mapping[str, Any], metric: str) -> int:
 # ----- status ------------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class _Outcome:
     """What one sync found, to be written as the HPA's status."""
@@ -183,7 +179,7 @@ def _conditions(outcome: _Outcome, previous: list[JsonObj]) -> list[JsonObj]:
                 "status": status,
                 "reason": reason,
                 "message": message,
-                "lastTransitionTime": since or _now(),
+                "lastTransitionTime": since or now_rfc3339(),
             }
         )
     return result
@@ -261,7 +257,7 @@ class HPAController:
         sync_period: float = DEFAULT_SYNC_PERIOD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api = AsyncKube(Connection(server=api_url))
+        self.api = KubeClient(Connection(server=api_url))
         self.metrics: MetricsSource = metrics or CustomMetricsSource(api_url)
         self.sync_period = sync_period
         self.clock = clock
@@ -310,14 +306,14 @@ class HPAController:
             "conditions": _conditions(outcome, (hpa.get("status") or {}).get("conditions") or []),
         }
         last = (hpa.get("status") or {}).get("lastScaleTime")
-        status["lastScaleTime"] = _now() if outcome.scaled else last
+        status["lastScaleTime"] = now_rfc3339() if outcome.scaled else last
         path = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
         await self.api.patch(f"{path}/status", {"status": status})
 
     async def _post_rescale_event(self, hpa: JsonObj, outcome: _Outcome) -> None:
         """A `SuccessfulRescale` event on the HPA, as `kubectl describe hpa` shows them."""
         meta = hpa["metadata"]
-        now = _now()
+        now = now_rfc3339()
         event = {
             "apiVersion": "v1",
             "kind": "Event",
