@@ -19,6 +19,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sfc_k8s.api.conditions import is_ready
+
 TUNNEL_ADDRESS_ANNOTATION = "sfc-k8s.io/tunnel-address"
 AGENT_FINALIZER_PREFIX = "sfc-k8s.io/agent-"
 _QUALIFIED_NAME_MAX = 63
@@ -55,10 +57,7 @@ def node_view(body: Mapping[str, Any]) -> NodeView:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     name = str(meta.get("name") or "")
-    ready = meta.get("deletionTimestamp") is None and any(
-        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
+    ready = meta.get("deletionTimestamp") is None and is_ready(body)
     problem = ""
     annotated = (meta.get("annotations") or {}).get(TUNNEL_ADDRESS_ANNOTATION)
     address = ipv4_address(annotated) if annotated is not None else ""

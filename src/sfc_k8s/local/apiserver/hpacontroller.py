@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local.apiserver.hpa import (
     History,
@@ -188,10 +189,7 @@ def _conditions(outcome: _Outcome, previous: list[JsonObj]) -> list[JsonObj]:
 def _pod_state(pod: Mapping[str, Any]) -> PodState:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     phase = status.get("phase")
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+    ready = is_ready(pod)
     return PodState(
         name=meta.get("name", ""),
         ready=ready and phase == "Running",
