@@ -435,21 +435,27 @@ class Dataplane:
             with contextlib.ExitStack() as undo:
                 undo.callback(self._teardown, name, info.link_id)
                 self._create_info(name, info)
-                for slot, endpoint in zip(free, resolved, strict=False):
-                    self._add(name, info, endpoint, slot=slot)
+                # The new link's endpoints are exactly those added here: the tables are
+                # built from them instead of reading every endpoint of the node again.
+                added = {
+                    slot: self._add(name, info, endpoint, slot=slot)
+                    for slot, endpoint in zip(free, resolved, strict=False)
+                }
                 for side in Side:
-                    self._install_table(info, side)
+                    self._install_table(info, side, endpoints=added)
                 undo.pop_all()
         return self.status(name)
 
     def _new_link_ids(self, cluster_id: int) -> LinkInfoValue:
         """A free node-local link id, and ``cluster_id`` (or the lowest free one)."""
-        infos = [self._link_info(n) for n in self.links()]
-        used = {int(i.link_id) for i in infos}
+        # One read of each link's info, kept with its name: naming a cluster id's owner
+        # through _name_of would read every link again for each link (O(n²) per create).
+        infos = {n: self._link_info(n) for n in self.links()}
+        used = {int(i.link_id) for i in infos.values()}
         link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
         if not link_id:
             raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
-        cids = {int(i.cluster_id): self._name_of(int(i.link_id)) for i in infos}
+        cids = {int(i.cluster_id): n for n, i in infos.items()}
         if cluster_id in cids:
             raise LinkExists(f"link cluster id {cluster_id} is taken by {cids[cluster_id]!r}")
         if not cluster_id:
