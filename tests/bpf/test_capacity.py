@@ -2,11 +2,13 @@
 
 Covers: one side of a link holds ``MAX_ENDPOINTS_PER_SIDE`` (1,024) endpoints, every one of them
 in its Maglev table, and the 1,025th is refused with an error naming the side, the link and the
-limit, leaving the link as it was; a session table far smaller than the live flows (LRU
-eviction, ``docs/dataplane.md``): the table never holds more than its size, every flow still
-reaches the endpoint Maglev gives it (the independent reference of ``tests/maglev_reference``),
-and once an endpoint drains, the flows whose sessions were evicted leave it for the active ones
-while those whose sessions survived stay.
+limit, leaving the link as it was; a node holds ``MAX_LINKS - 1`` (1,023) links, refuses the
+next with an error naming the limit, and a deleted link's id serves the next one; a session
+table far smaller than the live flows (LRU eviction, ``docs/dataplane.md``): the table never
+holds more than its size, every flow still reaches the endpoint Maglev gives it (the
+independent reference of ``tests/maglev_reference``), and once an endpoint drains, the flows
+whose sessions were evicted leave it for the active ones while those whose sessions survived
+stay.
 """
 
 from __future__ import annotations
@@ -103,6 +105,26 @@ def test_a_side_holds_1024_endpoints_and_refuses_the_1025th(
     reached = [n for n in Harness(dp).tx_counts().values() if n]
     assert sum(reached) == 4 * limit
     assert len(reached) > 0.95 * limit  # 4 flows per endpoint: missing 5 % has odds below 1e-9
+
+
+def test_a_node_holds_1023_links_and_refuses_the_next(fresh: Callable[[int], Dataplane]) -> None:
+    limit = structs.MAX_LINKS - 1  # link id 0 means "no link" in the maps
+    assert limit == 1023
+    dp = fresh(1024)
+    for i in range(limit):  # links with no endpoint: no attachment, ~25 s of pins and tables
+        dp.create_link(f"l{i}")
+    assert len(dp.links()) == limit
+    assert len({dp.status(n).link_id for n in dp.links()}) == limit
+
+    with pytest.raises(CapacityError) as err:
+        dp.create_link("one-more")
+    assert str(err.value) == f"the node has room for {limit} links"
+    assert "one-more" not in dp.links()  # nothing half-created
+    assert len(dp.links()) == limit
+
+    freed = dp.status("l0").link_id  # a deleted link's id serves the next one
+    dp.delete_link("l0")
+    assert dp.create_link("one-more").link_id == freed
 
 
 def test_a_session_table_smaller_than_the_live_flows(
