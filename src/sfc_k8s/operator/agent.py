@@ -111,10 +111,9 @@ from sfc_k8s.operator.agent_reconcile import (
 from sfc_k8s.operator.kube import (
     ApiError,
     KubeClient,
-    connection_from_kubeconfig,
     object_path,
 )
-from sfc_k8s.operator.settings import configure_logging
+from sfc_k8s.operator.settings import SettingsError, configure_logging, connection_info
 
 logger = logging.getLogger(__name__)
 
@@ -245,13 +244,9 @@ class NodeAgent:
         return self._dp
 
     # -- activities --------------------------------------------------------------------------
-    async def _login(self, **kwargs: Any) -> kopf.ConnectionInfo | None:
-        if self.config.kubeconfig:
-            info: kopf.ConnectionInfo | None = connection_from_kubeconfig(self.config.kubeconfig)
-        elif os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"):
-            info = kopf.login_with_service_account(**kwargs)
-        else:
-            info = kopf.login_with_kubeconfig(**kwargs)
+    async def _login(self, **_: Any) -> kopf.ConnectionInfo:
+        # Resolved again at every login, so a rotated service-account token is picked up.
+        info = connection_info(self.config.kubeconfig)
         self._connection = info
         return info
 
@@ -1023,13 +1018,26 @@ def preflight(
     return None
 
 
+def credentials_problem(config: AgentConfig) -> str | None:
+    """Why the agent has no usable credentials (a message), or None.
+
+    Checked before Kopf starts: Kopf retries a failing login forever, so an unreadable
+    kubeconfig would otherwise leave the agent running and doing nothing.
+    """
+    try:
+        connection_info(config.kubeconfig)
+    except SettingsError as err:
+        return str(err)
+    return None
+
+
 def main(argv: list[str]) -> int:
     """``sfc-k8s agent ...``: run until SIGINT/SIGTERM; returns the exit status."""
     if argv and argv[0] == "agent":  # tolerate being handed the subcommand name too
         argv = argv[1:]
     config = config_from_args(argv)
     configure_logging(config.log_format, verbose=config.verbose, debug=config.debug)
-    problem = preflight(config)
+    problem = preflight(config) or credentials_problem(config)
     if problem is not None:
         logger.error("cannot start: %s", problem)
         print(f"sfc-k8s agent: {problem}", file=sys.stderr)

@@ -7,7 +7,10 @@ for long node names); kubeconfig reading (server, token, relative paths, errors)
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,24 @@ def test_kubeconfig_errors_say_what_is_wrong(tmp_path: Path) -> None:
     bad.write_text("current-context: nope\ncontexts: []\n")
     with pytest.raises(KubeconfigError, match="current-context 'nope'"):
         connection_from_kubeconfig(bad)
+
+
+def test_agent_without_credentials_exits_with_one_line(tmp_path: Path) -> None:
+    """Kopf retries a failing login forever: the agent must refuse to start instead."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "SFC_K8S_KUBECONFIG")}
+    base = [sys.executable, "-m", "sfc_k8s.cli", "agent", "--node", "n1", "--no-kernel-check"]
+    for flags, expected in (
+        (["--kubeconfig", str(tmp_path / "missing")], "failed to read kubeconfig"),
+        ([], "no credentials"),
+    ):
+        proc = subprocess.run(
+            [*base, "--metrics-port", "0", *flags],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert expected in proc.stderr
+        assert "Traceback" not in proc.stderr
