@@ -27,12 +27,18 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfc_k8s.dataplane import LinkStatus
+from sfc_k8s.dataplane import Endpoint, LinkStatus
 
 logger = logging.getLogger(__name__)
 
 LINK_LABELS = ["link", "namespace", "crossconnection"]
 RECONCILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def endpoint_label(endpoint: Endpoint) -> str:
+    """The ``interface`` label of an endpoint: its host interface, or ``#ID@NODE`` for a remote
+    one (as ``sfc-k8s dp`` shows it), so that each remote endpoint has its own series."""
+    return f"#{endpoint.id}@{endpoint.node}" if endpoint.node else endpoint.ifname
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class DataplaneCollector(Collector):
             base = [status.name, sample.namespace, sample.crossconnection]
             per_state: dict[tuple[str, str], int] = {}
             for ep in status.endpoints:
-                labels = [*base, ep.side.value, ep.ifname, ep.state.value]
+                labels = [*base, ep.side.value, endpoint_label(ep), ep.state.value]
                 c = ep.counters
                 packets.add_metric([*labels, "rx"], c.rx_packets)
                 packets.add_metric([*labels, "tx"], c.tx_packets)
@@ -88,7 +94,8 @@ class DataplaneCollector(Collector):
         packets = CounterMetricFamily(
             "sfc_k8s_endpoint_packets",
             "Packets per endpoint: rx entered the link from the endpoint's interface,"
-            " tx were redirected into the endpoint's pod",
+            " tx were redirected into the endpoint's pod; for a remote endpoint (interface"
+            " #ID@NODE), tx were sent to it through the tunnel and rx received from it",
             labels=endpoint_labels,
         )
         octets = CounterMetricFamily(
