@@ -1,11 +1,15 @@
-"""End to end: the demo scenario on a fresh local cluster, then ``local`` commands and ``down``.
+"""End to end: the demo scenario on a fresh 2-node local cluster, then ``local`` commands and
+``down``.
 
-Covers: ``local up`` starts API server, node runtime, controller and agent; the
-transparent-firewall example applied with kubectl becomes Ready; ping, iperf3 (8 streams) and
+Covers: ``local up --nodes 2`` starts API server, node runtimes, controller and agents; the
+transparent-firewall example applied with kubectl becomes Ready (interfaces sized for the tunnel)
+with the firewall's replicas on both nodes; ping, iperf3 (8 streams) and
 long-lived byte-checked TCP flows cross the chain while the firewall scales 2 -> 4 -> 1; every
 active replica carries traffic; flows on replicas that remain never move (at least one flow is
 on each); no established flow breaks or pauses for long; every iperf3 round moves data; the
-scale-in drains; every one of the 21 checks ran and passed; a throughput plot is written;
+scale-in drains; at 2 and 4 replicas long-lived flows cross to the other node's replicas,
+byte-exact, seen in both nodes' sessions and tunnel counters; every one of the 24 checks ran and
+passed; a throughput plot is written;
 ``local status``, ``exec``, ``logs`` and ``kubectl logs`` work on the running cluster and
 ``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin, process or state
 file behind.
@@ -75,21 +79,25 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         failed = [c for c in demo.checks if not c.ok]
         assert demo.checks and not failed, "\n".join(lines)
         names = [c.name for c in demo.checks]
-        # 4 before the traffic (cluster, chain, ping, flows), 3 at 2 replicas, 6 at 4
-        # (programmed, short flows, traffic, kept, iperf3, flows), 7 at 1 (and the drain), 1 at
-        # the end: a check that silently stopped running fails here.
-        assert len(names) == 21, "\n".join(lines)
+        # 5 before the traffic (cluster, chain, spread, ping, flows), 4 at 2 replicas, 7 at 4
+        # (programmed, short flows, traffic, kept, iperf3, flows, cross-node), 7 at 1 (and the
+        # drain; one replica is on one node only), 1 at the end: a check that silently stopped
+        # running fails here.
+        assert len(names) == 24, "\n".join(lines)
         assert names[0] == "local cluster up" and names[-1].startswith("no long-lived flow")
         assert sum("kept their replica" in n for n in names) == 2
         assert sum("broke or stalled" in n for n in names) == 4
         assert sum(n.startswith("draining 3 replica") for n in names) == 1
+        assert names[2] == "firewall replicas on all 2 nodes"
+        assert sum("crossed nodes through the tunnel" in n for n in names) == 2
         assert opts.plot.stat().st_size > 0
 
         again = _sfc_k8s("local", "up", "--state-dir", str(state))  # idempotent
         assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
         status = _sfc_k8s("local", "status", "--state-dir", str(state))
         assert status.returncode == 0, status.stdout + status.stderr
-        assert str(layout.kubeconfig) in status.stdout and "node-1     Ready" in status.stdout
+        assert str(layout.kubeconfig) in status.stdout
+        assert "node-1     Ready" in status.stdout and "node-2     Ready" in status.stdout
         ping = _sfc_k8s(
             "local", "exec", "deploy/client", "-n", "sfc-demo", "--state-dir", str(state),
             "--", "ping", "-c", "1", "-W", "2", "192.168.100.20",
@@ -111,7 +119,7 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         # processes `up` started from here are reaped by their parent.
         assert local_cli.main(["down", "--state-dir", str(state)]) == 0
     assert list_netns(layout.netns_prefix) == []
-    assert not Path(layout.bpffs_root("node-1")).exists()
+    assert not any(Path(layout.bpffs_root(n)).exists() for n in ("node-1", "node-2"))
     assert not state.exists()
     assert not any(os.path.exists(f"/proc/{pid}/cmdline") and _alive(pid) for pid in pids)
     assert _processes_mentioning(str(state)) == []

@@ -1,14 +1,17 @@
 """``sfc-k8s demo`` (``make demo``): the transparent-firewall chain, scaled under traffic.
 
-Starts the local cluster (or reuses one with ``--keep``), applies
+Starts the local cluster with two nodes (or reuses one with ``--keep``), applies
 ``examples/transparent-firewall`` with kubectl, waits for the chain to be Ready, then runs
 traffic from the client pod to the server pod through the firewall replicas: ping, back-to-back
 iperf3 rounds with 8 streams, and long-lived TCP flows whose every echoed byte is checked. It
 scales the firewall 2 -> 4 -> 1 with ``kubectl scale`` while the traffic runs; after each step it
-prints per-replica packets/bytes (scraped from the node agents' data-plane metrics) and whether
-any established flow broke. It writes a PNG of per-replica throughput over time, exits 0 only if
-every check held, and removes the cluster unless ``--keep``. The end-to-end test calls ``run``
-with shorter durations.
+prints per-replica packets/bytes (scraped from the node agents' data-plane metrics), each
+replica's node and the packets the client's node exchanged with it through the tunnel, and
+whether any established flow broke. The scheduler spreads the replicas over the nodes, so flows
+from the client reach replicas on the other node through the tunnel: the demo checks that some
+long-lived flows did, in both nodes' session tables and tunnel counters, byte-exact. It writes
+a PNG of per-replica throughput over time, exits 0 only if every check held, and removes the
+cluster unless ``--keep``. The end-to-end test calls ``run`` with shorter durations.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from typing import Any
 
 from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.naming import host_ifname
+from sfc_k8s.dataplane import Dataplane, DataplaneError, LinkNotFound, Session
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local import netns
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name, read_json
-from sfc_k8s.local.netns import nsenter_argv
 from sfc_k8s.local.paths import examples_dir
 from sfc_k8s.local.traffic import (
     EchoFlow,
+    EndpointSample,
     IperfLoop,
     IperfRound,
     MetricsSnapshot,
@@ -65,7 +69,7 @@ MAX_EXTRA_FLOWS = 48  # flows opened so that every replica carries a long-lived 
 
 @dataclass
 class DemoOptions:
-    nodes: int = 1
+    nodes: int = 2
     keep: bool = False
     steps: tuple[int, ...] = (4, 1)  # the firewall starts with 2 replicas
     dwell: float = 8.0  # seconds of traffic after each step is in place
@@ -75,6 +79,21 @@ class DemoOptions:
     short_flows: int = 32  # new flows opened at each step, so every replica gets some
     timeout: float = 120.0
     plot: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "sfc-k8s-demo.png")
+
+
+TCP = 6
+# (node, crossconnection, "#ID@NODE") -> counters of a remote endpoint as that node sees them
+Tunnel = dict[tuple[str, str, str], EndpointSample]
+FlowId = tuple[str, int, str, int, str, int]  # kind, protocol, lower end, its port, higher end
+
+
+@dataclass
+class Placed:
+    """Where one flow of the inbound link runs: the firewall replica's eth1 host interface and
+    the nodes whose data plane holds a session of it."""
+
+    interface: str
+    nodes: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -236,6 +255,7 @@ class Demo:
         self._lock = threading.Lock()
         self.last: MetricsSnapshot | None = None
         self.reused = False  # the cluster was up before the demo: it stays up after it
+        self.client_node = ""  # where the scheduler put the client
         self.progress = FlowProgress(self.t0)
         # flow index -> the window of the step in which its replica was removed under it
         self.moved: dict[int, tuple[float, float]] = {}
@@ -270,23 +290,64 @@ class Demo:
         )["items"]
         return items
 
-    def pod_netns(self, app: str) -> str:
-        live = [
+    def ready_pods(self, app: str) -> list[dict[str, Any]]:
+        return [
             p for p in self.pods(app) if not p["metadata"].get("deletionTimestamp") and is_ready(p)
         ]
+
+    def pod_netns(self, app: str) -> str:
+        live = self.ready_pods(app)
         if not live:
             raise DemoError(f"no ready {app} pod")
         return self.layout.pod_netns(live[0]["metadata"]["uid"])
 
+    def pod_nodes(self, app: str) -> list[str]:
+        """The nodes of the ready pods of ``app``, sorted."""
+        return sorted(str((p.get("spec") or {}).get("nodeName", "")) for p in self.ready_pods(app))
+
+    def check_spread(self) -> None:
+        """The scheduler spread the firewall's replicas over every node (so that flows cross)."""
+        firewall = self.pod_nodes("firewall")
+        client, server = self.pod_nodes("client"), self.pod_nodes("server")
+        self.client_node = client[0] if client else ""
+        self.check(
+            f"firewall replicas on all {self.opts.nodes} nodes",
+            set(firewall) == set(self.node_names),
+            f"firewall on {', '.join(firewall) or 'no node'}; client on {self.client_node},"
+            f" server on {', '.join(server)}",
+        )
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node_name(i) for i in range(1, self.opts.nodes + 1)]
+
+    def node_snapshots(self) -> dict[str, MetricsSnapshot]:
+        """Each node agent's metrics, remote endpoints (``#ID@NODE``) included."""
+        return {
+            node: scrape_agent(self.layout.node_netns(node), METRICS_PORT)
+            for node in self.node_names
+        }
+
     def node_metrics(self) -> MetricsSnapshot:
+        """The agents' metrics merged: every endpoint as its own node counts it."""
         merged = MetricsSnapshot(time.monotonic(), {}, {}, {})
-        for i in range(1, self.opts.nodes + 1):
-            snap = scrape_agent(self.layout.node_netns(node_name(i)), METRICS_PORT)
-            merged.endpoints.update(snap.endpoints)
+        for snap in self.node_snapshots().values():
+            merged.endpoints.update({k: e for k, e in snap.endpoints.items() if not e.remote})
             for xc, n in snap.sessions.items():
                 merged.sessions[xc] = merged.sessions.get(xc, 0.0) + n
             merged.drops.update(snap.drops)
         return merged
+
+    def tunnel_counters(self) -> Tunnel:
+        """Counters of the remote endpoints on every node, (node, crossconnection, ``#ID@NODE``)
+        -> sample: the packets that node sent to (tx) and received from (rx) each endpoint
+        of another node through the tunnel."""
+        return {
+            (node, xc, iface): ep
+            for node, snap in self.node_snapshots().items()
+            for (xc, iface), ep in snap.endpoints.items()
+            if ep.remote
+        }
 
     def refresh_replicas(self) -> None:
         for pod in self.pods("firewall"):
@@ -371,14 +432,22 @@ class Demo:
         raise DemoError("the chain did not become Ready")
 
     def _firewall_programmed(self, replicas: int) -> bool:
-        """Both links carry exactly ``replicas`` active firewall endpoints, none draining."""
+        """Both links carry exactly ``replicas`` active firewall endpoints, none draining, on
+        every node that holds the link (its own replicas by interface, the others remote)."""
         try:
-            snap = self.node_metrics()
+            snaps = self.node_snapshots()
         except (OSError, ValueError):
             return False
         for xc, side in ((XC_IN, "b"), (XC_OUT, "a")):
-            eps = [e for (x, _), e in snap.endpoints.items() if x == xc and e.side == side]
-            if sum(e.state == "active" for e in eps) != replicas or len(eps) != replicas:
+            local = 0
+            for snap in snaps.values():
+                eps = [e for (x, _), e in snap.endpoints.items() if x == xc and e.side == side]
+                if any(x == xc for x, _ in snap.endpoints) and (
+                    len(eps) != replicas or any(e.state != "active" for e in eps)
+                ):
+                    return False
+                local += sum(not e.remote for e in eps)
+            if local != replicas:
                 return False
         return True
 
@@ -398,6 +467,7 @@ class Demo:
             [p for p in self.pods("firewall") if not p["metadata"].get("deletionTimestamp")]
         )
         placement = self.cover_replicas(flows)
+        tunnel_before = self.tunnel_counters()
         rounds_before = len(iperf.rounds)
         self.mark(f"scale to {replicas}")
         scaled = time.monotonic()
@@ -426,7 +496,14 @@ class Demo:
             f"{ok}/{self.opts.short_flows}",
         )
         time.sleep(self.opts.dwell)
-        self.report_step(replicas, t_start, flows, self.rounds(iperf, rounds_before), placement)
+        self.report_step(
+            replicas,
+            t_start,
+            flows,
+            self.rounds(iperf, rounds_before),
+            tunnel_before,
+            placement_before=placement,
+        )
 
     def rounds(self, iperf: IperfLoop, since: int) -> list[IperfRound]:
         """The iperf3 rounds finished since round ``since`` (waits for one if none has)."""
@@ -530,44 +607,65 @@ class Demo:
             self.out(f"  opened {extra} more long-lived flows so that every replica carries one")
         return placement
 
-    def flow_placement(self, flows: list[EchoFlow]) -> dict[int, str]:
-        """Long-lived flow (client port) -> firewall eth1 host ifname carrying it."""
+    def flow_placement(
+        self, flows: list[EchoFlow], known: dict[FlowId, Placed] | None = None
+    ) -> dict[int, str]:
+        """Long-lived flow (client port) -> firewall eth1 host ifname carrying it (from
+        ``known``, the result of ``flow_replicas``, when given)."""
         ports = {f.local_port for f in flows}
         placement: dict[int, str] = {}
-        for session in self.sessions(XC_IN):
-            for port in (session.get("port_lo"), session.get("port_hi")):
-                if port in ports and ECHO_PORT in (session.get("port_lo"), session.get("port_hi")):
-                    placement[int(port)] = str(session.get("b_ifname", ""))
+        for key, place in (self.flow_replicas() if known is None else known).items():
+            proto, port_lo, port_hi = key[1], key[3], key[5]
+            if proto != TCP or ECHO_PORT not in (port_lo, port_hi):
+                continue
+            for port in (port_lo, port_hi):
+                if port in ports:
+                    placement[port] = place.interface
         return placement
 
-    def sessions(self, xc: str) -> list[dict[str, Any]]:
-        """The data plane's sessions of ``xc`` on every node (``sfc-k8s dp sessions``)."""
-        found: list[dict[str, Any]] = []
-        for i in range(1, self.opts.nodes + 1):
-            node = node_name(i)
-            argv = [
-                sys.executable,
-                "-m",
-                "sfc_k8s.cli",
-                "dp",
-                "--bpffs-root",
-                self.layout.bpffs_root(node),
-                "sessions",
-                link_name(NAMESPACE, xc),
-                "--json",
-            ]
-            proc = subprocess.run(
-                nsenter_argv(self.layout.node_netns(node), argv),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise DemoError(
-                    f"cannot read the sessions of {xc} on {node}: {proc.stderr.strip()[-300:]}"
-                )
-            found.extend(json.loads(proc.stdout or "[]"))
+    def flow_replicas(self) -> dict[FlowId, Placed]:
+        """Every flow of the inbound link -> the firewall replica (eth1 host ifname) carrying
+        it and the nodes whose session tables hold it.
+
+        A flow through a replica on another node than the client's is in both nodes' tables:
+        on the client's node with the replica as ``#ID@NODE`` (read back to its interface
+        through the CrossConnection's endpoint ids), on the replica's node by interface.
+        """
+        ids = self.endpoint_ids(XC_IN, "b")
+        found: dict[FlowId, Placed] = {}
+        for node, session in self.sessions(XC_IN):
+            name = session.b_ifname
+            if name.startswith("#"):
+                name = ids.get(int(name[1:].partition("@")[0]), "")
+            if not name:
+                continue
+            key = (session.kind, session.proto, session.addr_lo, session.port_lo,
+                   session.addr_hi, session.port_hi)  # fmt: skip
+            placed = found.setdefault(key, Placed(name))
+            placed.nodes.add(node)
+        return found
+
+    def endpoint_ids(self, xc: str, side: str) -> dict[int, str]:
+        """Stable endpoint id -> host interface, for one side of ``xc`` (its CrossConnection)."""
+        body = self.kube.get(
+            f"/apis/sfc-k8s.io/v1alpha1/namespaces/{NAMESPACE}/crossconnections/{xc}"
+        )
+        endpoints = ((body.get("spec") or {}).get(side) or {}).get("endpoints") or []
+        return {int(ep["id"]): str(ep["hostInterface"]) for ep in endpoints if ep.get("id")}
+
+    def sessions(self, xc: str) -> list[tuple[str, Session]]:
+        """The data plane's sessions of ``xc`` on every node (what ``sfc-k8s dp sessions``
+        lists there), each with its node; a node whose agent holds no endpoint of ``xc`` has
+        no such link."""
+        found: list[tuple[str, Session]] = []
+        for node in self.node_names:
+            try:
+                with Dataplane(self.layout.bpffs_root(node)) as dp:
+                    found.extend((node, s) for s in dp.sessions(link_name(NAMESPACE, xc)))
+            except LinkNotFound:
+                continue
+            except DataplaneError as err:
+                raise DemoError(f"cannot read the sessions of {xc} on {node}: {err}") from err
         return found
 
     def _window(self, t_start: float) -> dict[str, tuple[float, float, float, str]]:
@@ -589,28 +687,32 @@ class Demo:
         t_start: float,
         flows: list[EchoFlow],
         rounds: list[IperfRound],
+        tunnel_before: Tunnel,
+        *,
         placement_before: dict[int, str] | None = None,
     ) -> None:
         self.refresh_replicas()
         time.sleep(0.6)  # one more sample
         window = self._window(t_start)
         final = self.samples[-1][1] if self.samples else {}
-        sessions = self.sessions(XC_IN)
-        placement = self.flow_placement(flows)
+        known = self.flow_replicas()
+        placement = self.flow_placement(flows, known)
+        tunnel_after = self.tunnel_counters()
+        tunnel = self.tunnel_packets(tunnel_before, tunnel_after)
         per_sessions: dict[str, int] = {}
         tcp_sessions: dict[str, int] = {}
-        for session in sessions:
-            key = str(session.get("b_ifname", ""))
-            per_sessions[key] = per_sessions.get(key, 0) + 1
-            if session.get("proto") == 6:
-                tcp_sessions[key] = tcp_sessions.get(key, 0) + 1
+        for key, place in known.items():
+            per_sessions[place.interface] = per_sessions.get(place.interface, 0) + 1
+            if key[1] == TCP:
+                tcp_sessions[place.interface] = tcp_sessions.get(place.interface, 0) + 1
         per_flows: dict[str, int] = {}
         for iface in placement.values():
             per_flows[iface] = per_flows.get(iface, 0) + 1
-        self.out("  per replica during this step (firewall eth1 endpoint, both directions):")
+        self.out("  per replica during this step (firewall eth1 endpoint, both directions;")
+        self.out(f"  tunnel: packets {self.client_node} exchanged with it through the tunnel):")
         self.out(
             f"    {'replica':<30} {'node':<7} {'state':<17} {'packets':>9} {'bytes':>13} "
-            f"{'sessions':>8} {'long flows':>10}"
+            f"{'tunnel':>9} {'sessions':>8} {'long flows':>10}"
         )
         active: list[tuple[str, float, int]] = []
         draining_seen = 0
@@ -623,8 +725,10 @@ class Demo:
                 draining_seen += last_state == "draining"
             elif state == "active":
                 active.append((name, by, tcp_sessions.get(iface, 0)))
+            node = rep.node if rep else "?"
+            via = "local" if node == self.client_node else f"{tunnel.get(iface, 0):.0f}"
             self.out(
-                f"    {name:<30} {rep.node if rep else '?':<7} {state:<17} {pk:>9.0f} {by:>13.0f} "
+                f"    {name:<30} {node:<7} {state:<17} {pk:>9.0f} {by:>13.0f} {via:>9} "
                 f"{per_sessions.get(iface, 0):>8} {per_flows.get(iface, 0):>10}"
             )
         idle = [n for n, b, tcp in active if b <= 0 or tcp == 0]
@@ -655,6 +759,50 @@ class Demo:
         )
         self.check_flows(f"{replicas} replicas: no established flow broke or stalled", flows,
                          self.progress.during(t_start, self.progress.now()))  # fmt: skip
+        if self.opts.nodes > 1 and replicas >= self.opts.nodes:  # spread over every node
+            self.check_cross_node(flows, known, final, (tunnel_before, tunnel_after))
+
+    def tunnel_packets(
+        self,
+        before: Tunnel,
+        after: Tunnel,
+    ) -> dict[str, float]:
+        """Firewall eth1 host ifname -> packets the client's node sent to it and received from
+        it through the tunnel between the two readings (replicas on other nodes only)."""
+        ids = self.endpoint_ids(XC_IN, "b")
+        out: dict[str, float] = {}
+        for (node, xc, label), ep in after.items():
+            iface = ids.get(_remote_id(label))
+            if node == self.client_node and xc == XC_IN and ep.side == "b" and iface:
+                was = before.get((node, xc, label))
+                out[iface] = ep.packets - (was.packets if was else 0.0)
+        return out
+
+    def check_cross_node(
+        self,
+        flows: list[EchoFlow],
+        known: dict[FlowId, Placed],
+        final: dict[str, tuple[float, float, str]],
+        tunnel: tuple[Tunnel, Tunnel],
+    ) -> None:
+        """Flows from the client reached replicas on the other node(s), byte-exact (see
+        ``cross_node``)."""
+        verdict = cross_node(
+            CrossNodeView(
+                nodes=self.node_names,
+                client_node=self.client_node,
+                node_of={iface: rep.node for iface, rep in self.replicas.items()},
+                active={iface for iface, (_, _, state) in final.items() if state == "active"},
+                exact={f.local_port: not f.broken and f.bytes_ok > 0 for f in flows},
+            ),
+            known,
+            tunnel,
+        )
+        self.check(
+            f"{len(verdict.active)} replicas: flows crossed nodes through the tunnel, byte-exact",
+            verdict.ok,
+            verdict.detail,
+        )
 
     def check_flows(self, name: str, flows: list[EchoFlow], gaps: list[Gap]) -> None:
         """Every long-lived flow byte-exact, and none paused longer than its bound."""
@@ -688,6 +836,10 @@ class Demo:
             self.apply_example()
             self.wait_chain_ready()
             client_ns = self.pod_netns("client")
+            if self.opts.nodes > 1:
+                self.check_spread()
+            else:
+                self.client_node = self.pod_nodes("client")[0]
             self.wait_data_path(client_ns)
             sampler.start()
             self.out("== traffic: ping, iperf3, long-lived echo flows")
@@ -696,6 +848,8 @@ class Demo:
             self.progress.start()
             self.open_flows(flows, self.opts.flows)
             self.check_established(flows)
+            self.cover_replicas(flows)
+            tunnel_before = self.tunnel_counters()
             iperf = CheckedIperf(
                 client_ns,
                 SERVER_IP,
@@ -708,7 +862,7 @@ class Demo:
             t_traffic = time.monotonic() - self.t0
             time.sleep(self.opts.dwell)
             self.out("== 2 replicas (as applied)")
-            self.report_step(2, t_traffic, flows, self.rounds(iperf, 0))
+            self.report_step(2, t_traffic, flows, self.rounds(iperf, 0), tunnel_before)
             for replicas in self.opts.steps:
                 self.scale(replicas, flows, iperf)
             self.out("== stopping traffic")
@@ -841,6 +995,96 @@ def kept_replicas(
     return Kept(ok, detail, tuple(moved))
 
 
+@dataclass(frozen=True)
+class CrossNodeView:
+    """What ``cross_node`` judges besides the sessions and tunnel counters."""
+
+    nodes: list[str]  # every node of the cluster
+    client_node: str
+    node_of: dict[str, str]  # firewall eth1 host ifname -> its node (every replica seen)
+    active: set[str]  # the replicas active at the end of the step
+    exact: dict[int, bool]  # long-lived flow (client port) -> byte-exact and moving
+
+
+@dataclass(frozen=True)
+class CrossNode:
+    ok: bool
+    detail: str
+    active: set[str]
+
+
+def cross_node(
+    view: CrossNodeView, known: dict[FlowId, Placed], tunnel: tuple[Tunnel, Tunnel]
+) -> CrossNode:
+    """Judge "flows crossed nodes through the tunnel, byte-exact" for one step.
+
+    Not assumed from where replicas run: holds only if the active replicas are on every node;
+    some long-lived flow from the client runs through a replica on another node **and both
+    nodes' session tables hold it** (the client's node names the replica ``#ID@NODE``, the
+    replica's node received it from the tunnel and recorded it); every such flow is
+    byte-exact; and the tunnel counters of both ends moved during the step: the client's node
+    sent packets to remote replicas and received some back, and every other node received
+    packets from the client's endpoint and sent some back.
+    """
+    spread: dict[str, int] = {}
+    for iface in view.active:
+        node = view.node_of.get(iface, "?")
+        spread[node] = spread.get(node, 0) + 1
+    crossing: list[bool] = []
+    for key, place in known.items():
+        node = view.node_of.get(place.interface, view.client_node)
+        if node == view.client_node or key[1] != TCP or ECHO_PORT not in (key[3], key[5]):
+            continue
+        if place.nodes >= {view.client_node, node}:
+            crossing += [view.exact[p] for p in (key[3], key[5]) if p in view.exact]
+    sent, back = _delta(tunnel, view.client_node, "b")
+    far = {n: _delta(tunnel, n, "a") for n in sorted(spread) if n != view.client_node}
+    ok = (
+        set(spread) == set(view.nodes)
+        and bool(crossing)
+        and all(crossing)
+        and min(sent, back) > 0
+        and bool(far)
+        and all(min(pair) > 0 for pair in far.values())
+    )
+    detail = (
+        "replicas on "
+        + ", ".join(f"{n} ({k})" for n, k in sorted(spread.items()))
+        + f"; {len(crossing)} long-lived flows from {view.client_node} crossed to a replica on"
+        f" another node (in both nodes' sessions), {sum(crossing)} byte-exact; through the"
+        f" tunnel {view.client_node} sent {sent:.0f} packets to remote replicas and received"
+        f" {back:.0f}"
+        + "".join(
+            f"; {n} received {r:.0f} from the client and sent {t:.0f} back"
+            for n, (t, r) in far.items()
+        )
+    )
+    return CrossNode(ok, detail, set(view.active))
+
+
+def _remote_id(label: str) -> int:
+    """The endpoint id in a remote endpoint's ``#ID@NODE`` (0 if it is not one)."""
+    head = label[1:].partition("@")[0] if label.startswith("#") else ""
+    return int(head) if head.isdigit() else 0
+
+
+def _delta(
+    tunnel: tuple[Tunnel, Tunnel],
+    node: str,
+    side: str,
+) -> tuple[float, float]:
+    """(sent, received) packets through the tunnel on ``node`` between the two readings, to
+    and from the remote endpoints of the inbound link's ``side``."""
+    before, after = tunnel
+    sent = received = 0.0
+    for key, ep in after.items():
+        if key[0] == node and key[1] == XC_IN and ep.side == side:
+            was = before.get(key)
+            sent += ep.tx_packets - (was.tx_packets if was else 0.0)
+            received += ep.rx_packets - (was.rx_packets if was else 0.0)
+    return sent, received
+
+
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
@@ -899,6 +1143,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--state-dir", type=Path, default=None, help="default $SFC_K8S_LOCAL_DIR or /var/lib/..."
     )
     parser.add_argument("--keep", action="store_true", help="keep (or reuse) the cluster")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=2,
+        choices=range(1, 9),
+        metavar="N",
+        help="nodes of the local cluster (1 to 8, default 2: the firewall's replicas spread "
+        "over them and flows cross nodes through the tunnel)",
+    )
     parser.add_argument("--dwell", type=float, default=8.0, help="seconds of traffic per step")
     parser.add_argument("--flows", type=int, default=16, help="long-lived echo flows")
     parser.add_argument("--plot", type=Path, default=None, help="where to write the PNG")
@@ -911,8 +1164,7 @@ def main(argv: list[str]) -> int:
         print("sfc-k8s demo: needs root (network namespaces, eBPF)", file=sys.stderr)
         return 1
     layout = Layout(args.state_dir or default_state_dir())
-    # One node: links between pods of different nodes (VXLAN/Geneve) are planned, not built.
-    opts = DemoOptions(keep=args.keep, dwell=args.dwell, flows=args.flows)
+    opts = DemoOptions(nodes=args.nodes, keep=args.keep, dwell=args.dwell, flows=args.flows)
     if args.plot:
         opts.plot = args.plot
     demo = run(layout, opts)

@@ -225,6 +225,12 @@ class EndpointSample:
     tx_bytes: float = 0.0
 
     @property
+    def remote(self) -> bool:
+        """An endpoint on another node than the agent's (``#ID@NODE``): its counters are the
+        packets this node exchanged with it through the tunnel."""
+        return self.interface.startswith("#")
+
+    @property
     def packets(self) -> float:
         return self.rx_packets + self.tx_packets
 

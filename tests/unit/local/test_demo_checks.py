@@ -6,7 +6,11 @@ far end stops echoing for a while) and keeps a pause still open when the traffic
 removed;
 ``kept_replicas`` fails with no flow on a remaining replica (it would hold vacuously), with a
 flow that moved off a remaining replica, with a moved flow on no active replica, and with a
-flow missing from the sessions before the step.
+flow missing from the sessions before the step;
+``cross_node`` holds when a byte-exact flow runs through the other node's replica, held in both
+nodes' sessions, with tunnel counters moving on both ends, and fails when the replicas are on
+one node, when the flow is only in the client's node's sessions, when it is not byte-exact, when
+the far node received nothing from the client, and when the counters did not move in the step.
 """
 
 from __future__ import annotations
@@ -18,8 +22,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from sfc_k8s.local.demo import MOVED_STALL, STALL, FlowProgress, Gap, kept_replicas, stalls
-from sfc_k8s.local.traffic import EchoFlow
+from sfc_k8s.local.demo import (
+    MOVED_STALL,
+    STALL,
+    XC_IN,
+    CrossNodeView,
+    FlowProgress,
+    Gap,
+    Placed,
+    Tunnel,
+    cross_node,
+    kept_replicas,
+    stalls,
+)
+from sfc_k8s.local.traffic import EchoFlow, EndpointSample
 
 
 class Echoer:
@@ -157,3 +173,79 @@ def test_kept_replicas_fails_when_a_moved_flow_is_on_no_active_replica() -> None
 def test_kept_replicas_fails_when_a_flow_was_not_placed_before() -> None:
     ok, detail = _judge({0: "fw-a", 1: "fw-a"}, {0: "fw-a", 1: "fw-a"})
     assert not ok and "1 flows not found in the sessions" in detail
+
+
+NODES = ["node-1", "node-2"]
+LOCAL_FLOW = ("l4-v4", 6, "192.168.100.10", 40001, "192.168.100.20", 7007)
+CROSSING_FLOW = ("l4-v4", 6, "192.168.100.10", 40002, "192.168.100.20", 7007)
+
+
+def _tunnel(node_1: tuple[int, int], node_2: tuple[int, int]) -> Tunnel:
+    """Remote endpoint counters (tx, rx): node-1's view of node-2's replica (side b), node-2's
+    view of the client (side a)."""
+    return {
+        ("node-1", XC_IN, "#2@172.18.0.3"): EndpointSample(
+            XC_IN, "b", "#2@172.18.0.3", "active", tx_packets=node_1[0], rx_packets=node_1[1]
+        ),
+        ("node-2", XC_IN, "#1@172.18.0.2"): EndpointSample(
+            XC_IN, "a", "#1@172.18.0.2", "active", tx_packets=node_2[0], rx_packets=node_2[1]
+        ),
+    }
+
+
+def _cross(
+    *,
+    fw_b_node: str = "node-2",
+    seen_on: tuple[str, ...] = ("node-1", "node-2"),
+    exact: bool = True,
+    after: Tunnel | None = None,
+    before: Tunnel | None = None,
+) -> tuple[bool, str]:
+    view = CrossNodeView(
+        nodes=NODES,
+        client_node="node-1",
+        node_of={"fw-a": "node-1", "fw-b": fw_b_node},
+        active={"fw-a", "fw-b"},
+        exact={40001: True, 40002: exact},
+    )
+    known = {
+        LOCAL_FLOW: Placed("fw-a", {"node-1"}),
+        CROSSING_FLOW: Placed("fw-b", set(seen_on)),
+    }
+    tunnel = (before or {}, _tunnel((60, 50), (50, 60)) if after is None else after)
+    verdict = cross_node(view, known, tunnel)
+    return verdict.ok, verdict.detail
+
+
+def test_cross_node_holds_for_a_flow_through_the_other_nodes_replica() -> None:
+    ok, detail = _cross()
+    assert ok, detail
+    assert "1 long-lived flows from node-1 crossed" in detail and "1 byte-exact" in detail
+    assert "node-1 sent 60 packets to remote replicas and received 50" in detail
+    assert "node-2 received 60 from the client and sent 50 back" in detail
+
+
+def test_cross_node_fails_with_every_replica_on_one_node() -> None:
+    ok, detail = _cross(fw_b_node="node-1")
+    assert not ok and "replicas on node-1 (2);" in detail and "0 long-lived flows" in detail
+
+
+def test_cross_node_fails_for_a_flow_only_in_the_client_nodes_sessions() -> None:
+    ok, detail = _cross(seen_on=("node-1",))
+    assert not ok and "0 long-lived flows" in detail
+
+
+def test_cross_node_fails_for_a_broken_flow() -> None:
+    ok, detail = _cross(exact=False)
+    assert not ok and "0 byte-exact" in detail
+
+
+def test_cross_node_fails_when_the_far_node_received_nothing() -> None:
+    ok, detail = _cross(after=_tunnel((60, 50), (50, 0)))
+    assert not ok and "node-2 received 0 from the client" in detail
+
+
+def test_cross_node_fails_when_the_counters_did_not_move_in_the_step() -> None:
+    counters = _tunnel((60, 50), (50, 60))
+    ok, detail = _cross(before=counters, after=counters)
+    assert not ok and "node-1 sent 0 packets" in detail
