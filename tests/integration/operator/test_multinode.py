@@ -10,6 +10,18 @@ for the tunnel (MTU 1450 on a 1500 underlay). Covers:
 - traffic: ping, UDP and TCP flows from node-1 reach the server on node-3 through local and
   remote replicas (every replica gets flows); both directions of every flow cross the same
   replica (the replica's own interface counters, per flow);
+- IPv6 and ARP/ND across nodes: the client pings the server from 8 IPv4 and 8 IPv6 addresses
+  with every neighbour cache flushed, so ARP and neighbour discovery (the client's for the server
+  and the server's for each client address) run through the chain: every ping is answered, the
+  neighbour entries carry the far end's MAC, and ARP, ND and ICMPv6 flows are in the data
+  planes' sessions with a replica on another node;
+- scale-out then scale-in across nodes under 50 long-lived TCP flows (each echoing 1 KiB every
+  50 ms, every byte checked): a Deployment of 3 more firewall replicas, spread one per node;
+  new flows reach every new replica, the 50 flows keep their replicas; scaled to 0, the new
+  replicas drain (endpoints draining on every node): new flows avoid them, flows on them keep
+  their replica and flows shorter than the drain window finish there, byte-exact; once they are
+  gone, the 50 flows (those of removed replicas moved) never broke; the agents' metrics name
+  every remote endpoint ``#ID@NODE``;
 - agent restart on the client's node: its pinned remote endpoints stay as they were, and a UDP
   sequence through a remote replica running across the restart loses no answer;
 - node loss: ``local node stop node-2`` (short grace period, long eviction timeout) with the
@@ -37,11 +49,13 @@ from typing import Any, TypeVar
 import pytest
 
 from sfc_k8s.api.nodes import agent_finalizer
-from sfc_k8s.dataplane import Dataplane
+from sfc_k8s.dataplane import Dataplane, Session
 from sfc_k8s.local import cli as local_cli
-from sfc_k8s.local.kube import SyncKube, load_kubeconfig
+from sfc_k8s.local.kube import MERGE_PATCH, NotFoundError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
-from sfc_k8s.local.nodes import agent_process
+from sfc_k8s.local.nodes import AGENT_METRICS_PORT, agent_process
+from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
+from sfc_k8s.operator.agent_reconcile import link_name
 
 T = TypeVar("T")
 NS = "sfc-mn"
@@ -50,6 +64,10 @@ XCS = (f"{CHAIN}-client-firewall", f"{CHAIN}-firewall-server")
 NODES = ("node-1", "node-2", "node-3")
 REPLICAS = {f"fw-{i}": node for i, node in enumerate(NODES, start=1)}
 SERVER_IP = "192.168.100.20"
+SERVER_IP6 = "fd00:100::20"
+# The client's addresses: each one is its own ARP/ND and ICMP flow, balanced on its own.
+CLIENT_IPS = [f"192.168.100.{10 + i}" for i in range(8)]
+CLIENT_IP6S = [f"fd00:100::{10 + i}" for i in range(8)]
 GRACE = 3.0
 ROUNDS = 8  # request/reply rounds per flow
 NAD_PATH = f"/apis/k8s.cni.cncf.io/v1/namespaces/{NS}/network-attachment-definitions"
@@ -151,7 +169,7 @@ def _kube(layout: Layout) -> SyncKube:
     return SyncKube(load_kubeconfig(layout.kubeconfig))
 
 
-def _nad(kube: SyncKube, name: str, seed: str, address: str | None = None) -> None:
+def _nad(kube: SyncKube, name: str, seed: str, addresses: list[str] | None = None) -> None:
     config: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": name,
@@ -159,8 +177,8 @@ def _nad(kube: SyncKube, name: str, seed: str, address: str | None = None) -> No
         "macSeed": seed,
         "mtu": TUNNEL_MTU,
     }
-    if address:
-        config["ipam"] = {"type": "static", "addresses": [{"address": address}]}
+    if addresses:
+        config["ipam"] = {"type": "static", "addresses": [{"address": a} for a in addresses]}
     body = {
         "apiVersion": "k8s.cni.cncf.io/v1",
         "kind": "NetworkAttachmentDefinition",
@@ -191,8 +209,9 @@ def _pod(kube: SyncKube, name: str, app: str, node: str, *, networks: str, argv:
 
 def _deploy(kube: SyncKube) -> None:
     kube.request("POST", "/api/v1/namespaces", body={"kind": "Namespace", "metadata": {"name": NS}})
-    _nad(kube, "client-net", f"{NS}/client", "192.168.100.10/24")
-    _nad(kube, "server-net", f"{NS}/server", f"{SERVER_IP}/24")
+    clients = [f"{ip}/24" for ip in CLIENT_IPS] + [f"{ip}/64" for ip in CLIENT_IP6S]
+    _nad(kube, "client-net", f"{NS}/client", clients)
+    _nad(kube, "server-net", f"{NS}/server", [f"{SERVER_IP}/24", f"{SERVER_IP6}/64"])
     _nad(kube, "fw-in", f"{NS}/fw/eth1")
     _nad(kube, "fw-out", f"{NS}/fw/eth2")
     _pod(kube, "client", "client", "node-1", networks="client-net@eth1", argv=["sleep", "100000"])
@@ -336,6 +355,270 @@ def test_every_agent_programs_every_endpoint_and_flows_cross_nodes(cluster: Layo
             carried[replica].append(port)
     # the local replica (fw-1, beside the client) and both remote ones carry flows
     assert all(carried.values()), carried
+
+
+def _ip(netns_name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "-n", netns_name, *args], capture_output=True, text=True, check=False, timeout=10
+    )
+
+
+def _mac(netns_name: str) -> str:
+    return str(json.loads(_ip(netns_name, "-j", "link", "show", "eth1").stdout)[0]["address"])
+
+
+def _all_sessions(layout: Layout) -> list[Session]:
+    """The sessions of both links on every node."""
+    found: list[Session] = []
+    for node in NODES:
+        with Dataplane(layout.bpffs_root(node)) as dp:
+            for xc in XCS:
+                found.extend(dp.sessions(link_name(NS, xc)))
+    return found
+
+
+def test_ipv6_arp_and_nd_cross_nodes(cluster: Layout) -> None:
+    chain = _ready_chain(cluster)
+    server = _pod_netns(cluster, _kube(cluster), "server")
+    for pod in (chain.client, server):
+        for family in ("-4", "-6"):
+            assert _ip(pod, family, "neigh", "flush", "dev", "eth1").returncode == 0
+    unanswered = []
+    pairs = [(ip, SERVER_IP) for ip in CLIENT_IPS] + [(ip, SERVER_IP6) for ip in CLIENT_IP6S]
+    for source, target in pairs:
+        argv = ["ping", "-n", "-c", "1", "-W", "2", "-I", source, target]
+        done = subprocess.run(
+            ["ip", "netns", "exec", chain.client, *argv], capture_output=True, check=False
+        )
+        if done.returncode:
+            unanswered.append(source)
+    assert not unanswered, f"no answer to the pings from {unanswered}"
+    # the neighbours were resolved through the chain: each end knows the other's MAC
+    client_mac, server_mac = _mac(chain.client), _mac(server)
+    neighbours = [
+        (chain.client, SERVER_IP, server_mac),
+        (chain.client, SERVER_IP6, server_mac),
+        (server, CLIENT_IPS[3], client_mac),
+        (server, CLIENT_IP6S[3], client_mac),
+    ]
+    for pod, peer, mac in neighbours:
+        neigh = json.loads(_ip(pod, "-j", "neigh", "show", "dev", "eth1", "to", peer).stdout)
+        assert neigh and neigh[0].get("lladdr") == mac, (pod, peer, neigh)
+    crossed: dict[str, int] = {}
+    fresh = {*CLIENT_IPS[1:], *CLIENT_IP6S}  # addresses no earlier test used
+    for s in _all_sessions(cluster):
+        remote = s.a_ifname.startswith("#") or s.b_ifname.startswith("#")
+        if remote and {s.addr_lo, s.addr_hi} & fresh:
+            crossed[s.kind] = crossed.get(s.kind, 0) + 1
+    # ARP and ND requests, and ICMPv6 echoes, went through replicas on other nodes
+    assert crossed.get("arp") and crossed.get("nd") and crossed.get("l3-v6"), crossed
+
+
+EXTRA = "fw-extra"  # a Deployment of firewall replicas beside the three pinned ones
+DRAIN = 4.0  # seconds an extra replica keeps forwarding after SIGTERM
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+
+
+def _extra_deployment(kube: SyncKube) -> None:
+    script = (
+        BRIDGE.replace("while true; do sleep 1; done", "")
+        + f"trap 'sleep {DRAIN}; exit 0' TERM\nwhile true; do sleep 1 & wait $!; done\n"
+    )
+    labels = {"app": "firewall", "tier": "extra"}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": EXTRA, "namespace": NS},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"k8s.v1.cni.cncf.io/networks": "fw-in@eth1,fw-out@eth2"},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": int(DRAIN) + 6,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "ignored.example/none:0",
+                            "command": ["sh", "-c", script],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    kube.request("POST", DEPLOYMENTS, body=body)
+
+
+def _scale(kube: SyncKube, replicas: int) -> None:
+    body = {"spec": {"replicas": replicas}}
+    kube.request("PATCH", f"{DEPLOYMENTS}/{EXTRA}", body=body, content_type=MERGE_PATCH)
+
+
+def _internal_ip(kube: SyncKube, node: str) -> str:
+    addresses = _get(kube, f"/api/v1/nodes/{node}")["status"]["addresses"]
+    return str(next(a["address"] for a in addresses if a["type"] == "InternalIP"))
+
+
+def _firewall_endpoints(kube: SyncKube) -> list[dict[str, Any]]:
+    """The firewall endpoints of the client's link, as the controller lists them."""
+    return list(_xc(kube, XCS[0])["spec"]["b"]["endpoints"])
+
+
+def _programmed(layout: Layout, states: dict[int, str]) -> bool:
+    """Every node's data plane holds exactly these firewall endpoints (id -> state) in the
+    client's link, and as many in the same states in the server's link (every node holds both
+    links: each has a firewall replica)."""
+    for node in NODES:
+        with Dataplane(layout.bpffs_root(node)) as dp:
+            eps = [
+                [(e.id, e.state.value) for e in dp.endpoints(link_name(NS, xc))
+                 if e.side.value == side]
+                for xc, side in ((XCS[0], "b"), (XCS[1], "a"))
+            ]  # fmt: skip
+        if dict(eps[0]) != states or sorted(s for _, s in eps[1]) != sorted(states.values()):
+            return False
+    return True
+
+
+class Placement:
+    """Which firewall pod carries each TCP flow of the client, from node-1's (the client's)
+    sessions: a local replica by host interface, a remote one by ``#ID@NODE``."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.kube = _kube(layout)
+
+    def __call__(self, flows: list[EchoFlow]) -> dict[EchoFlow, str]:
+        pods: dict[str, str] = {}
+        for ep in _firewall_endpoints(self.kube):
+            pods[ep["hostInterface"]] = pods[f"#{ep['id']}"] = ep["pod"]
+        with Dataplane(self.layout.bpffs_root("node-1")) as dp:
+            sessions = dp.sessions(link_name(NS, XCS[0]))
+        by_port = {f.local_port: f for f in flows}
+        found = {}
+        for s in sessions:
+            if s.proto == 6 and 7007 in (s.port_lo, s.port_hi):
+                for port in {s.port_lo, s.port_hi} & set(by_port):
+                    found[by_port[port]] = pods.get(s.b_ifname.partition("@")[0], s.b_ifname)
+        return found
+
+    def all_of(self, flows: list[EchoFlow]) -> dict[EchoFlow, str]:
+        """The placement of every flow of ``flows`` (waits for their sessions)."""
+
+        def placed() -> dict[EchoFlow, str] | None:
+            found = self(flows)
+            return found if len(found) == len(flows) else None
+
+        return wait_for(f"{len(flows)} flows in node-1's sessions", placed, 10)
+
+
+def _open(client: str, count: int) -> list[EchoFlow]:
+    """``count`` long-lived flows, each echoing 1 KiB every 50 ms (every byte checked)."""
+    flows = open_echo_flows(client, SERVER_IP, 7007, count)
+    wait_for("every flow echoed", lambda: all(f.bytes_ok or f.broken for f in flows), 10)
+    return flows
+
+
+def _cover(client: str, placement: Placement, pods: set[str]) -> list[EchoFlow]:
+    """Open flows in batches until each of ``pods`` carries one (at most 60)."""
+    flows: list[EchoFlow] = []
+    while len(flows) < 60:
+        flows += _open(client, 6)
+        if pods <= set(placement.all_of(flows).values()):
+            return flows
+    for flow in flows:
+        flow.stop()
+    raise AssertionError(f"60 new flows and not one on each of {sorted(pods)}")
+
+
+def test_scale_out_and_in_across_nodes_under_50_tcp_flows(cluster: Layout) -> None:
+    chain = _ready_chain(cluster)
+    kube = _kube(cluster)
+    flows: list[EchoFlow] = []
+    try:
+        _scale_out_and_in(cluster, kube, chain, flows)
+    finally:
+        for flow in flows:
+            flow.stop()
+        with contextlib.suppress(NotFoundError):
+            kube.request("DELETE", f"{DEPLOYMENTS}/{EXTRA}")
+        wait_for("the extra replicas gone", lambda: len(_firewall_endpoints(kube)) == 3, 60)
+    assert len(flows) == 50
+    broken = [(f.local_port, f.error) for f in flows if f.broken]
+    assert not broken, broken
+
+
+def _scale_out_and_in(cluster: Layout, kube: SyncKube, chain: Chain, flows: list[EchoFlow]) -> None:
+    """Scale out then in under ``flows`` (filled with the 50 long-lived flows)."""
+    placement = Placement(cluster)
+    flows += _open(chain.client, 25)
+    first = placement.all_of(flows)
+    _extra_deployment(kube)
+    _scale(kube, 3)
+
+    def extra_listed() -> list[dict[str, Any]] | None:
+        eps = _firewall_endpoints(kube)
+        return [ep for ep in eps if ep["pod"].startswith(EXTRA)] if len(eps) == 6 else None
+
+    extra = wait_for("3 extra firewall endpoints", extra_listed, 60)
+    assert sorted(ep["node"] for ep in extra) == list(NODES)  # spread: one per node
+    new = {ep["pod"] for ep in extra}
+    ids = {ep["id"]: ep["pod"] for ep in _firewall_endpoints(kube)}
+    active = dict.fromkeys(ids, "active")
+    wait_for("6 firewall endpoints on every node", lambda: _programmed(cluster, active), 30)
+    # node-1's metrics: one series per remote firewall endpoint, named #ID@NODE
+    metrics = scrape_agent(cluster.node_netns("node-1"), AGENT_METRICS_PORT)
+    addresses = {n: _internal_ip(kube, n) for n in NODES}
+    assert {i for (xc, i), e in metrics.endpoints.items() if xc == XCS[0] and e.remote} == {
+        f"#{ep['id']}@{addresses[ep['node']]}"
+        for ep in _firewall_endpoints(kube)
+        if ep["node"] != "node-1"
+    }  # the client's endpoint is node-1's own
+
+    # new flows reach every new replica; the first 25 keep theirs
+    flows += _open(chain.client, 25)
+    short = _cover(chain.client, placement, new)  # shorter than the drain window
+    try:
+        before = placement.all_of(flows)
+        assert {f: before[f] for f in first} == first
+        on_new = {f: pod for f, pod in placement.all_of(short).items() if pod in new}
+        _scale(kube, 0)
+        draining = {i: "draining" if pod in new else "active" for i, pod in ids.items()}
+        wait_for("the new replicas draining on every node",
+                 lambda: _programmed(cluster, draining), 10)  # fmt: skip
+        began = {f: f.bytes_ok for f in on_new}
+        # new flows avoid the draining replicas; flows on them stay and are served
+        probes = _open(chain.client, 8)
+        landed = placement.all_of(probes)
+        for probe in probes:
+            probe.stop()
+        assert not set(landed.values()) & new, landed
+        time.sleep(DRAIN / 2)
+        assert placement(list(on_new)) == on_new
+        assert all(f.bytes_ok > began[f] for f in on_new)
+    finally:
+        for flow in short:
+            flow.stop()
+    assert not [f.error for f in short if f.broken]  # they finished byte-exact on their replica
+
+    left = {i: "active" for i, pod in ids.items() if pod not in new}
+    wait_for("the new replicas removed on every node", lambda: _programmed(cluster, left), 30)
+    moved = [f for f, pod in before.items() if pod in new]
+    assert moved  # some long-lived flows were on removed replicas
+    removed = {f: f.bytes_ok for f in flows}
+    # flows of removed replicas pick another one once their sessions are invalid (TCP's
+    # retransmission carries them over: the firewall keeps no state)
+    wait_for("every long-lived flow moving after the removal",
+             lambda: all(f.bytes_ok > removed[f] or f.broken for f in flows), 15)  # fmt: skip
+    after = placement.all_of(flows)
+    assert {f: after[f] for f in flows if f not in moved} == {
+        f: before[f] for f in flows if f not in moved
+    }  # flows on the remaining replicas never moved
+    assert all(after[f] in REPLICAS for f in moved), {f.local_port: after[f] for f in moved}
 
 
 def _remote_endpoints(layout: Layout, node: str) -> dict[str, list[tuple[str, int, str, str]]]:
