@@ -7,7 +7,9 @@ dropped as NO_TUNNEL, and one too large for the tunnel's MTU once encapsulated a
 (never redirected to be lost further on). New flows spread over local and remote endpoints as
 Maglev over the stable ids says; a draining remote endpoint keeps its flows and gets no new
 ones; a removed one's flows re-pick. The known nodes count the remote endpoints on each.
-Local interfaces larger than the tunnel's MTU are reported for a link that spans nodes.
+Local interfaces larger than the tunnel's MTU are reported for a link that spans nodes, also
+by a process that entered a node's network namespace with the host's sysfs (as the local
+cluster's agents run).
 
 Receive: BPF_PROG_TEST_RUN cannot give a frame tunnel metadata (the kernel attaches it only to
 a packet the VXLAN device decapsulated, as a metadata dst), so here only a frame without it is
@@ -19,9 +21,13 @@ tests/integration/dataplane/test_multinode.py.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import random
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -213,3 +219,42 @@ def test_interfaces_too_large_for_the_tunnel_are_reported(tun: Tunnel) -> None:
     assert tun.dp.oversized("x") == {tun.ifs["b"]: 1500}
     tun.dp.remove_endpoint("x", Side.B, endpoint_id=3)  # no longer spans nodes
     assert tun.dp.oversized("x") == {}
+
+
+OVERSIZED_IN_NETNS = """
+import json, sys
+from sfc_k8s.dataplane import Dataplane, EndpointSpec
+root, a, b, device, port = sys.argv[1:6]
+with Dataplane(root) as dp:
+    try:
+        dp.create_link("x", side_a=[EndpointSpec(ifname=a, id=1)], cluster_id=9,
+                       side_b=[EndpointSpec(ifname=b, id=2), EndpointSpec(node="10.250.0.2", id=3)])
+        dp.ensure_tunnel(ifname=device, port=int(port), mtu=1450)
+        print(json.dumps(dp.oversized("x")))
+    finally:
+        dp.destroy()
+"""
+
+
+def test_interfaces_too_large_are_reported_from_inside_a_network_namespace(
+    janitor: Janitor,
+) -> None:
+    """``nsenter --net`` keeps the host's sysfs, whose /sys/class/net lists the host's
+    interfaces: the MTUs must be read in the process's own namespace."""
+    ns = janitor.netns()
+    a = janitor.veth(unique("ua"), unique("wa"), a_netns=ns, b_netns=ns, up=False)[0]
+    b = janitor.veth(unique("ub"), unique("wb"), a_netns=ns, b_netns=ns, up=False)[0]
+    command("ip", "link", "set", b, "mtu", "1450", netns=ns)
+    root = private_root()
+    janitor.add(lambda: os.path.exists(root) and command("rm", "-rf", root))
+    argv = [sys.executable, "-c", OVERSIZED_IN_NETNS, root, a, b, unique("sfctvx"),
+            str(random.randrange(20000, 60000))]  # fmt: skip
+    done = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{ns}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {a: 1500}

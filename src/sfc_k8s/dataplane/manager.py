@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -97,6 +98,25 @@ def _ifindex(ifname: str) -> int:
         return socket.if_nametoindex(ifname)
     except OSError as err:
         raise InterfaceNotFound(f"no interface named {ifname!r}: {err}") from err
+
+
+_SIOCGIFMTU = 0x8921  # linux/sockios.h
+_IFREQ_SIZE = 40  # struct ifreq: the name (IFNAMSIZ 16) and a union whose first int is the MTU
+
+
+def _interface_mtu(ifname: str) -> int | None:
+    """The MTU of ``ifname`` in this process's network namespace, None if there is none.
+
+    Asked of the kernel through a socket (which belongs to our namespace), not read from
+    /sys/class/net: sysfs shows the namespace of whoever mounted it, and an agent that entered
+    its node's namespace with ``nsenter --net`` (the local cluster) keeps the host's."""
+    request = ifname.encode().ljust(_IFREQ_SIZE, b"\0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            answer = fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, request)
+    except OSError:
+        return None
+    return int.from_bytes(answer[16:20], sys.byteorder, signed=True)
 
 
 def _node_address(node: str) -> bytes:
@@ -954,10 +974,8 @@ class Dataplane:
         for e in endpoints:
             if e.node:
                 continue
-            try:
-                with open(f"/sys/class/net/{e.ifname}/mtu", encoding="ascii") as f:
-                    mtu = int(f.read())
-            except OSError:
+            mtu = _interface_mtu(e.ifname)
+            if mtu is None:
                 continue  # gone: its pod is being deleted
             if mtu > tun.mtu:
                 result[e.ifname] = mtu
