@@ -2,7 +2,8 @@
 
 Send (a flow entering from a local endpoint whose Maglev choice is remote): the program sets
 the tunnel key and redirects to the tunnel device (TC_ACT_REDIRECT), counts the packet on the
-remote endpoint and records the session naming it; with no tunnel configured the packet is
+remote endpoint and records the session naming it; a new device without an MTU given is
+sized for a 1500-byte underlay; with no tunnel configured the packet is
 dropped as NO_TUNNEL, and one too large for the tunnel's MTU once encapsulated as TOO_BIG
 (never redirected to be lost further on). New flows spread over local and remote endpoints as
 Maglev over the stable ids says; a draining remote endpoint keeps its flows and gets no new
@@ -135,6 +136,16 @@ def test_without_a_tunnel_remote_choices_are_dropped(tun: Tunnel) -> None:
     assert run(tun.dp, tun.ifs["a"], tcp(n)) == TC_ACT_SHOT
     assert tun.dp.status("x").drops[DropReason.NO_TUNNEL] == 1
     assert tx(tun.dp)[3] == 0
+
+
+def test_a_new_tunnel_fits_a_1500_byte_underlay(tun: Tunnel) -> None:
+    """Without an MTU the device is sized for the common underlay (1500 - 50): the kernel
+    would give a VXLAN device without a lower device 1500, and every full-size frame would
+    then leave the node 50 bytes too large for the underlay, dropped where no counter of ours
+    sees it. An adopted device keeps the MTU it has."""
+    assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port).mtu == 1450
+    assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, mtu=8950).mtu == 8950
+    assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port).mtu == 8950
 
 
 def test_frames_too_big_for_the_tunnel_are_counted(tun: Tunnel) -> None:

@@ -27,6 +27,8 @@ TAKEN_PORTS = {4789: "VXLAN (IANA)", 8472: "Linux VXLAN (Flannel, Cilium)", 6081
 # inner Ethernet header (14). NF interfaces on a link that spans nodes are sized underlay MTU
 # minus this.
 OVERHEAD_IPV4 = 50
+# The underlay a new device is sized for when no MTU is given (the common Ethernet MTU).
+DEFAULT_UNDERLAY_MTU = 1500
 
 
 class TunnelError(DataplaneError):
@@ -81,7 +83,9 @@ def find(ifname: str) -> Device | None:
 
 def ensure(ifname: str, *, port: int, mtu: int) -> tuple[Device, bool]:
     """The tunnel device, created and up; True when this call created it. An existing one
-    must have the port; ``mtu`` (0: leave it) is set either way."""
+    must have the port; ``mtu`` is set either way (0: leave an existing device's; a new one
+    gets ``mtu_for(DEFAULT_UNDERLAY_MTU)``, as the kernel would give it 1500, which no
+    1500-byte underlay carries once encapsulated)."""
     check_port(port)
     device = find(ifname)
     created = device is None
@@ -94,6 +98,8 @@ def ensure(ifname: str, *, port: int, mtu: int) -> tuple[Device, bool]:
             f"tunnel device {ifname!r} exists on UDP port {device.port}, not {port}:"
             " remove it (dp tunnel del) to change the port"
         )
+    if created and not mtu:
+        mtu = mtu_for(DEFAULT_UNDERLAY_MTU)
     settings = ["mtu", str(mtu)] if mtu else []
     done = _ip("link", "set", "dev", ifname, *settings, "up")
     if done.returncode != 0:

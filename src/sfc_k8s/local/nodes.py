@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from sfc_k8s.api.conditions import is_ready
+from sfc_k8s.dataplane import tunnel
 from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import LIFECYCLE_TAINTS
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
@@ -72,13 +73,16 @@ def start_runtime(
 
 
 def start_agent(layout: Layout, record: dict[str, Any], node: str) -> None:
-    """The node's agent, in the node's namespace with the host's mounts (its bpffs root)."""
+    """The node's agent, in the node's namespace with the host's mounts (its bpffs root), its
+    tunnel sized for the underlay (its MTU minus the VXLAN overhead)."""
     root = layout.bpffs_root(node)
+    underlay_mtu = int((record.get("underlay") or {}).get("mtu") or underlay.DEFAULT_MTU)
     argv = [
         python(), "-m", "sfc_k8s.cli", "agent",
         "--node", node,
         "--kubeconfig", str(layout.kubeconfig),
         "--bpffs-root", root,
+        "--tunnel-mtu", str(tunnel.mtu_for(underlay_mtu)),
         "--log-format", "plain",
     ]  # fmt: skip
     start_process(

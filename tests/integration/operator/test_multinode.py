@@ -22,6 +22,9 @@ for the tunnel (MTU 1450 on a 1500 underlay). Covers:
   their replica and flows shorter than the drain window finish there, byte-exact; once they are
   gone, the 50 flows (those of removed replicas moved) never broke; the agents' metrics name
   every remote endpoint ``#ID@NODE``;
+- MTU: every agent's tunnel is sized for the 1500-byte underlay (1450); a firewall replica
+  with 1500-byte interfaces makes its node's agent report InterfacesFitTunnel=False and the
+  chain Degraded (TunnelMTUExceeded, naming the node) until it is deleted;
 - agent restart on the client's node: its pinned remote endpoints stay as they were, and a UDP
   sequence through a remote replica running across the restart loses no answer;
 - node loss: ``local node stop node-2`` (short grace period, long eviction timeout) with the
@@ -619,6 +622,53 @@ def _scale_out_and_in(cluster: Layout, kube: SyncKube, chain: Chain, flows: list
         f: before[f] for f in flows if f not in moved
     }  # flows on the remaining replicas never moved
     assert all(after[f] in REPLICAS for f in moved), {f.local_port: after[f] for f in moved}
+
+
+def _chain_condition(kube: SyncKube, kind: str) -> dict[str, Any]:
+    chain = _get(kube, f"/apis/sfc-k8s.io/v1alpha1/namespaces/{NS}/servicefunctionchains/{CHAIN}")
+    conditions = (chain.get("status") or {}).get("conditions") or []
+    return next((dict(c) for c in conditions if c["type"] == kind), {})
+
+
+def test_interfaces_larger_than_the_tunnel_degrade_the_chain(cluster: Layout) -> None:
+    """Every agent's tunnel fits the 1500-byte underlay (1450), and a firewall replica whose
+    interfaces are 1500 bytes (a network without ``mtu``) is reported by its node's agent,
+    which runs in the node's namespace with the host's sysfs: the chain turns Degraded
+    (TunnelMTUExceeded, naming the node) until that replica is gone."""
+    _ready_chain(cluster)
+    kube = _kube(cluster)
+    for node in NODES:
+        (tun,) = json.loads(
+            _ip(cluster.node_netns(node), "-j", "link", "show", "sfc-vxlan0").stdout
+        )
+        assert tun["mtu"] == TUNNEL_MTU, (node, tun)
+    for name, eth in (("fw-big-in", "eth1"), ("fw-big-out", "eth2")):
+        config = {"cniVersion": "1.0.0", "name": name, "type": "sfc-cni",
+                  "macSeed": f"{NS}/fw/{eth}"}  # fmt: skip
+        body = {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"config": json.dumps(config)},
+        }
+        kube.request("POST", NAD_PATH, body=body)
+    networks = "fw-big-in@eth1,fw-big-out@eth2"
+    _pod(kube, "fw-big", "firewall", "node-2", networks=networks, argv=["sh", "-c", BRIDGE])
+    try:
+
+        def degraded() -> dict[str, Any] | None:
+            found = _chain_condition(kube, "Degraded")
+            return found if found.get("reason") == "TunnelMTUExceeded" else None
+
+        condition = wait_for("the chain Degraded by fw-big's MTU", degraded, 30)
+        assert "node-2" in condition["message"] and "1500" in condition["message"], condition
+        assert _chain_condition(kube, "Ready").get("status") == "False"
+    finally:
+        kube.request("DELETE", f"/api/v1/namespaces/{NS}/pods/fw-big")
+        for name in ("fw-big-in", "fw-big-out"):
+            kube.request("DELETE", f"{NAD_PATH}/{name}")
+    wait_for("fw-big gone", lambda: len(_firewall_endpoints(kube)) == 3, 30)
+    wait_for("the chain Ready again", lambda: _chain_ready(kube), 30)
 
 
 def _remote_endpoints(layout: Layout, node: str) -> dict[str, list[tuple[str, int, str, str]]]:
