@@ -906,7 +906,7 @@ class Demo:
         names = sorted({i for _, per in self.samples for i in per})
         for iface in names:
             rep = self.replicas.get(iface)
-            label = rep.pod if rep else iface
+            label = f"{rep.pod} ({rep.node})" if rep else iface
             segments: list[tuple[str, list[float], list[float]]] = []
             for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
                 if iface not in p1 or iface not in p2 or t2 <= t1:
@@ -945,6 +945,7 @@ class Demo:
                     "samples": self.samples,
                     "events": self.events,
                     "replicas": {k: v.pod for k, v in self.replicas.items()},
+                    "nodes": {k: v.node for k, v in self.replicas.items()},
                 }
             )
         )
