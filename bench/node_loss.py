@@ -36,15 +36,17 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 
 import argparse
 import contextlib
+import http.client
 import io
 import json
 import queue
 import signal
+import socket
 import statistics
 import tempfile
 import threading
 import time
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -181,16 +183,24 @@ class NodeWatch:
 
     def __init__(self, kube: SyncKube, name: str) -> None:
         rv = kube.get("/api/v1/nodes")["metadata"]["resourceVersion"]
-        url = (f"{kube.conn.server}/api/v1/nodes?watch=1&resourceVersion={rv}"
-               f"&fieldSelector=metadata.name%3D{name}&timeoutSeconds=600")  # fmt: skip
-        request = urllib.request.Request(url, headers=auth_headers(kube.conn))
+        url = urllib.parse.urlsplit(kube.conn.server)
+        path = (f"/api/v1/nodes?watch=1&resourceVersion={rv}"
+                f"&fieldSelector=metadata.name%3D{name}&timeoutSeconds=600")  # fmt: skip
+        if url.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                url.netloc, context=ssl_context(kube.conn)
+            )
+        else:
+            conn = http.client.HTTPConnection(url.netloc)
+        conn.request("GET", path, headers=auth_headers(kube.conn))
+        self._socket = conn.sock  # shut down by ``close``: closing the response would wait
+        self._response = conn.getresponse()  # for the reader thread's lock
         self.events: queue.Queue[tuple[float, str, str]] = queue.Queue()
-        self._response = urllib.request.urlopen(request, context=ssl_context(kube.conn))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # closed by ``close``
+        with contextlib.suppress(OSError, ValueError):  # the socket shut down by ``close``
             for line in self._response:
                 event = json.loads(line)
                 ready = (object_condition(event["object"], "Ready") or {}).get("status", "")
@@ -205,7 +215,11 @@ class NodeWatch:
                 return at
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5)
         self._response.close()
+        self._socket.close()
 
 
 @contextlib.contextmanager
@@ -296,6 +310,7 @@ def run_all(layout: Layout, args: argparse.Namespace) -> dict[str, list[dict[str
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
     deploy(kube)
     address = node_address(kube, LOST)
+    print(f"cluster up, chain deployed; {LOST} is {address}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {f"{loss}/{ctl}": [] for loss, ctl in args.kinds}
     for run in range(args.runs):
         for loss, ctl in args.kinds:
