@@ -17,7 +17,8 @@ and stable id. Pods (client, server, NF replicas: a bridge of eth1 and eth2, as 
 interface a packet crosses inside the chain has the tunnel's MTU (underlay 1500 - 50).
 
 Everything is registered with the Janitor as it is made: the nodes' data planes are destroyed
-and the namespaces deleted even when a test fails half-way. Used by ``test_multinode.py``.
+and the namespaces deleted even when a test fails half-way. Used by ``test_multinode.py`` and
+``bench/crossnode.py`` (two nodes on a veth underlay, ``underlay="veth"``).
 """
 
 from __future__ import annotations
