@@ -90,6 +90,8 @@ bench: deps
 	$(PY) bench/cni.py
 	$(PY) bench/dataplane_ops.py
 	$(PY) bench/control_plane.py
+	$(PY) bench/crossnode.py
+	$(PY) bench/node_loss.py
 
 # The image's name and tag come from deploy/base/kustomization.yaml (`images:`), the one place
 # they are set; IMAGE=... overrides.

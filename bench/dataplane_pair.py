@@ -1,8 +1,10 @@
-"""One figure of ``bench/dataplane.py``, the 1:1 cross-connection against one baseline, in
-tightly interleaved pairs.
+"""One figure of ``bench/dataplane.py`` or ``bench/crossnode.py``, a cross-connection against
+one baseline, in tightly interleaved pairs.
 
-Run as root: ``.venv/bin/python bench/dataplane_pair.py [--test tcp_1] [--against direct]
-[--pairs 16] [--seconds 3]``. Not a test: it prints each pair and the summary and writes
+Run as root: ``.venv/bin/python bench/dataplane_pair.py [--test tcp_1] [--setup xc-1:1]
+[--against direct] [--pairs 16] [--seconds 3]``; ``--setup xn-1:1`` (or ``xn-chain-1:4``)
+with ``--against vxlan`` (or ``bridge-vxlan``) takes the cross-node setups of
+``bench/crossnode.py``. Not a test: it prints each pair and the summary and writes
 ``bench/results/dataplane_pair.json``.
 
 ``bench/dataplane.py`` measures every test on five setups per repetition, so the two setups of
@@ -28,7 +30,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.dataplane import IPERF_PORT, REPO, TESTS, build_setups
+from bench.crossnode import build_crossnode
+from bench.dataplane import IPERF_PORT, REPO, TESTS, Setup, build_setups
 from tests.fixtures.topology import in_netns, spawn
 from tests.nettools import Janitor
 
@@ -39,7 +42,9 @@ CHOICES = ("tcp_1", "tcp_8", "udp64")
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", choices=CHOICES, default="tcp_1")
-    parser.add_argument("--against", choices=("direct", "bridge"), default="direct")
+    parser.add_argument("--setup", choices=("xc-1:1", "xn-1:1", "xn-chain-1:4"), default="xc-1:1")
+    parser.add_argument("--against", choices=("direct", "bridge", "vxlan", "bridge-vxlan"),
+                        default="direct")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 -t (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -50,12 +55,18 @@ def main(argv: list[str]) -> int:
 
     measure = TESTS[args.test]
     options = SimpleNamespace(seconds=args.seconds)
-    names = ("xc-1:1", args.against)
+    names = (args.setup, args.against)
+    cross = args.setup.startswith("xn-")
+    if cross != (args.against in ("vxlan", "bridge-vxlan")):
+        parser.error(f"--setup {args.setup} is not measured against {args.against}")
     load_at_start = os.getloadavg()
     print(f"load average at start: {load_at_start[0]:.2f} on {os.cpu_count()} CPUs")
     janitor = Janitor()
     try:
-        setups = {s.name: s for s in build_setups(janitor, replicas=1)[0] if s.name in names}
+        built: list[Setup] = (
+            build_crossnode(janitor)[1] if cross else build_setups(janitor, replicas=1)[0]
+        )
+        setups = {s.name: s for s in built if s.name in names}
         for setup in setups.values():
             spawn(janitor, in_netns(setup.server_ns, "iperf3", "-s", "-p", str(IPERF_PORT)),
                   output=False)  # fmt: skip
@@ -65,13 +76,14 @@ def main(argv: list[str]) -> int:
             for name in names if i % 2 == 0 else names[::-1]:
                 (value,) = measure(setups[name], options).values()  # type: ignore[arg-type]
                 values[name].append(value)
-            ours, theirs = values["xc-1:1"][-1], values[args.against][-1]
-            shown = f"xc-1:1 {ours:.2f}, {args.against} {theirs:.2f}, ratio {ours / theirs:.3f}"
+            ours, theirs = values[args.setup][-1], values[args.against][-1]
+            shown = (f"{args.setup} {ours:.2f}, {args.against} {theirs:.2f}, "
+                     f"ratio {ours / theirs:.3f}")  # fmt: skip
             print(f"pair {i + 1}/{args.pairs}: {shown}", flush=True)
     finally:
         janitor.close()
 
-    xc, base = values["xc-1:1"], values[args.against]
+    xc, base = values[args.setup], values[args.against]
     paired = [x / b for x, b in zip(xc, base, strict=True)]
     summary = {
         "median_paired_ratio": round(statistics.median(paired), 3),
@@ -79,11 +91,12 @@ def main(argv: list[str]) -> int:
         "min": round(min(paired), 3),
         "max": round(max(paired), 3),
     }
-    print(f"{args.test}, xc-1:1 / {args.against} over {args.pairs} pairs: "
+    print(f"{args.test}, {args.setup} / {args.against} over {args.pairs} pairs: "
           + ", ".join(f"{k} {v}" for k, v in summary.items()))  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "test": args.test,
+        "setup": args.setup,
         "against": args.against,
         "pairs": args.pairs,
         "seconds": args.seconds,

@@ -17,7 +17,8 @@ and stable id. Pods (client, server, NF replicas: a bridge of eth1 and eth2, as 
 interface a packet crosses inside the chain has the tunnel's MTU (underlay 1500 - 50).
 
 Everything is registered with the Janitor as it is made: the nodes' data planes are destroyed
-and the namespaces deleted even when a test fails half-way. Used by ``test_multinode.py``.
+and the namespaces deleted even when a test fails half-way. Used by ``test_multinode.py`` and
+``bench/crossnode.py`` (two nodes on a veth underlay, ``underlay="veth"``).
 """
 
 from __future__ import annotations
@@ -114,20 +115,35 @@ class Cluster:
         replica_nodes: tuple[int, ...] = (0, 1, 2),
         ipv6: bool = True,
         udp_csum: bool = True,
+        underlay: str = "bridge",
     ) -> Cluster:
         """``nodes`` nodes, the client on the first, the server on the last, an NF replica on
-        each node of ``replica_nodes``; nothing programmed yet (``program``)."""
+        each node of ``replica_nodes``; nothing programmed yet (``program``).
+
+        ``underlay``: ``"bridge"``, every node's ``ul0`` on one bridge in an underlay namespace,
+        or ``"veth"``, two nodes whose ``ul0`` are the two ends of one veth pair (the
+        cross-node benchmark's underlay: nothing between the nodes but the wire)."""
+        if underlay not in ("bridge", "veth") or (underlay == "veth" and nodes != 2):
+            raise ValueError(f"underlay {underlay!r} for {nodes} nodes: use bridge, or veth for 2")
         cluster = cls(janitor, ipv6=ipv6, udp_csum=udp_csum)
-        cluster.underlay_ns = janitor.netns("sfct-ul")
-        ip_batch(["link add br0 type bridge stp_state 0", "link set br0 up"],
-                 netns=cluster.underlay_ns)  # fmt: skip
+        if underlay == "bridge":
+            cluster.underlay_ns = janitor.netns("sfct-ul")
+            ip_batch(["link add br0 type bridge stp_state 0", "link set br0 up"],
+                     netns=cluster.underlay_ns)  # fmt: skip
         for i in range(nodes):
             cluster._add_node(i)
+        if underlay == "veth":
+            first, second = (n.netns for n in cluster.nodes)
+            run("ip", "link", "add", "ul0", "netns", first, "type", "veth", "peer", "name", "ul0",
+                "netns", second)  # fmt: skip
+        for each in cluster.nodes:
+            ip_batch([f"addr add {each.address}/24 dev ul0", f"link set ul0 mtu {UNDERLAY_MTU}",
+                      "link set ul0 up"], netns=each.netns)  # fmt: skip
         a = cluster.addressing
-        cluster.client = cluster._pod(0, "sfct-cli", f"{a.client_ip}/24", f"{a.client_ip6}/64",
-                                      a.client_mac)  # fmt: skip
-        cluster.server = cluster._pod(nodes - 1, "sfct-srv", f"{a.server_ip}/24",
-                                      f"{a.server_ip6}/64", a.server_mac)  # fmt: skip
+        cluster.client = cluster.pod(0, "sfct-cli", f"{a.client_ip}/24", f"{a.client_ip6}/64",
+                                     a.client_mac)  # fmt: skip
+        cluster.server = cluster.pod(nodes - 1, "sfct-srv", f"{a.server_ip}/24",
+                                     f"{a.server_ip6}/64", a.server_mac)  # fmt: skip
         for n, node in enumerate(replica_nodes):
             cluster._replica(node, 11 + n, 21 + n)
         return cluster
@@ -139,12 +155,12 @@ class Cluster:
         node = Node(netns, address, root)
         # Registered after the namespace: runs before it is deleted.
         self.janitor.add(lambda: node.dp("destroy"))
-        port = f"ul{index}-{secrets.token_hex(3)}"
-        run("ip", "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", netns,
-            netns=self.underlay_ns)  # fmt: skip
-        ip_batch([f"link set {port} master br0", f"link set {port} up"], netns=self.underlay_ns)
-        ip_batch([f"addr add {address}/24 dev ul0", f"link set ul0 mtu {UNDERLAY_MTU}",
-                  "link set ul0 up"], netns=netns)  # fmt: skip
+        if self.underlay_ns:  # its ul0 on the underlay bridge
+            port = f"ul{index}-{secrets.token_hex(3)}"
+            run("ip", "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", netns,
+                netns=self.underlay_ns)  # fmt: skip
+            ip_batch([f"link set {port} master br0", f"link set {port} up"],
+                     netns=self.underlay_ns)  # fmt: skip
         self.nodes.append(node)
 
     def _host_end(self, node: int, host: str) -> None:
@@ -153,7 +169,9 @@ class Cluster:
                netns=netns)  # fmt: skip
         ip_batch([f"link set {host} mtu {TUNNEL_MTU}", f"link set {host} up"], netns=netns)
 
-    def _pod(self, node: int, prefix: str, ip4: str, ip6: str, mac: str) -> Pod:
+    def pod(self, node: int, prefix: str, ip4: str, ip6: str, mac: str) -> Pod:
+        """A pod namespace on node ``node``: ``eth0`` with these addresses (``ip6`` unused
+        without IPv6), its host end in the node's namespace, both at the tunnel's MTU."""
         netns = self.janitor.netns(prefix)
         host = f"{prefix[5:8]}-{secrets.token_hex(3)}"
         run("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "address", mac,
@@ -202,7 +220,7 @@ class Cluster:
 
     # --- programming the nodes -----------------------------------------------------------------
 
-    def _spec(self, node: int, on: int, ifname: str, ep_id: int) -> dict[str, Any]:
+    def endpoint_spec(self, node: int, on: int, ifname: str, ep_id: int) -> dict[str, Any]:
         """Endpoint ``ep_id`` (interface ``ifname`` on node ``on``) as node ``node`` sees it."""
         if on == node:
             return {"ifname": ifname, "id": ep_id}
@@ -219,14 +237,22 @@ class Cluster:
                 {
                     "name": LINK1,
                     "cluster_id": CID1,
-                    "side_a": [self._spec(node, self.client.node, self.client.host, CLIENT_ID)],
-                    "side_b": [self._spec(node, r.node, r.eth1_host, r.in_id) for r in chosen],
+                    "side_a": [
+                        self.endpoint_spec(node, self.client.node, self.client.host, CLIENT_ID)
+                    ],
+                    "side_b": [
+                        self.endpoint_spec(node, r.node, r.eth1_host, r.in_id) for r in chosen
+                    ],
                 },
                 {
                     "name": LINK2,
                     "cluster_id": CID2,
-                    "side_a": [self._spec(node, r.node, r.eth2_host, r.out_id) for r in chosen],
-                    "side_b": [self._spec(node, self.server.node, self.server.host, SERVER_ID)],
+                    "side_a": [
+                        self.endpoint_spec(node, r.node, r.eth2_host, r.out_id) for r in chosen
+                    ],
+                    "side_b": [
+                        self.endpoint_spec(node, self.server.node, self.server.host, SERVER_ID)
+                    ],
                 },
             ],
         }
@@ -245,7 +271,7 @@ class Cluster:
                 (LINK1, "b", replica.eth1_host, replica.in_id),
                 (LINK2, "a", replica.eth2_host, replica.out_id),
             ):
-                spec = self._spec(index, replica.node, ifname, ep_id)
+                spec = self.endpoint_spec(index, replica.node, ifname, ep_id)
                 changes.append({"action": action, "link": link, "side": side, **spec})
             node.dp("apply", {"changes": changes})
 
