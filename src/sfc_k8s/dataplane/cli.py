@@ -242,7 +242,8 @@ def _destroy(root: str) -> list[str] | None:
     if not os.path.exists(Pins(root).program):
         return None
     try:
-        with Dataplane(root) as dp:  # every attachment is detached the way it was made
+        # Every attachment detached the way it was made; the pinned build, not replaced first.
+        with Dataplane(root, upgrade=False) as dp:
             links = dp.links()
             dp.destroy()
     except DataplaneError as err:  # e.g. pins of another layout: unpinning is what is left
