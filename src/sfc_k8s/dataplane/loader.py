@@ -285,9 +285,14 @@ def tc_attached(ifindex: int) -> bool:
 
 
 def tc_attach(ifindex: int, prog_pin: str) -> None:
-    """Attach (or atomically replace) the clsact filter running the program at ``prog_pin``."""
+    """Attach the clsact filter running the program pinned at ``prog_pin``."""
+    _tc("qdisc", "add", "dev", _ifname(ifindex), "clsact")  # EEXIST is fine
+    tc_replace(ifindex, prog_pin)
+
+
+def tc_replace(ifindex: int, prog_pin: str) -> None:
+    """Set the program of the clsact filter (the kernel swaps it atomically if one exists)."""
     dev = _ifname(ifindex)
-    _tc("qdisc", "add", "dev", dev, "clsact")  # EEXIST is fine
     done = _tc(
         "filter", "replace", "dev", dev, "ingress", "pref", str(TC_FALLBACK_PREF),
         "handle", "1", "bpf", "da", "pinned", prog_pin,

@@ -280,7 +280,7 @@ class _Programs:
 def _point(attachment: Attachment, to: int, was: int, pin: str) -> bool:
     """Make one attachment run program ``to`` (was ``was``); False if its interface is gone."""
     if not attachment.link_pin:
-        loader.tc_attach(attachment.ifindex, pin)
+        loader.tc_replace(attachment.ifindex, pin)
         return True
     fd = bpf.obj_get(attachment.link_pin)
     try:
