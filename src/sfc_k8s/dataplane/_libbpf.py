@@ -2,7 +2,8 @@
 
 Only the calls the loader and the manager need: open/load an object, resize a map before load,
 pin and get pinned objects, map element and batch operations, map creation (for the per-link
-Maglev tables), TCX attachment through ``bpf_link_create`` and ``BPF_PROG_TEST_RUN``. Every
+Maglev tables), TCX attachment through ``bpf_link_create``, a link's program swapped with
+``bpf_link_update`` and program/map info (for the upgrade) and ``BPF_PROG_TEST_RUN``. Every
 failure raises ``BpfError`` carrying the errno. Used by ``sfc_k8s.dataplane.loader`` and the
 BPF tests.
 """

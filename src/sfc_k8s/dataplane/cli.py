@@ -296,6 +296,8 @@ def _run(args: argparse.Namespace) -> None:
             return
         raise LinkNotFound(f"no link named {args.link!r} (nothing pinned under {root!r})")
     with Dataplane(root, session_table_size=args.session_table_size) as dp:
+        if dp.opened.action == "upgraded":  # this CLI's build replaced the node's programs
+            print(f"{PROG}: {dp.opened.summary()}", file=sys.stderr)
         if args.command == "link" and args.action == "add":
             dp.create_link(
                 args.link, side_a=args.side_a, side_b=args.side_b, cluster_id=args.cluster_id

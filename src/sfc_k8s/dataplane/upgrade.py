@@ -357,14 +357,12 @@ def _copy(source: int, target: int, spec: MapSpec) -> None:
         bpf.map_update_batch(target, key_buf, value_buf, count)
 
 
-def _prepare(obj: int, pins: loader.Pins, old_maps: dict[str, int]) -> Plan:
+def _prepare(obj: int, pins: loader.Pins, old_maps: dict[str, int], sessions: int) -> Plan:
     """Steps before the load: the plan (UpgradeRefusedError if anything is refused) and the
     object's maps pointed at the pinned ones they reuse."""
-    for name in structs.SESSION_MAPS:  # a session table keeps the size it was given
-        if name in old_maps:
-            bpf.map_set_max_entries(
-                bpf.object_map(obj, name), bpf.map_info(old_maps[name]).max_entries
-            )
+    for name in structs.SESSION_MAPS:  # a pinned table keeps its size, a new one gets ours
+        size = bpf.map_info(old_maps[name]).max_entries if name in old_maps else sessions
+        bpf.map_set_max_entries(bpf.object_map(obj, name), size)
     wanted = {n: MapSpec.of_object(bpf.object_map(obj, n)) for n in structs.NODE_MAPS}
     pinned = {n: MapSpec.of_pinned(fd) for n, fd in old_maps.items()}
     plan = plan_maps(pinned, wanted)
@@ -423,16 +421,19 @@ def _old_programs(pins: loader.Pins) -> dict[str, int]:
     return fds
 
 
-def replace(pins: loader.Pins, object_path: Path, identity: bytes) -> Outcome:
+def replace(
+    pins: loader.Pins, object_path: Path, identity: bytes, *, session_table_size: int
+) -> Outcome:
     """Replace the pinned programs with the object's on every attachment (see the module's
-    docstring). The caller holds the root's lock."""
+    docstring). The caller holds the root's lock. ``session_table_size`` sizes a session
+    table the pinned state lacks."""
     start = time.perf_counter()
     old_maps = _pinned_maps(pins)
     progs = _Programs(old=_old_programs(pins))
     progs.old_pin = {structs.PROG_INGRESS: pins.program, structs.PROG_TUNNEL: pins.tunnel_program}
     obj = loader.open_object(object_path)
     try:
-        plan = _prepare(obj, pins, old_maps)
+        plan = _prepare(obj, pins, old_maps, session_table_size)
         bpf.object_load(obj)  # reused maps are shared from here; nothing runs the new code yet
         loaded = time.perf_counter()
         with contextlib.ExitStack() as undo:
@@ -482,5 +483,5 @@ def load_or_upgrade(
         return loader.adopt(pins), Outcome("loaded")
     if not upgrade or recorded_identity(pins) == identity:
         return loader.adopt(pins), Outcome("adopted")
-    outcome = replace(pins, object_path, identity)
+    outcome = replace(pins, object_path, identity, session_table_size=session_table_size)
     return loader.adopt(pins), outcome

@@ -82,7 +82,10 @@ def evict(dp: Dataplane) -> None:
 def main(argv: list[str]) -> int:
     root, command = argv
     built = os.environ.get("SFC_TEST_OBJECT") or loader.OBJECT_PATH
-    with Dataplane(root, session_table_size=SESSIONS, object_path=Path(built)) as dp:
+    upgrade = command != "destroy"  # removal: whatever build a test left pinned
+    with Dataplane(
+        root, session_table_size=SESSIONS, object_path=Path(built), upgrade=upgrade
+    ) as dp:
         if command == "apply":
             apply(dp, json.load(sys.stdin))
         elif command == "report":

@@ -25,6 +25,8 @@ Behaviours covered:
 - the tunnel's receive program is upgraded too: three nodes, a UDP stream crossing them, each
   node's manager re-opened with the counting build in turn: no datagram lost, every tunnel
   device runs the new receive program and it counts the packets it receives.
+- ``sfc-k8s dp`` (a new process, the shipped build) opening pins of the counting build
+  replaces them, says so in one line on stderr, and adopts silently the next time.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from sfc_k8s.dataplane.loader import Pins
 from sfc_k8s.dataplane.upgrade import MapAction, UpgradeRefusedError, recorded_identity
 from tests.fixtures import builds
 from tests.fixtures.flows import LiveFlows, Server, run_flows
-from tests.fixtures.topology import TEST_SESSIONS, Chain, ChainLinks
+from tests.fixtures.topology import REPO, TEST_SESSIONS, Chain, ChainLinks
 from tests.integration.dataplane.multinode import Cluster
 from tests.integration.dataplane.tracking import flow_paths
 from tests.nettools import Janitor
@@ -338,3 +340,30 @@ def test_the_tunnel_receive_program_is_upgraded_on_every_node(
         assert set(_tcx_programs(os.path.join(node.root, "tunnel")).values()) == {new}
         received += builds.counted_packets(tunnel_prog)[1]
     assert received > 0  # replies and requests crossed nodes through the new receive program
+
+
+def test_a_dp_call_of_another_build_upgrades_the_node_and_says_so(
+    janitor: Janitor, bpffs: str, build_dir: Path
+) -> None:
+    """The pins are made by the counting build; ``sfc-k8s dp show`` (the shipped build, a new
+    process) replaces the programs before it reads, and says so on stderr."""
+    counting = builds.build(build_dir, builds.COUNT)
+    chain = Chain.build(janitor, replicas=1, ipv6=False)
+    janitor.add(lambda: _destroy(bpffs))
+    with Dataplane(bpffs, session_table_size=TEST_SESSIONS, object_path=counting) as first:
+        ChainLinks.create(first, chain)
+        counting_prog = builds.prog_id(first.pins.program)
+    env = {**os.environ, "SFC_K8S_BPFFS_ROOT": bpffs}
+    show = [str(REPO / ".venv" / "bin" / "sfc-k8s"), "dp", "show"]
+    done = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("sfc-k8s dp: upgraded the programs on 4 interface(s) in "), (
+        done.stderr
+    )
+    shipped_prog = builds.prog_id(Pins(bpffs).program)
+    assert shipped_prog != counting_prog
+    assert set(running(bpffs, chain, "tcx").values()) == {shipped_prog}
+    with pytest.raises(KeyError):  # the shipped build counts nothing
+        builds.counted_packets(Pins(bpffs).program)
+    again = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 0 and again.stderr == ""  # the same build: adopted
