@@ -26,7 +26,8 @@ Behaviours covered:
   node's manager re-opened with the counting build in turn: no datagram lost, every tunnel
   device runs the new receive program and it counts the packets it receives.
 - ``sfc-k8s dp`` (a new process, the shipped build) opening pins of the counting build
-  replaces them, says so in one line on stderr, and adopts silently the next time.
+  replaces them, says so in one line on stderr, and adopts silently the next time; pins with
+  no recorded identity (made by the release before identities) count as another build.
 """
 
 from __future__ import annotations
@@ -367,3 +368,8 @@ def test_a_dp_call_of_another_build_upgrades_the_node_and_says_so(
         builds.counted_packets(Pins(bpffs).program)
     again = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 0 and again.stderr == ""  # the same build: adopted
+    # Pins made before build identities were recorded (the release before this one): another build.
+    os.unlink(os.path.join(bpffs, structs.BUILD_MAP))
+    older = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert older.returncode == 0 and "upgraded the programs on 4 interface(s)" in older.stderr
+    assert recorded_identity(Pins(bpffs)) != b""
