@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -274,14 +275,28 @@ def _tc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["tc", *args], capture_output=True, text=True, check=False, timeout=10)
 
 
-def tc_attached(ifindex: int) -> bool:
-    """Whether the interface has the clsact fallback filter (at ``TC_FALLBACK_PREF``)."""
-    try:
-        dev = _ifname(ifindex)
-    except DataplaneError:
-        return False
-    done = _tc("filter", "show", "dev", dev, "ingress", "pref", str(TC_FALLBACK_PREF))
-    return done.returncode == 0 and " bpf " in done.stdout
+def tc_batch(commands: list[str]) -> tuple[int, str]:
+    """Run ``tc`` commands (one per item, without the leading ``tc``) in one process, which
+    stops at the first that fails: returns how many succeeded and that one's error ("" if
+    none failed). One process for all: a ``tc`` process per interface costs milliseconds."""
+    done = subprocess.run(
+        ["tc", "-batch", "-"], input="".join(c + "\n" for c in commands),
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return len(commands), ""
+    failed = re.search(r"Command failed -:(\d+)", done.stderr)
+    if failed is None:
+        raise BpfError(f"tc -batch failed: {done.stderr.strip()}")
+    return int(failed[1]) - 1, done.stderr.replace(failed[0], "").strip()
+
+
+def tc_replace_command(ifname: str, prog_pin: str) -> str:
+    """The ``tc`` command that sets the program of an interface's clsact filter."""
+    return (
+        f"filter replace dev {ifname} ingress pref {TC_FALLBACK_PREF} handle 1 bpf da"
+        f" pinned {prog_pin}"
+    )
 
 
 def tc_attach(ifindex: int, prog_pin: str) -> None:

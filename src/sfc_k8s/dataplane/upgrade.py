@@ -18,7 +18,8 @@ programs running on every interface and the pins as they were:
    pin the new programs and maps at temporary paths.
 3. swap: each TCX link is pointed at the new program with ``bpf_link_update`` (atomic, and
    only if the link still runs the old program); each clsact fallback filter is replaced
-   (``tc filter replace``, atomic too). A failure swaps the ones already done back.
+   (``tc filter replace``, atomic too, all in one ``tc -batch``). A failure swaps the ones
+   already done back.
 4. commit: rename the temporary pins over the old ones and record the new identity.
 """
 
@@ -30,6 +31,7 @@ import errno
 import hashlib
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -243,12 +245,13 @@ def _tcx_pins(folder: str) -> Iterator[tuple[int, str]]:
 
 def attachments(pins: loader.Pins, endpoints_fd: int, tunnel_fd: int) -> list[Attachment]:
     """Every interface the pinned programs run on: the TCX links pinned under the links and
-    the tunnel folders, then the local endpoints and the tunnel device that have a clsact
-    filter instead (the fallback pins nothing; ``loader.tc_attached`` asks the kernel)."""
+    the tunnel folders, then the local endpoints and the tunnel device that have none, which
+    the manager attached with the clsact fallback (it attaches every local endpoint)."""
     found = []
     for link in os.listdir(pins.links_dir) if os.path.isdir(pins.links_dir) else []:
         found += [Attachment(i, structs.PROG_INGRESS, p) for i, p in _tcx_pins(pins.link_dir(link))]
     found += [Attachment(i, structs.PROG_TUNNEL, p) for i, p in _tcx_pins(pins.tunnel_dir)]
+    found.sort(key=lambda a: a.ifindex)  # one order every time
     linked = {a.ifindex for a in found}
     local = set()
     size = ctypes.sizeof(structs.EndpointEntry)
@@ -257,12 +260,10 @@ def attachments(pins: loader.Pins, endpoints_fd: int, tunnel_fd: int) -> list[At
             entry = structs.EndpointEntry.from_buffer_copy(values, i * size)
             if entry.gen and entry.ifindex and not entry.remote:
                 local.add(int(entry.ifindex))
-    found += [
-        Attachment(i, structs.PROG_INGRESS) for i in sorted(local - linked) if loader.tc_attached(i)
-    ]
+    found += [Attachment(i, structs.PROG_INGRESS) for i in sorted(local - linked)]
     config = maps.lookup(tunnel_fd, ctypes.c_uint32(0), structs.TunnelConfig)
     tunnel_ifindex = int(config.ifindex) if config is not None else 0
-    if tunnel_ifindex and tunnel_ifindex not in linked and loader.tc_attached(tunnel_ifindex):
+    if tunnel_ifindex and tunnel_ifindex not in linked:
         found.append(Attachment(tunnel_ifindex, structs.PROG_TUNNEL))
     return found
 
@@ -277,12 +278,9 @@ class _Programs:
     new_pin: dict[str, str] = field(default_factory=dict)
 
 
-def _point(attachment: Attachment, to: int, was: int, pin: str) -> bool:
-    """Make one attachment run program ``to`` (was ``was``); False if its interface is gone."""
-    if not attachment.link_pin:
-        loader.tc_replace(attachment.ifindex, pin)
-        return True
-    fd = bpf.obj_get(attachment.link_pin)
+def _point(link_pin: str, to: int, was: int) -> bool:
+    """Make a TCX link run program ``to`` (was ``was``); False if its interface is gone."""
+    fd = bpf.obj_get(link_pin)
     try:
         bpf.link_update(fd, to, old_prog_fd=was)
     except BpfError as err:
@@ -294,16 +292,53 @@ def _point(attachment: Attachment, to: int, was: int, pin: str) -> bool:
     return True
 
 
-def _swap(found: list[Attachment], progs: _Programs, undo: contextlib.ExitStack) -> int:
-    """Point every attachment at the new programs; each swap is undone if a later one fails.
-    Returns how many interfaces now run the new programs."""
-    swapped = 0
+# What ``tc`` says when nothing of ours runs on an interface: it is gone, or it has no clsact
+# qdisc (so no filter either). Such an interface is skipped, as a defunct TCX link is.
+_TC_NOTHING_THERE = ("Cannot find device", "Parent Qdisc doesn't exist")
+
+
+def _tc_replace_all(targets: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], str]:
+    """Point the clsact filter of each (interface, program pin) at that program, in as few
+    ``tc`` processes as can be, skipping interfaces with nothing of ours on them. Returns the
+    ones done, and the error that stopped it ("" when none did)."""
+    done: list[tuple[str, str]] = []
+    pending = targets
+    while pending:
+        count, error = loader.tc_batch([loader.tc_replace_command(*t) for t in pending])
+        done += pending[:count]
+        if not error:
+            break
+        if not any(sign in error for sign in _TC_NOTHING_THERE):
+            return done, f"failed to replace the tc filter of {pending[count][0]!r}: {error}"
+        pending = pending[count + 1 :]
+    return done, ""
+
+
+def _swap_tc(found: list[Attachment], progs: _Programs, undo: contextlib.ExitStack) -> int:
+    """Replace every clsact filter (the kernel swaps each atomically); undone with ``undo``."""
+    targets, back = [], {}
     for a in found:
+        with contextlib.suppress(OSError):  # gone: nothing runs there
+            name = socket.if_indextoname(a.ifindex)
+            targets.append((name, progs.new_pin[a.program]))
+            back[name] = progs.old_pin[a.program]
+    done, error = _tc_replace_all(targets)
+    undo.callback(_tc_replace_all, [(name, back[name]) for name, _ in done])
+    if error:
+        raise BpfError(error)
+    return len(done)
+
+
+def _swap(found: list[Attachment], progs: _Programs, undo: contextlib.ExitStack) -> int:
+    """Point every attachment at the new programs; each swap is undone (``undo``) if a later
+    one fails. Returns how many interfaces now run the new programs."""
+    swapped = 0
+    for a in (a for a in found if a.link_pin):
         new, old = progs.new[a.program], progs.old[a.program]
-        if _point(a, new, old, progs.new_pin[a.program]):
-            undo.callback(_point, a, old, new, progs.old_pin[a.program])
+        if _point(a.link_pin, new, old):
+            undo.callback(_point, a.link_pin, old, new)
             swapped += 1
-    return swapped
+    return swapped + _swap_tc([a for a in found if not a.link_pin], progs, undo)
 
 
 # --- the upgrade ----------------------------------------------------------------------------

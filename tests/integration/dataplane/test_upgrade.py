@@ -19,12 +19,14 @@ Behaviours covered:
 - migrations: a build whose IPv4 flow cache and known-nodes map are twice as large: the cache
   is a new, empty map, the nodes map a new map holding the old entries, the session table the
   same map as before; the stream loses nothing;
-- a swap failing half-way (one interface's link made to run another program, so the
-  kernel's replace-if-still-running check fails there) undoes the swaps already made: every
-  other interface runs the old program again, nothing of the new build stays pinned;
+- a swap failing half-way (on the last interface: its TCX link made to run another program,
+  so the kernel's replace-if-still-running check fails, or its clsact filter made again for
+  IPv4 only, which the kernel refuses to replace with one for every protocol) undoes the
+  swaps already made: every other interface runs the old program again, nothing of the new
+  build stays pinned;
 - the tunnel's receive program is upgraded too: three nodes, a UDP stream crossing them, each
   node's manager re-opened with the counting build in turn: no datagram lost, every tunnel
-  device runs the new receive program and it counts the packets it receives.
+  device runs the new receive program and it counts the packets it receives;
 - ``sfc-k8s dp`` (a new process, the shipped build) opening pins of the counting build
   replaces them, says so in one line on stderr, and adopts silently the next time; pins with
   no recorded identity (made by the release before identities) count as another build.
@@ -284,30 +286,53 @@ def test_a_grown_cache_is_rebuilt_and_a_grown_user_map_copied(
     _assert_stream_lossless(stream.stop())
 
 
-def test_a_swap_failing_half_way_is_undone(janitor: Janitor, bpffs: str, build_dir: Path) -> None:
+def _tamper(dp: Dataplane, links: ChainLinks, ifname: str, mode: str) -> None:
+    """Make the swap fail on ``ifname``: its TCX link made to run another program (the
+    tunnel's), so the kernel's replace-if-still-running check fails; or its clsact filter
+    made again for IPv4 only (the same program), which a replacement for every protocol at
+    its priority is refused ("Protocol mismatch")."""
+    if mode == "tcx":
+        fd = bpf.obj_get(dp.pins.attachment(links.link2, socket.if_nametoindex(ifname)))
+        try:
+            bpf.link_update(fd, dp.tunnel_program_fd, old_prog_fd=dp.program_fd)
+        finally:
+            os.close(fd)
+        return
+    where = ["dev", ifname, "ingress", "pref", "49152"]
+    subprocess.run(["tc", "filter", "del", *where], check=True)
+    subprocess.run(["tc", "filter", "add", *where, "protocol", "ip", "handle", "1", "bpf", "da",
+                    "pinned", dp.pins.program], check=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["tcx", "tc"])
+def test_a_swap_failing_half_way_is_undone(
+    janitor: Janitor, bpffs: str, build_dir: Path, mode: str
+) -> None:
     counting = builds.build(build_dir, builds.COUNT)
     chain = Chain.build(janitor, replicas=2, ipv6=False)
     janitor.add(lambda: _destroy(bpffs))
-    with Dataplane(bpffs, session_table_size=TEST_SESSIONS) as old:
+    # The fault on the interface swapped last (attachments go by ifindex), so that swaps
+    # made before it have to be undone.
+    last = max(_interfaces(chain), key=socket.if_nametoindex)
+    with Dataplane(bpffs, session_table_size=TEST_SESSIONS, attach_mode=mode) as old:
         links = ChainLinks.create(old, chain)
         old_prog = builds.prog_id(old.pins.program)
         identity = recorded_identity(old.pins)
-        # The fault: the server's link now runs another program (the tunnel's, also a tc one).
-        tampered = old.pins.attachment(links.link2, socket.if_nametoindex(chain.server_host))
-        fd = bpf.obj_get(tampered)
-        try:
-            bpf.link_update(fd, old.tunnel_program_fd, old_prog_fd=old.program_fd)
-        finally:
-            os.close(fd)
         tunnel_prog = builds.prog_id(old.pins.tunnel_program)
+        _tamper(old, links, last, mode)
     pins = _pins(bpffs)
 
     with pytest.raises(BpfError) as failed:
-        Dataplane(bpffs, object_path=counting)
-    assert failed.value.errno == errno.EPERM
-
-    after = running(bpffs, chain, "tcx")
-    assert after.pop(chain.server_host) == tunnel_prog
+        Dataplane(bpffs, object_path=counting, attach_mode=mode)
+    if mode == "tcx":
+        assert failed.value.errno == errno.EPERM
+        after = running(bpffs, chain, mode)
+        assert after.pop(last) == tunnel_prog
+    else:
+        assert f"failed to replace the tc filter of {last!r}" in str(failed.value)
+        after = running(bpffs, chain, mode)
+        assert after.pop(last) == old_prog  # the tampered filter, untouched
+    assert len(after) == 5
     assert set(after.values()) == {old_prog}
     assert _pins(bpffs) == pins
     assert recorded_identity(Pins(bpffs)) == identity
