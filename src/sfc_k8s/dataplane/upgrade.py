@@ -357,8 +357,10 @@ class Outcome:
     total_seconds: float = 0.0
 
     def summary(self) -> str:
-        if self.action != "upgraded":
-            return self.action
+        if self.action == "loaded":
+            return "loaded the programs (nothing was pinned)"
+        if self.action == "adopted":
+            return "adopted the pinned programs"
         changed = [f"{n} {a.value}" for n, a in sorted(self.maps.items()) if a != MapAction.REUSE]
         return (
             f"upgraded the programs on {self.interfaces} interface(s) in"
