@@ -450,12 +450,11 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def _old_programs(pins: loader.Pins) -> dict[str, int]:
-    """Fds of the pinned programs (an old build may lack the tunnel's)."""
-    fds = {structs.PROG_INGRESS: bpf.obj_get(pins.program)}
+def _open_old_programs(pins: loader.Pins, fds: dict[str, int]) -> None:
+    """Fds of the pinned programs into ``fds`` (an old build may lack the tunnel's)."""
+    fds[structs.PROG_INGRESS] = bpf.obj_get(pins.program)
     if os.path.exists(pins.tunnel_program):
         fds[structs.PROG_TUNNEL] = bpf.obj_get(pins.tunnel_program)
-    return fds
 
 
 def replace(
@@ -465,11 +464,14 @@ def replace(
     docstring). The caller holds the root's lock. ``session_table_size`` sizes a session
     table the pinned state lacks."""
     start = time.perf_counter()
-    old_maps = _pinned_maps(pins)
-    progs = _Programs(old=_old_programs(pins))
+    old_maps: dict[str, int] = {}
+    progs = _Programs()
     progs.old_pin = {structs.PROG_INGRESS: pins.program, structs.PROG_TUNNEL: pins.tunnel_program}
-    obj = loader.open_object(object_path)
+    obj = 0
     try:
+        old_maps.update(_pinned_maps(pins))
+        _open_old_programs(pins, progs.old)
+        obj = loader.open_object(object_path)
         plan = _prepare(obj, pins, old_maps, session_table_size)
         bpf.object_load(obj)  # reused maps are shared from here; nothing runs the new code yet
         loaded = time.perf_counter()
@@ -489,7 +491,8 @@ def replace(
             _unlink_quietly(pins.node_map(name))
         record_identity(pins, identity)
     finally:
-        loader.close_object(obj)
+        if obj:
+            loader.close_object(obj)
         for fd in [*old_maps.values(), *progs.old.values()]:
             os.close(fd)
         with contextlib.suppress(OSError):  # empty by now, after a commit or an undo
