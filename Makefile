@@ -25,7 +25,7 @@ MAGLEV_SO := src/sfc_k8s/dataplane/native/libsfcmaglev.so
 
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf cni-bin test lint typecheck pytest demo bench image clean
+.PHONY: all deps apt venv bpf bpf-variant cni-bin test lint typecheck pytest demo bench image clean
 
 all: deps
 
@@ -65,6 +65,12 @@ cni-bin: apt venv
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# A variant of the object for tests only (tests/bpf/builds.py), never the shipped one:
+# `make bpf-variant OUT=/tmp/x.bpf.o DEFINES="-DSFC_TEST_COUNT"`.
+bpf-variant:
+	@test -n "$(OUT)" || { echo "make bpf-variant: set OUT=path of the object to write" >&2; exit 1; }
+	clang $(BPF_CFLAGS) $(DEFINES) -c $(BPF_DIR)/sfc_xc.bpf.c -o $(OUT)
 
 $(MAGLEV_SO): $(MAGLEV_SRC) | apt
 	clang -O2 -Wall -Wextra -Werror -shared -fPIC $< -o $@

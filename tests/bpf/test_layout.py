@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,26 @@ def test_struct_mirrors_match_btf(c_name: str) -> None:
     c_fields = [(m["name"], m["bits_offset"] // 8) for m in btf["members"]]  # type: ignore[attr-defined]
     py_fields = [(name, getattr(mirror, name).offset) for name, *_ in mirror._fields_]
     assert py_fields == c_fields
+
+
+def _btf_name(types: dict[int, dict[str, Any]], type_id: int) -> str:
+    """A BTF type as C spells it (``struct sfc_session``, ``__u32``), through pointers."""
+    t = types[type_id]
+    if t["kind"] == "PTR":
+        return _btf_name(types, t["type_id"])
+    return f"struct {t['name']}" if t["kind"] == "STRUCT" else t["name"]
+
+
+@pytest.mark.parametrize("name", sorted(set(structs.NODE_MAPS) - {structs.MAP_MAGLEV}))
+def test_map_value_types_name_the_objects_value_type(name: str) -> None:
+    """The value type the upgrade's messages name for each map is the one the object declares
+    (the Maglev outer map's values are inner maps, described in words)."""
+    out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(loader.OBJECT_PATH)],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    types = {t["id"]: t for t in json.loads(out)["types"]}
+    (var,) = [t for t in types.values() if t["kind"] == "VAR" and t["name"] == name]
+    members = {m["name"]: m["type_id"] for m in types[var["type_id"]]["members"]}
+    assert _btf_name(types, members["value"]) == structs.MAP_VALUE_TYPES[name]
 
 
 def c_defines(header: str) -> dict[str, int]:

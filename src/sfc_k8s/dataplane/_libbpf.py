@@ -2,7 +2,8 @@
 
 Only the calls the loader and the manager need: open/load an object, resize a map before load,
 pin and get pinned objects, map element and batch operations, map creation (for the per-link
-Maglev tables), TCX attachment through ``bpf_link_create`` and ``BPF_PROG_TEST_RUN``. Every
+Maglev tables), TCX attachment through ``bpf_link_create``, a link's program swapped with
+``bpf_link_update`` and program/map info (for the upgrade) and ``BPF_PROG_TEST_RUN``. Every
 failure raises ``BpfError`` carrying the errno. Used by ``sfc_k8s.dataplane.loader`` and the
 BPF tests.
 """
@@ -27,6 +28,7 @@ BPF_EXIST = 2
 BPF_TCX_INGRESS = 46  # kernel >= 6.6; libbpf 1.1 headers predate it, the syscall takes it
 BPF_OBJ_NAME_LEN = 16
 BPF_F_MMAPABLE = 1 << 10  # an array map user space can mmap
+BPF_F_REPLACE = 1 << 2  # link update: only if the link still runs old_prog_fd
 
 CBuffer = ctypes.Array[ctypes.c_char] | ctypes.Structure | ctypes.c_uint32
 
@@ -90,6 +92,37 @@ class MapInfo(ctypes.Structure):
     ]
 
 
+class ProgInfo(ctypes.Structure):
+    """The leading fields of the kernel's ``struct bpf_prog_info``: ``tag`` is a hash of the
+    program's instructions (map references left out), so two loads of one build share it."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),  # user pointer: the kernel writes nr_map_ids ids there
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+    ]
+
+
+class _LinkUpdateOpts(ctypes.Structure):
+    """``struct bpf_link_update_opts`` of libbpf 1.1."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+        ("old_prog_fd", ctypes.c_uint32),
+        ("old_map_fd", ctypes.c_uint32),
+    ]
+
+
 class LinkInfo(ctypes.Structure):
     """The leading fields of ``struct bpf_link_info`` plus the TCX union member."""
 
@@ -139,6 +172,11 @@ _find_map = _sig("bpf_object__find_map_by_name", _vp, _vp, _cp)
 _find_prog = _sig("bpf_object__find_program_by_name", _vp, _vp, _cp)
 _map_fd = _sig("bpf_map__fd", _int, _vp)
 _map_set_max = _sig("bpf_map__set_max_entries", _int, _vp, _u32)
+_map_type = _sig("bpf_map__type", _int, _vp)
+_map_key_size = _sig("bpf_map__key_size", _u32, _vp)
+_map_value_size = _sig("bpf_map__value_size", _u32, _vp)
+_map_max_entries = _sig("bpf_map__max_entries", _u32, _vp)
+_map_flags = _sig("bpf_map__map_flags", _u32, _vp)
 _map_set_pin_path = _sig("bpf_map__set_pin_path", _int, _vp, _cp)
 _prog_fd = _sig("bpf_program__fd", _int, _vp)
 _obj_pin = _sig("bpf_obj_pin", _int, _int, _cp)
@@ -156,6 +194,7 @@ _delete_batch = _sig("bpf_map_delete_batch", _int, _int, _vp, ctypes.POINTER(_u3
 _map_fd_by_id = _sig("bpf_map_get_fd_by_id", _int, _u32)
 _link_create = _sig("bpf_link_create", _int, _int, _int, _int, _vp)
 _link_detach = _sig("bpf_link_detach", _int, _int)
+_link_update = _sig("bpf_link_update", _int, _int, _int, _vp)
 _info_by_fd = _sig("bpf_obj_get_info_by_fd", _int, _int, _vp, ctypes.POINTER(_u32))
 _test_run = _sig("bpf_prog_test_run_opts", _int, _int, ctypes.POINTER(_TestRunOpts))
 _num_cpus = _sig("libbpf_num_possible_cpus", _int)
@@ -224,6 +263,17 @@ def object_program(obj: int, name: str) -> int:
 
 def map_set_max_entries(map_: int, entries: int) -> None:
     _check(_map_set_max(map_, entries), f"failed to resize map to {entries} entries")
+
+
+def map_spec(map_: int) -> tuple[int, int, int, int, int]:
+    """(type, key size, value size, max entries, flags) of an object's map, before load."""
+    return (
+        _map_type(map_),
+        _map_key_size(map_),
+        _map_value_size(map_),
+        _map_max_entries(map_),
+        _map_flags(map_),
+    )
 
 
 def map_set_pin_path(map_: int, path: str) -> None:
@@ -356,6 +406,17 @@ def map_info(fd: int) -> MapInfo:
     return info
 
 
+def prog_info(fd: int) -> tuple[ProgInfo, list[int]]:
+    """A program's info and the ids of the maps it uses."""
+    info = ProgInfo()
+    size = _u32(ctypes.sizeof(info))
+    _check(_info_by_fd(fd, _ptr(info), size), "failed to read program info")
+    ids = (_u32 * info.nr_map_ids)()
+    again = ProgInfo(nr_map_ids=info.nr_map_ids, map_ids=ctypes.addressof(ids))
+    _check(_info_by_fd(fd, _ptr(again), size), "failed to read program info")
+    return again, list(ids)[: again.nr_map_ids]
+
+
 def link_info(fd: int) -> LinkInfo:
     info = LinkInfo()
     size = _u32(ctypes.sizeof(info))
@@ -369,6 +430,14 @@ def link_info(fd: int) -> LinkInfo:
 def link_create(prog_fd: int, target: int, attach_type: int) -> int:
     """``bpf_link_create``; for TCX, ``target`` is the ifindex. Returns the link fd."""
     return _check(_link_create(prog_fd, target, attach_type, None), "failed to create BPF link")
+
+
+def link_update(fd: int, prog_fd: int, *, old_prog_fd: int) -> None:
+    """Swap the program a link runs, atomically, if it still runs ``old_prog_fd``."""
+    opts = _LinkUpdateOpts(
+        sz=ctypes.sizeof(_LinkUpdateOpts), flags=BPF_F_REPLACE, old_prog_fd=old_prog_fd
+    )
+    _check(_link_update(fd, prog_fd, _ptr(opts)), "failed to update BPF link")
 
 
 def link_detach(fd: int) -> None:

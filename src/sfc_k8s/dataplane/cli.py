@@ -242,7 +242,8 @@ def _destroy(root: str) -> list[str] | None:
     if not os.path.exists(Pins(root).program):
         return None
     try:
-        with Dataplane(root) as dp:  # every attachment is detached the way it was made
+        # Every attachment detached the way it was made; the pinned build, not replaced first.
+        with Dataplane(root, upgrade=False) as dp:
             links = dp.links()
             dp.destroy()
     except DataplaneError as err:  # e.g. pins of another layout: unpinning is what is left
@@ -295,6 +296,8 @@ def _run(args: argparse.Namespace) -> None:
             return
         raise LinkNotFound(f"no link named {args.link!r} (nothing pinned under {root!r})")
     with Dataplane(root, session_table_size=args.session_table_size) as dp:
+        if dp.opened.action == "upgraded":  # this CLI's build replaced the node's programs
+            print(f"{PROG}: {dp.opened.summary()}", file=sys.stderr)
         if args.command == "link" and args.action == "add":
             dp.create_link(
                 args.link, side_a=args.side_a, side_b=args.side_b, cluster_id=args.cluster_id

@@ -6,6 +6,7 @@ Pin layout (every path is defined here and nowhere else)::
     <root>/sfc_xc_ingress          the program (its pin marks a fully loaded root)
     <root>/sfc_tun_ingress         the tunnel's receive program
     <root>/sfc_sess4_v1 ...        the node-wide maps (see structs.NODE_MAPS)
+    <root>/sfc_build_v1            the build identity of the pinned programs (upgrade.py)
     <root>/links/<link>/info       the link's info map (its id): the link exists iff pinned
     <root>/links/<link>/tcx_<ifindex>   the TCX attachment of each endpoint interface
     <root>/tunnel/tcx_<ifindex>    the TCX attachment of the tunnel device
@@ -20,6 +21,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -182,37 +184,25 @@ def adopt(pins: Pins) -> NodeFds:
     return fds
 
 
-def load_or_adopt(
-    pins: Pins, *, session_table_size: int, object_path: Path = OBJECT_PATH
-) -> NodeFds:
-    """Adopt the pinned state under ``pins.root``, loading the object only if there is none.
-
-    The caller holds the root's lock, so two processes never load at once.
-    """
-    missing = [n for n in structs.NODE_MAPS if not os.path.exists(pins.node_map(n))]
-    if not os.path.exists(pins.tunnel_program):
-        missing.append(structs.PROG_TUNNEL)
-    if os.path.exists(pins.program) and missing:
-        raise DataplaneError(
-            f"the state pinned under {pins.root!r} has another layout (no {missing[0]!r}):"
-            " detach its links with the version that created it, or remove the folder"
-        )
-    if not os.path.exists(pins.program):
-        with contextlib.suppress(FileNotFoundError):  # a load that failed half-way
-            os.unlink(pins.tunnel_program)
-        obj = open_object(object_path)
-        try:
-            size_maps(obj, session_table_size=session_table_size)
-            load_object(obj, pins)
-            pin_program(obj, pins)
-        finally:
-            close_object(obj)
-    return adopt(pins)
+def load(pins: Pins, *, session_table_size: int, object_path: Path = OBJECT_PATH) -> None:
+    """Load the object and pin its programs and maps under ``pins.root``, where no program is
+    pinned (``upgrade.load_or_upgrade`` decides; the caller holds the root's lock, so two
+    processes never load at once)."""
+    with contextlib.suppress(FileNotFoundError):  # a load that failed half-way
+        os.unlink(pins.tunnel_program)
+    obj = open_object(object_path)
+    try:
+        size_maps(obj, session_table_size=session_table_size)
+        load_object(obj, pins)
+        pin_program(obj, pins)
+    finally:
+        close_object(obj)
 
 
 def unpin_node(pins: Pins) -> None:
     """Remove the program and node-wide map pins (the kernel frees them with the last user)."""
     paths = [pins.program, pins.tunnel_program, *(pins.node_map(n) for n in structs.NODE_MAPS)]
+    paths.append(pins.node_map(structs.BUILD_MAP))
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -248,7 +238,7 @@ def attach_at(pin: str, ifindex: int, prog_fd: int, prog_pin: str, *, mode: str 
             finally:
                 os.close(fd)
             return "tcx"
-    _tc_attach(ifindex, prog_pin)
+    tc_attach(ifindex, prog_pin)
     return "tc"
 
 
@@ -285,9 +275,39 @@ def _tc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["tc", *args], capture_output=True, text=True, check=False, timeout=10)
 
 
-def _tc_attach(ifindex: int, prog_pin: str) -> None:
+def tc_batch(commands: list[str]) -> tuple[int, str]:
+    """Run ``tc`` commands (one per item, without the leading ``tc``) in one process, which
+    stops at the first that fails: returns how many succeeded and that one's error ("" if
+    none failed). One process for all: a ``tc`` process per interface costs milliseconds."""
+    done = subprocess.run(
+        ["tc", "-batch", "-"], input="".join(c + "\n" for c in commands),
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if done.returncode == 0:
+        return len(commands), ""
+    failed = re.search(r"Command failed -:(\d+)", done.stderr)
+    if failed is None:
+        raise BpfError(f"tc -batch failed: {done.stderr.strip()}")
+    return int(failed[1]) - 1, done.stderr.replace(failed[0], "").strip()
+
+
+def tc_replace_command(ifname: str, prog_pin: str) -> str:
+    """The ``tc`` command that sets the program of an interface's clsact filter."""
+    return (
+        f"filter replace dev {ifname} ingress pref {TC_FALLBACK_PREF} handle 1 bpf da"
+        f" pinned {prog_pin}"
+    )
+
+
+def tc_attach(ifindex: int, prog_pin: str) -> None:
+    """Attach the clsact filter running the program pinned at ``prog_pin``."""
+    _tc("qdisc", "add", "dev", _ifname(ifindex), "clsact")  # EEXIST is fine
+    tc_replace(ifindex, prog_pin)
+
+
+def tc_replace(ifindex: int, prog_pin: str) -> None:
+    """Set the program of the clsact filter (the kernel swaps it atomically if one exists)."""
     dev = _ifname(ifindex)
-    _tc("qdisc", "add", "dev", dev, "clsact")  # EEXIST is fine
     done = _tc(
         "filter", "replace", "dev", dev, "ingress", "pref", str(TC_FALLBACK_PREF),
         "handle", "1", "bpf", "da", "pinned", prog_pin,

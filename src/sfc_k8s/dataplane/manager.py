@@ -25,11 +25,13 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from sfc_k8s.api.models import EndpointState, Side
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane import loader, maglev, maps, structs, tunnel
+from sfc_k8s.dataplane import upgrade as upgrade_
 from sfc_k8s.dataplane.errors import (
     CapacityError,
     DataplaneError,
@@ -172,6 +174,11 @@ class Dataplane:
     there are none, loads the eBPF object and pins them. ``session_table_size`` applies only
     to that first load (a pinned session table keeps its size). ``attach_mode`` is "auto"
     (TCX, clsact if the kernel has no TCX), "tcx" or "tc".
+
+    Pinned programs of another build than this process's object are replaced in place on
+    every attached interface, keeping the maps (``upgrade``; False only adopts them, for
+    removal); ``opened`` says what happened. ``object_path``: the compiled object (tests
+    load other builds of it).
     """
 
     def __init__(
@@ -180,6 +187,8 @@ class Dataplane:
         *,
         session_table_size: int = structs.SESSIONS_DEFAULT,
         attach_mode: str = "auto",
+        upgrade: bool = True,
+        object_path: Path = loader.OBJECT_PATH,
     ) -> None:
         if session_table_size < 1:
             raise DataplaneError(f"session table size must be positive, not {session_table_size}")
@@ -196,7 +205,12 @@ class Dataplane:
         self._lock_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with self._locked():
-                self._fds = loader.load_or_adopt(self.pins, session_table_size=session_table_size)
+                self._fds, self.opened = upgrade_.load_or_upgrade(
+                    self.pins,
+                    session_table_size=session_table_size,
+                    object_path=object_path,
+                    upgrade=upgrade,
+                )
         except BaseException:
             os.close(self._lock_fd)
             self._lock_fd = -1

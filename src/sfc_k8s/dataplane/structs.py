@@ -79,6 +79,24 @@ NODE_MAPS = (
     MAP_CLINKS,
     MAP_NODES,
 )
+# How a program upgrade (dataplane/upgrade.py) treats a node-wide map whose layout changed:
+# caches the program refills start empty in the new build; maps only user space writes (under
+# the root's lock, so a copy is exact) are copied when only their capacity grew; any other
+# change (session tables, counters, the Maglev outer map) is refused.
+REBUILT_MAPS = (MAP_FLOW_CACHE4, MAP_FLOW_CACHE)
+COPIED_MAPS = (
+    MAP_ENDPOINTS,
+    MAP_IFSLOTS,
+    MAP_EPIDS,
+    MAP_IFCACHE,
+    MAP_TUNNEL,
+    MAP_CLINKS,
+    MAP_NODES,
+)
+# A map created by user space beside the node-wide maps: the SHA-256 of the object file whose
+# programs are pinned (its build identity), so a process with another build replaces them.
+BUILD_MAP = "sfc_build_v1"
+BUILD_ID_SIZE = 32
 PROG_INGRESS = "sfc_xc_ingress"
 # The receive side of the tunnel, at TC ingress of the node's tunnel device.
 PROG_TUNNEL = "sfc_tun_ingress"
@@ -308,6 +326,24 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "sfc_tunnel_cfg": TunnelConfig,
 }
 
+
+# The C type of each node-wide map's value, for messages about a layout change.
+MAP_VALUE_TYPES: dict[str, str] = {
+    MAP_ENDPOINTS: "struct sfc_endpoint",
+    MAP_IFSLOTS: "__u32",
+    MAP_EPIDS: "__u32",
+    MAP_IFCACHE: "__u32",
+    MAP_SESSIONS: "struct sfc_session",
+    MAP_SESSIONS4: "struct sfc_session",
+    MAP_FLOW_CACHE4: "struct sfc_flow_cache4_entry",
+    MAP_FLOW_CACHE: "struct sfc_flow_cache_entry",
+    MAP_MAGLEV: "inner map id",
+    MAP_EP_COUNTERS: "struct sfc_ep_counters",
+    MAP_LINK_STATS: "struct sfc_link_stats",
+    MAP_TUNNEL: "struct sfc_tunnel_cfg",
+    MAP_CLINKS: "__u32",
+    MAP_NODES: "__u32",
+}
 
 # (key size, value size) of each node-wide map, checked when adopting pinned maps.
 MAP_LAYOUTS: dict[str, tuple[int, int]] = {

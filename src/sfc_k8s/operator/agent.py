@@ -257,8 +257,8 @@ class NodeAgent:
         for name in self._dp.links():
             self._links.setdefault(name, ("", ""))
         logger.info(
-            f"node {self.config.node}: data plane at {self.config.bpffs_root},"
-            f" adopted {len(self._links)} pinned link(s)"
+            f"node {self.config.node}: data plane at {self.config.bpffs_root}"
+            f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
         )
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)

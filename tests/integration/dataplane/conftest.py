@@ -30,5 +30,5 @@ def dataplane(janitor: Janitor, bpffs: str) -> Iterator[Dataplane]:
         yield dp
     finally:
         dp.close()
-        with Dataplane(bpffs) as fresh:
+        with Dataplane(bpffs, upgrade=False) as fresh:  # whatever build the test left
             fresh.destroy()

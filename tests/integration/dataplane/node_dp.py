@@ -9,6 +9,8 @@
 - ``evict``: delete every session, as LRU evictions would, and empty the flow caches (so the
   next packets go through the tables);
 - ``destroy``: remove everything under the root.
+``SFC_TEST_OBJECT``, when set, names another build of the eBPF object to open the root with (an
+upgrade test's new build).
 Only the network namespace is switched (not the mount namespace, as ``ip netns exec`` would),
 so the pins land in the host's bpffs. Used by ``tests/integration/dataplane/multinode.py``.
 """
@@ -16,11 +18,13 @@ so the pins land in the host's bpffs. Used by ``tests/integration/dataplane/mult
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from sfc_k8s.dataplane import Dataplane, EndpointSpec, Side, maps, structs
+from sfc_k8s.dataplane import Dataplane, EndpointSpec, Side, loader, maps, structs
 
 SESSIONS = 65536
 
@@ -77,7 +81,11 @@ def evict(dp: Dataplane) -> None:
 
 def main(argv: list[str]) -> int:
     root, command = argv
-    with Dataplane(root, session_table_size=SESSIONS) as dp:
+    built = os.environ.get("SFC_TEST_OBJECT") or loader.OBJECT_PATH
+    upgrade = command != "destroy"  # removal: whatever build a test left pinned
+    with Dataplane(
+        root, session_table_size=SESSIONS, object_path=Path(built), upgrade=upgrade
+    ) as dp:
         if command == "apply":
             apply(dp, json.load(sys.stdin))
         elif command == "report":

@@ -16,6 +16,28 @@
 #include "lib/sessions.h"
 #include "lib/tunnel.h"
 
+#ifdef SFC_TEST_COUNT
+/* Test builds only (tests/bpf/builds.py): packets seen by each entry point, so an upgrade test
+ * can tell the new program from the old one by traffic. Index 0: sfc_xc_ingress, 1: the tunnel.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} sfc_test_cnt SEC(".maps");
+
+static __always_inline void sfc_test_count(__u32 index)
+{
+	__u64 *count = bpf_map_lookup_elem(&sfc_test_cnt, &index);
+
+	if (count)
+		__sync_fetch_and_add(count, 1);
+}
+#else
+static __always_inline void sfc_test_count(__u32 index) {}
+#endif
+
 static __always_inline int sfc_xc_forward(struct __sk_buff *skb, __u32 in_slot,
 					  const struct sfc_endpoint *in)
 {
@@ -87,6 +109,7 @@ int sfc_xc_ingress(struct __sk_buff *skb)
 	const struct sfc_endpoint *in;
 	__u32 slot = 0;
 
+	sfc_test_count(0);
 	in = sfc_ep_of_iface(skb->ifindex, &slot);
 	if (!in)
 		return TC_ACT_OK;
@@ -107,6 +130,7 @@ int sfc_tun_ingress(struct __sk_buff *skb)
 	__be32 node;
 	int ret;
 
+	sfc_test_count(1);
 	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0) < 0 ||
 	    bpf_skb_get_tunnel_opt(skb, &opt, sizeof(opt)) != sizeof(opt))
 		return sfc_drop(0, SFC_DROP_TUNNEL_NO_KEY);

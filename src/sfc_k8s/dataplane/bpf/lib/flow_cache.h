@@ -60,7 +60,11 @@ struct sfc_flow_cache_entry {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+#ifdef SFC_TEST_CACHE_X2
+	__uint(max_entries, SFC_FLOW_CACHE_SIZE * 2);	/* test builds only: rebuilt empty */
+#else
 	__uint(max_entries, SFC_FLOW_CACHE_SIZE);
+#endif
 	__type(key, __u32);		/* sfc_flow_cache_index() of the compact key */
 	__type(value, struct sfc_flow_cache4_entry);
 } sfc_fcache4_v1 SEC(".maps");

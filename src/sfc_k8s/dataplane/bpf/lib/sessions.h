@@ -14,6 +14,9 @@
 struct sfc_session {
 	__u32 slot[2];		/* endpoint slot on side A, on side B (index enum sfc_side) */
 	__u32 gen[2];		/* their generation stamps when recorded */
+#ifdef SFC_TEST_SESSION_PAD
+	__u32 test_pad;		/* test builds only: a session layout change the upgrade refuses */
+#endif
 };
 
 struct {

@@ -57,7 +57,11 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+#ifdef SFC_TEST_NODES_X2
+	__uint(max_entries, SFC_MAX_IFACES * 2);	/* test builds only: a map that grew (copied) */
+#else
 	__uint(max_entries, SFC_MAX_IFACES);
+#endif
 	__type(key, __be32);		/* underlay IPv4 address of a node */
 	__type(value, __u32);		/* remote endpoints on it */
 } sfc_nodes_v1 SEC(".maps");
