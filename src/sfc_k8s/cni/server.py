@@ -111,7 +111,10 @@ def serve_connection(conn: socket.socket) -> None:
     """Read one request from ``conn``, run it, send the reply (in the forked child)."""
     started = time.monotonic()
     try:
-        request = wire.decode_request(_receive(conn))
+        data = _receive(conn)
+        if not data:
+            return  # a liveness probe: connected, sent nothing, left
+        request = wire.decode_request(data)
     except (wire.WireError, OSError) as err:
         what = f"malformed request from the shim: {err}"
         log(what)

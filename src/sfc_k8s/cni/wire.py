@@ -117,6 +117,7 @@ def header() -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
     versions = ",".join(f'"{v}"' for v in SUPPORTED_VERSIONS)
+    forwarded = ",".join(f'"{name}"' for name in FORWARDED_ENV)
     defines = {
         "SFC_CNI_DEFAULT_SOCKET": string(DEFAULT_SOCKET),
         "SFC_CNI_DEFAULT_SPOOL_DIR": string(DEFAULT_SPOOL_DIR),
@@ -131,6 +132,7 @@ def header() -> str:
         "SFC_CNI_REPLY_TIMEOUT": str(REPLY_TIMEOUT_SECONDS),
         "SFC_CNI_LATEST_VERSION": string(LATEST_VERSION),
         "SFC_CNI_SUPPORTED_VERSIONS": versions,
+        "SFC_CNI_FORWARDED_ENV": forwarded,
     }
     from sfc_k8s import __version__
 

@@ -201,8 +201,7 @@ static const char *supported_version(const char *version)
 
 /* ---- request ---------------------------------------------------------------------------- */
 
-static const char *const forwarded_env[] = {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS",
-					     "CNI_IFNAME",  "CNI_ARGS",	       "CNI_PATH"};
+static const char *const forwarded_env[] = {SFC_CNI_FORWARDED_ENV};
 
 /* Encode the CNI_* variables into `request`; returns the length used. */
 static size_t encode_env(void)
