@@ -35,7 +35,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sfc_k8s.cni import wire
+from sfc_k8s.cni import install, wire
 from sfc_k8s.dataplane import SESSIONS_DEFAULT
 from sfc_k8s.operator import agent_cni
 from sfc_k8s.operator.agent import config_from_args as agent_config_from_args
@@ -314,6 +314,12 @@ def test_dockerfile_builds_the_image_both_run() -> None:
     assert "COPY --from=native /build/native/libsfcmaglev.so src/sfc_k8s/dataplane/native/" in lines
     assert "COPY --from=native /build/bpf/*.bpf.o src/sfc_k8s/dataplane/bpf/" in lines
     assert "ENV SFC_K8S_REQUIRE_NATIVE_MAGLEV=1" in lines
+    # the shim built static from the generated header; it and the IPAM plugins where
+    # install-cni copies from by default
+    assert "PYTHONPATH=src python3 -m sfc_k8s.cni.wire --header > cni/sfc_cni_wire.h" in text
+    assert "musl-gcc -static -s -Os -Wall -Wextra -Werror -Icni src/sfc_k8s/cni/shim/" in text
+    cni = "COPY --from=native /build/cni/sfc-cni /build/cni/host-local /build/cni/static"
+    assert f"{cni} {install.SOURCE_DIR}/" in lines
     # non-root by default (the controller); the agent's DaemonSet asks for root explicitly
     (user,) = [line for line in lines if line.startswith("USER ")]
     assert user == "USER 65532:65532"
