@@ -2,34 +2,37 @@
 
 The agent starts it as a child process (``sfc_k8s.operator.agent_cni``), ``python -m
 sfc_k8s.cni.server --socket PATH --spool-dir DIR``; tests and the benchmark start it the same way.
-It listens on a unix socket; for each connection it **forks** a child that reads the request
-(``sfc_k8s.cni.wire``), runs the plugin's own ``main`` with that request's ``CNI_*`` variables and
-stdin, and sends back its exit code, stdout and stderr. Why a fork per call from this small,
-single-threaded process, rather than a thread of the agent:
+It listens on a unix socket; each connection is taken by a **forked child** (``Workers``) that
+reads the request (``sfc_k8s.cni.wire``), runs the plugin's own ``main`` with that request's
+``CNI_*`` variables and stdin, sends back its exit code, stdout and stderr, and exits. Why a
+child per call from this small, single-threaded process, rather than a thread of the agent:
 
 - the plugin enters the pod's network namespace (``setns`` acts on the calling thread) and keeps
   per-call state in module globals (its log context) and in ``os.environ`` (its IPAM delegate
-  inherits the call's ``CNI_*`` variables): a forked child may do all that and simply exits, so
-  no call can disturb another or the server;
-- the server imports the plugin once, so a child starts with everything loaded: a fork costs
-  about a millisecond (docs/cni.md), against ~15 ms for a Python start-up;
+  inherits the call's ``CNI_*`` variables): a child may do all that and simply exits, so no call
+  can disturb another or the server;
+- the server imports the plugin once, so a child starts with everything loaded, and children are
+  forked ahead of the calls (a fork costs 2-3 ms on a loaded 2-core machine, docs/cni.md), so a
+  call pays neither a Python start-up nor a fork;
 - the server never forks while other threads run (it has none), which is what makes forking a
   Python process safe; the agent itself (Kopf, asyncio, threads) is never forked.
 
 DELs the shim spooled while no server answered are replayed at start, before the first
-connection is served, and again whenever the socket has been idle for ``RESCAN_SECONDS`` (a shim
-may have spooled one while this server was starting). The server exits when its parent (the
-agent) goes away.
+connection is served, and again whenever no call came for ``RESCAN_SECONDS`` (a shim may have
+spooled one while this server was starting). The server exits when its parent (the agent) goes
+away, and its children with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 RESCAN_SECONDS = 10.0
+SPARE_WORKERS = 2  # pre-forked workers waiting for a call (see Workers)
 REQUEST_READ_TIMEOUT = 10.0  # the shim sends its whole request at once
 RETRY_CODES = (Code.TRY_AGAIN_LATER,)  # a replayed DEL failing so stays spooled
 # What the plugin imports lazily on its ADD/DEL/CHECK paths: loaded once by the server, so that a
@@ -121,9 +125,21 @@ def serve_connection(conn: socket.socket) -> None:
         conn.sendall(_error_reply(CniError(Code.INVALID_ENVIRONMENT, what)))
         return
     code, out, err_text = run_call(request)
-    conn.sendall(wire.encode_reply(code, out, err_text))
     took = (time.monotonic() - started) * 1e3
-    log(f"{_describe(request)} -> exit {code} in {took:.1f} ms")
+    log(f"{_describe(request)} -> exit {code} in {took:.1f} ms, cpu {_cpu_ms():.1f} ms")
+    conn.sendall(wire.encode_reply(code, out, err_text))
+
+
+def _cpu_ms() -> float:
+    """CPU time of this forked child so far (a child's counters start at zero) and its IPAM
+    delegate: what the call cost, fork included, for the log and bench/cni.py."""
+    import resource
+
+    used = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        used += usage.ru_utime + usage.ru_stime
+    return used * 1e3
 
 
 def _child(work: Callable[..., int | None], *args: object) -> int:
@@ -221,14 +237,69 @@ def listen(path: str) -> socket.socket:
     return server
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+class Workers:
+    """Pre-forked children, each waiting in ``accept`` to serve one call, then exiting.
+
+    A worker tells the server when it has accepted (its pid down a pipe) and the server forks a
+    replacement at once, so a call never waits for a fork: ``SPARE_WORKERS`` wait at any time.
+    Each worker dies with the server (``PR_SET_PDEATHSIG``): none is left accepting on a socket
+    that a restarted server must take over.
+    """
+
+    def __init__(self, server: socket.socket) -> None:
+        self.server = server
+        self.idle: set[int] = set()
+        self.taken_r, self.taken_w = os.pipe()
+        self.pid = os.getpid()
+
+    def fill(self) -> None:
+        while len(self.idle) < SPARE_WORKERS:
+            self.idle.add(_child(self._work))
+
+    def _work(self) -> int:
+        _die_with_parent(self.pid)
+        os.close(self.taken_r)
+        conn, _ = self.server.accept()
+        os.write(self.taken_w, struct.pack("=i", os.getpid()))
+        with conn:
+            serve_connection(conn)
+        return 0
+
+    def taken(self) -> None:
+        """Forget the workers that took a call (they exit once done)."""
+        for (pid,) in struct.iter_unpack("=i", os.read(self.taken_r, 4096)):
+            self.idle.discard(pid)
+
+    def reap(self) -> None:
+        """Collect exited workers; one that died waiting is replaced by the next ``fill``."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.idle.discard(pid)
+
+    def stop(self) -> None:
+        for pid in self.idle:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self.idle.clear()
+        os.close(self.taken_r)
+        os.close(self.taken_w)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` exits (``prctl(PR_SET_PDEATHSIG)``)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent was gone before the call took effect
+        os._exit(1)
 
 
 def serve(path: str, spool_dir: str, *, parent: int | None = None) -> None:
@@ -246,6 +317,7 @@ def serve(path: str, spool_dir: str, *, parent: int | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    workers = Workers(server)
     try:
         log(f"listening at {path}; spool {spool_dir}")
         # Bound first, so shims queue in the backlog instead of spooling while the spool replays.
@@ -253,19 +325,17 @@ def serve(path: str, spool_dir: str, *, parent: int | None = None) -> None:
         if replayed:
             log(f"replayed {replayed} spooled DEL(s)")
         while parent is None or os.getppid() == parent:
-            ready, _, _ = select.select([server], [], [], RESCAN_SECONDS)
-            _reap()
+            workers.fill()
+            ready, _, _ = select.select([workers.taken_r], [], [], RESCAN_SECONDS)
+            if ready:
+                workers.taken()
+            workers.reap()
             if not ready:
                 replay_spool(spool_dir)
-                continue
-            conn, _ = server.accept()
-            try:
-                _child(serve_connection, conn)
-            finally:
-                conn.close()
     except _StopError:
         pass
     finally:
+        workers.stop()
         server.close()
         if os.path.exists(path):
             os.unlink(path)
