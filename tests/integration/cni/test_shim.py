@@ -9,6 +9,8 @@ Behaviours covered:
 - DEL with the agent down succeeds and is spooled (the veth and the lease stay); ADD then fails
   with code 11 naming the socket; the server replays the spool when it starts: veth gone, lease
   released, spool empty;
+- 12 pods' ADDs at once, then their DELs at once, through the server's pre-forked workers: all
+  succeed, each pod gets its own lease, and all are released;
 - the shim is replaced atomically (twice per ADD/DEL cycle, alternating two builds) while ADDs
   and DELs run in a loop: none fails;
 - bad input: a plugin error (bad JSON, code 6) is passed through exactly; ``agentSocket`` that is
@@ -31,6 +33,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +183,23 @@ def test_del_with_the_agent_down_is_spooled_and_replayed(
         time.sleep(0.02)
     assert agent.spooled() == []
     assert link(host) is None
+    assert leases(data_dir) == []
+
+
+def test_parallel_calls(tree: Path, agent: CniServer, janitor: Janitor, data_dir: Path) -> None:
+    shim = tree / BIN.lstrip("/") / "sfc-cni"
+    conf = on_host(l3_conf("1.0.0", data_dir), agent)
+    pods = [pod_env(janitor, tree)[0] for _ in range(12)]
+
+    def call(command: str, pod: dict[str, str]) -> Outcome:
+        return invoke(shim, {"PATH": BASE_PATH, "CNI_COMMAND": command, **pod}, conf)
+
+    with ThreadPoolExecutor(len(pods)) as pool:
+        added = list(pool.map(lambda pod: call("ADD", pod), pods))
+        assert [out.rc for out in added] == [0] * len(pods), [o for o in added if o.rc]
+        assert len(leases(data_dir)) == len(pods)
+        deleted = list(pool.map(lambda pod: call("DEL", pod), pods))
+    assert [out.rc for out in deleted] == [0] * len(pods), [o for o in deleted if o.rc]
     assert leases(data_dir) == []
 
 
