@@ -110,6 +110,24 @@ def install(source_dir: str, bin_dir: str) -> list[str]:
     return done
 
 
+def uninstall(bin_dir: str) -> list[str]:
+    """Remove ``sfc-cni`` (and temporary files of an interrupted install) from ``bin_dir``.
+
+    The IPAM plugins stay: the node's other networks may use them, and a copy this installer made
+    cannot be told from the node's own.
+    """
+    done = []
+    try:
+        names = os.listdir(bin_dir)
+    except FileNotFoundError:
+        return [f"{bin_dir}: no such directory"]
+    for name in names:
+        if name == PLUGIN or (name.startswith(f".{PLUGIN}.") and name.endswith(".tmp")):
+            os.unlink(os.path.join(bin_dir, name))
+            done.append(f"{name}: removed")
+    return done or [f"{PLUGIN}: not installed"]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sfc-k8s install-cni",
@@ -125,9 +143,15 @@ def main(argv: list[str]) -> int:
         default=SOURCE_DIR,
         help=f"where the shim and the IPAM plugins to copy are ({SOURCE_DIR}, in the image)",
     )
+    parser.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="remove sfc-cni from the directory instead (the IPAM plugins stay)",
+    )
     args = parser.parse_args(argv)
     try:
-        for line in install(args.source_dir, args.bin_dir):
+        done = uninstall(args.bin_dir) if args.uninstall else install(args.source_dir, args.bin_dir)
+        for line in done:
             print(line)
     except InstallError as err:
         print(f"sfc-k8s install-cni: {err}", file=sys.stderr)

@@ -5,7 +5,8 @@ unset) and stdin byte for byte; malformed requests and replies are refused with 
 the fault; the generated C header holds the module's defaults, so the shim and the server cannot
 disagree; the compiled shim answers VERSION itself and errors name the config's ``cniVersion``;
 the installer copies the shim and the IPAM plugins a node lacks, leaves the node's own alone, is
-idempotent, leaves no temporary file, and names a missing source.
+idempotent, leaves no temporary file, and names a missing source; ``--uninstall`` removes the
+shim (and an interrupted install's temporary file) but not the IPAM plugins.
 """
 
 from __future__ import annotations
@@ -126,6 +127,15 @@ def test_installer_fills_an_empty_dir_then_keeps_what_is_there(tmp_path: Path) -
     assert (bin_dir / "static").read_bytes() == b"the node's own"
     assert install.install(str(source), str(bin_dir))[0] == "sfc-cni: up to date"
     assert sorted(p.name for p in bin_dir.iterdir()) == ["host-local", "sfc-cni", "static"]
+
+
+def test_uninstall_removes_the_shim_only(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    install.install(str(_source(tmp_path)), str(bin_dir))
+    (bin_dir / ".sfc-cni.0.1.0-abc.12.tmp").write_bytes(b"interrupted")
+    assert install.main(["--bin-dir", str(bin_dir), "--uninstall"]) == 0
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["host-local", "static"]
+    assert install.uninstall(str(bin_dir)) == ["sfc-cni: not installed"]
 
 
 def test_installer_names_a_missing_source(
