@@ -18,7 +18,7 @@ child per call from this small, single-threaded process, rather than a thread of
   Python process safe; the agent itself (Kopf, asyncio, threads) is never forked.
 
 DELs the shim spooled while no server answered are replayed at start, before the first
-connection is served, and again whenever no call came for ``RESCAN_SECONDS`` (a shim may have
+connection is served, and again whenever no call came for ``--rescan-seconds`` (a shim may have
 spooled one while this server was starting). The server exits when its parent (the agent) goes
 away, and its children with it.
 """
@@ -312,7 +312,9 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def serve(path: str, spool_dir: str, *, parent: int | None = None) -> None:
+def serve(
+    path: str, spool_dir: str, *, parent: int | None = None, rescan: float = RESCAN_SECONDS
+) -> None:
     """Listen at ``path``, replay ``spool_dir``, then serve until SIGTERM or ``parent`` exits."""
     import importlib
 
@@ -343,7 +345,7 @@ def serve(path: str, spool_dir: str, *, parent: int | None = None) -> None:
             log(f"replayed {replayed} spooled DEL(s)")
         while parent is None or os.getppid() == parent:
             workers.fill()
-            ready, _, _ = select.select([workers.taken_r], [], [], RESCAN_SECONDS)
+            ready, _, _ = select.select([workers.taken_r], [], [], rescan)
             if ready:
                 workers.taken()
             workers.reap()
@@ -369,9 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parent", type=int, default=None, help="exit when this process is no longer the parent"
     )
+    parser.add_argument(
+        "--rescan-seconds",
+        type=float,
+        default=RESCAN_SECONDS,
+        help=f"replay the spool again after this long without a call ({RESCAN_SECONDS:g})",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.socket, args.spool_dir, parent=args.parent)
+        serve(args.socket, args.spool_dir, parent=args.parent, rescan=args.rescan_seconds)
     except ServerError as err:
         log(str(err))
         return 1

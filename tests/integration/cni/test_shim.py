@@ -9,6 +9,8 @@ Behaviours covered:
 - DEL with the agent down succeeds and is spooled (the veth and the lease stay); ADD then fails
   with code 11 naming the socket; the server replays the spool when it starts: veth gone, lease
   released, spool empty;
+- a DEL spooled while the server runs (the shim could not reach it: here, through another socket
+  path) is replayed once no call has come for the rescan interval;
 - 12 pods' ADDs at once, then their DELs at once, through the server's pre-forked workers: all
   succeed, each pod gets its own lease, and all are released;
 - the shim is replaced atomically (twice per ADD/DEL cycle, alternating two builds) while ADDs
@@ -72,6 +74,9 @@ def tree(tmp_path: Path, image_dir: Path) -> Path:
     return root
 
 
+RESCAN = 0.5  # the server's --rescan-seconds here, so that a rescan is seen in a test
+
+
 @pytest.fixture
 def agent(tree: Path, tmp_path: Path) -> Iterator[CniServer]:
     """The CNI server, its socket and spool at their default paths inside the tree."""
@@ -79,6 +84,7 @@ def agent(tree: Path, tmp_path: Path) -> Iterator[CniServer]:
         tree / wire.DEFAULT_SOCKET.lstrip("/"),
         tree / wire.DEFAULT_SPOOL_DIR.lstrip("/"),
         tmp_path / "server.log",
+        rescan=RESCAN,
     )
     server.start()
     try:
@@ -178,10 +184,31 @@ def test_del_with_the_agent_down_is_spooled_and_replayed(
     )
 
     agent.start()  # replays the spool before it serves its first connection
-    deadline = time.monotonic() + 10
+    _wait_spool_empty(agent)
+    assert link(host) is None
+    assert leases(data_dir) == []
+
+
+def _wait_spool_empty(agent: CniServer, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
     while agent.spooled() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert agent.spooled() == []
+
+
+def test_del_spooled_while_the_server_runs_is_replayed(
+    tree: Path, agent: CniServer, janitor: Janitor, data_dir: Path, tmp_path: Path
+) -> None:
+    pod, host = pod_env(janitor, tree)
+    conf = on_host(l3_conf("1.0.0", data_dir), agent)
+    shim = tree / BIN.lstrip("/") / "sfc-cni"
+    env = {"PATH": BASE_PATH, **pod}
+    assert invoke(shim, {**env, "CNI_COMMAND": "ADD"}, conf).rc == 0
+    astray = {**conf, wire.SOCKET_KEY: str(tmp_path / "elsewhere.sock")}
+    deleted = invoke(shim, {**env, "CNI_COMMAND": "DEL"}, astray)
+    assert deleted.rc == 0 and "DEL spooled" in deleted.stderr, deleted
+    assert leases(data_dir) == ["10.77.0.2"]
+    _wait_spool_empty(agent)
     assert link(host) is None
     assert leases(data_dir) == []
 
