@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 ARCH := $(shell uname -m)
 
 APT_PKGS := clang llvm libbpf-dev bpftool iperf3 iputils-ping containernetworking-plugins \
-            iproute2 ethtool
+            iproute2 ethtool musl-tools
 
 BPF_DIR := src/sfc_k8s/dataplane/bpf
 BPF_SRC := $(wildcard $(BPF_DIR)/*.bpf.c)
@@ -25,11 +25,11 @@ MAGLEV_SO := src/sfc_k8s/dataplane/native/libsfcmaglev.so
 
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv bpf bpf-variant cni-bin test lint typecheck pytest demo bench image clean
+.PHONY: all deps apt venv bpf bpf-variant cni-bin cni-shim test lint typecheck pytest demo bench image clean
 
 all: deps
 
-deps: apt venv bpf cni-bin
+deps: apt venv bpf cni-bin cni-shim
 
 # Installs only what is missing, so a second run costs one dpkg query per package.
 apt:
@@ -62,6 +62,18 @@ cni-bin: apt venv
 	@$(PY) -m sfc_k8s.cni.launcher --python $(CNI_PYTHON) $(CNI_BIN)/sfc-cni
 	@$(PY) -m compileall -q src/sfc_k8s/__init__.py src/sfc_k8s/cni src/sfc_k8s/naming.py \
 		src/sfc_k8s/coldstart.py
+
+# The compiled sfc-cni shim installed on real nodes (docs/cni.md): static with musl, so it runs on
+# any node; its protocol constants come from sfc_k8s/cni/wire.py through a generated header.
+SHIM_SRC := src/sfc_k8s/cni/shim/sfc_cni_shim.c
+SHIM_DIR := build/shim
+SHIM_BIN := $(SHIM_DIR)/sfc-cni
+cni-shim: $(SHIM_BIN)
+
+$(SHIM_BIN): $(SHIM_SRC) src/sfc_k8s/cni/wire.py src/sfc_k8s/cni/config.py | apt venv
+	@mkdir -p $(SHIM_DIR)
+	PYTHONPATH=src $(PY) -m sfc_k8s.cni.wire --header > $(SHIM_DIR)/sfc_cni_wire.h
+	musl-gcc -static -s -Os -Wall -Wextra -Werror -I$(SHIM_DIR) $(SHIM_SRC) -o $@
 
 $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDR) | apt
 	clang $(BPF_CFLAGS) -c $< -o $@

@@ -87,6 +87,7 @@ from sfc_k8s.dataplane import (
     maglev,
 )
 from sfc_k8s.dataplane import tunnel as dp_tunnel
+from sfc_k8s.operator import agent_cni
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
     ActivateEndpoint,
@@ -149,6 +150,7 @@ class AgentConfig:
     # library there is a build fault; in a checkout the pure-Python builder is a fallback)
     require_native_maglev: bool = False
     kernel_check: bool = True  # main() probes the kernel's features first
+    cni_server: agent_cni.CniServerOptions | None = None  # serve the sfc-cni shim (docs/cni.md)
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -952,6 +954,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the kernel feature probe at start",
     )
+    agent_cni.add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true")
     return parser
@@ -992,6 +995,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         debug=args.debug,
         require_native_maglev=args.require_native_maglev,
         kernel_check=args.kernel_check,
+        cni_server=agent_cni.options_from_args(args),
     )
 
 
@@ -1043,11 +1047,12 @@ def main(argv: list[str]) -> int:
         print(f"sfc-k8s agent: {problem}", file=sys.stderr)
         return 1
     agent = NodeAgent(config)
-    kopf.run(
-        registry=agent.registry,
-        settings=agent.settings,
-        standalone=True,
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-    )
+    with agent_cni.serving(config.cni_server):  # the sfc-cni shim's server, beside Kopf
+        kopf.run(
+            registry=agent.registry,
+            settings=agent.settings,
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+        )
     return 0

@@ -14,8 +14,11 @@ referenced exist; the controller role grants what the controller writes (chain s
 CrossConnections, events, peering) and the agent role what the agent writes (and single pods to
 read, no list); the controller Deployment has two replicas, a liveness probe on the port it
 serves, and arguments the controller's own parser accepts; the agent DaemonSet is host-network,
-privileged, with the host bpffs mounted Bidirectional; the Dockerfile builds the one image both
-run: the eBPF object and the C Maglev builder compiled in a build stage, only the runtime
+privileged, with the host bpffs mounted Bidirectional; its install-cni init container writes the
+ConfigMap's CNI bin directory, and the agent serves the sfc-cni shim at the protocol's default
+socket and spool with the node's CNI paths mounted at the node's own paths (every overlay); the
+Dockerfile builds the one image both run: the eBPF object, the C Maglev builder and the static
+sfc-cni shim compiled in a build stage, the IPAM plugins beside the shim, only the runtime
 dependencies installed, a non-root default user, the native builder required; .dockerignore
 keeps the venv, build outputs and caches out of the build context.
 """
@@ -32,7 +35,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sfc_k8s.cni import install, wire
 from sfc_k8s.dataplane import SESSIONS_DEFAULT
+from sfc_k8s.operator import agent_cni
 from sfc_k8s.operator.agent import config_from_args as agent_config_from_args
 from sfc_k8s.operator.settings import controller_config_from_args
 
@@ -143,9 +148,12 @@ def _differences(overlay: str) -> list[str]:
 
 def test_overlays_differ_only_where_their_distribution_does() -> None:
     assert _differences("kubeadm") == []
+    k3s_bin = "/var/lib/rancher/k3s/data/current/bin"
     assert _differences("k3s") == [
-        "ConfigMap/sfc-k8s-node.data.cniBinDir=/var/lib/rancher/k3s/data/current/bin",
+        f"ConfigMap/sfc-k8s-node.data.cniBinDir={k3s_bin}",
         "ConfigMap/sfc-k8s-node.data.cniConfDir=/var/lib/rancher/k3s/agent/etc/cni/net.d",
+        f"DaemonSet/sfc-k8s-agent.spec.template.spec.containers[0].volumeMounts[3].mountPath={k3s_bin}",
+        f"DaemonSet/sfc-k8s-agent.spec.template.spec.volumes[1].hostPath.path={k3s_bin}",
     ]
     never = "spec.template.spec.containers[0].imagePullPolicy=Never"
     assert sorted(_differences("kind")) == [
@@ -281,11 +289,12 @@ def test_agent_daemonset() -> None:
     (container,) = spec["containers"]
     assert container["args"][0] == "agent"
     assert container["securityContext"]["privileged"] is True
-    (mount,) = container["volumeMounts"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    mount = mounts["bpffs"]
     assert (mount["mountPath"], mount["mountPropagation"]) == ("/sys/fs/bpf", "Bidirectional")
-    (volume,) = spec["volumes"]
-    assert volume["name"] == mount["name"]
-    assert volume["hostPath"]["path"] == "/sys/fs/bpf"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert set(volumes) == set(mounts)
+    assert volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
     root = container["args"][container["args"].index("--bpffs-root") + 1]
     assert root.startswith("/sys/fs/bpf/")
     env = {e["name"]: e for e in container["env"]}
@@ -305,6 +314,12 @@ def test_dockerfile_builds_the_image_both_run() -> None:
     assert "COPY --from=native /build/native/libsfcmaglev.so src/sfc_k8s/dataplane/native/" in lines
     assert "COPY --from=native /build/bpf/*.bpf.o src/sfc_k8s/dataplane/bpf/" in lines
     assert "ENV SFC_K8S_REQUIRE_NATIVE_MAGLEV=1" in lines
+    # the shim built static from the generated header; it and the IPAM plugins where
+    # install-cni copies from by default
+    assert "PYTHONPATH=src python3 -m sfc_k8s.cni.wire --header > cni/sfc_cni_wire.h" in text
+    assert "musl-gcc -static -s -Os -Wall -Wextra -Werror -Icni src/sfc_k8s/cni/shim/" in text
+    cni = "COPY --from=native /build/cni/sfc-cni /build/cni/host-local /build/cni/static"
+    assert f"{cni} {install.SOURCE_DIR}/" in lines
     # non-root by default (the controller); the agent's DaemonSet asks for root explicitly
     (user,) = [line for line in lines if line.startswith("USER ")]
     assert user == "USER 65532:65532"
@@ -396,3 +411,34 @@ def test_agent_memory_limit_covers_the_session_tables() -> None:
     request = _mebibytes(container["resources"]["requests"]["memory"])
     assert limit >= needed
     assert request >= PROCESS_MIB + NODE_MAPS_MIB + tables
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_agent_installs_and_serves_the_cni_shim(overlay: str) -> None:
+    """install-cni writes the node's CNI bin directory (the ConfigMap's); the agent serves the
+    shim at the protocol's default socket and spool, and sees the bin directory, host-local's
+    leases and the pods' namespaces at the node's own paths."""
+    objects = built(DEPLOY / "overlays" / overlay)
+    (config,) = [o for o in objects if o["metadata"]["name"] == "sfc-k8s-node"]
+    (agent_ds,) = [o for o in objects if o["kind"] == "DaemonSet"]
+    spec = agent_ds["spec"]["template"]["spec"]
+    assert spec["hostPID"] is True
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    bin_dir = config["data"]["cniBinDir"]
+    assert volumes["cni-bin"] == bin_dir
+    (init,) = spec["initContainers"]
+    assert init["image"] == spec["containers"][0]["image"]
+    assert init["args"][:2] == ["install-cni", "--bin-dir"]
+    (mount,) = init["volumeMounts"]
+    assert (mount["name"], mount["mountPath"]) == ("cni-bin", init["args"][2])
+    assert init["securityContext"]["runAsUser"] == 0
+    (agent,) = spec["containers"]
+    assert agent_config_from_args([*agent["args"][1:], "--node", "n"]).cni_server == (
+        agent_cni.CniServerOptions(wire.DEFAULT_SOCKET, wire.DEFAULT_SPOOL_DIR)
+    )
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
+    assert mounts["cni-socket"] == volumes["cni-socket"] == os.path.dirname(wire.DEFAULT_SOCKET)
+    assert mounts["cni-spool"] == volumes["cni-spool"] == wire.DEFAULT_SPOOL_DIR
+    assert mounts["cni-bin"] == bin_dir
+    assert mounts["cni-state"] == volumes["cni-state"] == "/var/lib/cni"
+    assert mounts["netns"] == volumes["netns"] == "/var/run/netns"
