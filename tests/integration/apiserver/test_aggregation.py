@@ -1,0 +1,67 @@
+"""The aggregation layer of the local API server, with the real kubectl: what an APIService
+whose Service cannot be reached answers.
+
+Covers: an APIService is stored and listed (``kubectl get apiservices``); its group appears in
+``/apis`` and ``/apis/GROUP``; a request under it is a 503 naming what is missing: the Service,
+then a port the Service lacks, then the Endpoints; a registered group never shadows the
+server's own resources (``apps/v1`` still served). A reachable provider is covered by
+``tests/integration/operator/test_metrics_provider.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.fixtures.apiserver import LocalAPIServer
+
+APISERVICE = {
+    "apiVersion": "apiregistration.k8s.io/v1",
+    "kind": "APIService",
+    "metadata": {"name": "v1.metrics.example.com"},
+    "spec": {
+        "group": "metrics.example.com",
+        "version": "v1",
+        "service": {"namespace": "default", "name": "provider", "port": 443},
+        "insecureSkipTLSVerify": True,
+        "groupPriorityMinimum": 100,
+        "versionPriority": 100,
+    },
+}
+
+
+def _service(port: int) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "provider", "namespace": "default"},
+            "spec": {"ports": [{"name": "https", "port": port, "targetPort": "https"}]},
+        }
+    )
+
+
+def _error(apiserver: LocalAPIServer) -> str:
+    result = apiserver.kubectl("get", "--raw", "/apis/metrics.example.com/v1/things")
+    assert result.returncode != 0
+    return result.stderr
+
+
+def test_unreachable_service_is_a_clear_503(apiserver: LocalAPIServer) -> None:
+    apiserver.kubectl("apply", "-f", "-", input=json.dumps(APISERVICE), check=True)
+    listed = apiserver.kubectl("get", "apiservices", "-o", "name", check=True).stdout
+    assert "apiservice.apiregistration.k8s.io/v1.metrics.example.com" in listed
+    groups = json.loads(apiserver.kubectl("get", "--raw", "/apis", check=True).stdout)
+    assert "metrics.example.com" in {g["name"] for g in groups["groups"]}
+    group = json.loads(
+        apiserver.kubectl("get", "--raw", "/apis/metrics.example.com", check=True).stdout
+    )
+    assert group["preferredVersion"] == {"groupVersion": "metrics.example.com/v1", "version": "v1"}
+
+    assert "service default/provider not found" in _error(apiserver)
+    apiserver.kubectl("apply", "-f", "-", input=_service(8443), check=True)
+    assert "service default/provider has no port 443" in _error(apiserver)
+    apiserver.kubectl("apply", "-f", "-", input=_service(443), check=True)
+    assert "no endpoints available for service default/provider (port https)" in _error(apiserver)
+    assert apiserver.kubectl("get", "--raw", "/apis/apps/v1", check=True).stdout
