@@ -2,9 +2,9 @@
 
 ``sfc_k8s.operator.metrics_provider`` (the built-in provider behind the ``APIService``) builds
 its answers with these pure functions; the chain's ``autoscaling`` block
-(``sfc_k8s.api.autoscaling``) names the same metrics; the prometheus-adapter rules in
-``deploy/components/prometheus-adapter`` expose them under the same names, so an HPA works
-unchanged whichever provider serves ``custom.metrics.k8s.io``.
+(``sfc_k8s.api.autoscaling``) names the same metrics; the prometheus-adapter rules
+(``examples/autoscaling/prometheus-adapter-values.yaml``) expose them under the same names, so
+an HPA works unchanged whichever provider serves ``custom.metrics.k8s.io``.
 
 Documents follow ``custom.metrics.k8s.io`` ``v1beta2`` (``metric: {name, selector}``) and
 ``v1beta1`` (``metricName``); values are Kubernetes quantities in thousandths (``400500m``)

@@ -108,7 +108,7 @@ from sfc_k8s.operator.agent_reconcile import (
     retry_delay,
     stale_links,
 )
-from sfc_k8s.operator.agent_traffic import AgentTraffic
+from sfc_k8s.operator.agent_traffic import AgentTraffic, PodTrafficCollector
 from sfc_k8s.operator.kube import (
     ApiError,
     KubeClient,
@@ -189,6 +189,7 @@ class NodeAgent:
             config.node, self._endpoint_readings, window=config.traffic_window
         )
         self.metrics = AgentMetrics(self._link_samples, add_routes=self.traffic.add_routes)
+        self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
         self._dp: Dataplane | None = None
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")

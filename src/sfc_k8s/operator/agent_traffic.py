@@ -10,6 +10,10 @@ counters and one walk of the session table.
 
 Answer (JSON): ``{"node", "timestamp", "windowSeconds", "pods": [PodTraffic.to_json()...]}``;
 ``?namespace=NS`` keeps one namespace's pods.
+
+``PodTrafficCollector`` exports the same per-pod figures to Prometheus (counters labelled
+``namespace`` and ``pod``), for clusters that serve custom metrics with prometheus-adapter or
+scale with KEDA (``examples/autoscaling/``): there Prometheus computes the rates.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from sfc_k8s.api import now_rfc3339
 from sfc_k8s.dataplane import DataplaneError
@@ -102,4 +108,57 @@ class AgentTraffic:
                     p.to_json() for p in pods if namespace is None or p.pod.namespace == namespace
                 ],
             }
+        )
+
+
+class PodTrafficCollector(Collector):
+    """Per-pod counters at scrape time: packets and bytes delivered into the pod (summed over
+    its interfaces; a removed interface takes its share with it, which ``rate()`` reads as a
+    counter reset) and its sessions (its busiest interface's)."""
+
+    def __init__(self, read: ReadEndpoints) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        packets, octets, sessions = self._families()
+        totals: dict[tuple[str, str], list[int]] = {}
+        try:
+            readings = self._read(True)
+        except DataplaneError as err:
+            logger.warning("per-pod metrics skipped: %s", err)
+            readings = []
+        for reading in readings:
+            total = totals.setdefault((reading.pod.namespace, reading.pod.name), [0, 0, 0])
+            total[0] += reading.packets
+            total[1] += reading.octets
+            total[2] = max(total[2], reading.sessions)
+        for labels, (npackets, noctets, nsessions) in sorted(totals.items()):
+            packets.add_metric(labels, npackets)
+            octets.add_metric(labels, noctets)
+            sessions.add_metric(labels, nsessions)
+        yield from (packets, octets, sessions)
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        labels = ["namespace", "pod"]
+        return (
+            CounterMetricFamily(
+                "sfc_k8s_pod_received_packets",
+                "Packets the data plane delivered into the pod, over its cross-connected"
+                " interfaces",
+                labels=labels,
+            ),
+            CounterMetricFamily(
+                "sfc_k8s_pod_received_bytes",
+                "Bytes the data plane delivered into the pod, over its cross-connected interfaces",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                "sfc_k8s_pod_sessions",
+                "Live sessions of the pod's busiest cross-connected interface",
+                labels=labels,
+            ),
         )

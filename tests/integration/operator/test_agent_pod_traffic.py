@@ -7,6 +7,8 @@ stream of a known rate (4 flows), the replica echoes every datagram. Covers:
 - bits/s is within 10 % of the sent rate times the frame size on the wire (8 x 54 bytes:
   Ethernet, IPv4, UDP and the 12-byte sequence header; the kernel's own IPv6 chatter on the
   veths adds a little);
+- the per-pod Prometheus counter (``sfc_k8s_pod_received_packets_total``) is the endpoint's
+  delivered packets;
 - sessions per pod equal the link's recorded sessions naming its endpoint (read through the data
   plane's own session listing), at least the stream's 4 flows;
 - no rate before a sample holds the endpoints; ``?namespace=`` keeps only that namespace's pods.
@@ -27,6 +29,7 @@ from tests.integration.operator.test_agent_programming import (
     NAMESPACE,
     Api,
     running_agent,
+    scrape,
     wait_programmed,
 )
 from tests.integration.operator.test_agent_traffic import PORT, SERVER_IP, _spawn, build, endpoints
@@ -73,6 +76,9 @@ def test_pod_rates_follow_a_paced_stream(
         replica, client = pods[topo.replicas["r1"].name], pods[topo.client.name]
         sessions = [s for s in dataplane.sessions(link) if s.b_ifname == topo.replicas["r1"].host]
         out, _ = stream.communicate("stop\n", timeout=20)
+        before = _delivered(dataplane, link, topo.replicas["r1"].host)
+        exported = _exported(scrape(agent), topo.replicas["r1"].name)
+        after = _delivered(dataplane, link, topo.replicas["r1"].host)
 
     sent = json.loads(out.splitlines()[-1])
     assert all(flow["missing"] == [] for flow in sent["flows"]), sent
@@ -84,6 +90,17 @@ def test_pod_rates_follow_a_paced_stream(
     assert replica["interfaces"] == [f"{link}/{topo.replicas['r1'].host}"]
     assert len([s for s in sessions if s.kind == "l4-v4"]) == FLOWS
     assert replica["sessions"] == len(sessions)
+    assert before <= exported <= after  # Prometheus' per-pod counter: the endpoint's tx
+
+
+def _delivered(dataplane: Dataplane, link: str, host: str) -> int:
+    return next(e.counters.tx_packets for e in dataplane.endpoints(link) if e.ifname == host)
+
+
+def _exported(metrics: str, pod: str) -> int:
+    prefix = f'sfc_k8s_pod_received_packets_total{{namespace="{NAMESPACE}",pod="{pod}"}} '
+    (line,) = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return int(float(line.removeprefix(prefix)))
 
 
 def test_namespace_filter(apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str) -> None:
