@@ -24,7 +24,14 @@ import yaml
 from sfc_k8s.api.custom_metrics import POD_METRICS
 from sfc_k8s.operator.agent_traffic import PodTrafficCollector
 from sfc_k8s.operator.metrics_provider import config_from_args
-from tests.unit.deploy.test_manifests import CUSTOM_GROUPS, DEPLOY, K8S_VERSIONS, ROOT, built
+from tests.unit.deploy.test_manifests import (
+    CUSTOM_GROUPS,
+    DEPLOY,
+    K8S_VERSIONS,
+    ROOT,
+    allowed,
+    built,
+)
 
 COMPONENTS = DEPLOY / "components"
 EXAMPLES = ROOT / "examples" / "autoscaling"
@@ -142,3 +149,14 @@ def test_keda_example() -> None:
     used = set(re.findall(r"sfc_k8s_\w+", trigger["metadata"]["query"]))
     assert used and used <= _exported_names()
     assert float(trigger["metadata"]["threshold"]) > 0
+
+
+def test_controller_role_owns_hpas_but_not_replicas() -> None:
+    """The controller renders HPAs for chain functions and reads ReplicaSets to find their
+    Deployments; it never writes a workload or its scale (the HPA does)."""
+    for verb in ("watch", "create", "update", "delete"):
+        assert allowed("sfc-k8s-controller", "autoscaling", "horizontalpodautoscalers", verb)
+    assert allowed("sfc-k8s-controller", "apps", "replicasets", "get")
+    for resource in ("deployments", "deployments/scale", "statefulsets", "statefulsets/scale"):
+        for verb in ("patch", "update"):
+            assert not allowed("sfc-k8s-controller", "apps", resource, verb)
