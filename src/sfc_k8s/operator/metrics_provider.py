@@ -33,6 +33,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ DEFAULT_AGENT_PORT = 9469
 DEFAULT_PORT = 6443
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PREFIX = f"/apis/{CUSTOM_METRICS_GROUP}"
+CLIENT_LIFETIME = 60.0  # seconds an API client (and the token it read) is reused
 
 
 class MetricsUnavailableError(Exception):
@@ -139,14 +141,24 @@ class MetricsProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._http: aiohttp.ClientSession | None = None
+        self._client: KubeClient | None = None
+        self._client_made = 0.0
 
     def connection(self) -> Connection:
         if self.config.kubeconfig:
             return load_kubeconfig(self.config.kubeconfig)
         return in_cluster_connection()
 
-    def _kube(self) -> KubeClient:
-        return KubeClient(self.connection(), user_agent="sfc-k8s-metrics-provider")
+    async def _kube(self) -> KubeClient:
+        """The API client, made again every ``CLIENT_LIFETIME`` seconds (a service account's
+        token rotates; reusing it in between keeps its connections open)."""
+        now = time.monotonic()
+        if self._client is None or now - self._client_made > CLIENT_LIFETIME:
+            if self._client is not None:
+                await self._client.close()
+            self._client = KubeClient(self.connection(), user_agent="sfc-k8s-metrics-provider")
+            self._client_made = now
+        return self._client
 
     def make_app(self) -> web.Application:
         app = web.Application()
@@ -164,6 +176,8 @@ class MetricsProvider:
     async def _close(self, _: web.Application) -> None:
         if self._http is not None:
             await self._http.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def _resources(self, request: web.Request) -> web.Response:
         version = request.match_info["version"]
@@ -218,8 +232,8 @@ class MetricsProvider:
         if not nodes:
             return []
         try:
-            async with self._kube() as kube:
-                listed = await kube.list(object_path("", "v1", "nodes", None))
+            kube = await self._kube()
+            listed = await kube.list(object_path("", "v1", "nodes", None))
         except (KubeError, OSError) as err:
             raise MetricsUnavailableError(f"cannot list nodes: {err}") from err
         urls = [

@@ -20,6 +20,7 @@ errors into ``Status`` objects); ``resources.BUILTINS`` serves the ``apiservices
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -175,7 +176,10 @@ def group_entry(group: str, services: list[Mapping[str, Any]]) -> dict[str, Any]
     return {"name": group, "versions": versions, "preferredVersion": versions[0]}
 
 
+@functools.cache
 def _client_context(backend: Backend) -> ssl.SSLContext:
+    """One context per backend (making one loads the system's CA store: milliseconds), so the
+    session also reuses its connections."""
     if backend.insecure:
         context = ssl.create_default_context()
         context.check_hostname = False
