@@ -61,7 +61,6 @@ from tests.integration.operator.test_agent_traffic import (
     build,
 )
 from tests.integration.operator.test_metrics_provider import (
-    _free_port,
     _quantity,
     nf_pod,
     register_node,
@@ -136,7 +135,9 @@ def _delivered(dataplane: Dataplane, link: str, host: str) -> int:
 
 @contextlib.contextmanager
 def provider_process(kubeconfig: Path, janitor: Janitor) -> Iterator[int]:
-    port = _free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
     argv = [
         sys.executable, "-m", "sfc_k8s.cli", "metrics-provider", "--kubeconfig", str(kubeconfig),
         "--host", "127.0.0.1", "--port", str(port),

@@ -21,18 +21,12 @@ The pods are marked Running and Ready through the API (``FakeKubelet``; no node 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from sfc_k8s.local.apiserver import APIServer
 from tests.fixtures.apiserver import LocalAPIServer
 from tests.fixtures.topology import PYTHON, TRAFFIC
 from tests.integration.apiserver.test_hpa import (
@@ -48,7 +42,6 @@ from tests.integration.operator.test_agent_programming import (
     Pod,
     plug,
     running_agent,
-    wait_for,
     wait_programmed,
 )
 from tests.integration.operator.test_agent_traffic import (
@@ -138,67 +131,22 @@ def registration(port: int) -> str:
     return yaml.safe_dump_all(documents)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalAPIServer]:
-    """A server whose HPA controller syncs every 0.2 s through its own custom metrics path."""
-    server = APIServer(state_dir=tmp_path, hpa_sync_period=0.2)
-    server.start()
-    try:
-        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        yield LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "cache")
-    finally:
-        server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def provider(cluster: LocalAPIServer, janitor: Janitor) -> int:
-    """``sfc-k8s metrics-provider`` as a process; its port."""
-    port = _free_port()
-    argv = [
-        sys.executable, "-m", "sfc_k8s.cli", "metrics-provider",
-        "--kubeconfig", str(cluster.kubeconfig), "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def stop() -> None:
-        proc.terminate()
-        proc.communicate(timeout=10)
-
-    janitor.add(stop)
-
-    def listening() -> bool:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    wait_for("the provider to listen", listening)
-    return port
-
-
 def raw(cluster: LocalAPIServer, path: str) -> Any:
     return json.loads(cluster.kubectl("get", "--raw", path, check=True).stdout)
 
 
-def nf_pod(janitor: Janitor, topo: Topology, api_pod: dict[str, Any]) -> Pod:
-    """A network namespace and veth for the Deployment's pod (its name and UID), echoing."""
+def nf_pod(janitor: Janitor, topo: Topology, api_pod: dict[str, Any], tag: str = "fw") -> Pod:
+    """A network namespace and veth for an API pod (its name and UID), echoing with ``tag``:
+    what the CNI plugin and the container would make of it."""
     meta = api_pod["metadata"]
     pod = Pod(meta["name"], meta["uid"], janitor.netns("sfcta"))
     plug(janitor, pod, mac=SERVER_MAC, ip=f"{SERVER_IP}/24")
     run("ip", "neigh", "replace", CLIENT_IP, "lladdr", CLIENT_MAC, "dev", "eth1", netns=pod.netns)
-    echo = ["ip", "netns", "exec", pod.netns, PYTHON, TRAFFIC, "udp-echo", str(PORT), "--tag", "fw"]
+    echo = ["ip", "netns", "exec", pod.netns, PYTHON, TRAFFIC, "udp-echo", str(PORT), "--tag", tag]
     server = _spawn(janitor, echo, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert server.stdout is not None
     assert "listening" in server.stdout.readline()
-    topo.replicas["fw"] = pod
+    topo.replicas[tag] = pod
     return pod
 
 
@@ -215,11 +163,12 @@ def register_node(cluster: LocalAPIServer, node: str, agent_port: int) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(body), check=True)
 
 
-def start_stream(janitor: Janitor, topo: Topology) -> subprocess.Popen[str]:
+def start_stream(janitor: Janitor, topo: Topology, tag: str = "fw") -> subprocess.Popen[str]:
+    """The paced stream, every echo expected from the replica tagged ``tag``."""
     argv = [
         "ip", "netns", "exec", topo.client.netns, PYTHON, TRAFFIC, "udp-stream",
         "--server", SERVER_IP, "--port", str(PORT), "--flows", "4",
-        "--rate", f"{RATE:g}", "--tag", "fw", "--duration", "60",
+        "--rate", f"{RATE:g}", "--tag", tag, "--duration", "60",
     ]  # fmt: skip
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     stream = _spawn(janitor, argv, **pipes)
@@ -272,8 +221,9 @@ def check_hpa_scales_up(cluster: LocalAPIServer) -> None:
 
 
 def test_custom_metrics_through_the_aggregation_layer_drive_the_hpa(
-    cluster: LocalAPIServer, provider: int, janitor: Janitor, bpffs_root: str
+    metrics_cluster: LocalAPIServer, metrics_provider: int, janitor: Janitor, bpffs_root: str
 ) -> None:
+    cluster, provider = metrics_cluster, metrics_provider
     cluster.apply_crds()
     api = Api(cluster.url)
     node = unique("node")
