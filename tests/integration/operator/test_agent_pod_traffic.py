@@ -11,7 +11,9 @@ stream of a known rate (4 flows), the replica echoes every datagram. Covers:
   delivered packets;
 - sessions per pod equal the link's recorded sessions naming its endpoint (read through the data
   plane's own session listing), at least the stream's 4 flows;
-- no rate before a sample holds the endpoints; ``?namespace=`` keeps only that namespace's pods.
+- no rate before a sample holds the endpoints; ``?namespace=`` keeps only that namespace's pods;
+- one-way traffic (datagrams to a closed port) counts for the pod it is delivered to, not for
+  the pod that sends it.
 """
 
 from __future__ import annotations
@@ -33,12 +35,19 @@ from tests.integration.operator.test_agent_programming import (
     wait_programmed,
 )
 from tests.integration.operator.test_agent_traffic import PORT, SERVER_IP, _spawn, build, endpoints
-from tests.nettools import Janitor, unique
+from tests.nettools import Janitor, run, unique
 
 RATE = 400.0  # datagrams/s, all flows together: a pace Python keeps on a loaded machine
 FLOWS = 4
 FRAME = 14 + 20 + 8 + 12  # bytes on the veth: Ethernet, IPv4, UDP, the stream's sequence header
 WINDOW = 3.0
+ONE_WAY = 300  # datagrams sent to a closed port
+BLAST = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[2])):
+    sock.sendto(b"x", (sys.argv[1], 9))
+"""
 
 
 def pod_traffic(port: int, namespace: str | None = None) -> dict[str, dict[str, Any]]:
@@ -103,7 +112,9 @@ def _exported(metrics: str, pod: str) -> int:
     return int(float(line.removeprefix(prefix)))
 
 
-def test_namespace_filter(apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str) -> None:
+def test_namespace_filter_and_one_way_traffic(
+    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str
+) -> None:
     node = unique("node")
     topo = build(janitor, replicas=1)
     name = unique("xc-ns", 30)
@@ -117,3 +128,12 @@ def test_namespace_filter(apiserver: Any, api: Api, janitor: Janitor, bpffs_root
         time.sleep(0.5)
         assert set(pod_traffic(port, NAMESPACE)) == {topo.client.name, topo.replicas["r1"].name}
         assert pod_traffic(port, "elsewhere") == {}
+
+        # One-way traffic counts for the pod it is delivered to, not the one that sends it:
+        # datagrams to a port nobody listens on (the replica's ICMP answers are rate-limited).
+        client, replica = topo.client.name, topo.replicas["r1"].name
+        before = {pod: _exported(scrape(agent), pod) for pod in (client, replica)}
+        run(PYTHON, "-c", BLAST, SERVER_IP, str(ONE_WAY), netns=topo.client.netns)
+        after = {pod: _exported(scrape(agent), pod) for pod in (client, replica)}
+        assert after[replica] - before[replica] >= ONE_WAY
+        assert after[client] - before[client] < ONE_WAY // 2
