@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kopf
 from aiohttp import web
 
 from sfc_k8s.api import now_rfc3339
@@ -53,16 +54,20 @@ from sfc_k8s.api.custom_metrics import (
     not_found,
     resource_list,
 )
-from sfc_k8s.kube import Connection, KubeClient, KubeError, load_kubeconfig, object_path
+from sfc_k8s.kube import KubeClient, KubeError, object_path
+from sfc_k8s.operator.settings import SettingsError, connection_info
 
 logger = logging.getLogger(__name__)
 
 AGENT_ADDRESS_ANNOTATION = "sfc-k8s.io/agent-address"
 DEFAULT_AGENT_PORT = 9469
 DEFAULT_PORT = 6443
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PREFIX = f"/apis/{CUSTOM_METRICS_GROUP}"
 CLIENT_LIFETIME = 60.0  # seconds an API client (and the token it read) is reused
+
+
+class ProviderError(Exception):
+    """The provider cannot serve (its TLS pair cannot be made)."""
 
 
 class MetricsUnavailableError(Exception):
@@ -78,19 +83,6 @@ class ProviderConfig:
     tls_key_file: str | None = None
     agent_port: int = DEFAULT_AGENT_PORT
     agent_timeout: float = 3.0
-
-
-def in_cluster_connection() -> Connection:
-    """The pod's service account (the token read again for every client: it rotates)."""
-    host, port = (
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
-        os.environ.get("KUBERNETES_SERVICE_PORT"),
-    )
-    if not host or not port:
-        raise KubeError("no --kubeconfig and not in a pod (KUBERNETES_SERVICE_HOST is unset)")
-    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    token = (SERVICE_ACCOUNT / "token").read_text().strip()
-    return Connection(server=server, ca_path=str(SERVICE_ACCOUNT / "ca.crt"), token=token)
 
 
 def agent_url(node: Mapping[str, Any], port: int) -> str | None:
@@ -144,10 +136,10 @@ class MetricsProvider:
         self._client: KubeClient | None = None
         self._client_made = 0.0
 
-    def connection(self) -> Connection:
-        if self.config.kubeconfig:
-            return load_kubeconfig(self.config.kubeconfig)
-        return in_cluster_connection()
+    def connection(self) -> kopf.ConnectionInfo:
+        """The kubeconfig's credentials or the pod's service account (read again for each new
+        client: a service account's token rotates)."""
+        return connection_info(self.config.kubeconfig)
 
     async def _kube(self) -> KubeClient:
         """The API client, made again every ``CLIENT_LIFETIME`` seconds (a service account's
@@ -164,7 +156,7 @@ class MetricsProvider:
         app = web.Application()
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, _ok)
-        app.router.add_get(PREFIX, _document(lambda _: group_document()))
+        app.router.add_get(PREFIX, _group)
         app.router.add_get(PREFIX + "/{version}", self._resources)
         app.router.add_get(
             PREFIX + "/{version}/namespaces/{namespace}/pods/{name}/{metric}", self._pod_metric
@@ -219,7 +211,7 @@ class MetricsProvider:
                 body = await kube.request(
                     "GET", object_path("", "v1", "pods", namespace), params=params
                 )
-        except (KubeError, OSError) as err:
+        except (KubeError, SettingsError, OSError) as err:
             raise MetricsUnavailableError(f"cannot list pods in {namespace}: {err}") from err
         return [p for p in body.get("items") or [] if (p.get("spec") or {}).get("nodeName")]
 
@@ -234,7 +226,7 @@ class MetricsProvider:
         try:
             kube = await self._kube()
             listed = await kube.list(object_path("", "v1", "nodes", None))
-        except (KubeError, OSError) as err:
+        except (KubeError, SettingsError, OSError) as err:
             raise MetricsUnavailableError(f"cannot list nodes: {err}") from err
         urls = [
             url
@@ -264,11 +256,8 @@ class MetricsProvider:
             return None
 
 
-def _document(build: Any) -> Any:
-    async def serve(request: web.Request) -> web.Response:
-        return web.json_response(build(request))
-
-    return serve
+async def _group(_: web.Request) -> web.Response:
+    return web.json_response(group_document())
 
 
 async def _ok(_: web.Request) -> web.Response:
@@ -292,7 +281,9 @@ def self_signed(directory: Path, hostnames: Sequence[str]) -> tuple[Path, Path]:
         subprocess.run(argv, check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or err
-        raise KubeError(f"cannot make a self-signed certificate with openssl: {detail}") from err
+        raise ProviderError(
+            f"cannot make a self-signed certificate with openssl: {detail}"
+        ) from err
     return cert, key
 
 
@@ -366,6 +357,11 @@ def main(argv: list[str]) -> int:
     """``sfc-k8s metrics-provider ...``: serve until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = config_from_args(argv)
+    try:
+        connection_info(config.kubeconfig)  # refuse to start without usable credentials
+    except SettingsError as err:
+        print(f"sfc-k8s metrics-provider: {err}", file=sys.stderr)
+        return 1
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -377,7 +373,7 @@ def main(argv: list[str]) -> int:
 
     try:
         asyncio.run(run())
-    except (KubeError, OSError) as err:
+    except (ProviderError, OSError) as err:
         print(f"sfc-k8s metrics-provider: {err}", file=sys.stderr)
         return 1
     return 0

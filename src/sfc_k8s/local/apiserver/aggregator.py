@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.store import Store
@@ -208,7 +209,7 @@ def install(app: web.Application, store: Store) -> None:
     app.on_cleanup.append(close)
 
 
-def _middleware(aggregator: Aggregator) -> Any:
+def _middleware(aggregator: Aggregator) -> Middleware:
     """Requests under an aggregated group go to its server; ``/apis`` lists its groups."""
 
     @web.middleware
