@@ -7,8 +7,8 @@ Covers:
   with the custom metric and target; the chain status shows the HPA's current and desired
   replicas and its conditions (here ``ScalingActive=False, FailedGetPodsMetric``: no metrics
   provider runs in this test);
-- a change of the block updates the HPA; removing it deletes the HPA; the Deployment's replicas
-  are never written by the controller;
+- a change of the block updates the HPA; removing it deletes the HPA, and so does deleting the
+  chain (owner reference); the Deployment's replicas are never written by the controller;
 - a function whose pods have no workload yet (none selected) reports what to fix in its status;
 - invalid blocks (min > max, an unknown metric) are refused by the real kubectl at admission
   with the CRD's messages.
@@ -118,6 +118,12 @@ def test_controller_owns_the_functions_hpa(cluster: Cluster) -> None:
         eventually(
             lambda: "autoscaling" not in cluster.chain("web")["status"]["functions"]["firewall"]
         )
+        assert replicas(cluster) == 1
+
+        set_block(cluster, BLOCK)  # back, then the chain deleted: the HPA goes with it
+        eventually(lambda: cluster.find(hpa_path(cluster)))
+        cluster.request("DELETE", cluster.chain_path("web"))
+        eventually(lambda: cluster.find(hpa_path(cluster)) is None)
         assert replicas(cluster) == 1
 
 
