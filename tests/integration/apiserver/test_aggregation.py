@@ -4,17 +4,21 @@ whose Service cannot be reached answers.
 Covers: an APIService is stored and listed (``kubectl get apiservices``); its group appears in
 ``/apis`` and ``/apis/GROUP``; a request under it is a 503 naming what is missing: the Service,
 then a port the Service lacks, then the Endpoints; a registered group never shadows the
-server's own resources (``apps/v1`` still served). A reachable provider is covered by
-``tests/integration/operator/test_metrics_provider.py``.
+server's own resources (``apps/v1`` still served); a reachable server gets the request
+without the client's ``Authorization`` or forged ``X-Remote-*`` headers. The real provider is
+covered by ``tests/integration/operator/test_metrics_provider.py``.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.request
+from http.server import BaseHTTPRequestHandler
 
 import yaml
 
 from tests.fixtures.apiserver import LocalAPIServer
+from tests.integration.apiserver.test_hpa import CustomMetricsAPI
 
 APISERVICE = {
     "apiVersion": "apiregistration.k8s.io/v1",
@@ -65,3 +69,32 @@ def test_unreachable_service_is_a_clear_503(apiserver: LocalAPIServer) -> None:
     apiserver.kubectl("apply", "-f", "-", input=_service(443), check=True)
     assert "no endpoints available for service default/provider (port https)" in _error(apiserver)
     assert apiserver.kubectl("get", "--raw", "/apis/apps/v1", check=True).stdout
+
+
+def test_client_credentials_are_not_forwarded(apiserver: LocalAPIServer) -> None:
+    """The aggregated server gets the request, never the client's token or forged identity."""
+    backend = CustomMetricsAPI()
+    seen: list[dict[str, str]] = []
+    answer = backend.answer
+
+    def recording(handler: BaseHTTPRequestHandler) -> None:
+        seen.append({k.lower(): v for k, v in handler.headers.items()})
+        answer(handler)
+
+    backend.answer = recording  # type: ignore[method-assign]
+    try:
+        backend.api_url = apiserver.url
+        apiserver.kubectl("apply", "-f", "-", input=backend.registration(), check=True)
+        path = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/services/web/hits"
+        request = urllib.request.Request(apiserver.url + path)
+        request.add_header("Authorization", "Bearer secret-token")
+        request.add_header("X-Remote-User", "admin")
+        request.add_header("Accept", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["kind"] == "MetricValueList"
+    finally:
+        backend.close()
+    (headers,) = seen
+    assert headers["accept"] == "application/json"
+    assert "authorization" not in headers
+    assert "x-remote-user" not in headers

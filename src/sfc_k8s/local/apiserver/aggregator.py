@@ -2,7 +2,8 @@
 
 As kube-apiserver's aggregator does, a request under ``/apis/GROUP/VERSION`` for which an
 ``apiregistration.k8s.io/v1`` ``APIService`` named ``VERSION.GROUP`` points to a Service is
-forwarded to that Service, path, query and body unchanged, and its answer returned as it is;
+forwarded to that Service, path, query and body unchanged (the client's credentials and any
+``X-Remote-*`` header left out), and its answer returned as it is;
 ``/apis`` lists the aggregated groups and ``/apis/GROUP`` describes one from its APIServices.
 This is how the built-in metrics provider (``sfc-k8s metrics-provider``) serves
 ``custom.metrics.k8s.io`` to the local HPA controller and to ``kubectl get --raw``.
@@ -41,6 +42,9 @@ ENDPOINTS = ("", "endpoints")
 PROXY_TIMEOUT = 30.0
 # Hop-by-hop and framing headers: never forwarded either way.
 _SKIPPED = {"host", "connection", "content-length", "transfer-encoding", "keep-alive"}
+# The client's credentials stay here, as with kube-apiserver (which tells the aggregated server
+# who asked in X-Remote-* headers of its own; a client's X-Remote-* would be a forgery).
+_CREDENTIALS = {"authorization", "proxy-authorization", "cookie"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -128,7 +132,11 @@ class Aggregator:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)
             )
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIPPED}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in _SKIPPED | _CREDENTIALS and not k.lower().startswith("x-remote-")
+        }
         body = await request.read() if request.can_read_body else None
         try:
             async with self._session.request(
