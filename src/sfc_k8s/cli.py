@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("sfc_k8s.operator.cli", "run the ServiceFunctionChain controller"),
     "agent": ("sfc_k8s.operator.cli", "run the node agent that programs the local data plane"),
     "install-cni": ("sfc_k8s.cni.install", "put the sfc-cni shim into a node's CNI bin directory"),
+    "metrics-provider": (
+        "sfc_k8s.operator.metrics_provider",
+        "serve per-pod traffic as the custom metrics API (for the HPA)",
+    ),
     "uninstall": ("sfc_k8s.operator.uninstall", "remove sfc-k8s from a cluster (--dry-run first)"),
     "local": ("sfc_k8s.local.cli", "the local cluster: up, down, status, exec"),
     "demo": ("sfc_k8s.local.demo", "run the showcase on the local cluster"),

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from sfc_k8s.api.autoscaling import parse_autoscaling
 from sfc_k8s.api.errors import ChainInvalid
 from sfc_k8s.api.models import (
     DNS_LABEL_MAX,
@@ -178,8 +179,11 @@ def _parse_functions(raw: object, problems: Problems) -> list[FunctionSpec]:
         selector = parse_selector(item.get("selector"), f"{at}.selector", sel_problems)
         problems.items += sel_problems.items
         ifnames = _parse_interfaces(item.get("interfaces"), at, problems)
+        autoscaling, found = parse_autoscaling(item.get("autoscaling"), f"{at}.autoscaling")
+        problems.items += found
         if isinstance(name, str):
-            functions.append(FunctionSpec(name, selector, tuple(dict.fromkeys(ifnames))))
+            interfaces = tuple(dict.fromkeys(ifnames))
+            functions.append(FunctionSpec(name, selector, interfaces, autoscaling))
     for name, count in Counter(f.name for f in functions).items():
         if count > 1:
             problems.add("spec.functions", f"function name {name!r} is used {count} times")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from sfc_k8s.api.types import (
     CrossConnectionSideBody,
@@ -158,12 +159,36 @@ class LabelSelector:
 
 
 @dataclass(frozen=True)
+class WorkloadRef:
+    """A Deployment or StatefulSet, by kind and name (in the chain's namespace)."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """A function's ``autoscaling`` block (``sfc_k8s.api.autoscaling`` renders its HPA)."""
+
+    min_replicas: int
+    max_replicas: int
+    metric: str  # packetsPerSecond | bitsPerSecond | sessions
+    target_average_value: str  # a quantity, per replica
+    behavior: Mapping[str, Any] | None = None  # None: the NF defaults
+    workload: WorkloadRef | None = None  # None: found from the function's pods
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """One network function of a chain: its pods (by selector) and data-plane interfaces."""
 
     name: str
     selector: LabelSelector
     interfaces: tuple[str, ...]
+    autoscaling: AutoscalingSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +273,7 @@ class PodInfo:
     node: str | None
     ready: bool
     terminating: bool
+    owner: tuple[str, str] = ("", "")  # controller owner (kind, name); ("", "") for none
 
     @property
     def key(self) -> tuple[str, str]:

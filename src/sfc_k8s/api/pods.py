@@ -30,7 +30,17 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         node=spec.get("nodeName") or None,
         ready=ready,
         terminating=meta.get("deletionTimestamp") is not None,
+        owner=_controller_owner(meta.get("ownerReferences")),
     )
+
+
+def _controller_owner(refs: object) -> tuple[str, str]:
+    """(kind, name) of the reference marked ``controller`` (the workload's pods' ReplicaSet,
+    StatefulSet...), or ("", "")."""
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            return str(ref.get("kind") or ""), str(ref.get("name") or "")
+    return "", ""
 
 
 def functions_of(chain: ChainSpec, pod: PodInfo) -> list[FunctionSpec]:

@@ -410,14 +410,21 @@ def _conditions(
 
 def status_merge_patch(status: Mapping[str, Any], *stored: Mapping[str, Any]) -> dict[str, Any]:
     """The body of a JSON merge patch of ``status`` over any of the ``stored`` versions: keys
-    that ``status`` no longer has, at the top and in the ``functions`` and ``links`` maps, are
-    set to null (a merge patch keeps what it does not mention)."""
+    that ``status`` no longer has, at the top, in the ``functions`` and ``links`` maps and in
+    their entries, are set to null (a merge patch keeps what it does not mention)."""
     body: dict[str, Any] = dict(status)
     for name in ("functions", "links"):
         gone = {key for old in stored for key in old.get(name) or {}}
         gone -= set(body.get(name) or {})
-        if gone:
-            body[name] = {**(body.get(name) or {}), **dict.fromkeys(sorted(gone))}
+        entries = {**(body.get(name) or {}), **dict.fromkeys(sorted(gone))}
+        for key, entry in entries.items():
+            # a field an entry lost (a function's autoscaling block removed) goes too
+            lost = {f for old in stored for f in (old.get(name) or {}).get(key) or {}}
+            lost -= set(entry or {})
+            if entry is not None and lost:
+                entries[key] = {**entry, **dict.fromkeys(sorted(lost))}
+        if entries:
+            body[name] = entries
     for old in stored:
         for key in old:
             body.setdefault(key, None)

@@ -8,7 +8,7 @@ parsers check presence and report what is missing.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 # --- shared --------------------------------------------------------------------------------
 
@@ -88,6 +88,7 @@ class FunctionStatusBody(TypedDict, total=False):
     replicas: int  # pods selected and not terminating
     readyReplicas: int  # of which Ready
     readyReplicasByNode: dict[str, int]  # Ready replicas per node (nodes with one or more)
+    autoscaling: dict[str, Any]  # the function's HPA (sfc_k8s.api.autoscaling.hpa_status)
 
 
 class LinkStatusBody(TypedDict, total=False):

@@ -392,6 +392,25 @@ class Dataplane:
             cluster_id=int(info.cluster_id),
         )
 
+    def endpoint_sessions(self) -> dict[str, int]:
+        """Live sessions per local endpoint of the node, by host interface, in one walk of each
+        session table: a session counts for the endpoint each of its sides names, while that
+        endpoint's generation is the one the session recorded (a removed endpoint's slot,
+        reused, does not inherit its sessions)."""
+        named: Counter[tuple[int, int]] = Counter()  # (slot, gen) -> sessions naming it
+        for name in structs.SESSION_MAPS:
+            ksize, vsize = structs.MAP_LAYOUTS[name]
+            stride = vsize // 4  # struct sfc_session: slot[2], gen[2], all u32
+            for _, values in maps.walk_raw(self._map(name), ksize, vsize):
+                words = values.cast("I")
+                for side in (0, 1):
+                    named.update(zip(words[side::stride], words[2 + side :: stride], strict=True))
+        return {
+            e.ifname.decode(): named[(slot, int(e.gen))]
+            for slot, e in self._slots().items()
+            if not e.remote
+        }
+
     def sessions(self, link: str) -> list[Session]:
         """The link's sessions, with the endpoint on each side ("" if it left the link;
         ``#ID@NODE`` for a remote one)."""

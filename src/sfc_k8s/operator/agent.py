@@ -109,11 +109,13 @@ from sfc_k8s.operator.agent_reconcile import (
     retry_delay,
     stale_links,
 )
+from sfc_k8s.operator.agent_traffic import AgentTraffic, PodTrafficCollector
 from sfc_k8s.operator.kube import (
     ApiError,
     KubeClient,
     object_path,
 )
+from sfc_k8s.operator.pod_traffic import DEFAULT_WINDOW, EndpointReading, PodRef
 from sfc_k8s.operator.settings import SettingsError, configure_logging, connection_info
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,7 @@ class AgentConfig:
     require_native_maglev: bool = False
     kernel_check: bool = True  # main() probes the kernel's features first
     cni_server: agent_cni.CniServerOptions | None = None  # serve the sfc-cni shim (docs/cni.md)
+    traffic_window: float = DEFAULT_WINDOW  # seconds the per-pod traffic rates average over
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -184,7 +187,11 @@ class NodeAgent:
         self.config = config
         self.registry = kopf.OperatorRegistry()
         self.settings = self._make_settings()
-        self.metrics = AgentMetrics(self._link_samples)
+        self.traffic = AgentTraffic(
+            config.node, self._endpoint_readings, window=config.traffic_window
+        )
+        self.metrics = AgentMetrics(self._link_samples, add_routes=self.traffic.add_routes)
+        self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
         self._dp: Dataplane | None = None
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
@@ -270,6 +277,7 @@ class NodeAgent:
                 self.config.metrics_host, self.config.metrics_port, not_ready=self.not_ready
             )
         self._gc_task = asyncio.create_task(self._gc_loop(), name="sfc-k8s-agent-gc")
+        self.traffic.start()
 
     async def _cleanup(self, **_: Any) -> None:
         if self._kube is not None:
@@ -280,6 +288,7 @@ class NodeAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gc_task
             self._gc_task = None
+        await self.traffic.stop()
         await self.metrics.stop()
         if self._dp is not None:
             self._dp.close()  # fds only: the pinned state keeps forwarding
@@ -703,6 +712,33 @@ class NodeAgent:
             namespace, name = self._links.get(status.name, ("", ""))
             yield LinkSample(namespace, name, status)
 
+    def _endpoint_readings(self, sessions: bool) -> list[EndpointReading]:
+        """The counters of every local endpoint whose pod an xc names, for the traffic rates."""
+        if self._dp is None:
+            return []
+        live = self._dp.endpoint_sessions() if sessions else {}
+        readings = []
+        for link, (namespace, _, xc) in self._specs.items():
+            pods = {
+                ep.host_interface: PodRef(namespace, ep.pod, ep.pod_uid)
+                for side in Side
+                for ep in xc.side(side).on_node(self.config.node)
+            }
+            try:
+                endpoints = self._dp.endpoints(link)
+            except LinkNotFound:
+                continue
+            for ep in endpoints:
+                pod = pods.get(ep.ifname)
+                if pod is None or ep.node:  # a remote endpoint: its own node counts it
+                    continue
+                c = ep.counters
+                key = f"{link}/{ep.ifname}"
+                readings.append(
+                    EndpointReading(key, pod, c.tx_packets, c.tx_bytes, live.get(ep.ifname, 0))
+                )
+        return readings
+
     # -- status ------------------------------------------------------------------------------
     def _report(
         self,
@@ -888,6 +924,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Prometheus metrics port, 0 = off (env SFC_K8S_METRICS_PORT; 9469)",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument(
+        "--traffic-window",
+        type=float,
+        default=DEFAULT_WINDOW,
+        metavar="SECONDS",
+        help=f"the per-pod traffic rates (/traffic/pods) average over this ({DEFAULT_WINDOW:g})",
+    )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n",
@@ -967,6 +1010,8 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         parser.error("--node is required (or set SFC_K8S_NODE / NODE_NAME)")
     if args.metrics_port < 0:
         parser.error("--metrics-port must be 0 (off) or a port number")
+    if args.traffic_window <= 1:
+        parser.error(f"--traffic-window {args.traffic_window:g}: expected more than 1 second")
     if not 0 <= args.tunnel_port <= 65535:
         parser.error(f"--tunnel-port {args.tunnel_port}: expected 1 to 65535, or 0 (no tunnel)")
     if (
@@ -983,6 +1028,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         session_table_size=args.session_table_size,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
+        traffic_window=args.traffic_window,
         namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
         max_retry_delay=args.max_retry_delay,

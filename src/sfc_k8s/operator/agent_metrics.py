@@ -11,7 +11,8 @@ Two kinds of metrics:
 The HTTP endpoint runs on the agent's event loop (aiohttp), so a scrape never reads the data
 plane concurrently with a handler changing it. The same server answers the kubelet's probes:
 ``/healthz`` (liveness: the event loop answers) and ``/readyz`` (readiness: the agent's own
-verdict, 503 with the reason until it is ready). Each agent has its own ``CollectorRegistry``:
+verdict, 503 with the reason until it is ready), and ``/traffic/pods`` (each pod's traffic
+rates, ``sfc_k8s.operator.agent_traffic``). Each agent has its own ``CollectorRegistry``:
 several agents in one process (tests, benchmarks) never share series.
 """
 
@@ -122,7 +123,14 @@ class DataplaneCollector(Collector):
 class AgentMetrics:
     """The agent's metric objects and, once ``start`` ran, its HTTP endpoint."""
 
-    def __init__(self, source: Callable[[], Iterable[LinkSample]]) -> None:
+    def __init__(
+        self,
+        source: Callable[[], Iterable[LinkSample]],
+        *,
+        add_routes: Callable[[web.Application], None] | None = None,
+    ) -> None:
+        """``add_routes`` adds more endpoints to the server (the per-pod traffic rates)."""
+        self._add_routes = add_routes
         self.registry = CollectorRegistry(auto_describe=True)
         self.reconcile_seconds = Histogram(
             "sfc_k8s_agent_reconcile_seconds",
@@ -168,6 +176,8 @@ class AgentMetrics:
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
+        if self._add_routes is not None:
+            self._add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

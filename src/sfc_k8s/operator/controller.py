@@ -73,6 +73,7 @@ from sfc_k8s.api.chain_plan import (
 from sfc_k8s.api.nodes import orphan_finalizers
 from sfc_k8s.api.status import status_merge_patch
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
+from sfc_k8s.operator.autoscalers import HPA_RESOURCE, Autoscalers
 from sfc_k8s.operator.kube import ApiError, KubeClient, object_path
 from sfc_k8s.operator.selections import ChainKey, PodKey, Selections
 from sfc_k8s.operator.settings import ControllerConfig, connection_info
@@ -88,6 +89,7 @@ CHAINS_INDEX = "sfc_chains"
 PODS_INDEX = "sfc_pods"
 XCS_INDEX = "sfc_xcs"
 NODES_INDEX = "sfc_nodes"
+HPAS_INDEX = "sfc_hpas"
 
 # Chain status writes in flight at once. A burst of status writes (100 chains created together)
 # must not fill the connection pool ahead of the latency-critical CrossConnection writes.
@@ -166,6 +168,8 @@ class Controller:
         self._pods_idx: kopf.Index[Any, PodInfo] | None = None
         self._xcs_idx: kopf.Index[Any, XcEntry] | None = None
         self._nodes_idx: kopf.Index[Any, str] | None = None
+        self._hpas_idx: kopf.Index[Any, Mapping[str, Any]] | None = None
+        self._autoscalers = Autoscalers(self._client)
         self._queue: WorkQueue[ChainKey] = WorkQueue(
             self.reconcile,
             retry_on=(ApiError,),
@@ -234,6 +238,9 @@ class Controller:
         kopf.index("v1", "pods", registry=reg, id=PODS_INDEX)(_index_pod)
         kopf.index(*xcs, registry=reg, id=XCS_INDEX)(_index_xc)
         kopf.index("v1", "nodes", registry=reg, id=NODES_INDEX)(_index_node)
+        ours = {CHAIN_LABEL: kopf.PRESENT}  # the HPAs of functions with ``autoscaling``
+        kopf.index(*HPA_RESOURCE, registry=reg, id=HPAS_INDEX, labels=ours)(_index_hpa)
+        kopf.on.event(*HPA_RESOURCE, registry=reg, id="hpa_event", labels=ours)(self._on_hpa)
         kopf.on.event(*chains, registry=reg, id="chain_event")(self._on_chain)
         kopf.on.event("v1", "pods", registry=reg, id="pod_event")(self._on_pod)
         kopf.on.event(*xcs, registry=reg, id="xc_event")(self._on_xc)
@@ -295,6 +302,14 @@ class Controller:
         chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
         if chain and self._chain_entry((key[0], chain)) is not None:
             await self.kick((key[0], chain))
+
+    async def _on_hpa(self, body: kopf.Body, **kwargs: Any) -> None:
+        """A function's HPA changed (its status, mostly): refresh its chain's status."""
+        self._bind(kwargs)
+        namespace = body.get("metadata", {}).get("namespace") or ""
+        chain = (body.get("metadata", {}).get("labels") or {}).get(CHAIN_LABEL)
+        if chain and self._chain_entry((namespace, chain)) is not None:
+            await self.kick((namespace, chain))
 
     async def _on_node(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
         """A Node deleted: its agent will never release the CrossConnections it programmed."""
@@ -364,6 +379,7 @@ class Controller:
         self._pods_idx = kwargs[PODS_INDEX]
         self._xcs_idx = kwargs[XCS_INDEX]
         self._nodes_idx = kwargs[NODES_INDEX]
+        self._hpas_idx = kwargs[HPAS_INDEX]
 
     # -- index lookups ---------------------------------------------------------------------------
     def _chain_entry(self, key: ChainKey) -> ChainEntry | None:
@@ -487,7 +503,7 @@ class Controller:
                 programming[spec.link] = link_report(spec, body, existing)
         await self._delete_stale(entry, chain, {chain.xc_name(spec.link) for spec in specs})
         self._kick_sharing(entry, chain, sharing_before)
-        return compute_chain_status(
+        status = compute_chain_status(
             chain,
             pods,
             links=specs,
@@ -496,6 +512,10 @@ class Controller:
             interface_conflicts=claimed,
             previous=previous,
         )
+        hpas = self._hpas_idx.get((chain.namespace, chain.name), ()) if self._hpas_idx else ()
+        stored = {str(h["metadata"]["name"]): h for h in hpas}
+        await self._autoscalers.apply(chain, pods, stored, status)
+        return status
 
     def _with_identities(
         self, spec: CrossConnectionSpec, key: ObjKey, existing: XcEntry | None
@@ -727,6 +747,17 @@ def _index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
     for key, value in info.labels.items():
         keys[("label", info.namespace, key, value)] = info
     return keys
+
+
+def _index_hpa(body: kopf.Body, **_: Any) -> dict[Any, Mapping[str, Any]]:
+    meta = body.get("metadata", {})
+    chain = str((meta.get("labels") or {}).get(CHAIN_LABEL))
+    hpa = {
+        "metadata": dict(meta),
+        "spec": dict(body.get("spec", {})),
+        "status": dict(body.get("status", {})),
+    }
+    return {(meta.get("namespace") or "", chain): hpa}
 
 
 def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:

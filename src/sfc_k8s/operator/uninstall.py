@@ -8,9 +8,10 @@ Run by a person with cluster-admin credentials (``sfc_k8s.cli`` dispatches here)
 2. wait for the CrossConnections to go; a finalizer of an agent that is gone (its Node object
    missing or not Ready) is removed at once, any left after ``--timeout`` is removed with a
    warning naming the node (its pins stay there: ``sfc-k8s dp reset`` on that node);
-3. delete the controller and the agents (their workloads), our ClusterKopfPeering object, the
-   CRDs, the cluster roles and bindings, the PriorityClass, then the namespace with what is
-   left in it (service accounts, Service, ConfigMap, PDB).
+3. delete the custom metrics APIServices if they point to our metrics provider, the controller,
+   the agents and the provider (their workloads), our ClusterKopfPeering object, the CRDs, the
+   cluster roles and bindings, the PriorityClass, then the namespace with what is left in it
+   (service accounts, Services, ConfigMap, PDB).
 
 Kopf's peering CRDs (``kopf.dev``) may be shared with other Kopf operators: they stay unless
 ``--kopf-peering-crds`` asks for them. Multus and the NetworkAttachmentDefinitions are never
@@ -47,6 +48,14 @@ RBAC = "/apis/rbac.authorization.k8s.io/v1"
 WORKLOADS = (
     f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/sfc-k8s-controller",
     f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/sfc-k8s-agent",
+    f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/sfc-k8s-metrics-provider",
+)
+# The metrics provider's registration (components/metrics-provider), deleted only when it
+# points to our Service: another adapter may own custom.metrics.k8s.io.
+PROVIDER_SERVICE = {"namespace": NAMESPACE, "name": "sfc-k8s-metrics-provider"}
+APISERVICES = tuple(
+    f"/apis/apiregistration.k8s.io/v1/apiservices/{version}.custom.metrics.k8s.io"
+    for version in ("v1beta2", "v1beta1")
 )
 CLUSTER_OBJECTS = (
     "/apis/kopf.dev/v1/clusterkopfpeerings/sfc-k8s-controller",
@@ -56,6 +65,10 @@ CLUSTER_OBJECTS = (
     f"{RBAC}/clusterroles/sfc-k8s-controller",
     f"{RBAC}/clusterroles/sfc-k8s-agent",
     "/apis/scheduling.k8s.io/v1/priorityclasses/sfc-k8s-controller",
+    f"{RBAC}/clusterrolebindings/sfc-k8s-metrics-provider",
+    f"{RBAC}/clusterrolebindings/sfc-k8s-hpa-custom-metrics",
+    f"{RBAC}/clusterroles/sfc-k8s-metrics-provider",
+    f"{RBAC}/clusterroles/sfc-k8s-custom-metrics-reader",
 )
 NAMESPACE_PATH = f"/api/v1/namespaces/{NAMESPACE}"
 POLL = 0.5
@@ -126,6 +139,22 @@ class Uninstaller:
             return
         self.say(f"{kind}/{name}: {'would delete' if self.options.dry_run else 'deleted'}")
 
+    async def delete_if_ours(self, path: str) -> None:
+        """Delete an APIService only if it sends its API to our provider's Service."""
+        name = path.rsplit("/", 1)[-1]
+        try:
+            found = await self.client.get(path)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            self.say(f"apiservices/{name}: already gone")
+            return
+        service = (found.get("spec") or {}).get("service") or {}
+        if {k: service.get(k) for k in PROVIDER_SERVICE} != PROVIDER_SERVICE:
+            self.say(f"apiservices/{name}: served by another provider, left")
+            return
+        await self.delete(path)
+
     async def delete_all(self, plural: str) -> None:
         items = await self._list(f"/apis/{GROUP}/{VERSION}/{plural}")
         if items is None:
@@ -187,6 +216,8 @@ class Uninstaller:
         await self.delete_all(SFC_PLURAL)  # their CrossConnections follow (owner references)
         await self.delete_all(XC_PLURAL)  # and any left without a chain
         forced = await self.release_cross_connections()
+        for path in APISERVICES:  # first: the API server stops sending requests to it
+            await self.delete_if_ours(path)
         for path in WORKLOADS:
             await self.delete(path)
         for path in CLUSTER_OBJECTS:

@@ -12,10 +12,13 @@ step: scale-up one pod per period as the `behavior` policy allows, live targets 
 after the stabilization window; an Object metric's AverageValue (the value shared over the
 replicas, settling where it is on target).
 
-The metrics provider does not exist yet (issue 12 adds it behind an APIService): the load tests
-serve the custom metrics API's JSON (`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an
-in-test HTTP server, the one boundary stood in for. Nothing runs the pods either (no node here):
-the tests mark the Deployment's pods Running and Ready through the API, as a kubelet would.
+The load tests need a load they control: they serve the custom metrics API's JSON
+(`custom.metrics.k8s.io/v1beta2` `MetricValueList`) from an in-test HTTPS server registered as
+the real provider is, by an `APIService` whose Service has hand-written Endpoints, so the HPA
+controller reads it through the server's aggregation layer (the real provider, with real
+traffic, is `tests/integration/operator/test_metrics_provider.py`). Nothing runs the pods
+either (no node here): the tests mark the Deployment's pods Running and Ready through the API,
+as a kubelet would.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -35,8 +40,8 @@ from typing import Any
 import pytest
 
 from sfc_k8s.local.apiserver import APIServer
-from sfc_k8s.local.apiserver.hpacontroller import CustomMetricsSource
 from sfc_k8s.local.apiserver.quantity import format_milli
+from sfc_k8s.operator.metrics_provider import self_signed
 from tests.fixtures.apiserver import LocalAPIServer
 
 DEPLOYMENT = """
@@ -167,7 +172,11 @@ class CustomMetricsAPI:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = int(self.server.server_address[1])
+        self._scratch = tempfile.TemporaryDirectory(prefix="sfc-k8s-test-metrics-")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self_signed(Path(self._scratch.name), ["localhost"]))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -215,9 +224,36 @@ class CustomMetricsAPI:
         }
         _send(handler, 200, {"kind": "MetricValueList", "items": [item]})
 
+    def registration(self) -> str:
+        """Service, Endpoints and APIService that send custom.metrics.k8s.io/v1beta2 here."""
+        return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: test-metrics, namespace: default}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {self.port}}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: test-metrics, namespace: default}}
+subsets: [{{addresses: [{{ip: 127.0.0.1}}], ports: [{{name: https, port: {self.port}}}]}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta2.custom.metrics.k8s.io}}
+spec:
+  group: custom.metrics.k8s.io
+  version: v1beta2
+  service: {{namespace: default, name: test-metrics, port: 443}}
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+"""
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self._scratch.cleanup()
 
 
 @pytest.fixture
@@ -229,20 +265,23 @@ def metrics_api() -> Iterator[CustomMetricsAPI]:
         api.close()
 
 
-def _cluster(state: Path, metrics_url: str | None) -> APIServer:
-    metrics = CustomMetricsSource(metrics_url) if metrics_url else None
-    return APIServer(state_dir=state, hpa_sync_period=SYNC_PERIOD, hpa_metrics=metrics)
+def _cluster(state: Path) -> APIServer:
+    """The HPA controller reads the custom metrics API from the server itself (its default)."""
+    return APIServer(state_dir=state, hpa_sync_period=SYNC_PERIOD)
 
 
 @pytest.fixture
 def fast_hpa(tmp_path: Path, metrics_api: CustomMetricsAPI) -> Iterator[LocalAPIServer]:
-    """A server whose HPA controller syncs every 0.2 s and reads `metrics_api`."""
-    server = _cluster(tmp_path, metrics_api.url)
+    """A server whose HPA controller syncs every 0.2 s and reads `metrics_api` through the
+    aggregation layer."""
+    server = _cluster(tmp_path)
     server.start()
     try:
         metrics_api.api_url = server.url
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
-        yield LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "cache")
+        cluster = LocalAPIServer(server=server, kubeconfig=kubeconfig, cache_dir=tmp_path / "cache")
+        cluster.kubectl("apply", "-f", "-", input=metrics_api.registration(), check=True)
+        yield cluster
     finally:
         server.stop()
 
@@ -332,7 +371,7 @@ def test_invalid_hpas_are_refused_with_kubernetes_messages(
 def no_metrics(tmp_path: Path) -> Iterator[LocalAPIServer]:
     """A server whose HPA controller (0.2 s) reads the server's own custom metrics API, which
     is not served (404), as on a cluster without a metrics adapter."""
-    server = _cluster(tmp_path, None)
+    server = _cluster(tmp_path)
     server.start()
     try:
         kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")

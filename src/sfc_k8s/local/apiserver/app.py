@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from sfc_k8s.local.apiserver import errors, openapi, protobuf, tables
+from sfc_k8s.local.apiserver import aggregator, errors, openapi, protobuf, tables
 from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.resources import VERBS, ResourceType
 from sfc_k8s.local.apiserver.store import (
@@ -121,6 +121,7 @@ class Scaffold:
         """Discovery routes by path, resource URLs by their API prefix, 404 for the rest; every
         handler's `StatusError` becomes a `Status` response (the middleware)."""
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._statuses])
+        aggregator.install(app, self.store)
         router = app.router
         for path, handler in self._discovery_routes():
             # A trailing slash addresses the same document, as in Kubernetes.
