@@ -45,7 +45,7 @@ _RBAC_KEYS = {
     for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 }
 LOOPBACK_USER = rbac.User("system:apiserver", (rbac.SUPERUSER_GROUP, rbac.AUTHENTICATED))
-USER_KEY = "sfc-k8s.user"  # where the middleware leaves the request's user
+USER_KEY = web.RequestKey("user", rbac.User)  # where the middleware leaves the request's user
 
 
 def unauthorized() -> StatusError:
