@@ -188,17 +188,12 @@ def test_the_shipped_rbac_lets_the_controller_do_its_work(
     _ready_pods(secure)
     _create_chain(secure)
     controller.start()
-    xcs = eventually(
-        lambda: secure.admin.get(f"{SFC}/namespaces/{NS}/crossconnections")["items"], timeout=30
-    )
-    assert sorted(x["metadata"]["name"] for x in xcs) == [
-        "web-client-firewall",
-        "web-firewall-server",
-    ]
-    eventually(
-        lambda: len(secure.admin.get(f"{SFC}/namespaces/{NS}/crossconnections")["items"]) == 2,
-        timeout=30,
-    )
+
+    def names() -> list[str]:
+        xcs = secure.admin.get(f"{SFC}/namespaces/{NS}/crossconnections")["items"]
+        return sorted(x["metadata"]["name"] for x in xcs)
+
+    eventually(lambda: names() == ["web-client-firewall", "web-firewall-server"], timeout=30)
     eventually(lambda: conditions(_chain(secure))["Degraded"][0] == "False", timeout=30)
     assert "forbidden" not in controller.log.read_text().lower()
 
