@@ -346,3 +346,19 @@ def test_forbidden_status_reads_as_kubernetes(attrs: Attributes, message: str) -
     assert status["code"] == 403
     assert status["reason"] == "Forbidden"
     assert status["message"] == message
+
+
+def test_unused_grants_names_what_a_role_grants_and_nobody_used() -> None:
+    rules = [
+        {"apiGroups": ["sfc-k8s.io"], "resources": ["crossconnections"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["pods", "pods/status"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["x"]},
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+    ]
+    used = [("patch", "sfc-k8s.io", "crossconnections"), ("list", "", "pods")]
+    assert rbac.unused_grants(rules, used) == [
+        ("get", "sfc-k8s.io", "crossconnections"),
+        ("list", "", "pods/status"),
+    ]
+    attrs = _attrs("patch", "crossconnections", api_group="sfc-k8s.io", subresource="status")
+    assert rbac.permission(attrs) == ("patch", "sfc-k8s.io", "crossconnections/status")

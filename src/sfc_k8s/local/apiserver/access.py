@@ -45,6 +45,7 @@ _RBAC_KEYS = {
     for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 }
 LOOPBACK_USER = rbac.User("system:apiserver", (rbac.SUPERUSER_GROUP, rbac.AUTHENTICATED))
+USED_PATH = "/debug/rbac/used"
 USER_KEY = web.RequestKey("user", rbac.User)  # where the middleware leaves the request's user
 
 
@@ -77,6 +78,11 @@ class Access:
         self.authorization = authorization
         self.loopback_token = secrets.token_urlsafe(32)
         self._policy: rbac.Policy | None = None
+        # user -> the permissions RBAC granted (denied) it so far, as (verb, apiGroup,
+        # resource[/sub]); served at USED_PATH so that a test can find granted permissions
+        # nobody uses, and needed ones that are missing
+        self.used: dict[str, set[tuple[str, str, str]]] = {}
+        self.denied: dict[str, set[tuple[str, str, str]]] = {}
         store.listeners.append(self._changed)
 
     # ----- the policy ----------------------------------------------------------------------
@@ -165,8 +171,12 @@ class Access:
             decision = rbac.authorize(self.policy(), user, attrs)
             if not decision.allowed:
                 status = rbac.forbidden_status(user, attrs)
+                if attrs.is_resource_request:
+                    self.denied.setdefault(user.name, set()).add(rbac.permission(attrs))
                 logger.info("403 %s %s: %s", request.method, request.path_qs, status["message"])
                 raise StatusError(403, "Forbidden", status["message"], details=status["details"])
+            if attrs.is_resource_request and rbac.SUPERUSER_GROUP not in user.groups:
+                self.used.setdefault(user.name, set()).add(rbac.permission(attrs))
         return await handler(request)
 
     # ----- endpoints -----------------------------------------------------------------------
@@ -181,7 +191,19 @@ class Access:
                 self._access_review,
             ),
             ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", self._whoami),
+            ("GET", USED_PATH, self._used),
         ]
+
+    async def _used(self, request: web.Request) -> web.Response:
+        """The permissions each user was granted and denied since the server started
+        (cluster-admin only: a non-resource URL no default role grants)."""
+        del request
+        return web.json_response(
+            {
+                "allowed": {user: sorted(perms) for user, perms in self.used.items()},
+                "denied": {user: sorted(perms) for user, perms in self.denied.items()},
+            }
+        )
 
     @staticmethod
     async def _json_body(request: web.Request) -> dict[str, Any]:

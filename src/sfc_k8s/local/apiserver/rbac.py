@@ -330,6 +330,34 @@ def forbidden_status(user: User, attrs: Attributes) -> dict[str, Any]:
     }
 
 
+# ----- least privilege --------------------------------------------------------------------------
+
+
+def permission(attrs: Attributes) -> tuple[str, str, str]:
+    """(verb, apiGroup, resource[/subresource]) of a resource request."""
+    resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+    return (attrs.verb, attrs.api_group, resource)
+
+
+def unused_grants(
+    rules: Iterable[Obj], used: Iterable[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The (verb, apiGroup, resource) that ``rules`` grant by name and no request in ``used``
+    needed: candidates for removal from a least-privilege role. Wildcards and resourceNames
+    rules are not expanded (they name no single permission)."""
+    seen = set(used)
+    unused = []
+    for rule in rules:
+        if rule.get("resourceNames"):
+            continue
+        for group in _listed(rule, "apiGroups"):
+            for resource in _listed(rule, "resources"):
+                for verb in _listed(rule, "verbs"):
+                    if "*" not in (group, resource, verb) and (verb, group, resource) not in seen:
+                        unused.append((verb, group, resource))
+    return sorted(set(unused))
+
+
 # ----- aggregation and the default policy -------------------------------------------------------
 
 
