@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sfc_k8s.local.apiserver import kubeconfig
 from sfc_k8s.local.apiserver import pki as pki_files
 from sfc_k8s.local.kube import SyncKube
 from sfc_k8s.local.layout import Layout
@@ -37,7 +38,7 @@ def write_admin_kubeconfig(layout: Layout, server: str) -> Path:
     """The user's kubeconfig: the cluster CA and the admin's client certificate, made with the
     rest of the cluster's PKI if missing."""
     made = pki_files.ensure_pki(layout.pki_dir)
-    text = pki_files.kubeconfig_text(
+    text = kubeconfig.kubeconfig_text(
         server,
         ca=made.ca_cert,
         client=(made.admin_cert, made.admin_key),
@@ -59,7 +60,7 @@ def write_component_kubeconfig(
         "spec": {"expirationSeconds": TOKEN_SECONDS},
     }
     token = admin.request("POST", path, body=body)["status"]["token"]
-    text = pki_files.kubeconfig_text(
+    text = kubeconfig.kubeconfig_text(
         admin.conn.server,
         ca=pki_files.PKI(layout.pki_dir).ca_cert,
         token=token,

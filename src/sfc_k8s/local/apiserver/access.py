@@ -121,7 +121,7 @@ class Access:
     # ----- authentication ------------------------------------------------------------------
 
     def _token_user(self, token: str) -> rbac.User:
-        if secrets.compare_digest(token, self.loopback_token):
+        if secrets.compare_digest(token.encode(), self.loopback_token.encode()):
             return LOOPBACK_USER
         try:
             claims = self.issuer.verify(token)

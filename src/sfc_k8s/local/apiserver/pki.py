@@ -4,27 +4,24 @@
 cluster keeps its CA, and every kubeconfig and token stays valid): a cluster CA, the API
 server's serving certificate (for 127.0.0.1, ::1, localhost and the in-cluster names of the
 `kubernetes` Service), an admin client certificate (CN kubernetes-admin, O system:masters) and
-the service-account signing key. `kubeconfig_text` writes a kubeconfig that carries the CA and
-a credential. Called by `sfc-k8s local up` (through the API server's `--pki` option), by the
-API server to load its certificates, and by the tests and benchmarks that serve HTTPS.
+the service-account signing key (`kubeconfig.py` writes kubeconfigs carrying them). Called by
+`sfc-k8s local up` (through `credentials.py` and the API server's `--pki` option), by the API
+server to load its certificates, and by the tests and benchmarks that serve HTTPS.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CLUSTER_NAME = "sfc-k8s-local"
 ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUP = "system:masters"
 VALID_DAYS = 3650  # the CA and the certificates: a local cluster is not rotated
@@ -223,44 +220,3 @@ def load_service_account_key(pki: PKI) -> rsa.RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PKIError(f"{pki.service_account_key}: expected an RSA private key")
     return key
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def kubeconfig_text(
-    url: str,
-    *,
-    ca: Path | None = None,
-    client: tuple[Path, Path] | None = None,
-    token: str | None = None,
-    user: str = CLUSTER_NAME,
-    namespace: str = "default",
-) -> str:
-    """A kubeconfig (YAML) for the server at ``url``: the CA it trusts (embedded), and a
-    client certificate and key (embedded) or a bearer token; neither for a server without
-    authentication."""
-    cluster: dict[str, str] = {"server": url}
-    if ca is not None:
-        cluster["certificate-authority-data"] = _b64(ca)
-    credential: dict[str, str] = {}
-    if client is not None:
-        credential["client-certificate-data"] = _b64(client[0])
-        credential["client-key-data"] = _b64(client[1])
-    if token is not None:
-        credential["token"] = token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": CLUSTER_NAME, "cluster": cluster}],
-        "users": [{"name": user, "user": credential}],
-        "contexts": [
-            {
-                "name": CLUSTER_NAME,
-                "context": {"cluster": CLUSTER_NAME, "user": user, "namespace": namespace},
-            }
-        ],
-        "current-context": CLUSTER_NAME,
-    }
-    return yaml.safe_dump(config, sort_keys=False)

@@ -21,25 +21,28 @@ import threading
 from collections.abc import Callable
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from aiohttp import web
 
-from sfc_k8s.local.apiserver import pki as pki_files
-from sfc_k8s.local.apiserver.access import Access
+from sfc_k8s.local.apiserver import kubeconfig
 from sfc_k8s.local.apiserver.app import Scaffold
 from sfc_k8s.local.apiserver.controllers import Controllers
 from sfc_k8s.local.apiserver.hpacontroller import DEFAULT_SYNC_PERIOD, HPAController, MetricsSource
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
-from sfc_k8s.local.apiserver.tokens import TokenIssuer
 from sfc_k8s.local.kube import Connection
+
+if TYPE_CHECKING:
+    from sfc_k8s.local.apiserver.access import Access
+    from sfc_k8s.local.apiserver.pki import PKI
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 0.1  # seconds a stop grants to requests still in progress
-CLUSTER_NAME = "sfc-k8s-local"
+CLUSTER_NAME = kubeconfig.CLUSTER_NAME
+ADMIN_USER = "kubernetes-admin"  # the admin client certificate's CN (pki.py)
 PRELOADED_CRDS = ("network-attachment-definitions.yaml", "kopf-peerings.yaml")
 
 
@@ -60,10 +63,10 @@ def preload_crds(store: Store) -> None:
 
 def kubeconfig_text(url: str) -> str:
     """A kubeconfig (YAML) for an unauthenticated server at `url`."""
-    return pki_files.kubeconfig_text(url)
+    return kubeconfig.kubeconfig_text(url)
 
 
-def serving_context(pki: pki_files.PKI) -> ssl.SSLContext:
+def serving_context(pki: PKI) -> ssl.SSLContext:
     """TLS for the server: its certificate, and client certificates checked against the CA
     when a client offers one (others authenticate with a token, or are anonymous)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
@@ -108,10 +111,15 @@ class APIServer:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.store = Store(history_limit=history_limit, path=database, synchronous=synchronous)
         preload_crds(self.store)
-        self.pki = pki_files.ensure_pki(pki) if pki is not None else None
+        self.pki: PKI | None = None
         self.access: Access | None = None
-        if self.pki is not None:
-            issuer = TokenIssuer(pki_files.load_service_account_key(self.pki))
+        if pki is not None:  # (imported here: plain-HTTP servers need no cryptography)
+            from sfc_k8s.local.apiserver.access import Access
+            from sfc_k8s.local.apiserver.pki import ensure_pki, load_service_account_key
+            from sfc_k8s.local.apiserver.tokens import TokenIssuer
+
+            self.pki = ensure_pki(pki)
+            issuer = TokenIssuer(load_service_account_key(self.pki))
             self.access = Access(self.store, issuer, authorization=authorization)
             self.access.bootstrap()
         self._with_controllers = controllers
@@ -297,11 +305,11 @@ class APIServer:
         if self.pki is None:
             path.write_text(kubeconfig_text(self.url))
         else:  # the admin's client certificate (system:masters), as kind's kubeconfig has
-            text = pki_files.kubeconfig_text(
+            text = kubeconfig.kubeconfig_text(
                 self.url,
                 ca=self.pki.ca_cert,
                 client=(self.pki.admin_cert, self.pki.admin_key),
-                user=pki_files.ADMIN_USER,
+                user=ADMIN_USER,
             )
             path.touch(mode=0o600)
             path.write_text(text)
