@@ -56,8 +56,10 @@ from typing import Any
 import yaml
 from tests.fixtures.chains import firewall_chain
 
-from sfc_k8s.local.apiserver import APIServer
-from sfc_k8s.local.apiserver.pki import ensure_pki
+from sfc_k8s.local.apiserver import APIServer, Store, rbac
+from sfc_k8s.local.apiserver.access import Access
+from sfc_k8s.local.apiserver.pki import ensure_pki, load_service_account_key
+from sfc_k8s.local.apiserver.tokens import TokenIssuer
 from sfc_k8s.local.paths import rbac_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +215,46 @@ def _service_account_endpoint(admin: Endpoint) -> Endpoint:
     _, answer = call(conn, "POST", token_path, {"spec": {}}, json_type)
     conn.close()
     return Endpoint(admin.host, admin.port, ca=admin.ca, token=answer["status"]["token"])
+
+
+def access_cost(iterations: int = 2000) -> dict[str, float]:
+    """Microseconds per request of the access check, in this process, on a store holding
+    deploy/base's RBAC and the default roles: a service-account token's signature check (its
+    first use), its check when cached (every later use for 10 s), and RBAC's decision for a
+    ConfigMap patch (attributes parsed from the URL, then the bindings walked)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store()
+        issuer = TokenIssuer(load_service_account_key(ensure_pki(Path(tmp) / "pki")))
+        access = Access(store, issuer)
+        access.bootstrap()
+        for doc in (d for p in rbac_manifests() for d in yaml.safe_load_all(p.read_text())):
+            plural = (
+                "namespaces" if doc["kind"] == "Namespace" else _collection(doc).rsplit("/")[-1]
+            )
+            group = "" if doc["kind"] in ("Namespace", "ServiceAccount") else RBAC
+            rtype = store.resource(group, "v1", plural)
+            store.create(rtype, doc["metadata"].get("namespace"), doc)
+        account = store.find(("", "serviceaccounts"), "sfc-system", "sfc-k8s-controller")
+        assert account is not None
+        token, _ = issuer.issue("sfc-system", "sfc-k8s-controller", account["metadata"]["uid"])
+        user = access.token_user(token)
+
+        def per_call(work: Any) -> float:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                work()
+            return round((time.perf_counter() - start) / iterations * 1e6, 1)
+
+        path = "/apis/sfc-k8s.io/v1alpha1/namespaces/default/crossconnections/x"
+        return {
+            "token_signature_us": per_call(lambda: issuer.verify(token)),
+            "token_cached_us": per_call(lambda: access.token_user(token)),
+            "rbac_decision_us": per_call(
+                lambda: rbac.authorize(
+                    access.policy(), user, rbac.request_attributes("PATCH", path, {})
+                )
+            ),
+        }
 
 
 def _wait_serving(endpoint: Endpoint, server: subprocess.Popen[bytes], store: str) -> None:
@@ -466,6 +508,7 @@ def main() -> int:
             for kind, values in measured.items():
                 samples[store].setdefault(kind, []).extend(values)
     results = {s: figures(samples[s], args.stream) for s in stores}
+    access = access_cost() if any(STORES[s][1] == "rbac" for s in stores) else None
     for name in stores[1:]:
         results[name]["ratios"] = ratios(results[name], results[stores[0]])
     with open("/proc/loadavg") as loadavg:
@@ -476,7 +519,10 @@ def main() -> int:
         f"loadavg {' '.join(load)}"
     )
     show(results, base, args.baseline or "")
+    if access is not None:
+        print(f"access check per request, in process (microseconds): {access}")
     record = {
+        "access_us": access,
         "pods": args.pods,
         "stream": args.stream,
         "rounds": args.rounds,

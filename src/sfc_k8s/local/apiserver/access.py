@@ -19,6 +19,7 @@ import datetime
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from sfc_k8s.local.apiserver.tokens import (
     API_AUDIENCE,
     DEFAULT_EXPIRATION,
     MIN_EXPIRATION,
+    TokenClaims,
     TokenError,
     TokenIssuer,
 )
@@ -45,6 +47,8 @@ _RBAC_KEYS = {
     for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 }
 LOOPBACK_USER = rbac.User("system:apiserver", (rbac.SUPERUSER_GROUP, rbac.AUTHENTICATED))
+TOKEN_CACHE_SECONDS = 10.0  # kube-apiserver's default success TTL for token authentication
+TOKEN_CACHE_SIZE = 4096
 USED_PATH = "/debug/rbac/used"
 USER_KEY = web.RequestKey("user", rbac.User)  # where the middleware leaves the request's user
 
@@ -83,6 +87,7 @@ class Access:
         # nobody uses, and needed ones that are missing
         self.used: dict[str, set[tuple[str, str, str]]] = {}
         self.denied: dict[str, set[tuple[str, str, str]]] = {}
+        self._tokens: dict[str, tuple[TokenClaims, float]] = {}  # token -> claims, checked at
         store.listeners.append(self._changed)
 
     # ----- the policy ----------------------------------------------------------------------
@@ -120,11 +125,27 @@ class Access:
 
     # ----- authentication ------------------------------------------------------------------
 
-    def _token_user(self, token: str) -> rbac.User:
+    def _verified(self, token: str) -> TokenClaims:
+        """The token's claims, its signature checked at most once per TOKEN_CACHE_SECONDS (as
+        kube-apiserver caches token authentications); its validity is checked every time."""
+        now = time.monotonic()
+        cached = self._tokens.get(token)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_SECONDS:
+            if time.time() < cached[0].expires:
+                return cached[0]
+            raise TokenError("expired")
+        claims = self.issuer.verify(token)
+        if len(self._tokens) >= TOKEN_CACHE_SIZE:
+            self._tokens.clear()
+        self._tokens[token] = (claims, now)
+        return claims
+
+    def token_user(self, token: str) -> rbac.User:
+        """The user a bearer token stands for; 401 if it cannot be trusted."""
         if secrets.compare_digest(token.encode(), self.loopback_token.encode()):
             return LOOPBACK_USER
         try:
-            claims = self.issuer.verify(token)
+            claims = self._verified(token)
         except TokenError as err:
             logger.info("refused a bearer token: %s", err)
             raise unauthorized() from err
@@ -149,7 +170,7 @@ class Access:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return self._token_user(token.strip())
+            return self.token_user(token.strip())
         if header:
             raise unauthorized()  # basic credentials: no such users here
         transport = request.transport
