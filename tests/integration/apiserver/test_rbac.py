@@ -15,7 +15,8 @@ Covers:
   for that verb and `yes` for the others;
 - the wire: a request with no credential is `system:anonymous` and gets a 403, a bad token a
   401, the admin (client certificate of system:masters) everything; `kubectl auth whoami`
-  names the service account.
+  names the service account and `kubectl auth can-i --list` (SelfSubjectRulesReview) lists its
+  role's rules.
 """
 
 from __future__ import annotations
@@ -253,6 +254,10 @@ def test_anonymous_bad_token_admin_and_service_account_identities(secure: Secure
         "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", kubeconfig=kubeconfig
     )
     assert who.stdout == "system:serviceaccount:sfc-system:sfc-k8s-agent", who.stderr
+    listed = secure.kubectl("auth", "can-i", "--list", "-n", NS, kubeconfig=kubeconfig)
+    rows = {" ".join(line.split()) for line in listed.stdout.splitlines()}
+    assert "crossconnections.sfc-k8s.io/status [] [] [patch]" in rows, listed.stdout
+    assert "pods [] [] [get]" in rows, listed.stdout
     # the agent may read a pod, not list them
     agent = SyncKube(load_kubeconfig(kubeconfig))
     with pytest.raises(ApiError) as listing:

@@ -362,3 +362,13 @@ def test_unused_grants_names_what_a_role_grants_and_nobody_used() -> None:
     ]
     attrs = _attrs("patch", "crossconnections", api_group="sfc-k8s.io", subresource="status")
     assert rbac.permission(attrs) == ("patch", "sfc-k8s.io", "crossconnections/status")
+
+
+def test_rules_for_lists_what_the_bindings_grant_in_a_namespace() -> None:
+    assert rbac.rules_for(POLICY, JANE, "a") == [
+        {**POD_READER, "resources": ["nodes"]},
+        POD_READER,
+        {**POD_READER, "resources": ["secrets"]},
+    ]
+    assert rbac.rules_for(POLICY, JANE, "b") == [{**POD_READER, "resources": ["nodes"]}]
+    assert rbac.rules_for(POLICY, rbac.User("bob"), "a") == []

@@ -211,6 +211,7 @@ class Access:
                 "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                 self._access_review,
             ),
+            ("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", self._rules_review),
             ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", self._whoami),
             ("GET", USED_PATH, self._used),
         ]
@@ -337,6 +338,34 @@ class Access:
             "metadata": {"creationTimestamp": None},
             "spec": spec,
             "status": status,
+        }
+        return web.json_response(answer, status=201)
+
+    async def _rules_review(self, request: web.Request) -> web.Response:
+        """SelfSubjectRulesReview (`kubectl auth can-i --list`): the requesting user's rules in
+        ``spec.namespace``."""
+        body = await self._json_body(request)
+        spec = body.get("spec") or {}
+        user = request[USER_KEY]
+        resource_rules, url_rules = [], []
+        for rule in rbac.rules_for(self.policy(), user, str(spec.get("namespace") or "")):
+            if rule.get("nonResourceURLs"):
+                url_rules.append(
+                    {"verbs": rule.get("verbs") or [], "nonResourceURLs": rule["nonResourceURLs"]}
+                )
+            if rule.get("resources"):
+                keys = ("verbs", "apiGroups", "resources", "resourceNames")
+                resource_rules.append({k: rule[k] for k in keys if rule.get(k)})
+        answer = {
+            "kind": "SelfSubjectRulesReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": {
+                "resourceRules": resource_rules,
+                "nonResourceRules": url_rules,
+                "incomplete": not self.authorization,
+            },
         }
         return web.json_response(answer, status=201)
 

@@ -277,6 +277,9 @@ _KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "TokenRequest": lambda data: _message(data, _TOKEN_REQUEST),
     "SelfSubjectAccessReview": lambda data: _message(data, _ACCESS_REVIEW),
     "SelfSubjectReview": lambda data: _message(data, _METADATA_ONLY),
+    "SelfSubjectRulesReview": lambda data: _message(
+        data, {**_METADATA_ONLY, 2: ("spec", "msg", {1: ("namespace", "str", None)})}
+    ),
 }
 
 

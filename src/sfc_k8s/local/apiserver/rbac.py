@@ -292,6 +292,27 @@ def authorize(policy: Policy, user: User, attrs: Attributes) -> Decision:
     return Decision(False)
 
 
+def rules_for(policy: Policy, user: User, namespace: str) -> list[Obj]:
+    """Every rule granted to ``user`` in ``namespace`` (cluster-wide ones included), as a
+    SelfSubjectRulesReview lists them; system:masters gets the one rule allowing everything."""
+    if SUPERUSER_GROUP in user.groups:
+        return [
+            {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+            {"verbs": ["*"], "nonResourceURLs": ["*"]},
+        ]
+    found: list[Obj] = []
+    scopes = [(b, "") for b in policy.cluster_role_bindings]
+    if namespace:
+        scopes += [(b, namespace) for b in policy.role_bindings.get(namespace, ())]
+    for binding, where in scopes:
+        subjects = binding.get("subjects") or []
+        if any(subject_matches(s, user, where) for s in subjects if isinstance(s, dict)):
+            for rule in policy.rules_of(binding.get("roleRef") or {}, where):
+                if isinstance(rule, dict) and rule not in found:
+                    found.append(rule)
+    return found
+
+
 def forbidden_message(user: User, attrs: Attributes) -> str:
     """What follows "is forbidden: " in Kubernetes' 403 message."""
     if not attrs.is_resource_request:
