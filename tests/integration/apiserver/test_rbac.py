@@ -16,7 +16,7 @@ Covers:
 - the wire: a request with no credential is `system:anonymous` and gets a 403, a bad token a
   401, the admin (client certificate of system:masters) everything; `kubectl auth whoami`
   names the service account and `kubectl auth can-i --list` (SelfSubjectRulesReview) lists its
-  role's rules.
+  role's rules; the admin may act as the agent (`kubectl --as`), the agent as nobody.
 """
 
 from __future__ import annotations
@@ -258,6 +258,15 @@ def test_anonymous_bad_token_admin_and_service_account_identities(secure: Secure
     rows = {" ".join(line.split()) for line in listed.stdout.splitlines()}
     assert "crossconnections.sfc-k8s.io/status [] [] [patch]" in rows, listed.stdout
     assert "pods [] [] [get]" in rows, listed.stdout
+    # the admin acting as the agent (kubectl --as), and the agent may not act as anyone
+    agent_sa = "--as=system:serviceaccount:sfc-system:sfc-k8s-agent"
+    can_get = secure.kubectl("auth", "can-i", "get", "pods", "-n", NS, agent_sa)
+    can_list = secure.kubectl("auth", "can-i", "list", "pods", "-n", NS, agent_sa)
+    assert (can_get.stdout.strip(), can_list.stdout.strip()) == ("yes", "no")
+    acting = secure.kubectl("get", "nodes", "--as=jane", kubeconfig=kubeconfig)
+    assert 'User "system:serviceaccount:sfc-system:sfc-k8s-agent" cannot impersonate resource' in (
+        acting.stderr
+    )
     # the agent may read a pod, not list them
     agent = SyncKube(load_kubeconfig(kubeconfig))
     with pytest.raises(ApiError) as listing:

@@ -372,3 +372,15 @@ def test_rules_for_lists_what_the_bindings_grant_in_a_namespace() -> None:
     ]
     assert rbac.rules_for(POLICY, JANE, "b") == [{**POD_READER, "resources": ["nodes"]}]
     assert rbac.rules_for(POLICY, rbac.User("bob"), "a") == []
+
+
+def test_impersonation_needs_impersonate_on_the_user_account_and_groups() -> None:
+    checks = rbac.impersonation_checks("system:serviceaccount:sfc-system:agent", [])
+    assert checks == [
+        Attributes("impersonate", resource="serviceaccounts", namespace="sfc-system", name="agent")
+    ]
+    checks = rbac.impersonation_checks("jane", ["devs"])
+    assert [(c.resource, c.name) for c in checks] == [("users", "jane"), ("groups", "devs")]
+    account = rbac.impersonated_user("system:serviceaccount:sfc-system:agent", [])
+    assert account == rbac.service_account_user("sfc-system", "agent")
+    assert rbac.impersonated_user("jane", ["devs"]).groups == ("devs", rbac.AUTHENTICATED)

@@ -183,9 +183,24 @@ class Access:
 
     # ----- the middleware ------------------------------------------------------------------
 
+    def _impersonate(self, request: web.Request, user: rbac.User) -> rbac.User:
+        """The user ``Impersonate-User``/``Impersonate-Group`` name, if ``user`` may act as
+        them (403 naming the first permission it lacks)."""
+        name = request.headers.get("Impersonate-User", "")
+        groups = request.headers.getall("Impersonate-Group", [])
+        if not name:
+            if groups:
+                raise errors.bad_request("Impersonate-Group needs an Impersonate-User")
+            return user
+        for check in rbac.impersonation_checks(name, groups):
+            if self.authorization and not rbac.authorize(self.policy(), user, check).allowed:
+                status = rbac.forbidden_status(user, check)
+                raise StatusError(403, "Forbidden", status["message"], details=status["details"])
+        return rbac.impersonated_user(name, groups)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        user = self.authenticate(request)
+        user = self._impersonate(request, self.authenticate(request))
         request[USER_KEY] = user
         if self.authorization:
             attrs = rbac.request_attributes(request.method, request.path, request.query)

@@ -292,6 +292,31 @@ def authorize(policy: Policy, user: User, attrs: Attributes) -> Decision:
     return Decision(False)
 
 
+def impersonation_checks(name: str, groups: Sequence[str]) -> list[Attributes]:
+    """What a user must be allowed to act as ``name`` with ``groups`` (`kubectl --as`,
+    `--as-group`): `impersonate` on the user, or on the service account its name stands for,
+    and on each group."""
+    checks = []
+    if name.startswith(SERVICE_ACCOUNT_PREFIX) and name.count(":") == 3:
+        namespace, account = name[len(SERVICE_ACCOUNT_PREFIX) :].split(":")
+        checks.append(
+            Attributes("impersonate", resource="serviceaccounts", namespace=namespace, name=account)
+        )
+    else:
+        checks.append(Attributes("impersonate", resource="users", name=name))
+    checks += [Attributes("impersonate", resource="groups", name=g) for g in groups]
+    return checks
+
+
+def impersonated_user(name: str, groups: Sequence[str]) -> User:
+    """The user a request impersonating ``name`` (and ``groups``) is served as."""
+    if name.startswith(SERVICE_ACCOUNT_PREFIX) and name.count(":") == 3 and not groups:
+        namespace, account = name[len(SERVICE_ACCOUNT_PREFIX) :].split(":")
+        return service_account_user(namespace, account)
+    extra = () if name == ANONYMOUS or AUTHENTICATED in groups else (AUTHENTICATED,)
+    return User(name, (*groups, *extra))
+
+
 def rules_for(policy: Policy, user: User, namespace: str) -> list[Obj]:
     """Every rule granted to ``user`` in ``namespace`` (cluster-wide ones included), as a
     SelfSubjectRulesReview lists them; system:masters gets the one rule allowing everything."""
