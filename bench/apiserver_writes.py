@@ -40,15 +40,18 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
+import random
 import socket
 import ssl
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,9 +275,10 @@ def _wait_serving(endpoint: Endpoint, server: subprocess.Popen[bytes], store: st
             time.sleep(0.05)
 
 
-def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
-    """Both measurements on one variant: samples by kind of write, plus "stream" (the time all
-    ConfigMap writes took, in seconds) and "watch" (their watch latencies, ms)."""
+@contextlib.contextmanager
+def serving(store: str) -> Iterator[Endpoint]:
+    """An API server of variant ``store`` in its own process, and how to reach it (for
+    ``sqlite-rbac``: as a service account with a RoleBinding of what the bench writes)."""
     synchronous, access = STORES[store]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,14 +299,55 @@ def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_serving(endpoint, server, store)
-            if access == "rbac":
-                endpoint = _service_account_endpoint(endpoint)
-            samples = chain_writes(endpoint, writes, pods)
-            elapsed, latency = stream_writes(endpoint, stream)
+            yield _service_account_endpoint(endpoint) if access == "rbac" else endpoint
         finally:
             server.terminate()
             server.wait(10)
+
+
+def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
+    """Both measurements on one variant: samples by kind of write, plus "stream" (the time all
+    ConfigMap writes took, in seconds) and "watch" (their watch latencies, ms)."""
+    with serving(store) as endpoint:
+        samples = chain_writes(endpoint, writes, pods)
+        elapsed, latency = stream_writes(endpoint, stream)
     return {**samples, "stream": [elapsed], "watch": latency}
+
+
+def paired_writes(stores: list[str], count: int) -> dict[str, Any]:
+    """The variants' servers up side by side, one ConfigMap merge patch on each in turn (in a
+    shuffled order each time), ``count`` times: the machine's load hits every variant alike,
+    so the median of the per-turn differences to the first variant is the access check's cost
+    as a client sees it."""
+    merge = "application/merge-patch+json"
+    with contextlib.ExitStack() as stack:
+        ends = {name: stack.enter_context(serving(name)) for name in stores}
+        conns = {
+            name: stack.enter_context(contextlib.closing(e.connect())) for name, e in ends.items()
+        }
+        for name, conn in conns.items():
+            body = {"metadata": {"name": "paired"}}
+            request(conn, "POST", CONFIGMAPS, body, "application/json", headers=ends[name].headers)
+        times: dict[str, list[float]] = {name: [] for name in stores}
+        order = list(stores)
+        for i in range(count):
+            random.shuffle(order)
+            for name in order:
+                patch = {"data": {"k": str(i)}}
+                path = f"{CONFIGMAPS}/paired"
+                times[name].append(
+                    request(conns[name], "PATCH", path, patch, merge, headers=ends[name].headers)
+                )
+    base = times[stores[0]]
+    return {
+        name: {
+            "median_ms": round(statistics.median(values), 3),
+            "extra_vs_first_us": round(
+                statistics.median(v - b for v, b in zip(values, base, strict=True)) * 1000, 1
+            ),
+        }
+        for name, values in times.items()
+    }
 
 
 def figures(samples: Samples, stream: int) -> dict[str, Any]:
@@ -487,6 +532,13 @@ def main() -> int:
         "--rounds", type=int, default=3, help="rounds, each measuring every store (order rotated)"
     )
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N ConfigMap patches on every variant's server in turn (paired samples)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/apiserver_writes.json")
     parser.add_argument("--chains-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -509,6 +561,7 @@ def main() -> int:
                 samples[store].setdefault(kind, []).extend(values)
     results = {s: figures(samples[s], args.stream) for s in stores}
     access = access_cost() if any(STORES[s][1] == "rbac" for s in stores) else None
+    paired = paired_writes(stores, args.paired) if args.paired else None
     for name in stores[1:]:
         results[name]["ratios"] = ratios(results[name], results[stores[0]])
     with open("/proc/loadavg") as loadavg:
@@ -521,8 +574,11 @@ def main() -> int:
     show(results, base, args.baseline or "")
     if access is not None:
         print(f"access check per request, in process (microseconds): {access}")
+    if paired is not None:
+        print(f"{args.paired} ConfigMap patches on each server in turn: {paired}")
     record = {
         "access_us": access,
+        "paired": paired,
         "pods": args.pods,
         "stream": args.stream,
         "rounds": args.rounds,
