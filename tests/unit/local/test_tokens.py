@@ -13,13 +13,18 @@ import json
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sfc_k8s.local.apiserver import Store
 from sfc_k8s.local.apiserver import pki as pki_files
-from sfc_k8s.local.apiserver.tokens import API_AUDIENCE, TokenError, TokenIssuer
+from sfc_k8s.local.apiserver.access import Access
+from sfc_k8s.local.apiserver.errors import StatusError
+from sfc_k8s.local.apiserver.tokens import API_AUDIENCE, TokenClaims, TokenError, TokenIssuer
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -97,6 +102,38 @@ def _tampered(token: str) -> str:
 def test_untrustworthy_tokens_are_refused(make, verify_at: float, audience: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TokenError):
         TokenIssuer(KEY).verify(make(), now=verify_at, audience=audience)
+
+
+class CountingIssuer(TokenIssuer):
+    verified = 0
+
+    def verify(self, token: str, **kwargs: Any) -> TokenClaims:
+        self.verified += 1
+        return super().verify(token, **kwargs)
+
+
+def test_the_server_checks_a_signature_once_and_the_account_and_expiry_every_time() -> None:
+    store = Store()
+    accounts = store.resource("", "v1", "serviceaccounts")
+    uid = store.create(accounts, "default", {"metadata": {"name": "a"}})["metadata"]["uid"]
+    issuer = CountingIssuer(KEY)
+    access = Access(store, issuer)
+    token, _ = issuer.issue("default", "a", uid)
+    for _ in range(5):
+        assert access.token_user(token).name == "system:serviceaccount:default:a"
+    assert issuer.verified == 1
+    # expiring while cached: refused once its time is up
+    soon, _ = issuer.issue("default", "a", uid, expiration_seconds=600, now=time.time() - 599.7)
+    assert access.token_user(soon).uid == uid
+    time.sleep(0.4)
+    with pytest.raises(StatusError) as expired:
+        access.token_user(soon)
+    assert expired.value.code == 401
+    # its account deleted: refused at once, cache or not
+    store.delete(accounts, "default", "a", {})
+    with pytest.raises(StatusError) as gone:
+        access.token_user(token)
+    assert gone.value.code == 401
 
 
 def test_pki_is_made_once_and_its_certificates_verify(tmp_path: Path) -> None:

@@ -4,11 +4,14 @@
 - a middleware that authenticates each request (a client certificate signed by the cluster CA:
   CN = user, O = groups; a bearer token: a service-account token of `tokens.TokenIssuer`, or
   the server's own loopback token; nothing: `system:anonymous`), answers a token it cannot
-  trust with 401, then asks `rbac.authorize` about the request's attributes against the
-  store's Roles, ClusterRoles and bindings and answers a denial with Kubernetes' 403;
+  trust with 401, applies impersonation headers (`kubectl --as`) the user may use, then asks
+  `rbac.authorize` about the request's attributes against the store's Roles, ClusterRoles and
+  bindings and answers a denial with Kubernetes' 403 (and records, per user, what was granted
+  and denied: `USED_PATH`);
 - routes for what clients ask of authentication itself: TokenRequest
   (`POST /api/v1/namespaces/NS/serviceaccounts/NAME/token`, `kubectl create token`),
-  SelfSubjectAccessReview (`kubectl auth can-i`) and SelfSubjectReview (`kubectl auth whoami`).
+  SelfSubjectAccessReview (`kubectl auth can-i`), SelfSubjectRulesReview (`kubectl auth can-i
+  --list`) and SelfSubjectReview (`kubectl auth whoami`).
 The decisions are `rbac.py`'s pure functions; this module only gathers their inputs. The RBAC
 objects are indexed once and again only after one of them changes (a store listener).
 """
@@ -87,7 +90,8 @@ class Access:
         # nobody uses, and needed ones that are missing
         self.used: dict[str, set[tuple[str, str, str]]] = {}
         self.denied: dict[str, set[tuple[str, str, str]]] = {}
-        self._tokens: dict[str, tuple[TokenClaims, float]] = {}  # token -> claims, checked at
+        # token -> its claims and when its signature was checked (monotonic seconds)
+        self._tokens: dict[str, tuple[TokenClaims, float]] = {}
         store.listeners.append(self._changed)
 
     # ----- the policy ----------------------------------------------------------------------
