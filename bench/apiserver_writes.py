@@ -1,12 +1,17 @@
-"""API-server benchmark: the cost of writes, by kind of write and by store (memory, SQLite).
+"""API-server benchmark: the cost of writes, by kind of write, by store (memory, SQLite) and by
+access check (plain HTTP; HTTPS; HTTPS with authentication and RBAC).
 
 Run: ``.venv/bin/python bench/apiserver_writes.py [--writes N] [--pods N] [--stream N]
-[--stores memory,sqlite,sqlite-full] [--baseline REV]``. Not a test: it asserts nothing; it prints
-tables and writes ``bench/results/apiserver_writes.json``.
+[--stores memory,sqlite,sqlite-full,sqlite-tls,sqlite-rbac] [--baseline REV]``. Not a test: it
+asserts nothing; it prints tables and writes ``bench/results/apiserver_writes.json``.
 
-Each store is measured in turn, in the same run: ``memory`` (no database, the baseline),
-``sqlite`` (the local cluster's store: SQLite in WAL mode, synchronous=NORMAL) and
-``sqlite-full`` (synchronous=FULL, an fsync per write). For each, the local API server runs as
+Each variant is measured in turn, in the same run: ``memory`` (no database), ``sqlite`` (the
+local cluster's store: SQLite in WAL mode, synchronous=NORMAL), ``sqlite-full``
+(synchronous=FULL, an fsync per write), all three over plain HTTP with no authentication;
+``sqlite-tls`` (HTTPS with the cluster's CA, the admin's client certificate, RBAC off:
+``--authorization-mode AlwaysAllow``) and ``sqlite-rbac`` (as ``local up`` serves: HTTPS, every
+request from a service account's token, authorized by RBAC against deploy/base's roles, the
+default ones and the bench's own RoleBinding). For each, the local API server runs as
 its own process (``python -m sfc_k8s.local.apiserver``, as ``local up`` runs it: in this
 process, the clients' threads would hold the GIL the server waits for after each SQLite call),
 on a database in a temporary directory under /tmp, and two measurements run over keep-alive HTTP
@@ -21,7 +26,7 @@ connections, as clients do:
    latency of each write, from sending the request to reading its event from the watch
    (p50, p99, ms).
 
-The SQLite stores are shown with their ratio to ``memory`` (time ratios: > 1 is slower). With
+Every variant is shown with its ratio to the first one listed (time ratios: > 1 is slower). With
 ``--baseline REV`` (a git revision) the chain writes also run first on that revision's ``src/``
 (extracted to a temporary directory, in a child process, memory store) and are shown beside.
 """
@@ -35,37 +40,98 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
+import random
 import socket
+import ssl
 import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tests.fixtures.chains import firewall_chain
 
-from sfc_k8s.local.apiserver import APIServer
+from sfc_k8s.local.apiserver import APIServer, Store, rbac
+from sfc_k8s.local.apiserver.access import Access
+from sfc_k8s.local.apiserver.pki import ensure_pki, load_service_account_key
+from sfc_k8s.local.apiserver.tokens import TokenIssuer
+from sfc_k8s.local.paths import rbac_manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "deploy" / "crds" / "servicefunctionchains.yaml"
 BASE = "/apis/sfc-k8s.io/v1alpha1/namespaces/default/servicefunctionchains"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
-STORES: dict[str, str | None] = {"memory": None, "sqlite": "normal", "sqlite-full": "full"}
+RBAC = "rbac.authorization.k8s.io"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+# variant -> (SQLite synchronous mode or None for memory, access: "" plain HTTP | tls | rbac)
+STORES: dict[str, tuple[str | None, str]] = {
+    "memory": (None, ""),
+    "sqlite": ("normal", ""),
+    "sqlite-full": ("full", ""),
+    "sqlite-tls": ("normal", "tls"),
+    "sqlite-rbac": ("normal", "rbac"),
+}
+BENCH_SA = "bench-writer"
+BENCH_RULES = [  # what the measured requests need, for the bench's service account
+    {"apiGroups": [""], "resources": ["configmaps", "pods"], "verbs": ["*"]},
+    {
+        "apiGroups": ["sfc-k8s.io"],
+        "resources": ["servicefunctionchains", "*/status"],
+        "verbs": ["*"],
+    },
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["create"],
+    },
+]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a measured server listens and how to talk to it (picklable: the watch reader is
+    another process)."""
+
+    host: str
+    port: int
+    ca: str | None = None
+    cert: tuple[str, str] | None = None
+    token: str | None = None
+
+    def connect(self) -> http.client.HTTPConnection:
+        if self.ca is None:
+            return http.client.HTTPConnection(self.host, self.port)
+        context = ssl.create_default_context(cafile=self.ca)
+        if self.cert is not None:
+            context.load_cert_chain(*self.cert)
+        return http.client.HTTPSConnection(self.host, self.port, context=context)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 def call(
-    conn: http.client.HTTPConnection, method: str, path: str, body: Any, ctype: str
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any,
+    ctype: str,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, Any]:
     """One request: (milliseconds, decoded answer)."""
     data = json.dumps(body).encode()
     start = time.perf_counter()
-    conn.request(method, path, body=data, headers={"Content-Type": ctype})
+    conn.request(method, path, body=data, headers={"Content-Type": ctype, **(headers or {})})
     response = conn.getresponse()
     payload = response.read()
     elapsed = (time.perf_counter() - start) * 1000.0
@@ -75,9 +141,15 @@ def call(
 
 
 def request(
-    conn: http.client.HTTPConnection, method: str, path: str, body: Any, ctype: str
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any,
+    ctype: str,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> float:
-    return call(conn, method, path, body, ctype)[0]
+    return call(conn, method, path, body, ctype, headers=headers)[0]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -102,7 +174,7 @@ def summary(samples: Samples) -> dict[str, dict[str, float]]:
 def measure(writes: int, pods: int) -> dict[str, dict[str, float]]:
     """Chain writes on a memory store in this process (what a --baseline child runs)."""
     with tempfile.TemporaryDirectory() as tmp, APIServer(state_dir=Path(tmp)) as server:
-        return summary(chain_writes(server.host, server.port, writes, pods))
+        return summary(chain_writes(Endpoint(server.host, server.port), writes, pods))
 
 
 def free_port() -> int:
@@ -111,32 +183,171 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
-    """Both measurements on one kind of store: samples by kind of write, plus "stream" (the
-    time all ConfigMap writes took, in seconds) and "watch" (their watch latencies, ms)."""
-    synchronous = STORES[store]
+def _collection(doc: dict[str, Any]) -> str:
+    """The URL a manifest is created at (for the few kinds the bench creates)."""
+    kind, namespace = doc["kind"], doc["metadata"].get("namespace")
+    if kind == "CustomResourceDefinition":
+        return CRDS
+    base = "/api/v1" if kind in ("Namespace", "ServiceAccount") else f"/apis/{RBAC}/v1"
+    plural = kind.lower() + "s"
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+
+
+def _service_account_endpoint(admin: Endpoint) -> Endpoint:
+    """deploy/base's RBAC, the bench's service account with a RoleBinding of what it needs, and
+    an endpoint speaking with its token."""
+    conn = admin.connect()
+    json_type = "application/json"
+    manifests = [d for p in rbac_manifests() for d in yaml.safe_load_all(p.read_text()) if d]
+    manifests.append(yaml.safe_load(CRD.read_text()))  # cluster-scoped: the admin registers it
+    role = {"metadata": {"name": BENCH_SA}, "rules": BENCH_RULES}
+    binding = {
+        "metadata": {"name": BENCH_SA, "namespace": "default"},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": BENCH_SA},
+        "subjects": [{"kind": "ServiceAccount", "name": BENCH_SA, "namespace": "default"}],
+    }
+    manifests += [
+        {"kind": "ServiceAccount", "metadata": {"name": BENCH_SA, "namespace": "default"}},
+        {"kind": "ClusterRole", **role},
+        {"kind": "RoleBinding", **binding},
+    ]
+    for doc in manifests:
+        path = _collection(doc)
+        request(conn, "POST", path, doc, json_type)
+    token_path = f"/api/v1/namespaces/default/serviceaccounts/{BENCH_SA}/token"
+    _, answer = call(conn, "POST", token_path, {"spec": {}}, json_type)
+    conn.close()
+    return Endpoint(admin.host, admin.port, ca=admin.ca, token=answer["status"]["token"])
+
+
+def access_cost(iterations: int = 2000) -> dict[str, float]:
+    """Microseconds per request of the access check, in this process, on a store holding
+    deploy/base's RBAC and the default roles: a service-account token's signature check (its
+    first use), its check when cached (every later use for 10 s), and RBAC's decision for a
+    ConfigMap patch (attributes parsed from the URL, then the bindings walked)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store()
+        issuer = TokenIssuer(load_service_account_key(ensure_pki(Path(tmp) / "pki")))
+        access = Access(store, issuer)
+        access.bootstrap()
+        for doc in (d for p in rbac_manifests() for d in yaml.safe_load_all(p.read_text())):
+            plural = (
+                "namespaces" if doc["kind"] == "Namespace" else _collection(doc).rsplit("/")[-1]
+            )
+            group = "" if doc["kind"] in ("Namespace", "ServiceAccount") else RBAC
+            rtype = store.resource(group, "v1", plural)
+            store.create(rtype, doc["metadata"].get("namespace"), doc)
+        account = store.find(("", "serviceaccounts"), "sfc-system", "sfc-k8s-controller")
+        assert account is not None
+        token, _ = issuer.issue("sfc-system", "sfc-k8s-controller", account["metadata"]["uid"])
+        user = access.token_user(token)
+
+        def per_call(work: Any) -> float:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                work()
+            return round((time.perf_counter() - start) / iterations * 1e6, 1)
+
+        path = "/apis/sfc-k8s.io/v1alpha1/namespaces/default/crossconnections/x"
+        return {
+            "token_signature_us": per_call(lambda: issuer.verify(token)),
+            "token_cached_us": per_call(lambda: access.token_user(token)),
+            "rbac_decision_us": per_call(
+                lambda: rbac.authorize(
+                    access.policy(), user, rbac.request_attributes("PATCH", path, {})
+                )
+            ),
+        }
+
+
+def _wait_serving(endpoint: Endpoint, server: subprocess.Popen[bytes], store: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = endpoint.connect()
+            conn.request("GET", "/version")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the API server ({store}) did not start") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serving(store: str) -> Iterator[Endpoint]:
+    """An API server of variant ``store`` in its own process, and how to reach it (for
+    ``sqlite-rbac``: as a service account with a RoleBinding of what the bench writes)."""
+    synchronous, access = STORES[store]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "sfc_k8s.local.apiserver", "--port", str(port)]
         if synchronous is not None:
             command += ["--database", f"{tmp}/store.db", "--sync", synchronous]
+        endpoint = Endpoint("127.0.0.1", port)
+        if access:
+            made = ensure_pki(Path(tmp) / "pki")
+            command += ["--pki", str(made.directory)]
+            command += ["--authorization-mode", "RBAC" if access == "rbac" else "AlwaysAllow"]
+            endpoint = Endpoint(
+                "127.0.0.1",
+                port,
+                ca=str(made.ca_cert),
+                cert=(str(made.admin_cert), str(made.admin_key)),
+            )
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=1).close()
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the API server ({store}) did not start") from None
-                    time.sleep(0.05)
-            samples = chain_writes("127.0.0.1", port, writes, pods)
-            elapsed, latency = stream_writes("127.0.0.1", port, stream)
+            _wait_serving(endpoint, server, store)
+            yield _service_account_endpoint(endpoint) if access == "rbac" else endpoint
         finally:
             server.terminate()
             server.wait(10)
+
+
+def measure_store(store: str, writes: int, pods: int, stream: int) -> Samples:
+    """Both measurements on one variant: samples by kind of write, plus "stream" (the time all
+    ConfigMap writes took, in seconds) and "watch" (their watch latencies, ms)."""
+    with serving(store) as endpoint:
+        samples = chain_writes(endpoint, writes, pods)
+        elapsed, latency = stream_writes(endpoint, stream)
     return {**samples, "stream": [elapsed], "watch": latency}
+
+
+def paired_writes(stores: list[str], count: int) -> dict[str, Any]:
+    """The variants' servers up side by side, one ConfigMap merge patch on each in turn (in a
+    shuffled order each time), ``count`` times: the machine's load hits every variant alike,
+    so the median of the per-turn differences to the first variant is the access check's cost
+    as a client sees it."""
+    merge = "application/merge-patch+json"
+    with contextlib.ExitStack() as stack:
+        ends = {name: stack.enter_context(serving(name)) for name in stores}
+        conns = {
+            name: stack.enter_context(contextlib.closing(e.connect())) for name, e in ends.items()
+        }
+        for name, conn in conns.items():
+            body = {"metadata": {"name": "paired"}}
+            request(conn, "POST", CONFIGMAPS, body, "application/json", headers=ends[name].headers)
+        times: dict[str, list[float]] = {name: [] for name in stores}
+        order = list(stores)
+        for i in range(count):
+            random.shuffle(order)
+            for name in order:
+                patch = {"data": {"k": str(i)}}
+                path = f"{CONFIGMAPS}/paired"
+                times[name].append(
+                    request(conns[name], "PATCH", path, patch, merge, headers=ends[name].headers)
+                )
+    base = times[stores[0]]
+    return {
+        name: {
+            "median_ms": round(statistics.median(values), 3),
+            "extra_vs_first_us": round(
+                statistics.median(v - b for v, b in zip(values, base, strict=True)) * 1000, 1
+            ),
+        }
+        for name, values in times.items()
+    }
 
 
 def figures(samples: Samples, stream: int) -> dict[str, Any]:
@@ -153,12 +364,12 @@ def figures(samples: Samples, stream: int) -> dict[str, Any]:
     }
 
 
-def chain_writes(host: str, port: int, writes: int, pods: int) -> Samples:
+def chain_writes(endpoint: Endpoint, writes: int, pods: int) -> Samples:
     merge = "application/merge-patch+json"
-    conn = http.client.HTTPConnection(host, port)
-    crd = yaml.safe_load(CRD.read_text())
-    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    request(conn, "POST", crds, crd, "application/json")
+    conn = endpoint.connect()
+    auth = endpoint.headers
+    if endpoint.token is None:  # (the service account's endpoint has it registered already)
+        request(conn, "POST", CRDS, yaml.safe_load(CRD.read_text()), "application/json")
     for i in range(pods):
         pod = {
             "apiVersion": "v1",
@@ -166,21 +377,25 @@ def chain_writes(host: str, port: int, writes: int, pods: int) -> Samples:
             "metadata": {"name": f"p{i}", "labels": {"app": "client"}},
             "spec": {"containers": [{"name": "c", "image": "x"}]},
         }
-        request(conn, "POST", "/api/v1/namespaces/default/pods", pod, "application/json")
+        request(
+            conn, "POST", "/api/v1/namespaces/default/pods", pod, "application/json", headers=auth
+        )
     samples: dict[str, list[float]] = {"create": [], "status": [], "label": [], "spec": []}
     for i in range(writes):
         samples["create"].append(
-            request(conn, "POST", BASE, firewall_chain(f"c{i}"), "application/json")
+            request(conn, "POST", BASE, firewall_chain(f"c{i}"), "application/json", headers=auth)
         )
     for i in range(writes):
         status = {"status": {"observedGeneration": i, "readyFunctions": f"{i % 4}/3"}}
-        samples["status"].append(request(conn, "PATCH", f"{BASE}/c{i}/status", status, merge))
+        samples["status"].append(
+            request(conn, "PATCH", f"{BASE}/c{i}/status", status, merge, headers=auth)
+        )
     for i in range(writes):
         label = {"metadata": {"labels": {"round": str(i)}}}
-        samples["label"].append(request(conn, "PATCH", f"{BASE}/c{i}", label, merge))
+        samples["label"].append(request(conn, "PATCH", f"{BASE}/c{i}", label, merge, headers=auth))
     for i in range(writes):
         spec = {"spec": {"dataplane": {"drainTimeoutSeconds": 10 + i}}}
-        samples["spec"].append(request(conn, "PATCH", f"{BASE}/c{i}", spec, merge))
+        samples["spec"].append(request(conn, "PATCH", f"{BASE}/c{i}", spec, merge, headers=auth))
     conn.close()
     return samples
 
@@ -201,14 +416,18 @@ def baseline(rev: str, writes: int, pods: int) -> dict[str, dict[str, float]]:
         return result
 
 
-def watch_arrivals(host: str, port: int, since: str, count: int, out: Any) -> None:
+def watch_arrivals(endpoint: Endpoint, since: str, count: int, out: Any) -> None:
     """Child process: read `count` events of a ConfigMap watch from `since`; put
     {resourceVersion: when it was read} on `out` (perf_counter is the system's monotonic
     clock, the same in every process). A process of its own, so that reading the watch does
     not take the GIL from the writer whose requests are timed."""
     arrived: dict[str, float] = {}
-    watch = http.client.HTTPConnection(host, port)
-    watch.request("GET", f"{CONFIGMAPS}?watch=1&resourceVersion={since}&timeoutSeconds=600")
+    watch = endpoint.connect()
+    watch.request(
+        "GET",
+        f"{CONFIGMAPS}?watch=1&resourceVersion={since}&timeoutSeconds=600",
+        headers=endpoint.headers,
+    )
     stream = watch.getresponse()
     out.put("watching")
     while len(arrived) < count:
@@ -221,15 +440,16 @@ def watch_arrivals(host: str, port: int, since: str, count: int, out: Any) -> No
     out.put(arrived)
 
 
-def stream_writes(host: str, port: int, count: int) -> tuple[float, list[float]]:
+def stream_writes(endpoint: Endpoint, count: int) -> tuple[float, list[float]]:
     """ConfigMap creates, patches and deletes while a watch is open: the seconds they took
     and the watch latency of each (ms)."""
-    conn = http.client.HTTPConnection(host, port)
-    _, listed = call(conn, "GET", CONFIGMAPS, None, "application/json")
+    conn = endpoint.connect()
+    auth = endpoint.headers
+    _, listed = call(conn, "GET", CONFIGMAPS, None, "application/json", headers=auth)
     since = listed["metadata"]["resourceVersion"]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    reader = context.Process(target=watch_arrivals, args=(host, port, since, count, results))
+    reader = context.Process(target=watch_arrivals, args=(endpoint, since, count, results))
     reader.start()
     try:
         results.get(timeout=60)  # the watch is open
@@ -246,7 +466,7 @@ def stream_writes(host: str, port: int, count: int) -> tuple[float, list[float]]
         began = time.perf_counter()
         for method, path, body, ctype in writes:
             start = time.perf_counter()
-            _, answer = call(conn, method, path, body, ctype)
+            _, answer = call(conn, method, path, body, ctype, headers=auth)
             sent[answer["metadata"]["resourceVersion"]] = start
         elapsed = time.perf_counter() - began
         arrived: dict[str, float] = results.get(timeout=60)
@@ -262,7 +482,7 @@ def stream_writes(host: str, port: int, count: int) -> tuple[float, list[float]]
 
 
 def ratios(result: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
-    """Time ratios of a store to the memory store (> 1: slower)."""
+    """Time ratios of a variant to the first one measured (> 1: slower)."""
     out = {
         f"{kind}_median": round(row["median_ms"] / base["writes"][kind]["median_ms"], 2)
         for kind, row in result["writes"].items()
@@ -294,10 +514,8 @@ def show(results: dict[str, dict[str, Any]], base: dict[str, Any] | None, rev: s
             f"{'watch latency ' + key + ' (ms)':<30}"
             + "".join(f"{results[n]['watch_ms'][key]:>22.2f}" for n in names)
         )
-    if "memory" in results:
-        for name in names:
-            if name != "memory":
-                print(f"{name} / memory (time ratios, > 1 slower): {results[name]['ratios']}")
+    for name in names[1:]:
+        print(f"{name} / {names[0]} (time ratios, > 1 slower): {results[name]['ratios']}")
 
 
 def main() -> int:
@@ -305,11 +523,22 @@ def main() -> int:
     parser.add_argument("--writes", type=int, default=40, help="chain writes of each kind")
     parser.add_argument("--pods", type=int, default=1200, help="pods in the namespace")
     parser.add_argument("--stream", type=int, default=300, help="ConfigMap writes under a watch")
-    parser.add_argument("--stores", default=",".join(STORES), help="stores to measure")
+    parser.add_argument(
+        "--stores",
+        default="memory,sqlite,sqlite-full",
+        help=f"variants to measure, the first is the ratios' base (of: {', '.join(STORES)})",
+    )
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds, each measuring every store (order rotated)"
     )
     parser.add_argument("--baseline", metavar="REV", help="also measure this git revision")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N ConfigMap patches on every variant's server in turn (paired samples)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/apiserver_writes.json")
     parser.add_argument("--chains-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -331,10 +560,10 @@ def main() -> int:
             for kind, values in measured.items():
                 samples[store].setdefault(kind, []).extend(values)
     results = {s: figures(samples[s], args.stream) for s in stores}
-    if "memory" in results:
-        for name, result in results.items():
-            if name != "memory":
-                result["ratios"] = ratios(result, results["memory"])
+    access = access_cost() if any(STORES[s][1] == "rbac" for s in stores) else None
+    paired = paired_writes(stores, args.paired) if args.paired else None
+    for name in stores[1:]:
+        results[name]["ratios"] = ratios(results[name], results[stores[0]])
     with open("/proc/loadavg") as loadavg:
         load = loadavg.read().split()[:3]
     print(
@@ -343,7 +572,13 @@ def main() -> int:
         f"loadavg {' '.join(load)}"
     )
     show(results, base, args.baseline or "")
+    if access is not None:
+        print(f"access check per request, in process (microseconds): {access}")
+    if paired is not None:
+        print(f"{args.paired} ConfigMap patches on each server in turn: {paired}")
     record = {
+        "access_us": access,
+        "paired": paired,
         "pods": args.pods,
         "stream": args.stream,
         "rounds": args.rounds,

@@ -102,6 +102,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"  # Ready=False, Degraded=True: fix the spec
     SELECTOR_OVERLAP = "SelectorOverlap"  # a pod is selected by two functions of the chain
     NAME_CONFLICT = "NameConflict"  # a CrossConnection name is taken by another chain
+    WRITE_REFUSED = "WriteRefused"  # the API server refused a CrossConnection write (RBAC...)
     PROGRAMMING_FAILED = "ProgrammingFailed"  # an agent reported an error for a link
     INTERFACE_CONFLICT = "InterfaceConflict"  # an older chain links the same pod interface
     SELECTOR_MATCHES_NO_POD = "SelectorMatchesNoPod"  # a function's selector matches no pod

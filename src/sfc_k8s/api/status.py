@@ -164,6 +164,7 @@ def compute_chain_status(
     links: Sequence[CrossConnectionSpec] | None = None,
     programming: Mapping[str, LinkProgramming] | None = None,
     conflicts: Sequence[str] = (),
+    refusals: Sequence[str] = (),
     interface_conflicts: Mapping[str, tuple[str, str]] | None = None,
     previous: ChainStatusBody | None = None,
     now: str | None = None,
@@ -176,7 +177,8 @@ def compute_chain_status(
     ``programming``: per link name, what the agents reported (``link_programming``); a link
     missing from the mapping counts as not programmed yet. ``None`` skips that check (for callers
     running without node agents). ``conflicts``: problems found while applying (for instance a
-    CrossConnection name owned by another chain), reported as Degraded. ``interface_conflicts``:
+    CrossConnection name owned by another chain), reported as Degraded. ``refusals``: writes the
+    API server refused for good (a 403 of RBAC, a 422), Degraded too. ``interface_conflicts``:
     pods left out because an older chain links the same interface (``interface_conflicts()``).
 
     Ready is True when every function has a Ready replica and every link is programmed by the
@@ -196,6 +198,7 @@ def compute_chain_status(
         *_overlap_problems(overlaps),
         *_claim_problems(claimed),
         *([(Reason.NAME_CONFLICT, "; ".join(conflicts))] if conflicts else []),
+        *([(Reason.WRITE_REFUSED, "; ".join(refusals))] if refusals else []),
         *_unmatched_selectors(chain, pods),
         *_programming_problems(figures.failed),
         *_mtu_problems(figures.oversized),

@@ -33,7 +33,12 @@ from typing import Any
 from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.local import netns, nodes, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
-from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig, write_kubeconfig
+from sfc_k8s.local.credentials import (
+    SERVICE_ACCOUNTS,
+    write_admin_kubeconfig,
+    write_component_kubeconfig,
+)
+from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import (
     BPFFS_BASE,
     Layout,
@@ -45,7 +50,7 @@ from sfc_k8s.local.layout import (
 )
 from sfc_k8s.local.node.pod import cleanup_record
 from sfc_k8s.local.node.runtime import HEARTBEAT_SECONDS
-from sfc_k8s.local.paths import crds_dir, default_cni_path
+from sfc_k8s.local.paths import crds_dir, default_cni_path, rbac_manifests
 from sfc_k8s.local.processes import (
     LocalClusterError,
     Progress,
@@ -215,7 +220,8 @@ def _start_apiserver(
     layout: Layout, record: dict[str, Any], options: UpOptions, timeout: float
 ) -> str:
     port = _free_port()
-    server = f"http://127.0.0.1:{port}"
+    server = f"https://127.0.0.1:{port}"
+    write_admin_kubeconfig(layout, server)  # makes the cluster's CA and certificates first
     save_fields(layout, record, server=server)
     since = time.time()
     start_process(
@@ -231,10 +237,11 @@ def _start_apiserver(
             "--pod-logs", str(layout.pods_dir),  # kubectl logs reads the containers' logs
             "--node-monitor-grace-period", f"{options.node_grace:g}",
             "--pod-eviction-timeout", f"{options.eviction_timeout:g}",
+            # HTTPS with the cluster's CA, every request authenticated, RBAC enforced
+            "--pki", str(layout.pki_dir),
         ],
         {},
     )  # fmt: skip
-    write_kubeconfig(layout.kubeconfig, server)
     kube = SyncKube(load_kubeconfig(layout.kubeconfig))
 
     def api_up() -> bool:
@@ -254,6 +261,17 @@ def _register_crds(layout: Layout) -> int:
     return len(crds)
 
 
+def _operator_credentials(layout: Layout) -> int:
+    """Apply deploy/base's namespace and RBAC as they are, then give the controller and the
+    agents kubeconfigs with their service accounts' tokens; returns how many manifests."""
+    manifests = rbac_manifests()
+    _kubectl(layout, "apply", *(a for path in manifests for a in ("-f", str(path))))
+    admin = SyncKube(load_kubeconfig(layout.kubeconfig))
+    for component in SERVICE_ACCOUNTS:
+        write_component_kubeconfig(layout, admin, component)
+    return len(manifests)
+
+
 def _start_controller(layout: Layout, record: dict[str, Any]) -> None:
     start_process(
         layout,
@@ -261,7 +279,8 @@ def _start_controller(layout: Layout, record: dict[str, Any]) -> None:
         "controller",
         [
             python(), "-m", "sfc_k8s.cli", "controller",
-            "--kubeconfig", str(layout.kubeconfig),
+            # its service account's token: it runs with deploy/'s RBAC, nothing more
+            "--kubeconfig", str(layout.component_kubeconfig("controller")),
             "--all-namespaces",
             "--standalone",  # one replica here: no Kopf peering object needed
             "--log-format", "plain",
@@ -286,6 +305,8 @@ def _up(
     done(f"on {server}")
     done = progress.step("CustomResourceDefinitions (deploy/crds)")
     done(f"{_register_crds(layout)} registered")
+    done = progress.step("operator RBAC (deploy/base) and service-account kubeconfigs")
+    done(f"{_operator_credentials(layout)} manifests applied")
     names: list[str] = record["nodes"]
     done = progress.step(f"node runtimes (one per node: {', '.join(names)})")
     for name in names:
@@ -419,7 +440,7 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
     for name in ("cluster.json", "kubeconfig", "cluster.lock", "supervisor.lock"):
         with contextlib.suppress(OSError):
             (layout.state_dir / name).unlink()
-    for folder in ("logs", "pods", "ipam", "apiserver", "demo"):
+    for folder in ("logs", "pods", "ipam", "apiserver", "demo", "pki", "kubeconfigs"):
         shutil.rmtree(layout.state_dir / folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         layout.state_dir.rmdir()

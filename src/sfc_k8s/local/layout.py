@@ -73,6 +73,15 @@ class Layout:
         return self.state_dir / "kubeconfig"
 
     @property
+    def pki_dir(self) -> Path:
+        """The cluster's CA, certificates and keys (``apiserver/pki.py``)."""
+        return self.state_dir / "pki"
+
+    def component_kubeconfig(self, component: str) -> Path:
+        """The kubeconfig of an operator component, carrying its service account's token."""
+        return self.state_dir / "kubeconfigs" / f"{component}.kubeconfig"
+
+    @property
     def cluster_file(self) -> Path:
         return self.state_dir / "cluster.json"
 

@@ -80,7 +80,8 @@ def start_agent(layout: Layout, record: dict[str, Any], node: str) -> None:
     argv = [
         python(), "-m", "sfc_k8s.cli", "agent",
         "--node", node,
-        "--kubeconfig", str(layout.kubeconfig),
+        # the agent's service-account token: deploy/'s RBAC, nothing more
+        "--kubeconfig", str(layout.component_kubeconfig("agent")),
         "--bpffs-root", root,
         "--tunnel-mtu", str(tunnel.mtu_for(underlay_mtu)),
         "--log-format", "plain",

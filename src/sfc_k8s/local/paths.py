@@ -39,5 +39,12 @@ def crds_dir() -> Path:
     return source_root() / "deploy" / "crds"
 
 
+def rbac_manifests() -> list[Path]:
+    """The operator's namespace, service accounts, ClusterRoles and bindings, as installed on a
+    real cluster (``deploy/base``)."""
+    base = source_root() / "deploy" / "base"
+    return [base / "namespace.yaml", base / "rbac.yaml"]
+
+
 def examples_dir() -> Path:
     return source_root() / "examples"

@@ -490,15 +490,15 @@ class Controller:
         claimed = interface_conflicts(chain, pods, self._contenders(chain, pods))
         specs = compute_links(chain, pods, exclude=claimed)
         programming: dict[str, LinkProgramming] = {}
-        conflicts: list[str] = []
+        problems: dict[Reason, list[str]] = {Reason.NAME_CONFLICT: [], Reason.WRITE_REFUSED: []}
         for i, computed in enumerate(specs):
             name = chain.xc_name(computed.link)
             existing = self._xc_entry(chain.namespace, name)
             spec = specs[i] = self._with_identities(computed, (chain.namespace, name), existing)
             body = cross_connection_body(chain, spec)
-            existing, conflict = await self._apply_xc(entry, chain, body, existing)
-            if conflict:
-                conflicts.append(conflict)
+            existing, problem = await self._apply_xc(entry, chain, body, existing)
+            if problem:
+                problems[problem[0]].append(problem[1])
             else:
                 programming[spec.link] = link_report(spec, body, existing)
         await self._delete_stale(entry, chain, {chain.xc_name(spec.link) for spec in specs})
@@ -508,7 +508,8 @@ class Controller:
             pods,
             links=specs,
             programming=programming if self.config.require_programmed else None,
-            conflicts=conflicts,
+            conflicts=problems[Reason.NAME_CONFLICT],
+            refusals=problems[Reason.WRITE_REFUSED],
             interface_conflicts=claimed,
             previous=previous,
         )
@@ -562,9 +563,10 @@ class Controller:
         chain: ChainSpec,
         body: CrossConnectionBody,
         existing: XcEntry | None,
-    ) -> tuple[XcEntry | None, str | None]:
+    ) -> tuple[XcEntry | None, tuple[Reason, str] | None]:
         """Bring one CrossConnection to ``body`` as ``plan_cross_connection`` says; returns the
-        object as now known and a conflict message if it is not this chain's to write."""
+        object as now known and, if it could not be written, why: a name conflict (it is not
+        this chain's to write) or the API server's refusal."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         action = plan_cross_connection(chain, body, existing, written=self._written_xc.get(key))
@@ -580,7 +582,7 @@ class Controller:
             existing = XcEntry.from_body(await self._client.get(path))
             action = plan_cross_connection(chain, body, existing)
         if isinstance(action, Refuse):
-            return existing, action.message
+            return existing, (Reason.NAME_CONFLICT, action.message)
         if isinstance(action, Patch):
             try:
                 await self._patch_xc(entry, body, action)
@@ -627,12 +629,14 @@ class Controller:
             },
         )
 
-    def _refused(self, name: str, err: ApiError) -> str:
-        """A conflict message for a refusal retrying cannot fix; re-raises the others so that
-        the chain is retried."""
+    def _refused(self, name: str, err: ApiError) -> tuple[Reason, str]:
+        """A refusal retrying cannot fix (a 403 of RBAC, a 422), logged and reported on the
+        chain; re-raises the others so that the chain is retried."""
         if err.retryable:
             raise err
-        return f"the API server refused CrossConnection {name!r}: {err.reason}: {err.message}"
+        message = f"the API server refused CrossConnection {name!r}: {err.reason}: {err.message}"
+        log.error(f"{err.method} {err.path}: {message}", extra={"xc": name})
+        return Reason.WRITE_REFUSED, message
 
     async def _delete_stale(self, entry: ChainEntry, chain: ChainSpec, wanted: set[str]) -> None:
         existing = self._xcs_of_chain(chain.namespace, chain.name)

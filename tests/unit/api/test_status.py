@@ -223,6 +223,18 @@ def test_name_conflicts_are_reported() -> None:
     )
 
 
+def test_writes_the_api_server_refused_are_reported_apart_from_name_conflicts() -> None:
+    refused = "the API server refused CrossConnection 'a': Forbidden: crossconnections is forbidden"
+    status = compute_chain_status(
+        CHAIN, ALL_READY, programming=PROGRAMMED, refusals=[refused], now="T0"
+    )
+    assert cond(status, ConditionType.DEGRADED) == ("True", "WriteRefused", refused)
+    both = compute_chain_status(
+        CHAIN, ALL_READY, programming=PROGRAMMED, conflicts=["owned"], refusals=["x"], now="T0"
+    )
+    assert cond(both, ConditionType.DEGRADED) == ("True", "NameConflict", "owned; x")
+
+
 def test_interface_conflicts_degrade_and_leave_pods_out() -> None:
     claimed = {"fw-1": ("old", "eth1")}
     status = compute_chain_status(

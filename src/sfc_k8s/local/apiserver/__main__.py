@@ -3,7 +3,9 @@
 Started by `sfc-k8s local up`; prints the URL and the kubeconfig path once serving, stops on
 SIGTERM/SIGINT. With `--database FILE` the objects live in that SQLite file (created if missing)
 and a restarted server continues from it; a database it cannot use is one line on stderr and
-exit status 1.
+exit status 1. With `--pki DIR` it serves HTTPS with the cluster's CA from DIR (made if
+missing), authenticates every request and enforces RBAC (`--authorization-mode RBAC`, the
+default) or allows every authenticated request (`AlwaysAllow`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.persist import SYNCHRONOUS_MODES, DatabaseError
+from sfc_k8s.local.apiserver.pki import PKIError
 from sfc_k8s.local.apiserver.server import APIServer
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY
 
@@ -75,6 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_HISTORY,
         help="change events kept per resource for watches to resume from (older: 410 Expired)",
     )
+    parser.add_argument(
+        "--pki",
+        type=Path,
+        default=None,
+        help="serve HTTPS with the CA, certificates and keys in this directory (made if "
+        "missing) and authenticate every request (default: plain HTTP, no authentication)",
+    )
+    parser.add_argument(
+        "--authorization-mode",
+        choices=("RBAC", "AlwaysAllow"),
+        default="RBAC",
+        help="with --pki: enforce RBAC (default) or allow every authenticated request",
+    )
     args = parser.parse_args(argv)
     if args.history < 1:
         parser.error(f"--history: {args.history} is not a positive number of events")
@@ -90,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             database=args.database,
             synchronous=args.sync,
             history_limit=args.history,
+            pki=args.pki,
+            authorization=args.authorization_mode == "RBAC",
         )
-    except DatabaseError as err:
+    except (DatabaseError, PKIError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +99,21 @@ def _wants_table(request: web.Request) -> bool:
 class Scaffold:
     """Routes requests to the store; one instance per server."""
 
-    def __init__(self, store: Store, *, pod_log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        pod_log_dir: Path | None = None,
+        middlewares: Sequence[Any] = (),  # aiohttp middlewares
+        routes: Sequence[tuple[str, str, Handler]] = (),
+    ) -> None:
+        """`middlewares` run inside the one turning errors into `Status` objects (so they may
+        raise `StatusError`); `routes` (method, path, handler) are matched before the resource
+        URLs. The access check (`access.py`) comes in through both."""
         self.store = store
         self.pod_log_dir = pod_log_dir
+        self._middlewares = tuple(middlewares)
+        self._routes = tuple(routes)
         # Requests answered by a stream that lasts (watches, `logs -f`): what stopping ends.
         self.streams: dict[int, web.Request] = {}
 
@@ -120,9 +132,13 @@ class Scaffold:
     def make_app(self) -> web.Application:
         """Discovery routes by path, resource URLs by their API prefix, 404 for the rest; every
         handler's `StatusError` becomes a `Status` response (the middleware)."""
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._statuses])
+        app = web.Application(
+            client_max_size=64 * 1024 * 1024, middlewares=[self._statuses, *self._middlewares]
+        )
         aggregator.install(app, self.store)
         router = app.router
+        for method, path, handler in self._routes:
+            router.add_route(method, path, handler)
         for path, handler in self._discovery_routes():
             # A trailing slash addresses the same document, as in Kubernetes.
             for variant in dict.fromkeys((path, path.rstrip("/") + "/")):

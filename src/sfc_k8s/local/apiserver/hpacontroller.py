@@ -87,11 +87,13 @@ def _selector_text(selector: Mapping[str, Any] | None) -> str:
 
 
 class CustomMetricsSource:
-    """`MetricsSource` over the custom metrics API at `base_url`."""
+    """`MetricsSource` over the custom metrics API at `base_url` (a URL, or a `Connection`
+    with the credentials the server wants)."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._kube = KubeClient(Connection(server=self.base_url))
+    def __init__(self, base_url: str | Connection) -> None:
+        conn = base_url if isinstance(base_url, Connection) else Connection(server=base_url)
+        self.base_url = conn.server.rstrip("/")
+        self._kube = KubeClient(conn)
 
     async def _get(self, path: str, params: Mapping[str, str]) -> JsonObj:
         try:
@@ -245,18 +247,20 @@ def _outside_bounds(current: int, spec: HPASpec, outcome: _Outcome) -> int | Non
 
 
 class HPAController:
-    """Reconciles every HPA of the API server at `api_url` once per `sync_period`."""
+    """Reconciles every HPA of the API server at `api_url` (a URL, or a `Connection` with
+    credentials) once per `sync_period`."""
 
     def __init__(
         self,
-        api_url: str,
+        api_url: str | Connection,
         *,
         metrics: MetricsSource | None = None,
         sync_period: float = DEFAULT_SYNC_PERIOD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api = KubeClient(Connection(server=api_url))
-        self.metrics: MetricsSource = metrics or CustomMetricsSource(api_url)
+        conn = api_url if isinstance(api_url, Connection) else Connection(server=api_url)
+        self.api = KubeClient(conn)
+        self.metrics: MetricsSource = metrics or CustomMetricsSource(conn)
         self.sync_period = sync_period
         self.clock = clock
         self.histories: dict[str, History] = {}  # by HPA uid

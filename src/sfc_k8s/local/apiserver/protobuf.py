@@ -1,6 +1,7 @@
 """Decoding of the Kubernetes protobuf request bodies kubectl sends for a few simple kinds.
 
-`kubectl create namespace|configmap|secret|serviceaccount|deployment` post their object as
+`kubectl create namespace|configmap|secret|serviceaccount|deployment|role|clusterrole|
+rolebinding|clusterrolebinding|token` and `kubectl auth can-i|whoami` post their object as
 `application/vnd.kubernetes.protobuf` (the `k8s\\0` magic, a runtime.Unknown envelope, then the
 object's generated message). The server speaks JSON everywhere else; this module turns those
 bodies into the JSON form for the kinds listed in `_KINDS`, and says plainly which kind it
@@ -152,6 +153,87 @@ _SECRET: Layout = {
     5: ("immutable", "bool", None),
 }
 
+# RBAC objects (`kubectl create role|clusterrole|rolebinding|clusterrolebinding`) and what
+# `kubectl create token`, `auth can-i` and `auth whoami` post.
+_RULE: Layout = {
+    1: ("verbs", "strs", None),
+    2: ("apiGroups", "strs", None),
+    3: ("resources", "strs", None),
+    4: ("resourceNames", "strs", None),
+    5: ("nonResourceURLs", "strs", None),
+}
+_ROLE: Layout = {**_METADATA_ONLY, 2: ("rules", "msgs", _RULE)}
+_CLUSTER_ROLE: Layout = {
+    **_ROLE,
+    3: ("aggregationRule", "msg", {1: ("clusterRoleSelectors", "msgs", _SELECTOR)}),
+}
+_BINDING: Layout = {
+    **_METADATA_ONLY,
+    2: (
+        "subjects",
+        "msgs",
+        {
+            1: ("kind", "str", None),
+            2: ("apiGroup", "str", None),
+            3: ("name", "str", None),
+            4: ("namespace", "str", None),
+        },
+    ),
+    3: (
+        "roleRef",
+        "msg",
+        {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)},
+    ),
+}
+_TOKEN_REQUEST: Layout = {
+    **_METADATA_ONLY,
+    2: (
+        "spec",
+        "msg",
+        {
+            1: ("audiences", "strs", None),
+            3: (
+                "boundObjectRef",
+                "msg",
+                {
+                    1: ("kind", "str", None),
+                    2: ("apiVersion", "str", None),
+                    3: ("name", "str", None),
+                    4: ("uid", "str", None),
+                },
+            ),
+            4: ("expirationSeconds", "int", None),
+        },
+    ),
+}
+_ACCESS_REVIEW: Layout = {
+    **_METADATA_ONLY,
+    2: (
+        "spec",
+        "msg",
+        {
+            1: (
+                "resourceAttributes",
+                "msg",
+                {
+                    1: ("namespace", "str", None),
+                    2: ("verb", "str", None),
+                    3: ("group", "str", None),
+                    4: ("version", "str", None),
+                    5: ("resource", "str", None),
+                    6: ("subresource", "str", None),
+                    7: ("name", "str", None),
+                },
+            ),
+            2: (
+                "nonResourceAttributes",
+                "msg",
+                {1: ("path", "str", None), 2: ("verb", "str", None)},
+            ),
+        },
+    ),
+}
+
 
 def _message(data: bytes, layout: Layout) -> dict[str, Any]:
     """Decode a message by its layout (fields it does not list are skipped)."""
@@ -188,6 +270,16 @@ _KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "ConfigMap": lambda data: _message(data, _CONFIGMAP),
     "Secret": lambda data: _message(data, _SECRET),
     "ServiceAccount": lambda data: _message(data, _METADATA_ONLY),  # only its metadata is kept
+    "Role": lambda data: _message(data, _ROLE),
+    "ClusterRole": lambda data: _message(data, _CLUSTER_ROLE),
+    "RoleBinding": lambda data: _message(data, _BINDING),
+    "ClusterRoleBinding": lambda data: _message(data, _BINDING),
+    "TokenRequest": lambda data: _message(data, _TOKEN_REQUEST),
+    "SelfSubjectAccessReview": lambda data: _message(data, _ACCESS_REVIEW),
+    "SelfSubjectReview": lambda data: _message(data, _METADATA_ONLY),
+    "SelfSubjectRulesReview": lambda data: _message(
+        data, {**_METADATA_ONLY, 2: ("spec", "msg", {1: ("namespace", "str", None)})}
+    ),
 }
 
 

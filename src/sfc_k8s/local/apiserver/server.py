@@ -4,7 +4,10 @@ Used by `sfc-k8s local up` (through `python -m sfc_k8s.local.apiserver`), by the
 pytest fixture and by anything that needs a Kubernetes API on loopback. `start()` serves from a
 background thread with its own event loop; `serve_forever()` serves in the calling thread.
 With a `database` the objects are kept in that SQLite file and a new server on it continues
-where the last one stopped (or was killed); without one they live in memory only.
+where the last one stopped (or was killed); without one they live in memory only. With a `pki`
+directory (as `local up` runs it) the server serves HTTPS with the cluster's CA, authenticates
+every request and enforces RBAC (`access.py`); without one it serves plain HTTP and allows
+everything, the honest boundary for tests of the API's other behaviours.
 """
 
 from __future__ import annotations
@@ -13,25 +16,33 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from aiohttp import web
 
+from sfc_k8s.local.apiserver import kubeconfig
 from sfc_k8s.local.apiserver.app import Scaffold
 from sfc_k8s.local.apiserver.controllers import Controllers
 from sfc_k8s.local.apiserver.hpacontroller import DEFAULT_SYNC_PERIOD, HPAController, MetricsSource
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.store import DEFAULT_HISTORY, Store
+from sfc_k8s.local.kube import Connection
+
+if TYPE_CHECKING:
+    from sfc_k8s.local.apiserver.access import Access
+    from sfc_k8s.local.apiserver.pki import PKI
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 0.1  # seconds a stop grants to requests still in progress
-CLUSTER_NAME = "sfc-k8s-local"
+CLUSTER_NAME = kubeconfig.CLUSTER_NAME
+ADMIN_USER = "kubernetes-admin"  # the admin client certificate's CN (pki.py)
 PRELOADED_CRDS = ("network-attachment-definitions.yaml", "kopf-peerings.yaml")
 
 
@@ -52,20 +63,16 @@ def preload_crds(store: Store) -> None:
 
 def kubeconfig_text(url: str) -> str:
     """A kubeconfig (YAML) for an unauthenticated server at `url`."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": CLUSTER_NAME, "cluster": {"server": url}}],
-        "users": [{"name": CLUSTER_NAME, "user": {}}],
-        "contexts": [
-            {
-                "name": CLUSTER_NAME,
-                "context": {"cluster": CLUSTER_NAME, "user": CLUSTER_NAME, "namespace": "default"},
-            }
-        ],
-        "current-context": CLUSTER_NAME,
-    }
-    return yaml.safe_dump(config, sort_keys=False)
+    return kubeconfig.kubeconfig_text(url)
+
+
+def serving_context(pki: PKI) -> ssl.SSLContext:
+    """TLS for the server: its certificate, and client certificates checked against the CA
+    when a client offers one (others authenticate with a token, or are anonymous)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+    context.load_cert_chain(str(pki.serving_cert), str(pki.serving_key))
+    context.verify_mode = ssl.CERT_OPTIONAL
+    return context
 
 
 class APIServer:
@@ -86,6 +93,8 @@ class APIServer:
         synchronous: str = "normal",
         hpa_sync_period: float = DEFAULT_SYNC_PERIOD,
         hpa_metrics: MetricsSource | None = None,
+        pki: Path | None = None,
+        authorization: bool = True,
     ) -> None:
         """`pod_log_dir`: where `kubectl logs` finds container output, as
         POD_LOG_DIR/<pod uid>/<container>.log (the node runtime's layout). `node_grace` and
@@ -94,12 +103,25 @@ class APIServer:
         (a persist.DatabaseError says why it cannot be); `synchronous`: its "normal" or
         "full" durability (docs/local-cluster.md). `hpa_sync_period`, `hpa_metrics`: the HPA
         controller's period and metrics source (default: the custom metrics API of this
-        server; see `hpacontroller.py`)."""
+        server; see `hpacontroller.py`). `pki`: the directory of the cluster's certificates
+        and keys (made where missing, `pki.ensure_pki`): serve HTTPS, authenticate, and enforce
+        RBAC unless `authorization` is False (kube-apiserver's AlwaysAllow)."""
         self.host = host
         self.port = port
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.store = Store(history_limit=history_limit, path=database, synchronous=synchronous)
         preload_crds(self.store)
+        self.pki: PKI | None = None
+        self.access: Access | None = None
+        if pki is not None:  # (imported here: plain-HTTP servers need no cryptography)
+            from sfc_k8s.local.apiserver.access import Access
+            from sfc_k8s.local.apiserver.pki import ensure_pki, load_service_account_key
+            from sfc_k8s.local.apiserver.tokens import TokenIssuer
+
+            self.pki = ensure_pki(pki)
+            issuer = TokenIssuer(load_service_account_key(self.pki))
+            self.access = Access(self.store, issuer, authorization=authorization)
+            self.access.bootstrap()
         self._with_controllers = controllers
         self._hpa = (hpa_sync_period, hpa_metrics)
         self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None
@@ -116,11 +138,30 @@ class APIServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.pki is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def loopback_connection(self) -> Connection:
+        """How the server's own clients (the HPA controller) reach it: as kube-apiserver's
+        loopback client, a random token of a system:masters user, valid while it runs."""
+        if self.pki is None or self.access is None:
+            return Connection(server=self.url)
+        return Connection(
+            server=self.url,
+            ca_path=str(self.pki.ca_cert),
+            token=self.access.loopback_token,
+            scheme="Bearer",
+        )
 
     async def _open(self) -> None:
         self._stopping = asyncio.Event()
-        self._scaffold = Scaffold(self.store, pod_log_dir=self.pod_log_dir)
+        access = self.access
+        self._scaffold = Scaffold(
+            self.store,
+            pod_log_dir=self.pod_log_dir,
+            middlewares=[access.middleware] if access is not None else [],
+            routes=access.routes() if access is not None else [],
+        )
         self._runner = web.AppRunner(
             self._scaffold.make_app(),
             access_log=None,
@@ -132,7 +173,8 @@ class APIServer:
             handler_cancellation=True,  # a closed watch connection ends its handler
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        tls = serving_context(self.pki) if self.pki is not None else None
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=tls)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -169,7 +211,7 @@ class APIServer:
         if self.controllers is not None:
             tasks.append(asyncio.create_task(self.controllers.run()))
             period, metrics = self._hpa
-            hpa = HPAController(self.url, metrics=metrics, sync_period=period)
+            hpa = HPAController(self.loopback_connection(), metrics=metrics, sync_period=period)
             tasks.append(asyncio.create_task(hpa.run()))
         try:
             if ready is not None:
@@ -252,14 +294,25 @@ class APIServer:
         return future.result(timeout)
 
     def write_kubeconfig(self, path: Path | None = None) -> Path:
-        """Write a kubeconfig for this server (default: STATE_DIR/kubeconfig)."""
+        """Write a kubeconfig for this server (default: STATE_DIR/kubeconfig): the admin's with
+        the CA and a client certificate when serving HTTPS, no credentials otherwise."""
         if path is None:
             if self.state_dir is None:
                 raise APIServerError("write_kubeconfig() needs a path when there is no state_dir")
             path = self.state_dir / "kubeconfig"
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(kubeconfig_text(self.url))
+        if self.pki is None:
+            path.write_text(kubeconfig_text(self.url))
+        else:  # the admin's client certificate (system:masters), as kind's kubeconfig has
+            text = kubeconfig.kubeconfig_text(
+                self.url,
+                ca=self.pki.ca_cert,
+                client=(self.pki.admin_cert, self.pki.admin_key),
+                user=ADMIN_USER,
+            )
+            path.touch(mode=0o600)
+            path.write_text(text)
         return path
 
     def __enter__(self) -> APIServer:

@@ -140,6 +140,8 @@ def translate(event: Event, predicate: Predicate) -> Event | None:
 
 
 def _check_name(rtype: ResourceType, name: str) -> Cause | None:
+    if rtype.group == "rbac.authorization.k8s.io" and name:
+        return _check_path_segment(name)
     pattern, limit = (_DNS_LABEL, 63) if rtype.key == ("", "namespaces") else (_DNS_SUBDOMAIN, 253)
     if not name:
         return Cause(
@@ -155,6 +157,22 @@ def _check_name(rtype: ResourceType, name: str) -> Cause | None:
             f"{'label' if limit == 63 else 'subdomain'} must consist of lower case "
             "alphanumeric characters, '-' or '.', and must start and end with an "
             "alphanumeric character",
+        )
+    return None
+
+
+def _check_path_segment(name: str) -> Cause | None:
+    """RBAC objects may have any name that fits in a URL path segment (``system:discovery``)."""
+    for bad in ("/", "%"):
+        if bad in name:
+            return Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": may not contain "{bad}"',
+            )
+    if name in (".", ".."):
+        return Cause(
+            "metadata.name", "FieldValueInvalid", f"Invalid value: \"{name}\": may not be '{name}'"
         )
     return None
 
