@@ -16,6 +16,8 @@ real netns, the real kubectl).
   pod's own netns and from a host-network pod; ``fieldRef`` and ``resourceFieldRef`` env.
 - ``httpGet`` probes: readiness gates Ready (404 -> not ready, 200 -> ready, back to 404 -> not
   ready), liveness restarts the container, with the kubelet's event messages.
+- A command that does not exist: the container waits in ``CreateContainerError`` with the
+  launcher's one-line reason, also in a ``Failed`` event.
 """
 
 from __future__ import annotations
@@ -397,3 +399,26 @@ def test_http_probes_gate_readiness_and_restart(cluster: Cluster) -> None:
     assert "Container web failed liveness probe" in messages
     cluster.delete_pod(ns, "web", grace=0)
     cluster.wait_gone(ns, "web")
+
+
+def test_a_container_that_cannot_start_says_why(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    spec = {
+        "nodeName": "node-1",
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "main", "command": ["sfc-test-no-such-command"]}],
+    }
+    cluster.create_pod(ns, "broken", spec)
+
+    def waiting(pod: dict[str, Any]) -> bool:
+        state = container_status(pod).get("state") or {}
+        return (state.get("waiting") or {}).get("reason") == "CreateContainerError"
+
+    pod = cluster.wait_pod(ns, "broken", waiting)
+    message = container_status(pod)["state"]["waiting"]["message"]
+    assert message == (
+        "cannot start the container: exec 'sfc-test-no-such-command': No such file or directory"
+    )
+    assert f"Error: {message}" in [e["message"] for e in cluster.events(ns, "broken")]
+    cluster.delete_pod(ns, "broken", grace=0)
+    cluster.wait_gone(ns, "broken")

@@ -224,8 +224,14 @@ def run(spec: Spec) -> None:
             raise LaunchError(f"{what}: {err}") from err
         _bind(f"/proc/self/fd/{fd}", m.target, read_only=m.read_only, what=what)
         os.close(fd)
-    os.chdir(spec.cwd)
-    os.execvp(spec.argv[0], spec.argv)
+    try:
+        os.chdir(spec.cwd)
+    except OSError as err:
+        raise LaunchError(f"workingDir {spec.cwd!r}: {err.strerror}") from err
+    try:
+        os.execvp(spec.argv[0], spec.argv)
+    except OSError as err:
+        raise LaunchError(f"exec {spec.argv[0]!r}: {err.strerror}") from err
 
 
 def main() -> None:
