@@ -16,6 +16,8 @@ real netns, the real kubectl).
   pod's own netns and from a host-network pod; ``fieldRef`` and ``resourceFieldRef`` env.
 - ``httpGet`` probes: readiness gates Ready (404 -> not ready, 200 -> ready, back to 404 -> not
   ready), liveness restarts the container, with the kubelet's event messages.
+- ``startupProbe``: liveness and readiness wait for it; its failures restart the container;
+  once it succeeds the container is ``started`` and Ready.
 - A command that does not exist: the container waits in ``CreateContainerError`` with the
   launcher's one-line reason, also in a ``Failed`` event.
 """
@@ -422,3 +424,49 @@ def test_a_container_that_cannot_start_says_why(cluster: Cluster) -> None:
     assert f"Error: {message}" in [e["message"] for e in cluster.events(ns, "broken")]
     cluster.delete_pod(ns, "broken", grace=0)
     cluster.wait_gone(ns, "broken")
+
+
+def test_startup_probe_holds_liveness_and_readiness_back(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    server = "import http.server as h; h.test(h.SimpleHTTPRequestHandler, port=18091)"
+    spec = {
+        "nodeName": "node-1",
+        "terminationGracePeriodSeconds": 0,
+        "containers": [
+            {
+                "name": "web",
+                "command": ["python3", "-c", server],
+                "workingDir": "/www",
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                "startupProbe": {
+                    "httpGet": {"port": 18091, "path": "/started"},
+                    "periodSeconds": 1,
+                    "failureThreshold": 3,
+                },
+                "livenessProbe": {
+                    "httpGet": {"port": 18091, "path": "/alive"},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }
+        ],
+        "volumes": [{"name": "www", "emptyDir": {}}],
+    }
+    cluster.create_pod(ns, "slow", spec)
+    # /started and /alive answer 404: the startup probe fails 3 times and restarts it; the
+    # liveness probe, which would have killed it at once, never ran.
+    pod = cluster.wait_pod(
+        ns, "slow", lambda p: container_status(p).get("restartCount", 0) >= 1, timeout=20
+    )
+    messages = [e["message"] for e in cluster.events(ns, "slow")]
+    assert "Container web failed startup probe" in messages
+    assert "Startup probe failed: HTTP probe failed with statuscode: 404" in messages
+    assert not any(m.startswith("Liveness") for m in messages)
+    assert container_status(pod)["started"] is False and not ready(pod)
+    www = cluster.layout.pod_dir(pod["metadata"]["uid"]) / "volumes" / "www"
+    (www / "started").write_text("yes")
+    (www / "alive").write_text("yes")
+    pod = cluster.wait_pod(ns, "slow", ready, timeout=15)
+    assert container_status(pod)["started"] is True
+    cluster.delete_pod(ns, "slow", grace=0)
+    cluster.wait_gone(ns, "slow")

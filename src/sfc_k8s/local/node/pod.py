@@ -136,6 +136,7 @@ class Container:
     terminated: JsonObj | None = None
     waiting: tuple[str, str] = ("ContainerCreating", "")
     probe_ready: bool = False
+    startup_done: bool = False  # its startupProbe succeeded since it last started
     finished: bool = False  # exited and will not be restarted
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -148,8 +149,13 @@ class Container:
         return self.proc is not None and self.proc.returncode is None
 
     @property
+    def started(self) -> bool:
+        """Running, and its startup probe (if any) succeeded."""
+        return self.running and (self.startup_done or not self.spec.get("startupProbe"))
+
+    @property
     def ready(self) -> bool:
-        if not self.running:
+        if not self.started:
             return False
         return self.probe_ready if self.spec.get("readinessProbe") else True
 
@@ -169,7 +175,7 @@ class Container:
             "image": self.spec.get("image", ""),
             "imageID": "",
             "ready": self.ready,
-            "started": self.running,
+            "started": self.started,
             "restartCount": self.restart_count,
             "state": state,
             "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
@@ -296,6 +302,7 @@ class PodWorker:
             c.started_at = c.started_at or now_rfc3339()
             c.started_mono, c.waiting = time.monotonic(), ("", "")
             c.probe_ready = bool(known.get("ready"))  # kept until a probe says otherwise
+            c.startup_done = bool(known.get("started"))
         for c in self.init_containers:
             c.finished = True
             c.terminated = {"exitCode": 0, "reason": "Completed"}
@@ -501,7 +508,7 @@ class PodWorker:
     def _start_containers(self) -> None:
         for c in self.containers:
             self._tasks.append(asyncio.create_task(self._supervise(c)))
-            for kind in ("readinessProbe", "livenessProbe"):
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if c.spec.get(kind):
                     self._tasks.append(asyncio.create_task(self._probe_loop(c, kind)))
 
@@ -682,7 +689,7 @@ class PodWorker:
             }
             if code < 0:
                 c.terminated["signal"] = -code
-            c.probe_ready = False
+            c.probe_ready = c.startup_done = False
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if self.terminating or c.stop.is_set() or not restart:
                 c.finished = True
@@ -716,7 +723,7 @@ class PodWorker:
         c.started_mono = time.monotonic()
         c.terminated = None
         c.waiting = ("", "")
-        c.probe_ready = False
+        c.probe_ready = c.startup_done = False
         self.dirty.set()
         await self.event("Normal", "Started", f"Started container {c.name}")
         return True
@@ -729,6 +736,8 @@ class PodWorker:
                 await asyncio.wait_for(self.changed.wait(), left)
 
     async def _probe_loop(self, c: Container, kind: str) -> None:
+        """Run one probe of a container for as long as the pod lives. Liveness and readiness
+        wait for the startup probe, which stops once it succeeded (until a restart)."""
         probe: JsonObj = c.spec[kind]
         period = float(probe.get("periodSeconds", 10))
         success_needed = int(probe.get("successThreshold", 1))
@@ -736,9 +745,9 @@ class PodWorker:
         started_for: float | None = None
         ok_count = fail_count = 0
         while not self.terminating:
-            if not c.running:
+            if not c.running or (c.started == (kind == "startupProbe")):
                 ok_count = fail_count = 0
-                started_for = None
+                started_for = None if not c.running else started_for
                 await asyncio.sleep(0.05)
                 continue
             if started_for != c.started_mono:
@@ -749,24 +758,38 @@ class PodWorker:
             ok, detail = await self._run_probe(c, probe)
             if ok:
                 ok_count, fail_count = ok_count + 1, 0
-                if kind == "readinessProbe" and ok_count >= success_needed and not c.probe_ready:
-                    c.probe_ready = True
-                    self.dirty.set()
+                if ok_count >= success_needed:
+                    self._probe_passed(c, kind)
             else:
                 ok_count, fail_count = 0, fail_count + 1
-                what = "Readiness" if kind == "readinessProbe" else "Liveness"
-                await self.event("Warning", "Unhealthy", f"{what} probe failed: {detail}")
-                if fail_count >= failures_allowed:
-                    if kind == "readinessProbe" and c.probe_ready:
-                        c.probe_ready = False
-                        self.dirty.set()
-                    elif kind == "livenessProbe" and c.proc is not None and c.running:
-                        await self.event(
-                            "Normal", "Killing", f"Container {c.name} failed liveness probe"
-                        )
-                        _signal_group(c.proc.pid, signal.SIGKILL)
-                        fail_count = 0
+                if await self._probe_failed(c, kind, detail, fail_count >= failures_allowed):
+                    fail_count = 0
             await asyncio.sleep(period)
+
+    def _probe_passed(self, c: Container, kind: str) -> None:
+        if kind == "readinessProbe" and not c.probe_ready:
+            c.probe_ready = True
+            self.dirty.set()
+        elif kind == "startupProbe" and not c.startup_done:
+            c.startup_done = True
+            self.dirty.set()
+
+    async def _probe_failed(self, c: Container, kind: str, detail: str, final: bool) -> bool:
+        """Report a failed probe; once ``final`` act on it. True if the container was killed."""
+        what = kind.removesuffix("Probe")
+        await self.event("Warning", "Unhealthy", f"{what.capitalize()} probe failed: {detail}")
+        if not final:
+            return False
+        if kind == "readinessProbe":
+            if c.probe_ready:
+                c.probe_ready = False
+                self.dirty.set()
+            return False
+        if c.proc is None or not c.running:
+            return False
+        await self.event("Normal", "Killing", f"Container {c.name} failed {what} probe")
+        _signal_group(c.proc.pid, signal.SIGKILL)
+        return True
 
     async def _run_probe(self, c: Container, probe: JsonObj) -> tuple[bool, str]:
         timeout = float(probe.get("timeoutSeconds", 1))
