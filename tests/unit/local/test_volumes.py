@@ -42,6 +42,8 @@ LAYOUT = Layout(Path("/var/lib/sfcl-test"))
         ("/sys/class/net", "/sys/class/net"),
         ("/dev/net/tun", "/dev/net/tun"),
         ("/run/netns", "/run/netns"),
+        ("/var/run/netns/x", "/run/netns/x"),
+        ("/var/run/sfc", "/var/lib/sfcl-test/nodes/node-2/root/run/sfc"),
     ],
 )
 def test_host_path_mapping(path: str, expected: str) -> None:

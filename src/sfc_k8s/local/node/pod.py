@@ -2,9 +2,11 @@
 
 A ``PodWorker`` is created by the node runtime for every pod bound to its node and lives until
 the pod is gone. It plays the kubelet's pod worker: create the network namespace, attach the
-networks the Multus way (``cni.py``), start each container's ``command``/``args`` as a process
-inside the namespace, restart crashed containers per ``restartPolicy`` with back-off, run exec
-(and TCP) readiness/liveness probes, write ``status`` (phase, conditions, container statuses,
+networks the Multus way (``cni.py``), prepare the volumes (``volumes.py``), start each
+container's ``command``/``args`` as a process inside the namespace with its volumes mounted
+(``launch.py``) and the in-cluster and downward-API env, restart crashed containers per
+``restartPolicy`` with back-off, run startup/readiness/liveness probes (exec here, httpGet and
+tcpSocket in ``probes.py``), write ``status`` (phase, conditions, container statuses,
 pod IP) and events, and on deletion stop the containers gracefully (SIGTERM, the grace period,
 SIGKILL), DEL the networks, remove the namespace and confirm the deletion to the API server.
 

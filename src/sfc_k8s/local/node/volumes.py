@@ -53,6 +53,8 @@ def _under(path: str, base: str) -> bool:
 def hostpath_source(layout: Layout, node: str, path: str) -> Path:
     """The host path behind ``hostPath.path`` on ``node`` (see the module docstring)."""
     clean = os.path.normpath("/" + path.lstrip("/"))
+    if _under(clean, "/var/run"):  # a symbolic link to /run on every distribution
+        clean = "/run" + clean[len("/var/run") :]
     if _under(clean, BPFFS):
         return Path(layout.bpffs_root(node) + clean[len(BPFFS) :])
     if any(_under(clean, base) for base in SHARED_HOST_PATHS):
