@@ -55,7 +55,11 @@ def _children(pid: int) -> set[int]:
     found: set[int] = set()
     todo = [pid]
     while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+        try:  # a process that exits while it is looked at has no /proc entry left
+            tasks = list(Path(f"/proc/{todo.pop()}/task").glob("*/children"))
+        except OSError:
+            continue
+        for task in tasks:
             with contextlib.suppress(OSError):
                 for child in map(int, task.read_text().split()):
                     if child not in found:

@@ -440,7 +440,7 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
     for name in ("cluster.json", "kubeconfig", "cluster.lock", "supervisor.lock"):
         with contextlib.suppress(OSError):
             (layout.state_dir / name).unlink()
-    for folder in ("logs", "pods", "ipam", "apiserver", "demo", "pki", "kubeconfigs"):
+    for folder in ("logs", "pods", "ipam", "apiserver", "demo", "pki", "kubeconfigs", "nodes"):
         shutil.rmtree(layout.state_dir / folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         layout.state_dir.rmdir()

@@ -68,6 +68,11 @@ class Layout:
     def bpffs_root(self, node: str) -> str:
         return f"{BPFFS_BASE}/{self.node_netns(node)}"
 
+    def node_root(self, node: str) -> Path:
+        """The node's own directory tree: its pods' ``hostPath`` volumes resolve inside it
+        (``node/volumes.py``)."""
+        return self.state_dir / "nodes" / node / "root"
+
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"

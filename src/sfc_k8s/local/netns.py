@@ -60,6 +60,11 @@ async def _run(*argv: str) -> None:
         raise NetnsError(f"{' '.join(argv)!r} failed: {err.decode(errors='replace').strip()}")
 
 
+async def run_ip(*args: str) -> None:
+    """Run ``ip ARGS``; NetnsError with its message if it fails."""
+    await _run(IP, *args)
+
+
 async def create(name: str) -> None:
     """Create namespace ``name`` with its loopback up (no-op if it exists)."""
     if not os.path.exists(netns_path(name)):

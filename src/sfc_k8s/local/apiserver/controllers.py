@@ -1,10 +1,11 @@
-"""The control loops that run inside the local API server: scheduler, Deployments, GC.
+"""The control loops that run inside the local API server: scheduler, Deployments, DaemonSets, GC.
 
 What kube-scheduler, kube-controller-manager (Deployment, garbage collector, namespace and pod
 GC controllers) do in a real cluster, reduced to what the local cluster needs. They run on the
 server's event loop, wake up on every relevant store change (plus a slow periodic tick), and
 compute the whole desired state in one pass: cheap at the scale of a development cluster.
-Deployments own their Pods directly (no ReplicaSets); see docs/local-cluster.md.
+Deployments own their Pods directly (no ReplicaSets); DaemonSets are in ``daemonsets.py``; see
+docs/local-cluster.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import format_rfc3339, now_rfc3339, parse_rfc3339
+from sfc_k8s.local.apiserver.daemonsets import DaemonSetController
 from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.nodelifecycle import (
     DEFAULT_EVICTION_SECONDS,
@@ -111,6 +113,7 @@ class Controllers:
         self._gc_foreground: set[str] = set()
         self._gc_pods = True
         self._sweep_at = 0.0
+        self.daemonsets = DaemonSetController(store, template_hash)
         store.listeners.append(self._on_event)
 
     def _on_event(self, key: tuple[str, str], event: Event) -> None:
@@ -156,6 +159,7 @@ class Controllers:
             self.collect_garbage,
             self.finish_namespaces,
             self.sync_deployments,
+            self.daemonsets.sync,
             self.schedule,
         ):
             try:

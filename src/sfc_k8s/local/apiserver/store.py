@@ -39,6 +39,7 @@ from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local.apiserver import errors
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
+from sfc_k8s.local.apiserver.daemonsets import admit_daemonset
 from sfc_k8s.local.apiserver.errors import Cause, StatusError
 from sfc_k8s.local.apiserver.hpaspec import admit_hpa
 from sfc_k8s.local.apiserver.patches import (
@@ -1174,6 +1175,7 @@ def _admit_namespace(ns: Obj, old: Obj | None) -> list[Cause]:
 _BUILTIN_ADMISSION: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("", "pods"): _admit_pod,
     ("apps", "deployments"): _admit_deployment,
+    ("apps", "daemonsets"): admit_daemonset,
     ("", "namespaces"): _admit_namespace,
     ("autoscaling", "horizontalpodautoscalers"): admit_hpa,
 }

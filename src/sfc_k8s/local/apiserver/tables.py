@@ -159,6 +159,32 @@ def _deployment_cells(obj: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _daemonset_cells(obj: dict[str, Any]) -> list[Any]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") or {}
+    selector = pod_spec.get("nodeSelector") or {}
+    containers = pod_spec.get("containers") or []
+    match = (spec.get("selector") or {}).get("matchLabels") or {}
+    return [
+        _meta(obj).get("name", ""),
+        *(
+            status.get(field, 0)
+            for field in (
+                "desiredNumberScheduled",
+                "currentNumberScheduled",
+                "numberReady",
+                "updatedNumberScheduled",
+                "numberAvailable",
+            )
+        ),
+        ",".join(f"{k}={v}" for k, v in selector.items()) or "<none>",
+        _created(obj),
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+        ",".join(f"{k}={v}" for k, v in match.items()) or "<none>",
+    ]
+
+
 def _node_cells(obj: dict[str, Any]) -> list[Any]:
     state = "Ready" if is_ready(obj) else "NotReady"
     if (obj.get("spec") or {}).get("unschedulable"):
@@ -207,6 +233,22 @@ _BUILTIN = {
             AGE_COLUMN,
         ],
         _deployment_cells,
+    ),
+    ("apps", "daemonsets"): (
+        [
+            NAME_COLUMN,
+            _column("Desired", "integer"),
+            _column("Current", "integer"),
+            _column("Ready", "integer"),
+            _column("Up-to-date", "integer"),
+            _column("Available", "integer"),
+            _column("Node Selector"),
+            AGE_COLUMN,
+            _column("Containers", priority=1),
+            _column("Images", priority=1),
+            _column("Selector", priority=1),
+        ],
+        _daemonset_cells,
     ),
     ("autoscaling", "horizontalpodautoscalers"): (
         [

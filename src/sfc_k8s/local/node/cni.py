@@ -349,12 +349,15 @@ def network_status(att: Attachment) -> JsonObj:
 
 
 CLUSTER_CIDR = "10.244.0.0/16"  # every node's pod CIDR is a /24 of it
+# Service addresses (kind's range), routed via the node: it holds the `kubernetes` Service's.
+SERVICE_CIDR = "10.96.0.0/12"
 
 
 def cluster_network_config(name: str, subnet: str, data_dir: str, *, mtu: int = 1500) -> JsonObj:
     """The main interface (eth0): a point-to-point veth to the node with host-local IPAM, as
     kindnet configures it: the whole cluster CIDR routed via the node, which routes other
-    nodes' pod CIDRs over the underlay; the MTU is the underlay's."""
+    nodes' pod CIDRs over the underlay, and the Service CIDR (the node answers the API
+    server's Service address); the MTU is the underlay's."""
     return {
         "cniVersion": "1.0.0",
         "name": name,
@@ -364,7 +367,7 @@ def cluster_network_config(name: str, subnet: str, data_dir: str, *, mtu: int = 
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": subnet}]],
-            "routes": [{"dst": CLUSTER_CIDR}],
+            "routes": [{"dst": CLUSTER_CIDR}, {"dst": SERVICE_CIDR}],
             "dataDir": data_dir,
         },
     }

@@ -2,9 +2,11 @@
 
 A ``PodWorker`` is created by the node runtime for every pod bound to its node and lives until
 the pod is gone. It plays the kubelet's pod worker: create the network namespace, attach the
-networks the Multus way (``cni.py``), start each container's ``command``/``args`` as a process
-inside the namespace, restart crashed containers per ``restartPolicy`` with back-off, run exec
-(and TCP) readiness/liveness probes, write ``status`` (phase, conditions, container statuses,
+networks the Multus way (``cni.py``), prepare the volumes (``volumes.py``), start each
+container's ``command``/``args`` as a process inside the namespace with its volumes mounted
+(``launch.py``) and the in-cluster and downward-API env, restart crashed containers per
+``restartPolicy`` with back-off, run startup/readiness/liveness probes (exec here, httpGet and
+tcpSocket in ``probes.py``), write ``status`` (phase, conditions, container statuses,
 pod IP) and events, and on deletion stop the containers gracefully (SIGTERM, the grace period,
 SIGKILL), DEL the networks, remove the namespace and confirm the deletion to the API server.
 
@@ -22,7 +24,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,8 +36,10 @@ from typing import Any
 from sfc_k8s.api.attachments import NETWORK_STATUS_ANNOTATION
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local import netns
+from sfc_k8s.local.apiserver.quantity import parse_milli
 from sfc_k8s.local.kube import ApiError, KubeClient, KubeError, NotFoundError
 from sfc_k8s.local.layout import Layout, processes_in_netns, read_json, write_json
+from sfc_k8s.local.node import launch, probes
 from sfc_k8s.local.node.cni import (
     NETWORKS_ANNOTATION,
     Attachment,
@@ -47,6 +53,7 @@ from sfc_k8s.local.node.cni import (
     parse_networks,
     runtime_config_for,
 )
+from sfc_k8s.local.node.volumes import VolumeBuilder, VolumeError, container_mounts
 
 log = logging.getLogger("sfc_k8s.local.node")
 
@@ -71,6 +78,9 @@ class NodeContext:
     cni_path: list[str]
     pod_network: bool = True
     mtu: int = 1500  # the underlay's: eth0 of every pod gets it, as kindnet does
+    # Where pods reach the API server (the runtime's forwarder in the node's namespace, on
+    # an address every pod of the node routes to): KUBERNETES_SERVICE_HOST and _PORT.
+    api_service: tuple[str, int] | None = None
 
     @property
     def invoker(self) -> CniInvoker:
@@ -128,6 +138,7 @@ class Container:
     terminated: JsonObj | None = None
     waiting: tuple[str, str] = ("ContainerCreating", "")
     probe_ready: bool = False
+    startup_done: bool = False  # its startupProbe succeeded since it last started
     finished: bool = False  # exited and will not be restarted
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -140,8 +151,13 @@ class Container:
         return self.proc is not None and self.proc.returncode is None
 
     @property
+    def started(self) -> bool:
+        """Running, and its startup probe (if any) succeeded."""
+        return self.running and (self.startup_done or not self.spec.get("startupProbe"))
+
+    @property
     def ready(self) -> bool:
-        if not self.running:
+        if not self.started:
             return False
         return self.probe_ready if self.spec.get("readinessProbe") else True
 
@@ -161,7 +177,7 @@ class Container:
             "image": self.spec.get("image", ""),
             "imageID": "",
             "ready": self.ready,
-            "started": self.running,
+            "started": self.started,
             "restartCount": self.restart_count,
             "state": state,
             "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
@@ -193,6 +209,8 @@ class PodWorker:
         self.dirty = asyncio.Event()
         self.sandbox_ready = False
         self.pod_ip: str | None = None
+        self.volume_paths: dict[str, Path] | None = None  # host path of each volume
+        self.read_only_volumes: set[str] = set()
         self.start_time = now_rfc3339()
         self.seen_mono = time.monotonic()  # when the runtime first saw the pod
         self._ready_logged = False
@@ -238,6 +256,7 @@ class PodWorker:
                 self._start_containers()
             else:
                 await self._start_sandbox()
+                await self._mount_volumes()
                 if not self.terminating and await self._run_init_containers():
                     self._start_containers()
             while not self.terminating:
@@ -285,6 +304,7 @@ class PodWorker:
             c.started_at = c.started_at or now_rfc3339()
             c.started_mono, c.waiting = time.monotonic(), ("", "")
             c.probe_ready = bool(known.get("ready"))  # kept until a probe says otherwise
+            c.startup_done = bool(known.get("started"))
         for c in self.init_containers:
             c.finished = True
             c.terminated = {"exitCode": 0, "reason": "Completed"}
@@ -436,6 +456,31 @@ class PodWorker:
         self.sandbox_ready = True
         self.dirty.set()
 
+    async def _mount_volumes(self) -> None:
+        """Prepare the pod's volumes (``volumes.py``), retrying with back-off as the kubelet
+        does (a ConfigMap created after the pod still gets mounted)."""
+        backoff = 1.0
+        while not self.terminating:
+            try:
+                await self._prepare_volumes()
+                return
+            except VolumeError as err:
+                message = f"MountVolume.SetUp failed for {err}"
+                log.warning("pod %s/%s: %s", self.namespace, self.name, message)
+                for c in self.init_containers + self.containers:
+                    c.waiting = ("ContainerCreating", message)
+                self.dirty.set()
+                await self.event("Warning", "FailedMount", message)
+            await self._wait_changed(backoff)
+            backoff = min(backoff * 2, SANDBOX_BACKOFF_MAX)
+
+    async def _prepare_volumes(self) -> None:
+        builder = VolumeBuilder(
+            self.node.kube, self.node.layout, self.node.name, self.pod, self._fields()
+        )
+        self.volume_paths = await builder.prepare()
+        self.read_only_volumes = builder.read_only()
+
     async def _release_network(self) -> None:
         ctx = self._pod_context()
         invoker = self.node.invoker
@@ -465,7 +510,7 @@ class PodWorker:
     def _start_containers(self) -> None:
         for c in self.containers:
             self._tasks.append(asyncio.create_task(self._supervise(c)))
-            for kind in ("readinessProbe", "livenessProbe"):
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if c.spec.get(kind):
                     self._tasks.append(asyncio.create_task(self._probe_loop(c, kind)))
 
@@ -510,9 +555,9 @@ class PodWorker:
                 c.restart_count += 1
         return True
 
-    def _env(self, spec: JsonObj) -> dict[str, str]:
+    def _fields(self) -> dict[str, str]:
+        """The downward API's values (``fieldRef``) for this pod."""
         meta = self.pod["metadata"]
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.name, "HOME": "/root"}
         fields = {
             "metadata.name": self.name,
             "metadata.namespace": self.namespace,
@@ -520,26 +565,79 @@ class PodWorker:
             "spec.nodeName": self.node.name,
             "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
             "status.podIP": self.pod_ip or "",
+            "status.podIPs": self.pod_ip or "",
             "status.hostIP": self.node.host_ip,
+            "status.hostIPs": self.node.host_ip,
         }
+        for group in ("labels", "annotations"):
+            items = meta.get(group) or {}
+            for key, value in items.items():
+                fields[f"metadata.{group}['{key}']"] = str(value)
+            fields[f"metadata.{group}"] = "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+        return fields
+
+    def _service_env(self) -> dict[str, str]:
+        """The in-cluster configuration every container gets (the ``kubernetes`` Service)."""
+        if self.node.api_service is None:
+            return {}
+        host, port = self.node.api_service
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+            f"KUBERNETES_PORT_{port}_TCP_PORT": str(port),
+            f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
+        }
+
+    def _env(self, spec: JsonObj) -> dict[str, str]:
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.name, "HOME": "/root"}
+        env.update(self._service_env())
+        fields = self._fields()
         for item in spec.get("env") or []:
             name = item.get("name")
             if not name:
                 continue
+            source = item.get("valueFrom") or {}
             if "value" in item:
                 env[name] = _expand(str(item["value"]), env)
-            else:
-                ref = ((item.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
-                if ref in fields:
-                    env[name] = fields[ref]
-                elif ref.startswith(("metadata.labels['", "metadata.annotations['")):
-                    group, key = ref.split("['", 1)
-                    source = meta.get(group.split(".")[1]) or {}
-                    env[name] = str(source.get(key.rstrip("']"), ""))
+            elif "fieldRef" in source:
+                env[name] = fields.get(str(source["fieldRef"].get("fieldPath", "")), "")
+            elif "resourceFieldRef" in source:
+                env[name] = resource_value(self.pod["spec"], spec, source["resourceFieldRef"])
         return env
 
     def _argv(self, spec: JsonObj) -> list[str]:
         return [str(x) for x in (spec.get("command") or []) + (spec.get("args") or [])]
+
+    async def _launch_argv(
+        self, c: Container, argv: list[str], status_fd: int | None = None
+    ) -> list[str]:
+        """``argv`` run as a process of container ``c``: its netns, its volumes at their
+        mount paths in a mount namespace of its own (``launch.py``, which closes
+        ``status_fd`` when it runs ``argv`` or writes why it could not)."""
+        if self.volume_paths is None:  # an adopted pod's container restarting
+            try:
+                await self._prepare_volumes()
+            except VolumeError as err:
+                raise OSError(f"MountVolume.SetUp failed for {err}") from err
+        assert self.volume_paths is not None
+        (self.dir / "rootfs").mkdir(exist_ok=True)
+        try:
+            mounts = container_mounts(c.spec, self.volume_paths, self.read_only_volumes)
+        except VolumeError as err:
+            raise OSError(str(err)) from err
+        spec = launch.Spec(
+            argv,
+            netns=netns.netns_path(self.netns),
+            mounts=mounts,
+            cwd=c.spec.get("workingDir") or "/",
+            status_fd=status_fd,
+            root_staging=str(self.dir / "rootfs"),
+        )
+        return launch.command_line(sys.executable, spec)
 
     async def _spawn(self, c: Container) -> asyncio.subprocess.Process:
         argv = self._argv(c.spec)
@@ -549,16 +647,29 @@ class PodWorker:
                 "so every container needs an explicit command"
             )
         log_path = self.dir / f"{c.name}.log"
-        with open(log_path, "ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                *netns.exec_argv(self.netns, argv),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                env=self._env(c.spec),
-                cwd=c.spec.get("workingDir") or "/",
-                start_new_session=True,
-            )
+        status_read, status_write = os.pipe()
+        try:
+            launch = await self._launch_argv(c, argv, status_write)
+            with open(log_path, "ab") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    env=self._env(c.spec),
+                    cwd="/",
+                    start_new_session=True,
+                    pass_fds=(status_write,),
+                )
+        except BaseException:
+            os.close(status_read)
+            raise
+        finally:
+            os.close(status_write)
+        failure = await asyncio.to_thread(_read_to_end, status_read)
+        if failure:
+            await proc.wait()
+            raise OSError(failure)
         with contextlib.suppress(OSError):
             (self.dir / f"{c.name}.pid").write_text(str(proc.pid))
         return proc
@@ -580,7 +691,7 @@ class PodWorker:
             }
             if code < 0:
                 c.terminated["signal"] = -code
-            c.probe_ready = False
+            c.probe_ready = c.startup_done = False
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if self.terminating or c.stop.is_set() or not restart:
                 c.finished = True
@@ -614,7 +725,7 @@ class PodWorker:
         c.started_mono = time.monotonic()
         c.terminated = None
         c.waiting = ("", "")
-        c.probe_ready = False
+        c.probe_ready = c.startup_done = False
         self.dirty.set()
         await self.event("Normal", "Started", f"Started container {c.name}")
         return True
@@ -627,6 +738,8 @@ class PodWorker:
                 await asyncio.wait_for(self.changed.wait(), left)
 
     async def _probe_loop(self, c: Container, kind: str) -> None:
+        """Run one probe of a container for as long as the pod lives. Liveness and readiness
+        wait for the startup probe, which stops once it succeeded (until a restart)."""
         probe: JsonObj = c.spec[kind]
         period = float(probe.get("periodSeconds", 10))
         success_needed = int(probe.get("successThreshold", 1))
@@ -634,9 +747,9 @@ class PodWorker:
         started_for: float | None = None
         ok_count = fail_count = 0
         while not self.terminating:
-            if not c.running:
+            if not c.running or (c.started == (kind == "startupProbe")):
                 ok_count = fail_count = 0
-                started_for = None
+                started_for = None if not c.running else started_for
                 await asyncio.sleep(0.05)
                 continue
             if started_for != c.started_mono:
@@ -644,38 +757,60 @@ class PodWorker:
                 await asyncio.sleep(float(probe.get("initialDelaySeconds", 0)))
                 if not c.running or self.terminating:
                     continue
-            ok, detail = await self._run_probe(probe)
+            ok, detail = await self._run_probe(c, probe)
             if ok:
                 ok_count, fail_count = ok_count + 1, 0
-                if kind == "readinessProbe" and ok_count >= success_needed and not c.probe_ready:
-                    c.probe_ready = True
-                    self.dirty.set()
+                if ok_count >= success_needed:
+                    self._probe_passed(c, kind)
             else:
                 ok_count, fail_count = 0, fail_count + 1
-                what = "Readiness" if kind == "readinessProbe" else "Liveness"
-                await self.event("Warning", "Unhealthy", f"{what} probe failed: {detail}")
-                if fail_count >= failures_allowed:
-                    if kind == "readinessProbe" and c.probe_ready:
-                        c.probe_ready = False
-                        self.dirty.set()
-                    elif kind == "livenessProbe" and c.proc is not None and c.running:
-                        await self.event(
-                            "Normal", "Killing", f"Container {c.name} failed liveness probe"
-                        )
-                        _signal_group(c.proc.pid, signal.SIGKILL)
-                        fail_count = 0
+                if await self._probe_failed(c, kind, detail, fail_count >= failures_allowed):
+                    fail_count = 0
             await asyncio.sleep(period)
 
-    async def _run_probe(self, probe: JsonObj) -> tuple[bool, str]:
+    def _probe_passed(self, c: Container, kind: str) -> None:
+        if kind == "readinessProbe" and not c.probe_ready:
+            c.probe_ready = True
+            self.dirty.set()
+        elif kind == "startupProbe" and not c.startup_done:
+            c.startup_done = True
+            self.dirty.set()
+
+    async def _probe_failed(self, c: Container, kind: str, detail: str, final: bool) -> bool:
+        """Report a failed probe; once ``final`` act on it. True if the container was killed."""
+        what = kind.removesuffix("Probe")
+        await self.event("Warning", "Unhealthy", f"{what.capitalize()} probe failed: {detail}")
+        if not final:
+            return False
+        if kind == "readinessProbe":
+            if c.probe_ready:
+                c.probe_ready = False
+                self.dirty.set()
+            return False
+        if c.proc is None or not c.running:
+            return False
+        await self.event("Normal", "Killing", f"Container {c.name} failed {what} probe")
+        _signal_group(c.proc.pid, signal.SIGKILL)
+        return True
+
+    async def _run_probe(self, c: Container, probe: JsonObj) -> tuple[bool, str]:
         timeout = float(probe.get("timeoutSeconds", 1))
+        if "httpGet" in probe:
+            return await probes.http_get(self.netns, probe, c.spec, self.pod_ip or "")
+        if "tcpSocket" in probe:
+            return await probes.tcp_socket(self.netns, probe, c.spec, self.pod_ip or "")
         if "exec" in probe:
             argv = [str(x) for x in (probe["exec"].get("command") or [])]
+            try:
+                launch = await self._launch_argv(c, argv)
+            except OSError as err:
+                return False, str(err)
             proc = await asyncio.create_subprocess_exec(
-                *netns.exec_argv(self.netns, argv),
+                *launch,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                env={"PATH": DEFAULT_PATH},
+                env=self._env(c.spec),
                 start_new_session=True,
             )
             try:
@@ -685,18 +820,7 @@ class PodWorker:
                 await proc.wait()
                 return False, f"command timed out after {timeout:g}s"
             return proc.returncode == 0, out.decode(errors="replace").strip()[-300:]
-        if "tcpSocket" in probe:
-            host = probe["tcpSocket"].get("host") or "127.0.0.1"
-            port = int(probe["tcpSocket"]["port"])
-            try:
-                sock = await asyncio.to_thread(
-                    netns.connect_in_netns, self.netns, host, port, timeout=timeout
-                )
-            except OSError as err:
-                return False, f"dial tcp {host}:{port}: {err}"
-            sock.close()
-            return True, ""
-        return True, "probe type not emulated (exec and tcpSocket are): counted as success"
+        return True, "probe type not emulated (exec, httpGet, tcpSocket are): counted as success"
 
     # -- termination -------------------------------------------------------------------------
 
@@ -739,6 +863,12 @@ class PodWorker:
         for pid in [] if self.host_network else processes_in_netns(self.netns):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        # Only content the runtime wrote (emptyDir, ConfigMap, Secret...): hostPath volumes
+        # live in the node's tree and stay. Nothing is mounted on the host to undo: each
+        # container's mounts went with its mount namespace.
+        shutil.rmtree(self.dir / "volumes", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.dir / "rootfs").rmdir()
         await self._release_network()
         with contextlib.suppress(OSError):
             (self.dir / "pod.json").unlink()
@@ -898,6 +1028,39 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return value
 
 
+def resource_value(pod_spec: JsonObj, container: JsonObj, ref: JsonObj) -> str:
+    """A ``resourceFieldRef`` (``limits.cpu``, ``requests.memory``...) in units of its
+    ``divisor`` (default 1), rounded up as the kubelet does; a limit not set reads as the
+    machine's capacity, a request not set as the limit."""
+    name = str(ref.get("containerName") or container.get("name", ""))
+    target = next((c for c in pod_spec.get("containers") or [] if c.get("name") == name), container)
+    kind, _, resource = str(ref.get("resource", "")).partition(".")
+    resources = target.get("resources") or {}
+    value = (resources.get(kind) or {}).get(resource)
+    if value is None and kind == "requests":
+        value = (resources.get("limits") or {}).get(resource)
+    if value is None:
+        value = os.cpu_count() or 1 if resource == "cpu" else _memory_bytes()
+    divisor = parse_milli(ref.get("divisor") or 1)
+    amount = -(-parse_milli(value) // divisor)  # rounded up
+    return str(max(amount, 1) if resource == "cpu" else amount)
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _read_to_end(fd: int) -> str:
+    """Everything written to pipe ``fd`` until its writers closed it; ``fd`` is closed."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def _json_dumps(doc: object) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
@@ -939,5 +1102,6 @@ async def cleanup_record(record_path: Path, cni_path: list[str]) -> None:
     if pod_netns:
         with contextlib.suppress(netns.NetnsError):
             await netns.delete(pod_netns)
+    shutil.rmtree(record_path.parent / "volumes", ignore_errors=True)
     with contextlib.suppress(OSError):
         record_path.unlink()

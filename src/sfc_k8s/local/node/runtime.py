@@ -6,10 +6,11 @@ can crash alone). For each node it creates the node's network namespace if the u
 not (the "host" of that node: pods' host-side veths live there, and its agent runs there),
 finds the node's address and MTU on its underlay interface, registers a ``Node`` object with
 that ``InternalIP`` and a ``Ready`` condition and keeps its heartbeats (the condition and the
-node's Lease), and opens an API endpoint inside the namespace (``127.0.0.1:<api port>``
-forwarded to the API server) so that processes of the node reach the API server with the same
-kubeconfig as the host. It runs a ``PodWorker`` for every pod bound to its nodes (the API
-server schedules, as kube-scheduler).
+node's Lease), and opens API endpoints inside the namespace (``127.0.0.1:<api port>`` and the
+``kubernetes`` Service's ``10.96.0.1:443``, forwarded to the API server) so that processes of
+the node reach the API server with the same kubeconfig as the host, and pods in-cluster. It
+runs a ``PodWorker`` for every pod bound to its nodes (the API server schedules, as
+kube-scheduler).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ HEARTBEAT_SECONDS = 10.0  # the kubelet's --node-status-update-frequency default
 NODE_LABEL = "node.sfc-k8s.io/local"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40
+# The `kubernetes` Service's address and port as pods see them (kind's first ClusterIP): every
+# node namespace holds the address on its loopback (as kube-proxy's IPVS mode holds Service
+# addresses on a dummy device), so that host-network pods reach it locally and the other pods
+# through their default route to the node.
+API_SERVICE_ADDRESS = "10.96.0.1"
+API_SERVICE_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,8 @@ class NodeRuntime:
                 pod_network=self.pod_network,
                 mtu=address.mtu,
             )
-            if self.api_proxy:
-                await self._start_api_proxy(ns)
+            if self.api_proxy and await self._start_api_proxy(ns):
+                self.contexts[spec.name].api_service = (API_SERVICE_ADDRESS, API_SERVICE_PORT)
             await self._register(spec)
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         self._tasks.append(asyncio.create_task(self._watch_pods()))
@@ -180,12 +187,20 @@ class NodeRuntime:
 
     # -- the API endpoint inside each node namespace -----------------------------------------
 
-    async def _start_api_proxy(self, ns: str) -> None:
+    async def _start_api_proxy(self, ns: str) -> bool:
+        """Forward ``127.0.0.1:<api port>`` and the ``kubernetes`` Service's address in the
+        node's namespace to the API server; False if it is not on this machine's loopback."""
         url = urllib.parse.urlsplit(self.kube.conn.server)
         host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
         if host not in ("127.0.0.1", "localhost"):
-            return
-        sock = await asyncio.to_thread(netns.listen_in_netns, ns, "127.0.0.1", port)
+            return False
+        await netns.run_ip("-n", ns, "addr", "replace", f"{API_SERVICE_ADDRESS}/32", "dev", "lo")
+        sockets = [
+            await asyncio.to_thread(netns.listen_in_netns, ns, "127.0.0.1", port),
+            await asyncio.to_thread(
+                netns.listen_in_netns, ns, API_SERVICE_ADDRESS, API_SERVICE_PORT
+            ),
+        ]
 
         async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -195,7 +210,9 @@ class NodeRuntime:
                 return
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
-        self._servers.append(await asyncio.start_server(forward, sock=sock))
+        for sock in sockets:
+            self._servers.append(await asyncio.start_server(forward, sock=sock))
+        return True
 
     # -- Node objects ------------------------------------------------------------------------
 
