@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,8 +106,47 @@ def _programmed(kube: SyncKube, firewalls: int) -> bool:
     return ready and replicas == firewalls
 
 
+_WHOAMI = """
+import json, os, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+url = "https://%s:%s/apis/authentication.k8s.io/v1/selfsubjectreviews" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+request = urllib.request.Request(url, data=body.encode(), method="POST", headers={
+    "Authorization": "Bearer " + open(sa + "/token").read(),
+    "Content-Type": "application/json"})
+answer = json.load(urllib.request.urlopen(request, context=context, timeout=10))
+print("user:", answer["status"]["userInfo"]["username"], flush=True)
+"""
+
+
+def _whoami_from_a_pod(layout: Layout, kube: SyncKube) -> str:
+    """What the API server says a pod is, asked in-cluster: its projected token, the CA from
+    kube-root-ca.crt, ``KUBERNETES_SERVICE_HOST``, verified TLS."""
+    created = _kubectl(layout, "create", "serviceaccount", "probe", "-n", "default")
+    assert created.returncode == 0, created.stderr
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "whoami", "namespace": "default"},
+        "spec": {
+            "serviceAccountName": "probe",
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "x", "command": [sys.executable, "-c", _WHOAMI]}],
+        },
+    }
+    kube.request("POST", "/api/v1/namespaces/default/pods", body=pod)
+    path = "/api/v1/namespaces/default/pods/whoami"
+    wait_for(
+        "the pod done", lambda: kube.get(path)["status"].get("phase") in ("Succeeded", "Failed"), 60
+    )
+    logs = _kubectl(layout, "logs", "whoami", "-n", "default")
+    return logs.stdout.strip() + logs.stderr.strip()
+
+
 @pytest.fixture(scope="module")
-def used(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The chain's life on a fresh `local up`; what RBAC granted and denied meanwhile."""
     layout = Layout(tmp_path_factory.mktemp("sfclp") / "state")
     try:
@@ -130,9 +170,21 @@ def used(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         wait_for("no CrossConnection left", lambda: _xc_names(kube) == [], 30)
         who = _kubectl(layout, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
         assert who.stdout == "kubernetes-admin", who.stderr
-        yield kube.get(USED_PATH)
+        used = kube.get(USED_PATH)  # before the pod below, which is no operator's
+        yield {"used": used, "pod_whoami": _whoami_from_a_pod(layout, kube)}
     finally:
         local_cli.down(layout, progress=local_cli.Progress(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def used(life: dict[str, Any]) -> dict[str, Any]:
+    return dict(life["used"])
+
+
+def test_a_pod_authenticates_in_cluster_with_its_projected_token(life: dict[str, Any]) -> None:
+    """The kubelet's part: a bound token from TokenRequest and the published root CA, so a
+    pod's client verifies the server at 10.96.0.1 and is its service account."""
+    assert life["pod_whoami"] == "user: system:serviceaccount:default:probe"
 
 
 def test_the_operator_was_denied_nothing(used: dict[str, Any]) -> None:

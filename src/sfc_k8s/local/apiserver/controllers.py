@@ -33,6 +33,7 @@ from sfc_k8s.local.apiserver.nodelifecycle import (
     not_ready_status,
 )
 from sfc_k8s.local.apiserver.resources import ResourceType
+from sfc_k8s.local.apiserver.rootca import RootCAPublisher
 from sfc_k8s.local.apiserver.scheduling import NodeLoad, choose_node, owner_uid
 from sfc_k8s.local.apiserver.store import Event, Obj, Store, meta
 
@@ -98,8 +99,10 @@ class Controllers:
         *,
         node_grace: float = DEFAULT_GRACE_SECONDS,
         eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
+        root_ca: str | None = None,
     ) -> None:
-        """``node_grace``: seconds without heartbeat before a node is ``Ready=Unknown``;
+        """``root_ca``: the cluster CA (PEM) to publish as ``kube-root-ca.crt``, if it has one;
+        ``node_grace``: seconds without heartbeat before a node is ``Ready=Unknown``;
         ``eviction_timeout``: seconds after that before its pods are evicted (unless their
         tolerations say otherwise)."""
         self.store = store
@@ -114,6 +117,7 @@ class Controllers:
         self._gc_pods = True
         self._sweep_at = 0.0
         self.daemonsets = DaemonSetController(store, template_hash)
+        self.root_ca = RootCAPublisher(store, root_ca) if root_ca else None
         store.listeners.append(self._on_event)
 
     def _on_event(self, key: tuple[str, str], event: Event) -> None:
@@ -161,6 +165,7 @@ class Controllers:
             self.sync_deployments,
             self.daemonsets.sync,
             self.schedule,
+            *((self.root_ca.sync,) if self.root_ca else ()),
         ):
             try:
                 step()

@@ -32,7 +32,8 @@ SERVING_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-SERVING_ADDRESSES = ("127.0.0.1", "::1")
+# The last: the `kubernetes` Service's ClusterIP, where pods reach the server (local/node).
+SERVING_ADDRESSES = ("127.0.0.1", "::1", "10.96.0.1")
 
 
 class PKIError(RuntimeError):

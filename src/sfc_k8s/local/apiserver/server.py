@@ -126,7 +126,12 @@ class APIServer:
         self._hpa = (hpa_sync_period, hpa_metrics)
         self.pod_log_dir = Path(pod_log_dir) if pod_log_dir is not None else None
         self.controllers = (
-            Controllers(self.store, node_grace=node_grace, eviction_timeout=eviction_timeout)
+            Controllers(
+                self.store,
+                node_grace=node_grace,
+                eviction_timeout=eviction_timeout,
+                root_ca=self.pki.ca_cert.read_text() if self.pki else None,
+            )
             if controllers
             else None
         )

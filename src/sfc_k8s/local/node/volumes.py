@@ -23,6 +23,7 @@ one; without one the ``token`` file is left out (nothing authenticates requests 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -34,12 +35,15 @@ from sfc_k8s.local.node.launch import Mount
 
 JsonObj = dict[str, Any]
 
+log = logging.getLogger("sfc_k8s.local.node")
+
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 SHARED_HOST_PATHS = ("/proc", "/sys", "/dev", "/run/netns")
 BPFFS = "/sys/fs/bpf"
 DEFAULT_MODE = 0o644
 AUTOMOUNT_VOLUME = "kube-api-access-local"
+TOKEN_EXPIRATION = 3607  # seconds: what the ServiceAccount admission plugin asks for
 
 
 class VolumeError(Exception):
@@ -82,11 +86,37 @@ def _check_host_path(source: Path, kind: str, name: str) -> None:
         raise VolumeError(f"volume {name!r}: unknown hostPath type {kind!r}")
 
 
-async def service_account_token(kube: KubeClient, namespace: str, account: str) -> str | None:
+async def service_account_token(
+    kube: KubeClient,
+    namespace: str,
+    account: str,
+    *,
+    pod: tuple[str, str] | None = None,
+    expiration: int = TOKEN_EXPIRATION,
+) -> str | None:
     """The token a pod of ``account`` presents to the API server, or None if there is none.
 
-    The one seam for authentication: the API server's service-account tokens replace this
-    body. Until then: the ServiceAccount's legacy token Secret, if one exists."""
+    As the kubelet does: a TokenRequest for the service account, bound to the pod (``pod`` =
+    name, uid) so it dies with it. A server without the TokenRequest API (the plain-HTTP test
+    server, which authenticates nobody) answers 404: then the ServiceAccount's legacy token
+    Secret, if one exists."""
+    path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token"
+    spec: JsonObj = {"expirationSeconds": expiration}
+    if pod is not None:
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod[0], "uid": pod[1]}
+    try:
+        answer = await kube.create(path, {"apiVersion": "authentication.k8s.io/v1",
+                                          "kind": "TokenRequest", "spec": spec})  # fmt: skip
+        return str(answer["status"]["token"])
+    except NotFoundError:
+        pass
+    except KubeError as err:
+        log.warning("no token for %s/%s: %s", namespace, account, err)
+        return None
+    return await _legacy_token(kube, namespace, account)
+
+
+async def _legacy_token(kube: KubeClient, namespace: str, account: str) -> str | None:
     try:
         secrets = await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
     except KubeError:
@@ -116,12 +146,12 @@ def automount_volume(pod: Mapping[str, Any]) -> JsonObj | None:
         "projected": {
             "defaultMode": DEFAULT_MODE,
             "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_EXPIRATION}},
                 {
                     "configMap": {
                         "name": ROOT_CA_CONFIGMAP,
                         "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                        "optional": True,  # the local API server has no CA yet
+                        "optional": True,  # published only by a server with a CA (rootca.py)
                     }
                 },
                 {
@@ -240,7 +270,16 @@ class VolumeBuilder:
         account = str((self.pod.get("spec") or {}).get("serviceAccountName") or "default")
         for source in projected.get("sources") or []:
             if "serviceAccountToken" in source:
-                token = await service_account_token(self.kube, self.namespace, account)
+                meta = self.pod.get("metadata") or {}
+                token = await service_account_token(
+                    self.kube,
+                    self.namespace,
+                    account,
+                    pod=(str(meta.get("name")), str(meta.get("uid"))),
+                    expiration=int(
+                        source["serviceAccountToken"].get("expirationSeconds") or TOKEN_EXPIRATION
+                    ),
+                )
                 if token is not None:  # left out: see service_account_token
                     path = str(source["serviceAccountToken"].get("path") or "token")
                     files[path] = (token.encode(), mode)
