@@ -271,8 +271,16 @@ def _ifname(ifindex: int) -> str:
         raise DataplaneError(f"no interface with index {ifindex}: {err}") from err
 
 
+TC_TIMEOUT = 10.0  # seconds a `tc` call may take before the caller gets a BpfError
+
+
 def _tc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["tc", *args], capture_output=True, text=True, check=False, timeout=10)
+    try:  # a hung `tc` must reach callers as a data-plane error (see tunnel._ip)
+        return subprocess.run(
+            ["tc", *args], capture_output=True, text=True, check=False, timeout=TC_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as err:
+        raise BpfError(f"'tc {' '.join(args)}' did not answer in {TC_TIMEOUT:g} s") from err
 
 
 def tc_batch(commands: list[str]) -> tuple[int, str]:

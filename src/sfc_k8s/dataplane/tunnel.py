@@ -60,8 +60,18 @@ def check_port(port: int) -> None:
         )
 
 
+IP_TIMEOUT = 10.0  # seconds an `ip` call may take before the caller gets a TunnelError
+
+
 def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=10)
+    # A hung `ip` (an overloaded node) must reach callers as a data-plane error, which they
+    # report and retry, not as an exception that fails the agent's handler untyped.
+    try:
+        return subprocess.run(
+            ["ip", *args], capture_output=True, text=True, check=False, timeout=IP_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as err:
+        raise TunnelError(f"'ip {' '.join(args)}' did not answer in {IP_TIMEOUT:g} s") from err
 
 
 def find(ifname: str) -> Device | None:
