@@ -31,8 +31,6 @@ from typing import Any
 
 from sfc_k8s.api.custom_metrics import BITS_PER_SECOND, PACKETS_PER_SECOND, SESSIONS
 from sfc_k8s.api.models import (
-    API_VERSION,
-    CHAIN_KIND,
     CHAIN_LABEL,
     AutoscalingSpec,
     ChainSpec,
@@ -179,16 +177,7 @@ def render_hpa(
             "name": hpa_name(chain, function),
             "namespace": chain.namespace,
             "labels": {CHAIN_LABEL: chain.name, FUNCTION_LABEL: function.name},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": CHAIN_KIND,
-                    "name": chain.name,
-                    "uid": chain.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [chain.owner_reference()],
         },
         "spec": {
             "scaleTargetRef": {

@@ -18,7 +18,6 @@ from sfc_k8s.api.chain import Problems, parse_dataplane
 from sfc_k8s.api.errors import CrossConnectionInvalid
 from sfc_k8s.api.models import (
     API_VERSION,
-    CHAIN_KIND,
     CHAIN_LABEL,
     CLUSTER_ID_MAX,
     ENDPOINT_ID_MAX,
@@ -105,16 +104,7 @@ def cross_connection_body(chain: ChainSpec, spec: CrossConnectionSpec) -> CrossC
             "name": chain.xc_name(spec.link),
             "namespace": chain.namespace,
             "labels": {CHAIN_LABEL: chain.name, LINK_LABEL: spec.link},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": CHAIN_KIND,
-                    "name": chain.name,
-                    "uid": chain.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [chain.owner_reference()],
         },
         "spec": spec.to_body(),
     }

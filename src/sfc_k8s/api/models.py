@@ -20,6 +20,7 @@ from sfc_k8s.api.types import (
     EndpointBody,
     LabelSelectorBody,
     LabelSelectorRequirementBody,
+    OwnerReferenceBody,
 )
 
 GROUP = "sfc-k8s.io"
@@ -256,6 +257,18 @@ class ChainSpec:
 
     def xc_name(self, link: LinkSpec | str) -> str:
         return xc_name(self.name, link if isinstance(link, str) else link.name)
+
+    def owner_reference(self) -> OwnerReferenceBody:
+        """The controlling owner reference of what the controller writes for this chain
+        (CrossConnections, HPAs): deleting the chain deletes them."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": CHAIN_KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
 
 
 def xc_name(chain: str, link: str) -> str:
