@@ -451,15 +451,20 @@ _DISCOVERY_URLS = [
 _PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
 
 
+def _bootstrap_metadata(name: str) -> dict[str, Any]:
+    """The metadata of a default role or binding, as kube-apiserver marks its own."""
+    return {
+        "name": name,
+        "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+        "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
+    }
+
+
 def _cluster_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
-            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
-        },
+        "metadata": _bootstrap_metadata(name),
         "rules": rules,
     }
 
@@ -468,11 +473,7 @@ def _cluster_role_binding(name: str, role: str, groups: list[str]) -> dict[str, 
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
-            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"},
-        },
+        "metadata": _bootstrap_metadata(name),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g} for g in groups
