@@ -199,6 +199,10 @@ def get_link(name: str) -> Request:
     return (RTM_GETLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name), f"look up link {name!r}")
 
 
+def get_link_by_index(index: int) -> Request:
+    return (RTM_GETLINK, 0, ifinfo(index=index), f"look up link #{index}")
+
+
 def del_link(name: str) -> Request:
     return (RTM_DELLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name), f"delete link {name!r}")
 

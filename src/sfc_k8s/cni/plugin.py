@@ -303,7 +303,15 @@ def _exists_error(host: Rtnl, host_name: str, env: Env) -> CniError:
 
 
 def cmd_del(env: Env, conf: NetConf) -> None:
-    """Remove the veth and release the lease; anything already gone counts as done."""
+    """Remove the veth and release the lease; anything already gone counts as done.
+
+    Only this attachment's veth is removed: the host end's name comes from the pod UID and the
+    interface, which the pod's next sandbox reuses, so a late DEL of the old sandbox (a kubelet
+    retry, or one the shim spooled and the agent replays) could otherwise remove the new
+    sandbox's. A host end whose ifalias names another container is left alone, and so is a pod
+    end whose peer does (``_owner``); the lease is released under this call's container ID,
+    which IPAM plugins key their leases by, so the other sandbox's lease stays too.
+    """
     from sfc_k8s.cni import netlink as nl
 
     host_name = host_name_for(env)
@@ -315,9 +323,13 @@ def cmd_del(env: Env, conf: NetConf) -> None:
         release = start("DEL", conf.ipam_type or "", env.path, stdin)
     try:
         with nl.Rtnl() as host:
-            removed = _delete_link(host, host_name)
-        if not removed and env.netns:
-            removed = _delete_pod_end(env)
+            owner = _owner(host.link(host_name))
+            foreign = owner is not None and owner != env.container_id
+            removed = False
+            if not foreign:
+                removed = _delete_link(host, host_name)
+                if not removed and env.netns:
+                    removed = _delete_pod_end(env, host)
     except Exception as err:
         if release is not None:
             release.abandon()  # no orphan: the runtime will call DEL again
@@ -326,12 +338,24 @@ def cmd_del(env: Env, conf: NetConf) -> None:
         raise
     if release is not None:
         release.finish(parse=False)
+    if foreign:
+        log.write("info", f"left {host_name}: it belongs to container {str(owner)[:12]}")
+        return
     state = "deleted" if removed else "already gone:"
     log.write("info", f"{state} {host_name} <-> {env.ifname}")
 
 
-def _delete_pod_end(env: Env) -> bool:
-    """Fallback when the host end is not found under its name: remove the pod's veth end."""
+def _owner(link: Link | None) -> str | None:
+    """The container ID a host end's ifalias names (``alias_for``); None when it names none."""
+    if link is None or not link.alias or not link.alias.startswith(ALIAS_PREFIX):
+        return None
+    parts = link.alias[len(ALIAS_PREFIX) :].rsplit("/", 2)
+    return parts[1] if len(parts) == 3 else None
+
+
+def _delete_pod_end(env: Env, host: Rtnl) -> bool:
+    """Fallback when the host end is not found under its name: remove the pod's veth end,
+    unless its peer is another container's host end (the netns path names another sandbox)."""
     from sfc_k8s.cni import netlink as nl
     from sfc_k8s.cni.netns import open_netns
 
@@ -344,9 +368,26 @@ def _delete_pod_end(env: Env) -> bool:
             link = pod.link(env.ifname)
             if link is None or link.kind != "veth":
                 return False
+            peer_owner = _owner(_link_by_index(host, link.peer_index))
+            if peer_owner is not None and peer_owner != env.container_id:
+                return False
             return _delete_link(pod, env.ifname)
     finally:
         os.close(netns_fd)
+
+
+def _link_by_index(rtnl: Rtnl, index: int) -> Link | None:
+    from sfc_k8s.cni import netlink as nl
+
+    if not index:
+        return None
+    try:
+        replies = rtnl.request(nl.get_link_by_index(index))
+    except nl.NetlinkError as err:
+        if err.errno == ENODEV:
+            return None
+        raise
+    return nl.Link(replies[0]) if replies else None
 
 
 # --- CHECK --------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Behaviours covered:
 - DEL with the agent down succeeds and is spooled (the veth and the lease stay); ADD then fails
   with code 11 naming the socket; the server replays the spool when it starts: veth gone, lease
   released, spool empty;
+- a spooled DEL replayed after the pod's next sandbox took the same host interface name (same
+  pod UID and interface, another container and netns) removes neither that sandbox's veth nor
+  its lease, and still releases its own lease;
 - a DEL spooled while the server runs (the shim could not reach it: here, through another socket
   path) is replayed once no call has come for the rescan interval;
 - 12 pods' ADDs at once, then their DELs at once, through the server's pre-forked workers: all
@@ -43,7 +46,17 @@ import pytest
 
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.cni import install, wire
-from tests.fixtures.cni import BASE_PATH, Outcome, addresses, invoke, l2_conf, l3_conf, leases, link
+from tests.fixtures.cni import (
+    BASE_PATH,
+    Cni,
+    Outcome,
+    addresses,
+    invoke,
+    l2_conf,
+    l3_conf,
+    leases,
+    link,
+)
 from tests.fixtures.cni_shim import CniServer, build_shim
 from tests.nettools import Janitor, run, unique
 
@@ -187,6 +200,37 @@ def test_del_with_the_agent_down_is_spooled_and_replayed(
     _wait_spool_empty(agent)
     assert link(host) is None
     assert leases(data_dir) == []
+
+
+def test_replayed_del_spares_the_next_sandbox_of_the_pod(
+    tree: Path, agent: CniServer, janitor: Janitor, data_dir: Path, cni_path: Path
+) -> None:
+    old, host = pod_env(janitor, tree)
+    conf = on_host(l3_conf("1.0.0", data_dir), agent)
+    shim = tree / BIN.lstrip("/") / "sfc-cni"
+    env = {"PATH": BASE_PATH, **old}
+    assert invoke(shim, {**env, "CNI_COMMAND": "ADD"}, conf).rc == 0
+    agent.stop()
+    assert "DEL spooled" in invoke(shim, {**env, "CNI_COMMAND": "DEL"}, conf).stderr
+    run("ip", "link", "del", host)  # the old sandbox is torn down, its veth with it
+    # The pod's next sandbox: same pod UID and interface (so the same host end name), another
+    # container and netns; ADDed by the plugin itself while the agent is down.
+    uid = old["CNI_ARGS"].rsplit("=", 1)[1]
+    new = Cni(cni_path, container_id=unique("ctr", 24), netns=janitor.netns("sfcs"))
+    new.args = {"IgnoreUnknown": "1", "K8S_POD_UID": uid}
+    plain = l3_conf("1.0.0", data_dir)
+    janitor.add(lambda: new("DEL", plain))
+    new.ok("ADD", plain)
+    assert leases(data_dir) == ["10.77.0.2", "10.77.0.3"]
+
+    agent.start()  # replays the old sandbox's DEL
+    _wait_spool_empty(agent)
+    found = link(host)
+    assert found is not None and new.container_id in found["ifalias"]
+    assert link("eth1", new.netns) is not None
+    assert leases(data_dir) == ["10.77.0.3"]  # the old sandbox's lease, not the new one's
+    new.ok("DEL", plain)
+    assert link(host) is None and leases(data_dir) == []
 
 
 def _wait_spool_empty(agent: CniServer, timeout: float = 10.0) -> None:
