@@ -396,7 +396,12 @@ class Dataplane:
         """Live sessions per local endpoint of the node, by host interface, in one walk of each
         session table: a session counts for the endpoint each of its sides names, while that
         endpoint's generation is the one the session recorded (a removed endpoint's slot,
-        reused, does not inherit its sessions)."""
+        reused, does not inherit its sessions).
+
+        Safe in a worker thread while another thread changes links (the agent's traffic
+        endpoint runs it so, off its event loop): it reads node-wide maps only, takes no lock,
+        and the kernel keeps each entry consistent; an entry changed mid-walk may be counted
+        as it was or as it is."""
         named: Counter[tuple[int, int]] = Counter()  # (slot, gen) -> sessions naming it
         for name in structs.SESSION_MAPS:
             ksize, vsize = structs.MAP_LAYOUTS[name]

@@ -188,10 +188,15 @@ class NodeAgent:
         self.registry = kopf.OperatorRegistry()
         self.settings = self._make_settings()
         self.traffic = AgentTraffic(
-            config.node, self._endpoint_readings, window=config.traffic_window
+            config.node,
+            self._endpoint_readings,
+            self._endpoint_sessions,
+            window=config.traffic_window,
         )
         self.metrics = AgentMetrics(self._link_samples, add_routes=self.traffic.add_routes)
-        self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
+        self.metrics.registry.register(
+            PodTrafficCollector(self._endpoint_readings, self._endpoint_sessions)
+        )
         self._dp: Dataplane | None = None
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
@@ -712,11 +717,17 @@ class NodeAgent:
             namespace, name = self._links.get(status.name, ("", ""))
             yield LinkSample(namespace, name, status)
 
-    def _endpoint_readings(self, sessions: bool) -> list[EndpointReading]:
-        """The counters of every local endpoint whose pod an xc names, for the traffic rates."""
+    def _endpoint_sessions(self) -> Mapping[str, int]:
+        """Live sessions per local host interface (one walk of the session tables; AgentTraffic
+        runs it in a worker thread)."""
+        dp = self._dp
+        return dp.endpoint_sessions() if dp is not None else {}
+
+    def _endpoint_readings(self, live: Mapping[str, int]) -> list[EndpointReading]:
+        """The counters of every local endpoint whose pod an xc names, for the traffic rates,
+        with ``live`` sessions per host interface (``_endpoint_sessions``)."""
         if self._dp is None:
             return []
-        live = self._dp.endpoint_sessions() if sessions else {}
         readings = []
         for link, (namespace, _, xc) in self._specs.items():
             pods = {

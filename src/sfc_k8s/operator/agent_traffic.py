@@ -1,12 +1,18 @@
 """The node agent's per-pod traffic endpoint: ``GET /traffic/pods`` on its metrics server.
 
-Built by ``sfc_k8s.operator.agent.NodeAgent`` with a function that reads its local endpoints'
-counters (and, when asked, their sessions); this module samples it every ``interval`` on the
-agent's event loop (so reads never overlap a handler changing the data plane) and answers the
-metrics provider (``sfc_k8s.operator.metrics_provider``) with every pod's rates over the last
-``window`` seconds (``sfc_k8s.operator.pod_traffic``). Rates are computed here, on the node
-that holds the counters, so the provider never keeps state and a request costs one read of the
-counters and one walk of the session table.
+Built by ``sfc_k8s.operator.agent.NodeAgent`` with two functions: one reads its local
+endpoints' counters (cheap: a few map lookups per endpoint), one walks the session tables for
+each endpoint's live sessions (costly: the whole table, up to millions of entries). This module
+samples the counters every ``interval`` on the agent's event loop (so reads never overlap a
+handler changing the data plane) and answers the metrics provider
+(``sfc_k8s.operator.metrics_provider``) with every pod's rates over the last ``window`` seconds
+(``sfc_k8s.operator.pod_traffic``). Rates are computed here, on the node that holds the
+counters, so the provider never keeps state.
+
+The session walk runs in a worker thread (it reads node-wide maps only, which the kernel keeps
+consistent per entry), so the loop keeps serving Kopf, probes and other requests meanwhile;
+requests that arrive while a walk runs share it, and its counts serve every request of the
+same ``interval`` (the counters' own sampling period): N concurrent requests cost one walk.
 
 Answer (JSON): ``{"node", "timestamp", "windowSeconds", "pods": [PodTraffic.to_json()...]}``;
 ``?namespace=NS`` keeps one namespace's pods.
@@ -22,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,8 +47,14 @@ logger = logging.getLogger(__name__)
 
 TRAFFIC_PATH = "/traffic/pods"
 
-# Reads the local endpoints; ``sessions=True`` also walks the session table for their counts.
-ReadEndpoints = Callable[[bool], Sequence[EndpointReading]]
+# Reads the local endpoints' counters, with the given live sessions per host interface.
+ReadEndpoints = Callable[[Mapping[str, int]], Sequence[EndpointReading]]
+# Walks the session tables: live sessions per local host interface (thread-safe).
+WalkSessions = Callable[[], Mapping[str, int]]
+
+
+def _no_sessions() -> Mapping[str, int]:
+    return {}
 
 
 class AgentTraffic:
@@ -52,6 +64,7 @@ class AgentTraffic:
         self,
         node: str,
         read: ReadEndpoints,
+        walk: WalkSessions = _no_sessions,
         *,
         window: float = DEFAULT_WINDOW,
         interval: float = DEFAULT_INTERVAL,
@@ -61,8 +74,12 @@ class AgentTraffic:
         self.meter = TrafficMeter(window=window)
         self.interval = interval
         self._read = read
+        self._walk = walk
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._walking: asyncio.Task[Mapping[str, int]] | None = None  # the walk in progress
+        self._walked: tuple[float, Mapping[str, int]] | None = None  # (when, counts) of the last
+        self._stopped = False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(TRAFFIC_PATH, self._serve)
@@ -72,16 +89,40 @@ class AgentTraffic:
             self._task = asyncio.create_task(self._sample_loop(), name="sfc-k8s-agent-traffic")
 
     async def stop(self) -> None:
+        """Stop sampling and wait for a walk in progress: the caller closes the data plane's
+        file descriptors next, which the walk's thread must not be reading."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._walking is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._walking)
+
+    async def sessions(self) -> Mapping[str, int]:
+        """Live sessions per local host interface: the last walk's if it is younger than
+        ``interval``, else the walk in progress (started if none is), run in a worker thread."""
+        if self._walked is not None and self._clock() - self._walked[0] < self.interval:
+            return self._walked[1]
+        if self._walking is None:
+            self._walking = asyncio.create_task(self._walk_once(), name="sfc-k8s-session-walk")
+        # Shielded: a client hanging up cancels its own wait, not the walk the others share.
+        return await asyncio.shield(self._walking)
+
+    async def _walk_once(self) -> Mapping[str, int]:
+        try:
+            counts = await asyncio.to_thread(self._walk)
+            self._walked = (self._clock(), counts)
+            return counts
+        finally:
+            self._walking = None
 
     def sample(self) -> None:
         """Take one sample now (a data-plane error skips it: the next one will do)."""
         try:
-            readings = self._read(False)
+            readings = self._read({})
         except DataplaneError as err:
             logger.warning("traffic sample skipped: %s", err)
             return
@@ -94,8 +135,10 @@ class AgentTraffic:
 
     async def _serve(self, request: web.Request) -> web.Response:
         namespace = request.query.get("namespace")
+        if self._stopped:
+            return web.json_response({"message": "the agent is stopping"}, status=503)
         try:
-            readings = self._read(True)
+            readings = self._read(await self.sessions())
         except DataplaneError as err:
             return web.json_response({"message": f"cannot read the data plane: {err}"}, status=503)
         pods = self.meter.rates(self._clock(), readings)
@@ -116,8 +159,9 @@ class PodTrafficCollector(Collector):
     its interfaces; a removed interface takes its share with it, which ``rate()`` reads as a
     counter reset) and its sessions (its busiest interface's)."""
 
-    def __init__(self, read: ReadEndpoints) -> None:
+    def __init__(self, read: ReadEndpoints, walk: WalkSessions = _no_sessions) -> None:
         self._read = read
+        self._walk = walk
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
@@ -126,7 +170,7 @@ class PodTrafficCollector(Collector):
         packets, octets, sessions = self._families()
         totals: dict[tuple[str, str], list[int]] = {}
         try:
-            readings = self._read(True)
+            readings = self._read(self._walk())
         except DataplaneError as err:
             logger.warning("per-pod metrics skipped: %s", err)
             readings = []
