@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import random
 import socket
@@ -47,6 +48,7 @@ from sfc_k8s.dataplane import (
 from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import flow_hash, make_key
 from sfc_k8s.dataplane.structs import FlowKind
+from sfc_k8s.operator.agent import config_from_args
 from tests.bpf.conftest import SESSIONS, private_root
 from tests.bpf.harness import SKB_IFINDEX_OFFSET, TC_ACT_REDIRECT, TC_ACT_SHOT
 from tests.fixtures import frames as f
@@ -146,6 +148,33 @@ def test_a_new_tunnel_fits_a_1500_byte_underlay(tun: Tunnel) -> None:
     assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port).mtu == 1450
     assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, mtu=8950).mtu == 8950
     assert tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port).mtu == 8950
+
+
+def test_the_agent_resizes_a_tunnel_an_older_agent_left_at_1500(
+    tun: Tunnel, janitor: Janitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Agents before the 1450 default created the device at the kernel's 1500: the agent's
+    default configuration sets its tunnel MTU on the device it adopts, and logs the change."""
+    command(
+        "ip",
+        "link",
+        "add",
+        tun.device,
+        "type",
+        "vxlan",
+        "external",
+        "gbp",
+        "dstport",
+        str(tun.port),
+    )
+    janitor.add(
+        lambda: subprocess.run(["ip", "link", "del", tun.device], check=False, capture_output=True)
+    )
+    config = config_from_args(["--node", "n1"])
+    with caplog.at_level(logging.INFO, logger="sfc_k8s.dataplane.tunnel"):
+        status = tun.dp.ensure_tunnel(ifname=tun.device, port=tun.port, mtu=config.tunnel_mtu)
+    assert status.mtu == 1450
+    assert f"tunnel device {tun.device!r}: MTU 1500 -> 1450 (adopted)" in caplog.text
 
 
 def test_frames_too_big_for_the_tunnel_are_counted(tun: Tunnel) -> None:

@@ -14,6 +14,7 @@ Antrea, Kube-OVN...), 8472 (Linux's pre-IANA VXLAN port: Flannel, Cilium), 6081 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ TAKEN_PORTS = {4789: "VXLAN (IANA)", 8472: "Linux VXLAN (Flannel, Cilium)", 6081
 OVERHEAD_IPV4 = 50
 # The underlay a new device is sized for when no MTU is given (the common Ethernet MTU).
 DEFAULT_UNDERLAY_MTU = 1500
+
+logger = logging.getLogger(__name__)
 
 
 class TunnelError(DataplaneError):
@@ -95,7 +98,8 @@ def ensure(ifname: str, *, port: int, mtu: int) -> tuple[Device, bool]:
     """The tunnel device, created and up; True when this call created it. An existing one
     must have the port; ``mtu`` is set either way (0: leave an existing device's; a new one
     gets ``mtu_for(DEFAULT_UNDERLAY_MTU)``, as the kernel would give it 1500, which no
-    1500-byte underlay carries once encapsulated)."""
+    1500-byte underlay carries once encapsulated). An adopted device whose MTU differs (one an
+    older agent created at the kernel's 1500) is resized, and the change logged."""
     check_port(port)
     device = find(ifname)
     created = device is None
@@ -116,9 +120,12 @@ def ensure(ifname: str, *, port: int, mtu: int) -> tuple[Device, bool]:
         if created:
             delete(ifname)
         raise TunnelError(f"failed to set up tunnel device {ifname!r}: {done.stderr.strip()}")
+    adopted_mtu = 0 if created or device is None else device.mtu
     device = find(ifname)
     if device is None:
         raise TunnelError(f"tunnel device {ifname!r} vanished while being set up")
+    if adopted_mtu and adopted_mtu != device.mtu:
+        logger.info("tunnel device %r: MTU %d -> %d (adopted)", ifname, adopted_mtu, device.mtu)
     return device, created
 
 

@@ -143,7 +143,8 @@ class AgentConfig:
     # The tunnel to other nodes: None runs the agent single-node (local endpoints only, no
     # device; tests in shared namespaces); the command line defaults to the data plane's port.
     tunnel_port: int | None = None
-    tunnel_mtu: int = 0  # 0: leave the device's (1450 when created)
+    # The tunnel device's MTU, also set on a device an earlier agent left (0: leave the device's)
+    tunnel_mtu: int = dp_tunnel.mtu_for(dp_tunnel.DEFAULT_UNDERLAY_MTU)
     tunnel_address: str = ""  # published on this node's Node (a dedicated data NIC)
     log_format: str = "json"  # json | plain | full (main() configures logging with it)
     verbose: bool = False
@@ -983,9 +984,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tunnel-mtu",
         type=int,
-        default=0,
+        default=AgentConfig.tunnel_mtu,
         help="MTU of the tunnel device: the underlay's minus"
-        f" {dp_tunnel.OVERHEAD_IPV4} (0: keep the device's; 1450 when created)",
+        f" {dp_tunnel.OVERHEAD_IPV4}, set on the device when it differs (0: keep the device's;"
+        f" {AgentConfig.tunnel_mtu}, for a {dp_tunnel.DEFAULT_UNDERLAY_MTU}-byte underlay)",
     )
     parser.add_argument(
         "--tunnel-address",
