@@ -16,6 +16,7 @@ from __future__ import annotations
 import _socket
 import _struct
 import os
+import time
 
 from sfc_k8s.cni import netns
 
@@ -96,9 +97,12 @@ _RTATTR = _struct.Struct("=HH")  # len, type
 _U32 = _struct.Struct("=I")
 _I32 = _struct.Struct("=i")
 EINTR = 4
-# A dump the kernel flags as interrupted is run again, up to this many times in all: a table
-# that changes this often (links of many pods coming and going) settles within a few runs.
-DUMP_ATTEMPTS = 5
+# A dump the kernel flags as interrupted is run again, up to this many times in all, after a
+# pause that doubles from DUMP_BACKOFF (127 ms in all): back-to-back runs on a busy node can all
+# fall inside one burst of pods coming and going (a node starting, a scale-out); spread out,
+# one lands between bursts.
+DUMP_ATTEMPTS = 8
+DUMP_BACKOFF = 0.001
 
 
 class NetlinkError(Exception):
@@ -205,6 +209,10 @@ def get_link_by_index(index: int) -> Request:
 
 def del_link(name: str) -> Request:
     return (RTM_DELLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name), f"delete link {name!r}")
+
+
+def del_link_index(index: int, name: str) -> Request:
+    return (RTM_DELLINK, 0, ifinfo(index=index), f"delete link {name!r} (#{index})")
 
 
 def new_addr(index: int, name: str, family: int, addr: bytes, prefixlen: int) -> Request:
@@ -405,18 +413,27 @@ class Rtnl:
     def request(self, req: Request) -> list[bytes]:
         return self.batch([req])[0]
 
-    def dump(self, kind: int, payload: bytes, what: str) -> list[bytes]:
+    def dump(self, kind: int, payload: bytes, what: str, *, torn_ok: bool = False) -> list[bytes]:
         """Run a dump request (RTM_GET* with NLM_F_DUMP) and return every reply payload.
 
         A dump spans several reads, and the kernel marks its messages ``NLM_F_DUMP_INTR`` when
         the table changed in between (an entry may then be missing or seen twice): such a dump
-        is run again, up to ``DUMP_ATTEMPTS`` times, then refused with EINTR (which the plugin
-        reports as "try again later").
+        (or one the kernel fails with EINTR) is run again, up to ``DUMP_ATTEMPTS`` times with a
+        growing pause, then refused with EINTR (which the plugin reports as "try again later").
+        ``torn_ok``: return the last run's replies instead, for a caller that copes with an
+        entry missing or already gone (GC: what it misses, the next GC removes).
         """
-        for _ in range(DUMP_ATTEMPTS):
+        delay = DUMP_BACKOFF
+        replies: list[bytes] = []
+        for attempt in range(DUMP_ATTEMPTS):
+            if attempt:
+                time.sleep(delay)
+                delay *= 2
             replies, interrupted = self._dump_once(kind, payload, what)
             if not interrupted:
                 return replies
+        if torn_ok:
+            return replies
         raise NetlinkError(
             EINTR,
             what,
@@ -441,6 +458,8 @@ class Rtnl:
                 break
             if mtype == NLMSG_ERROR:
                 (error,) = _I32.unpack_from(body, 0)
+                if error == -EINTR:
+                    return out, True
                 if error:
                     raise NetlinkError(-error, what)
                 break
@@ -459,8 +478,8 @@ class Rtnl:
             raise
         return Link(replies[0]) if replies else None
 
-    def links(self) -> list[Link]:
-        return [Link(p) for p in self.dump(RTM_GETLINK, ifinfo(), "list links")]
+    def links(self, *, torn_ok: bool = False) -> list[Link]:
+        return [Link(p) for p in self.dump(RTM_GETLINK, ifinfo(), "list links", torn_ok=torn_ok)]
 
     def addrs(self, index: int) -> list[Addr]:
         found = (

@@ -285,6 +285,17 @@ def _delete_link(rtnl: Rtnl, name: str) -> bool:
     return True
 
 
+def _delete_link_index(rtnl: Rtnl, index: int, name: str) -> None:
+    """Delete the link with ``index`` (known as ``name``); one already gone is fine."""
+    from sfc_k8s.cni import netlink as nl
+
+    try:
+        rtnl.request(nl.del_link_index(index, name))
+    except nl.NetlinkError as err:
+        if err.errno != ENODEV:
+            raise
+
+
 def _exists_error(host: Rtnl, host_name: str, env: Env) -> CniError:
     if host.link(host_name) is not None:
         return CniError(
@@ -540,23 +551,26 @@ def cmd_gc(env: Env, conf: NetConf) -> None:
     _require_version(conf, "GC", "1.1.0")
     valid = set(conf.valid_attachments or [])
     prefix = f"{ALIAS_PREFIX}{conf.name}/"
-    stale: list[tuple[str, str, str]] = []
+    stale: dict[int, tuple[str, str]] = {}  # ifindex -> (container ID, ifname)
     try:
         with nl.Rtnl() as host:
-            for link in host.links():
+            # A listing torn by pods coming and going meanwhile is fine here: a veth it misses
+            # is collected next time, one listed twice counts once, one already gone is skipped
+            # by the delete, which names the link by index (never reused soon, unlike a name).
+            for link in host.links(torn_ok=True):
                 if link.kind != "veth" or not link.alias or not link.alias.startswith(prefix):
                     continue
                 container_id, _, ifname = link.alias[len(prefix) :].partition("/")
-                if (container_id, ifname) not in valid:
-                    _delete_link(host, link.name)
-                    stale.append((link.name, container_id, ifname))
+                if (container_id, ifname) not in valid and link.index not in stale:
+                    _delete_link_index(host, link.index, link.name)
+                    stale[link.index] = (container_id, ifname)
     except nl.NetlinkError as err:
         raise netlink_error(err) from err
     if conf.ipam_type is not None and stale:
         from sfc_k8s.cni.ipam import delegate_config, run_ipam
 
         stdin = delegate_config(conf.raw, conf.text, conf.cni_version)
-        for _, container_id, ifname in stale:
+        for container_id, ifname in set(stale.values()):
             # The lease belongs to that attachment: its DEL carries that attachment's identity.
             environ = {"CNI_NETNS": "", **os.environ}
             environ.update(CNI_CONTAINERID=container_id, CNI_IFNAME=ifname)
