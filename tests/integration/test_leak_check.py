@@ -4,11 +4,13 @@ Covers: a local cluster started beside the session (names of a state directory o
 session's temporary directories, as ``make demo`` or ``local up`` make) and another session's
 ``sfct-`` names are not blamed; a namespace a test made with the janitor and never removed, and
 one of a local cluster under the test's ``tmp_path``, fail the run and are named, also while
-another test session runs (this one).
+another test session runs (this one). (The session's check also names the local clusters' bpffs
+folder when a test leaves it behind empty.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -69,6 +71,11 @@ def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: a local cluster started meanwhile uses it
+        folder.rmdir()
+
+
 def test_names_made_beside_the_session_are_not_blamed(tmp_path: Path, janitor: Janitor) -> None:
     inner = _start_inner(tmp_path, "external")
     janitor.add(inner.kill)
@@ -77,7 +84,10 @@ def test_names_made_beside_the_session_are_not_blamed(tmp_path: Path, janitor: J
     demo = Layout(tmp_path / "demo-state").node_netns("node-1")
     run("ip", "netns", "add", demo)
     janitor.add(lambda: run("ip", "netns", "del", demo, check=False))
-    pin = Path(BPFFS_BASE) / demo
+    base = Path(BPFFS_BASE)
+    if not base.exists():  # made here: removed here too, unless a cluster uses it by then
+        janitor.add(lambda: _remove_if_empty(base))
+    pin = base / demo
     pin.mkdir(parents=True)
     janitor.add(pin.rmdir)
     # And a name like the tests' own that another test session made.
