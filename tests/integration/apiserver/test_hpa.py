@@ -43,41 +43,10 @@ from sfc_k8s.local.apiserver import APIServer
 from sfc_k8s.local.apiserver.quantity import format_milli
 from sfc_k8s.operator.metrics_provider import self_signed
 from tests.fixtures.apiserver import LocalAPIServer
+from tests.fixtures.hpa import deployment, pods_hpa
 
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: fw}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: fw}}
-  template:
-    metadata: {labels: {app: fw}}
-    spec:
-      containers: [{name: bridge, image: busybox, command: [sleep, "3600"]}]
-"""
-
-HPA = """
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: fw}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: fw}
-  minReplicas: 1
-  maxReplicas: 5
-  metrics:
-    - type: Pods
-      pods:
-        metric: {name: packets_per_second}
-        target: {type: AverageValue, averageValue: "100000"}
-  behavior:
-    scaleUp:
-      stabilizationWindowSeconds: 0
-      policies: [{type: Pods, value: 1, periodSeconds: 2}]
-    scaleDown:
-      stabilizationWindowSeconds: 3
-      policies: [{type: Percent, value: 100, periodSeconds: 1}]
-"""
+DEPLOYMENT = deployment(container="bridge")
+HPA = pods_hpa(max_replicas=5, target="100000", scale_up_period=2, scale_down_window=3)
 CPU_HPA = """
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tests.fixtures.apiserver import LocalAPIServer
+from tests.fixtures.hpa import deployment, pods_hpa
 from tests.fixtures.topology import PYTHON, TRAFFIC
 from tests.integration.apiserver.test_hpa import (
     FakeKubelet,
@@ -60,38 +61,7 @@ RATE = 400.0  # datagrams/s
 WINDOW = 3.0
 RAW = "/apis/custom.metrics.k8s.io"
 
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: fw}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: fw}}
-  template:
-    metadata: {labels: {app: fw}}
-    spec:
-      nodeName: NODE
-      containers: [{name: fw, image: busybox, command: [sleep, "3600"]}]
-"""
-
-HPA = f"""
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {{name: fw}}
-spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: fw}}
-  minReplicas: 1
-  maxReplicas: 3
-  metrics:
-    - type: Pods
-      pods:
-        metric: {{name: packets_per_second}}
-        target: {{type: AverageValue, averageValue: "{RATE / 2:g}"}}
-  behavior:
-    scaleUp:
-      stabilizationWindowSeconds: 0
-      policies: [{{type: Pods, value: 1, periodSeconds: 1}}]
-"""
+HPA = pods_hpa(max_replicas=3, target=f"{RATE / 2:g}", scale_up_period=1)
 
 
 def registration(port: int) -> str:
@@ -234,7 +204,7 @@ def test_custom_metrics_through_the_aggregation_layer_drive_the_hpa(
         assert agent.metrics.port is not None
         register_node(cluster, node, agent.metrics.port)
         cluster.kubectl("apply", "-f", "-", input=registration(provider), check=True)
-        cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT.replace("NODE", node), check=True)
+        cluster.kubectl("apply", "-f", "-", input=deployment(node=node), check=True)
         _eventually(lambda: len(_pods(cluster.url)) == 1)
         (api_pod,) = _pods(cluster.url)
         topo = build(janitor, replicas=0)
