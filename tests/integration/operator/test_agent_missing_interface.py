@@ -12,6 +12,7 @@ the pod has its interface. Covers:
   pod and its interface named, retried with a back-off that doubles up to ``max_retry_delay``
   (a bounded number of retries in a window where the old fixed delay made dozens), and
   programmed once its veth appears.
+Both cases run under one agent, their retries counted over the same window (a reason each).
 """
 
 from __future__ import annotations
@@ -95,76 +96,72 @@ def _errors(agent: NodeAgent, reason: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_an_interface_the_pod_does_not_have_is_named_and_rarely_retried(
+def test_missing_interfaces_are_named_and_retried_rarely_or_with_back_off(
     apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
 ) -> None:
-    node = unique("node")
-    client = make_pod(janitor, "client")
-    plug(janitor, client)
-    fw = unique("fw", 20)
-    uid = _running_pod(api, janitor, fw, node, "eth1", "eth2")
-    eth3 = {
-        "pod": fw,
-        "podUID": uid,
-        "node": node,
-        "interface": "eth3",
-        "hostInterface": host_ifname(uid, "eth3"),
-        "state": "active",
-    }
-    name = unique("xc-eth3", 30)
-    janitor.add(lambda: api.force_delete_xc(name))
-    api.create_xc(name, [client.endpoint(node)], [eth3])
-
-    with running_agent(apiserver, bpffs_root, node, max_retry_delay=CAP) as agent:
-        expected = f"{NAMESPACE}/{fw}: no interface eth3 (the pod has eth1, eth2)"
-        report = wait_for(
-            "a report naming the pod and its interface",
-            lambda: (r := node_report(api, name, node)) and expected in r["message"] and r,
-        )
-        assert report["ready"] is False
-        assert eth3["hostInterface"] not in report["message"]
-        assert "waiting for" not in report["message"]  # "never", not "not yet"
-        link = link_name(NAMESPACE, name)
-        assert link_state(dataplane, link) == {client.host: ("a", "active")}
-
-        before = _errors(agent, "pod_lacks_interface")
-        time.sleep(WINDOW)
-        retries = _errors(agent, "pod_lacks_interface") - before
-        # One check per CAP seconds (the old agent retried every FIRST: about 40 here).
-        assert 1 <= retries <= WINDOW / CAP + 2, retries
-
-
-def test_an_interface_not_created_yet_is_awaited_with_back_off(
-    apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
-) -> None:
+    """Both cases under one agent, their retries counted over one window (each reason has its
+    own counter): an interface not created yet, then one the pod does not have."""
     node = unique("node")
     client, late = make_pod(janitor, "client"), make_pod(janitor, "late")
     plug(janitor, client)  # `late` has no veth yet, and no Pod object says what it will have
-    name = unique("xc-late", 30)
-    link = link_name(NAMESPACE, name)
-    janitor.add(lambda: api.force_delete_xc(name))
-    api.create_xc(name, [client.endpoint(node)], [late.endpoint(node)])
+    awaited = unique("xc-late", 30)
+    janitor.add(lambda: api.force_delete_xc(awaited))
+    api.create_xc(awaited, [client.endpoint(node)], [late.endpoint(node)])
 
     with running_agent(apiserver, bpffs_root, node, max_retry_delay=CAP) as agent:
+        # Not created yet: awaited, the pod and its interface named.
         expected = f"waiting for interface(s) eth1 of {NAMESPACE}/{late.name} ({late.host})"
         report = wait_for(
             "a report naming the awaited interface",
-            lambda: (r := node_report(api, name, node)) and expected in r.get("waiting", "") and r,
+            lambda: (
+                (r := node_report(api, awaited, node)) and expected in r.get("waiting", "") and r
+            ),
         )
         # not yet: transient, so not a problem for a person (the chain is not made Degraded)
         assert report["ready"] is False and report["message"] == ""
         assert _errors(agent, "pod_lacks_interface") == 0
 
-        before = _errors(agent, "interface_missing")
+        # Never: a chain naming eth3 on a pod attached on eth1 and eth2 only (its own client:
+        # an interface is an endpoint of one link).
+        other = make_pod(janitor, "client")
+        plug(janitor, other)
+        fw = unique("fw", 20)
+        uid = _running_pod(api, janitor, fw, node, "eth1", "eth2")
+        eth3 = {
+            "pod": fw,
+            "podUID": uid,
+            "node": node,
+            "interface": "eth3",
+            "hostInterface": host_ifname(uid, "eth3"),
+            "state": "active",
+        }
+        lacking = unique("xc-eth3", 30)
+        janitor.add(lambda: api.force_delete_xc(lacking))
+        api.create_xc(lacking, [other.endpoint(node)], [eth3])
+        expected = f"{NAMESPACE}/{fw}: no interface eth3 (the pod has eth1, eth2)"
+        report = wait_for(
+            "a report naming the pod and its interface",
+            lambda: (r := node_report(api, lacking, node)) and expected in r["message"] and r,
+        )
+        assert report["ready"] is False
+        assert eth3["hostInterface"] not in report["message"]
+        assert "waiting for" not in report["message"]  # "never", not "not yet"
+        assert link_state(dataplane, link_name(NAMESPACE, lacking)) == {other.host: ("a", "active")}
+
+        before = {r: _errors(agent, r) for r in ("pod_lacks_interface", "interface_missing")}
         time.sleep(WINDOW)
-        retries = _errors(agent, "interface_missing") - before
-        # Doubling from FIRST to CAP: at most about log2(CAP / FIRST) + WINDOW / CAP retries
-        # (a fixed FIRST made about 40).
-        assert 1 <= retries <= 10, retries
+        lacks = _errors(agent, "pod_lacks_interface") - before["pod_lacks_interface"]
+        missing = _errors(agent, "interface_missing") - before["interface_missing"]
+        # Never: one check per CAP seconds (the old agent retried every FIRST: about 40 here).
+        assert 1 <= lacks <= WINDOW / CAP + 2, lacks
+        # Not yet: doubling from FIRST to CAP, at most about log2(CAP / FIRST) + WINDOW / CAP
+        # retries (a fixed FIRST made about 40).
+        assert 1 <= missing <= 10, missing
 
         plug(janitor, late)
+        link = link_name(NAMESPACE, awaited)
         wait_for(
             "the late interface programmed once it exists",
             lambda: (link_state(dataplane, link) or {}).get(late.host) == ("b", "active"),
         )
-        wait_for("a ready report", lambda: (r := node_report(api, name, node)) and r["ready"])
+        wait_for("a ready report", lambda: (r := node_report(api, awaited, node)) and r["ready"])
