@@ -17,11 +17,14 @@ Covers:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
 
 from sfc_k8s.operator.controller import Controller
+from tests.fixtures.apiserver import LocalAPIServer, local_apiserver
 from tests.fixtures.controller import (
     Cluster,
     chain_body,
@@ -31,6 +34,14 @@ from tests.fixtures.controller import (
 )
 
 BLOCK = {"maxReplicas": 4, "metric": "packetsPerSecond", "targetAverageValue": "100k"}
+
+
+@pytest.fixture
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPIServer]:
+    """The shared fixture's server (the controller's ``cluster`` stands on it), its HPA
+    controller syncing every 0.2 s instead of 15 s: an HPA's conditions show at once."""
+    with local_apiserver(tmp_path_factory.mktemp("apiserver"), hpa_sync_period=0.2) as server:
+        yield server
 
 
 def deployment(namespace: str) -> str:
