@@ -71,8 +71,12 @@ class Node:
     netns: str
     address: str  # underlay IPv4
     root: str  # bpffs root
+    served: bool = False  # ``call`` goes through one long-running node_dp (``serve``)
+    _server: subprocess.Popen[str] | None = field(default=None, repr=False, compare=False)
 
     def dp(self, command: str, plan: dict[str, Any] | None = None) -> str:
+        """Run ``command`` in a fresh node_dp process (a manager starting: it adopts the
+        pinned state, and opens it with ``SFC_TEST_OBJECT``'s build if set)."""
         argv = ["nsenter", f"--net=/run/netns/{self.netns}", PYTHON, NODE_DP, self.root, command]
         proc = subprocess.run(
             argv, input=json.dumps(plan or {}), capture_output=True, text=True, timeout=60,
@@ -82,8 +86,44 @@ class Node:
             raise RuntimeError(f"node_dp {command} failed in {self.netns}: {proc.stderr}")
         return proc.stdout
 
+    def call(self, command: str, plan: dict[str, Any] | None = None) -> str:
+        """Run ``command`` through the node's node_dp server if ``served`` (started on first
+        use, stopped by ``stop``), else in a fresh process (``dp``)."""
+        if not self.served:
+            return self.dp(command, plan)
+        if self._server is None:
+            argv = ["nsenter", f"--net=/run/netns/{self.netns}", PYTHON, NODE_DP, self.root,
+                    "serve"]  # fmt: skip
+            self._server = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.write(json.dumps({"command": command, "plan": plan or {}}) + "\n")
+        self._server.stdin.flush()
+        line = self._server.stdout.readline()
+        if not line:
+            raise RuntimeError(f"node_dp serve in {self.netns} exited ({self._server.wait()})")
+        answer: dict[str, str] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"node_dp {command} failed in {self.netns}: {answer['error']}")
+        return answer["out"]
+
+    def stop(self) -> None:
+        """Stop the node_dp server, if one runs."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+
     def report(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.dp("report"))
+        data: dict[str, Any] = json.loads(self.call("report"))
         return data
 
 
@@ -99,6 +139,7 @@ class Cluster:
     addressing: Addressing = field(default_factory=Addressing.random)
     ipv6: bool = True
     udp_csum: bool = True  # outer UDP checksums on the tunnel
+    served: bool = False  # each node's calls through one node_dp server (``Node.call``)
     nodes: list[Node] = field(default_factory=list)
     client: Pod | None = None
     server: Pod | None = None
@@ -116,16 +157,20 @@ class Cluster:
         ipv6: bool = True,
         udp_csum: bool = True,
         underlay: str = "bridge",
+        served: bool = False,
     ) -> Cluster:
         """``nodes`` nodes, the client on the first, the server on the last, an NF replica on
         each node of ``replica_nodes``; nothing programmed yet (``program``).
 
         ``underlay``: ``"bridge"``, every node's ``ul0`` on one bridge in an underlay namespace,
         or ``"veth"``, two nodes whose ``ul0`` are the two ends of one veth pair (the
-        cross-node benchmark's underlay: nothing between the nodes but the wire)."""
+        cross-node benchmark's underlay: nothing between the nodes but the wire).
+        ``served``: every node's ``call``s (``program``, ``change``, ``report``) go through one
+        long-running node_dp each, not a process a call; ``Node.dp`` still starts a fresh
+        one (a manager restarting)."""
         if underlay not in ("bridge", "veth") or (underlay == "veth" and nodes != 2):
             raise ValueError(f"underlay {underlay!r} for {nodes} nodes: use bridge, or veth for 2")
-        cluster = cls(janitor, ipv6=ipv6, udp_csum=udp_csum)
+        cluster = cls(janitor, ipv6=ipv6, udp_csum=udp_csum, served=served)
         if underlay == "bridge":
             cluster.underlay_ns = janitor.netns("sfct-ul")
             ip_batch(["link add br0 type bridge stp_state 0", "link set br0 up"],
@@ -152,9 +197,10 @@ class Cluster:
         netns = self.janitor.netns(f"sfct-n{index + 1}")
         address = str(self.net[index + 1])
         root = bpffs_root(self.janitor)
-        node = Node(netns, address, root)
-        # Registered after the namespace: runs before it is deleted.
+        node = Node(netns, address, root, served=self.served)
+        # Registered after the namespace: runs before it is deleted (the server stops first).
         self.janitor.add(lambda: node.dp("destroy"))
+        self.janitor.add(node.stop)
         if self.underlay_ns:  # its ul0 on the underlay bridge
             port = f"ul{index}-{secrets.token_hex(3)}"
             run("ip", "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", netns,
@@ -260,7 +306,7 @@ class Cluster:
     def program(self, replicas: list[NfReplica] | None = None) -> None:
         """Program every node with the links over ``replicas`` (default: all of them)."""
         for index, node in enumerate(self.nodes):
-            node.dp("apply", self.plan(index, replicas))
+            node.call("apply", self.plan(index, replicas))
 
     def change(self, action: str, replica: NfReplica) -> None:
         """Add (``add``), drain (``drain``) or remove (``remove``) a replica's endpoints on
@@ -273,7 +319,7 @@ class Cluster:
             ):
                 spec = self.endpoint_spec(index, replica.node, ifname, ep_id)
                 changes.append({"action": action, "link": link, "side": side, **spec})
-            node.dp("apply", {"changes": changes})
+            node.call("apply", {"changes": changes})
 
     def set_static_neighbours(self) -> None:
         a = self.addressing

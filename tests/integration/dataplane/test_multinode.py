@@ -76,7 +76,7 @@ def _drops(cluster: Cluster) -> list[dict[str, dict[str, int]]]:
 
 
 def test_ping_tcp_and_ipv6_cross_three_nodes(janitor: Janitor) -> None:
-    cluster = Cluster.build(janitor, ipv6=True)
+    cluster = Cluster.build(janitor, ipv6=True, served=True)
     cluster.program()
     assert cluster.client is not None and cluster.server is not None
     # Counted from here: a node programmed before the others may drop what the pods sent
@@ -143,7 +143,7 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
     """Flow i sends i + 1 datagrams and gets each echoed: 1,830 each way over 60 flows, twice:
     between the rounds every node loses every session (as LRU evictions would) and its flow
     caches, and each flow must stay on its replica, both ways."""
-    cluster = Cluster.build(janitor, ipv6=False)
+    cluster = Cluster.build(janitor, ipv6=False, served=True)
     cluster.set_static_neighbours()
     cluster.program()
     assert cluster.client is not None and cluster.server is not None
@@ -165,7 +165,7 @@ def test_flows_spread_over_nodes_and_keep_both_directions_on_one_replica(
     assert all(lo <= n <= hi for n in per_replica.values()), (per_replica, lo, hi)
 
     for node in cluster.nodes:
-        node.dp("evict")
+        node.call("evict")
     assert _udp_round(cluster, port) == sent
     assert server.stop()["datagrams"] == 2 * total
     assert _paths(cluster, LINK1, 0, "b", port) == via1
@@ -211,7 +211,7 @@ def test_scaling_across_nodes_moves_only_what_it_must(janitor: Janitor) -> None:
     """A replica added on every node gets new flows and takes none of the old ones; a
     draining remote replica keeps its flows and gets no new ones; a removed one's flows move
     (to the only active replica left), the others' stay."""
-    cluster = Cluster.build(janitor, ipv6=False)
+    cluster = Cluster.build(janitor, ipv6=False, served=True)
     cluster.set_static_neighbours()
     r1, r2, r3 = cluster.replicas
     cluster.program([r1, r2])
@@ -238,7 +238,7 @@ def test_restarted_node_managers_lose_no_packet_of_cross_node_flows(janitor: Jan
     """Each node's manager starts again (a fresh process adopting the pinned state, the
     tunnel device included, and applying its whole plan again) under 6 UDP streams. The
     tunnel here sends without outer UDP checksums."""
-    cluster = Cluster.build(janitor, ipv6=False, udp_csum=False)
+    cluster = Cluster.build(janitor, ipv6=False, udp_csum=False, served=True)
     cluster.set_static_neighbours()
     cluster.program()
     assert cluster.client is not None and cluster.server is not None
@@ -297,7 +297,7 @@ def _tunnel_checksums(cluster: Cluster, janitor: Janitor) -> list[int]:
 def test_outer_udp_checksum_is_configurable(janitor: Janitor) -> None:
     """The tunnel's UDP datagrams on the underlay carry a checksum, or zero once the tunnel is
     configured without (the same nodes, their tunnels set again: one cluster for both)."""
-    cluster = Cluster.build(janitor, ipv6=False, udp_csum=True)
+    cluster = Cluster.build(janitor, ipv6=False, udp_csum=True, served=True)
     cluster.program()
     sums = _tunnel_checksums(cluster, janitor)
     assert all(sums), sums
@@ -338,7 +338,7 @@ def _send(netns: str, target: str, payload: bytes, count: int) -> None:
 
 
 def test_forged_tunnel_packets_are_dropped_and_counted(janitor: Janitor) -> None:
-    cluster = Cluster.build(janitor, ipv6=False)
+    cluster = Cluster.build(janitor, ipv6=False, served=True)
     cluster.program()
     rogue_ns, _ = cluster.rogue()
     node1, node2 = cluster.nodes[0], cluster.nodes[1]
