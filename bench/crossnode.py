@@ -43,11 +43,10 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 import argparse
 import dataclasses
 import ipaddress
-import json
-import platform
 from pathlib import Path
 from typing import Any
 
+from bench._common import Machine, needs_root, write_report
 from bench.dataplane import (
     REPO,
     Setup,
@@ -237,11 +236,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    if os.geteuid() != 0:
-        print("bench/crossnode.py needs root (namespaces, veths, BPF)", file=sys.stderr)
+    if not needs_root("bench/crossnode.py"):
         return 2
-    load_at_start = os.getloadavg()
-    print(f"load average at start: {load_at_start[0]:.2f} on {os.cpu_count()} CPUs")
+    machine = Machine.start()
     janitor = Janitor()
     try:
         setups = build_crossnode(janitor)[1] + (build_same_node(janitor) if args.same_node else [])
@@ -257,20 +254,14 @@ def main(argv: list[str]) -> int:
     checks = ratio_targets(rel, TARGETS)
     print_targets(checks)
     report: dict[str, Any] = {
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "loadavg_at_start": load_at_start,
-            "loadavg_at_end": os.getloadavg(),
-        },
+        "machine": machine.describe(),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "runs": runs,
         "medians": medians,
         "ratios": rel,
         "targets": checks,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     if args.markdown:
         print(markdown(report, BASES))
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

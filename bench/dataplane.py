@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench._common import Machine, needs_root, write_report  # noqa: E402
 from tests.fixtures.topology import (  # noqa: E402
     Chain,
     ChainLinks,
@@ -467,12 +468,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.seconds, args.pings, args.repeat, args.flows = 1, 1.0, 300, 100_000, 1000
-    if os.geteuid() != 0:
-        print("bench/dataplane.py needs root (namespaces, veths, BPF)", file=sys.stderr)
+    if not needs_root("bench/dataplane.py"):
         return 2
 
-    load_at_start = os.getloadavg()
-    print(f"load average at start: {load_at_start[0]:.2f} on {os.cpu_count()} CPUs")
+    machine = Machine.start()
     janitor = Janitor()
     try:
         setups, dataplane, ends = build_setups(janitor, args.replicas)
@@ -493,14 +492,8 @@ def main(argv: list[str]) -> int:
     print(f"     beside it: a hit found in the session table (cache collision, every 64th"
           f" packet) {cost['table_hit_ns']:.0f} ns; a miss {cost['miss_ns']:.0f} ns")  # fmt: skip
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "loadavg_at_start": load_at_start,
-            "loadavg_at_end": os.getloadavg(),
-        },
+        "machine": machine.describe(),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "units": {m: unit for m, (unit, _) in METRICS.items()},
         "runs": runs,
@@ -509,7 +502,7 @@ def main(argv: list[str]) -> int:
         "prog_cost_ns": cost,
         "targets": checks,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     if args.markdown:
         print(markdown(report))
     print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

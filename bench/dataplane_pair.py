@@ -24,12 +24,12 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from bench._common import Machine, needs_root, write_report
 from bench.crossnode import build_crossnode
 from bench.dataplane import IPERF_PORT, REPO, TESTS, Setup, build_setups
 from tests.fixtures.topology import in_netns, spawn
@@ -49,8 +49,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 -t (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/dataplane_pair.py needs root (namespaces, veths, BPF)", file=sys.stderr)
+    if not needs_root("bench/dataplane_pair.py"):
         return 2
 
     measure = TESTS[args.test]
@@ -59,8 +58,7 @@ def main(argv: list[str]) -> int:
     cross = args.setup.startswith("xn-")
     if cross != (args.against in ("vxlan", "bridge-vxlan")):
         parser.error(f"--setup {args.setup} is not measured against {args.against}")
-    load_at_start = os.getloadavg()
-    print(f"load average at start: {load_at_start[0]:.2f} on {os.cpu_count()} CPUs")
+    machine = Machine.start()
     janitor = Janitor()
     try:
         built: list[Setup] = (
@@ -93,20 +91,18 @@ def main(argv: list[str]) -> int:
     }
     print(f"{args.test}, {args.setup} / {args.against} over {args.pairs} pairs: "
           + ", ".join(f"{k} {v}" for k, v in summary.items()))  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "test": args.test,
         "setup": args.setup,
         "against": args.against,
         "pairs": args.pairs,
         "seconds": args.seconds,
-        "loadavg_at_start": load_at_start,
-        "loadavg_at_end": os.getloadavg(),
+        **machine.load(),
         "values": values,
         "paired_ratios": paired,
         "summary": summary,
     }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 
