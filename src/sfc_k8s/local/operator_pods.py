@@ -17,6 +17,7 @@ processes here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -121,6 +122,17 @@ def container_pid(layout: Layout, pod: dict[str, Any], container: str) -> int:
         return int(path.read_text())
     except (OSError, ValueError) as err:
         raise LocalClusterError(f"no process for {pod['metadata']['name']}/{container}") from err
+
+
+def container_pids(layout: Layout, component: str, node: str | None = None) -> list[int]:
+    """The pids of the ``controller`` or ``agent`` containers (of ``node``'s pods only, if
+    given) that run now: what ``kill`` of the operator names on this machine."""
+    found = []
+    for pod in pods(layout, component):
+        if node is None or pod["spec"].get("nodeName") == node:
+            with contextlib.suppress(LocalClusterError):
+                found.append(container_pid(layout, pod, component))
+    return found
 
 
 def wait_running(layout: Layout, nodes: list[str], timeout: float, *, replicas: int = 2) -> None:
