@@ -334,7 +334,7 @@ def _up_operator_pods(
 ) -> None:
     """deploy/ applied as on a real cluster; its pods run on the nodes (operator_pods.py)."""
     done = progress.step("operator: kubectl apply -k deploy/")
-    done(f"{operator_pods.apply(layout, options.mtu)} objects")
+    done(f"{operator_pods.apply(layout, options.mtu, kubectl=KUBECTL)} objects")
     done = progress.step("nodes Ready")
     nodes.wait_nodes_ready(layout, names, timeout)
     done()

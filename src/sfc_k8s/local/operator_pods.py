@@ -33,7 +33,6 @@ from sfc_k8s.local.layout import Layout
 from sfc_k8s.local.paths import source_root
 from sfc_k8s.local.processes import LocalClusterError, wait_until
 
-KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 CONTROLLER = "sfc-k8s-controller"  # the Deployment
 AGENT = "sfc-k8s-agent"  # the DaemonSet
 SELECTORS = {
@@ -71,10 +70,10 @@ def kustomization(layout: Layout, mtu: int) -> Path:
     return overlay
 
 
-def _kubectl(layout: Layout, *args: str) -> str:
+def _kubectl(kubectl: str, layout: Layout, *args: str) -> str:
     try:
         proc = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(layout.kubeconfig), *args],
+            [kubectl, "--kubeconfig", str(layout.kubeconfig), *args],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -84,11 +83,10 @@ def _kubectl(layout: Layout, *args: str) -> str:
     return proc.stdout
 
 
-def apply(layout: Layout, mtu: int) -> int:
-    """``kubectl apply -k`` of the operator's kustomization; the number of objects applied.
-    Re-applying (a repair) changes nothing that is already as declared."""
-    out = _kubectl(layout, "apply", "-k", str(kustomization(layout, mtu)))
-    _kubectl(layout, "wait", "--for=condition=Established", "--timeout=30s",
+def apply(layout: Layout, mtu: int, *, kubectl: str) -> int:
+    """``kubectl apply -k`` of the operator's kustomization; the number of objects applied."""
+    out = _kubectl(kubectl, layout, "apply", "-k", str(kustomization(layout, mtu)))
+    _kubectl(kubectl, layout, "wait", "--for=condition=Established", "--timeout=30s",
              *(f"crd/{name}" for name in CRDS))  # fmt: skip
     return len(out.splitlines())
 

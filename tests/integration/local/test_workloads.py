@@ -335,7 +335,7 @@ def test_volumes_in_cluster_env_and_nothing_left(cluster: Cluster) -> None:
     # hostPaths landed in node-1's own tree and bpffs subtree, not the host's.
     assert (layout.node_root("node-1") / "etc/sfc-test/from-pod").read_text() == "hello\n"
     assert not os.path.exists("/etc/sfc-test")
-    assert os.path.isdir(f"{layout.bpffs_root('node-1')}/from-pod")
+    assert os.path.isdir(f"{layout.node_bpffs('node-1')}/from-pod")
     # Every mount is in the containers' own namespaces: none on the host. (Only ours are
     # looked for: other test sessions on the machine may mount things meanwhile.)
     ours = {m["mountPath"] for c in _volume_pod(ns)["containers"] for m in c["volumeMounts"]}
@@ -349,7 +349,7 @@ def test_volumes_in_cluster_env_and_nothing_left(cluster: Cluster) -> None:
     cluster.wait_gone(ns, "vols")
     assert not (layout.pod_dir(uid) / "volumes").exists()
     assert not any(p.startswith(str(layout.pod_dir(uid))) for p in _host_mounts())
-    os.rmdir(f"{layout.bpffs_root('node-1')}/from-pod")
+    os.rmdir(f"{layout.node_bpffs('node-1')}/from-pod")
 
 
 def test_http_probes_gate_readiness_and_restart(cluster: Cluster) -> None:
