@@ -1,10 +1,13 @@
 """``sfc-k8s local up|down|status|exec|logs|node``: the local cluster as background processes.
 
 ``up`` makes the underlay joining the node namespaces (``underlay.py``), starts the supervisor
-(``supervisor.py``), then has it start, in this order and each as its own process with a log in
-the state directory: the API server, one node runtime per node (its kubelet), the CRDs of
-``deploy/crds``, the controller, and one node agent per node run inside its node's namespace
-with its own bpffs root. It records each thing in ``<state>/cluster.json`` before creating it,
+(``supervisor.py``), then has it start, each as its own process with a log in the state
+directory: the API server and one node runtime per node (its kubelet). Then it installs the
+operator as on a real cluster, ``kubectl apply -k deploy/``, and the node runtimes run its
+controller Deployment and agent DaemonSet as pods (``operator_pods.py``); with ``--operator
+processes`` the supervisor runs the controller and one agent per node as bare processes
+instead (the CRDs and RBAC of ``deploy/`` applied, service-account kubeconfigs). It records
+each thing in ``<state>/cluster.json`` before creating it,
 waits until everything is ready, prints the kubeconfig path, and is idempotent; on a degraded
 cluster it repairs (``repair``) and never removes anything. ``down`` stops the supervisor, then
 removes all of it, from the records and then by name prefix, so it also cleans up after a
@@ -34,6 +37,7 @@ from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.local import netns, nodes, operator_pods, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.credentials import (
+    OPERATOR_NAMESPACE,
     SERVICE_ACCOUNTS,
     write_admin_kubeconfig,
     write_component_kubeconfig,
@@ -516,6 +520,10 @@ def status(layout: Layout) -> int:
         print(f"API server not reachable: {err}")
         return 1
     _print_nodes(layout, record, node_items, pods)
+    if record.get("operator", OPERATOR_PODS) == OPERATOR_PODS:
+        print(f"operator pods (deploy/, namespace {OPERATOR_NAMESPACE}):")
+        print(f"  {'NAME':<40} {'NODE':<8} {'READY':<7} {'RESTARTS':<9} AGE")
+        print("\n".join(operator_pods.pods_summary(layout)) or "  none")
     phases: dict[str, int] = {}
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase", "Pending")
