@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.dataplane import tunnel
-from sfc_k8s.local import underlay
+from sfc_k8s.local import netns, underlay
 from sfc_k8s.local.credentials import OPERATOR_NAMESPACE
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout
@@ -39,6 +38,7 @@ SELECTORS = {
     "controller": "app.kubernetes.io/name=sfc-k8s,app.kubernetes.io/component=controller",
     "agent": "app.kubernetes.io/name=sfc-k8s,app.kubernetes.io/component=agent",
 }
+METRICS_PORT = 9469  # the agent's, deploy/base/agent.yaml
 CRDS = ("servicefunctionchains.sfc-k8s.io", "crossconnections.sfc-k8s.io")
 
 
@@ -104,10 +104,6 @@ def agent_pod(layout: Layout, node: str) -> dict[str, Any] | None:
     return next((p for p in pods(layout, "agent") if p["spec"].get("nodeName") == node), None)
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    return (object_condition(pod, "Ready") or {}).get("status") == "True"
-
-
 def _running(pod: dict[str, Any]) -> bool:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
@@ -133,18 +129,36 @@ def container_pids(layout: Layout, component: str, node: str | None = None) -> l
     return found
 
 
+def agent_ready(layout: Layout, node: str) -> bool:
+    """The node's agent answers its readiness endpoint (``/readyz`` on the metrics port, in the
+    node's namespace: its data plane open, the CrossConnections listed) with 200."""
+    try:
+        sock = netns.connect_in_netns(layout.node_netns(node), "127.0.0.1", METRICS_PORT, timeout=1)
+    except (OSError, netns.NetnsError):
+        return False
+    with sock:
+        try:
+            sock.settimeout(1)
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+
 def wait_running(layout: Layout, nodes: list[str], timeout: float, *, replicas: int = 2) -> None:
-    """Until every node's agent pod is Ready (its data plane open, CrossConnections listed) and
-    the controller's ``replicas`` pods run (Kopf has no readiness before its peering settles;
-    the pods turn Ready at their readiness probe's next period)."""
+    """Until every node's agent pod runs and answers ready (the readiness the pod's probe
+    reports at its next period) and the controller's ``replicas`` pods run (Kopf has no
+    readiness before its peering settles; the pods turn Ready at their probe's next period)."""
 
     def up() -> bool:
         try:
-            agents = {p["spec"].get("nodeName") for p in pods(layout, "agent") if _ready(p)}
+            agents = {p["spec"].get("nodeName") for p in pods(layout, "agent") if _running(p)}
             controllers = [p for p in pods(layout, "controller") if _running(p)]
         except KubeError:
             return False
-        return all(n in agents for n in nodes) and len(controllers) >= replicas
+        if not all(n in agents for n in nodes) or len(controllers) < replicas:
+            return False
+        return all(agent_ready(layout, n) for n in nodes)
 
     wait_until("the operator's pods (deploy/)", up, timeout, str(layout.pods_dir))
 

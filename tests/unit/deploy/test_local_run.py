@@ -6,7 +6,8 @@ Covers:
   container runs exactly its command and args, and nothing without one;
 - the Dockerfile's ENTRYPOINT/CMD and the image's CNI folder are the ones the local cluster
   stands in for;
-- the agent's `--bpffs-root` is where the local cluster looks for a node's pins, and the CNI
+- the agent's `--bpffs-root` is where the local cluster looks for a node's pins, its metrics
+  port where `local up` asks for its readiness, and the CNI
   socket and spool the node runtime gives a node's shim are the agent's hostPath mounts;
 - the local overlay for a non-default MTU is deploy/ plus the agent's `--tunnel-mtu`, nothing
   else; the default MTU applies deploy/ itself.
@@ -82,6 +83,8 @@ def test_the_agent_pins_and_cni_paths_are_where_the_local_cluster_looks(tmp_path
     assert root == f"/sys/fs/bpf/{AGENT_BPFFS_DIR}"
     layout = Layout(tmp_path)
     assert str(hostpath_source(layout, "node-1", root)) == layout.bpffs_root("node-1")
+    ports = {p["name"]: p["containerPort"] for p in agent["containers"][0]["ports"]}
+    assert ports["metrics"] == operator_pods.METRICS_PORT  # where `up` asks for /readyz
     host_paths = {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
     assert set(NODE_PATHS) <= host_paths
 
