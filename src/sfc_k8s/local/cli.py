@@ -520,7 +520,7 @@ def status(layout: Layout) -> int:
         print(f"API server not reachable: {err}")
         return 1
     _print_nodes(layout, record, node_items, pods)
-    if record.get("operator", OPERATOR_PODS) == OPERATOR_PODS:
+    if record.get("operator", OPERATOR_PROCESSES) == OPERATOR_PODS:  # older records: processes
         print(f"operator pods (deploy/, namespace {OPERATOR_NAMESPACE}):")
         print(f"  {'NAME':<40} {'NODE':<8} {'READY':<7} {'RESTARTS':<9} AGE")
         print("\n".join(operator_pods.pods_summary(layout)) or "  none")
