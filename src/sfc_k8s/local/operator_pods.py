@@ -145,6 +145,15 @@ def agent_ready(layout: Layout, node: str) -> bool:
             return False
 
 
+def container_logs(layout: Layout) -> list[Path]:
+    """The log files of the operator's containers (controller and agents), for a report."""
+    if not layout.pods_dir.is_dir():
+        return []
+    return sorted(
+        log for name in ("controller", "agent") for log in layout.pods_dir.glob(f"*/{name}.log")
+    )
+
+
 def wait_running(layout: Layout, nodes: list[str], timeout: float, *, replicas: int = 2) -> None:
     """Until every node's agent pod runs and answers ready (the readiness the pod's probe
     reports at its next period) and the controller's ``replicas`` pods run (Kopf has no
