@@ -222,11 +222,13 @@ def test_the_operator_runs_as_the_pods_of_deploy(chain: Chain) -> None:
         found = _operator_pods(layout)
         pods = found["controller"] + found["agent"]
         ok = len(found["controller"]) == 2 and len(found["agent"]) == 1
+        listed = _kubectl(layout, "get", "pods", "-n", OPERATOR_NS, "--no-headers").stdout
+        shown = [line.split()[1:3] for line in listed.splitlines()]
+        ok = ok and shown == [["1/1", "Running"]] * 3  # as kubectl shows them
         return found if ok and all(container_status(p).get("ready") for p in pods) else None
 
+    # (a readiness probe may miss its 1 s timeout on a loaded machine: Ready again next period)
     found = wait_for("2 controllers and 1 agent Ready in sfc-system", all_ready, 30)
-    listed = _kubectl(layout, "get", "pods", "-n", OPERATOR_NS, "--no-headers").stdout
-    assert [line.split()[1:3] for line in listed.splitlines()] == [["1/1", "Running"]] * 3
     controller_args = _manifest_args("Deployment", "sfc-k8s-controller")
     for pod in found["controller"]:
         assert pod["spec"]["containers"][0]["args"] == controller_args
