@@ -57,8 +57,9 @@ from sfc_k8s.api.conditions import object_condition
 from sfc_k8s.dataplane import Dataplane, LinkNotFound
 from sfc_k8s.kube import auth_headers, ssl_context
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local import operator_pods
 from sfc_k8s.local.kube import KubeError, NotFoundError, SyncKube, load_kubeconfig
-from sfc_k8s.local.layout import Layout, read_json
+from sfc_k8s.local.layout import Layout
 
 RESULTS = REPO / "bench" / "results" / "node_loss.json"
 NS = "sfc-nodeloss"
@@ -224,15 +225,17 @@ class NodeWatch:
 
 @contextlib.contextmanager
 def controller_frozen(layout: Layout, frozen: bool) -> Iterator[None]:
-    """SIGSTOP the controller for the block (if ``frozen``): only the agents' watch reacts."""
-    pid = int(read_json(layout.cluster_file)["processes"]["controller"]["pid"])
-    if frozen:
+    """SIGSTOP the controller for the block (if ``frozen``; both replicas of deploy/'s
+    Deployment): only the agents' watch reacts."""
+    pids = operator_pods.container_pids(layout, "controller") if frozen else []
+    for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        if frozen:
-            os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # on the lost node, killed with it
+                os.kill(pid, signal.SIGCONT)
 
 
 def local(layout: Layout, *args: str) -> None:

@@ -1,10 +1,13 @@
 """``sfc-k8s local up|down|status|exec|logs|node``: the local cluster as background processes.
 
 ``up`` makes the underlay joining the node namespaces (``underlay.py``), starts the supervisor
-(``supervisor.py``), then has it start, in this order and each as its own process with a log in
-the state directory: the API server, one node runtime per node (its kubelet), the CRDs of
-``deploy/crds``, the controller, and one node agent per node run inside its node's namespace
-with its own bpffs root. It records each thing in ``<state>/cluster.json`` before creating it,
+(``supervisor.py``), then has it start, each as its own process with a log in the state
+directory: the API server and one node runtime per node (its kubelet). Then it installs the
+operator as on a real cluster, ``kubectl apply -k deploy/``, and the node runtimes run its
+controller Deployment and agent DaemonSet as pods (``operator_pods.py``); with ``--operator
+processes`` the supervisor runs the controller and one agent per node as bare processes
+instead (the CRDs and RBAC of ``deploy/`` applied, service-account kubeconfigs). It records
+each thing in ``<state>/cluster.json`` before creating it,
 waits until everything is ready, prints the kubeconfig path, and is idempotent; on a degraded
 cluster it repairs (``repair``) and never removes anything. ``down`` stops the supervisor, then
 removes all of it, from the records and then by name prefix, so it also cleans up after a
@@ -31,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from sfc_k8s.api.conditions import object_condition
-from sfc_k8s.local import netns, nodes, underlay
+from sfc_k8s.local import netns, nodes, operator_pods, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.credentials import (
+    OPERATOR_NAMESPACE,
     SERVICE_ACCOUNTS,
     write_admin_kubeconfig,
     write_component_kubeconfig,
@@ -82,6 +86,11 @@ __all__ = [
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 READY_TIMEOUT = 60.0
+# How the operator runs: as pods of deploy/'s Deployment and DaemonSet (operator_pods.py), or
+# as bare processes the supervisor runs (the controller and one agent per node).
+OPERATOR_PODS = "pods"
+OPERATOR_PROCESSES = "processes"
+OPERATOR_MODES = (OPERATOR_PODS, OPERATOR_PROCESSES)
 
 
 # -- up -----------------------------------------------------------------------------------------
@@ -124,6 +133,7 @@ class UpOptions:
     mtu: int = underlay.DEFAULT_MTU
     node_grace: float = DEFAULT_GRACE_SECONDS
     eviction_timeout: float = DEFAULT_EVICTION_SECONDS
+    operator: str = OPERATOR_PODS
 
     @property
     def heartbeat(self) -> float:
@@ -141,6 +151,10 @@ class UpOptions:
         ):
             if not 0 < value <= 86400:
                 raise LocalClusterError(f"{flag} {value:g}: expected seconds from 0 to 86400")
+        if self.operator not in OPERATOR_MODES:
+            raise LocalClusterError(
+                f"--operator {self.operator}: expected one of {', '.join(OPERATOR_MODES)}"
+            )
 
 
 def up(
@@ -150,12 +164,13 @@ def up(
     mtu: int = underlay.DEFAULT_MTU,
     node_grace: float = DEFAULT_GRACE_SECONDS,
     eviction_timeout: float = DEFAULT_EVICTION_SECONDS,
+    operator: str = OPERATOR_PODS,
     progress: Progress | None = None,
     timeout: float = 60,
 ) -> Path:
     """Start the local cluster (or find it running) and return its kubeconfig path."""
     progress = progress or Progress()
-    options = UpOptions(nodes, mtu, node_grace, eviction_timeout)
+    options = UpOptions(nodes, mtu, node_grace, eviction_timeout, operator)
     options.check()
     if running(layout):
         progress.say(f"local cluster already up (state {layout.state_dir})")
@@ -175,12 +190,13 @@ def up(
         "clusterId": layout.cluster_id,
         "netnsPrefix": layout.netns_prefix,
         "nodes": names,
-        "bpffsRoots": [layout.bpffs_root(n) for n in names],
+        "bpffsRoots": [layout.node_bpffs(n) for n in names],
         "nodeLifecycle": {
             "gracePeriod": node_grace,
             "evictionTimeout": eviction_timeout,
             "heartbeat": options.heartbeat,
         },
+        "operator": operator,
         "created": datetime.now(UTC).isoformat(),
         "processes": {},
     }
@@ -303,14 +319,49 @@ def _up(
     done = progress.step("API server")
     server = _start_apiserver(layout, record, options, timeout)
     done(f"on {server}")
-    done = progress.step("CustomResourceDefinitions (deploy/crds)")
-    done(f"{_register_crds(layout)} registered")
-    done = progress.step("operator RBAC (deploy/base) and service-account kubeconfigs")
-    done(f"{_operator_credentials(layout)} manifests applied")
     names: list[str] = record["nodes"]
     done = progress.step(f"node runtimes (one per node: {', '.join(names)})")
     for name in names:
         nodes.start_runtime(layout, record, name, options.nodes, options.heartbeat)
+    done()
+    if options.operator == OPERATOR_PODS:
+        _up_operator_pods(layout, options, names, progress, timeout)
+    else:
+        _up_operator_processes(layout, record, names, progress, timeout=timeout, since=since)
+    save_fields(layout, record, complete=True)
+    progress.say(f"local cluster up. kubeconfig: {layout.kubeconfig}")
+    progress.say(f"  export KUBECONFIG={layout.kubeconfig}")
+
+
+def _up_operator_pods(
+    layout: Layout, options: UpOptions, names: list[str], progress: Progress, timeout: float
+) -> None:
+    """deploy/ applied as on a real cluster; its pods run on the nodes (operator_pods.py)."""
+    done = progress.step("operator: kubectl apply -k deploy/")
+    done(f"{operator_pods.apply(layout, options.mtu, kubectl=KUBECTL)} objects")
+    done = progress.step("nodes Ready")
+    nodes.wait_nodes_ready(layout, names, timeout)
+    done()
+    done = progress.step("operator pods: an agent Ready on every node, 2 controllers running")
+    operator_pods.wait_running(layout, names, timeout)
+    done()
+
+
+def _up_operator_processes(
+    layout: Layout,
+    record: dict[str, Any],
+    names: list[str],
+    progress: Progress,
+    *,
+    timeout: float,
+    since: float,
+) -> None:
+    """``--operator processes``: the controller and the agents as supervised processes."""
+    done = progress.step("CustomResourceDefinitions (deploy/crds)")
+    done(f"{_register_crds(layout)} registered")
+    done = progress.step("operator RBAC (deploy/base) and service-account kubeconfigs")
+    done(f"{_operator_credentials(layout)} manifests applied")
+    done = progress.step("nodes Ready")
     nodes.wait_nodes_ready(layout, names, timeout)
     done()
     done = progress.step("controller")
@@ -325,9 +376,6 @@ def _up(
     nodes.wait_agents_serving(layout, names, timeout)
     _settle(layout, record, since)
     done()
-    save_fields(layout, record, complete=True)
-    progress.say(f"local cluster up. kubeconfig: {layout.kubeconfig}")
-    progress.say(f"  export KUBECONFIG={layout.kubeconfig}")
 
 
 def _settle(layout: Layout, record: dict[str, Any], since: float) -> None:
@@ -440,7 +488,8 @@ def down(layout: Layout, *, progress: Progress | None = None) -> None:
     for name in ("cluster.json", "kubeconfig", "cluster.lock", "supervisor.lock"):
         with contextlib.suppress(OSError):
             (layout.state_dir / name).unlink()
-    for folder in ("logs", "pods", "ipam", "apiserver", "demo", "pki", "kubeconfigs", "nodes"):
+    folders = ("logs", "pods", "ipam", "apiserver", "demo", "pki", "kubeconfigs", "nodes")
+    for folder in (*folders, "image", "deploy"):
         shutil.rmtree(layout.state_dir / folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         layout.state_dir.rmdir()
@@ -471,6 +520,10 @@ def status(layout: Layout) -> int:
         print(f"API server not reachable: {err}")
         return 1
     _print_nodes(layout, record, node_items, pods)
+    if record.get("operator", OPERATOR_PROCESSES) == OPERATOR_PODS:  # older records: processes
+        print(f"operator pods (deploy/, namespace {OPERATOR_NAMESPACE}):")
+        print(f"  {'NAME':<40} {'NODE':<8} {'READY':<7} {'RESTARTS':<9} AGE")
+        print("\n".join(operator_pods.pods_summary(layout)) or "  none")
     phases: dict[str, int] = {}
     for pod in pods:
         phase = (pod.get("status") or {}).get("phase", "Pending")
@@ -669,6 +722,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="pods on an unreachable node are evicted this long after it turned NotReady "
         f"(default {DEFAULT_EVICTION_SECONDS:g}, Kubernetes' default toleration)",
     )
+    p_up.add_argument(
+        "--operator",
+        choices=OPERATOR_MODES,
+        default=OPERATOR_PODS,
+        help="run the controller and the agents as pods of deploy/'s Deployment and DaemonSet "
+        f"(default, '{OPERATOR_PODS}'), or as bare processes ('{OPERATOR_PROCESSES}')",
+    )
     p_up.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     p_up.add_argument("--timeout", type=float, default=READY_TIMEOUT)
     p_down = sub.add_parser("down", help="remove everything the local cluster made")
@@ -710,6 +770,7 @@ def _up_command(layout: Layout, args: argparse.Namespace) -> int:
         mtu=args.mtu,
         node_grace=args.node_monitor_grace_period,
         eviction_timeout=args.pod_eviction_timeout,
+        operator=args.operator,
         timeout=args.timeout,
     )
     return 0

@@ -6,8 +6,9 @@ CA and a client certificate of system:masters, as kind's); the controller and th
 kubeconfigs carrying a token of their service account (`sfc-k8s-controller`,
 `sfc-k8s-agent` in `sfc-system`), made from `deploy/base`'s RBAC, which `local up` applies as
 it is, so that they run with exactly the permissions a real cluster gives them. Tokens come
-from the API server's TokenRequest endpoint (what `kubectl create token` calls). Used by
-`cli.py` and `nodes.py`.
+from the API server's TokenRequest endpoint (what `kubectl create token` calls). Those
+kubeconfigs are for `local up --operator processes`; run as pods (the default), the controller
+and the agents authenticate in-cluster with their projected tokens. Used by `cli.py`.
 """
 
 from __future__ import annotations

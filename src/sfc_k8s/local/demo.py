@@ -34,7 +34,7 @@ from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.dataplane import Dataplane, DataplaneError, LinkNotFound, Session
 from sfc_k8s.local import cli as local_cli
-from sfc_k8s.local import netns
+from sfc_k8s.local import netns, operator_pods
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name, read_json
 from sfc_k8s.local.paths import examples_dir
@@ -1115,6 +1115,9 @@ def run(layout: Layout, opts: DemoOptions, out: Callable[[str], None] = print) -
             for name, info in sorted((record.get("processes") or {}).items()):
                 out(f"== last lines of {name} ({info['log']})")
                 out(local_cli.tail_log(info["log"], 12))
+            for log in operator_pods.container_logs(layout):  # the operator runs as pods
+                out(f"== last lines of {log}")
+                out(local_cli.tail_log(str(log), 12))
         if not opts.keep and demo.reused:
             out(f"== removing namespace {NAMESPACE} (the cluster was up before the demo: it stays)")
             with contextlib.suppress(DemoError, subprocess.SubprocessError):

@@ -21,6 +21,9 @@ DEFAULT_STATE_DIR = "/var/lib/sfc-k8s-local"
 STATE_DIR_ENV = "SFC_K8S_LOCAL_DIR"
 NETNS_PREFIX = "sfcl-"
 BPFFS_BASE = "/sys/fs/bpf/sfc-k8s-local"
+# The agent's pins below a node's /sys/fs/bpf: deploy/base/agent.yaml's `--bpffs-root
+# /sys/fs/bpf/sfc-k8s` (a test of tests/unit/deploy checks the two agree).
+AGENT_BPFFS_DIR = "sfc-k8s"
 NETNS_DIR = Path("/run/netns")
 
 
@@ -65,8 +68,15 @@ class Layout:
     def pod_netns(self, pod_uid: str) -> str:
         return f"{self.netns_prefix}pod-{pod_uid}"
 
-    def bpffs_root(self, node: str) -> str:
+    def node_bpffs(self, node: str) -> str:
+        """The node's ``/sys/fs/bpf``: a folder of the host's bpffs (``hostPath`` volumes of
+        ``/sys/fs/bpf`` resolve there, ``node/volumes.py``)."""
         return f"{BPFFS_BASE}/{self.node_netns(node)}"
+
+    def bpffs_root(self, node: str) -> str:
+        """Where the node's agent pins its data plane: ``--bpffs-root`` of the agent DaemonSet
+        (``deploy/base/agent.yaml``) inside the node's ``/sys/fs/bpf``."""
+        return f"{self.node_bpffs(node)}/{AGENT_BPFFS_DIR}"
 
     def node_root(self, node: str) -> Path:
         """The node's own directory tree: its pods' ``hostPath`` volumes resolve inside it

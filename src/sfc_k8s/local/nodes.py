@@ -2,7 +2,9 @@
 
 Every node of a local cluster has, as a real node has, its own kubelet (a node runtime process
 serving only that node: ``python -m sfc_k8s.local.node --serve NAME``) and its own node agent
-(run inside the node's network namespace). ``up`` starts them with the functions here;
+(run inside the node's network namespace: a pod of deploy/'s DaemonSet, which that runtime
+runs, or with ``local up --operator processes`` a process of the cluster's own). ``up`` starts
+them with the functions here;
 ``stop_node`` makes the node crash: it is recorded as stopped (so the supervisor leaves its
 processes down), its underlay cable is pulled (its bridge port goes down), its runtime, agent
 and every process of its pods are killed with SIGKILL, and nothing is cleaned up, so
@@ -119,11 +121,15 @@ def wait_nodes_ready(layout: Layout, names: list[str], timeout: float) -> None:
 
 
 def wait_agents_serving(layout: Layout, names: list[str], timeout: float) -> None:
+    """Until every node's agent answers on its metrics port (a process of the cluster, or the
+    node's pod of deploy/'s DaemonSet: host network, so in the node's namespace too)."""
     since = time.time()
+    recorded = set(read_json(layout.cluster_file).get("processes") or {})
 
     def serving() -> bool:
         for name in names:
-            check_alive(layout, agent_process(name), since)
+            if agent_process(name) in recorded:
+                check_alive(layout, agent_process(name), since)
         for name in names:
             try:
                 netns.connect_in_netns(
@@ -202,7 +208,7 @@ def start_node(layout: Layout, name: str, *, progress: Progress, timeout: float)
     supervisor, started too if it died), Ready again."""
     record = _running_record(layout, name)
     procs = record.get("processes") or {}
-    names = (runtime_process(name), agent_process(name))
+    names = tuple(p for p in (runtime_process(name), agent_process(name)) if p in procs)
     if name not in (record.get("stoppedNodes") or []) and all(alive(procs[p]) for p in names):
         progress.say(f"{name} is running")
         return

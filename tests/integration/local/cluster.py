@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sfc_k8s.local import cli as local_cli
-from sfc_k8s.local import underlay
+from sfc_k8s.local import operator_pods, underlay
 from sfc_k8s.local.kube import NotFoundError, SyncKube, load_kubeconfig, write_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns
 
@@ -184,3 +184,51 @@ def local_cluster(
         local_cli.down(layout, progress=local_cli.Progress(quiet=True))
         nodes_and_underlay = ("-node-", "-underlay")
         assert all(any(k in n for k in nodes_and_underlay) for n in leftovers), leftovers
+
+
+# -- the operator's pods (local up runs deploy/'s controller Deployment and agent DaemonSet) ----
+
+
+def operator_container(layout: Layout, component: str, node: str | None = None) -> OperatorPod:
+    """A pod of the operator (``controller``: its Kopf peering leader; ``agent``: the one of
+    ``node``) with its container's pid and restart count."""
+    items = operator_pods.pods(layout, component)
+    if component == "agent":
+        items = [p for p in items if p["spec"].get("nodeName") == node]
+    else:
+        items = [controller_leader(layout, items)]
+    pod = items[0]
+    status = container_status(pod)
+    return OperatorPod(
+        name=pod["metadata"]["name"],
+        container=component,
+        pid=operator_pods.container_pid(layout, pod, component),
+        restarts=int(status.get("restartCount") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class OperatorPod:
+    name: str
+    container: str
+    pid: int
+    restarts: int
+
+
+def controller_leader(layout: Layout, pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The controller replica that acts: Kopf logs its pauses in favour of a higher-priority
+    peer and its resumptions; the leader is the one not paused (the first if both look so,
+    right after a start)."""
+
+    def paused(pod: dict[str, Any]) -> bool:
+        log = layout.pod_dir(pod["metadata"]["uid"]) / "controller.log"
+        state = False
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+            if "Pausing operations" in line:
+                state = True
+            elif "Resuming operations" in line:
+                state = False
+        return state
+
+    ranked = sorted(pods, key=lambda p: (paused(p), p["metadata"]["name"]))
+    return ranked[0]

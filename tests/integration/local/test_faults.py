@@ -2,19 +2,25 @@
 
 A one-node ``local up`` with ``examples/transparent-firewall`` applied with the real kubectl and
 Ready, and long-lived TCP flows from the client pod to the server's echo port through the
-firewall, every echoed byte checked. Then, in turn, with ``kill -9`` (SIGKILL):
+firewall, every echoed byte checked. First, the operator runs from ``deploy/``: two controller
+pods and one agent pod per node in ``sfc-system``, Ready, with the manifests' args, the agent on
+the node's network with its CNI shim and socket in the node's own tree. Then, in turn, with
+``kill -9`` (SIGKILL):
 
-- the controller, and ``kubectl scale`` of the firewall during its outage: it is back within
-  5 s (new pid, ``restarts`` 1, last exit ``killed by SIGKILL`` in ``local status``) and the
-  chain is Ready again with the new replicas programmed in the data plane;
-- the node's agent, with another scale during its outage: the same;
-- the API server: back within 5 s on its database with every object, and a scale issued once
-  it answers again is carried out by the controller and the agent, whose watches resumed;
+- the process of the controller replica that leads (Kopf peering), and ``kubectl scale`` of the
+  firewall during its outage: the node runtime restarts the container within 5 s (new pid,
+  RESTARTS 1 in ``kubectl get pods``, last state exit code 137) and the chain is Ready again
+  with the new replicas programmed in the data plane;
+- the process of the node's agent pod, with another scale during its outage: the same;
+- the API server: back within 5 s on its database with every object, the operator's pods kept
+  running meanwhile (same processes), and a scale issued once it answers again is carried out
+  by the controller and the agent, whose watches resumed;
 - the node runtime: back within 5 s, the node stays Ready, and it adopts the running pods
-  (same pods, no container restarted, the chain still programmed);
+  (same pods and processes, the host-network agent too, no container restarted, the chain
+  still programmed);
 - the supervisor: its standby takes over within 5 s (a restart counted), a new standby runs,
-  and the controller killed next is restarted by it;
-- both supervisors (standby first), then the controller, the agent and the runtime: nothing
+  and the node runtime killed next is restarted by it;
+- both supervisors (standby first), then the API server and the node runtime: nothing
   restarts them, ``local status`` says NOT RUNNING, and ``local up`` repairs them all,
   removing nothing.
 
@@ -39,15 +45,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local import operator_pods
 from sfc_k8s.local.kube import SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
 from sfc_k8s.local.paths import examples_dir
 from sfc_k8s.local.processes import STANDBY
 from sfc_k8s.local.supervisor import UNKNOWN_EXIT
 from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
-from tests.integration.local.cluster import wait_for
+from tests.integration.local.cluster import (
+    OperatorPod,
+    container_status,
+    operator_container,
+    wait_for,
+)
 
 NS = "sfc-demo"
 CHAIN = "transparent-firewall"
@@ -57,7 +70,8 @@ ECHO_PORT = 7007
 METRICS_PORT = 9469
 BACK_WITHIN = 5.0  # seconds from kill -9 to the process running again
 FLOWS = 6
-DOWN_FOR_REPAIR = ("controller", "agent-node-1", "node-runtime-node-1")
+DOWN_FOR_REPAIR = ("apiserver", "node-runtime-node-1")
+OPERATOR_NS = "sfc-system"
 REPAIR_WITHIN = 15.0  # `local up` also waits for the node Ready and the agent serving
 
 
@@ -180,41 +194,135 @@ def _assert_flows_intact(chain: Chain) -> None:
     wait_for("every flow moving", lambda: all(f.bytes_ok > before[f.index] for f in chain.flows))
 
 
-def test_killed_controller_comes_back_and_a_scale_during_its_outage_converges(
+def _operator_pods(layout: Layout) -> dict[str, list[dict[str, Any]]]:
+    pods = _kube(layout).get(f"/api/v1/namespaces/{OPERATOR_NS}/pods")["items"]
+    found: dict[str, list[dict[str, Any]]] = {"controller": [], "agent": []}
+    for pod in pods:
+        found[pod["metadata"]["labels"]["app.kubernetes.io/component"]].append(pod)
+    return found
+
+
+def _manifest_args(kind: str, name: str) -> list[str]:
+    """The container args ``deploy/`` declares (the kustomize build a real cluster gets)."""
+    built = subprocess.run(
+        [local_cli.KUBECTL, "kustomize", str(operator_pods.deploy_dir())],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    obj = next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+    return [str(a) for a in obj["spec"]["template"]["spec"]["containers"][0]["args"]]
+
+
+def test_the_operator_runs_as_the_pods_of_deploy(chain: Chain) -> None:
+    layout = chain.layout
+    procs = read_json(layout.cluster_file)["processes"]
+    assert not [n for n in procs if n == "controller" or n.startswith("agent-")], procs
+
+    def all_ready() -> dict[str, list[dict[str, Any]]] | None:
+        found = _operator_pods(layout)
+        pods = found["controller"] + found["agent"]
+        ok = len(found["controller"]) == 2 and len(found["agent"]) == 1
+        listed = _kubectl(layout, "get", "pods", "-n", OPERATOR_NS, "--no-headers").stdout
+        shown = [line.split()[1:3] for line in listed.splitlines()]
+        ok = ok and shown == [["1/1", "Running"]] * 3  # as kubectl shows them
+        return found if ok and all(container_status(p).get("ready") for p in pods) else None
+
+    # (a readiness probe may miss its 1 s timeout on a loaded machine: Ready again next period)
+    found = wait_for("2 controllers and 1 agent Ready in sfc-system", all_ready, 30)
+    controller_args = _manifest_args("Deployment", "sfc-k8s-controller")
+    for pod in found["controller"]:
+        assert pod["spec"]["containers"][0]["args"] == controller_args
+        assert pod["metadata"]["ownerReferences"][0]["kind"] in ("Deployment", "ReplicaSet")
+    agent = found["agent"][0]
+    assert agent["spec"]["containers"][0]["args"] == _manifest_args("DaemonSet", "sfc-k8s-agent")
+    assert agent["spec"]["hostNetwork"] is True and agent["spec"]["nodeName"] == "node-1"
+    node = _kube(layout).get("/api/v1/nodes/node-1")
+    assert agent["status"]["podIP"] == node["status"]["addresses"][0]["address"]
+    init = agent["status"]["initContainerStatuses"][0]
+    assert init["name"] == "install-cni" and init["state"]["terminated"]["exitCode"] == 0
+    # hostPath volumes in the node's own tree: install-cni's shim, the agent's CNI socket
+    root = layout.node_root("node-1")
+    assert (root / "opt/cni/bin/sfc-cni").read_bytes()[:4] == b"\x7fELF"
+    assert (root / "run/sfc-k8s/cni.sock").is_socket()
+
+
+def _restarts_column(layout: Layout, pod: str) -> str:
+    listed = _kubectl(layout, "get", "pod", pod, "-n", OPERATOR_NS, "--no-headers").stdout
+    return listed.split()[3]
+
+
+def _kill_container(layout: Layout, target: OperatorPod) -> float:
+    os.kill(target.pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+def _wait_container_back(layout: Layout, target: OperatorPod, killed_at: float) -> None:
+    """The node runtime restarted the killed container: a new process, one more restart."""
+
+    def back() -> dict[str, Any] | None:
+        pod = _kube(layout).get(f"/api/v1/namespaces/{OPERATOR_NS}/pods/{target.name}")
+        status = container_status(pod)
+        pid = operator_pods.container_pid(layout, pod, target.container)
+        restarted = status.get("restartCount") == target.restarts + 1
+        running = "running" in status.get("state", {}) and pid != target.pid
+        return status if restarted and running and pid_alive(pid) else None
+
+    status = wait_for(f"{target.name} running again", back, BACK_WITHIN)
+    assert time.monotonic() - killed_at < BACK_WITHIN
+    assert status["lastState"]["terminated"]["exitCode"] == 137  # 128 + SIGKILL
+    assert _restarts_column(layout, target.name) == str(target.restarts + 1)
+
+
+def test_killed_controller_replica_comes_back_and_a_scale_during_its_outage_converges(
     chain: Chain,
 ) -> None:
-    pid, killed_at = _kill(chain.layout, "controller")
+    leader = operator_container(chain.layout, "controller")
+    killed_at = _kill_container(chain.layout, leader)
     _scale(chain.layout, 3)
-    info = _wait_back(chain.layout, "controller", pid, killed_at)
-    assert info["restarts"] == 1
-    line = next(x for x in _status(chain.layout).splitlines() if x.split()[:1] == ["controller"])
-    assert "running" in line and " 1 " in line and "killed by SIGKILL" in line
+    _wait_container_back(chain.layout, leader, killed_at)
     wait_for("the chain Ready with 3 replicas", lambda: _programmed(chain.layout, 3), 60)
     _assert_flows_intact(chain)
 
 
 def test_killed_agent_comes_back_and_a_scale_during_its_outage_converges(chain: Chain) -> None:
-    pid, killed_at = _kill(chain.layout, "agent-node-1")
+    agent = operator_container(chain.layout, "agent", "node-1")
+    killed_at = _kill_container(chain.layout, agent)
     _scale(chain.layout, 4)
-    assert _wait_back(chain.layout, "agent-node-1", pid, killed_at)["restarts"] == 1
+    _wait_container_back(chain.layout, agent, killed_at)
     wait_for("the chain Ready with 4 replicas", lambda: _programmed(chain.layout, 4), 60)
     _assert_flows_intact(chain)
+
+
+def _operator_uids(layout: Layout) -> dict[str, list[str]]:
+    return {k: [p["metadata"]["uid"] for p in v] for k, v in _operator_pods(layout).items()}
+
+
+def _container_pids(layout: Layout) -> dict[str, str]:
+    """Every running container's pid, by pod directory and container."""
+    return {f"{p.parent.name}/{p.stem}": p.read_text() for p in layout.pods_dir.glob("*/*.pid")}
 
 
 def test_killed_apiserver_comes_back_with_every_object_and_the_operator_resumes(
     chain: Chain,
 ) -> None:
+    operator = _operator_uids(chain.layout)
+    pids = _container_pids(chain.layout)
     pid, killed_at = _kill(chain.layout, "apiserver")
     assert _wait_back(chain.layout, "apiserver", pid, killed_at)["restarts"] == 1
     wait_for("the API answering", lambda: _kube(chain.layout).reachable(), BACK_WITHIN)
     assert _objects(chain.layout) == chain.objects
     _scale(chain.layout, 5)
     wait_for("the chain Ready with 5 replicas", lambda: _programmed(chain.layout, 5), 60)
+    # the node runtime kept the operator's pods (and all others) running through the outage
+    assert _operator_uids(chain.layout) == operator
+    kept = _container_pids(chain.layout)
+    assert {k: v for k, v in kept.items() if k in pids} == pids
     _assert_flows_intact(chain)
 
 
 def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain) -> None:
-    pods = {p["metadata"]["uid"] for p in _kube(chain.layout).get("/api/v1/pods")["items"]}
+    before = _kube(chain.layout).get("/api/v1/pods")["items"]
+    pids = _container_pids(chain.layout)
     pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
     assert _wait_back(chain.layout, "node-runtime-node-1", pid, killed_at)["restarts"] == 1
     node = _kube(chain.layout).get("/api/v1/nodes/node-1")
@@ -222,8 +330,17 @@ def test_killed_node_runtime_comes_back_and_adopts_the_running_pods(chain: Chain
     time.sleep(1.0)  # what a runtime that did not adopt would do (tear down, start again) shows
     assert _programmed(chain.layout, 5)
     after = _kube(chain.layout).get("/api/v1/pods")["items"]
-    assert {p["metadata"]["uid"] for p in after} == pods
-    assert all(not c.get("restartCount") for p in after for c in p["status"]["containerStatuses"])
+    assert {p["metadata"]["uid"] for p in after} == {p["metadata"]["uid"] for p in before}
+
+    def restarts(pods: list[dict[str, Any]]) -> dict[str, int]:
+        return {
+            f"{p['metadata']['name']}/{c['name']}": c.get("restartCount", 0)
+            for p in pods
+            for c in p["status"]["containerStatuses"]
+        }
+
+    assert restarts(after) == restarts(before)
+    assert _container_pids(chain.layout) == pids  # the operator's pods included
     _assert_flows_intact(chain)
 
 
@@ -246,9 +363,9 @@ def test_killed_supervisor_is_replaced_by_its_standby_which_restarts_the_next_ki
         ),
         BACK_WITHIN,
     )
-    pid, killed_at = _kill(chain.layout, "controller")
+    pid, killed_at = _kill(chain.layout, "node-runtime-node-1")
     # started by the supervisor that died: the new one cannot read its exit status
-    info = _wait_back(chain.layout, "controller", pid, killed_at, exit_=UNKNOWN_EXIT)
+    info = _wait_back(chain.layout, "node-runtime-node-1", pid, killed_at, exit_=UNKNOWN_EXIT)
     assert info["restarts"] == 2
     _assert_flows_intact(chain)
 

@@ -1,11 +1,11 @@
 """The operator runs on `local up` under exactly deploy/base's RBAC, and that RBAC is least
 privilege.
 
-A one-node `local up` (HTTPS, RBAC enforced, the controller and the agent with their service
-accounts' tokens), then the example chain's life: applied with the real kubectl until Ready and
-programmed, the firewall scaled out, a link removed from the chain (the controller deletes its
-CrossConnection), the chain deleted. The API server records, per user, every permission RBAC
-granted and denied (`/debug/rbac/used`, cluster-admin only).
+A one-node `local up` (HTTPS, RBAC enforced, deploy/'s two controller replicas and agent pod
+with their service accounts' projected tokens), then the example chain's life: applied with
+the real kubectl until Ready and programmed, the firewall scaled out, a link removed from the
+chain (the controller deletes its CrossConnection), the chain deleted. The API server records,
+per user, every permission RBAC granted and denied (`/debug/rbac/used`, cluster-admin only).
 
 Covers:
 - nothing the operator asked for was denied: every permission it needs is in deploy/base;
@@ -40,15 +40,16 @@ CHAIN = "transparent-firewall"
 SFC = "/apis/sfc-k8s.io/v1alpha1"
 CONTROLLER = "system:serviceaccount:sfc-system:sfc-k8s-controller"
 AGENT = "system:serviceaccount:sfc-system:sfc-k8s-agent"
-PEERING = [
-    (verb, "kopf.dev", plural)
-    for plural in ("clusterkopfpeerings", "kopfpeerings")
-    for verb in ("create", "get", "list", "patch", "watch")
+# The two controller replicas of deploy/ peer cluster-wide (a ClusterKopfPeering, created by
+# the controller when missing and then only watched and patched)
+NAMESPACED_PEERING = [
+    (verb, "kopf.dev", "kopfpeerings") for verb in ("create", "get", "list", "patch", "watch")
 ]
 # Granted, needed, and not exercised by this scenario; why.
 NOT_EXERCISED = {
     CONTROLLER: {
-        **dict.fromkeys(PEERING, "peering of 2 replicas; local up runs one, --standalone"),
+        **dict.fromkeys(NAMESPACED_PEERING, "peering of a controller run with --namespace"),
+        ("get", "kopf.dev", "clusterkopfpeerings"): "read by watching; created if missing",
         ("get", "sfc-k8s.io", "crossconnections"): "a create that conflicts (2 replicas racing)",
         ("update", "sfc-k8s.io", "servicefunctionchains/finalizers"): (
             "owner references with blockOwnerDeletion, checked by a real cluster's "
@@ -201,4 +202,4 @@ def test_every_granted_permission_is_used_or_explained(used: dict[str, Any], use
     over_broad = [p for p in unused if p not in NOT_EXERCISED[user]]
     assert over_broad == [], f"{user} is granted what it never uses: {over_broad}"
     # and each explanation is still about a granted, unused permission
-    assert sorted(NOT_EXERCISED[user]) == unused
+    assert sorted(NOT_EXERCISED[user]) == unused, "\n".join(map(str, unused))

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from sfc_k8s.local import cli as local_cli
-from sfc_k8s.local import underlay
+from sfc_k8s.local import operator_pods, underlay
 from sfc_k8s.local.kube import MERGE_PATCH, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, list_netns, pid_alive, processes_in_netns, read_json
 from tests.integration.local.cluster import wait_for
@@ -190,7 +190,10 @@ def _start_workload(layout: Layout, ns: str) -> Before:
     pod_netns = [layout.pod_netns(p["metadata"]["uid"]) for p in on_node2]
     procs = read_json(layout.cluster_file)["processes"]
     pids = [pid for n in pod_netns for pid in processes_in_netns(n)]
-    pids += [procs[f"{kind}-node-2"]["pid"] for kind in ("node-runtime", "agent")]
+    pids += [
+        procs["node-runtime-node-2"]["pid"],
+        *operator_pods.container_pids(layout, "agent", "node-2"),
+    ]
     assert len(pids) > 2 and all(pid_alive(p) for p in pids)
     return Before(
         pods=[p["metadata"]["name"] for p in on_node2],

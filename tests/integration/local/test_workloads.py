@@ -14,6 +14,8 @@ real netns, the real kubectl).
   tree, nothing is left mounted, and the pod's volume files go with the pod.
 - In-cluster configuration: ``KUBERNETES_SERVICE_HOST``/``_PORT`` reach the API server from a
   pod's own netns and from a host-network pod; ``fieldRef`` and ``resourceFieldRef`` env.
+- The projected service-account token rewritten at 80 % of its lifetime; the pod's
+  ``/etc/hosts`` names the ``kubernetes`` Service (no cluster DNS here) and the pod.
 - ``httpGet`` probes: readiness gates Ready (404 -> not ready, 200 -> ready, back to 404 -> not
   ready), liveness restarts the container, with the kubelet's event messages.
 - ``startupProbe``: liveness and readiness wait for it; its failures restart the container;
@@ -28,6 +30,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,7 @@ from typing import Any
 import pytest
 
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local.kube import MERGE_PATCH
 from sfc_k8s.local.layout import BPFFS_BASE, Layout, processes_in_netns
 from tests.integration.local.cluster import (
     Cluster,
@@ -335,7 +339,7 @@ def test_volumes_in_cluster_env_and_nothing_left(cluster: Cluster) -> None:
     # hostPaths landed in node-1's own tree and bpffs subtree, not the host's.
     assert (layout.node_root("node-1") / "etc/sfc-test/from-pod").read_text() == "hello\n"
     assert not os.path.exists("/etc/sfc-test")
-    assert os.path.isdir(f"{layout.bpffs_root('node-1')}/from-pod")
+    assert os.path.isdir(f"{layout.node_bpffs('node-1')}/from-pod")
     # Every mount is in the containers' own namespaces: none on the host. (Only ours are
     # looked for: other test sessions on the machine may mount things meanwhile.)
     ours = {m["mountPath"] for c in _volume_pod(ns)["containers"] for m in c["volumeMounts"]}
@@ -349,7 +353,56 @@ def test_volumes_in_cluster_env_and_nothing_left(cluster: Cluster) -> None:
     cluster.wait_gone(ns, "vols")
     assert not (layout.pod_dir(uid) / "volumes").exists()
     assert not any(p.startswith(str(layout.pod_dir(uid))) for p in _host_mounts())
-    os.rmdir(f"{layout.bpffs_root('node-1')}/from-pod")
+    os.rmdir(f"{layout.node_bpffs('node-1')}/from-pod")
+
+
+_TOKEN_WATCH = """
+import time
+print(open("/etc/hosts").read(), flush=True)
+last = None
+while True:
+    token = open("/var/run/secrets/tokens/token").read()
+    if token != last:
+        print("token", token, flush=True)
+        last = token
+    time.sleep(0.1)
+"""
+
+
+def test_projected_token_is_renewed_and_etc_hosts_names_the_api(cluster: Cluster) -> None:
+    """The kubelet's parts the operator's pods rely on: a projected service-account token
+    rewritten at 80 % of its lifetime (here 2 s, the plain test server's legacy token Secret
+    changed meanwhile), and a pod ``/etc/hosts`` naming the ``kubernetes`` Service."""
+    ns = cluster.namespace()
+    secret = _secret(
+        ns, "default-token", {"token": "tok-1"}, type="kubernetes.io/service-account-token",
+        metadata={"annotations": {"kubernetes.io/service-account.name": "default"}},
+    )  # fmt: skip
+    cluster.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", body=secret)
+    source = {"serviceAccountToken": {"path": "token", "expirationSeconds": 2}}
+    spec = {
+        "containers": [{
+            "name": "main", "command": [sys.executable, "-c", _TOKEN_WATCH],
+            "volumeMounts": [{"name": "tokens", "mountPath": "/var/run/secrets/tokens"}],
+        }],
+        "volumes": [{"name": "tokens", "projected": {"sources": [source]}}],
+    }  # fmt: skip
+    cluster.create_pod(ns, "tokens", spec)
+    pod = cluster.wait_pod(ns, "tokens", ready)
+    wait_for("the first token read", lambda: "token tok-1" in log_of(cluster, pod, "main"))
+    hosts = log_of(cluster, pod, "main")
+    assert "10.96.0.1\tkubernetes.default.svc.cluster.local kubernetes.default.svc" in hosts
+    assert f"{pod['status']['podIP']}\ttokens" in hosts
+    patch = {"data": {"token": base64.b64encode(b"tok-2").decode()}}
+    cluster.kube.request(
+        "PATCH", f"/api/v1/namespaces/{ns}/secrets/default-token", body=patch,
+        content_type=MERGE_PATCH,
+    )  # fmt: skip
+    changed_at = time.monotonic()
+    wait_for("the renewed token", lambda: "token tok-2" in log_of(cluster, pod, "main"), 5)
+    assert time.monotonic() - changed_at < 2.5  # renewed at 1.6 s, not at expiry or never
+    cluster.delete_pod(ns, "tokens", grace=0)
+    cluster.wait_gone(ns, "tokens")
 
 
 def test_http_probes_gate_readiness_and_restart(cluster: Cluster) -> None:

@@ -54,9 +54,10 @@ import pytest
 from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.dataplane import Dataplane, Session
 from sfc_k8s.local import cli as local_cli
+from sfc_k8s.local import operator_pods
 from sfc_k8s.local.kube import MERGE_PATCH, NotFoundError, SyncKube, load_kubeconfig
-from sfc_k8s.local.layout import Layout, list_netns, pid_alive, read_json
-from sfc_k8s.local.nodes import AGENT_METRICS_PORT, agent_process
+from sfc_k8s.local.layout import Layout, list_netns, pid_alive
+from sfc_k8s.local.nodes import AGENT_METRICS_PORT
 from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
 from sfc_k8s.operator.agent_reconcile import link_name
 
@@ -684,7 +685,8 @@ def _remote_endpoints(layout: Layout, node: str) -> dict[str, list[tuple[str, in
 
 
 def _agent_pid(layout: Layout) -> int:
-    return int(read_json(layout.cluster_file)["processes"][agent_process("node-1")]["pid"])
+    """The agent container's process of node-1 (a pod of deploy/'s DaemonSet); 0 if none."""
+    return next(iter(operator_pods.container_pids(layout, "agent", "node-1")), 0)
 
 
 def test_agent_restart_keeps_remote_endpoints_and_cross_node_flows(cluster: Layout) -> None:
@@ -732,12 +734,16 @@ def _controller_paused(layout: Layout) -> Iterator[None]:
     """Freeze the controller (SIGSTOP): the CrossConnections keep listing the lost node's
     endpoints, so only the agents' own watch of the Nodes can take them out (as when the
     controller ran on the node that was lost)."""
-    pid = int(read_json(layout.cluster_file)["processes"]["controller"]["pid"])
-    os.kill(pid, signal.SIGSTOP)
+    pids = operator_pods.container_pids(layout, "controller")  # both replicas
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # its node was stopped meanwhile
+                os.kill(pid, signal.SIGCONT)
 
 
 def test_lost_node_gets_no_new_flows_and_other_flows_stay(cluster: Layout) -> None:

@@ -8,6 +8,12 @@ config's ``type`` is executed from ``CNI_PATH`` with the ``CNI_*`` environment a
 stdin, inside the node's network namespace (the node is the "host" of the plugin). Conflists
 run plugin after plugin with ``prevResult``; ``DEL`` runs in reverse with the cached result.
 The ``k8s.v1.cni.cncf.io/network-status`` annotation is built from the results.
+
+A plugin installed on the node itself (in the node's own tree, where the agent's ``install-cni``
+init container puts the ``sfc-cni`` shim: ``hostPath`` ``/opt/cni/bin`` of that node) runs as
+on that node: in a mount namespace of its own (``launch.py``) where the node's ``NODE_PATHS``
+(the agent's CNI socket and DEL spool) are at their usual place, so the shim reaches that node's
+agent, never another node's.
 """
 
 from __future__ import annotations
@@ -16,12 +22,18 @@ import asyncio
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from sfc_k8s.local.netns import exec_argv
+from sfc_k8s.cni import wire
+from sfc_k8s.local.netns import exec_argv, netns_path
+from sfc_k8s.local.node import launch
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
+# A node's paths a plugin installed on it relies on: the shim's socket folder and DEL spool
+# (deploy/base/agent.yaml mounts the same from the node).
+NODE_PATHS = (os.path.dirname(wire.DEFAULT_SOCKET), wire.DEFAULT_SPOOL_DIR)
 PLUGIN_TIMEOUT = 60.0
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -221,11 +233,29 @@ def _with_runtime(plugin: JsonObj, runtime: JsonObj) -> JsonObj:
 
 
 class CniInvoker:
-    """Runs plugin binaries from ``cni_path`` inside the node namespace ``node_netns``."""
+    """Runs plugin binaries from ``cni_path`` inside the node namespace ``node_netns``; those
+    found in the node's own tree ``node_root`` with the node's ``NODE_PATHS`` mounted."""
 
-    def __init__(self, cni_path: list[str], node_netns: str | None) -> None:
+    def __init__(
+        self, cni_path: list[str], node_netns: str | None, *, node_root: str | None = None
+    ) -> None:
         self.cni_path = cni_path
         self.node_netns = node_netns
+        self.node_root = node_root
+
+    def _argv(self, binary: str) -> list[str]:
+        root = self.node_root
+        if not self.node_netns:
+            return [binary]
+        if root is None or not binary.startswith(root.rstrip("/") + "/"):
+            return exec_argv(self.node_netns, [binary])
+        mounts = []
+        for path in NODE_PATHS:
+            source = os.path.join(root, path.lstrip("/"))
+            os.makedirs(source, exist_ok=True)
+            mounts.append(launch.Mount(source, path))
+        spec = launch.Spec([binary], netns=netns_path(self.node_netns), mounts=mounts)
+        return launch.command_line(sys.executable, spec)
 
     def find(self, plugin_type: str) -> str:
         if not plugin_type or "/" in plugin_type:
@@ -252,7 +282,7 @@ class CniInvoker:
             "CNI_ARGS": pod.cni_args(),
             "CNI_PATH": ":".join(self.cni_path),
         }
-        argv = exec_argv(self.node_netns, [binary]) if self.node_netns else [binary]
+        argv = self._argv(binary)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,

@@ -5,9 +5,11 @@ exec``, for every container and exec probe. It imports little (``os``, ``stat``,
 site-packages, no ``json`` or ``re``), as every container start pays for its imports, and, in
 order:
 
-1. opens the network namespace, ``unshare(CLONE_NEWNS)`` and makes every mount private, so
-   nothing it mounts reaches the host, and everything it mounted goes when the container's
-   last process exits; then opens every volume's source (``O_PATH``);
+1. opens the network namespace, ``unshare(CLONE_NEWNS)`` and makes every mount a slave of the
+   host's (as ``ip netns exec`` does), so nothing it mounts reaches the host, everything it
+   mounted goes when the container's last process exits, and what the host mounts later still
+   shows inside (``mountPropagation: HostToContainer``: a pod's namespace bind-mounted under
+   ``/run/netns`` after the agent started); then opens every volume's source (``O_PATH``);
 3. enters the pod's network namespace and mounts a sysfs of that namespace over ``/sys`` (as
    ``ip netns exec`` does: the process sees its own interfaces there; the host's stays
    covered, so a volume from the host's bpffs can still be mounted);
@@ -38,7 +40,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_MOVE = 0x2000
 MS_REC = 0x4000
-MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
 LAUNCH_FAILED = 126
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -208,7 +210,7 @@ def run(spec: Spec) -> None:
     mounts = spec.mounts or []
     netns_fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC) if spec.netns else None
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    mount(None, "/", None, MS_REC | MS_PRIVATE, "making / private")
+    mount(None, "/", None, MS_REC | MS_SLAVE, "making / a slave of the host's mounts")
     # Opened in the new namespace (a bind mount's source must be one of its mounts), before
     # the namespace's sysfs covers the host's /sys (and the bpffs below it).
     sources = [os.open(m.source, os.O_PATH | os.O_CLOEXEC) for m in mounts]

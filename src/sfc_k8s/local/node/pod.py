@@ -39,7 +39,7 @@ from sfc_k8s.local import netns
 from sfc_k8s.local.apiserver.quantity import parse_milli
 from sfc_k8s.local.kube import ApiError, KubeClient, KubeError, NotFoundError
 from sfc_k8s.local.layout import Layout, processes_in_netns, read_json, write_json
-from sfc_k8s.local.node import launch, probes
+from sfc_k8s.local.node import images, launch, probes
 from sfc_k8s.local.node.cni import (
     NETWORKS_ANNOTATION,
     Attachment,
@@ -62,6 +62,18 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESTART_BACKOFF_MAX = 30.0
 SANDBOX_BACKOFF_MAX = 30.0
 RUNNING_RESETS_BACKOFF = 10.0  # a container that ran this long restarts without delay
+# The node's CNI bin directory (containerd's default, deploy/base/node-config.yaml's cniBinDir):
+# searched first, so the plugins the agent's install-cni put on the node are the ones run.
+NODE_CNI_BIN_DIR = "/opt/cni/bin"
+HOSTS_FILE = "/etc/hosts"
+API_SERVICE_NAMES = (
+    "kubernetes.default.svc.cluster.local",
+    "kubernetes.default.svc",
+    "kubernetes.default",
+    "kubernetes",
+)
+TOKEN_RENEW_AT = 0.8  # of a projected token's lifetime, as the kubelet
+TOKEN_RETRY_SECONDS = 10.0
 ADOPTED_EXIT_CODE = 255  # an adopted process is not our child: its exit status is unknown
 
 
@@ -84,7 +96,9 @@ class NodeContext:
 
     @property
     def invoker(self) -> CniInvoker:
-        return CniInvoker(self.cni_path, self.netns)
+        root = self.layout.node_root(self.name)
+        node_bin = str(root / NODE_CNI_BIN_DIR.lstrip("/"))
+        return CniInvoker([node_bin, *self.cni_path], self.netns, node_root=str(root))
 
 
 class AdoptedProcess:
@@ -112,11 +126,12 @@ class AdoptedProcess:
 
 
 def adoptable(record_path: Path) -> bool:
-    """Whether the pod of this record still runs as its runtime left it: its namespace and
-    the process of every container it started (each in that namespace)."""
+    """Whether the pod of this record still runs as its runtime left it: its namespace (the
+    node's for a hostNetwork pod) and the process of every container it started (each in that
+    namespace; an init container's pid file goes when it completes)."""
     record = read_json(record_path)
     pid_files = list(record_path.parent.glob("*.pid"))
-    if not record or record.get("hostNetwork") or not pid_files:
+    if not record or not pid_files:
         return False
     alive = set(processes_in_netns(str(record.get("netns", ""))))
     try:
@@ -218,6 +233,7 @@ class PodWorker:
         self.shutting_down = False  # the runtime stops: kill fast, confirm nothing
         self.crashed = False  # ended on a bug, not a deletion: the runtime starts it again
         self._tasks: list[asyncio.Task[None]] = []
+        self._token_renewal: asyncio.Task[None] | None = None
         self._event_counts: dict[tuple[str, str], tuple[str, int]] = {}
         self._transitions: dict[tuple[str, bool], str] = {}
         self.task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
@@ -288,7 +304,7 @@ class PodWorker:
         self.attachments = [Attachment.from_json(a) for a in read_json(path)["attachments"]]
         self.pod_ip = next(
             (first_ip(a.result) for a in self.attachments if a.default and first_ip(a.result)),
-            None,
+            self.node.host_ip if self.host_network else None,
         )
         statuses = {
             s.get("name"): s for s in (self.pod.get("status") or {}).get("containerStatuses") or []
@@ -480,6 +496,50 @@ class PodWorker:
         )
         self.volume_paths = await builder.prepare()
         self.read_only_volumes = builder.read_only()
+        self._write_hosts()
+        lifetime = builder.token_lifetime()
+        if lifetime is not None and self._token_renewal is None:
+            self._token_renewal = asyncio.create_task(self._renew_tokens(lifetime))
+            self._tasks.append(self._token_renewal)
+
+    def _write_hosts(self) -> None:
+        """The pod's ``/etc/hosts``, as the kubelet manages it: the node's, the pod's own name
+        (its own network), and the names of the ``kubernetes`` Service, which the cluster DNS
+        would answer (the local cluster has no DNS server; Kopf's in-cluster login and every
+        client library name ``kubernetes.default.svc``)."""
+        try:
+            lines = [Path(HOSTS_FILE).read_text().rstrip("\n")]
+        except OSError:
+            lines = ["127.0.0.1\tlocalhost"]
+        if self.pod_ip and not self.host_network:
+            lines.append(f"{self.pod_ip}\t{self.name}")
+        if self.node.api_service is not None:
+            lines.append(f"{self.node.api_service[0]}\t{' '.join(API_SERVICE_NAMES)}")
+        write_text_atomic(self.dir / "hosts", "\n".join(lines) + "\n")
+
+    def _hosts_mount(self, mounts: list[launch.Mount]) -> list[launch.Mount]:
+        hosts = self.dir / "hosts"
+        if not hosts.exists() or any(m.target == HOSTS_FILE for m in mounts):
+            return []
+        return [launch.Mount(str(hosts), HOSTS_FILE)]
+
+    async def _renew_tokens(self, lifetime: int) -> None:
+        """Write the projected volumes again (a new token, fresh ConfigMaps) at 80 % of the
+        tokens' lifetime, as the kubelet does; while the API server is away, retry soon."""
+        delay = lifetime * TOKEN_RENEW_AT
+        while not self.terminating:
+            await asyncio.sleep(delay)
+            try:
+                await self.node.kube.get(self.path)  # the API answers: a token can be had
+                builder = VolumeBuilder(
+                    self.node.kube, self.node.layout, self.node.name, self.pod, self._fields()
+                )
+                await builder.prepare()
+                delay = lifetime * TOKEN_RENEW_AT
+                log.info("pod %s/%s: service-account token renewed", self.namespace, self.name)
+            except (KubeError, VolumeError) as err:
+                log.warning("pod %s/%s: token renewal: %s", self.namespace, self.name, err)
+                delay = min(TOKEN_RETRY_SECONDS, lifetime * (1 - TOKEN_RENEW_AT) / 4)
 
     async def _release_network(self) -> None:
         ctx = self._pod_context()
@@ -534,6 +594,8 @@ class PodWorker:
                 c.terminated, c.waiting = None, ("", "")
                 self.dirty.set()
                 code = await c.proc.wait()
+                with contextlib.suppress(OSError):  # only running containers' pids are kept
+                    (self.dir / f"{c.name}.pid").unlink()
                 c.terminated = {
                     "exitCode": code if code >= 0 else 128 - code,
                     "reason": "Completed" if code == 0 else "Error",
@@ -610,7 +672,7 @@ class PodWorker:
         return env
 
     def _argv(self, spec: JsonObj) -> list[str]:
-        return [str(x) for x in (spec.get("command") or []) + (spec.get("args") or [])]
+        return images.container_argv(spec)
 
     async def _launch_argv(
         self, c: Container, argv: list[str], status_fd: int | None = None
@@ -629,6 +691,9 @@ class PodWorker:
             mounts = container_mounts(c.spec, self.volume_paths, self.read_only_volumes)
         except VolumeError as err:
             raise OSError(str(err)) from err
+        # the image's own files first: a volume mounted inside them stays visible
+        mounts = images.image_mounts(self.node.layout, str(c.spec.get("image") or "")) + mounts
+        mounts += self._hosts_mount(mounts)
         spec = launch.Spec(
             argv,
             netns=netns.netns_path(self.netns),
@@ -1059,6 +1124,12 @@ def _read_to_end(fd: int) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _json_dumps(doc: object) -> str:

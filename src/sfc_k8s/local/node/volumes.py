@@ -12,7 +12,7 @@ Where a ``hostPath`` lands (``hostpath_source``): each node is a network namespa
 machine, so every node gets its own directory tree, ``<state>/nodes/<node>/root``, and a
 ``hostPath`` resolves inside it: two nodes never share ``/etc/cni/net.d``, ``/opt/cni/bin`` or
 ``/var/lib/...``. Three exceptions: ``/sys/fs/bpf`` (and below) is the node's own bpffs
-subtree (``Layout.bpffs_root``), ``/proc``, ``/sys``, ``/dev`` and ``/run/netns`` are the host's
+subtree (``Layout.node_bpffs``), ``/proc``, ``/sys``, ``/dev`` and ``/run/netns`` are the host's
 (the kernel's views, shared by every node as by every container on one machine).
 
 The service account token: ``service_account_token`` is the one place it comes from. Today it
@@ -60,7 +60,7 @@ def hostpath_source(layout: Layout, node: str, path: str) -> Path:
     if _under(clean, "/var/run"):  # a symbolic link to /run on every distribution
         clean = "/run" + clean[len("/var/run") :]
     if _under(clean, BPFFS):
-        return Path(layout.bpffs_root(node) + clean[len(BPFFS) :])
+        return Path(layout.node_bpffs(node) + clean[len(BPFFS) :])
     if any(_under(clean, base) for base in SHARED_HOST_PATHS):
         return Path(clean)
     return layout.node_root(node) / clean.lstrip("/")
@@ -187,6 +187,17 @@ class VolumeBuilder:
         kinds = ("configMap", "secret", "downwardAPI", "projected")
         return {str(v.get("name")) for v in self.volumes() if any(k in v for k in kinds)}
 
+    def token_lifetime(self) -> int | None:
+        """The shortest ``expirationSeconds`` of the pod's projected service-account tokens
+        (None without one): the kubelet renews each at 80 % of it."""
+        lifetimes = [
+            int(source["serviceAccountToken"].get("expirationSeconds") or TOKEN_EXPIRATION)
+            for volume in self.volumes()
+            for source in (volume.get("projected") or {}).get("sources") or []
+            if "serviceAccountToken" in source
+        ]
+        return min(lifetimes) if lifetimes else None
+
     def volumes(self) -> list[JsonObj]:
         declared = list((self.pod.get("spec") or {}).get("volumes") or [])
         extra = automount_volume(self.pod)
@@ -300,13 +311,16 @@ def _volume_body(volume: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _write_files(target: Path, files: Mapping[str, tuple[bytes, int]]) -> None:
     """Write the volume's files in place: the directory stays the same one, as running
-    containers of the pod may have it mounted (an adopted pod's container restarting)."""
+    containers of the pod may have it mounted (an adopted pod's container restarting, a
+    renewed token); each file is replaced whole, so a reader never sees half of one."""
     target.mkdir(parents=True, exist_ok=True)
     for relative, (content, mode) in files.items():
         path = target / _safe_relative(relative)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        path.chmod(mode)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(content)
+        tmp.chmod(mode)
+        tmp.replace(path)
 
 
 def _safe_relative(path: str) -> PurePosixPath:
