@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -197,6 +197,7 @@ class Dataplane:
         self._attach_mode = attach_mode
         self._lock_fd = -1
         self._thread_lock = threading.Lock()
+        self._slot_hint = 1  # where _free_slots starts looking
         loader.ensure_bpffs()
         try:
             os.makedirs(self.pins.links_dir, exist_ok=True)
@@ -309,11 +310,43 @@ class Dataplane:
         return result
 
     def _endpoints(self, link_id: int, side: Side | None = None) -> dict[int, EndpointEntry]:
-        return {
-            slot: e
-            for slot, e in self._slots().items()
-            if e.link_id == link_id and (side is None or e.side == side.num)
-        }
+        """The link's endpoints by slot. The stable id index is read in batches and filtered
+        on its first key word (the link id) without a Python object per entry; only the link's
+        own slots are then looked up, so a reconcile does not pay a lookup per endpoint of the
+        node (8,000 of them with 1,000 links)."""
+        array = self._map(structs.MAP_ENDPOINTS)
+        result = {}
+        for keys, values in maps.walk_raw(self._map(structs.MAP_EPIDS), 8, 4):
+            links = keys.cast("I")[0::2].tolist()
+            slots = values.cast("I").tolist()
+            for i in (i for i, lid in enumerate(links) if lid == link_id):
+                entry = maps.lookup(array, ctypes.c_uint32(slots[i]), EndpointEntry)
+                if (
+                    entry is not None
+                    and entry.gen
+                    and entry.link_id == link_id
+                    and (side is None or entry.side == side.num)
+                ):
+                    result[slots[i]] = entry
+        return result
+
+    def _free_slots(self, count: int) -> list[int]:
+        """``count`` free endpoint slots (gen 0), looked for from where the last search of
+        this process ended (slots are taken and freed under the root's lock, so a slot seen
+        free here is free): a few lookups, not a read of every endpoint of the node."""
+        array = self._map(structs.MAP_ENDPOINTS)
+        top = structs.MAX_IFACES - 1
+        found: list[int] = []
+        start = self._slot_hint
+        for step in range(top):
+            slot = (start - 1 + step) % top + 1
+            entry = maps.lookup(array, ctypes.c_uint32(slot), EndpointEntry)
+            if entry is not None and not entry.gen:
+                found.append(slot)
+                if len(found) == count:
+                    self._slot_hint = slot % top + 1
+                    return found
+        raise CapacityError(f"the node has room for {top} endpoints")
 
     def _slot_of(self, ifindex: int) -> int | None:
         slot = maps.lookup(
@@ -478,11 +511,8 @@ class Dataplane:
                         f" more than {structs.MAX_ENDPOINTS_PER_SIDE}"
                     )
             resolved = self._resolve(name, specs, set())
-            taken = self._slots()
-            self._check_free(resolved, taken)
-            free = [i for i in range(1, structs.MAX_IFACES) if i not in taken]
-            if len(resolved) > len(free):
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
+            self._check_free(resolved)
+            free = self._free_slots(len(resolved)) if resolved else []
             info = self._new_link_ids(cluster_id)
 
             with contextlib.ExitStack() as undo:
@@ -500,20 +530,31 @@ class Dataplane:
         return self.status(name)
 
     def _new_link_ids(self, cluster_id: int) -> LinkInfoValue:
-        """A free node-local link id, and ``cluster_id`` (or the lowest free one)."""
-        # One read of each link's info, kept with its name: naming a cluster id's owner
-        # through _name_of would read every link again for each link (O(n²) per create).
-        infos = {n: self._link_info(n) for n in self.links()}
-        used = {int(i.link_id) for i in infos.values()}
+        """A free node-local link id, and ``cluster_id`` (or the lowest free one).
+
+        Both come from the cluster link map (cluster id -> node-local id, written for every
+        link when it is created and cleared when it goes), read whole in a few batches: a
+        fixed cost, where reading every link's info pin grew with the links (20 ms per create
+        with 1,000 links, so 1,000 creates were quadratic)."""
+        clinks: dict[int, int] = {}
+        for keys, values in maps.walk_raw(self._map(structs.MAP_CLINKS), 4, 4):
+            for cid, lid in zip(keys.cast("I").tolist(), values.cast("I").tolist(), strict=True):
+                if lid:
+                    clinks[cid] = lid
+        used = set(clinks.values())
         link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
         if not link_id:
             raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
-        cids = {int(i.cluster_id): n for n, i in infos.items()}
-        if cluster_id in cids:
-            raise LinkExists(f"link cluster id {cluster_id} is taken by {cids[cluster_id]!r}")
+        if cluster_id in clinks:
+            owner = self._name_of(clinks[cluster_id])  # the error path only reads every link
+            raise LinkExists(f"link cluster id {cluster_id} is taken by {owner!r}")
         if not cluster_id:
-            cluster_id = next(i for i in range(1, structs.MAX_CLUSTER_LINKS) if i not in cids)
+            cluster_id = next(i for i in range(1, structs.MAX_CLUSTER_LINKS) if i not in clinks)
         return LinkInfoValue(link_id=link_id, cluster_id=cluster_id)
+
+    def cluster_id(self, link: str) -> int:
+        """The link's cluster-wide id (one pin read, no session walk as in ``status``)."""
+        return int(self._link_info(link).cluster_id)
 
     def _name_of(self, link_id: int) -> str:
         return self._link_ids().get(link_id, "?")
@@ -550,15 +591,18 @@ class Dataplane:
             endpoint.id = ep_id
         return resolved
 
-    def _check_free(self, wanted: Sequence[_Resolved], taken: dict[int, EndpointEntry]) -> None:
-        by_ifindex = {e.ifindex: e for e in taken.values() if e.ifindex}
+    def _check_free(self, wanted: Sequence[_Resolved]) -> None:
+        """Refuse an interface that is already an endpoint (the ifindex index, one lookup each)."""
         for endpoint in wanted:
             if not endpoint.ifindex:
                 continue
-            owner = by_ifindex.get(endpoint.ifindex)
-            if owner is not None or self._slot_of(endpoint.ifindex) is not None:
+            slot = self._slot_of(endpoint.ifindex)
+            if slot is not None:
+                owner = maps.lookup(
+                    self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry
+                )
                 # Only for the message: reading every link's id costs a pin open per link.
-                link = self._name_of(owner.link_id) if owner is not None else "?"
+                link = self._name_of(owner.link_id) if owner is not None and owner.gen else "?"
                 raise EndpointExists(
                     f"interface {endpoint.spec.ifname!r} is already an endpoint of {link!r}"
                 )
@@ -624,9 +668,13 @@ class Dataplane:
                 bpf.BPF_NOEXIST,
             )
             self._cache(endpoint.ifindex, slot)
-            loader.attach(
-                self.pins, link, endpoint.ifindex, self._fds.program, mode=self._attach_mode
-            )
+            # Attached when its pod appeared (the agent): the maps above are all it takes.
+            # Otherwise (an interface made by hand, a kernel without TCX, an agent that was
+            # down) the link attaches it, and detaches it when the endpoint leaves.
+            if not self._attached_at_appearance(endpoint.ifindex):
+                loader.attach(
+                    self.pins, link, endpoint.ifindex, self._fds.program, mode=self._attach_mode
+                )
         return entry
 
     def _install_table(
@@ -652,7 +700,7 @@ class Dataplane:
         link_id = int(info.link_id)
         active = {
             maglev.endpoint_name(info.cluster_id, e.id): slot
-            for slot, e in (self._slots() if endpoints is None else endpoints).items()
+            for slot, e in (self._endpoints(link_id) if endpoints is None else endpoints).items()
             if e.link_id == link_id
             and e.side == side.num
             and e.state == structs.EP_ACTIVE
@@ -765,7 +813,12 @@ class Dataplane:
         slot)."""
         ifindex = int(entry.ifindex)
         if ifindex:
-            loader.detach(self.pins, link, ifindex)
+            # An interface attached at its appearance keeps its program (pass-through again
+            # once the slot is cleared) until the interface goes; the link's own is detached.
+            if os.path.exists(self.pins.attachment(link, ifindex)) or not os.path.exists(
+                self.pins.interface_attachment(ifindex)
+            ):
+                loader.detach(self.pins, link, ifindex)
             self._uncache(ifindex, slot)
             if self._slot_of(ifindex) == slot:
                 bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
@@ -864,19 +917,16 @@ class Dataplane:
         spec = EndpointSpec(ifname=ifname, node=node, id=endpoint_id)
         with self._locked():
             info = self._link_info(link)
-            taken = self._slots()
-            mine = [e for e in taken.values() if e.link_id == info.link_id]
-            resolved = self._resolve(link, [(side, spec)], {int(e.id) for e in mine})
-            self._check_free(resolved, taken)
-            count = sum(1 for e in mine if e.side == side.num)
+            taken = self._endpoints(info.link_id)  # the link's: the table is built from them
+            resolved = self._resolve(link, [(side, spec)], {int(e.id) for e in taken.values()})
+            self._check_free(resolved)
+            count = sum(1 for e in taken.values() if e.side == side.num)
             if count >= structs.MAX_ENDPOINTS_PER_SIDE:
                 raise CapacityError(
                     f"side {side.value} of {link!r} already has {count} endpoints,"
                     f" the most a side can have"
                 )
-            slot = next((i for i in range(1, structs.MAX_IFACES) if i not in taken), 0)
-            if not slot:
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
+            (slot,) = self._free_slots(1)
             with contextlib.ExitStack() as undo:
                 entry = EndpointEntry(
                     ifindex=resolved[0].ifindex, link_id=info.link_id, id=resolved[0].id
@@ -922,6 +972,87 @@ class Dataplane:
             self._install_table(info, side, without=slot, endpoints=endpoints)
             self._remove(link, slot, entry)
             self._purge(int(info.link_id), side=side, slot=slot)
+
+    # --- interfaces attached when they appear -----------------------------------------------
+
+    def _attached_at_appearance(self, ifindex: int) -> bool:
+        """Whether ``ifindex`` runs the program through its own pin under ``ifaces/`` (a pin
+        left by a deleted interface whose ifindex was reused does not count)."""
+        pin = self.pins.interface_attachment(ifindex)
+        return os.path.exists(pin) and loader.tcx_ifindex(pin) == ifindex
+
+    def attach_interface(self, ifname: str) -> bool:
+        """Attach the program to host interface ``ifname`` before any link names it, as the
+        agent does when a pod's interface appears: it passes every packet through (the next
+        program or the stack decides) until a link's maps name the interface, and from then
+        on forwards, with no attach on the link's path. Idempotent; True when it attached now.
+
+        False, changing nothing, when the interface already runs the program (its own pin, or
+        a link's), or when attachments are not TCX (``attach_mode="tc"`` or a kernel without
+        TCX: the link attaches it then, as before). The pin stays when the process exits;
+        ``detach_interface`` (or the interface's deletion and ``sync_interfaces``) removes it.
+        """
+        with self._locked():
+            return self._attach_interface(_ifindex(ifname))
+
+    def _attach_interface(self, ifindex: int) -> bool:
+        if self._attach_mode == "tc":
+            return False
+        pin = self.pins.interface_attachment(ifindex)
+        if os.path.exists(pin):
+            if loader.tcx_ifindex(pin) == ifindex:
+                return False
+            loader.detach_at(pin, ifindex)  # a deleted interface's, whose ifindex came back
+        if self._slot_of(ifindex) is not None:
+            return False  # an endpoint already: its link attached it
+        os.makedirs(self.pins.ifaces_dir, exist_ok=True)
+        return loader.attach_tcx(pin, ifindex, self._fds.program)
+
+    def detach_interface(self, ifindex: int) -> bool:
+        """Undo ``attach_interface`` for an interface that is gone or going (its pod deleted):
+        detach and unpin. True if there was something to remove."""
+        with self._locked():
+            pin = self.pins.interface_attachment(ifindex)
+            if not os.path.exists(pin):
+                return False
+            loader.detach_at(pin, ifindex)
+            return True
+
+    def interface_attachments(self) -> dict[int, int]:
+        """Every interface attachment under ``ifaces/``: pinned ifindex -> the ifindex the
+        kernel says it runs on (0: defunct, its interface deleted)."""
+        return {
+            ifindex: loader.tcx_ifindex(pin)
+            for ifindex, pin in loader.tcx_pins(self.pins.ifaces_dir).items()
+        }
+
+    def sync_interfaces(self, present: Mapping[int, str]) -> tuple[list[str], list[int]]:
+        """Make the interface attachments match ``present`` (ifindex -> name: the host
+        interfaces that should run the program, e.g. every sfc-cni host end of the node):
+        attach those that run nothing of ours, unpin those whose interface was deleted. What
+        an agent does at start, for the pods that came and went while it was down. Returns
+        the names attached and the ifindexes unpinned."""
+        with self._locked():
+            removed = []
+            for ifindex, pin in sorted(loader.tcx_pins(self.pins.ifaces_dir).items()):
+                if loader.tcx_ifindex(pin) != ifindex:
+                    loader.detach_at(pin, ifindex)
+                    removed.append(ifindex)
+            by_links: set[int] = set()
+            for link in self.links():
+                by_links.update(loader.tcx_pins(self.pins.link_dir(link)))
+            attached = [
+                name
+                for ifindex, name in sorted(present.items())
+                if ifindex not in by_links and self._attach_interface(ifindex)
+            ]
+        return attached, removed
+
+    def _remove_interface_attachments(self) -> None:
+        for ifindex, pin in loader.tcx_pins(self.pins.ifaces_dir).items():
+            loader.detach_at(pin, ifindex)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.pins.ifaces_dir)
 
     # --- the tunnel ---------------------------------------------------------------------------
 
@@ -994,12 +1125,13 @@ class Dataplane:
             udp_csum=not config.key_flags & structs.BPF_F_ZERO_CSUM_TX,
         )
 
-    def oversized(self, link: str) -> dict[str, int]:
+    def oversized(self, link: str, *, tun: TunnelStatus | None = None) -> dict[str, int]:
         """The link's local interfaces whose MTU is larger than the tunnel's, with their MTU,
         when the link spans nodes (has a remote endpoint): frames they send to a remote
         endpoint at full size would be dropped as TOO_BIG. Empty for a single-node link or a
-        node without a tunnel. For the agent's condition on the CrossConnection."""
-        tun = self.tunnel()
+        node without a tunnel. For the agent's condition on the CrossConnection; ``tun``: the
+        tunnel as the caller last saw it (``tunnel()`` runs ``ip``, milliseconds a call)."""
+        tun = tun or self.tunnel()
         endpoints = self._endpoint_list(self._link_id(link))
         if tun is None or not any(e.node for e in endpoints):
             return {}
@@ -1043,6 +1175,7 @@ class Dataplane:
         with self._locked():
             for name in self.links():
                 self._teardown(name, self._link_id(name))
+            self._remove_interface_attachments()
             self._remove_tunnel()
             loader.unpin_node(self.pins)
             with contextlib.suppress(OSError):

@@ -34,6 +34,9 @@ Design points:
   the agent was down, or with its finalizer forcibly removed) are garbage-collected after a
   fresh list of the xcs, at startup and every ``gc_interval``; only links shaped like agent links
   under the agent's own bpffs root are considered.
+- Interfaces: every sfc-cni host interface of the node gets the program when it appears and
+  loses its pin when it goes (``agent_ifaces.InterfaceWatch``, rtnetlink events), so links only
+  write maps; off with ``attach_interfaces=False`` (``--no-attach-interfaces``).
 - All data-plane calls run on the operator's event loop (they take micro- to milliseconds), so
   handlers, garbage collection and metric scrapes never touch the maps concurrently.
 """
@@ -87,7 +90,9 @@ from sfc_k8s.dataplane import (
     maglev,
 )
 from sfc_k8s.dataplane import tunnel as dp_tunnel
+from sfc_k8s.dataplane.records import TunnelStatus
 from sfc_k8s.operator import agent_cni
+from sfc_k8s.operator.agent_ifaces import InterfaceWatch
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
     ActivateEndpoint,
@@ -154,6 +159,7 @@ class AgentConfig:
     kernel_check: bool = True  # main() probes the kernel's features first
     cni_server: agent_cni.CniServerOptions | None = None  # serve the sfc-cni shim (docs/cni.md)
     traffic_window: float = DEFAULT_WINDOW  # seconds the per-pod traffic rates average over
+    attach_interfaces: bool = True  # the program on every sfc-cni host interface as it appears
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -193,6 +199,8 @@ class NodeAgent:
         self.metrics = AgentMetrics(self._link_samples, add_routes=self.traffic.add_routes)
         self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
         self._dp: Dataplane | None = None
+        self.interfaces: InterfaceWatch | None = None
+        self._tunnel: TunnelStatus | None = None  # as set up at start (tunnel() runs `ip`)
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
         self._drained_at: dict[str, dict[str, float]] = {}  # link -> endpoint key -> monotonic
@@ -269,8 +277,12 @@ class NodeAgent:
             f"node {self.config.node}: data plane at {self.config.bpffs_root}"
             f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
         )
+        if self.config.attach_interfaces:
+            self.interfaces = InterfaceWatch(self._dp)
+            self.interfaces.start(asyncio.get_running_loop())
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)
+            self._tunnel = tun
             logger.info(f"tunnel {tun.ifname}: UDP port {tun.port}, MTU {tun.mtu}")
         if self.config.metrics_port is not None:
             await self.metrics.start(
@@ -290,6 +302,9 @@ class NodeAgent:
             self._gc_task = None
         await self.traffic.stop()
         await self.metrics.stop()
+        if self.interfaces is not None:
+            self.interfaces.stop()  # the pins stay: the interfaces keep their program
+            self.interfaces = None
         if self._dp is not None:
             self._dp.close()  # fds only: the pinned state keeps forwarding
             self._dp = None
@@ -414,13 +429,13 @@ class NodeAgent:
 
     def _cluster_id(self, link: str) -> int:
         """The cluster id of a programmed link (read once after a restart: a status read)."""
-        if link not in self._cluster_ids:
-            self._cluster_ids[link] = self.dataplane.status(link).cluster_id
+        if link not in self._cluster_ids:  # not status(): that walks the session tables
+            self._cluster_ids[link] = self.dataplane.cluster_id(link)
         return self._cluster_ids[link]
 
     def _oversized(self, link: str) -> dict[str, int]:
         try:
-            return self.dataplane.oversized(link)
+            return self.dataplane.oversized(link, tun=self._tunnel)
         except DataplaneError:
             return {}
 
@@ -769,7 +784,7 @@ class NodeAgent:
         patch.status["nodes"] = {self.config.node: entry}
 
     def _tunnel_mtu(self) -> int:
-        tun = self.dataplane.tunnel()
+        tun = self._tunnel or self.dataplane.tunnel()
         return tun.mtu if tun is not None else 0
 
     def _forget(self, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
@@ -997,6 +1012,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the kernel feature probe at start",
     )
+    parser.add_argument(
+        "--no-attach-interfaces",
+        dest="attach_interfaces",
+        action="store_false",
+        help="attach the program to an interface only when a link takes it, not when its pod"
+        " appears (slower links: an attach each; docs/dataplane.md)",
+    )
     agent_cni.add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true")
@@ -1029,6 +1051,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
         traffic_window=args.traffic_window,
+        attach_interfaces=args.attach_interfaces,
         namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
         max_retry_delay=args.max_retry_delay,
