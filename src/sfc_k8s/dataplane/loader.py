@@ -13,6 +13,8 @@ Pin layout (every path is defined here and nowhere else)::
     <root>/ifaces/tcx_<ifindex>    the TCX attachment of an interface attached when it appeared
                                    (the agent, at pod creation): it stays until the interface goes
     <root>/tunnel/tcx_<ifindex>    the TCX attachment of the tunnel device
+    <root>/linkids/<link id>       an empty folder per node-local link id in use: ids are claimed
+                                   with mkdir (atomic), not found by reading every link
 
 A program attached through a pinned TCX link stays attached when the process exits, so traffic
 keeps flowing with no manager running. Used by ``sfc_k8s.dataplane.manager``.
@@ -76,6 +78,13 @@ class Pins:
 
     def attachment(self, link: str, ifindex: int) -> str:
         return os.path.join(self.link_dir(link), f"tcx_{ifindex}")
+
+    @property
+    def link_ids_dir(self) -> str:
+        return os.path.join(self.root, "linkids")
+
+    def link_id_marker(self, link_id: int) -> str:
+        return os.path.join(self.link_ids_dir, str(link_id))
 
     @property
     def ifaces_dir(self) -> str:

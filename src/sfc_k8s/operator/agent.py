@@ -91,6 +91,7 @@ from sfc_k8s.dataplane import (
 )
 from sfc_k8s.dataplane import tunnel as dp_tunnel
 from sfc_k8s.dataplane.records import TunnelStatus
+from sfc_k8s.naming import is_host_ifname
 from sfc_k8s.operator import agent_cni
 from sfc_k8s.operator.agent_ifaces import InterfaceWatch
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
@@ -200,6 +201,9 @@ class NodeAgent:
         self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
         self._dp: Dataplane | None = None
         self.interfaces: InterfaceWatch | None = None
+        # Which interfaces get the program as they appear (benchmarks sharing a host with
+        # other tests narrow it to their own).
+        self.wanted_interfaces: Callable[[str], bool] = is_host_ifname
         self._tunnel: TunnelStatus | None = None  # as set up at start (tunnel() runs `ip`)
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
@@ -278,7 +282,7 @@ class NodeAgent:
             f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
         )
         if self.config.attach_interfaces:
-            self.interfaces = InterfaceWatch(self._dp)
+            self.interfaces = InterfaceWatch(self._dp, wanted=self.wanted_interfaces)
             self.interfaces.start(asyncio.get_running_loop())
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)

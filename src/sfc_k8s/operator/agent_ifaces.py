@@ -68,29 +68,34 @@ class InterfaceWatch:
         self.resync()
 
     def stop(self) -> None:
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
         self._sock = self._loop = None
 
     def resync(self) -> None:
-        """Attach every wanted interface present that runs nothing of ours; unpin the gone."""
+        """Unpin the attachments of deleted interfaces, then attach every wanted interface
+        present that runs nothing of ours: one per turn of the event loop, so that a node
+        with many new pods (an agent that was down a while) does not hold up the handlers."""
         present = {i: n for i, n in socket.if_nameindex() if self.wanted(n)}
         try:
-            attached, removed = self.dp.sync_interfaces(present)
+            missing, removed = self.dp.sync_interfaces(present, attach=False)
         except DataplaneError as err:
-            logger.warning("cannot attach the node's interfaces: %s", err)
+            logger.warning("cannot read the node's interface attachments: %s", err)
             return
-        self._known = set(present)
-        if attached or removed:
+        waiting = set(missing)
+        self._known = {i for i, n in present.items() if n not in waiting}
+        if missing or removed:
             logger.info(
-                "interfaces: %d attached (%s), %d gone unpinned",
-                len(attached), ", ".join(attached), len(removed),
+                "interfaces: %d to attach, %d gone unpinned", len(missing), len(removed)
             )  # fmt: skip
-        now = time.monotonic()
         by_name = {n: i for i, n in present.items()}
-        for name in attached:
-            self._attached(name, by_name[name], now)
+        for name in missing:
+            if self._loop is None:
+                self._appeared(name, by_name[name])
+            else:
+                self._loop.call_soon(self._appeared, name, by_name[name])
 
     def _readable(self) -> None:
         sock = self._sock
@@ -121,6 +126,8 @@ class InterfaceWatch:
                 self._appeared(link.name, link.index)
 
     def _appeared(self, name: str, ifindex: int) -> None:
+        if ifindex in self._known or self._sock is None:
+            return  # an event came first, or the watch was stopped
         try:
             done = self.dp.attach_interface(name)
         except InterfaceNotFound:

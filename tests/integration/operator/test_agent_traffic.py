@@ -6,7 +6,8 @@ server tags its answers with its name. Covers:
 - scaling follows the spec: a new replica endpoint gets new flows while existing flows stay on
   their replica; a draining replica keeps its flows and gets no new ones; a removed replica's
   flows move to the remaining ones;
-- agent restart: the new agent adopts the pinned state (same link, no duplicate, nothing
+- agent restart: the new agent adopts the pinned state (same link and endpoint ids, every
+  interface keeping the TCX link it got when it appeared, no duplicate, nothing
   re-created), a UDP sequence running across the restart loses nothing, and a link whose xc was
   deleted while the agent was down (finalizer stripped) is garbage-collected.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from sfc_k8s.api.naming import mac_from_seed
 from sfc_k8s.dataplane import Dataplane, LinkStatus
+from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.operator.agent_reconcile import link_name
 from tests.fixtures.topology import PYTHON, TRAFFIC
 from tests.integration.operator.test_agent_programming import (
@@ -197,6 +199,8 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
         assert stream.stdout is not None
         assert stream.stdout.readline().strip() == "READY"
         before = dataplane.status(link)
+        attached = {e.ifname: bpf.tcx_links(e.ifindex) for e in before.endpoints}
+        assert all(len(links) == 1 for links in attached.values())  # at appearance, once
 
     # The agent is down: traffic keeps flowing through the pinned state, and an xc vanishes.
     api.force_delete_xc(gone)
@@ -214,9 +218,11 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
         wait_for("traffic after the restart", lambda: _rx(dataplane, link, topo) > down)
         assert dataplane.links() == [link]
         assert after.link_id == before.link_id  # adopted, not re-created
-        assert [(e.side, e.ifname, e.state) for e in after.endpoints] == [
-            (e.side, e.ifname, e.state) for e in before.endpoints
+        assert [(e.side, e.ifname, e.state, e.id) for e in after.endpoints] == [
+            (e.side, e.ifname, e.state, e.id) for e in before.endpoints
         ]
+        # The interfaces keep the very TCX links they had: nothing detached or attached again.
+        assert {e.ifname: bpf.tcx_links(e.ifindex) for e in after.endpoints} == attached
 
     out, err = stream.communicate("stop\n", timeout=20)
     result = json.loads(out.splitlines()[-1])
