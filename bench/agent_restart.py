@@ -104,17 +104,17 @@ def snapshot(dp: Dataplane) -> dict[str, Any]:
             [(e.side.value, e.id, e.ifname, e.state.value) for e in eps],
         )
         ifindexes += [e.ifindex for e in eps]
-    return {"links": links, "tcx": {i: sorted(bpf.tcx_links(i)) for i in ifindexes[:50]}}
+    tcx = bpf.all_tcx_links()
+    return {"links": links, "tcx": {i: sorted(tcx.get(i, {})) for i in ifindexes}}
 
 
 def run_agent(
     server: LocalAPIServer, root: str, node: str, mine: set[str]
 ) -> tuple[NodeAgent, KopfRunner]:
     config = AgentConfig(node=node, kubeconfig=str(server.kubeconfig), bpffs_root=root,
-                         metrics_port=None, retry_delay=0.2, session_table_size=65536)  # fmt: skip
+                         metrics_port=None, retry_delay=0.2, session_table_size=65536,
+                         attach_interfaces=True, attach_only=frozenset(mine))  # fmt: skip
     agent = NodeAgent(config)
-    # This host's other sfc-cni-shaped interfaces (other tests) are none of this bench's.
-    agent.wanted_interfaces = mine.__contains__
     runner = KopfRunner(["run", "--standalone", "--all-namespaces"], registry=agent.registry,
                         settings=agent.settings, timeout=120)  # fmt: skip
     runner.__enter__()

@@ -452,7 +452,12 @@ BPF_LINK_TYPE_TCX = 11
 def tcx_links(ifindex: int) -> dict[int, int]:
     """The kernel's TCX links on ``ifindex`` (every process's): link id -> program id. Walks
     every BPF link of the system, for tests and benchmarks (bpftool here predates TCX)."""
-    found: dict[int, int] = {}
+    return all_tcx_links().get(ifindex, {})
+
+
+def all_tcx_links() -> dict[int, dict[int, int]]:
+    """Every TCX link of the system: ifindex -> {link id -> program id} (one walk)."""
+    found: dict[int, dict[int, int]] = {}
     current, following = 0, _u32()
     while _link_next_id(current, ctypes.byref(following)) == 0:
         current = following.value
@@ -463,8 +468,8 @@ def tcx_links(ifindex: int) -> dict[int, int]:
             info = link_info(fd)
         finally:
             os.close(fd)
-        if info.type == BPF_LINK_TYPE_TCX and info.ifindex == ifindex:
-            found[int(info.id)] = int(info.prog_id)
+        if info.type == BPF_LINK_TYPE_TCX:
+            found.setdefault(int(info.ifindex), {})[int(info.id)] = int(info.prog_id)
     return found
 
 

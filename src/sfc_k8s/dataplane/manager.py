@@ -317,20 +317,21 @@ class Dataplane:
         on its first key word (the link id) without a Python object per entry; only the link's
         own slots are then looked up, so a reconcile does not pay a lookup per endpoint of the
         node (8,000 of them with 1,000 links)."""
+        found = self._endpoints_of({link_id}).get(link_id, {})
+        return {k: e for k, e in found.items() if side is None or e.side == side.num}
+
+    def _endpoints_of(self, link_ids: set[int]) -> dict[int, dict[int, EndpointEntry]]:
+        """The endpoints by slot of each of ``link_ids``, in one read of the stable id index
+        (what a read for every link costs once, not once per link)."""
         array = self._map(structs.MAP_ENDPOINTS)
-        result = {}
+        result: dict[int, dict[int, EndpointEntry]] = {}
         for keys, values in maps.walk_raw(self._map(structs.MAP_EPIDS), 8, 4):
             links = keys.cast("I")[0::2].tolist()
             slots = values.cast("I").tolist()
-            for i in (i for i, lid in enumerate(links) if lid == link_id):
+            for i in (i for i, lid in enumerate(links) if lid in link_ids):
                 entry = maps.lookup(array, ctypes.c_uint32(slots[i]), EndpointEntry)
-                if (
-                    entry is not None
-                    and entry.gen
-                    and entry.link_id == link_id
-                    and (side is None or entry.side == side.num)
-                ):
-                    result[slots[i]] = entry
+                if entry is not None and entry.gen and entry.link_id == links[i]:
+                    result.setdefault(links[i], {})[slots[i]] = entry
         return result
 
     def _free_slots(self, count: int) -> list[int]:
@@ -382,17 +383,34 @@ class Dataplane:
         return self._status(link, self._link_info(link), None)
 
     def statuses(self) -> list[LinkStatus]:
-        """The status of every link, reading the session table once for all of them."""
+        """The status of every link, reading the session table and the endpoints once for all
+        of them."""
         counts = self._session_counts()
-        return [self._status(name, self._link_info(name), counts) for name in self.links()]
+        infos = {name: self._link_info(name) for name in self.links()}
+        grouped = self._endpoints_of({int(i.link_id) for i in infos.values()})
+        return [
+            self._status(name, info, counts, grouped.get(int(info.link_id), {}))
+            for name, info in infos.items()
+        ]
+
+    def endpoints_of(self, links: Sequence[str]) -> dict[str, list[Endpoint]]:
+        """``endpoints`` of several links in one read of the endpoint index (a link that does
+        not exist is left out): what the agent's traffic sampler reads every second."""
+        ids: dict[int, str] = {}
+        for name in links:
+            with contextlib.suppress(LinkNotFound):
+                ids[self._link_id(name)] = name
+        grouped = self._endpoints_of(set(ids))
+        return {name: self._endpoint_list(lid, grouped.get(lid, {})) for lid, name in ids.items()}
 
     def endpoints(self, link: str) -> list[Endpoint]:
         """The link's endpoints (sorted by side and name) with their counters, without
         reading the session table: ``status`` counts the link's sessions by walking the whole
         node-wide table, which a reconcile loop that only needs the endpoints should not pay."""
-        return self._endpoint_list(self._link_id(link))
+        link_id = self._link_id(link)
+        return self._endpoint_list(link_id, self._endpoints(link_id))
 
-    def _endpoint_list(self, link_id: int) -> list[Endpoint]:
+    def _endpoint_list(self, link_id: int, slots: dict[int, EndpointEntry]) -> list[Endpoint]:
         endpoints = [
             Endpoint(
                 side=Side.from_index(e.side),
@@ -403,15 +421,23 @@ class Dataplane:
                 id=e.id,
                 node=e.node_address,
             )
-            for slot, e in self._endpoints(link_id).items()
+            for slot, e in slots.items()
         ]
         # Local endpoints by name, then remote ones by node and id.
         endpoints.sort(key=lambda e: (e.side.value, bool(e.node), e.node, e.ifname, e.id))
         return endpoints
 
-    def _status(self, link: str, info: LinkInfoValue, counts: Counter[int] | None) -> LinkStatus:
+    def _status(
+        self,
+        link: str,
+        info: LinkInfoValue,
+        counts: Counter[int] | None,
+        slots: dict[int, EndpointEntry] | None = None,
+    ) -> LinkStatus:
         link_id = int(info.link_id)
-        endpoints = self._endpoint_list(link_id)
+        if slots is None:
+            slots = self._endpoints(link_id)
+        endpoints = self._endpoint_list(link_id, slots)
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
         )
@@ -531,7 +557,7 @@ class Dataplane:
                     self._install_table(info, side, endpoints=added)
                 undo.pop_all()
             # No session walk: a link id's sessions were purged when its last holder went.
-            return self._status(name, info, Counter())
+            return self._status(name, info, Counter(), added)
 
     def _new_link_ids(self, cluster_id: int) -> LinkInfoValue:
         """A node-local link id (claimed: ``_teardown`` releases it), and ``cluster_id`` (or
@@ -1044,7 +1070,12 @@ class Dataplane:
             loader.detach_at(pin, ifindex)  # a deleted interface's, whose ifindex came back
         if self._slot_of(ifindex) is not None:
             return False  # an endpoint already: its link attached it
-        os.makedirs(self.pins.ifaces_dir, exist_ok=True)
+        try:  # never the root itself: a root destroyed meanwhile stays destroyed
+            os.mkdir(self.pins.ifaces_dir)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise DataplaneError(f"cannot attach under {self.root!r}: {err}") from err
         return loader.attach_tcx(pin, ifindex, self._fds.program)
 
     def detach_interface(self, ifindex: int) -> bool:
@@ -1177,7 +1208,7 @@ class Dataplane:
         node without a tunnel. For the agent's condition on the CrossConnection; ``tun``: the
         tunnel as the caller last saw it (``tunnel()`` runs ``ip``, milliseconds a call)."""
         tun = tun or self.tunnel()
-        endpoints = self._endpoint_list(self._link_id(link))
+        endpoints = self.endpoints(link)
         if tun is None or not any(e.node for e in endpoints):
             return {}
         result = {}

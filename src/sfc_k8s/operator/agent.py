@@ -36,7 +36,8 @@ Design points:
   under the agent's own bpffs root are considered.
 - Interfaces: every sfc-cni host interface of the node gets the program when it appears and
   loses its pin when it goes (``agent_ifaces.InterfaceWatch``, rtnetlink events), so links only
-  write maps; off with ``attach_interfaces=False`` (``--no-attach-interfaces``).
+  write maps; on from the command line (off with ``--no-attach-interfaces``), off by default
+  in ``AgentConfig`` (tests run several nodes' agents in one namespace).
 - All data-plane calls run on the operator's event loop (they take micro- to milliseconds), so
   handlers, garbage collection and metric scrapes never touch the maps concurrently.
 """
@@ -160,7 +161,11 @@ class AgentConfig:
     kernel_check: bool = True  # main() probes the kernel's features first
     cni_server: agent_cni.CniServerOptions | None = None  # serve the sfc-cni shim (docs/cni.md)
     traffic_window: float = DEFAULT_WINDOW  # seconds the per-pod traffic rates average over
-    attach_interfaces: bool = True  # the program on every sfc-cni host interface as it appears
+    # The program on every sfc-cni host interface as it appears (docs/dataplane.md). The
+    # command line turns it on; off here for agents built in-process by tests that emulate
+    # several nodes in one network namespace, where every node's interfaces are visible.
+    attach_interfaces: bool = False
+    attach_only: frozenset[str] | None = None  # those interfaces only (None: every sfc-cni one)
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -201,9 +206,6 @@ class NodeAgent:
         self.metrics.registry.register(PodTrafficCollector(self._endpoint_readings))
         self._dp: Dataplane | None = None
         self.interfaces: InterfaceWatch | None = None
-        # Which interfaces get the program as they appear (benchmarks sharing a host with
-        # other tests narrow it to their own).
-        self.wanted_interfaces: Callable[[str], bool] = is_host_ifname
         self._tunnel: TunnelStatus | None = None  # as set up at start (tunnel() runs `ip`)
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
@@ -282,7 +284,9 @@ class NodeAgent:
             f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
         )
         if self.config.attach_interfaces:
-            self.interfaces = InterfaceWatch(self._dp, wanted=self.wanted_interfaces)
+            only = self.config.attach_only
+            wanted = is_host_ifname if only is None else only.__contains__
+            self.interfaces = InterfaceWatch(self._dp, wanted=wanted)
             self.interfaces.start(asyncio.get_running_loop())
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)
@@ -737,17 +741,16 @@ class NodeAgent:
             return []
         live = self._dp.endpoint_sessions() if sessions else {}
         readings = []
+        # Every link's endpoints in one read (one read per link cost a walk of the node's
+        # endpoint index each: seconds per sample with a thousand links).
+        programmed = self._dp.endpoints_of(list(self._specs))
         for link, (namespace, _, xc) in self._specs.items():
             pods = {
                 ep.host_interface: PodRef(namespace, ep.pod, ep.pod_uid)
                 for side in Side
                 for ep in xc.side(side).on_node(self.config.node)
             }
-            try:
-                endpoints = self._dp.endpoints(link)
-            except LinkNotFound:
-                continue
-            for ep in endpoints:
+            for ep in programmed.get(link, ()):
                 pod = pods.get(ep.ifname)
                 if pod is None or ep.node:  # a remote endpoint: its own node counts it
                     continue
@@ -1055,7 +1058,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
         traffic_window=args.traffic_window,
-        attach_interfaces=args.attach_interfaces,
+        attach_interfaces=args.attach_interfaces,  # on unless --no-attach-interfaces
         namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
         max_retry_delay=args.max_retry_delay,

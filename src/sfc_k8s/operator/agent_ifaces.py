@@ -22,6 +22,7 @@ interface then attaches it itself (the data plane checks), as it did before this
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import socket
@@ -53,6 +54,7 @@ class InterfaceWatch:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._known: set[int] = set()  # ifindexes seen attached: repeated NEWLINKs cost nothing
+        self._backlog: collections.deque[tuple[str, int]] = collections.deque()  # resync's
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Subscribe first, then catch up with what is there (nothing falls in between)."""
@@ -73,6 +75,7 @@ class InterfaceWatch:
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
         self._sock = self._loop = None
+        self._backlog.clear()
 
     def resync(self) -> None:
         """Unpin the attachments of deleted interfaces, then attach every wanted interface
@@ -91,11 +94,17 @@ class InterfaceWatch:
                 "interfaces: %d to attach, %d gone unpinned", len(missing), len(removed)
             )  # fmt: skip
         by_name = {n: i for i, n in present.items()}
-        for name in missing:
-            if self._loop is None:
-                self._appeared(name, by_name[name])
-            else:
-                self._loop.call_soon(self._appeared, name, by_name[name])
+        self._backlog.extend((name, by_name[name]) for name in missing)
+        if self._backlog and self._loop is not None:
+            self._loop.call_soon(self._attach_next)
+
+    def _attach_next(self) -> None:
+        """Attach one interface of the backlog, then come back after what else is ready."""
+        if not self._backlog or self._sock is None or self._loop is None:
+            return
+        self._appeared(*self._backlog.popleft())
+        if self._backlog:
+            self._loop.call_soon(self._attach_next)
 
     def _readable(self) -> None:
         sock = self._sock

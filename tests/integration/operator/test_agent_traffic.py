@@ -192,7 +192,11 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
         "--tag", "r1", "--duration", "60",
     ]  # fmt: skip
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with running_agent(apiserver, bpffs_root, node):
+    # The agent attaches this test's interfaces as they appear (others on this host are not
+    # this node's: tests run several nodes in one namespace).
+    pods = [topo.client, *topo.replicas.values(), *spare]
+    watch = {"attach_interfaces": True, "attach_only": frozenset(p.host for p in pods)}
+    with running_agent(apiserver, bpffs_root, node, **watch):
         wait_programmed(api, name, node)
         wait_programmed(api, gone, node)
         stream = _spawn(janitor, argv, **pipes)
@@ -211,7 +215,7 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
     wait_for("traffic with no agent", lambda: _rx(dataplane, link, topo) > start)
     down = _rx(dataplane, link, topo)
 
-    with running_agent(apiserver, bpffs_root, node):
+    with running_agent(apiserver, bpffs_root, node, **watch):
         wait_for("the stale link collected", lambda: gone_link not in dataplane.links())
         time.sleep(0.5)  # the resume pass has run by now; traffic keeps going meanwhile
         after = dataplane.status(link)
