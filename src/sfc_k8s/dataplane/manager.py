@@ -1208,8 +1208,10 @@ class Dataplane:
         node without a tunnel. For the agent's condition on the CrossConnection; ``tun``: the
         tunnel as the caller last saw it (``tunnel()`` runs ``ip``, milliseconds a call)."""
         tun = tun or self.tunnel()
+        if tun is None:
+            return {}
         endpoints = self.endpoints(link)
-        if tun is None or not any(e.node for e in endpoints):
+        if not any(e.node for e in endpoints):
             return {}
         result = {}
         for e in endpoints:

@@ -83,6 +83,7 @@ from sfc_k8s.dataplane import (
     CapacityError,
     Dataplane,
     DataplaneError,
+    Endpoint,
     EndpointNotFound,
     EndpointSpec,
     InterfaceNotFound,
@@ -217,6 +218,7 @@ class NodeAgent:
         self._cluster_ids: dict[str, int] = {}
         self._specs: dict[str, tuple[str, str, CrossConnectionSpec]] = {}
         self._gc_task: asyncio.Task[None] | None = None
+        self._adopted: dict[str, list[Endpoint]] = {}  # pinned links' endpoints read at start
         self._listed = False  # the CrossConnections were listed once (API reachable, RBAC right)
         self._kube: KubeClient | None = None  # reads pods whose interfaces are missing
         # Called after each applied operation with the time.monotonic() it started and ended
@@ -279,6 +281,10 @@ class NodeAgent:
         )
         for name in self._dp.links():
             self._links.setdefault(name, ("", ""))
+        # Every pinned link's endpoints in one read, for each link's first reconcile (the
+        # resume pass): a read per link walks the node's endpoint index each time. This
+        # agent is the links' only writer, and each entry is used once, before any change.
+        self._adopted = self._dp.endpoints_of(list(self._links))
         logger.info(
             f"node {self.config.node}: data plane at {self.config.bpffs_root}"
             f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
@@ -588,6 +594,7 @@ class NodeAgent:
         self._forget_link(link)
 
     def _forget_link(self, link: str) -> None:
+        self._adopted.pop(link, None)
         self._links.pop(link, None)
         self._specs.pop(link, None)
         self._cluster_ids.pop(link, None)
@@ -596,7 +603,8 @@ class NodeAgent:
     def _programmed(self, link: str) -> list[LinkEndpoint] | None:
         # endpoints(), not status(): status() also walks the node's whole session table.
         try:
-            endpoints = self.dataplane.endpoints(link)
+            adopted = self._adopted.pop(link, None)
+            endpoints = self.dataplane.endpoints(link) if adopted is None else adopted
         except LinkNotFound:
             self._forget_link(link)
             return None
@@ -842,6 +850,7 @@ class NodeAgent:
             except LinkNotFound:
                 pass
             self._links.pop(link, None)
+            self._adopted.pop(link, None)
         return removed
 
 
