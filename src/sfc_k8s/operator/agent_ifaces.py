@@ -50,7 +50,7 @@ class InterfaceWatch:
         self.dp = dp
         self.wanted = wanted
         self.observers: list[Callable[[str, int, float], None]] = []
-        self.attached = 0  # attaches made (tests, metrics)
+        self.attached = 0  # attaches made (tests and benchmarks read it)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._known: set[int] = set()  # ifindexes seen attached: repeated NEWLINKs cost nothing
@@ -94,8 +94,9 @@ class InterfaceWatch:
                 "interfaces: %d to attach, %d gone unpinned", len(missing), len(removed)
             )  # fmt: skip
         by_name = {n: i for i, n in present.items()}
+        idle = not self._backlog  # else a chain of _attach_next is running already
         self._backlog.extend((name, by_name[name]) for name in missing)
-        if self._backlog and self._loop is not None:
+        if idle and self._backlog and self._loop is not None:
             self._loop.call_soon(self._attach_next)
 
     def _attach_next(self) -> None:

@@ -203,8 +203,9 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
         assert stream.stdout is not None
         assert stream.stdout.readline().strip() == "READY"
         before = dataplane.status(link)
-        attached = {e.ifname: bpf.tcx_links(e.ifindex) for e in before.endpoints}
-        assert all(len(links) == 1 for links in attached.values())  # at appearance, once
+        tcx = bpf.all_tcx_links()
+        attached = {e.ifname: tcx.get(e.ifindex) for e in before.endpoints}
+        assert all(links and len(links) == 1 for links in attached.values())  # once each
 
     # The agent is down: traffic keeps flowing through the pinned state, and an xc vanishes.
     api.force_delete_xc(gone)
@@ -226,7 +227,8 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
             (e.side, e.ifname, e.state, e.id) for e in before.endpoints
         ]
         # The interfaces keep the very TCX links they had: nothing detached or attached again.
-        assert {e.ifname: bpf.tcx_links(e.ifindex) for e in after.endpoints} == attached
+        tcx = bpf.all_tcx_links()
+        assert {e.ifname: tcx.get(e.ifindex) for e in after.endpoints} == attached
 
     out, err = stream.communicate("stop\n", timeout=20)
     result = json.loads(out.splitlines()[-1])
