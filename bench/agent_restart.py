@@ -18,6 +18,9 @@ again ``--restarts`` times. For each restart:
   attaches made, and whether every link kept its id, endpoints (id, slot state) and interface
   TCX links;
 - the stream's lost datagrams (the stream's own sequence numbers, both directions).
+
+``PYTHONPATH=OTHER/src`` runs another tree's agent and data plane (e.g. a detached worktree of
+main, its ``make bpf`` done) with this bench, for a baseline; ``--out`` names its JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from tests.integration.operator.test_agent_programming import Api
 from tests.integration.operator.test_agent_traffic import PORT, SERVER_IP, build, endpoints
 from tests.nettools import janitor, unique
 
+import sfc_k8s
 from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.dataplane import Dataplane
 from sfc_k8s.dataplane import _libbpf as bpf
@@ -104,6 +108,8 @@ def snapshot(dp: Dataplane) -> dict[str, Any]:
             [(e.side.value, e.id, e.ifname, e.state.value) for e in eps],
         )
         ifindexes += [e.ifindex for e in eps]
+    if not hasattr(bpf, "all_tcx_links"):  # a baseline tree (PYTHONPATH) without it
+        return {"links": links}
     tcx = bpf.all_tcx_links()
     return {"links": links, "tcx": {i: sorted(tcx.get(i, {})) for i in ifindexes}}
 
@@ -111,9 +117,12 @@ def snapshot(dp: Dataplane) -> dict[str, Any]:
 def run_agent(
     server: LocalAPIServer, root: str, node: str, mine: set[str]
 ) -> tuple[NodeAgent, KopfRunner]:
+    watch: dict[str, Any] = {"attach_interfaces": True, "attach_only": frozenset(mine)}
+    if "attach_interfaces" not in AgentConfig.__dataclass_fields__:
+        watch = {}  # a baseline tree (PYTHONPATH=OTHER/src): links attach their interfaces
     config = AgentConfig(node=node, kubeconfig=str(server.kubeconfig), bpffs_root=root,
                          metrics_port=None, retry_delay=0.2, session_table_size=65536,
-                         attach_interfaces=True, attach_only=frozenset(mine))  # fmt: skip
+                         **watch)  # fmt: skip
     agent = NodeAgent(config)
     runner = KopfRunner(["run", "--standalone", "--all-namespaces"], registry=agent.registry,
                         settings=agent.settings, timeout=120)  # fmt: skip
@@ -134,6 +143,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", type=int, default=1000)
     parser.add_argument("--restarts", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     node = unique("node")
     root = f"/sys/fs/bpf/sfcb-{uuid.uuid4().hex[:8]}"
@@ -171,8 +181,9 @@ def main(argv: list[str]) -> int:
         lost = sum(len(f["missing"]) for f in stats["flows"])
         result["stream"] = {"sent": sent, "lost": lost, "bad": stats["bad"]}
         print(f"stream across {args.restarts} restarts: {lost} lost of {sent} sent")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    result["tree"] = str(Path(sfc_k8s.__file__).parent)
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     return 0
 
 
