@@ -97,6 +97,12 @@ def operations(agent: NodeAgent) -> int:
     return total
 
 
+def attaches(agent: NodeAgent) -> int:
+    """Attaches the agent's interface watch made (0 for a tree without one)."""
+    watch = getattr(agent, "interfaces", None)
+    return int(watch.attached) if watch is not None else 0
+
+
 def snapshot(dp: Dataplane) -> dict[str, Any]:
     """Every link's id and endpoints (id, ifname, state), and each interface's TCX links."""
     links = {}
@@ -210,7 +216,7 @@ def first_start(result: dict[str, Any], node: Node) -> None:
         first = wait("every link programmed", lambda: len(node.dp.links()) == node.total, 900)
         wait("every reconcile", lambda: reconciles(agent) >= node.total, 300)
         result["first_start_seconds"] = time.monotonic() - started
-        result["first_start_attaches"] = agent.interfaces.attached if agent.interfaces else 0
+        result["first_start_attaches"] = attaches(agent)
         print(f"first start: {node.total} links programmed in {first:.1f} s")
     finally:
         runner.__exit__(None, None, None)
@@ -238,7 +244,7 @@ def restart(node: Node) -> dict[str, Any]:
         figures = {
             "readopt_seconds": adopted,
             "operations": operations(agent),
-            "attaches": agent.interfaces.attached if agent.interfaces else 0,
+            "attaches": attaches(agent),
             "unchanged": snapshot(node.dp) == before,
         }
     finally:
