@@ -217,9 +217,10 @@ def first_start(result: dict[str, Any], node: Node) -> None:
         wait("every reconcile", lambda: reconciles(agent) >= node.total, 300)
         result["first_start_seconds"] = time.monotonic() - started
         result["first_start_attaches"] = attaches(agent)
-        print(f"first start: {node.total} links programmed in {first:.1f} s")
     finally:
         runner.__exit__(None, None, None)
+    # After the runner: while it runs, click's runner holds sys.stdout.
+    print(f"first start: {node.total} links programmed in {first:.1f} s")
 
 
 def start_stream(netns: str) -> subprocess.Popen[str]:
