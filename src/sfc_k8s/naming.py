@@ -38,3 +38,14 @@ def mac_from_seed(seed: str) -> str:
     octets = bytearray(sha256(seed.encode()).digest()[:6])
     octets[0] = (octets[0] & 0xFC) | 0x02  # clear multicast bit, set locally administered bit
     return ":".join(f"{b:02x}" for b in octets)
+
+
+def is_host_ifname(name: str) -> bool:
+    """Whether ``name`` has the shape of a ``host_ifname`` (the node agent attaches the program
+    to every such interface as it appears)."""
+    digits = name[len(HOST_IFNAME_PREFIX) :]
+    return (
+        len(name) == IFNAME_MAX
+        and name.startswith(HOST_IFNAME_PREFIX)
+        and all(c in "0123456789abcdef" for c in digits)
+    )

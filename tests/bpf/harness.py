@@ -19,6 +19,7 @@ from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.structs import FlowKey, SessionValue
 
 TC_ACT_OK = 0
+TC_ACT_UNSPEC = -1  # "next program, or pass": what an interface in no link gets
 TC_ACT_SHOT = 2
 TC_ACT_REDIRECT = 7
 SKB_IFINDEX_OFFSET = 40  # offsetof(struct __sk_buff, ifindex)

@@ -30,7 +30,7 @@ from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane.flow import make_key
 from sfc_k8s.dataplane.structs import FlowKind
 from tests.bpf.conftest import Topology
-from tests.bpf.harness import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Harness
+from tests.bpf.harness import TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, Harness
 from tests.fixtures import frames as f
 from tests.nettools import Janitor, unique
 
@@ -216,4 +216,4 @@ def test_delete_link_purges_its_sessions_and_pins(life: Life) -> None:
     assert all(e.link_id != link_id for e in life.h.slots().values())
     assert life.h.dp.status("main") == main_before  # the other links are untouched
     v = life.h.run(life.a, flow_frame(0))
-    assert (v.retval, v.target) == (TC_ACT_OK, None)  # no longer in any link
+    assert (v.retval, v.target) == (TC_ACT_UNSPEC, None)  # no longer in any link

@@ -195,6 +195,8 @@ _map_fd_by_id = _sig("bpf_map_get_fd_by_id", _int, _u32)
 _link_create = _sig("bpf_link_create", _int, _int, _int, _int, _vp)
 _link_detach = _sig("bpf_link_detach", _int, _int)
 _link_update = _sig("bpf_link_update", _int, _int, _int, _vp)
+_link_next_id = _sig("bpf_link_get_next_id", _int, _u32, ctypes.POINTER(_u32))
+_link_fd_by_id = _sig("bpf_link_get_fd_by_id", _int, _u32)
 _info_by_fd = _sig("bpf_obj_get_info_by_fd", _int, _int, _vp, ctypes.POINTER(_u32))
 _test_run = _sig("bpf_prog_test_run_opts", _int, _int, ctypes.POINTER(_TestRunOpts))
 _num_cpus = _sig("libbpf_num_possible_cpus", _int)
@@ -442,6 +444,33 @@ def link_update(fd: int, prog_fd: int, *, old_prog_fd: int) -> None:
 
 def link_detach(fd: int) -> None:
     _check(_link_detach(fd), "failed to detach BPF link")
+
+
+BPF_LINK_TYPE_TCX = 11
+
+
+def tcx_links(ifindex: int) -> dict[int, int]:
+    """The kernel's TCX links on ``ifindex`` (every process's): link id -> program id. Walks
+    every BPF link of the system, for tests and benchmarks (bpftool here predates TCX)."""
+    return all_tcx_links().get(ifindex, {})
+
+
+def all_tcx_links() -> dict[int, dict[int, int]]:
+    """Every TCX link of the system: ifindex -> {link id -> program id} (one walk)."""
+    found: dict[int, dict[int, int]] = {}
+    current, following = 0, _u32()
+    while _link_next_id(current, ctypes.byref(following)) == 0:
+        current = following.value
+        fd = _link_fd_by_id(current)
+        if fd < 0:
+            continue  # freed meanwhile
+        try:
+            info = link_info(fd)
+        finally:
+            os.close(fd)
+        if info.type == BPF_LINK_TYPE_TCX:
+            found.setdefault(int(info.ifindex), {})[int(info.id)] = int(info.prog_id)
+    return found
 
 
 # --- BPF_PROG_TEST_RUN -----------------------------------------------------------------------

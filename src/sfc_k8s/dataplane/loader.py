@@ -8,8 +8,13 @@ Pin layout (every path is defined here and nowhere else)::
     <root>/sfc_sess4_v1 ...        the node-wide maps (see structs.NODE_MAPS)
     <root>/sfc_build_v1            the build identity of the pinned programs (upgrade.py)
     <root>/links/<link>/info       the link's info map (its id): the link exists iff pinned
-    <root>/links/<link>/tcx_<ifindex>   the TCX attachment of each endpoint interface
+    <root>/links/<link>/tcx_<ifindex>   the TCX attachment of an endpoint interface that had none
+                                   of its own when the link took it (it leaves with the link)
+    <root>/ifaces/tcx_<ifindex>    the TCX attachment of an interface attached when it appeared
+                                   (the agent, at pod creation): it stays until the interface goes
     <root>/tunnel/tcx_<ifindex>    the TCX attachment of the tunnel device
+    <root>/linkids/<link id>       an empty folder per node-local link id in use: ids are claimed
+                                   with mkdir (atomic), not found by reading every link
 
 A program attached through a pinned TCX link stays attached when the process exits, so traffic
 keeps flowing with no manager running. Used by ``sfc_k8s.dataplane.manager``.
@@ -73,6 +78,29 @@ class Pins:
 
     def attachment(self, link: str, ifindex: int) -> str:
         return os.path.join(self.link_dir(link), f"tcx_{ifindex}")
+
+    @property
+    def link_ids_dir(self) -> str:
+        return os.path.join(self.root, "linkids")
+
+    def link_id_marker(self, link_id: int) -> str:
+        return os.path.join(self.link_ids_dir, str(link_id))
+
+    @property
+    def ifaces_dir(self) -> str:
+        return os.path.join(self.root, "ifaces")
+
+    def interface_attachment(self, ifindex: int) -> str:
+        return os.path.join(self.ifaces_dir, f"tcx_{ifindex}")
+
+
+def tcx_pins(folder: str) -> dict[int, str]:
+    """The TCX link pins (``tcx_<ifindex>``) in ``folder``, by ifindex ({} if no folder)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return {}
+    return {int(n[4:]): os.path.join(folder, n) for n in names if n.startswith("tcx_")}
 
 
 @dataclass
@@ -240,6 +268,40 @@ def attach_at(pin: str, ifindex: int, prog_fd: int, prog_pin: str, *, mode: str 
             return "tcx"
     tc_attach(ifindex, prog_pin)
     return "tc"
+
+
+def attach_tcx(pin: str, ifindex: int, prog_fd: int) -> bool:
+    """Attach through a TCX link pinned at ``pin`` only: False on a kernel without TCX (the
+    caller then leaves the interface to ``attach``, whose clsact fallback runs ``tc``)."""
+    try:
+        fd = bpf.link_create(prog_fd, ifindex, bpf.BPF_TCX_INGRESS)
+    except BpfError as err:
+        if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return False
+        raise
+    try:
+        bpf.obj_pin(fd, pin)
+    except BaseException:
+        bpf.link_detach(fd)
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def tcx_ifindex(pin: str) -> int:
+    """The interface the TCX link pinned at ``pin`` runs on: 0 when defunct (its interface was
+    deleted, which detached it) or when nothing is pinned there."""
+    try:
+        fd = bpf.obj_get(pin)
+    except BpfError as err:
+        if err.errno == errno.ENOENT:
+            return 0
+        raise
+    try:
+        return int(bpf.link_info(fd).ifindex)
+    finally:
+        os.close(fd)
 
 
 def detach(pins: Pins, link: str, ifindex: int) -> None:

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -197,6 +197,9 @@ class Dataplane:
         self._attach_mode = attach_mode
         self._lock_fd = -1
         self._thread_lock = threading.Lock()
+        self._slot_hint = 1  # where _free_slots starts looking
+        self._link_hint = 1  # where _claim_link_id starts trying
+        self._cid_hint = 1  # where an unasked cluster id is looked for
         loader.ensure_bpffs()
         try:
             os.makedirs(self.pins.links_dir, exist_ok=True)
@@ -211,6 +214,7 @@ class Dataplane:
                     object_path=object_path,
                     upgrade=upgrade,
                 )
+                self._ensure_link_id_markers()
         except BaseException:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -309,11 +313,44 @@ class Dataplane:
         return result
 
     def _endpoints(self, link_id: int, side: Side | None = None) -> dict[int, EndpointEntry]:
-        return {
-            slot: e
-            for slot, e in self._slots().items()
-            if e.link_id == link_id and (side is None or e.side == side.num)
-        }
+        """The link's endpoints by slot. The stable id index is read in batches and filtered
+        on its first key word (the link id) without a Python object per entry; only the link's
+        own slots are then looked up, so a reconcile does not pay a lookup per endpoint of the
+        node (8,000 of them with 1,000 links)."""
+        found = self._endpoints_of({link_id}).get(link_id, {})
+        return {k: e for k, e in found.items() if side is None or e.side == side.num}
+
+    def _endpoints_of(self, link_ids: set[int]) -> dict[int, dict[int, EndpointEntry]]:
+        """The endpoints by slot of each of ``link_ids``, in one read of the stable id index
+        (what a read for every link costs once, not once per link)."""
+        array = self._map(structs.MAP_ENDPOINTS)
+        result: dict[int, dict[int, EndpointEntry]] = {}
+        for keys, values in maps.walk_raw(self._map(structs.MAP_EPIDS), 8, 4):
+            links = keys.cast("I")[0::2].tolist()
+            slots = values.cast("I").tolist()
+            for i in (i for i, lid in enumerate(links) if lid in link_ids):
+                entry = maps.lookup(array, ctypes.c_uint32(slots[i]), EndpointEntry)
+                if entry is not None and entry.gen and entry.link_id == links[i]:
+                    result.setdefault(links[i], {})[slots[i]] = entry
+        return result
+
+    def _free_slots(self, count: int) -> list[int]:
+        """``count`` free endpoint slots (gen 0), looked for from where the last search of
+        this process ended (slots are taken and freed under the root's lock, so a slot seen
+        free here is free): a few lookups, not a read of every endpoint of the node."""
+        array = self._map(structs.MAP_ENDPOINTS)
+        top = structs.MAX_IFACES - 1
+        found: list[int] = []
+        start = self._slot_hint
+        for step in range(top):
+            slot = (start - 1 + step) % top + 1
+            entry = maps.lookup(array, ctypes.c_uint32(slot), EndpointEntry)
+            if entry is not None and not entry.gen:
+                found.append(slot)
+                if len(found) == count:
+                    self._slot_hint = slot % top + 1
+                    return found
+        raise CapacityError(f"the node has room for {top} endpoints")
 
     def _slot_of(self, ifindex: int) -> int | None:
         slot = maps.lookup(
@@ -346,17 +383,34 @@ class Dataplane:
         return self._status(link, self._link_info(link), None)
 
     def statuses(self) -> list[LinkStatus]:
-        """The status of every link, reading the session table once for all of them."""
+        """The status of every link, reading the session table and the endpoints once for all
+        of them."""
         counts = self._session_counts()
-        return [self._status(name, self._link_info(name), counts) for name in self.links()]
+        infos = {name: self._link_info(name) for name in self.links()}
+        grouped = self._endpoints_of({int(i.link_id) for i in infos.values()})
+        return [
+            self._status(name, info, counts, grouped.get(int(info.link_id), {}))
+            for name, info in infos.items()
+        ]
+
+    def endpoints_of(self, links: Sequence[str]) -> dict[str, list[Endpoint]]:
+        """``endpoints`` of several links in one read of the endpoint index (a link that does
+        not exist is left out): what the agent's traffic sampler reads every second."""
+        ids: dict[int, str] = {}
+        for name in links:
+            with contextlib.suppress(LinkNotFound):
+                ids[self._link_id(name)] = name
+        grouped = self._endpoints_of(set(ids))
+        return {name: self._endpoint_list(lid, grouped.get(lid, {})) for lid, name in ids.items()}
 
     def endpoints(self, link: str) -> list[Endpoint]:
         """The link's endpoints (sorted by side and name) with their counters, without
         reading the session table: ``status`` counts the link's sessions by walking the whole
         node-wide table, which a reconcile loop that only needs the endpoints should not pay."""
-        return self._endpoint_list(self._link_id(link))
+        link_id = self._link_id(link)
+        return self._endpoint_list(link_id, self._endpoints(link_id))
 
-    def _endpoint_list(self, link_id: int) -> list[Endpoint]:
+    def _endpoint_list(self, link_id: int, slots: dict[int, EndpointEntry]) -> list[Endpoint]:
         endpoints = [
             Endpoint(
                 side=Side.from_index(e.side),
@@ -367,15 +421,23 @@ class Dataplane:
                 id=e.id,
                 node=e.node_address,
             )
-            for slot, e in self._endpoints(link_id).items()
+            for slot, e in slots.items()
         ]
         # Local endpoints by name, then remote ones by node and id.
         endpoints.sort(key=lambda e: (e.side.value, bool(e.node), e.node, e.ifname, e.id))
         return endpoints
 
-    def _status(self, link: str, info: LinkInfoValue, counts: Counter[int] | None) -> LinkStatus:
+    def _status(
+        self,
+        link: str,
+        info: LinkInfoValue,
+        counts: Counter[int] | None,
+        slots: dict[int, EndpointEntry] | None = None,
+    ) -> LinkStatus:
         link_id = int(info.link_id)
-        endpoints = self._endpoint_list(link_id)
+        if slots is None:
+            slots = self._endpoints(link_id)
+        endpoints = self._endpoint_list(link_id, slots)
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
         )
@@ -483,11 +545,8 @@ class Dataplane:
                         f" more than {structs.MAX_ENDPOINTS_PER_SIDE}"
                     )
             resolved = self._resolve(name, specs, set())
-            taken = self._slots()
-            self._check_free(resolved, taken)
-            free = [i for i in range(1, structs.MAX_IFACES) if i not in taken]
-            if len(resolved) > len(free):
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
+            self._check_free(resolved)
+            free = self._free_slots(len(resolved)) if resolved else []
             info = self._new_link_ids(cluster_id)
 
             with contextlib.ExitStack() as undo:
@@ -502,23 +561,64 @@ class Dataplane:
                 for side in Side:
                     self._install_table(info, side, endpoints=added)
                 undo.pop_all()
-        return self.status(name)
+            # No session walk: a link id's sessions were purged when its last holder went.
+            return self._status(name, info, Counter(), added)
 
     def _new_link_ids(self, cluster_id: int) -> LinkInfoValue:
-        """A free node-local link id, and ``cluster_id`` (or the lowest free one)."""
-        # One read of each link's info, kept with its name: naming a cluster id's owner
-        # through _name_of would read every link again for each link (O(n²) per create).
-        infos = {n: self._link_info(n) for n in self.links()}
-        used = {int(i.link_id) for i in infos.values()}
-        link_id = next((i for i in range(1, structs.MAX_LINKS) if i not in used), 0)
-        if not link_id:
-            raise CapacityError(f"the node has room for {structs.MAX_LINKS - 1} links")
-        cids = {int(i.cluster_id): n for n, i in infos.items()}
-        if cluster_id in cids:
-            raise LinkExists(f"link cluster id {cluster_id} is taken by {cids[cluster_id]!r}")
-        if not cluster_id:
-            cluster_id = next(i for i in range(1, structs.MAX_CLUSTER_LINKS) if i not in cids)
-        return LinkInfoValue(link_id=link_id, cluster_id=cluster_id)
+        """A node-local link id (claimed: ``_teardown`` releases it), and ``cluster_id`` (or
+        a free one). A few lookups and a mkdir: reading every link's info pin, as this did
+        before, cost ~45 µs per link of the node for each create (quadratic over a node's
+        links)."""
+        clinks = self._map(structs.MAP_CLINKS)
+        if cluster_id:
+            held = maps.lookup(clinks, ctypes.c_uint32(cluster_id), ctypes.c_uint32)
+            if held is not None and held.value:
+                owner = self._name_of(held.value)  # the error path only reads every link
+                raise LinkExists(f"link cluster id {cluster_id} is taken by {owner!r}")
+        else:
+            top = structs.MAX_CLUSTER_LINKS - 1
+            for step in range(top):
+                candidate = (self._cid_hint - 1 + step) % top + 1
+                held = maps.lookup(clinks, ctypes.c_uint32(candidate), ctypes.c_uint32)
+                if held is None or not held.value:
+                    cluster_id, self._cid_hint = candidate, candidate % top + 1
+                    break
+            else:
+                raise CapacityError(f"no free link cluster id left (1 to {top})")
+        return LinkInfoValue(link_id=self._claim_link_id(), cluster_id=cluster_id)
+
+    def _claim_link_id(self) -> int:
+        """Claim a free node-local link id: mkdir of its marker fails if another link holds it."""
+        top = structs.MAX_LINKS - 1
+        for step in range(top):
+            candidate = (self._link_hint - 1 + step) % top + 1
+            try:
+                os.mkdir(self.pins.link_id_marker(candidate))
+            except FileExistsError:
+                continue
+            self._link_hint = candidate % top + 1
+            return candidate
+        raise CapacityError(f"the node has room for {top} links")
+
+    def _ensure_link_id_markers(self) -> None:
+        """Give a root pinned before link id markers existed one marker per link (once: the
+        markers are built aside and renamed into place, so a crash leaves none or all)."""
+        if os.path.isdir(self.pins.link_ids_dir):
+            return
+        building = self.pins.link_ids_dir + "-new"
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.listdir(building):
+                os.rmdir(os.path.join(building, entry))
+            os.rmdir(building)
+        os.mkdir(building)
+        for name in self.links():
+            with contextlib.suppress(LinkNotFound):
+                os.makedirs(os.path.join(building, str(self._link_id(name))), exist_ok=True)
+        os.rename(building, self.pins.link_ids_dir)
+
+    def cluster_id(self, link: str) -> int:
+        """The link's cluster-wide id (one pin read, no session walk as in ``status``)."""
+        return int(self._link_info(link).cluster_id)
 
     def _name_of(self, link_id: int) -> str:
         return self._link_ids().get(link_id, "?")
@@ -555,15 +655,18 @@ class Dataplane:
             endpoint.id = ep_id
         return resolved
 
-    def _check_free(self, wanted: Sequence[_Resolved], taken: dict[int, EndpointEntry]) -> None:
-        by_ifindex = {e.ifindex: e for e in taken.values() if e.ifindex}
+    def _check_free(self, wanted: Sequence[_Resolved]) -> None:
+        """Refuse an interface that is already an endpoint (the ifindex index, one lookup each)."""
         for endpoint in wanted:
             if not endpoint.ifindex:
                 continue
-            owner = by_ifindex.get(endpoint.ifindex)
-            if owner is not None or self._slot_of(endpoint.ifindex) is not None:
+            slot = self._slot_of(endpoint.ifindex)
+            if slot is not None:
+                owner = maps.lookup(
+                    self._map(structs.MAP_ENDPOINTS), ctypes.c_uint32(slot), EndpointEntry
+                )
                 # Only for the message: reading every link's id costs a pin open per link.
-                link = self._name_of(owner.link_id) if owner is not None else "?"
+                link = self._name_of(owner.link_id) if owner is not None and owner.gen else "?"
                 raise EndpointExists(
                     f"interface {endpoint.spec.ifname!r} is already an endpoint of {link!r}"
                 )
@@ -629,9 +732,13 @@ class Dataplane:
                 bpf.BPF_NOEXIST,
             )
             self._cache(endpoint.ifindex, slot)
-            loader.attach(
-                self.pins, link, endpoint.ifindex, self._fds.program, mode=self._attach_mode
-            )
+            # Attached when its pod appeared (the agent): the maps above are all it takes.
+            # Otherwise (an interface made by hand, a kernel without TCX, an agent that was
+            # down) the link attaches it, and detaches it when the endpoint leaves.
+            if not self._attached_at_appearance(endpoint.ifindex):
+                loader.attach(
+                    self.pins, link, endpoint.ifindex, self._fds.program, mode=self._attach_mode
+                )
         return entry
 
     def _install_table(
@@ -657,7 +764,7 @@ class Dataplane:
         link_id = int(info.link_id)
         active = {
             maglev.endpoint_name(info.cluster_id, e.id): slot
-            for slot, e in (self._slots() if endpoints is None else endpoints).items()
+            for slot, e in (self._endpoints(link_id) if endpoints is None else endpoints).items()
             if e.link_id == link_id
             and e.side == side.num
             and e.state == structs.EP_ACTIVE
@@ -770,7 +877,12 @@ class Dataplane:
         slot)."""
         ifindex = int(entry.ifindex)
         if ifindex:
-            loader.detach(self.pins, link, ifindex)
+            # An interface attached at its appearance keeps its program (pass-through again
+            # once the slot is cleared) until the interface goes; the link's own is detached.
+            if os.path.exists(self.pins.attachment(link, ifindex)) or not os.path.exists(
+                self.pins.interface_attachment(ifindex)
+            ):
+                loader.detach(self.pins, link, ifindex)
             self._uncache(ifindex, slot)
             if self._slot_of(ifindex) == slot:
                 bpf.map_delete(self._map(structs.MAP_IFSLOTS), ctypes.c_uint32(ifindex))
@@ -822,6 +934,8 @@ class Dataplane:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.pins.link_info(name))
             os.rmdir(folder)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.pins.link_id_marker(link_id))
 
     def delete_link(self, name: str) -> None:
         """Detach the link's endpoints, purge its sessions and remove its pins."""
@@ -869,19 +983,16 @@ class Dataplane:
         spec = EndpointSpec(ifname=ifname, node=node, id=endpoint_id)
         with self._locked():
             info = self._link_info(link)
-            taken = self._slots()
-            mine = [e for e in taken.values() if e.link_id == info.link_id]
-            resolved = self._resolve(link, [(side, spec)], {int(e.id) for e in mine})
-            self._check_free(resolved, taken)
-            count = sum(1 for e in mine if e.side == side.num)
+            taken = self._endpoints(info.link_id)  # the link's: the table is built from them
+            resolved = self._resolve(link, [(side, spec)], {int(e.id) for e in taken.values()})
+            self._check_free(resolved)
+            count = sum(1 for e in taken.values() if e.side == side.num)
             if count >= structs.MAX_ENDPOINTS_PER_SIDE:
                 raise CapacityError(
                     f"side {side.value} of {link!r} already has {count} endpoints,"
                     f" the most a side can have"
                 )
-            slot = next((i for i in range(1, structs.MAX_IFACES) if i not in taken), 0)
-            if not slot:
-                raise CapacityError(f"the node has room for {structs.MAX_IFACES - 1} endpoints")
+            (slot,) = self._free_slots(1)
             with contextlib.ExitStack() as undo:
                 entry = EndpointEntry(
                     ifindex=resolved[0].ifindex, link_id=info.link_id, id=resolved[0].id
@@ -927,6 +1038,102 @@ class Dataplane:
             self._install_table(info, side, without=slot, endpoints=endpoints)
             self._remove(link, slot, entry)
             self._purge(int(info.link_id), side=side, slot=slot)
+
+    # --- interfaces attached when they appear -----------------------------------------------
+
+    def _attached_at_appearance(self, ifindex: int) -> bool:
+        """Whether ``ifindex`` runs the program through its own pin under ``ifaces/``.
+
+        The pin's existence is trusted: reading the link back (``tcx_ifindex``) takes the
+        kernel's rtnl lock, milliseconds on a busy node, per endpoint. A pin outlives its
+        interface only until the agent sees the deletion, and the kernel hands out ifindexes
+        cyclically (a deleted interface's comes back only after 2^31 others), so a pin that
+        names a reused ifindex does not happen in practice; ``attach_interface`` checks."""
+        return os.path.exists(self.pins.interface_attachment(ifindex))
+
+    def attach_interface(self, ifname: str) -> bool:
+        """Attach the program to host interface ``ifname`` before any link names it, as the
+        agent does when a pod's interface appears: it passes every packet through (the next
+        program or the stack decides) until a link's maps name the interface, and from then
+        on forwards, with no attach on the link's path. Idempotent; True when it attached now.
+
+        False, changing nothing, when the interface already runs the program (its own pin, or
+        a link's), or when attachments are not TCX (``attach_mode="tc"`` or a kernel without
+        TCX: the link attaches it then, as before). The pin stays when the process exits;
+        ``detach_interface`` (or the interface's deletion and ``sync_interfaces``) removes it.
+        """
+        with self._locked():
+            return self._attach_interface(_ifindex(ifname))
+
+    def _attach_interface(self, ifindex: int) -> bool:
+        if self._attach_mode == "tc":
+            return False
+        pin = self.pins.interface_attachment(ifindex)
+        if os.path.exists(pin):
+            if loader.tcx_ifindex(pin) == ifindex:
+                return False
+            loader.detach_at(pin, ifindex)  # a deleted interface's, whose ifindex came back
+        if self._slot_of(ifindex) is not None:
+            return False  # an endpoint already: its link attached it
+        try:  # never the root itself: a root destroyed meanwhile stays destroyed
+            os.mkdir(self.pins.ifaces_dir)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise DataplaneError(f"cannot attach under {self.root!r}: {err}") from err
+        return loader.attach_tcx(pin, ifindex, self._fds.program)
+
+    def detach_interface(self, ifindex: int) -> bool:
+        """Undo ``attach_interface`` for an interface that is gone or going (its pod deleted):
+        detach and unpin. True if there was something to remove."""
+        with self._locked():
+            pin = self.pins.interface_attachment(ifindex)
+            if not os.path.exists(pin):
+                return False
+            loader.detach_at(pin, ifindex)
+            return True
+
+    def interface_attachments(self) -> dict[int, int]:
+        """Every interface attachment under ``ifaces/``: pinned ifindex -> the ifindex the
+        kernel says it runs on (0: defunct, its interface deleted)."""
+        return {
+            ifindex: loader.tcx_ifindex(pin)
+            for ifindex, pin in loader.tcx_pins(self.pins.ifaces_dir).items()
+        }
+
+    def sync_interfaces(
+        self, present: Mapping[int, str], *, attach: bool = True
+    ) -> tuple[list[str], list[int]]:
+        """Make the interface attachments match ``present`` (ifindex -> name: the host
+        interfaces that should run the program, e.g. every sfc-cni host end of the node):
+        attach those that run nothing of ours, unpin those whose interface was deleted. What
+        an agent does at start, for the pods that came and went while it was down. Returns
+        the names attached (``attach=False``: to attach, left to the caller, one
+        ``attach_interface`` each) and the ifindexes unpinned."""
+        # Whether a pin's interface still exists is asked of the interface list, not of each
+        # pinned link (reading a TCX link takes the rtnl lock: seconds for thousands of pins).
+        existing = {ifindex for ifindex, _ in socket.if_nameindex()}
+        with self._locked():
+            pinned = loader.tcx_pins(self.pins.ifaces_dir)
+            removed = []
+            for ifindex, pin in sorted(pinned.items()):
+                if ifindex not in existing:
+                    loader.detach_at(pin, ifindex)
+                    removed.append(ifindex)
+            held = set(pinned)
+            for link in self.links():
+                held.update(loader.tcx_pins(self.pins.link_dir(link)))
+            missing = [(i, n) for i, n in sorted(present.items()) if i not in held]
+            if not attach:
+                return [name for _, name in missing], removed
+            attached = [name for ifindex, name in missing if self._attach_interface(ifindex)]
+        return attached, removed
+
+    def _remove_interface_attachments(self) -> None:
+        for ifindex, pin in loader.tcx_pins(self.pins.ifaces_dir).items():
+            loader.detach_at(pin, ifindex)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.pins.ifaces_dir)
 
     # --- the tunnel ---------------------------------------------------------------------------
 
@@ -999,14 +1206,17 @@ class Dataplane:
             udp_csum=not config.key_flags & structs.BPF_F_ZERO_CSUM_TX,
         )
 
-    def oversized(self, link: str) -> dict[str, int]:
+    def oversized(self, link: str, *, tun: TunnelStatus | None = None) -> dict[str, int]:
         """The link's local interfaces whose MTU is larger than the tunnel's, with their MTU,
         when the link spans nodes (has a remote endpoint): frames they send to a remote
         endpoint at full size would be dropped as TOO_BIG. Empty for a single-node link or a
-        node without a tunnel. For the agent's condition on the CrossConnection."""
-        tun = self.tunnel()
-        endpoints = self._endpoint_list(self._link_id(link))
-        if tun is None or not any(e.node for e in endpoints):
+        node without a tunnel. For the agent's condition on the CrossConnection; ``tun``: the
+        tunnel as the caller last saw it (``tunnel()`` runs ``ip``, milliseconds a call)."""
+        tun = tun or self.tunnel()
+        if tun is None:
+            return {}
+        endpoints = self.endpoints(link)
+        if not any(e.node for e in endpoints):
             return {}
         result = {}
         for e in endpoints:
@@ -1048,8 +1258,13 @@ class Dataplane:
         with self._locked():
             for name in self.links():
                 self._teardown(name, self._link_id(name))
+            self._remove_interface_attachments()
             self._remove_tunnel()
             loader.unpin_node(self.pins)
+            with contextlib.suppress(OSError):
+                for entry in os.listdir(self.pins.link_ids_dir):  # of half-created links
+                    os.rmdir(self.pins.link_id_marker(int(entry)))
+                os.rmdir(self.pins.link_ids_dir)
             with contextlib.suppress(OSError):
                 for entry in os.listdir(self.pins.links_dir):  # half-created folders
                     os.rmdir(self.pins.link_dir(entry))

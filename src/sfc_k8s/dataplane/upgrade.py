@@ -244,12 +244,15 @@ def _tcx_pins(folder: str) -> Iterator[tuple[int, str]]:
 
 
 def attachments(pins: loader.Pins, endpoints_fd: int, tunnel_fd: int) -> list[Attachment]:
-    """Every interface the pinned programs run on: the TCX links pinned under the links and
-    the tunnel folders, then the local endpoints and the tunnel device that have none, which
-    the manager attached with the clsact fallback (it attaches every local endpoint)."""
+    """Every interface the pinned programs run on: the TCX links pinned under the links, the
+    interfaces and the tunnel folders, then the local endpoints and the tunnel device that
+    have none, which the manager attached with the clsact fallback (it attaches every local
+    endpoint that runs nothing of ours)."""
     found = []
     for link in os.listdir(pins.links_dir) if os.path.isdir(pins.links_dir) else []:
         found += [Attachment(i, structs.PROG_INGRESS, p) for i, p in _tcx_pins(pins.link_dir(link))]
+    # Interfaces attached when their pod appeared, in a link or not (yet).
+    found += [Attachment(i, structs.PROG_INGRESS, p) for i, p in _tcx_pins(pins.ifaces_dir)]
     found += [Attachment(i, structs.PROG_TUNNEL, p) for i, p in _tcx_pins(pins.tunnel_dir)]
     found.sort(key=lambda a: a.ifindex)  # one order every time
     linked = {a.ifindex for a in found}

@@ -34,6 +34,10 @@ Design points:
   the agent was down, or with its finalizer forcibly removed) are garbage-collected after a
   fresh list of the xcs, at startup and every ``gc_interval``; only links shaped like agent links
   under the agent's own bpffs root are considered.
+- Interfaces: every sfc-cni host interface of the node gets the program when it appears and
+  loses its pin when it goes (``agent_ifaces.InterfaceWatch``, rtnetlink events), so links only
+  write maps; on from the command line (off with ``--no-attach-interfaces``), off by default
+  in ``AgentConfig`` (tests run several nodes' agents in one namespace).
 - All data-plane calls run on the operator's event loop (they take micro- to milliseconds), so
   handlers, garbage collection and metric scrapes never touch the maps concurrently.
 """
@@ -79,6 +83,7 @@ from sfc_k8s.dataplane import (
     CapacityError,
     Dataplane,
     DataplaneError,
+    Endpoint,
     EndpointNotFound,
     EndpointSpec,
     InterfaceNotFound,
@@ -87,7 +92,10 @@ from sfc_k8s.dataplane import (
     maglev,
 )
 from sfc_k8s.dataplane import tunnel as dp_tunnel
+from sfc_k8s.dataplane.records import TunnelStatus
+from sfc_k8s.naming import is_host_ifname
 from sfc_k8s.operator import agent_cni
+from sfc_k8s.operator.agent_ifaces import InterfaceWatch
 from sfc_k8s.operator.agent_metrics import AgentMetrics, LinkSample
 from sfc_k8s.operator.agent_reconcile import (
     ActivateEndpoint,
@@ -155,6 +163,11 @@ class AgentConfig:
     kernel_check: bool = True  # main() probes the kernel's features first
     cni_server: agent_cni.CniServerOptions | None = None  # serve the sfc-cni shim (docs/cni.md)
     traffic_window: float = DEFAULT_WINDOW  # seconds the per-pod traffic rates average over
+    # The program on every sfc-cni host interface as it appears (docs/dataplane.md). The
+    # command line turns it on; off here for agents built in-process by tests that emulate
+    # several nodes in one network namespace, where every node's interfaces are visible.
+    attach_interfaces: bool = False
+    attach_only: frozenset[str] | None = None  # those interfaces only (None: every sfc-cni one)
 
 
 class _NodeDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -199,6 +212,8 @@ class NodeAgent:
             PodTrafficCollector(self._endpoint_readings, self._endpoint_sessions)
         )
         self._dp: Dataplane | None = None
+        self.interfaces: InterfaceWatch | None = None
+        self._tunnel: TunnelStatus | None = None  # as set up at start (tunnel() runs `ip`)
         self._connection: kopf.ConnectionInfo | None = None
         self._links: dict[str, tuple[str, str]] = {}  # link -> (namespace, xc name) or ("", "")
         self._drained_at: dict[str, dict[str, float]] = {}  # link -> endpoint key -> monotonic
@@ -209,6 +224,7 @@ class NodeAgent:
         self._cluster_ids: dict[str, int] = {}
         self._specs: dict[str, tuple[str, str, CrossConnectionSpec]] = {}
         self._gc_task: asyncio.Task[None] | None = None
+        self._adopted: dict[str, list[Endpoint]] = {}  # pinned links' endpoints read at start
         self._listed = False  # the CrossConnections were listed once (API reachable, RBAC right)
         self._kube: KubeClient | None = None  # reads pods whose interfaces are missing
         # Called after each applied operation with the time.monotonic() it started and ended
@@ -271,12 +287,22 @@ class NodeAgent:
         )
         for name in self._dp.links():
             self._links.setdefault(name, ("", ""))
+        # Every pinned link's endpoints in one read, for each link's first reconcile (the
+        # resume pass): a read per link walks the node's endpoint index each time. This
+        # agent is the links' only writer, and each entry is used once, before any change.
+        self._adopted = self._dp.endpoints_of(list(self._links))
         logger.info(
             f"node {self.config.node}: data plane at {self.config.bpffs_root}"
             f" ({self._dp.opened.summary()}), {len(self._links)} pinned link(s)"
         )
+        if self.config.attach_interfaces:
+            only = self.config.attach_only
+            wanted = is_host_ifname if only is None else only.__contains__
+            self.interfaces = InterfaceWatch(self._dp, wanted=wanted)
+            self.interfaces.start(asyncio.get_running_loop())
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)
+            self._tunnel = tun
             logger.info(f"tunnel {tun.ifname}: UDP port {tun.port}, MTU {tun.mtu}")
         if self.config.metrics_port is not None:
             await self.metrics.start(
@@ -296,6 +322,9 @@ class NodeAgent:
             self._gc_task = None
         await self.traffic.stop()
         await self.metrics.stop()
+        if self.interfaces is not None:
+            self.interfaces.stop()  # the pins stay: the interfaces keep their program
+            self.interfaces = None
         if self._dp is not None:
             self._dp.close()  # fds only: the pinned state keeps forwarding
             self._dp = None
@@ -420,13 +449,13 @@ class NodeAgent:
 
     def _cluster_id(self, link: str) -> int:
         """The cluster id of a programmed link (read once after a restart: a status read)."""
-        if link not in self._cluster_ids:
-            self._cluster_ids[link] = self.dataplane.status(link).cluster_id
+        if link not in self._cluster_ids:  # not status(): that walks the session tables
+            self._cluster_ids[link] = self.dataplane.cluster_id(link)
         return self._cluster_ids[link]
 
     def _oversized(self, link: str) -> dict[str, int]:
         try:
-            return self.dataplane.oversized(link)
+            return self.dataplane.oversized(link, tun=self._tunnel)
         except DataplaneError:
             return {}
 
@@ -571,6 +600,7 @@ class NodeAgent:
         self._forget_link(link)
 
     def _forget_link(self, link: str) -> None:
+        self._adopted.pop(link, None)
         self._links.pop(link, None)
         self._specs.pop(link, None)
         self._cluster_ids.pop(link, None)
@@ -579,7 +609,8 @@ class NodeAgent:
     def _programmed(self, link: str) -> list[LinkEndpoint] | None:
         # endpoints(), not status(): status() also walks the node's whole session table.
         try:
-            endpoints = self.dataplane.endpoints(link)
+            adopted = self._adopted.pop(link, None)
+            endpoints = self.dataplane.endpoints(link) if adopted is None else adopted
         except LinkNotFound:
             self._forget_link(link)
             return None
@@ -730,17 +761,16 @@ class NodeAgent:
         if self._dp is None:
             return []
         readings = []
+        # Every link's endpoints in one read (one read per link cost a walk of the node's
+        # endpoint index each: seconds per sample with a thousand links).
+        programmed = self._dp.endpoints_of(list(self._specs))
         for link, (namespace, _, xc) in self._specs.items():
             pods = {
                 ep.host_interface: PodRef(namespace, ep.pod, ep.pod_uid)
                 for side in Side
                 for ep in xc.side(side).on_node(self.config.node)
             }
-            try:
-                endpoints = self._dp.endpoints(link)
-            except LinkNotFound:
-                continue
-            for ep in endpoints:
+            for ep in programmed.get(link, ()):
                 pod = pods.get(ep.ifname)
                 if pod is None or ep.node:  # a remote endpoint: its own node counts it
                     continue
@@ -781,7 +811,7 @@ class NodeAgent:
         patch.status["nodes"] = {self.config.node: entry}
 
     def _tunnel_mtu(self) -> int:
-        tun = self.dataplane.tunnel()
+        tun = self._tunnel or self.dataplane.tunnel()
         return tun.mtu if tun is not None else 0
 
     def _forget(self, patch: kopf.Patch, status: Mapping[str, Any]) -> None:
@@ -832,6 +862,7 @@ class NodeAgent:
             except LinkNotFound:
                 pass
             self._links.pop(link, None)
+            self._adopted.pop(link, None)
         return removed
 
 
@@ -1010,6 +1041,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the kernel feature probe at start",
     )
+    parser.add_argument(
+        "--no-attach-interfaces",
+        dest="attach_interfaces",
+        action="store_false",
+        help="attach the program to an interface only when a link takes it, not when its pod"
+        " appears (slower links: an attach each; docs/dataplane.md)",
+    )
     agent_cni.add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--debug", action="store_true")
@@ -1042,6 +1080,7 @@ def config_from_args(argv: Sequence[str]) -> AgentConfig:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
         traffic_window=args.traffic_window,
+        attach_interfaces=args.attach_interfaces,  # on unless --no-attach-interfaces
         namespaces=() if args.all_namespaces else tuple(dict.fromkeys(args.namespaces)),
         retry_delay=args.retry_delay,
         max_retry_delay=args.max_retry_delay,

@@ -57,7 +57,7 @@ from tests.fixtures.flows import LiveFlows, Server, run_flows
 from tests.fixtures.topology import REPO, TEST_SESSIONS, Chain, ChainLinks
 from tests.integration.dataplane.multinode import Cluster
 from tests.integration.dataplane.tracking import flow_paths
-from tests.nettools import Janitor
+from tests.nettools import Janitor, unique
 
 pytestmark = pytest.mark.root
 
@@ -398,3 +398,30 @@ def test_a_dp_call_of_another_build_upgrades_the_node_and_says_so(
     older = subprocess.run(show, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert older.returncode == 0 and "upgraded the programs on 4 interface(s)" in older.stderr
     assert recorded_identity(Pins(bpffs)) != b""
+
+
+def test_interfaces_attached_at_appearance_are_upgraded_in_a_link_or_not(
+    janitor: Janitor, bpffs: str, build_dir: Path
+) -> None:
+    """Interfaces attached when they appeared (``ifaces/`` pins), two of them in a link and one
+    in none, run the new build's program after an upgrade, through the same TCX links (the
+    link holds no attachment of its own)."""
+    counting = builds.build(build_dir, builds.COUNT)
+    chain = Chain.build(janitor, replicas=1, ipv6=False)
+    spare = janitor.veth(unique("xu"), unique("yu"), up=False)[0]
+    janitor.add(lambda: _destroy(bpffs))
+    ends = [chain.client_host, chain.replicas[0].eth1_host, spare]
+    with Dataplane(bpffs, session_table_size=TEST_SESSIONS, object_path=counting) as first:
+        for name in ends:
+            assert first.attach_interface(name)
+        first.create_link("l", side_a=ends[:1], side_b=ends[1:2])
+        links_before = {name: sorted(bpf.tcx_links(socket.if_nametoindex(name))) for name in ends}
+    ifaces = os.path.join(bpffs, "ifaces")
+    with Dataplane(bpffs, session_table_size=TEST_SESSIONS) as shipped:
+        assert shipped.opened.action == "upgraded"
+        assert shipped.opened.interfaces == 3
+        new_prog = builds.prog_id(shipped.pins.program)
+        by_name = {socket.if_indextoname(i): p for i, p in _tcx_programs(ifaces).items()}
+        assert by_name == dict.fromkeys(ends, new_prog)
+        assert {n: sorted(bpf.tcx_links(socket.if_nametoindex(n))) for n in ends} == links_before
+        assert os.listdir(shipped.pins.link_dir("l")) == ["info"]

@@ -6,7 +6,8 @@ server tags its answers with its name. Covers:
 - scaling follows the spec: a new replica endpoint gets new flows while existing flows stay on
   their replica; a draining replica keeps its flows and gets no new ones; a removed replica's
   flows move to the remaining ones;
-- agent restart: the new agent adopts the pinned state (same link, no duplicate, nothing
+- agent restart: the new agent adopts the pinned state (same link and endpoint ids, every
+  interface keeping the TCX link it got when it appeared, no duplicate, nothing
   re-created), a UDP sequence running across the restart loses nothing, and a link whose xc was
   deleted while the agent was down (finalizer stripped) is garbage-collected.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from sfc_k8s.api.naming import mac_from_seed
 from sfc_k8s.dataplane import Dataplane, LinkStatus
+from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.operator.agent_reconcile import link_name
 from tests.fixtures.topology import PYTHON, TRAFFIC
 from tests.integration.operator.test_agent_programming import (
@@ -190,13 +192,20 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
         "--tag", "r1", "--duration", "60",
     ]  # fmt: skip
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with running_agent(apiserver, bpffs_root, node):
+    # The agent attaches this test's interfaces as they appear (others on this host are not
+    # this node's: tests run several nodes in one namespace).
+    pods = [topo.client, *topo.replicas.values(), *spare]
+    watch = {"attach_interfaces": True, "attach_only": frozenset(p.host for p in pods)}
+    with running_agent(apiserver, bpffs_root, node, **watch):
         wait_programmed(api, name, node)
         wait_programmed(api, gone, node)
         stream = _spawn(janitor, argv, **pipes)
         assert stream.stdout is not None
         assert stream.stdout.readline().strip() == "READY"
         before = dataplane.status(link)
+        tcx = bpf.all_tcx_links()
+        attached = {e.ifname: tcx.get(e.ifindex) for e in before.endpoints}
+        assert all(links and len(links) == 1 for links in attached.values())  # once each
 
     # The agent is down: traffic keeps flowing through the pinned state, and an xc vanishes.
     api.force_delete_xc(gone)
@@ -207,16 +216,19 @@ def test_restart_adopts_pinned_state_and_keeps_traffic_flowing(
     wait_for("traffic with no agent", lambda: _rx(dataplane, link, topo) > start)
     down = _rx(dataplane, link, topo)
 
-    with running_agent(apiserver, bpffs_root, node):
+    with running_agent(apiserver, bpffs_root, node, **watch):
         wait_for("the stale link collected", lambda: gone_link not in dataplane.links())
         time.sleep(0.5)  # the resume pass has run by now; traffic keeps going meanwhile
         after = dataplane.status(link)
         wait_for("traffic after the restart", lambda: _rx(dataplane, link, topo) > down)
         assert dataplane.links() == [link]
         assert after.link_id == before.link_id  # adopted, not re-created
-        assert [(e.side, e.ifname, e.state) for e in after.endpoints] == [
-            (e.side, e.ifname, e.state) for e in before.endpoints
+        assert [(e.side, e.ifname, e.state, e.id) for e in after.endpoints] == [
+            (e.side, e.ifname, e.state, e.id) for e in before.endpoints
         ]
+        # The interfaces keep the very TCX links they had: nothing detached or attached again.
+        tcx = bpf.all_tcx_links()
+        assert {e.ifname: tcx.get(e.ifindex) for e in after.endpoints} == attached
 
     out, err = stream.communicate("stop\n", timeout=20)
     result = json.loads(out.splitlines()[-1])

@@ -46,7 +46,9 @@ def test_flags_make_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
         metrics_port=None,
         namespaces=("a",),
         tunnel_port=4792,  # the data plane's default: no common CNI uses it
+        attach_interfaces=True,  # the command line attaches interfaces as they appear
     )
+    assert not config_from_args(["--node", "n1", "--no-attach-interfaces"]).attach_interfaces
     assert config_from_args(["--node", "n1", "--metrics-port", "9000"]).metrics_port == 9000
     flags = ["--node", "n1", "--tunnel-port", "0", "--tunnel-address", "10.0.0.7"]
     no_tunnel = config_from_args(flags)

@@ -4,7 +4,10 @@
  * interface -> (link, side); flow key; flow cache or session hit -> the recorded far-side
  * endpoint, miss -> Maglev over the far side's active endpoints and a new session;
  * bpf_redirect_peer into the chosen pod, or the tunnel to the chosen endpoint's node.
- * Interfaces in no link pass untouched. A second entry point receives from the tunnel.
+ * An interface in no link (attached when its pod appeared, before any link names it) passes
+ * untouched with TC_ACT_UNSPEC: the next program of the interface's TCX chain (or its tc
+ * filters, or the stack) decides, so another program sharing the interface is not cut off.
+ * A second entry point receives from the tunnel.
  */
 #include "lib/common.h"
 #include "lib/counters.h"
@@ -112,7 +115,7 @@ int sfc_xc_ingress(struct __sk_buff *skb)
 	sfc_test_count(0);
 	in = sfc_ep_of_iface(skb->ifindex, &slot);
 	if (!in)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC; /* in no link: pass through (TCX_NEXT) */
 	return sfc_xc_forward(skb, slot, in);
 }
 
