@@ -11,8 +11,8 @@ handler runs: with 3,600 pods (300 chains of 12 replicas) the controller's first
 condition for each awaited state, the other waiters awaiting that relay: O(1) wake-ups per
 notification, O(P) in all. Same result for every caller: a waiter returns once the set is in
 the wanted state, checked at the moment it returns. Called at import by
-``sfc_k8s.operator.controller``; tested by tests/integration/operator/test_controller_scale.py
-(startup with many objects) and the unit tests of ``tests/unit/operator/test_kopf_toggles.py``.
+``sfc_k8s.operator.controller``; unit-tested on Kopf's own ``ToggleSet`` in
+``tests/unit/operator/test_kopf_toggles.py``; every controller test runs with it.
 """
 
 from __future__ import annotations
