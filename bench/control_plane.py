@@ -1,33 +1,45 @@
-"""Operator benchmark: how fast scaling events reach the data plane, how fast chains converge.
+"""Control-plane benchmark: how fast chains converge as they grow, and how fast a scaling event
+reaches the data plane with them present.
 
-Run as root: ``.venv/bin/python bench/control_plane.py [--events N] [--chains N] [--quick]``. Not a
-test: it asserts nothing; it prints a table and PASS/FAIL lines for the issue's targets and writes
-``bench/results/operator.json``.
+Run as root: ``.venv/bin/python bench/control_plane.py [--chains 100,250,1000] [--events N]
+[--baseline-src DIR] [--profile DIR] [--quick]``. Not a test: it asserts nothing; it prints a
+table and PASS/FAIL lines for the targets and writes ``bench/results/operator.json``.
+
+Each chain count N runs in a child process of its own (``--one N``) on a fresh API server, so
+nothing carries over between sizes. With ``--baseline-src DIR`` (a ``src`` tree of another
+commit, e.g. main's, with its built eBPF objects) every N runs twice, baseline then current,
+interleaved, the children's ``PYTHONPATH`` choosing the tree: same machine, same minutes.
 
 Everything runs on this machine against the local API server (``python -m
 sfc_k8s.local.apiserver``, its own process); the controller runs as its own process
-(``sfc-k8s controller``); the node agent runs in this process under ``kopf.testing.KopfRunner``
+(``sfc-k8s controller``); the node agent runs in the child under ``kopf.testing.KopfRunner``
 so that the moment it applies an operation is taken from its ``observers`` hook, with the same
 monotonic clock as the moment the benchmark sends its API request (no polling error). Host
 interfaces are real veths named ``host_ifname(pod UID, ifname)`` as the CNI plugin names them,
 and the data plane is a real one under a private bpffs root.
 
-Measurements:
+Measurements, per N:
 
-1. ``reaction``: a replica pod (already created, veth present) is patched Ready in the API; the
-   time until the agent has added its endpoint to the data plane. Path: API server -> controller
-   (pod watch, CrossConnection patch) -> API server -> agent (xc watch, data plane).
-2. ``xc-reaction`` (the agent alone, the baseline of 1): the CrossConnection itself is patched
-   with one more endpoint; the time until the agent added it. 1 minus 2 is the controller's part.
-3. ``converge``: N chains x 3 functions x 4 replicas (pods created Ready beforehand, each with
+1. ``converge``: N chains x 3 functions x 4 replicas (pods created Ready beforehand, each with
    its veths), the controller and the node agent: the time from creating the chains to every
    chain Ready, which (the controller's default) needs the agent to have programmed every link
-   into the data plane.
-4. ``converge-controller-only`` (the baseline of 3, ``--no-require-programmed``, no agent, on a
-   fresh API server): the same chains Ready once the controller has written them; 3 minus 4 is
-   what programming the data plane adds.
+   into the data plane; per-chain cost = that time / N. Read through one watch of the chains
+   (polling a list of N chains would itself load the server with O(N) per poll).
+   With ``--controller-only``: no agent, no veths, the controller run with
+   ``--no-require-programmed`` (Ready once it wrote the chain's CrossConnections): the control
+   plane alone, without the data plane's TCX attaches.
+2. the API server's requests during 1, by verb and resource (its ``/metrics``), per chain.
+3. at the largest N only, with the N chains present: ``reaction``, a replica pod (already
+   created, veth present) patched Ready -> the agent has added its endpoint to the data plane
+   (API server -> controller -> API server -> agent); and its baseline ``xc-reaction``, the
+   agent alone (a CrossConnection patched with one more endpoint).
 
-Targets (issue 4): p99 reaction < 200 ms; 100 chains converged < 30 s.
+With ``--profile DIR``, py-spy (``pip install py-spy``) samples the API server, the controller
+and the child (the agent, the benchmark's own requests) during 1, and the top frames of each are
+summarised in the JSON (raw collapsed stacks kept in DIR).
+
+Targets (issue 14): 1,000 chains Ready < 60 s; the time for 1,000 chains < 5x the time for 250;
+pod Ready -> programmed p99 < 200 ms at the largest N.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -66,6 +79,7 @@ KUBECTL = "/usr/bin/kubectl"
 NODE = "bench-node"
 NS = "default"
 SESSIONS = 65536
+PY_SPY = str(REPO / ".venv" / "bin" / "py-spy")
 
 from kopf.testing import KopfRunner  # noqa: E402
 
@@ -217,7 +231,7 @@ class Veths:
 
 
 @contextmanager
-def api_server(workdir: Path) -> Iterator[tuple[Api, Path]]:
+def api_server(workdir: Path) -> Iterator[tuple[Api, Path, int]]:
     proc = subprocess.Popen(
         [PYTHON, "-m", "sfc_k8s.local.apiserver", "--port", "0", "--state-dir", str(workdir)],
         stdout=subprocess.PIPE,
@@ -233,7 +247,7 @@ def api_server(workdir: Path) -> Iterator[tuple[Api, Path]]:
             check=True,
             capture_output=True,
         )
-        yield Api(url), kubeconfig
+        yield Api(url), kubeconfig, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -346,6 +360,8 @@ def measure_xc_reaction(api: Api, veths: Veths, applied: Applied, events: int) -
             "link": "xc",
             "a": {"function": "client", "interface": "eth1", "endpoints": [endpoint(0)]},
             "b": {"function": "server", "interface": "eth1", "endpoints": []},
+            # the controller hands out the lowest free ids: keep clear of its links' ids
+            "clusterId": 65535,
         },
     }
     api.call("POST", api.xc_path(), body)
@@ -387,7 +403,7 @@ FUNCTIONS = [("f1", ["eth1"]), ("f2", ["eth1", "eth2"]), ("f3", ["eth1"])]
 def create_replicas(api: Api, chains: int, replicas: int) -> dict[str, str]:
     """Ready pods for every function of every chain (in parallel); returns name -> UID."""
     pods = [
-        (f"c{c:03d}-{fn}-{r}", {"app": f"c{c:03d}-{fn}"})
+        (f"c{c:04d}-{fn}-{r}", {"app": f"c{c:04d}-{fn}"})
         for c in range(chains)
         for fn in ("f1", "f2", "f3")
         for r in range(replicas)
@@ -404,7 +420,7 @@ def create_replicas(api: Api, chains: int, replicas: int) -> dict[str, str]:
 
 def replica_veths(pods: dict[str, str]) -> list[str]:
     """The host veth names of every replica's data-plane interfaces, as the CNI plugin names
-    them (pod ``cNNN-fK-R``: function fK's interfaces)."""
+    them (pod ``cNNNN-fK-R``: function fK's interfaces)."""
     ifnames = dict(FUNCTIONS)
     return [
         host_ifname(uid, ifname)
@@ -413,80 +429,207 @@ def replica_veths(pods: dict[str, str]) -> list[str]:
     ]
 
 
-def measure_convergence(api: Api, chains: int, timeout: float) -> float:
-    names = [f"c{c:03d}" for c in range(chains)]
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda n: api.create_chain(n, FUNCTIONS), names))
-    wanted = set(names)
-    while time.monotonic() - started < timeout:
-        ready = {c["metadata"]["name"] for c in api.chains() if is_ready(c)}
-        if wanted <= ready:
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise TimeoutError(f"{len(wanted - ready)} of {chains} chains not Ready after {timeout}s")
+class ReadyChains:
+    """The names of the Ready chains, followed through one watch of the chains (a thread)."""
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self._lock = threading.Condition()
+        self.ready: set[str] = set()
+        self._stop = False
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        path = f"/apis/sfc-k8s.io/v1alpha1/namespaces/{NS}/servicefunctionchains"
+        rv = str(self._api.call("GET", path)["metadata"]["resourceVersion"])
+        while not self._stop:
+            url = f"{self._api.url}{path}?watch=true&resourceVersion={rv}&timeoutSeconds=30"
+            try:
+                stream = urllib.request.urlopen(url, timeout=60)
+            except OSError:  # the server stopped at the end of the run
+                return
+            with stream:
+                for line in stream:
+                    event = json.loads(line)
+                    obj = event["object"]
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    with self._lock:
+                        name = obj["metadata"]["name"]
+                        if event["type"] != "DELETED" and is_ready(obj):
+                            self.ready.add(name)
+                        else:
+                            self.ready.discard(name)
+                        self._lock.notify_all()
+                    if self._stop:
+                        return
+
+    def wait(self, names: set[str], timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: names <= self.ready, timeout)
+
+    def close(self) -> None:
+        self._stop = True
 
 
-# -- main --------------------------------------------------------------------------------------
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100, help="reaction samples (>= 50)")
-    parser.add_argument("--chains", type=int, default=100)
-    parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="20 events, 10 chains")
-    parser.add_argument("--no-controller", action="store_true", help="agent-only measurements")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.events, args.chains = 20, 10
-    if os.geteuid() != 0:
-        print("bench/control_plane.py needs root (veths, bpffs)", file=sys.stderr)
-        return 2
+def request_counts(api: Api) -> Counter[tuple[str, ...]]:
+    """The API server's requests so far by (verb, group, resource, subresource) (empty if the
+    server has no ``/metrics``, as older trees)."""
+    req = urllib.request.Request(api.url + "/metrics")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError:
+        return Counter()
+    counts: Counter[tuple[str, ...]] = Counter()
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels, value = line[len("apiserver_request_total{") :].rsplit("} ", 1)
+            parts = dict(item.split("=", 1) for item in labels.split(","))
+            key = tuple(parts[k].strip('"') for k in ("verb", "group", "resource", "subresource"))
+            counts[key] += int(float(value))
+    return counts
 
-    results: dict[str, Any] = {
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
-        "targets": {"reaction_p99_ms": 200, "converge_100_chains_s": 30},
-    }
-    rows: list[tuple[str, str, str]] = []
-    root = f"/sys/fs/bpf/sfcb-{secrets.token_hex(4)}"
+
+def request_delta(before: Counter[tuple[str, ...]], after: Counter[tuple[str, ...]], chains: int):
+    """Requests made between two snapshots, per ``verb resource[/sub]``, with the per-chain
+    figure."""
+    delta = after - before
+    rows = {}
+    for (verb, _group, resource, sub), n in sorted(delta.items(), key=lambda kv: -kv[1]):
+        label = f"{verb} {resource}{'/' + sub if sub else ''}"
+        rows[label] = {"total": n, "per_chain": round(n / chains, 2)}
+    return rows
+
+
+# -- profiling ---------------------------------------------------------------------------------
+@contextmanager
+def profiled(directory: Path | None, processes: dict[str, int]) -> Iterator[None]:
+    """py-spy sampling each named process (CPU only, 100 Hz) while the block runs."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, pid in processes.items():
+        out = directory / f"{name}.txt"
+        argv = [PY_SPY, "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "100"]
+        argv += ["--nonblocking"]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(2)
+        for spy in spies:
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """From py-spy's collapsed stacks: the samples, and the frames of sfc_k8s, kopf and aiohttp
+    with the largest inclusive and self shares."""
+    if not path.exists():
+        return {}
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if any(k in frame for k in ("sfc_k8s/", "kopf/", "aiohttp/", "celpy/", "sqlite")):
+                inclusive[frame] += n
+    if not total:
+        return {"samples": 0}
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[f, round(100 * n / total, 1)] for f, n in counter.most_common(top)]
+
+    return {"samples": total, "inclusive_pct": share(inclusive), "self_pct": share(own)}
+
+
+def _frame(raw: str) -> str:
+    """``func (path/to/module.py:12)`` -> ``module.py:func``, the package kept for ours."""
+    name, _, where = raw.partition(" (")
+    file = where.split(":")[0]
+    for marker in ("site-packages/", "src/", "lib/python3.11/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{file}:{name.strip()}"
+
+
+# -- one chain count (the child) ---------------------------------------------------------------
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    """Converge ``args.one`` chains on a fresh server; with ``args.events``, then measure the
+    reactions with them present."""
+    chains = args.one
+    result: dict[str, Any] = {"chains": chains, "functions": 3, "replicas": args.replicas}
     veths = Veths()
     with tempfile.TemporaryDirectory(prefix="sfc-bench-") as tmp, ExitStack() as stack:
-        stack.callback(lambda: subprocess.run(["rm", "-rf", root], check=False))
         stack.callback(veths.close)
-        api, kubeconfig = stack.enter_context(api_server(Path(tmp) / "api"))
+        api, kubeconfig, api_pid = stack.enter_context(api_server(Path(tmp) / "api"))
+        started = time.monotonic()
+        pods = create_replicas(api, chains, args.replicas)
+        if not args.controller_only:
+            veths.add(replica_veths(pods))
+        result["setup_s"] = round(time.monotonic() - started, 1)
+        if args.controller_only:  # no agent, no data plane: Ready once the controller wrote
+            applied = None
+            ctrl = stack.enter_context(controller(kubeconfig, "--no-require-programmed"))
+        else:
+            root = f"/sys/fs/bpf/sfcb-{secrets.token_hex(4)}"
+            stack.callback(lambda: subprocess.run(["rm", "-rf", root], check=False))
+            stack.callback(destroy_dataplane, root)  # once the agent has stopped
+            applied = stack.enter_context(agent(kubeconfig, root))
+            ctrl = stack.enter_context(controller(kubeconfig))
+        processes = {"apiserver": api_pid, "controller": ctrl.pid, "bench_agent": os.getpid()}
+        mode = "controller-only" if args.controller_only else "programmed"
+        profile = Path(args.profile) / f"{args.tree}-{mode}-{chains}" if args.profile else None
+        before = request_counts(api)
+        with profiled(profile, processes):
+            seconds = measure_convergence(api, chains, timeout=args.timeout)
+        result["requests"] = request_delta(before, request_counts(api), chains)
+        result["seconds"] = round(seconds, 2)
+        result["per_chain_ms"] = round(1000 * seconds / chains, 1)
+        if applied is not None:
+            with Dataplane(root, session_table_size=SESSIONS) as dp:
+                links = len(dp.links())
+            if links != 2 * chains:
+                raise RuntimeError(f"{links} links in the data plane, {2 * chains} expected")
+        if profile is not None:
+            result["profile"] = {n: profile_summary(profile / f"{n}.txt") for n in processes}
+        if args.events and applied is not None:
+            xc = measure_xc_reaction(api, veths, applied, args.events)
+            result["xc_reaction"] = reaction_summary(xc)
+            full = measure_reaction(api, veths, applied, args.events)
+            result["reaction"] = reaction_summary(full)
+    return result
 
-        # 1 + 2: reactions, with the agent (and the controller for 1).
-        with agent(kubeconfig, root) as applied:
-            xc = reaction_summary(measure_xc_reaction(api, veths, applied, args.events))
-            results["xc_reaction"] = xc
-            rows += _rows("xc patched -> programmed (agent only)", xc)
-            if not args.no_controller:
-                with controller(kubeconfig):
-                    full = reaction_summary(measure_reaction(api, veths, applied, args.events))
-                results["reaction"] = full
-                rows += _rows("pod Ready -> programmed (controller + agent)", full)
-        destroy_dataplane(root)
 
-        # 3: convergence through the data plane (controller + agent), then 4, its baseline.
-        if not args.no_controller:
-            for programmed in (True, False):
-                seconds = converge(Path(tmp), veths, args, programmed=programmed)
-                key = "converge" if programmed else "converge_controller_only"
-                results[key] = {
-                    "chains": args.chains,
-                    "functions": 3,
-                    "replicas": args.replicas,
-                    "seconds": round(seconds, 2),
-                }
-                label = f"{args.chains} chains x 3 fn x {args.replicas} replicas -> all Ready"
-                label += " (programmed)" if programmed else " (controller only)"
-                rows.append((label, "1", f"{seconds:.2f} s"))
-
-    report(results, rows, args.chains)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+def measure_convergence(api: Api, chains: int, timeout: float) -> float:
+    names = {f"c{c:04d}" for c in range(chains)}
+    watch = ReadyChains(api)
+    try:
+        time.sleep(0.5)  # the watch is open
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda n: api.create_chain(n, FUNCTIONS), sorted(names)))
+        if not watch.wait(names, timeout):
+            missing = len(names - watch.ready)
+            raise TimeoutError(f"{missing} of {chains} chains not Ready after {timeout}s")
+        return time.monotonic() - started
+    finally:
+        watch.close()
 
 
 def destroy_dataplane(root: str) -> None:
@@ -494,65 +637,118 @@ def destroy_dataplane(root: str) -> None:
         dp.destroy()
 
 
-def converge(tmp: Path, veths: Veths, args: argparse.Namespace, *, programmed: bool) -> float:
-    """Seconds for ``args.chains`` chains to be Ready on a fresh API server: with the agent
-    programming a real data plane (``programmed``), or the controller alone."""
-    name = "programmed" if programmed else "controller-only"
-    with ExitStack() as stack:
-        api, kubeconfig = stack.enter_context(api_server(tmp / f"api-{name}"))
-        pods = create_replicas(api, args.chains, args.replicas)
-        if not programmed:
-            stack.enter_context(controller(kubeconfig, "--no-require-programmed"))
-            return measure_convergence(api, args.chains, timeout=300)
-        veths.add(replica_veths(pods))
-        root = f"/sys/fs/bpf/sfcb-{secrets.token_hex(4)}"
-        stack.callback(lambda: subprocess.run(["rm", "-rf", root], check=False))
-        stack.callback(destroy_dataplane, root)  # once the agent has stopped
-        stack.enter_context(agent(kubeconfig, root))
-        stack.enter_context(controller(kubeconfig))
-        seconds = measure_convergence(api, args.chains, timeout=300)
-        with Dataplane(root, session_table_size=SESSIONS) as dp:
-            links = len(dp.links())
-        if links != 2 * args.chains:
-            raise RuntimeError(f"{links} links in the data plane, {2 * args.chains} expected")
-        return seconds
+# -- the parent: every chain count, every tree -------------------------------------------------
+def run_child(args: argparse.Namespace, chains: int, tree: str, src: Path) -> dict[str, Any]:
+    """One chain count in a child process on the ``src`` tree; its JSON result."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        argv = [PYTHON, __file__, "--one", str(chains), "--tree", tree, "--json", out.name]
+        argv += ["--replicas", str(args.replicas), "--timeout", str(args.timeout)]
+        argv += ["--events", str(args.events if chains == max(args.chains) else 0)]
+        argv += ["--profile", str(args.profile)] if args.profile else []
+        argv += ["--controller-only"] if args.controller_only else []
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        print(f"-- {tree}: {chains} chains", flush=True)
+        proc = subprocess.run(argv, env=env, check=False)
+        text = Path(out.name).read_text()
+        if proc.returncode != 0 or not text:
+            return {"chains": chains, "error": f"child exited {proc.returncode}"}
+        result: dict[str, Any] = json.loads(text)
+        return result
 
 
-def report(results: dict[str, Any], rows: list[tuple[str, str, str]], chains: int) -> None:
-    """Print the table and the targets' PASS/FAIL lines (adds the p50 ratio to ``results``)."""
-    print(f"\n{'measurement':<66} {'n':>5}  result")
-    for label, n, text in rows:
-        print(f"{label:<66} {n:>5}  {text}")
-    print()
-    if "reaction" in results:
-        p99 = results["reaction"]["total"]["p99_ms"]
-        print(f"{'PASS' if p99 < 200 else 'FAIL'} reaction p99 {p99} ms (target < 200 ms)")
-        ratio = results["reaction"]["total"]["p50_ms"] / results["xc_reaction"]["total"]["p50_ms"]
-        results["reaction_vs_agent_only_p50"] = round(ratio, 2)
-        print(f"     pod->programmed p50 is {ratio:.2f}x the agent-only p50")
-    else:
-        p99 = results["xc_reaction"]["total"]["p99_ms"]
-        print(f"(agent only) xc reaction p99 {p99} ms; controller not measured")
-    if "converge" in results and chains >= 100:
-        seconds = results["converge"]["seconds"]
-        base = results["converge_controller_only"]["seconds"]
-        print(f"{'PASS' if seconds < 30 else 'FAIL'} {chains} chains Ready and programmed in"
-              f" {seconds} s (< 30 s); the controller alone took {base} s")  # fmt: skip
-
-
-def _rows(label: str, parts: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
-    return [
-        (label, str(parts["total"]["n"]), _ms(parts["total"])),
-        ("  of which: request -> agent starts the operation", "", _ms(parts["control_plane"])),
-        ("  of which: the data-plane operation", "", _ms(parts["dataplane_op"])),
-    ]
-
-
-def _ms(s: dict[str, float]) -> str:
-    return (
-        f"p50 {s['p50_ms']:.1f} ms  p90 {s['p90_ms']:.1f}  p99 {s['p99_ms']:.1f}"
-        f"  max {s['max_ms']:.1f}"
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chains", default="100,250,1000", help="chain counts, comma-separated")
+    parser.add_argument("--events", type=int, default=100, help="reaction samples (>= 50)")
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per convergence")
+    parser.add_argument("--baseline-src", type=Path, help="another tree's src/, run alternately")
+    parser.add_argument("--profile", type=Path, help="py-spy every process into this folder")
+    parser.add_argument("--quick", action="store_true", help="10,20 chains, 20 events")
+    parser.add_argument(
+        "--controller-only",
+        action="store_true",
+        help="no agent: chains Ready once the controller wrote them (--no-require-programmed)",
     )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the child's chain count
+    parser.add_argument("--tree", default="current", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/control_plane.py needs root (veths, bpffs)", file=sys.stderr)
+        return 2
+    if args.one is not None:
+        args.json.write_text(json.dumps(run_one(args)))
+        return 0
+    if args.quick:
+        args.chains, args.events = "10,20", 20
+    args.chains = [int(n) for n in str(args.chains).split(",")]
+    trees = [("current", REPO / "src")]
+    if args.baseline_src is not None:
+        trees.insert(0, ("baseline", args.baseline_src.resolve()))
+    results: dict[str, Any] = {
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
+        "mode": "controller-only" if args.controller_only else "programmed",
+        "load_start": os.getloadavg()[0],
+        "targets": {"chains_1000_s": 60, "growth_250_to_1000": 5, "reaction_p99_ms": 200},
+        "runs": {tree: [] for tree, _ in trees},
+    }
+    for chains in args.chains:
+        for tree, src in trees:
+            results["runs"][tree].append(run_child(args, chains, tree, src))
+    results["load_end"] = os.getloadavg()[0]
+    report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def growth(runs: list[dict[str, Any]], small: int, large: int) -> float | None:
+    by_n = {r["chains"]: r.get("seconds") for r in runs}
+    if by_n.get(small) and by_n.get(large):
+        return round(by_n[large] / by_n[small], 2)
+    return None
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print the table and the targets' PASS/FAIL lines (adds growth ratios to ``results``)."""
+    print(f"\n{'tree':<9} {'chains':>6} {'all Ready':>10} {'per chain':>10}  requests per chain")
+    for tree, runs in results["runs"].items():
+        for run in runs:
+            if "error" in run:
+                print(f"{tree:<9} {run['chains']:>6}  {run['error']}")
+                continue
+            top = ", ".join(
+                f"{k} {v['per_chain']}" for k, v in list(run.get("requests", {}).items())[:5]
+            )
+            print(
+                f"{tree:<9} {run['chains']:>6} {run['seconds']:>8.1f} s"
+                f" {run['per_chain_ms']:>7.1f} ms  {top}"
+            )
+    print()
+    for tree, runs in results["runs"].items():
+        sizes = sorted(r["chains"] for r in runs if "seconds" in r)
+        if len(sizes) >= 2:
+            ratio = growth(runs, sizes[-2], sizes[-1])
+            work = sizes[-1] / sizes[-2]
+            results.setdefault("growth", {})[tree] = {
+                "from": sizes[-2], "to": sizes[-1], "time_ratio": ratio, "work_ratio": work
+            }  # fmt: skip
+            verdict = "PASS" if ratio is not None and ratio < 5 else "FAIL"
+            print(f"{verdict} {tree}: {sizes[-2]} -> {sizes[-1]} chains took {ratio}x the time"
+                  f" for {work:.1f}x the chains (target < 5x for 250 -> 1000)")  # fmt: skip
+        for run in runs:
+            if run.get("chains") == 1000 and "seconds" in run:
+                ok = "PASS" if run["seconds"] < 60 else "FAIL"
+                print(f"{ok} {tree}: 1000 chains Ready in {run['seconds']} s (target < 60 s)")
+            if "reaction" in run:
+                p99 = run["reaction"]["total"]["p99_ms"]
+                base = run["xc_reaction"]["total"]["p99_ms"]
+                print(f"{'PASS' if p99 < 200 else 'FAIL'} {tree}: pod Ready -> programmed p99"
+                      f" {p99} ms with {run['chains']} chains present (target < 200 ms;"
+                      f" agent alone p99 {base} ms)")  # fmt: skip
 
 
 if __name__ == "__main__":

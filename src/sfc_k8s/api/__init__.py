@@ -62,10 +62,13 @@ from sfc_k8s.api.models import (
     xc_name,
 )
 from sfc_k8s.api.pods import (
+    SelectionKey,
     functions_of,
     interface_claims,
     interface_conflicts,
     pod_info,
+    pod_selection_keys,
+    selection_keys,
     selector_overlaps,
 )
 from sfc_k8s.api.status import (
@@ -108,6 +111,7 @@ __all__ = [
     "LinkSpec",
     "PodInfo",
     "Reason",
+    "SelectionKey",
     "SelectorOperator",
     "SelectorRequirement",
     "Side",
@@ -131,7 +135,9 @@ __all__ = [
     "parse_cross_connection",
     "parse_selector",
     "pod_info",
+    "pod_selection_keys",
     "ready_since",
+    "selection_keys",
     "selector_overlaps",
     "set_condition",
     "xc_name",

@@ -50,6 +50,24 @@ def functions_of(chain: ChainSpec, pod: PodInfo) -> list[FunctionSpec]:
     return [fn for fn in chain.functions if fn.selector.matches(pod.labels)]
 
 
+SelectionKey = tuple[str, str] | None  # a label pair a selected pod carries; None: any pod
+
+
+def selection_keys(chain: ChainSpec) -> frozenset[SelectionKey]:
+    """Keys to index ``chain`` under, to find the chains that may select a pod without going
+    through all of them: each function's first matchLabels pair (a pod it selects carries
+    it), None for a function with none (it may select any pod of the namespace)."""
+    return frozenset(
+        fn.selector.match_labels[0] if fn.selector.match_labels else None for fn in chain.functions
+    )
+
+
+def pod_selection_keys(labels: Mapping[str, str]) -> list[SelectionKey]:
+    """The keys (``selection_keys``) under which the chains that may select a pod with
+    ``labels`` are indexed; ``functions_of`` then decides."""
+    return [*labels.items(), None]
+
+
 def selector_overlaps(chain: ChainSpec, pods: Iterable[PodInfo]) -> dict[str, tuple[str, ...]]:
     """Pods selected by more than one function of ``chain``: pod name -> function names.
 

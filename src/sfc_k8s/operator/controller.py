@@ -5,10 +5,13 @@ Run by ``sfc-k8s controller`` (``sfc_k8s.operator.cli``) and by the tests throug
 
 How it works (details in docs/operator.md):
 
-- Kopf indexes hold what a reconcile needs (chains per namespace, pods per namespace and per
-  label, CrossConnections per name and per chain), so a reconcile never lists anything from the
-  API, and Kopf starts the handlers only once every index is filled: a restarted controller never
-  writes a CrossConnection from a partial view of the pods.
+- Kopf indexes hold what a reconcile needs (chains by name and by the label pairs their
+  selectors require, pods per namespace and per label, CrossConnections per name, per chain and
+  per cluster id), so a reconcile never lists anything from the API and never goes through all
+  the chains or pods: its cost is that of its own chain, however many others exist (the scale
+  test, tests/integration/operator/test_controller_scale.py). Kopf starts the handlers only once
+  every index is filled: a restarted controller never writes a CrossConnection from a partial
+  view of the pods.
 - Event handlers decide *which* chains an event concerns (a pod: the chains whose selectors match
   it now or matched it before, ``selections``) and kick them into a ``workqueue.WorkQueue``:
   bursts coalesce, one chain is never reconciled twice at once, API failures are retried with
@@ -29,7 +32,7 @@ import asyncio
 import copy
 import logging
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,6 +63,8 @@ from sfc_k8s.api import (
     invalid_chain_status,
     parse_chain,
     pod_info,
+    pod_selection_keys,
+    selection_keys,
 )
 from sfc_k8s.api.chain_plan import (
     Create,
@@ -73,6 +78,7 @@ from sfc_k8s.api.chain_plan import (
 from sfc_k8s.api.nodes import orphan_finalizers
 from sfc_k8s.api.status import status_merge_patch
 from sfc_k8s.api.types import ChainStatusBody, ConditionBody, CrossConnectionBody
+from sfc_k8s.operator import kopf_toggles
 from sfc_k8s.operator.autoscalers import HPA_RESOURCE, Autoscalers
 from sfc_k8s.operator.kube import ApiError, KubeClient, object_path
 from sfc_k8s.operator.selections import ChainKey, PodKey, Selections
@@ -81,6 +87,7 @@ from sfc_k8s.operator.status_writer import StatusWriter
 from sfc_k8s.operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("sfc_k8s.controller")
+kopf_toggles.install()  # Kopf's index readiness in O(objects), not O(objects²), at start-up
 
 ObjKey = tuple[str, str]  # (namespace, name)
 
@@ -385,13 +392,22 @@ class Controller:
     def _chain_entry(self, key: ChainKey) -> ChainEntry | None:
         if self._chains_idx is None:
             return None
-        namespace, name = key
-        return next((c for c in self._chains_idx.get(namespace, ()) if c.name == name), None)
+        return next(iter(self._chains_idx.get(("name", *key), ())), None)
 
-    def _chains_in(self, namespace: str) -> Collection[ChainEntry]:
+    def _chains_selecting(
+        self, namespace: str, labels: Iterable[Mapping[str, str]]
+    ) -> list[ChainEntry]:
+        """The valid chains of ``namespace`` that may select a pod with one of ``labels``
+        (found through the index by ``pod_selection_keys``; ``functions_of`` decides)."""
         if self._chains_idx is None:
-            return ()
-        return self._chains_idx.get(namespace, ())
+            return []
+        keys = {key for pod_labels in labels for key in pod_selection_keys(pod_labels)}
+        found = {
+            entry.key: entry
+            for key in keys
+            for entry in self._chains_idx.get(("selects", namespace, key), ())
+        }
+        return [found[key] for key in sorted(found)]
 
     def _pods_of(self, chain: ChainSpec) -> list[PodInfo]:
         """Pods selected by any function of ``chain``, found through the label index."""
@@ -431,7 +447,7 @@ class Controller:
             return set()  # nothing the controller looks at has changed (e.g. container status)
         now = {
             (c.namespace, c.name)
-            for c in self._chains_in(info.namespace)
+            for c in self._chains_selecting(info.namespace, [info.labels])
             if c.spec is not None and functions_of(c.spec, info)
         }
         return now | self._selections.chains_of(key)
@@ -527,7 +543,7 @@ class Controller:
         if previous is None and existing is not None:
             previous = existing.spec
         in_use = _ClusterIdsInUse(self._xcs_idx, self._cluster_ids, key)
-        spec = assign_identities(spec, previous, in_use)
+        spec = assign_identities(spec, previous, in_use, search_from=self._cluster_ids.floor)
         self._cluster_ids.book(key, spec.cluster_id)  # before any await: see ClusterIdBook
         return spec
 
@@ -543,18 +559,13 @@ class Controller:
     def _contenders(self, chain: ChainSpec, pods: list[PodInfo]) -> list[ChainSpec]:
         """Other chains of the namespace that may select one of ``pods`` (a cheap pre-filter on
         each function's first matchLabels pair; ``interface_conflicts`` decides)."""
-        pairs = {item for pod in pods for item in pod.labels.items()}
         contenders = []
-        for entry in self._chains_in(chain.namespace):
+        for entry in self._chains_selecting(chain.namespace, (pod.labels for pod in pods)):
             other = entry.spec
             if other is None or other.name == chain.name or other.seniority > chain.seniority:
                 continue
-            if any(
-                not fn.selector.match_labels or fn.selector.match_labels[0] in pairs
-                for fn in other.functions
-            ):
-                contenders.append(other)
-        return contenders
+            contenders.append(other)
+        return sorted(contenders, key=lambda c: c.seniority)
 
     # -- CrossConnection writes ------------------------------------------------------------------
     async def _apply_xc(
@@ -740,12 +751,17 @@ class Controller:
             self.stats["event"] += 1
 
 
-def _index_chain(body: kopf.Body, **_: Any) -> dict[Any, ChainEntry]:
+# The indexers are coroutines: Kopf runs a plain function in its thread pool, a hop per event
+# of every pod that costs more than the indexing itself.
+async def _index_chain(body: kopf.Body, **_: Any) -> dict[Any, ChainEntry]:
     entry = ChainEntry.from_body(body)
-    return {entry.namespace: entry}
+    keys: dict[Any, ChainEntry] = {("name", entry.namespace, entry.name): entry}
+    for key in selection_keys(entry.spec) if entry.spec is not None else ():
+        keys[("selects", entry.namespace, key)] = entry
+    return keys
 
 
-def _index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
+async def _index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
     info = pod_info(body)
     keys: dict[Any, PodInfo] = {("ns", info.namespace): info}
     for key, value in info.labels.items():
@@ -753,7 +769,7 @@ def _index_pod(body: kopf.Body, **_: Any) -> dict[Any, PodInfo]:
     return keys
 
 
-def _index_hpa(body: kopf.Body, **_: Any) -> dict[Any, Mapping[str, Any]]:
+async def _index_hpa(body: kopf.Body, **_: Any) -> dict[Any, Mapping[str, Any]]:
     meta = body.get("metadata", {})
     chain = str((meta.get("labels") or {}).get(CHAIN_LABEL))
     hpa = {
@@ -764,7 +780,7 @@ def _index_hpa(body: kopf.Body, **_: Any) -> dict[Any, Mapping[str, Any]]:
     return {(meta.get("namespace") or "", chain): hpa}
 
 
-def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
+async def _index_xc(body: kopf.Body, **_: Any) -> dict[Any, XcEntry]:
     entry = XcEntry.from_body(body)
     keys: dict[Any, XcEntry] = {("name", entry.namespace, entry.name): entry}
     if entry.chain:
@@ -787,11 +803,15 @@ class ClusterIdBook:
     def __init__(self) -> None:
         self._by_key: dict[ObjKey, int] = {}
         self._holders: dict[int, set[ObjKey]] = {}
+        # Every id below it is booked: where the search for a free id starts.
+        self.floor = 1
 
     def book(self, key: ObjKey, cluster_id: int) -> None:
         self.release(key)
         self._by_key[key] = cluster_id
         self._holders.setdefault(cluster_id, set()).add(key)
+        while self.floor in self._holders:
+            self.floor += 1
 
     def release(self, key: ObjKey) -> None:
         old = self._by_key.pop(key, None)
@@ -799,6 +819,7 @@ class ClusterIdBook:
             self._holders[old].discard(key)
             if not self._holders[old]:
                 del self._holders[old]
+                self.floor = min(self.floor, old)
 
     def get(self, key: ObjKey) -> int | None:
         return self._by_key.get(key)
@@ -831,7 +852,7 @@ class _ClusterIdsInUse:
         return bool(holders)
 
 
-def _index_node(body: kopf.Body, **_: Any) -> dict[Any, str]:
+async def _index_node(body: kopf.Body, **_: Any) -> dict[Any, str]:
     name = str(body.get("metadata", {}).get("name") or "")
     return {name: name} if name else {}
 

@@ -57,6 +57,10 @@ class Selections:
             self._chains.get(pod, set()).discard(chain)
         return pods
 
+    def knows(self, pod: PodKey) -> bool:
+        """Whether an event of ``pod`` was seen (and not its deletion)."""
+        return pod in self._seen
+
     def pod_changed(self, info: PodInfo) -> bool:
         """Record ``info``; False if it equals the last one recorded for that pod."""
         if self._seen.get(info.key) == info:

@@ -139,3 +139,25 @@ def test_parser_carries_ids_and_refuses_bad_ones() -> None:
         "spec.b.endpoints[0].id: id 1 is already the id of spec.a.endpoints[0]; ids are unique"
         " within a cross-connection",
     )
+
+
+def test_cluster_id_search_starts_where_the_caller_says_every_id_below_is_held() -> None:
+    held = set(range(1, 6))
+    assert choose_cluster_id(None, held, search_from=6) == 6
+    assert choose_cluster_id(None, held, search_from=9) == 9  # the caller's word is taken
+    assert choose_cluster_id(None, held, search_from=0) == 6  # nothing below 1
+    assert choose_cluster_id(3, {1, 2}, search_from=9) == 3  # a free current id is kept
+    spec = assign_identities(first_link([pod("cl-1", "client")]), None, held, search_from=6)
+    assert spec.cluster_id == 6
+
+
+def test_cluster_id_search_tests_one_id_when_the_caller_knows_the_floor() -> None:
+    tested: list[int] = []
+
+    class Held:
+        def __contains__(self, item: object) -> bool:
+            tested.append(int(str(item)))
+            return int(str(item)) <= 1000
+
+    assert choose_cluster_id(None, Held(), search_from=1001) == 1001
+    assert tested == [1001]

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from sfc_k8s.local.apiserver import aggregator, errors, openapi, protobuf, tables
 from sfc_k8s.local.apiserver.errors import StatusError
+from sfc_k8s.local.apiserver.requestmetrics import METRICS_PATH, RequestCounts
 from sfc_k8s.local.apiserver.resources import VERBS, ResourceType
 from sfc_k8s.local.apiserver.store import (
     PATCH_APPLY,
@@ -116,6 +117,7 @@ class Scaffold:
         self._routes = tuple(routes)
         # Requests answered by a stream that lasts (watches, `logs -f`): what stopping ends.
         self.streams: dict[int, web.Request] = {}
+        self.counts = RequestCounts()  # served at /metrics
 
     def abort_streams(self) -> int:
         """Drop the connection of every open stream (the server is stopping); a stream whose
@@ -133,10 +135,12 @@ class Scaffold:
         """Discovery routes by path, resource URLs by their API prefix, 404 for the rest; every
         handler's `StatusError` becomes a `Status` response (the middleware)."""
         app = web.Application(
-            client_max_size=64 * 1024 * 1024, middlewares=[self._statuses, *self._middlewares]
+            client_max_size=64 * 1024 * 1024,
+            middlewares=[self.counts.middleware, self._statuses, *self._middlewares],
         )
         aggregator.install(app, self.store)
         router = app.router
+        router.add_get(METRICS_PATH, self.counts.serve, allow_head=False)
         for method, path, handler in self._routes:
             router.add_route(method, path, handler)
         for path, handler in self._discovery_routes():
@@ -518,6 +522,7 @@ class Scaffold:
         )
 
         def render(event: Event) -> dict[str, Any]:
+            self.counts.watch_event(rtype.group, rtype.plural)
             obj: Obj = self.store.present(rtype, event.obj)
             if as_table:
                 obj = tables.table(

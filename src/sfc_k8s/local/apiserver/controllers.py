@@ -3,7 +3,11 @@
 What kube-scheduler, kube-controller-manager (Deployment, garbage collector, namespace and pod
 GC controllers) do in a real cluster, reduced to what the local cluster needs. They run on the
 server's event loop, wake up on every relevant store change (plus a slow periodic tick), and
-compute the whole desired state in one pass: cheap at the scale of a development cluster.
+compute the whole desired state in one pass: cheap at the scale of a development cluster. The
+passes that go through every pod (Deployments, DaemonSets, scheduler) run only after a change of
+a pod, node, Deployment or DaemonSet (and on the tick): the writes of custom objects
+(chains, CrossConnections) and Events, most of a busy cluster's writes, must not cost a pass over
+thousands of pods each.
 Deployments own their Pods directly (no ReplicaSets); DaemonSets are in ``daemonsets.py``; see
 docs/local-cluster.md.
 """
@@ -11,7 +15,6 @@ docs/local-cluster.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime
 import hashlib
@@ -46,6 +49,9 @@ DEPLOYMENTS = ("apps", "deployments")
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 TICK_SECONDS = 2.0
+DAEMONSETS = ("apps", "daemonsets")
+# The resources whose changes the pod-wide passes (Deployments, DaemonSets, scheduler) read.
+WORKLOAD_KEYS = frozenset({("", "pods"), ("", "nodes"), ("apps", "deployments"), DAEMONSETS})
 SWEEP_SECONDS = 60.0
 EVENTS = ("", "events")
 LEASES = ("coordination.k8s.io", "leases")
@@ -115,6 +121,10 @@ class Controllers:
         self._gc_owners: set[str] = set()
         self._gc_foreground: set[str] = set()
         self._gc_pods = True
+        self._workloads_changed = True
+        # Pods waiting for a node, as the change stream shows them (None: not known yet, the
+        # scheduler's next pass finds them); no pending pod, no scheduling pass.
+        self._pending: set[tuple[str, str]] | None = None
         self._sweep_at = 0.0
         self.daemonsets = DaemonSetController(store, template_hash)
         self.root_ca = RootCAPublisher(store, root_ca) if root_ca else None
@@ -133,6 +143,17 @@ class Controllers:
             self._gc_foreground.add(str(md.get("uid")))
         if key == NODES or (key == PODS and md.get("deletionTimestamp")):
             self._gc_pods = True
+        if key in WORKLOAD_KEYS:
+            self._workloads_changed = True
+        if key == PODS and self._pending is not None:
+            name = (md.get("namespace", ""), md.get("name", ""))
+            waiting = not (event.obj.get("spec") or {}).get("nodeName")
+            if event.type != "DELETED" and waiting and not md.get("deletionTimestamp"):
+                self._pending.add(name)
+            else:
+                self._pending.discard(name)
+        if key == NODES:
+            self._pending = None  # a node came or changed: the unschedulable may fit now
         self._wake.set()
 
     def _type(self, key: tuple[str, str]) -> ResourceType:
@@ -145,26 +166,30 @@ class Controllers:
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancellation that stops the server if it arrives as a change wakes this loop.
-            with contextlib.suppress(TimeoutError):
+            ticked = False
+            try:
                 async with asyncio.timeout(TICK_SECONDS):
                     await self._wake.wait()
+            except TimeoutError:
+                ticked = True
             self._wake.clear()
             # Let a burst of writes (a kubectl apply of many objects) land first.
             await asyncio.sleep(0.005)
             try:
-                self.reconcile()
+                self.reconcile(workloads=ticked or self._workloads_changed)
             except Exception:  # a controller bug must not stop the API server
                 logger.exception("controller pass failed")
 
-    def reconcile(self) -> None:
-        """One pass of every controller."""
+    def reconcile(self, *, workloads: bool = True) -> None:
+        """One pass of every controller; ``workloads``: with those that go through every pod."""
+        if workloads:
+            self._workloads_changed = False
+        pod_wide = (self.sync_deployments, self.daemonsets.sync, self.schedule)
         for step in (
             self.monitor_nodes,
             self.collect_garbage,
             self.finish_namespaces,
-            self.sync_deployments,
-            self.daemonsets.sync,
-            self.schedule,
+            *(pod_wide if workloads else ()),
             *((self.root_ca.sync,) if self.root_ca else ()),
         ):
             try:
@@ -366,15 +391,10 @@ class Controllers:
 
     def sync_deployments(self) -> None:
         store = self.store
-        pods_by_owner: dict[str, list[Obj]] = {}
-        for pod in store.objects(PODS):
-            owner = owner_uid(pod)
-            if owner is not None:
-                pods_by_owner.setdefault(owner, []).append(pod)
         for deploy in store.objects(DEPLOYMENTS):
             if meta(deploy).get("deletionTimestamp"):
                 continue
-            self._sync_deployment(deploy, pods_by_owner.get(meta(deploy)["uid"], []))
+            self._sync_deployment(deploy, store.controlled(PODS, meta(deploy)["uid"]))
 
     def _sync_deployment(self, deploy: Obj, pods: list[Obj]) -> None:
         spec = deploy.get("spec") or {}
@@ -487,6 +507,9 @@ class Controllers:
         """Bind every pending pod to a node (``scheduling.choose_node``), or say why none fits
         in its ``PodScheduled`` condition. Pods placed in one pass count for the next."""
         store = self.store
+        if self._pending is not None and not self._pending:
+            return  # every pod has its node: nothing to place, no pass over the pods
+        self._pending = set()
         nodes = sorted(store.objects(NODES), key=lambda n: meta(n)["name"])
         loads = {meta(n)["name"]: NodeLoad() for n in nodes}
         pending = []
@@ -501,6 +524,7 @@ class Controllers:
         for pod in pending:
             decision = choose_node(pod, nodes, loads)
             if decision.node is None:
+                self._pending.add((meta(pod).get("namespace", ""), meta(pod)["name"]))
                 if _unschedulable_message(pod) == decision.message:
                     continue  # already said: no copy, no write (a pass must stay cheap)
                 new = copy.deepcopy(pod)

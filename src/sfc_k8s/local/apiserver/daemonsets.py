@@ -297,15 +297,11 @@ class DaemonSetController:
     def sync(self) -> None:
         store = self.store
         nodes = sorted(store.objects(NODES), key=lambda n: str(_meta(n).get("name", "")))
-        pods_by_owner: dict[str, list[Obj]] = {}
-        for pod in store.objects(PODS):
-            for ref in _meta(pod).get("ownerReferences") or []:
-                if ref.get("controller") and ref.get("kind") == "DaemonSet":
-                    pods_by_owner.setdefault(str(ref.get("uid")), []).append(pod)
         for daemonset in store.objects(DAEMONSETS):
             if _meta(daemonset).get("deletionTimestamp"):
                 continue
-            pods = pods_by_owner.get(str(_meta(daemonset).get("uid")), [])
+            # its pods from the store's owner index, not from a pass over every pod
+            pods = store.controlled(PODS, str(_meta(daemonset).get("uid")))
             self._sync_one(daemonset, nodes, pods)
 
     def _sync_one(self, daemonset: Obj, nodes: list[Obj], pods: list[Obj]) -> None:

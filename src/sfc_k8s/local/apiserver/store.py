@@ -220,8 +220,12 @@ class Store:
         self._compacted: dict[tuple[str, str], int] = {}
         self._watchers: dict[tuple[str, str], set[Watcher]] = {}
         self._uids: dict[str, tuple[tuple[str, str], ObjKey]] = {}
-        # owner uid -> the objects naming it in their ownerReferences (for the GC).
+        # owner uid -> the objects naming it in their ownerReferences (for the GC and the
+        # controllers: a Deployment's pods without a pass over every pod).
         self._dependents: dict[str, set[tuple[tuple[str, str], ObjKey]]] = {}
+        # (resource, object) -> its rank in the creation order (what `objects` lists by).
+        self._created: dict[tuple[tuple[str, str], ObjKey], int] = {}
+        self._creations = 0
         self._schemas: dict[tuple[str, str, str], StructuralSchema] = {}
         self.listeners: list[Callable[[tuple[str, str], Event], None]] = []
         self._trust_schemas = False
@@ -293,6 +297,7 @@ class Store:
             self.registry.unregister_crd(meta(crd).get("name", ""))
         for table in (self._objects, self._history, self._compacted, self._uids, self._schemas):
             table.clear()
+        self._created.clear()
         self._dependents.clear()
         self._batch = Batch()
         try:
@@ -309,6 +314,7 @@ class Store:
             name = (md.get("namespace", ""), md["name"])
             self._objects.setdefault(key, {})[name] = obj
             self._uids[md["uid"]] = (key, name)
+            self._rank(key, name)
             self._index_owners(key, name, None, obj)
             if key == ("apiextensions.k8s.io", "customresourcedefinitions"):
                 self._restore_crd(obj)
@@ -490,6 +496,7 @@ class Store:
             batch.created[(rtype.key, key)] = rv
         self._objects.setdefault(rtype.key, {})[key] = obj
         self._uids[md["uid"]] = (rtype.key, key)
+        self._rank(rtype.key, key)
         self._index_owners(rtype.key, key, old, obj)
         self._emit(rtype.key, Event(rv, "ADDED" if old is None else "MODIFIED", obj, old))
         return obj
@@ -508,6 +515,26 @@ class Store:
         for uid in after - before:
             self._dependents.setdefault(uid, set()).add((rtype_key, key))
 
+    def _rank(self, rtype_key: tuple[str, str], key: ObjKey) -> None:
+        if (rtype_key, key) not in self._created:
+            self._creations += 1
+            self._created[(rtype_key, key)] = self._creations
+
+    def controlled(self, rtype_key: tuple[str, str], uid: str) -> list[Obj]:
+        """The objects of a resource whose controller (the ownerReference marked `controller`)
+        is `uid`, oldest first, from the owner index (no pass over the resource)."""
+        found = []
+        for key, obj in self.dependents(uid):
+            if key != rtype_key:
+                continue
+            refs = meta(obj).get("ownerReferences") or []
+            if any(r.get("controller") and str(r.get("uid")) == uid for r in refs):
+                md = meta(obj)
+                rank = self._created.get((key, (md.get("namespace", ""), md["name"])), 0)
+                found.append((rank, obj))
+        found.sort(key=lambda rank_obj: rank_obj[0])
+        return [obj for _, obj in found]
+
     def dependents(self, uid: str) -> list[tuple[tuple[str, str], Obj]]:
         """The objects that name `uid` in their ownerReferences."""
         result = []
@@ -522,6 +549,7 @@ class Store:
         key = (md.get("namespace", ""), md["name"])
         self._pending().objects[(rtype_key, key)] = None
         self._objects.get(rtype_key, {}).pop(key, None)
+        self._created.pop((rtype_key, key), None)
         self._uids.pop(md.get("uid", ""), None)
         self._index_owners(rtype_key, key, obj, None)
         rv = self._next_rv()
