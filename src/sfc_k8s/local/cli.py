@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_k8s.api.conditions import object_condition
-from sfc_k8s.local import netns, nodes, underlay
+from sfc_k8s.local import custom_metrics, netns, nodes, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.credentials import (
     SERVICE_ACCOUNTS,
@@ -239,6 +239,9 @@ def _start_apiserver(
             "--pod-eviction-timeout", f"{options.eviction_timeout:g}",
             # HTTPS with the cluster's CA, every request authenticated, RBAC enforced
             "--pki", str(layout.pki_dir),
+            # a development cluster: HPAs follow the load in seconds (docs/autoscaling.md)
+            "--horizontal-pod-autoscaler-sync-period",
+            f"{custom_metrics.HPA_SYNC_SECONDS:g}",
         ],
         {},
     )  # fmt: skip
@@ -325,9 +328,21 @@ def _up(
     nodes.wait_agents_serving(layout, names, timeout)
     _settle(layout, record, since)
     done()
+    _start_custom_metrics(layout, record, names[0], progress, timeout)
     save_fields(layout, record, complete=True)
     progress.say(f"local cluster up. kubeconfig: {layout.kubeconfig}")
     progress.say(f"  export KUBECONFIG={layout.kubeconfig}")
+
+
+def _start_custom_metrics(
+    layout: Layout, record: dict[str, Any], node: str, progress: Progress, timeout: float
+) -> None:
+    """The built-in metrics provider behind its APIService (``custom_metrics.py``)."""
+    done = progress.step(f"custom metrics API (sfc-k8s metrics-provider on {node})")
+    where = custom_metrics.start(
+        layout, record, node, lambda *a: _kubectl(layout, *a), timeout=timeout
+    )
+    done(where)
 
 
 def _settle(layout: Layout, record: dict[str, Any], since: float) -> None:
