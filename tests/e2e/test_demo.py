@@ -95,7 +95,7 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         assert sum(n.startswith(("autoscaling:", "load up:", "load down:")) for n in names) == 5
         assert names[0] == "local cluster up" and names[-1].startswith("no long-lived flow")
         assert sum("kept their replica" in n for n in names) == 2
-        assert sum("broke or stalled" in n for n in names) == 4
+        assert sum("broke or stalled" in n for n in names) == 5
         assert sum(n.startswith("draining 3 replica") for n in names) == 1
         assert names[2] == "firewall replicas on all 2 nodes"
         assert sum("crossed nodes through the tunnel" in n for n in names) == 2

@@ -131,7 +131,7 @@ class AutoscaleAct:
             "?labelSelector=app%3Dfirewall",
         )  # fmt: skip
         items = json.loads(raw).get("items") or []
-        return sum(_quantity(i["value"]) for i in items)
+        return sum(quantity(i["value"]) for i in items)
 
     def enable(self, plan: RampPlan) -> None:
         block = {
@@ -243,9 +243,8 @@ class AutoscaleAct:
         demo.mark("load ramp")
         load = subprocess.Popen(
             netns.exec_argv(client_ns, ramp_argv("192.168.100.20", DISCARD_PORT, ramp)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             grown = self._grow(flows, t_start + self.up + self.hold)
@@ -335,7 +334,7 @@ def _bytes(flows: list[EchoFlow], port: int) -> int:
     return next((f.bytes_ok for f in flows if f.local_port == port), 0)
 
 
-def _quantity(text: str) -> float:
+def quantity(text: str) -> float:
     """A Kubernetes quantity as the metrics API writes them (``400406m``, ``12k``, ``3``)."""
     scale = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
     if text and text[-1] in scale:
