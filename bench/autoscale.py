@@ -13,7 +13,7 @@ controller, agents, the built-in metrics provider behind its APIService),
    costs (pod start, CNI, endpoint programming) with no autoscaler in the loop;
 2. HPA: the chain's firewall gets an ``autoscaling`` block (the controller's HPA: packets/s,
    target ``--rate``/2.5 per replica, 1 to 2 replicas, the demo's behavior: no scale-up
-   stabilization, 3 s scale-down window) and the same load starts as a step; measured from the
+   stabilization, 2 s scale-down window) and the same load starts as a step; measured from the
    step: (a) the metrics pipeline, the first custom metrics API read (``kubectl get --raw``'s
    path, polled every 100 ms) showing at least 90 % of the step; (b) the HPA's decision, its
    ``desiredReplicas`` at 2; (c) the first packet the new replica carries. Then the load stops;
@@ -243,7 +243,7 @@ def report(results: dict[str, Any]) -> None:
         f"\nAutoscaling reaction, p50 of {s['rounds']} rounds ({s['nodes']} node(s); load"
         f" {s['load_packets_per_second']:g} packets/s, target {s['target_per_replica']:g} per"
         f" replica, HPA sync {s['hpa_sync_seconds']:g}s, metric window 5s, scale-down"
-        " stabilization 3s):"
+        f" stabilization {s['behavior']['scaleDown']['stabilizationWindowSeconds']}s):"
     )
     base = results["kubectl_scale_new_replica_carries_s"]["p50"]
     print(f"  {'kubectl scale 1->2: new replica carries traffic (baseline)':<58} {base:6.2f} s")

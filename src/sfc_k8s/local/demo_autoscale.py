@@ -16,7 +16,7 @@ HPA, not the demo, changes the replica count; the demo watches and checks:
 
 Demo HPA settings (``BEHAVIOR``; the local cluster syncs HPAs every
 ``custom_metrics.HPA_SYNC_SECONDS``): scale up with no stabilization, up to 4 pods per second;
-scale down after a 3 s stabilization window, up to 100 % per second. The NF defaults
+scale down after a 2 s stabilization window, up to 100 % per second. The NF defaults
 (docs/autoscaling.md) are far slower on purpose: 300 s before scaling in.
 """
 
@@ -50,7 +50,7 @@ BEHAVIOR: dict[str, Any] = {
         "policies": [{"type": "Pods", "value": 4, "periodSeconds": 1}],
     },
     "scaleDown": {
-        "stabilizationWindowSeconds": 3,
+        "stabilizationWindowSeconds": 2,
         "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}],
     },
 }
@@ -155,18 +155,22 @@ class AutoscaleAct:
             "-p", json.dumps(patch),
         )  # fmt: skip
 
-    def wait_active(self, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                hpa = self.hpa()
-            except KubeError:
-                hpa = {}
-            conds = {c.get("type"): c for c in (hpa.get("status") or {}).get("conditions") or []}
-            if (conds.get("ScalingActive") or {}).get("status") == "True":
-                return hpa
-            time.sleep(0.2)
-        return {}
+    def check_active(self) -> None:
+        """The HPA computes replicas from the metric (``ScalingActive=True``), as ``kubectl get
+        hpa`` shows it."""
+        try:
+            status = self.hpa().get("status") or {}
+        except KubeError as err:
+            status = {"conditions": [{"type": "ScalingActive", "message": str(err)}]}
+        conds = {c.get("type"): c for c in status.get("conditions") or []}
+        active = conds.get("ScalingActive") or {}
+        self.demo.check(
+            "autoscaling: the HPA reads packets_per_second through the custom metrics API",
+            active.get("status") == "True",
+            f"at the top of the ramp, kubectl get hpa: {self._targets()}"
+            if active.get("status") == "True"
+            else f"ScalingActive: {active.get('reason', '?')}: {active.get('message', '')}",
+        )
 
     def _watch_hpa(self) -> None:
         last = None
@@ -199,7 +203,7 @@ class AutoscaleAct:
         )
         demo.out(
             f"  HPA settings (demo): sync every {HPA_SYNC_SECONDS:g}s; scale up at once, up to 4"
-            " pods/s; scale down after a 3s stabilization window, up to 100%/s; metric window"
+            " pods/s; scale down after a 2s stabilization window, up to 100%/s; metric window"
             " 5s (the agents' --traffic-window)"
         )
         from sfc_k8s.local.demo import DemoError  # demo.py imports this module
@@ -212,16 +216,6 @@ class AutoscaleAct:
                 self.disable()
 
     def _act(self, flows: list[EchoFlow], plan: RampPlan) -> None:
-        demo = self.demo
-        hpa = self.wait_active(demo.opts.timeout)
-        targets = self._targets()
-        demo.check(
-            "autoscaling: the HPA reads packets_per_second through the custom metrics API",
-            bool(hpa),
-            f"kubectl get hpa: {targets}" if hpa else "ScalingActive never turned True",
-        )
-        if not hpa:
-            return
         watcher = threading.Thread(target=self._watch_hpa, name="hpa-watch", daemon=True)
         watcher.start()
         try:
@@ -247,9 +241,7 @@ class AutoscaleAct:
             stderr=subprocess.DEVNULL,
         )
         try:
-            grown = self._grow(flows, t_start + self.up + self.hold)
-            demo.out(f"  at the top of the ramp: kubectl get hpa: {self._targets()}")
-            load.wait(timeout=ramp.seconds + 30)
+            grown = self._grow(flows, load, t_start + self.up + self.hold)
         finally:
             if load.poll() is None:
                 load.kill()
@@ -275,13 +267,21 @@ class AutoscaleAct:
         demo.check_flows("autoscaling: no established flow broke or stalled", flows,
                          demo.progress.during(t_start, demo.progress.now()))  # fmt: skip
 
-    def _grow(self, flows: list[EchoFlow], until: float) -> dict[str, str]:
-        """Watch the firewall grow until the ramp's hold ends; once it has grown, give every
-        replica long-lived flows (those the scale-in will drain). Returns the endpoints seen."""
+    def _grow(
+        self, flows: list[EchoFlow], load: subprocess.Popen[bytes], top: float
+    ) -> dict[str, str]:
+        """Watch the firewall grow until the load ends (checking the HPA at ``top``, the end of
+        the ramp's hold); once it has grown, give every replica long-lived flows (those the
+        scale-in will drain). Returns the endpoints seen."""
         demo = self.demo
         seen: dict[str, str] = {}
         covered = 0
-        while self.t < until:
+        checked = False
+        deadline = time.monotonic() + self.up + self.hold + self.down + 30
+        while load.poll() is None and time.monotonic() < deadline:
+            if not checked and self.t >= top:
+                self.check_active()
+                checked = True
             endpoints = demo.firewall_endpoints()
             seen.update(endpoints)
             active = sum(state == "active" for state in endpoints.values())
@@ -289,6 +289,8 @@ class AutoscaleAct:
                 demo.cover_replicas(flows)
                 covered = active
             time.sleep(0.3)
+        if not checked:
+            self.check_active()
         return seen
 
     def _shrink(self, flows: list[EchoFlow], t_end: float) -> DrainWatch:
