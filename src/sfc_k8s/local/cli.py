@@ -3,10 +3,11 @@
 ``up`` makes the underlay joining the node namespaces (``underlay.py``), starts the supervisor
 (``supervisor.py``), then has it start, in this order and each as its own process with a log in
 the state directory: the API server, one node runtime per node (its kubelet), the CRDs of
-``deploy/crds``, the controller, and one node agent per node run inside its node's namespace
-with its own bpffs root. It records each thing in ``<state>/cluster.json`` before creating it,
-waits until everything is ready, prints the kubeconfig path, and is idempotent; on a degraded
-cluster it repairs (``repair``) and never removes anything. ``down`` stops the supervisor, then
+``deploy/crds``, the controller, one node agent per node run inside its node's namespace
+with its own bpffs root, and the custom metrics API's provider (``custom_metrics.py``). It
+records each thing in ``<state>/cluster.json`` before creating it, waits until everything is
+ready, prints the kubeconfig path, and is idempotent; on a degraded cluster it repairs
+(``repair``) and never removes anything. ``down`` stops the supervisor, then
 removes all of it, from the records and then by name prefix, so it also cleans up after a
 crash. ``node stop|start`` crash a node and bring it
 back (``nodes.py``). Called by ``sfc_k8s.cli`` (the ``local`` subcommand) and by the demo.
