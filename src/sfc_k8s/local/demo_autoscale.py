@@ -201,10 +201,11 @@ class AutoscaleAct:
             f" ramp 0 -> {plan.peak:.0f} packets/s in {self.up:g}s, held {self.hold:g}s,"
             f" down in {self.down:g}s"
         )
+        window = BEHAVIOR["scaleDown"]["stabilizationWindowSeconds"]
         demo.out(
             f"  HPA settings (demo): sync every {HPA_SYNC_SECONDS:g}s; scale up at once, up to 4"
-            " pods/s; scale down after a 2s stabilization window, up to 100%/s; metric window"
-            " 5s (the agents' --traffic-window)"
+            f" pods/s; scale down after a {window}s stabilization window, up to 100%/s; metric"
+            f" window {METRIC_WINDOW:g}s (the agents' --traffic-window)"
         )
         from sfc_k8s.local.demo import DemoError  # demo.py imports this module
 
