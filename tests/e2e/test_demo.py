@@ -77,7 +77,7 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         iperf_seconds=1,
         short_flows=24,
         timeout=90,
-        ramp=(3.0, 4.0, 1.0),
+        ramp=(3.0, 5.0, 1.0),
         plot=tmp_path / "throughput.png",
     )
     lines: list[str] = []

@@ -1,8 +1,8 @@
 """The pure parts of the demo's autoscaling act and of ``local up``'s custom metrics API.
 
 Covers: the UDP ramp's rate (0 before and after, linear up and down, flat while held); the
-target and peak the demo picks from the base load (twice the base rounded up to 500, at least
-1000; a peak asking for 4 replicas); the verdict on flows of draining replicas (holds only if
+target and peak the demo picks from the base load (1.5 times the base rounded up to 500, at
+least 1000; a peak asking for 4 replicas); the verdict on flows of draining replicas (holds only if
 some replica drained carrying flows and every such flow echoed more while draining, fails on a
 stalled or broken one or when no drained replica carried a flow); the provider's registration
 from ``deploy/components/metrics-provider`` (no Deployment, the Service without selector and
@@ -32,10 +32,10 @@ def test_the_ramp_rises_holds_and_falls() -> None:
 
 def test_the_target_keeps_the_base_on_one_replica_and_the_peak_wants_four() -> None:
     plan = plan_ramp(701)
-    assert plan.target == 1500 and plan.peak == pytest.approx(3.6 * 1500 - 701)
+    assert plan.target == 1500 and plan.peak == pytest.approx(3.2 * 1500 - 701)
     assert plan.desired_at_peak == 4
     assert plan_ramp(0).target == 1000
-    assert plan_ramp(3100).target == 6500
+    assert plan_ramp(3100).target == 5000
 
 
 class _Flow(EchoFlow):
