@@ -165,12 +165,13 @@ class AutoscaleAct:
             status = {"conditions": [{"type": "ScalingActive", "message": str(err)}]}
         conds = {c.get("type"): c for c in status.get("conditions") or []}
         active = conds.get("ScalingActive") or {}
+        targets = self._targets()  # TARGETS shows the live value, `<unknown>` before one
+        ok = active.get("status") == "True" and "<unknown>" not in targets
         self.demo.check(
             "autoscaling: the HPA reads packets_per_second through the custom metrics API",
-            active.get("status") == "True",
-            f"at the top of the ramp, kubectl get hpa: {self._targets()}"
-            if active.get("status") == "True"
-            else f"ScalingActive: {active.get('reason', '?')}: {active.get('message', '')}",
+            ok,
+            f"at the top of the ramp, kubectl get hpa: {targets}"
+            + ("" if ok else f"; ScalingActive: {active.get('reason')}: {active.get('message')}"),
         )
 
     def _watch_hpa(self) -> None:
