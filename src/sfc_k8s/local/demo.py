@@ -165,6 +165,14 @@ class FlowProgress:
                 self._flows.append(flow)
                 self._seen[flow.index] = (flow.bytes_ok, self.now())
 
+    def remove(self, flows: list[EchoFlow]) -> None:
+        """Stop watching flows that ended on purpose (their pause from now on is no stall)."""
+        with self._lock:
+            gone = {flow.index for flow in flows}
+            self._flows = [f for f in self._flows if f.index not in gone]
+            for index in gone:
+                self._seen.pop(index, None)
+
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             self.poll()

@@ -81,27 +81,33 @@ def plan_ramp(base: float) -> RampPlan:
 @dataclass
 class DrainWatch:
     """Long-lived flows of the replicas the HPA removes, while those drain: their echoed bytes
-    when each replica was first seen draining and when it was last seen still draining."""
+    when each replica was first seen draining and when it was last seen still draining (or
+    when the flow ended, for those the demo ends on the draining replica)."""
 
     first: dict[int, int] = field(default_factory=dict)  # client port -> bytes
     last: dict[int, int] = field(default_factory=dict)
     replica_of: dict[int, str] = field(default_factory=dict)  # client port -> eth1 ifname
     draining: set[str] = field(default_factory=set)  # every replica seen draining
+    since: dict[str, float] = field(default_factory=dict)  # replica -> first seen draining
+    ended: set[int] = field(default_factory=set)  # flows ended while their replica drained
 
 
 def drained_flows(watch: DrainWatch, flows: list[EchoFlow]) -> tuple[bool, str]:
-    """Judge "flows on the removed replicas kept flowing while they drained" (pure): holds if
-    some replica drained carrying flows, and each of those flows echoed more bytes while it
-    drained and never broke."""
+    """Judge "flows on the removed replicas kept flowing while they drained, until they
+    ended" (pure): holds if some replica drained carrying flows, each of those flows echoed
+    more bytes while it drained and never broke, and some of them ended (closed by the demo)
+    on their still-draining replica."""
     by_port = {f.local_port: f for f in flows}
     moving = [p for p in watch.first if watch.last.get(p, 0) > watch.first[p]]
     broken = [p for p in watch.first if p in by_port and by_port[p].broken]
     carrying = {watch.replica_of[p] for p in watch.first}
-    ok = bool(watch.first) and len(moving) == len(watch.first) and not broken
+    ended = watch.ended & set(moving)
+    ok = bool(watch.first) and len(moving) == len(watch.first) and not broken and bool(ended)
     detail = (
         f"{len(watch.draining)} replica(s) drained, {len(carrying)} of them carrying"
         f" {len(watch.first)} long-lived flows; {len(moving)} of those echoed more bytes while"
-        f" their replica drained, {len(broken)} broke"
+        f" their replica drained, {len(ended)} of them ended there, byte-exact;"
+        f" {len(broken)} broke"
     )
     return ok, detail
 
@@ -310,6 +316,27 @@ class AutoscaleAct:
             self.check_active()
         return seen
 
+    def _end_some(self, flows: list[EchoFlow], watch: DrainWatch, draining: set[str]) -> None:
+        """End half (rounded up) of the flows of each replica draining for a second or more,
+        once they have echoed more since it began draining: a flow may end on its draining
+        replica, byte-exact; the others go on."""
+        now = time.monotonic()
+        for iface in draining:
+            if now - watch.since.get(iface, now) < 1.0:
+                continue
+            ports = sorted(p for p, i in watch.replica_of.items() if i == iface)
+            quota = (len(ports) + 1) // 2 - sum(p in watch.ended for p in ports)
+            for port in ports:
+                flow = _by_port(flows, port)
+                if quota <= 0 or flow is None or port in watch.ended:
+                    continue
+                if flow.bytes_ok > watch.first[port] and not flow.broken:
+                    self.demo.progress.remove([flow])  # its pause from now on is its end
+                    flow.stop()
+                    watch.last[port] = flow.bytes_ok
+                    watch.ended.add(port)
+                    quota -= 1
+
     def _shrink(self, flows: list[EchoFlow], t_end: float) -> DrainWatch:
         """Wait for the HPA to bring the firewall back to 1 programmed replica, watching the
         flows of the replicas that drain."""
@@ -324,10 +351,13 @@ class AutoscaleAct:
                     if iface in draining and port not in watch.first:
                         watch.first[port] = _bytes(flows, port)
                         watch.replica_of[port] = iface
+                for iface in draining - watch.draining:
+                    watch.since[iface] = time.monotonic()
                 watch.draining |= draining
             for port, iface in watch.replica_of.items():
-                if iface in draining:
+                if iface in draining and port not in watch.ended:
                     watch.last[port] = _bytes(flows, port)
+            self._end_some(flows, watch, draining)
             if not draining and watch.draining and demo._firewall_programmed(1):
                 break
             time.sleep(0.1)
@@ -351,6 +381,10 @@ class AutoscaleAct:
 
 def _bytes(flows: list[EchoFlow], port: int) -> int:
     return next((f.bytes_ok for f in flows if f.local_port == port), 0)
+
+
+def _by_port(flows: list[EchoFlow], port: int) -> EchoFlow | None:
+    return next((f for f in flows if f.local_port == port), None)
 
 
 def quantity(text: str) -> float:

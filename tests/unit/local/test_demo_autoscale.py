@@ -2,10 +2,11 @@
 
 Covers: the UDP ramp's rate (0 before and after, linear up and down, flat while held); the
 target and peak the demo picks from the base load (1.5 times the base rounded up to 500, at
-least 1000; a peak asking for 4 replicas); the verdict on flows of draining replicas (holds only if
-some replica drained carrying flows and every such flow echoed more while draining, fails on a
-stalled or broken one or when no drained replica carried a flow); the provider's registration
-from ``deploy/components/metrics-provider`` (no Deployment, the Service without selector and
+least 1000; a peak asking for 4 replicas); the verdict on flows of draining replicas (holds
+only if some replica drained carrying flows, every such flow echoed more while draining and
+some ended there; fails on a stalled or broken one, when none ended on its draining replica,
+or when no drained replica carried a flow); the provider's registration from
+``deploy/components/metrics-provider`` (no Deployment, the Service without selector and
 Endpoints at the forwarder's loopback port under the Service's target port name, the
 APIServices and RBAC as shipped); quantities as the metrics API writes them.
 """
@@ -52,9 +53,13 @@ def test_drained_flows_must_keep_flowing_while_their_replica_drains() -> None:
         last={1001: 8000, 1002: 5000},
         replica_of={1001: "veth-a", 1002: "veth-b"},
         draining={"veth-a", "veth-b", "veth-c"},
+        ended={1002},
     )
     ok, detail = drained_flows(watch, flows)
     assert ok and "3 replica(s) drained, 2 of them carrying 2 long-lived flows" in detail
+    assert "1 of them ended there, byte-exact" in detail
+    none_ended = DrainWatch(watch.first, watch.last, watch.replica_of, watch.draining)
+    assert not drained_flows(none_ended, flows)[0]
     stalled = DrainWatch({1001: 4000}, {1001: 4000}, {1001: "veth-a"}, {"veth-a"})
     assert not drained_flows(stalled, flows)[0]
     broken = [_Flow(1001, 9000, "ConnectionError: reset")]
