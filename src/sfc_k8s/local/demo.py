@@ -9,9 +9,11 @@ prints per-replica packets/bytes (scraped from the node agents' data-plane metri
 replica's node and the packets the client's node exchanged with it through the tunnel, and
 whether any established flow broke. The scheduler spreads the replicas over the nodes, so flows
 from the client reach replicas on the other node through the tunnel: the demo checks that some
-long-lived flows did, in both nodes' session tables and tunnel counters, byte-exact. It writes
-a PNG of per-replica throughput over time, exits 0 only if every check held, and removes the
-cluster unless ``--keep``. The end-to-end test calls ``run`` with shorter durations.
+long-lived flows did, in both nodes' session tables and tunnel counters, byte-exact. Then the
+HPA takes over (``demo_autoscale.py``): a UDP load ramp the chain's ``autoscaling`` block
+follows 1 -> 4 -> 1 replicas, draining on the way down. It writes a PNG of per-replica
+throughput, packets/s and the replica count over time, exits 0 only if every check held, and
+removes the cluster unless ``--keep``. The end-to-end test calls ``run`` with shorter durations.
 """
 
 from __future__ import annotations
@@ -1184,7 +1186,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sfc-k8s demo",
         description="The transparent-firewall chain on the local cluster, scaled 2 -> 4 -> 1 "
-        "under traffic, with checks and a throughput plot.",
+        "under traffic, then autoscaled by the HPA on a load ramp, with checks and a plot.",
     )
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="default $SFC_K8S_LOCAL_DIR or /var/lib/..."

@@ -11,7 +11,8 @@ HPA, not the demo, changes the replica count; the demo watches and checks:
 - as the load rises it grows the firewall from 1 to several replicas, each new one carrying
   traffic (new flows of the ramp land on it);
 - as the load falls it shrinks it back to 1; the removed replicas drain first, and the
-  long-lived flows they carried keep flowing, byte-exact, while they drain;
+  long-lived flows they carried keep flowing, byte-exact, while they drain, until they end
+  (the demo ends half of each draining replica's flows there);
 - no established flow breaks or stalls (the demo's ``FlowProgress`` bounds).
 
 Demo HPA settings (``BEHAVIOR``; the local cluster syncs HPAs every
