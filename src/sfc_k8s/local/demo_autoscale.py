@@ -192,6 +192,8 @@ class AutoscaleAct:
                 int(status.get("currentReplicas", 0)),
                 int(status.get("desiredReplicas", 0)),
             )
+            if not desired:  # no status yet: the HPA controller has not synced it
+                continue
             self.hpa_samples.append((self.t, current, desired))
             if last is not None and desired != last:
                 self.demo.mark(f"HPA -> {desired}")
