@@ -8,8 +8,14 @@ long-lived byte-checked TCP flows cross the chain while the firewall scales 2 ->
 active replica carries traffic; flows on replicas that remain never move (at least one flow is
 on each); no established flow breaks or pauses for long; every iperf3 round moves data; the
 scale-in drains; at 2 and 4 replicas long-lived flows cross to the other node's replicas,
-byte-exact, seen in both nodes' sessions and tunnel counters; every one of the 24 checks ran and
-passed; a throughput plot is written;
+byte-exact, seen in both nodes' sessions and tunnel counters; then the autoscaling act: the
+custom metrics API served by ``local up`` answers through the aggregation layer, the chain's
+HPA reads it, grows the firewall from 1 to several replicas under a UDP ramp (each new one
+carrying traffic) and shrinks it back as the ramp ends, the removed replicas draining with
+their long-lived flows still flowing byte-exact (an HPA scale-in with draining); every one of
+the 29 checks ran and passed; a throughput plot is written;
+``kubectl get --raw`` of the custom metrics API answers; ``kubectl autoscale`` (which posts an
+``autoscaling/v1`` HPA) makes an HPA that reads in ``v2`` with its CPU target;
 ``local status``, ``exec``, ``logs`` and ``kubectl logs`` work on the running cluster and
 ``local up`` again is a no-op; ``local down`` leaves no namespace, bpffs pin, process or state
 file behind.
@@ -71,6 +77,7 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         iperf_seconds=1,
         short_flows=24,
         timeout=90,
+        ramp=(3.0, 5.0, 1.0),
         plot=tmp_path / "throughput.png",
     )
     lines: list[str] = []
@@ -81,17 +88,30 @@ def test_demo_scenario_then_local_commands_then_down(tmp_path: Path) -> None:
         names = [c.name for c in demo.checks]
         # 5 before the traffic (cluster, chain, spread, ping, flows), 4 at 2 replicas, 7 at 4
         # (programmed, short flows, traffic, kept, iperf3, flows, cross-node), 7 at 1 (and the
-        # drain; one replica is on one node only), 1 at the end: a check that silently stopped
+        # drain; one replica is on one node only), 5 of the autoscaling act (metric, grown,
+        # shrunk, drained flows, no break), 1 at the end: a check that silently stopped
         # running fails here.
-        assert len(names) == 24, "\n".join(lines)
+        assert len(names) == 29, "\n".join(lines)
+        assert sum(n.startswith(("autoscaling:", "load up:", "load down:")) for n in names) == 5
         assert names[0] == "local cluster up" and names[-1].startswith("no long-lived flow")
         assert sum("kept their replica" in n for n in names) == 2
-        assert sum("broke or stalled" in n for n in names) == 4
+        assert sum("broke or stalled" in n for n in names) == 5
         assert sum(n.startswith("draining 3 replica") for n in names) == 1
         assert names[2] == "firewall replicas on all 2 nodes"
         assert sum("crossed nodes through the tunnel" in n for n in names) == 2
         assert opts.plot.stat().st_size > 0
 
+        custom = _sfc_k8s_kubectl(layout, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2")
+        assert "pods/packets_per_second" in custom
+        _sfc_k8s_kubectl(
+            layout, "autoscale", "deployment", "client", "-n", "sfc-demo",
+            "--min", "1", "--max", "2", "--cpu-percent", "60",
+        )  # fmt: skip
+        v2 = _sfc_k8s_kubectl(
+            layout, "get", "horizontalpodautoscalers.v2.autoscaling", "client", "-n", "sfc-demo",
+            "-o", "jsonpath={.spec.metrics[0].resource.target.averageUtilization}",
+        )  # fmt: skip
+        assert v2 == "60"
         again = _sfc_k8s("local", "up", "--state-dir", str(state))  # idempotent
         assert again.returncode == 0 and "already up" in again.stdout, again.stdout + again.stderr
         status = _sfc_k8s("local", "status", "--state-dir", str(state))

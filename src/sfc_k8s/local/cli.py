@@ -6,10 +6,11 @@ directory: the API server and one node runtime per node (its kubelet). Then it i
 operator as on a real cluster, ``kubectl apply -k deploy/``, and the node runtimes run its
 controller Deployment and agent DaemonSet as pods (``operator_pods.py``); with ``--operator
 processes`` the supervisor runs the controller and one agent per node as bare processes
-instead (the CRDs and RBAC of ``deploy/`` applied, service-account kubeconfigs). It records
-each thing in ``<state>/cluster.json`` before creating it,
-waits until everything is ready, prints the kubeconfig path, and is idempotent; on a degraded
-cluster it repairs (``repair``) and never removes anything. ``down`` stops the supervisor, then
+instead (the CRDs and RBAC of ``deploy/`` applied, service-account kubeconfigs). Last comes
+the custom metrics API's provider (``custom_metrics.py``). It records each thing in
+``<state>/cluster.json`` before creating it, waits until everything is ready, prints the
+kubeconfig path, and is idempotent; on a degraded cluster it repairs (``repair``) and never
+removes anything. ``down`` stops the supervisor, then
 removes all of it, from the records and then by name prefix, so it also cleans up after a
 crash. ``node stop|start`` crash a node and bring it
 back (``nodes.py``). Called by ``sfc_k8s.cli`` (the ``local`` subcommand) and by the demo.
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_k8s.api.conditions import object_condition
-from sfc_k8s.local import netns, nodes, operator_pods, underlay
+from sfc_k8s.local import custom_metrics, netns, nodes, operator_pods, underlay
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.credentials import (
     OPERATOR_NAMESPACE,
@@ -255,6 +256,9 @@ def _start_apiserver(
             "--pod-eviction-timeout", f"{options.eviction_timeout:g}",
             # HTTPS with the cluster's CA, every request authenticated, RBAC enforced
             "--pki", str(layout.pki_dir),
+            # a development cluster: HPAs follow the load in seconds (docs/autoscaling.md)
+            "--horizontal-pod-autoscaler-sync-period",
+            f"{custom_metrics.HPA_SYNC_SECONDS:g}",
         ],
         {},
     )  # fmt: skip
@@ -326,6 +330,7 @@ def _up(
     done()
     if options.operator == OPERATOR_PODS:
         _up_operator_pods(layout, options, names, progress, timeout)
+        _start_custom_metrics(layout, record, names[0], progress, timeout)
     else:
         _up_operator_processes(layout, record, names, progress, timeout=timeout, since=since)
     save_fields(layout, record, complete=True)
@@ -372,10 +377,23 @@ def _up_operator_processes(
         done = progress.step(f"agent of {name} (netns {layout.node_netns(name)}, bpffs {root})")
         nodes.start_agent(layout, record, name)
         done()
+    # while the agents start (the provider answers without them)
+    _start_custom_metrics(layout, record, names[0], progress, timeout)
     done = progress.step("waiting for the agents' metrics and the controller to settle")
     nodes.wait_agents_serving(layout, names, timeout)
     _settle(layout, record, since)
     done()
+
+
+def _start_custom_metrics(
+    layout: Layout, record: dict[str, Any], node: str, progress: Progress, timeout: float
+) -> None:
+    """The built-in metrics provider behind its APIService (``custom_metrics.py``)."""
+    done = progress.step(f"custom metrics API (sfc-k8s metrics-provider on {node})")
+    where = custom_metrics.start(
+        layout, record, node, lambda *a: _kubectl(layout, *a), timeout=timeout
+    )
+    done(where)
 
 
 def _settle(layout: Layout, record: dict[str, Any], since: float) -> None:

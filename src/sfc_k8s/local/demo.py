@@ -9,9 +9,11 @@ prints per-replica packets/bytes (scraped from the node agents' data-plane metri
 replica's node and the packets the client's node exchanged with it through the tunnel, and
 whether any established flow broke. The scheduler spreads the replicas over the nodes, so flows
 from the client reach replicas on the other node through the tunnel: the demo checks that some
-long-lived flows did, in both nodes' session tables and tunnel counters, byte-exact. It writes
-a PNG of per-replica throughput over time, exits 0 only if every check held, and removes the
-cluster unless ``--keep``. The end-to-end test calls ``run`` with shorter durations.
+long-lived flows did, in both nodes' session tables and tunnel counters, byte-exact. Then the
+HPA takes over (``demo_autoscale.py``): a UDP load ramp the chain's ``autoscaling`` block
+follows 1 -> 4 -> 1 replicas, draining on the way down. It writes a PNG of per-replica
+throughput, packets/s and the replica count over time, exits 0 only if every check held, and
+removes the cluster unless ``--keep``. The end-to-end test calls ``run`` with shorter durations.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sfc_k8s.api.naming import host_ifname
 from sfc_k8s.dataplane import Dataplane, DataplaneError, LinkNotFound, Session
 from sfc_k8s.local import cli as local_cli
 from sfc_k8s.local import netns, operator_pods
+from sfc_k8s.local.demo_autoscale import AutoscaleAct
 from sfc_k8s.local.kube import KubeError, SyncKube, load_kubeconfig
 from sfc_k8s.local.layout import Layout, default_state_dir, node_name, read_json
 from sfc_k8s.local.paths import examples_dir
@@ -78,6 +81,8 @@ class DemoOptions:
     iperf_seconds: int = 2
     short_flows: int = 32  # new flows opened at each step, so every replica gets some
     timeout: float = 120.0
+    # the autoscaling act (demo_autoscale.py): load ramp seconds up, held, down; None: skip it
+    ramp: tuple[float, float, float] | None = (6.0, 10.0, 3.0)
     plot: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "sfc-k8s-demo.png")
 
 
@@ -161,6 +166,14 @@ class FlowProgress:
             for flow in flows:
                 self._flows.append(flow)
                 self._seen[flow.index] = (flow.bytes_ok, self.now())
+
+    def remove(self, flows: list[EchoFlow]) -> None:
+        """Stop watching flows that ended on purpose (their pause from now on is no stall)."""
+        with self._lock:
+            gone = {flow.index for flow in flows}
+            self._flows = [f for f in self._flows if f.index not in gone]
+            for index in gone:
+                self._seen.pop(index, None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -260,6 +273,7 @@ class Demo:
         # flow index -> the window of the step in which its replica was removed under it
         self.moved: dict[int, tuple[float, float]] = {}
         self._next_flow = 0
+        self.autoscale: AutoscaleAct | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -825,6 +839,15 @@ class Demo:
             ),
         )
 
+    def autoscale_act(self, iperf: IperfLoop, flows: list[EchoFlow]) -> None:
+        """The HPA's turn (``demo_autoscale.py``), unless ``opts.ramp`` is None."""
+        if self.opts.ramp is None:
+            return
+        iperf.stop()  # the ramp's paced load alone drives the HPA
+        up, hold, down = self.opts.ramp
+        self.autoscale = AutoscaleAct(self, up=up, hold=hold, down=down)
+        self.autoscale.run(flows)
+
     # -- the whole scenario ------------------------------------------------------------------
 
     def run(self) -> bool:
@@ -865,6 +888,7 @@ class Demo:
             self.report_step(2, t_traffic, flows, self.rounds(iperf, 0), tunnel_before)
             for replicas in self.opts.steps:
                 self.scale(replicas, flows, iperf)
+            self.autoscale_act(iperf, flows)
             self.out("== stopping traffic")
         except (
             DemoError,
@@ -895,6 +919,9 @@ class Demo:
         return all(c.ok for c in self.checks)
 
     def write_plot(self) -> None:
+        """Three panels over time: per-replica Mbit/s and packets/s through firewall eth1
+        (dashed: draining) and the replica count (active endpoints, and the HPA's desired
+        replicas during the autoscaling act); every event (scale steps, HPA decisions) marked."""
         if len(self.samples) < 2:
             return
         import matplotlib
@@ -902,38 +929,37 @@ class Demo:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(10, 5))
-        names = sorted({i for _, per in self.samples for i in per})
-        for iface in names:
+        fig, (bits, packets, count) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+        for iface in sorted({i for _, per in self.samples for i in per}):
             rep = self.replicas.get(iface)
             label = f"{rep.pod} ({rep.node})" if rep else iface
-            segments: list[tuple[str, list[float], list[float]]] = []
-            for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
-                if iface not in p1 or iface not in p2 or t2 <= t1:
-                    continue
-                rate = max(p2[iface][0] - p1[iface][0], 0) * 8 / (t2 - t1) / 1e6
-                state = p2[iface][2]
-                if not segments or segments[-1][0] != state:
-                    xs0, ys0 = (
-                        ([segments[-1][1][-1]], [segments[-1][2][-1]]) if segments else ([], [])
-                    )
-                    segments.append((state, xs0, ys0))
-                segments[-1][1].append(t2)
-                segments[-1][2].append(rate)
-            color = None
-            for state, xs, ys in segments:
-                style = "--" if state == "draining" else "-"
-                (line,) = ax.plot(xs, ys, style, color=color, label=label)
-                color, label = line.get_color(), "_"
-        for t, label in self.events:
-            ax.axvline(t, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(label, (t, 0), rotation=90, fontsize=7, va="bottom")
-        ax.set_xlabel("seconds since start")
-        ax.set_ylabel("Mbit/s through firewall eth1")
-        ax.set_title(
-            "sfc-k8s demo: per-replica throughput of the transparent firewall (dashed: draining)"
+            for ax, field_index, unit in ((bits, 0, 8 / 1e6), (packets, 1, 1.0)):
+                self._plot_replica(ax, iface, label, field_index, unit)
+        count.step(
+            [t for t, _ in self.samples],
+            [sum(st == "active" for _, _, st in per.values()) for _, per in self.samples],
+            where="post",
+            label="active firewall replicas (data plane)",
         )
-        ax.legend(fontsize=7, loc="upper right")
+        if self.autoscale is not None and self.autoscale.hpa_samples:
+            times = [t for t, _, _ in self.autoscale.hpa_samples]
+            count.step(times, [d for _, _, d in self.autoscale.hpa_samples], "--", where="post",
+                       label="HPA desired replicas")  # fmt: skip
+        for ax in (bits, packets, count):
+            for t, _ in self.events:
+                ax.axvline(t, color="grey", linestyle=":", linewidth=1)
+        for t, label in self.events:  # at the bottom of the panel, whatever its scale
+            count.text(t, 0.02, label, transform=count.get_xaxis_transform(), rotation=90,
+                       fontsize=7, va="bottom")  # fmt: skip
+        bits.set_ylabel("Mbit/s (eth1)")
+        packets.set_ylabel("packets/s (eth1)")
+        count.set_ylabel("replicas")
+        count.set_xlabel("seconds since start")
+        bits.set_title(
+            "sfc-k8s demo: per-replica load of the transparent firewall (dashed: draining)"
+        )
+        bits.legend(fontsize=6, loc="upper left")
+        count.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         self.opts.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(self.opts.plot, dpi=100)
@@ -946,9 +972,31 @@ class Demo:
                     "events": self.events,
                     "replicas": {k: v.pod for k, v in self.replicas.items()},
                     "nodes": {k: v.node for k, v in self.replicas.items()},
+                    "hpa": self.autoscale.hpa_samples if self.autoscale else [],
                 }
             )
         )
+
+    def _plot_replica(self, ax: Any, iface: str, label: str, index: int, unit: float) -> None:
+        """One replica's rate of counter ``index`` (0 bytes, 1 packets), one segment per
+        state so that draining shows dashed."""
+        segments: list[tuple[str, list[float], list[float]]] = []
+        for (t1, p1), (t2, p2) in zip(self.samples, self.samples[1:], strict=False):
+            if iface not in p1 or iface not in p2 or t2 <= t1:
+                continue
+            now, was = float(p2[iface][index]), float(p1[iface][index])
+            rate = max(now - was, 0) * unit / (t2 - t1)
+            state = p2[iface][2]
+            if not segments or segments[-1][0] != state:
+                xs0, ys0 = ([segments[-1][1][-1]], [segments[-1][2][-1]]) if segments else ([], [])
+                segments.append((state, xs0, ys0))
+            segments[-1][1].append(t2)
+            segments[-1][2].append(rate)
+        color = None
+        for state, xs, ys in segments:
+            style = "--" if state == "draining" else "-"
+            (line,) = ax.plot(xs, ys, style, color=color, label=label)
+            color, label = line.get_color(), "_"
 
 
 @dataclass(frozen=True)
@@ -1141,7 +1189,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sfc-k8s demo",
         description="The transparent-firewall chain on the local cluster, scaled 2 -> 4 -> 1 "
-        "under traffic, with checks and a throughput plot.",
+        "under traffic, then autoscaled by the HPA on a load ramp, with checks and a plot.",
     )
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="default $SFC_K8S_LOCAL_DIR or /var/lib/..."

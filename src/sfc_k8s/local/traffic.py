@@ -281,3 +281,83 @@ def scrape_agent(node_netns: str, port: int, *, timeout: float = 3.0) -> Metrics
             **{k: float(v) for k, v in entry.items()},  # type: ignore[arg-type]
         )
     return snap
+
+
+# -- a paced UDP load ramp (its own process: pacing needs no GIL shared with the demo) ---------
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A load profile: 0 -> ``peak`` packets/s linearly over ``up`` seconds, ``hold`` seconds
+    at ``peak``, then down to 0 over ``down`` seconds."""
+
+    peak: float
+    up: float
+    hold: float
+    down: float
+
+    @property
+    def seconds(self) -> float:
+        return self.up + self.hold + self.down
+
+    def rate(self, t: float) -> float:
+        """Packets/s at ``t`` seconds since the start (0 outside the ramp)."""
+        if t < 0 or t >= self.seconds:
+            return 0.0
+        if t < self.up:
+            return self.peak * t / self.up
+        if t < self.up + self.hold:
+            return self.peak
+        return self.peak * (self.seconds - t) / self.down if self.down else 0.0
+
+
+def udp_ramp(host: str, port: int, ramp: Ramp, *, flows: int = 16, tick: float = 0.01) -> int:
+    """Send ``ramp`` to ``host:port`` as small datagrams spread over ``flows`` sockets, one of
+    them replaced by a new one (a new source port: a new flow) every ``1/flows`` s, so that a
+    replica added during the ramp gets its share within a second. Returns datagrams sent."""
+    payload = b"sfc-k8s-ramp" * 4
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+    start = time.monotonic()
+    sent, owed, last, next_swap = 0, 0.0, 0.0, 0.0
+    turn = 0
+    try:
+        while (now := time.monotonic() - start) < ramp.seconds:
+            owed += ramp.rate(now) * (now - last)  # by the time elapsed: a late tick catches up
+            last = now
+            while owed >= 1:
+                with contextlib.suppress(OSError):  # a full queue or an ICMP error: go on
+                    socks[turn % flows].sendto(payload, (host, port))
+                    sent += 1
+                turn += 1
+                owed -= 1
+            if now >= next_swap:
+                index = int(next_swap * flows) % flows
+                socks[index].close()
+                socks[index] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                next_swap += 1 / flows
+            time.sleep(max(0.0, start + now + tick - time.monotonic()))
+    finally:
+        for sock in socks:
+            sock.close()
+    return int(sent)
+
+
+def ramp_argv(host: str, port: int, ramp: Ramp, *, flows: int = 16) -> list[str]:
+    """The command running ``udp_ramp`` as its own process (``python -m``)."""
+    import sys
+
+    return [
+        sys.executable, "-m", "sfc_k8s.local.traffic", host, str(port),
+        f"{ramp.peak:g}", f"{ramp.up:g}", f"{ramp.hold:g}", f"{ramp.down:g}", str(flows),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    import sys
+
+    host_arg, port_arg, peak, up, hold, down, n = sys.argv[1:8]
+    total = udp_ramp(
+        host_arg, int(port_arg), Ramp(float(peak), float(up), float(hold), float(down)),
+        flows=int(n),
+    )  # fmt: skip
+    print(f"sent {total} datagrams", flush=True)

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from sfc_k8s.local.apiserver.hpacontroller import DEFAULT_SYNC_PERIOD
 from sfc_k8s.local.apiserver.nodelifecycle import DEFAULT_EVICTION_SECONDS, DEFAULT_GRACE_SECONDS
 from sfc_k8s.local.apiserver.persist import SYNCHRONOUS_MODES, DatabaseError
 from sfc_k8s.local.apiserver.pki import PKIError
@@ -91,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         default="RBAC",
         help="with --pki: enforce RBAC (default) or allow every authenticated request",
     )
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-sync-period",
+        type=float,
+        default=DEFAULT_SYNC_PERIOD,
+        metavar="SECONDS",
+        help="how often the HPA controller syncs every HPA (default %(default)g, as "
+        "kube-controller-manager)",
+    )
     args = parser.parse_args(argv)
     if args.history < 1:
         parser.error(f"--history: {args.history} is not a positive number of events")
@@ -108,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             history_limit=args.history,
             pki=args.pki,
             authorization=args.authorization_mode == "RBAC",
+            hpa_sync_period=args.horizontal_pod_autoscaler_sync_period,
         )
     except (DatabaseError, PKIError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sfc_k8s.local.apiserver import hpaconvert
 from sfc_k8s.local.apiserver.errors import Cause
 from sfc_k8s.local.apiserver.hpa import (
     DEFAULT_SCALE_DOWN,
@@ -404,7 +405,9 @@ def targets_text(hpa: dict[str, Any]) -> str:
 
 
 def hpa_cells(hpa: dict[str, Any], created: str) -> list[Any]:
-    """NAME, REFERENCE, TARGETS, MINPODS, MAXPODS, REPLICAS, AGE."""
+    """NAME, REFERENCE, TARGETS, MINPODS, MAXPODS, REPLICAS, AGE (of a v1 view too)."""
+    if hpa.get("apiVersion") == hpaconvert.V1:
+        hpa = hpaconvert.from_v1(hpa)
     spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
     ref = spec.get("scaleTargetRef") or {}
     return [

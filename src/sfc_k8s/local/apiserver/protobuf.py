@@ -1,11 +1,11 @@
 """Decoding of the Kubernetes protobuf request bodies kubectl sends for a few simple kinds.
 
 `kubectl create namespace|configmap|secret|serviceaccount|deployment|role|clusterrole|
-rolebinding|clusterrolebinding|token` and `kubectl auth can-i|whoami` post their object as
-`application/vnd.kubernetes.protobuf` (the `k8s\\0` magic, a runtime.Unknown envelope, then the
-object's generated message). The server speaks JSON everywhere else; this module turns those
-bodies into the JSON form for the kinds listed in `_KINDS`, and says plainly which kind it
-cannot read otherwise. Field numbers follow k8s.io/api's generated.proto files.
+rolebinding|clusterrolebinding|token`, `kubectl autoscale` and `kubectl auth can-i|whoami` post
+their object as `application/vnd.kubernetes.protobuf` (the `k8s\\0` magic, a runtime.Unknown
+envelope, then the object's generated message). The server speaks JSON everywhere else; this
+module turns those bodies into the JSON form for the kinds listed in `_KINDS`, and says plainly
+which kind it cannot read otherwise. Field numbers follow k8s.io/api's generated.proto files.
 """
 
 from __future__ import annotations
@@ -235,6 +235,30 @@ _ACCESS_REVIEW: Layout = {
 }
 
 
+# `kubectl autoscale` posts an autoscaling/v1 HPA (its v2 message has other fields).
+_HPA_V1: Layout = {
+    **_METADATA_ONLY,
+    2: (
+        "spec",
+        "msg",
+        {
+            1: (
+                "scaleTargetRef",
+                "msg",
+                {
+                    1: ("kind", "str", None),
+                    2: ("name", "str", None),
+                    3: ("apiVersion", "str", None),
+                },
+            ),
+            2: ("minReplicas", "int", None),
+            3: ("maxReplicas", "int", None),
+            4: ("targetCPUUtilizationPercentage", "int", None),
+        },
+    ),
+}
+
+
 def _message(data: bytes, layout: Layout) -> dict[str, Any]:
     """Decode a message by its layout (fields it does not list are skipped)."""
     result: dict[str, Any] = {}
@@ -280,6 +304,8 @@ _KINDS: dict[str, Callable[[bytes], dict[str, Any]]] = {
     "SelfSubjectRulesReview": lambda data: _message(
         data, {**_METADATA_ONLY, 2: ("spec", "msg", {1: ("namespace", "str", None)})}
     ),
+    # by API version too where the versions' messages differ
+    "autoscaling/v1 HorizontalPodAutoscaler": lambda data: _message(data, _HPA_V1),
 }
 
 
@@ -298,7 +324,7 @@ def decode(body: bytes) -> dict[str, Any]:
                     kind = _text(part)
         elif number == 2 and isinstance(value, bytes):
             raw = value
-    decoder = _KINDS.get(kind)
+    decoder = _KINDS.get(f"{api_version} {kind}") or _KINDS.get(kind)
     if decoder is None:
         raise ProtobufError(
             f"cannot decode a protobuf {kind or 'object'} ({api_version}); this server reads "

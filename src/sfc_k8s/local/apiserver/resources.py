@@ -129,6 +129,19 @@ BUILTINS: tuple[ResourceType, ...] = (
         short_names=("hpa",),
         categories=("all",),
         subresources=frozenset({"status"}),
+        storage_version="v2",
+    ),
+    # the same objects seen through v1 (hpaconvert.py): what `kubectl autoscale` posts
+    ResourceType(
+        "autoscaling",
+        "v1",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        short_names=("hpa",),
+        categories=("all",),
+        subresources=frozenset({"status"}),
+        storage_version="v2",
     ),
     ResourceType(
         "apiextensions.k8s.io",

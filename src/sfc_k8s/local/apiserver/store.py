@@ -37,10 +37,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sfc_k8s.api.conditions import is_ready
 from sfc_k8s.api.timestamps import now_rfc3339
-from sfc_k8s.local.apiserver import errors
+from sfc_k8s.local.apiserver import errors, hpaconvert
 from sfc_k8s.local.apiserver.builtin_schema import strict_problems
 from sfc_k8s.local.apiserver.daemonsets import admit_daemonset
 from sfc_k8s.local.apiserver.errors import Cause, StatusError
+from sfc_k8s.local.apiserver.hpaconvert import ConversionError
 from sfc_k8s.local.apiserver.hpaspec import admit_hpa
 from sfc_k8s.local.apiserver.patches import (
     PatchError,
@@ -372,9 +373,13 @@ class Store:
                 yield key, obj
 
     def present(self, rtype: ResourceType, obj: Obj) -> Obj:
-        """The object as seen through `rtype`'s version (CRD versions share storage)."""
+        """The object as seen through `rtype`'s version (CRD versions share storage; built-in
+        versions of other shapes are converted, `CONVERSIONS`)."""
         if obj.get("apiVersion") == rtype.api_version:
             return obj
+        conversion = CONVERSIONS.get((rtype.key, rtype.version))
+        if conversion is not None:
+            return conversion[0](obj)
         return {**obj, "apiVersion": rtype.api_version}
 
     def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj:
@@ -695,6 +700,13 @@ class Store:
             raise errors.stale(rtype.plural, rtype.group, name)
         return self._update(rtype, current, patched, subresource, dry_run=dry_run, strict=strict)
 
+    def _stored(self, rtype: ResourceType, current: Obj) -> Obj:
+        """The stored object of ``current``, which may be its view in a converted version."""
+        if (rtype.key, rtype.version) not in CONVERSIONS:
+            return current
+        md = meta(current)
+        return self.find(rtype.key, md.get("namespace"), md.get("name", "")) or current
+
     def _update(
         self,
         rtype: ResourceType,
@@ -706,6 +718,7 @@ class Store:
         strict: bool = False,
     ) -> Obj:
         self._check_type(rtype, new)
+        current = self._stored(rtype, current)
         cur_md = meta(current)
         if subresource == "status":
             obj = copy.deepcopy(current)
@@ -906,6 +919,15 @@ class Store:
                     f"API version ({rtype.api_version})"
                 )
         storage = self._storage_type(rtype)
+        version = str(api_version or rtype.api_version).rpartition("/")[2]
+        conversion = CONVERSIONS.get((rtype.key, version))
+        if conversion is not None and version != storage.version:
+            try:
+                converted = conversion[1](obj)
+            except ConversionError as err:
+                raise errors.bad_request(str(err)) from err
+            obj.clear()
+            obj.update(converted)
         obj["apiVersion"], obj["kind"] = storage.api_version, rtype.kind
 
     def _check_namespace(self, rtype: ResourceType, namespace: str, name: str) -> None:
@@ -1199,6 +1221,13 @@ def _admit_namespace(ns: Obj, old: Obj | None) -> list[Cause]:
         meta(ns).setdefault("labels", {})["kubernetes.io/metadata.name"] = meta(ns)["name"]
     return []
 
+
+# (resource key, served version) -> (from storage, to storage), for the built-in resources
+# served in versions of another shape than their storage version's.
+Conversion = tuple[Callable[[Obj], Obj], Callable[[Obj], Obj]]
+CONVERSIONS: dict[tuple[tuple[str, str], str], Conversion] = {
+    (("autoscaling", "horizontalpodautoscalers"), "v1"): (hpaconvert.to_v1, hpaconvert.from_v1),
+}
 
 _BUILTIN_ADMISSION: dict[tuple[str, str], Callable[[Obj, Obj | None], list[Cause]]] = {
     ("", "pods"): _admit_pod,
