@@ -418,8 +418,9 @@ def repair(
     layout: Layout, record: dict[str, Any], *, progress: Progress, timeout: float = READY_TIMEOUT
 ) -> None:
     """Bring a degraded cluster back: the supervisor if it died, then (through it) every
-    process that is down, at once rather than after its back-off. Objects are kept: only
-    ``local down`` removes state."""
+    process that is down, at once rather than after its back-off, then what of ``deploy/``
+    was deleted (``kubectl apply -k``, as a re-install). Objects are kept: only ``local down``
+    removes state."""
     dead = _down_processes(record)
     progress.say(
         f"repairing the local cluster {layout.cluster_id} in {layout.state_dir}: "
@@ -442,6 +443,12 @@ def repair(
     stopped = set(record.get("stoppedNodes") or [])
     names = [n for n in record.get("nodes") or [] if n not in stopped]
     nodes.wait_nodes_ready(layout, names, timeout)
+    done()
+    if record.get("operator", OPERATOR_PODS) == OPERATOR_PODS:
+        mtu = int((record.get("underlay") or {}).get("mtu", underlay.DEFAULT_MTU))
+        done = progress.step("operator: kubectl apply -k deploy/ (restores what was deleted)")
+        done(f"{operator_pods.apply(layout, mtu, kubectl=KUBECTL)} objects")
+    done = progress.step("agents serving")
     nodes.wait_agents_serving(layout, names, timeout)
     done()
     progress.say(f"local cluster repaired. kubeconfig: {layout.kubeconfig}")

@@ -22,7 +22,7 @@ the node's network with its CNI shim and socket in the node's own tree. Then, in
   and the node runtime killed next is restarted by it;
 - both supervisors (standby first), then the API server and the node runtime: nothing
   restarts them, ``local status`` says NOT RUNNING, and ``local up`` repairs them all,
-  removing nothing.
+  removing nothing and re-applying ``deploy/`` (an operator object deleted before is back).
 
 Through all of them the long-lived flows stay byte-exact (the data plane never depends on the
 control plane) and every namespace, Deployment and chain keeps its uid. Then a deleted
@@ -371,6 +371,9 @@ def test_killed_supervisor_is_replaced_by_its_standby_which_restarts_the_next_ki
 
 
 def test_with_both_supervisors_killed_up_repairs_and_keeps_every_object(chain: Chain) -> None:
+    # an operator object deleted by mistake: the repair re-applies deploy/
+    pdb = ("poddisruptionbudget", "sfc-k8s-controller", "-n", OPERATOR_NS)
+    assert _kubectl(chain.layout, "delete", *pdb).returncode == 0
     _kill(chain.layout, "supervisor-standby")  # first, or it would take over
     _kill(chain.layout, "supervisor")
     time.sleep(0.3)  # no supervisor: processes killed now stay down
@@ -392,6 +395,7 @@ def test_with_both_supervisors_killed_up_repairs_and_keeps_every_object(chain: C
         assert pid_alive(_process(chain.layout, name)["pid"])
     assert local_cli.running(chain.layout)
     assert _objects(chain.layout) == chain.objects
+    assert _kubectl(chain.layout, "get", *pdb).returncode == 0
     _assert_flows_intact(chain)
 
 
