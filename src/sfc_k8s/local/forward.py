@@ -28,7 +28,9 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer`` until EOF or an error, then close ``writer`` (one
+    direction of a forwarded connection; the node runtime's port-forward uses it too)."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -36,7 +38,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     except (ConnectionError, OSError):
         pass
     finally:
-        with contextlib.suppress(ConnectionError, OSError):
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
             writer.close()
 
 
@@ -53,7 +55,7 @@ async def serve(listen: tuple[str, int], namespace: str, to: tuple[str, int]) ->
         except (OSError, netns.NetnsError):
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
+        await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
 
     server = await asyncio.start_server(forward, listen[0], listen[1], reuse_address=True)
     stop = asyncio.Event()

@@ -29,6 +29,7 @@ from typing import Any
 from sfc_k8s import __version__
 from sfc_k8s.api.timestamps import now_rfc3339
 from sfc_k8s.local import netns, underlay
+from sfc_k8s.local.forward import pipe
 from sfc_k8s.local.kube import (
     ConflictError,
     GoneError,
@@ -208,7 +209,7 @@ class NodeRuntime:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
         for sock in sockets:
             self._servers.append(await asyncio.start_server(forward, sock=sock))
@@ -412,18 +413,6 @@ class NodeRuntime:
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         with contextlib.suppress(KubeError):
             await self.kube.delete(path, grace_period_seconds=0, uid=meta["uid"])
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            writer.close()
 
 
 def _memory() -> str:
