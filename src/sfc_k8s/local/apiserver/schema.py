@@ -9,7 +9,9 @@ lists, answered as 422 Invalid.
 Each rule is compiled once per schema, twice: by cel-python (the reference) and by `celfast`
 into closures over the JSON body, which answer nearly every evaluation about 100 times faster
 and hand the rest (constructs outside their subset, CEL errors, values outside JSON) to
-cel-python, so verdicts and messages are cel-python's (docs/local-cluster.md).
+cel-python, so verdicts and messages are cel-python's (docs/local-cluster.md). Likewise
+`schemacheck` compiles the OpenAPI schema into an acceptance check: a value it passes has no
+jsonschema error; any other value is checked by jsonschema, which gives the causes.
 
 Updates are ratcheted as in Kubernetes (CRDValidationRatcheting): a value equal to its
 counterpart in the stored object (object properties by name, `x-kubernetes-list-type: map` items
@@ -32,6 +34,7 @@ from sfc_k8s.local.apiserver.celfast import (
     plain_json,
 )
 from sfc_k8s.local.apiserver.errors import Cause
+from sfc_k8s.local.apiserver.schemacheck import Acceptor, compile_acceptor
 
 if TYPE_CHECKING:
     import jsonschema  # type: ignore[import-untyped]
@@ -98,8 +101,8 @@ class StructuralSchema:
     """One CRD version's `openAPIV3Schema`, ready to default, prune and validate objects."""
 
     def __init__(self, schema: dict[str, Any], *, fast_rules: bool = True) -> None:
-        """`fast_rules=False` evaluates every rule with cel-python (benchmarks and the
-        differential tests compare the two)."""
+        """`fast_rules=False` evaluates every rule with cel-python and checks every value
+        with jsonschema (benchmarks and the differential tests compare the two)."""
         self.schema = schema
         self._fast_rules = fast_rules
         self._plain = _to_jsonschema(schema)
@@ -108,6 +111,8 @@ class StructuralSchema:
         self._fast: dict[str, Callable[[dict[str, Any]], bool] | None] = {}
         self.evaluations = 0  # CEL rule evaluations so far (tests and benchmarks read it)
         self.reference_evaluations = 0  # those of them that cel-python evaluated
+        self._acceptors: dict[str | None, Acceptor | None] = {}
+        self.reference_openapi_checks = 0  # values that jsonschema checked
 
     def check(self) -> None:
         """Raise SchemaInvalidError if the schema itself is not a valid OpenAPI schema."""
@@ -156,19 +161,38 @@ class StructuralSchema:
                 return []
         if before is not _MISSING and value == before:
             return []
-        validator = self._validators.get(part)
-        if validator is None:
-            import jsonschema
-
-            validator = self._validators[part] = jsonschema.Draft4Validator(plain)
-        causes = [
-            _cause(err, prefix)
-            for err in validator.iter_errors(value)
-            if not _unchanged_at(schema, value, before, list(err.absolute_path))
-        ]
+        causes = self._check_openapi(part, plain, schema, value, before=before, prefix=prefix)
         if not causes:
             causes.extend(self._check_rules(schema, value, before, prefix))
         return causes
+
+    def _check_openapi(
+        self,
+        part: str | None,
+        plain: dict[str, Any],
+        schema: dict[str, Any],
+        value: Any,
+        *,
+        before: Any,
+        prefix: list[str | int],
+    ) -> list[Cause]:
+        """OpenAPI causes: none if the compiled acceptor passes the value, jsonschema's else."""
+        if part not in self._validators:
+            import jsonschema
+
+            validator = jsonschema.Draft4Validator(plain)
+            self._validators[part] = validator
+            keywords = frozenset(validator.VALIDATORS)
+            self._acceptors[part] = compile_acceptor(plain, keywords) if self._fast_rules else None
+        acceptor = self._acceptors[part]
+        if acceptor is not None and acceptor(value):
+            return []
+        self.reference_openapi_checks += 1
+        return [
+            _cause(err, prefix)
+            for err in self._validators[part].iter_errors(value)
+            if not _unchanged_at(schema, value, before, list(err.absolute_path))
+        ]
 
     def program(self, rule: str) -> Any:
         """The compiled CEL program of `rule` (compiled on first use, then kept)."""
