@@ -273,10 +273,23 @@ def _select(value: Any, name: str) -> Any:
 
 
 def _member_dot(tree: Tree, scope: frozenset[str]) -> Closure:
-    member_tree, name = tree.children
-    member = _compile(member_tree, scope)
-    field = str(name)
-    return lambda env: _select(member(env), field)
+    try:
+        root, fields = _field_path(tree, scope)
+    except UnsupportedRule:  # not a plain path (`self.links.filter(…).size`): step by step
+        member_tree, name = tree.children
+        member = _compile(member_tree, scope)
+        field = str(name)
+        return lambda env: _select(member(env), field)
+    return lambda env: _walk(env[root], fields)
+
+
+def _walk(value: Any, fields: list[str]) -> Any:
+    """`value.f.g…`, one closure for the whole path (the commonest node of CRD rules)."""
+    for field in fields:
+        if type(value) is not dict or field not in value:
+            return ERROR
+        value = value[field]
+    return value
 
 
 def _index(value: Any, key: Any) -> Any:
@@ -433,8 +446,8 @@ def _ident(tree: Tree, scope: frozenset[str]) -> Closure:
     return lookup
 
 
-def _has_path(tree: Any, scope: frozenset[str]) -> tuple[str, list[str]]:
-    """`has(self.a.b)` -> ('self', ['a', 'b']); only plain field paths are in the subset."""
+def _field_path(tree: Any, scope: frozenset[str]) -> tuple[str, list[str]]:
+    """`self.a.b` -> ('self', ['a', 'b']); UnsupportedRule if not a plain field path."""
     fields: list[str] = []
     node = tree
     while True:
@@ -456,19 +469,10 @@ def _has_path(tree: Any, scope: frozenset[str]) -> tuple[str, list[str]]:
 def _has(args: Any, scope: frozenset[str]) -> Closure:
     if not _is_tree(args) or len(args.children) != 1:
         raise UnsupportedRule("has")
-    root, fields = _has_path(args.children[0], scope)
-
+    root, fields = _field_path(args.children[0], scope)
     # cel-python's has() is true when the field path evaluates without error: every step a
-    # map holding the next field.
-    def present(env: Env) -> bool:
-        value = env[root]
-        for field in fields:
-            if type(value) is not dict or field not in value:
-                return False
-            value = value[field]
-        return True
-
-    return present
+    # map holding the next field (only plain paths are in the subset).
+    return lambda env: _walk(env[root], fields) is not ERROR
 
 
 def _ident_arg(tree: Tree, scope: frozenset[str]) -> Closure:
