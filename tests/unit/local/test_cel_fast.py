@@ -241,6 +241,9 @@ TRICKY = [
     "[self.x, 1].all(v, v == 1)",
     "self.l.all(e, self.l.exists(f, f == e))",
     "self.missing.all(e, e) || true",
+    "(self.missing ? true : self.l.filter(e, e.k == 1).size() == 0) || true",
+    "(self.missing ? self.l.filter(e, e.k == 1).size() == 0 : true) || true",
+    "(self.l[0] ? true : false) || true",
 ]
 TRANSITION = ["self.x == oldSelf.x", "!has(oldSelf.a) || self.a == oldSelf.a"]
 SCALARS = [0, 1, 2, -1, 1.0, 2.5, "a", "b", "", True, False, None, [1], {"k": 1}]

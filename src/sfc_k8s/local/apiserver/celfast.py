@@ -453,17 +453,17 @@ def _field_path(tree: Any, scope: frozenset[str]) -> tuple[str, list[str]]:
     while True:
         while _is_tree(node) and node.data in _PASS_THROUGH:
             if len(node.children) != 1:
-                raise UnsupportedRule("has")
+                raise UnsupportedRule("field path")
             node = node.children[0]
         if not _is_tree(node):
-            raise UnsupportedRule("has")
+            raise UnsupportedRule("field path")
         if node.data == "member_dot":
             node, name = node.children
             fields.insert(0, str(name))
         elif node.data == "ident" and fields and str(node.children[0]) in scope:
             return str(node.children[0]), fields
         else:
-            raise UnsupportedRule("has")
+            raise UnsupportedRule("field path")
 
 
 def _has(args: Any, scope: frozenset[str]) -> Closure:

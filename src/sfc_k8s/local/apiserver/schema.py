@@ -205,10 +205,12 @@ class StructuralSchema:
     def _check_rules(
         self, schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
     ) -> Iterator[Cause]:
-        # One walk proves every value below `value` plain JSON (the common case); otherwise
-        # each rule's own values are checked, as cel-python converts only those.
-        trusted = plain_json(value) and (old is _MISSING or plain_json(old))
+        trusted: bool | None = None
         for node, current, previous, where in _walk_rules(schema, value, old, path):
+            if trusted is None:
+                # One walk proves every value below `value` plain JSON (the common case);
+                # otherwise each rule's own values are checked: cel-python converts only those.
+                trusted = plain_json(value) and (old is _MISSING or plain_json(old))
             for rule in node["x-kubernetes-validations"]:
                 text = rule.get("rule", "")
                 is_transition = "oldSelf" in text
