@@ -156,14 +156,13 @@ def _agree(fast: Any, reference: Any, where: str) -> bool:
 
 def test_every_crd_rule_agrees_on_generated_chains() -> None:
     rng = random.Random(14)
-    schemas = _schemas()
-    assert sum(len(list(_rules(s))) for s in schemas) >= 12
+    schemas = [(raw, StructuralSchema(raw)) for raw in _schemas()]
+    assert sum(len(list(_rules(raw))) for raw, _ in schemas) >= 12
     answered = compared = 0
-    for _ in range(60):
+    for _ in range(30):
         chain = _chain(rng)
         body = {k: v for k, v in chain.items() if k != "metadata"}
-        for raw in schemas:
-            schema = StructuralSchema(raw)
+        for raw, schema in schemas:
             for node, value, _old, where in _walk_rules(raw, body, _MISSING, []):
                 if not celfast.plain_json(value):
                     continue  # cel-python's json_to_cel refuses it: validate() never goes fast
@@ -173,7 +172,7 @@ def test_every_crd_rule_agrees_on_generated_chains() -> None:
                     reference = _reference_verdict(schema, rule["rule"], env)
                     answered += _agree(fast, reference, f"{rule['rule']} at {where}: {value!r}")
                     compared += 1
-    assert compared > 500
+    assert compared > 250
     assert answered > 0.75 * compared  # the rest: mostly comparisons across types
 
 
@@ -271,7 +270,7 @@ def test_tricky_expressions_agree_on_random_values() -> None:
     rng = random.Random(16)
     schema = StructuralSchema({"type": "object"})
     answered = compared = 0
-    for _ in range(70):
+    for _ in range(35):
         current, previous = _random_self(rng), _random_self(rng)
         for text in TRICKY + TRANSITION:
             env = {"self": current, "oldSelf": previous} if "oldSelf" in text else {"self": current}

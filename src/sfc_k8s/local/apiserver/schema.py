@@ -112,6 +112,9 @@ class StructuralSchema:
         self.evaluations = 0  # CEL rule evaluations so far (tests and benchmarks read it)
         self.reference_evaluations = 0  # those of them that cel-python evaluated
         self._acceptors: dict[str | None, Acceptor | None] = {}
+        ruled: set[int] = set()
+        _ruled_nodes(schema, ruled)
+        self._ruled = frozenset(ruled)  # ids of the schema nodes with rules in or below them
         self.reference_openapi_checks = 0  # values that jsonschema checked
 
     def check(self) -> None:
@@ -206,7 +209,7 @@ class StructuralSchema:
         self, schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
     ) -> Iterator[Cause]:
         trusted: bool | None = None
-        for node, current, previous, where in _walk_rules(schema, value, old, path):
+        for node, current, previous, where in _walk_rules(schema, value, old, path, self._ruled):
             if trusted is None:
                 # One walk proves every value below `value` plain JSON (the common case);
                 # otherwise each rule's own values are checked: cel-python converts only those.
@@ -407,10 +410,17 @@ def _cause(err: jsonschema.ValidationError, prefix: list[str | int]) -> Cause:
 
 
 def _walk_rules(
-    schema: dict[str, Any], value: Any, old: Any, path: list[str | int]
+    schema: dict[str, Any],
+    value: Any,
+    old: Any,
+    path: list[str | int],
+    ruled: frozenset[int] | None = None,
 ) -> Iterator[tuple[dict[str, Any], Any, Any, list[str | int]]]:
     """The (schema node with rules, value, correlated old value or _MISSING, path) to check;
-    an unchanged value is skipped with everything below it (ratcheting)."""
+    an unchanged value is skipped with everything below it (ratcheting), and so is a value
+    whose schema node has no rule in or below it (`ruled`: the ids of those that have)."""
+    if ruled is not None and id(schema) not in ruled:
+        return
     if old is not _MISSING and value == old:
         return
     if schema.get("x-kubernetes-validations"):
@@ -421,7 +431,7 @@ def _walk_rules(
         for name, item in value.items():
             sub = props.get(name) if name in props else extra if isinstance(extra, dict) else None
             if sub is not None and name != "metadata":
-                yield from _walk_rules(sub, item, _part(old, name), [*path, name])
+                yield from _walk_rules(sub, item, _part(old, name), [*path, name], ruled)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         olds = _keyed_items(schema, old)
         keys = schema.get("x-kubernetes-list-map-keys") or []
@@ -429,7 +439,20 @@ def _walk_rules(
             previous = _MISSING
             if olds and isinstance(item, dict):
                 previous = olds.get(tuple(json.dumps(item.get(k)) for k in keys), _MISSING)
-            yield from _walk_rules(schema["items"], item, previous, [*path, index])
+            yield from _walk_rules(schema["items"], item, previous, [*path, index], ruled)
+
+
+def _ruled_nodes(schema: Any, found: set[int]) -> bool:
+    """Whether `schema` has a rule in or below it; adds the ids of such nodes to `found`."""
+    if not isinstance(schema, dict):
+        return False
+    subs = [*(schema.get("properties") or {}).values()]
+    subs += [schema.get("additionalProperties"), schema.get("items")]  # non-dicts: no rules
+    below = [_ruled_nodes(sub, found) for sub in subs]  # every sub: each records its own id
+    if schema.get("x-kubernetes-validations") or any(below):
+        found.add(id(schema))
+        return True
+    return False
 
 
 def _keyed_items(schema: dict[str, Any], old: Any) -> dict[tuple[str, ...], Any]:
