@@ -37,7 +37,11 @@ Design points:
 - Interfaces: every sfc-cni host interface of the node gets the program when it appears and
   loses its pin when it goes (``agent_ifaces.InterfaceWatch``, rtnetlink events), so links only
   write maps; on from the command line (off with ``--no-attach-interfaces``), off by default
-  in ``AgentConfig`` (tests run several nodes' agents in one namespace).
+  in ``AgentConfig`` (tests run several nodes' agents in one namespace). An interface made
+  again under the same name (the pod's sandbox re-created, as when its node restarts; the
+  CrossConnection does not change) re-plans the links that name it as it appears, and every
+  plan re-adds an endpoint programmed on an interface that is not the one of that name any
+  more (``LinkEndpoint.defunct``), so peers never keep sending to a deleted ifindex.
 - All data-plane calls run on the operator's event loop (they take micro- to milliseconds), so
   handlers, garbage collection and metric scrapes never touch the maps concurrently.
 """
@@ -299,6 +303,7 @@ class NodeAgent:
             only = self.config.attach_only
             wanted = is_host_ifname if only is None else only.__contains__
             self.interfaces = InterfaceWatch(self._dp, wanted=wanted)
+            self.interfaces.observers.append(self._interface_attached)
             self.interfaces.start(asyncio.get_running_loop())
         if self.config.tunnel_port is not None:
             tun = self._dp.ensure_tunnel(port=self.config.tunnel_port, mtu=self.config.tunnel_mtu)
@@ -501,21 +506,44 @@ class NodeAgent:
         logger.info(f"node {view.name}: {_describe_node(after)}")
         self._replan(view.name, logger)
 
-    def _replan(self, node: str, logger: kopf.Logger) -> None:
+    def _replan(self, node: str, logger: kopf.Logger | logging.Logger) -> None:
         """Re-plan the links with endpoints on ``node`` (another node's agent status reports
         are refreshed by the next CrossConnection event)."""
+        if node != self.config.node:
+            self._replan_links(lambda xc: node in xc.nodes, f"node {node} changed", logger)
+
+    def _interface_attached(self, ifname: str, ifindex: int, when: float) -> None:
+        """A host interface appeared (``InterfaceWatch`` observer): the links with a local
+        endpoint on it are re-planned at once. That endpoint may be programmed on an
+        interface of the same name that is gone (the pod's sandbox was made again, as after
+        its node restarted), which no CrossConnection change would ever correct."""
+
+        def names_it(xc: CrossConnectionSpec) -> bool:
+            node = self.config.node
+            return any(ep.host_interface == ifname for s in Side for ep in xc.side(s).on_node(node))
+
+        self._replan_links(names_it, f"interface {ifname} appeared", logger)
+
+    def _replan_links(
+        self,
+        select: Callable[[CrossConnectionSpec], bool],
+        reason: str,
+        logger: kopf.Logger | logging.Logger,
+    ) -> None:
+        """Bring the links whose last spec ``select`` picks to that spec again (their status
+        is refreshed by the next CrossConnection event)."""
         for link, (namespace, name, xc) in sorted(self._specs.items()):
-            if node not in xc.nodes or node == self.config.node:
+            if not select(xc):
                 continue
             wanted = desired_endpoints(xc, self.config.node, self._nodes)
             try:
                 ops, outcome = self._converge(link, namespace, name, xc, wanted)
             except DataplaneError as err:
-                logger.warning(f"link {link}: cannot re-plan after node {node} changed: {err}")
+                logger.warning(f"link {link}: cannot re-plan after {reason}: {err}")
                 continue
             if ops:
                 summary = ", ".join(f"{k} {n}" for k, n in sorted(outcome.counts.items()))
-                logger.info(f"link {link}: node {node} changed: {summary or 'no change'}")
+                logger.info(f"link {link}: {reason}: {summary or 'no change'}")
             for failure in outcome.failures:
                 logger.warning(f"link {link}: {failure}")
 
@@ -614,7 +642,10 @@ class NodeAgent:
         except LinkNotFound:
             self._forget_link(link)
             return None
-        return [LinkEndpoint(ep.side, ep.ifname, ep.state, ep.id, ep.node) for ep in endpoints]
+        return [
+            LinkEndpoint(ep.side, ep.ifname, ep.state, ep.id, ep.node, _defunct(ep))
+            for ep in endpoints
+        ]
 
     def _track_drains(
         self, link: str, programmed: Sequence[LinkEndpoint] | None, now: float
@@ -887,6 +918,17 @@ def mtu_conditions(oversized: Mapping[str, int], tunnel_mtu: int) -> list[dict[s
 def _spec(ep: LinkEndpoint) -> EndpointSpec:
     """The data plane's description of an endpoint to add."""
     return EndpointSpec(ifname=ep.ifname, node=ep.node, id=ep.id)
+
+
+def _defunct(ep: Endpoint) -> bool:
+    """Whether a programmed local endpoint's interface is gone or is another one of the same
+    name now (one ioctl: every reconcile asks it of the link's local endpoints)."""
+    if ep.node or not ep.ifindex or not ep.ifname:
+        return False
+    try:
+        return socket.if_nametoindex(ep.ifname) != ep.ifindex
+    except OSError:
+        return True
 
 
 def _reach(view: NodeView | None) -> tuple[bool, str]:

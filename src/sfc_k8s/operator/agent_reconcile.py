@@ -96,6 +96,9 @@ class LinkEndpoint:
     mode: EndpointState
     id: int = 0  # stable id within the link (0: none assigned, local endpoints only)
     node: str = ""  # remote: its node's underlay IPv4 address; "" for a local endpoint
+    # Programmed local endpoints only: the interface it forwards to is gone, or was created
+    # again under the same name (a pod's new sandbox): the entry leads nowhere, re-add it.
+    defunct: bool = False
 
     @property
     def remote(self) -> bool:
@@ -210,8 +213,9 @@ def op_endpoint(op: EndpointOperation) -> LinkEndpoint:
 
 
 def _moved(have: LinkEndpoint, want: LinkEndpoint) -> bool:
-    """The programmed endpoint cannot become the desired one in place: other side or id."""
-    return have.side != want.side or bool(want.id and have.id != want.id)
+    """The programmed endpoint cannot become the desired one in place: other side or id, or
+    its interface is not the one programmed any more."""
+    return have.defunct or have.side != want.side or bool(want.id and have.id != want.id)
 
 
 def plan(
@@ -229,7 +233,8 @@ def plan(
     - an endpoint desired ``draining`` that is not programmed is not added (it must get no new
       flows and has no sessions to keep);
     - a draining endpoint desired active again is re-activated in place (sessions kept); one
-      that changes side or id is removed then added again (its sessions go);
+      that changes side or id, or whose programmed interface is ``defunct``, is removed then
+      added again (its sessions go: they led to the other side, id or interface);
     - new endpoints are added before old ones are drained or removed, so the far side of a busy
       link keeps an active endpoint during a rolling replacement;
     - when no local endpoint is left to keep, the link itself is deleted (sessions purged, pins

@@ -501,7 +501,7 @@ def test_two_node_agents_share_one_cross_connection(
         assert link not in views[0].links()
 
 
-def _send_frames(pod: Pod, frame: bytes, count: int) -> None:
+def send_frames(pod: Pod, frame: bytes, count: int) -> None:
     """Send ``frame`` ``count`` times out of the pod's eth1 (into the link, from its side)."""
 
     def opened() -> socket.socket:
@@ -547,7 +547,7 @@ def test_metrics_show_the_counts_of_a_known_number_of_packets(
 
     with running_agent(apiserver, bpffs_root, node) as agent:
         wait_programmed(api, name, node)
-        _send_frames(client, frame, 37)
+        send_frames(client, frame, 37)
         # The frames are processed in softirq after send() returns: wait for the last one.
 
         def counted() -> str | None:

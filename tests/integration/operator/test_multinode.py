@@ -33,7 +33,7 @@ for the tunnel (MTU 1450 on a 1500 underlay). Covers:
   carried by the other replicas never moved, and those of the lost replica picked another one;
   ``node start`` brings its replica back;
 - a Node deleted for good: the controller removes its agent's finalizer from the
-  CrossConnections.
+  CrossConnections (after a failover when the controller replica on that node led).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from sfc_k8s.local.layout import Layout, list_netns, pid_alive
 from sfc_k8s.local.nodes import AGENT_METRICS_PORT
 from sfc_k8s.local.traffic import EchoFlow, open_echo_flows, scrape_agent
 from sfc_k8s.operator.agent_reconcile import link_name
+from sfc_k8s.operator.settings import ControllerConfig
 
 T = TypeVar("T")
 NS = "sfc-mn"
@@ -793,5 +794,7 @@ def test_deleted_node_leaves_no_agent_finalizer(cluster: Layout) -> None:
     def released() -> bool:
         return all(finalizer not in (_xc(kube, n)["metadata"].get("finalizers") or []) for n in XCS)
 
-    wait_for("node-2's finalizer removed", released, 15)
+    # One controller replica runs on node-2: if it led, the other one resumes once the
+    # leader's last keep-alive is a peering lifetime old, then lists everything again.
+    wait_for("node-2's finalizer removed", released, ControllerConfig().peering_lifetime + 10)
     assert agent_finalizer("node-1") in _xc(kube, XCS[0])["metadata"]["finalizers"]

@@ -234,6 +234,22 @@ def test_draining_endpoint_that_moves_side_is_removed_only() -> None:
     assert plan(L, want, programmed) == [RemoveEndpoint(L, B, "sfc2")]
 
 
+def test_endpoints_on_a_defunct_interface_are_programmed_again_or_dropped() -> None:
+    """The interface an endpoint was programmed on is gone or was made again (same name, new
+    ifindex): an active one is removed and added again (on the new interface), a draining one
+    only removed (its sessions led to the old interface), and a live one is left alone."""
+    gone = [LinkEndpoint(Side.B, n, EndpointState(m), defunct=True) for n, m in (
+        ("sfc2", "active"), ("sfc3", "draining"))]  # fmt: skip
+    programmed = [ep("a", "sfc1"), *gone]
+    want = desired(ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining"))
+    assert plan(L, want, programmed) == [
+        RemoveEndpoint(L, B, "sfc2"),
+        AddEndpoint(L, B, "sfc2"),
+        RemoveEndpoint(L, B, "sfc3"),
+    ]
+    assert plan(L, want, [ep("a", "sfc1"), ep("b", "sfc2"), ep("b", "sfc3", "draining")]) == []
+
+
 def test_link_is_deleted_when_nothing_is_left_to_keep() -> None:
     programmed = [ep("a", "sfc1"), ep("b", "sfc2", "draining")]
     assert plan(L, {}, programmed) == [DeleteLink(L)]
