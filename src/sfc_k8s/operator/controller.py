@@ -104,6 +104,7 @@ STATUS_WRITERS = 4
 FLUSH_TIMEOUT = 5.0  # seconds the statuses already computed get to reach the server at exit
 
 XcEntry = StoredCrossConnection  # a CrossConnection as last seen by the index
+ORPHAN_ATTEMPTS = 3  # conflicting writes survived while removing a lost node's finalizer
 
 
 @dataclass(frozen=True)
@@ -330,29 +331,48 @@ class Controller:
 
     async def _release_orphans(self, xc: XcEntry) -> None:
         """Remove the finalizers of agents whose Node no longer exists (``orphan_finalizers``);
-        guarded by resourceVersion, so a concurrent change wins and the next event retries."""
-        if self._nodes_idx is None:
+        guarded by resourceVersion. On a conflict the object is read again and the removal
+        retried: the write that won may be the last event the object ever gets (the lost
+        node's agent never writes again), so waiting for the next one could wait for ever."""
+        for _ in range(ORPHAN_ATTEMPTS):
+            if self._nodes_idx is None:
+                return
+            nodes = [key for key in self._nodes_idx if isinstance(key, str)]
+            orphans = orphan_finalizers(xc.finalizers, nodes)
+            if not orphans:
+                return
+            where = f"{xc.namespace}/{xc.name}"
+            path = object_path(GROUP, VERSION, XC_PLURAL, xc.namespace, name=xc.name)
+            kept = [f for f in xc.finalizers if f not in orphans]
+            patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
+            try:
+                await self._client.merge_patch(path, patch)
+            except ApiError as err:
+                if err.status == 409:
+                    fresh = await self._read_xc(path)
+                    if fresh is None:
+                        return
+                    xc = fresh
+                    continue
+                if err.status != 404:
+                    log.warning(f"cannot remove finalizers {orphans} of {where}: {err}")
+                return
+            self.stats["orphan_finalizers"] += len(orphans)
+            log.info(
+                f"removed finalizer(s) {', '.join(orphans)} of CrossConnection {where}:"
+                " their nodes are gone",
+                extra={"xc": xc.name},
+            )
             return
-        nodes = [key for key in self._nodes_idx if isinstance(key, str)]
-        orphans = orphan_finalizers(xc.finalizers, nodes)
-        if not orphans:
-            return
-        namespace, name = xc.namespace, xc.name
-        path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
-        kept = [f for f in xc.finalizers if f not in orphans]
-        patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
+
+    async def _read_xc(self, path: str) -> XcEntry | None:
+        """The CrossConnection as stored now (None: gone or unreadable, logged)."""
         try:
-            await self._client.merge_patch(path, patch)
+            return XcEntry.from_body(await self._client.get(path))
         except ApiError as err:
-            if err.status not in (404, 409):
-                log.warning(f"cannot remove finalizers {orphans} of {namespace}/{name}: {err}")
-            return
-        self.stats["orphan_finalizers"] += len(orphans)
-        log.info(
-            f"removed finalizer(s) {', '.join(orphans)} of CrossConnection {namespace}/{name}:"
-            " their nodes are gone",
-            extra={"xc": name},
-        )
+            if err.status != 404:
+                log.warning(f"cannot read {path}: {err}")
+            return None
 
     async def _ensure_peering(self) -> None:
         """Create the Kopf peering object(s) if missing: without one, peering replicas wait."""
