@@ -32,7 +32,7 @@ import asyncio
 import copy
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -105,7 +105,7 @@ FLUSH_TIMEOUT = 5.0  # seconds the statuses already computed get to reach the se
 
 XcEntry = StoredCrossConnection  # a CrossConnection as last seen by the index
 ORPHAN_ATTEMPTS = 3  # conflicting writes survived while removing a lost node's finalizer
-NODE_CHECK_DELAY = 2.0  # after a Node listing starts, when the API's Nodes are read
+LISTING_CHECK_DELAY = 2.0  # after a listing starts, when its objects are read from the API
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,9 @@ class Controller:
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
         self._deleted_xc: set[ObjKey] = set()
         self._cluster_ids = ClusterIdBook()
-        self._node_check: asyncio.Task[None] | None = None
-        self._ghost_nodes: set[str] = set()  # in the index, not in the API's last list
+        self._listing_checks: dict[str, asyncio.Task[None]] = {}  # see _check_after_listing
+        self._ghost_nodes: set[str] = set()  # in the Node index, not in the API's last list
+        self._ghost_pods: set[str] = set()  # uids in the pod index of pods that are gone
         self._register()
 
     # -- Kopf wiring ---------------------------------------------------------------------------
@@ -273,8 +274,8 @@ class Controller:
         )
 
     async def _cleanup(self, **_: Any) -> None:
-        if self._node_check is not None:
-            self._node_check.cancel()
+        for task in self._listing_checks.values():
+            task.cancel()
         self._queue.close()
         await self._statuses.flush(FLUSH_TIMEOUT)  # let the statuses computed reach the server
         await self._client.close()
@@ -293,6 +294,8 @@ class Controller:
 
     async def _on_pod(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
         self._bind(kwargs)
+        if event.get("type") is None:
+            self._check_after_listing("pods", self._check_listed_pods)
         affected = self._chains_for_pod_event(_key_of(body), body, event.get("type"))
         await asyncio.gather(*(self.kick(key) for key in sorted(affected)))
 
@@ -326,33 +329,71 @@ class Controller:
 
     async def _on_node(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
         """A Node deleted: its agent will never release the CrossConnections it programmed.
-
-        Nodes listed (type None: at start, or resuming after a peering pause): Kopf's index
-        keeps the Nodes it listed before the pause, even those deleted meanwhile, and their
-        deletion event never comes; so the Nodes are read from the API once the listing is
-        through and the CrossConnections checked against them."""
+        Nodes listed (at start, or resuming after a peering pause): see ``_check_listed``."""
         self._bind(kwargs)
         kind = event.get("type")
         if kind is None:
-            if self._node_check is None or self._node_check.done():
-                self._node_check = asyncio.create_task(self._check_listed_nodes())
+            self._check_after_listing("nodes", self._check_listed_nodes)
             return
         if kind == "DELETED":
             await self._release_all_orphans()
         else:  # a Node of that name exists (again)
             self._ghost_nodes.discard(str(body.get("metadata", {}).get("name") or ""))
 
-    async def _check_listed_nodes(self) -> None:
-        await asyncio.sleep(NODE_CHECK_DELAY)  # the rest of the listing first
+    # -- objects deleted while this replica was paused -----------------------------------------
+    # Kopf's re-list after a peering pause does not drop what its indexes held from before the
+    # pause, and the deletion events of the objects deleted meanwhile never come: such "ghosts"
+    # would stay in the index for ever (a lost node's finalizer kept on every CrossConnection, a
+    # deleted pod kept as an endpoint). So once a listing of Nodes or Pods is through, what the
+    # index held before a fresh read of the API and that read lacks is set aside.
+    def _check_after_listing(self, what: str, check: Callable[[], Awaitable[None]]) -> None:
+        """Run ``check`` once the listing of ``what`` now starting is through (one at a time)."""
+        task = self._listing_checks.get(what)
+        if task is None or task.done():
+            self._listing_checks[what] = asyncio.create_task(_after(LISTING_CHECK_DELAY, check))
+
+    async def _list_now(self, what: str, path: str) -> list[dict[str, Any]] | None:
         try:
-            items = await self._client.list(object_path("", "v1", "nodes", None))
+            return await self._client.list(path)
         except ApiError as err:
-            log.warning(f"cannot list the nodes to look for deleted ones: {err}")
+            log.warning(f"cannot list the {what} to look for deleted ones: {err}")
+            return None
+
+    async def _check_listed_nodes(self) -> None:
+        # The index is read before the API: what it lacks then is certainly gone.
+        indexed = {key for key in self._nodes_idx or () if isinstance(key, str)}
+        items = await self._list_now("nodes", object_path("", "v1", "nodes", None))
+        if items is None:
             return
         names = {str((item.get("metadata") or {}).get("name") or "") for item in items} - {""}
-        if self._nodes_idx is not None:
-            self._ghost_nodes = {k for k in self._nodes_idx if isinstance(k, str)} - names
+        self._ghost_nodes = indexed - names
         await self._release_all_orphans(sorted(names))
+
+    async def _check_listed_pods(self) -> None:
+        indexed = {pod.uid: pod for pod in self._indexed_pods()}
+        listed: set[str] = set()
+        for namespace in sorted({pod.namespace for pod in indexed.values()}):
+            path = object_path("", "v1", "pods", namespace)
+            items = await self._list_now("pods", path)
+            if items is None:
+                return
+            listed.update(str((item.get("metadata") or {}).get("uid")) for item in items)
+        gone = [pod for uid, pod in indexed.items() if uid not in listed]
+        if not gone:
+            return
+        self._ghost_pods.update(pod.uid for pod in gone)
+        names = ", ".join(f"{pod.namespace}/{pod.name}" for pod in gone[:5])
+        log.info(f"{len(gone)} pod(s) deleted while this replica was paused: {names}")
+        affected: set[ChainKey] = set()
+        for pod in gone:
+            affected |= self._selections.pod_deleted(pod.key)
+        await asyncio.gather(*(self.kick(key) for key in sorted(affected)))
+
+    def _indexed_pods(self) -> list[PodInfo]:
+        if self._pods_idx is None:
+            return []
+        keys = [key for key in self._pods_idx if key[0] == "ns"]
+        return [pod for key in keys for pod in self._pods_idx.get(key, ())]
 
     async def _release_all_orphans(self, nodes: list[str] | None = None) -> None:
         if self._xcs_idx is None:
@@ -477,7 +518,7 @@ class Controller:
             else:
                 candidates = self._pods_idx.get(("ns", chain.namespace), ())
             for pod in candidates:
-                if fn.selector.matches(pod.labels):
+                if fn.selector.matches(pod.labels) and pod.uid not in self._ghost_pods:
                     found[pod.name] = pod
         return [found[name] for name in sorted(found)]
 
@@ -910,6 +951,11 @@ class _ClusterIdsInUse:
 async def _index_node(body: kopf.Body, **_: Any) -> dict[Any, str]:
     name = str(body.get("metadata", {}).get("name") or "")
     return {name: name} if name else {}
+
+
+async def _after(delay: float, call: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(delay)
+    await call()
 
 
 def _key_of(body: Mapping[str, Any]) -> ObjKey:

@@ -5,13 +5,15 @@ write) while the first follows a scaling event; when the first stops, the second
 follows the next scaling event; the objects are never duplicated. A leader in its own process
 killed with SIGKILL (no goodbye to the peering) hands over once its peering lifetime is over:
 the standby follows the next scaling event with exactly the writes it needs, creates and
-deletes nothing, and settles. A Node deleted while a replica was paused (its index still
-holds the Node it listed before, and the deletion event never reaches it): once that replica
-leads again, the Node's agent finalizer goes from the CrossConnections.
+deletes nothing, and settles. A Node and a pod deleted while a replica was paused (its
+indexes still hold what it listed before, and the deletion events never reach it): once that
+replica leads again, the Node's agent finalizer goes from the CrossConnections and the pod
+from the chain.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -19,6 +21,8 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.operator.controller import Controller
@@ -135,12 +139,15 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
             leader.wait(timeout=10)
 
 
-def test_a_node_deleted_while_paused_loses_its_finalizer_after_the_takeover(
-    cluster: Cluster, tmp_path: Path
+def test_objects_deleted_while_paused_are_gone_after_the_takeover(
+    cluster: Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A Node and a pod deleted while a replica is paused: once it leads again, the Node's
+    agent finalizer goes from the CrossConnections and the pod from the chain's endpoints."""
     lost = unique("lost")
     cluster.ensure_node(lost)
-    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+    pods = [("client-0", "client"), ("fw-0", "firewall"), ("fw-1", "firewall")]
+    for name, app in [*pods, ("server-0", "server")]:
         cluster.create_pod(name, app)
     cluster.create_chain(chain_body())
     finalizer = agent_finalizer(lost)
@@ -148,9 +155,13 @@ def test_a_node_deleted_while_paused_loses_its_finalizer_after_the_takeover(
     def held() -> list[str]:
         return [n for n, x in cluster.xcs().items() if finalizer in x["metadata"]["finalizers"]]
 
+    def firewall_pods() -> list[str]:
+        return [pod for pod, _ in endpoints(cluster.xcs()["web-client-firewall"], "b")]
+
+    caplog.set_level(logging.INFO, logger="kopf")
     first = Controller(controller_config(cluster.apiserver, cluster.ns, priority=100))
     with running(first):
-        eventually(lambda: len(cluster.xcs()) == 2)
+        eventually(lambda: firewall_pods() == ["fw-0", "fw-1"])
         for name, xc in cluster.xcs().items():  # as the lost node's agent does
             kept = xc["metadata"].get("finalizers") or []
             cluster.merge(cluster.xc_path(name), {"metadata": {"finalizers": [*kept, finalizer]}})
@@ -158,20 +169,22 @@ def test_a_node_deleted_while_paused_loses_its_finalizer_after_the_takeover(
         with (tmp_path / "leader.log").open("w") as log:
             leader = subprocess.Popen(leader_argv(cluster), stdout=log, stderr=subprocess.STDOUT)
         try:
-            eventually(lambda: len(cluster.peers()) == 2, timeout=30)
-            # The first replica has paused: a new replica pod is the leader's work alone.
+            eventually(lambda: "Pausing operations in favour of" in caplog.text, timeout=30)
+            # The first replica has paused (its indexes hold the lost Node and fw-1): a new
+            # replica pod is the leader's work alone.
             reconciles = first.stats["reconcile"]
-            cluster.create_pod("fw-1", "firewall")
-            eventually(lambda: len(endpoints(cluster.xcs()["web-client-firewall"], "b")) == 2)
+            cluster.create_pod("fw-2", "firewall")
+            eventually(lambda: firewall_pods() == ["fw-0", "fw-1", "fw-2"])
             time.sleep(0.5)
             assert first.stats["reconcile"] == reconciles, first.stats
 
             leader.send_signal(signal.SIGKILL)
             assert leader.wait(timeout=10) == -signal.SIGKILL
             cluster.request("DELETE", f"/api/v1/nodes/{lost}")
-            # Paused until the dead leader's lifetime (5 s) is over, then the first replica
-            # re-lists, with the lost Node still in its index.
-            eventually(lambda: held() == [], timeout=30)
+            cluster.delete_pod("fw-1", grace=0)
+            # Paused until the dead leader's lifetime (5 s) is over; then the first replica
+            # re-lists, its indexes still holding both.
+            eventually(lambda: held() == [] and firewall_pods() == ["fw-0", "fw-2"], timeout=30)
         finally:
             if leader.poll() is None:
                 leader.kill()
