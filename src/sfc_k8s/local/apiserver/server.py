@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 0.1  # seconds a stop grants to requests still in progress
+CLOSE_ITERATIONS = 3  # loop turns given to transports aborted by the stop (see _close)
 CLUSTER_NAME = kubeconfig.CLUSTER_NAME
 ADMIN_USER = "kubernetes-admin"  # the admin client certificate's CN (pki.py)
 PRELOADED_CRDS = ("network-attachment-definitions.yaml", "kopf-peerings.yaml")
@@ -208,6 +209,12 @@ class APIServer:
             _, stuck = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
             for task in stuck:  # never happens unless a task swallows its cancellation
                 logger.error("task %r did not end when the server stopped", task.get_name())
+        # A connection cancelled in the middle of its TLS handshake (a request proxied to an
+        # aggregated API when the stop came) is aborted, and its socket closed, by a callback
+        # of the next loop iterations: run them before the loop is closed, or the socket is
+        # left to the garbage collector (an "unclosed transport" ResourceWarning).
+        for _ in range(CLOSE_ITERATIONS):
+            await asyncio.sleep(0)
 
     async def serve_async(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop()` (or cancellation); `ready` is called once listening."""
