@@ -54,9 +54,7 @@ def test_statuses_equal_each_links_status(t: Topology) -> None:
     assert statuses == {link: t.h.dp.status(link) for link in t.h.dp.links()}
 
 
-def test_endpoints_without_counters_read_none(
-    t: Topology, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_endpoints_without_counters_read_none(t: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     traffic(t)
     full = t.h.dp.endpoints("main")
 
