@@ -62,7 +62,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,7 @@ class _Outcome:
     failures: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     endpoints: list[LinkEndpoint] | None = None  # the link's endpoints afterwards (None: no link)
+    replaced: set[str] = field(default_factory=set)  # programmed on interfaces that went
 
     def count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -403,7 +404,7 @@ class NodeAgent:
             ) from err
         after = outcome.endpoints
         programmed = None if after is None else sum(not ep.remote for ep in after)
-        absent, pending = await self._missing(namespace, xc, outcome.waiting)
+        absent, pending = await self._missing(namespace, xc, outcome.waiting, outcome.replaced)
         problem = "; ".join([*outcome.failures, *absent])
         waiting = _waiting_message(pending)
         message = "; ".join(m for m in (problem, waiting) if m)
@@ -454,6 +455,7 @@ class NodeAgent:
             link, desired, current, cluster_id=xc.cluster_id, programmed_cluster_id=known_cid
         )
         outcome = self._apply(ops, namespace, name, current)
+        outcome.replaced = {ep.ifname for ep in current or () if ep.defunct}
         self._track_drains(link, outcome.endpoints, time.monotonic())
         if outcome.endpoints is None:
             self._specs.pop(link, None)
@@ -596,10 +598,16 @@ class NodeAgent:
             logger.warning(f"cannot publish tunnel address {address} on node: {err}")
 
     async def _missing(
-        self, namespace: str, xc: CrossConnectionSpec, waiting: Sequence[str]
+        self,
+        namespace: str,
+        xc: CrossConnectionSpec,
+        waiting: Sequence[str],
+        coming: Collection[str] = (),
     ) -> tuple[list[str], list[str]]:
         """Sort the host interfaces that do not exist into those the pod will never have (a
-        message each, naming the pod and its interface) and those still awaited (described)."""
+        message each, naming the pod and its interface) and those still awaited (described).
+        ``coming``: interfaces that were here and went (a sandbox being made again): awaited,
+        whatever the pod's network-status (which still describes the old sandbox) says."""
         if not waiting:
             return [], []
         by_host = {
@@ -614,14 +622,15 @@ class NodeAgent:
             if ep is None:
                 pending.append(ifname)
                 continue
-            if ep.pod not in pods:
-                pods[ep.pod] = await self._read_pod(namespace, ep.pod)
-            grace = self.config.interface_grace
-            problem = absent_interface(ep, namespace, pods[ep.pod], now=now, grace=grace)
-            if problem:
-                absent.append(problem)
-            else:
-                pending.append(f"{ep.interface} of {namespace}/{ep.pod} ({ifname})")
+            if ifname not in coming:
+                if ep.pod not in pods:
+                    pods[ep.pod] = await self._read_pod(namespace, ep.pod)
+                grace = self.config.interface_grace
+                problem = absent_interface(ep, namespace, pods[ep.pod], now=now, grace=grace)
+                if problem:
+                    absent.append(problem)
+                    continue
+            pending.append(f"{ep.interface} of {namespace}/{ep.pod} ({ifname})")
         return absent, pending
 
     async def _read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:

@@ -104,6 +104,8 @@ STATUS_WRITERS = 4
 FLUSH_TIMEOUT = 5.0  # seconds the statuses already computed get to reach the server at exit
 
 XcEntry = StoredCrossConnection  # a CrossConnection as last seen by the index
+ORPHAN_ATTEMPTS = 3  # conflicting writes survived while removing a lost node's finalizer
+NODE_CHECK_DELAY = 2.0  # after a Node listing starts, when the API's Nodes are read
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class Controller:
         self._written_xc: dict[ObjKey, Mapping[str, Any]] = {}
         self._deleted_xc: set[ObjKey] = set()
         self._cluster_ids = ClusterIdBook()
+        self._node_check: asyncio.Task[None] | None = None
+        self._ghost_nodes: set[str] = set()  # in the index, not in the API's last list
         self._register()
 
     # -- Kopf wiring ---------------------------------------------------------------------------
@@ -269,6 +273,8 @@ class Controller:
         )
 
     async def _cleanup(self, **_: Any) -> None:
+        if self._node_check is not None:
+            self._node_check.cancel()
         self._queue.close()
         await self._statuses.flush(FLUSH_TIMEOUT)  # let the statuses computed reach the server
         await self._client.close()
@@ -319,40 +325,89 @@ class Controller:
             await self.kick((namespace, chain))
 
     async def _on_node(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
-        """A Node deleted: its agent will never release the CrossConnections it programmed."""
+        """A Node deleted: its agent will never release the CrossConnections it programmed.
+
+        Nodes listed (type None: at start, or resuming after a peering pause): Kopf's index
+        keeps the Nodes it listed before the pause, even those deleted meanwhile, and their
+        deletion event never comes; so the Nodes are read from the API once the listing is
+        through and the CrossConnections checked against them."""
         self._bind(kwargs)
-        if event.get("type") != "DELETED" or self._xcs_idx is None:
+        kind = event.get("type")
+        if kind is None:
+            if self._node_check is None or self._node_check.done():
+                self._node_check = asyncio.create_task(self._check_listed_nodes())
+            return
+        if kind == "DELETED":
+            await self._release_all_orphans()
+        else:  # a Node of that name exists (again)
+            self._ghost_nodes.discard(str(body.get("metadata", {}).get("name") or ""))
+
+    async def _check_listed_nodes(self) -> None:
+        await asyncio.sleep(NODE_CHECK_DELAY)  # the rest of the listing first
+        try:
+            items = await self._client.list(object_path("", "v1", "nodes", None))
+        except ApiError as err:
+            log.warning(f"cannot list the nodes to look for deleted ones: {err}")
+            return
+        names = {str((item.get("metadata") or {}).get("name") or "") for item in items} - {""}
+        if self._nodes_idx is not None:
+            self._ghost_nodes = {k for k in self._nodes_idx if isinstance(k, str)} - names
+        await self._release_all_orphans(sorted(names))
+
+    async def _release_all_orphans(self, nodes: list[str] | None = None) -> None:
+        if self._xcs_idx is None:
             return
         for key in list(self._xcs_idx):
             if key[0] == "name":
                 for xc in list(self._xcs_idx.get(key, ())):
-                    await self._release_orphans(xc)
+                    await self._release_orphans(xc, nodes)
 
-    async def _release_orphans(self, xc: XcEntry) -> None:
-        """Remove the finalizers of agents whose Node no longer exists (``orphan_finalizers``);
-        guarded by resourceVersion, so a concurrent change wins and the next event retries."""
-        if self._nodes_idx is None:
+    async def _release_orphans(self, xc: XcEntry, nodes: list[str] | None = None) -> None:
+        """Remove the finalizers of agents whose Node no longer exists (``orphan_finalizers``
+        against ``nodes``, by default the index's); guarded by resourceVersion. On a conflict
+        the object is read again and the removal retried: the write that won may be the last
+        event the object ever gets (the lost node's agent never writes again)."""
+        if nodes is None:
+            if self._nodes_idx is None:
+                return
+            ghosts = self._ghost_nodes
+            nodes = [k for k in self._nodes_idx if isinstance(k, str) and k not in ghosts]
+        for _ in range(ORPHAN_ATTEMPTS):
+            orphans = orphan_finalizers(xc.finalizers, nodes)
+            if not orphans:
+                return
+            where = f"{xc.namespace}/{xc.name}"
+            path = object_path(GROUP, VERSION, XC_PLURAL, xc.namespace, name=xc.name)
+            kept = [f for f in xc.finalizers if f not in orphans]
+            patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
+            try:
+                await self._client.merge_patch(path, patch)
+            except ApiError as err:
+                if err.status == 409:
+                    fresh = await self._read_xc(path)
+                    if fresh is None:
+                        return
+                    xc = fresh
+                    continue
+                if err.status != 404:
+                    log.warning(f"cannot remove finalizers {orphans} of {where}: {err}")
+                return
+            self.stats["orphan_finalizers"] += len(orphans)
+            log.info(
+                f"removed finalizer(s) {', '.join(orphans)} of CrossConnection {where}:"
+                " their nodes are gone",
+                extra={"xc": xc.name},
+            )
             return
-        nodes = [key for key in self._nodes_idx if isinstance(key, str)]
-        orphans = orphan_finalizers(xc.finalizers, nodes)
-        if not orphans:
-            return
-        namespace, name = xc.namespace, xc.name
-        path = object_path(GROUP, VERSION, XC_PLURAL, namespace, name=name)
-        kept = [f for f in xc.finalizers if f not in orphans]
-        patch = {"metadata": {"finalizers": kept, "resourceVersion": xc.resource_version}}
+
+    async def _read_xc(self, path: str) -> XcEntry | None:
+        """The CrossConnection as stored now (None: gone or unreadable, logged)."""
         try:
-            await self._client.merge_patch(path, patch)
+            return XcEntry.from_body(await self._client.get(path))
         except ApiError as err:
-            if err.status not in (404, 409):
-                log.warning(f"cannot remove finalizers {orphans} of {namespace}/{name}: {err}")
-            return
-        self.stats["orphan_finalizers"] += len(orphans)
-        log.info(
-            f"removed finalizer(s) {', '.join(orphans)} of CrossConnection {namespace}/{name}:"
-            " their nodes are gone",
-            extra={"xc": name},
-        )
+            if err.status != 404:
+                log.warning(f"cannot read {path}: {err}")
+            return None
 
     async def _ensure_peering(self) -> None:
         """Create the Kopf peering object(s) if missing: without one, peering replicas wait."""

@@ -73,7 +73,9 @@ class APIServerProcess:
             if self.process.poll() is not None:
                 self.process = None
                 raise AssertionError(f"the API server exited: {self.log()}")
-            assert time.monotonic() < deadline, f"the API server did not start: {self.log()}"
+            if time.monotonic() > deadline:
+                self.kill()  # not left running after the test
+                raise AssertionError(f"the API server did not start: {self.log()}")
             time.sleep(0.05)
 
     def _serving(self) -> bool:
@@ -124,8 +126,8 @@ class APIServerProcess:
 def apiserver_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[APIServerProcess]:
     """A started API server process on a database in a fresh directory; killed at the end."""
     server = APIServerProcess(tmp_path_factory.mktemp("apiserver-db"), history=50)
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.kill()

@@ -64,7 +64,7 @@ def _runtime_network_status(*ifnames: str) -> str:
     )
 
 
-def _running_pod(api: Api, janitor: Janitor, name: str, node: str, *ifnames: str) -> str:
+def running_pod(api: Api, janitor: Janitor, name: str, node: str, *ifnames: str) -> str:
     """A Pod object that went through CNI ADD on ``ifnames`` and is Running and Ready; its UID."""
     path = f"/api/v1/namespaces/{NAMESPACE}/pods"
     body = {
@@ -126,7 +126,7 @@ def test_missing_interfaces_are_named_and_retried_rarely_or_with_back_off(
         other = make_pod(janitor, "client")
         plug(janitor, other)
         fw = unique("fw", 20)
-        uid = _running_pod(api, janitor, fw, node, "eth1", "eth2")
+        uid = running_pod(api, janitor, fw, node, "eth1", "eth2")
         eth3 = {
             "pod": fw,
             "podUID": uid,

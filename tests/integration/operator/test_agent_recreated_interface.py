@@ -11,7 +11,11 @@ local API server, with real veths and a private bpffs root. Covers:
   xc's generation never moved;
 - re-created while the agent was down: its resume pass finds the endpoint programmed on the
   old ifindex (``LinkEndpoint.defunct``) and programs it on the new one;
-- in both, a frame sent from the client pod arrives on the firewall pod's new interface.
+- in both, a frame sent from the client pod arrives on the firewall pod's new interface;
+- gone when the agent starts, with the pod's network-status (from its old sandbox) saying it
+  was attached: reported as awaited, not as an interface the pod will never have, so the
+  node is ready again soon after the interface is back (a short back-off, not the long
+  re-check of interfaces that never come).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from typing import Any
 from sfc_k8s.dataplane import Dataplane
 from sfc_k8s.operator.agent_reconcile import link_name
 from tests.fixtures import frames as f
+from tests.integration.operator.test_agent_missing_interface import running_pod
 from tests.integration.operator.test_agent_programming import (
     NAMESPACE,
     Api,
     Pod,
     make_pod,
+    node_report,
     plug,
     running_agent,
     send_frames,
@@ -74,14 +80,20 @@ def test_endpoint_follows_its_interface_made_again_under_the_same_name(
     apiserver: Any, api: Api, janitor: Janitor, bpffs_root: str, dataplane: Dataplane
 ) -> None:
     node = unique("node")
-    client, fw = make_pod(janitor, "client"), make_pod(janitor, "fw")
+    client = make_pod(janitor, "client")
+    fw_name = unique("fw", 20)  # a Pod object whose network-status says eth1 is attached
+    fw = Pod(fw_name, running_pod(api, janitor, fw_name, node, "eth1"), janitor.netns("sfcta"))
     for pod in (client, fw):
         plug(janitor, pod)
     name = unique("xc-recreate", 30)
     link = link_name(NAMESPACE, name)
     janitor.add(lambda: api.force_delete_xc(name))
     api.create_xc(name, [client.endpoint(node)], [fw.endpoint(node)])
-    watch = {"attach_interfaces": True, "attach_only": frozenset({client.host, fw.host})}
+    watch = {
+        "attach_interfaces": True,
+        "attach_only": frozenset({client.host, fw.host}),
+        "max_retry_delay": 120.0,  # the re-check of an interface that never comes
+    }
 
     with running_agent(apiserver, bpffs_root, node, **watch):
         wait_programmed(api, name, node)
@@ -104,3 +116,15 @@ def test_endpoint_follows_its_interface_made_again_under_the_same_name(
             lambda: _ifindex_of(dataplane, link, fw.host) == new,
         )
         wait_for("frames reaching the new interface", lambda: _frames_reach(client, fw), 5)
+
+    run("ip", "link", "del", fw.host)  # the sandbox is being made again when the agent starts
+    with running_agent(apiserver, bpffs_root, node, **watch):
+        report = wait_for(
+            "the interface reported as awaited",
+            lambda: (r := node_report(api, name, node)) and fw.host in r.get("waiting", "") and r,
+        )
+        assert report["message"] == "" and report["ready"] is False
+        plug(janitor, fw)
+        new = socket.if_nametoindex(fw.host)
+        wait_for("ready again", lambda: (r := node_report(api, name, node)) and r["ready"])
+        assert _ifindex_of(dataplane, link, fw.host) == new

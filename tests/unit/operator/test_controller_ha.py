@@ -5,7 +5,9 @@ write) while the first follows a scaling event; when the first stops, the second
 follows the next scaling event; the objects are never duplicated. A leader in its own process
 killed with SIGKILL (no goodbye to the peering) hands over once its peering lifetime is over:
 the standby follows the next scaling event with exactly the writes it needs, creates and
-deletes nothing, and settles.
+deletes nothing, and settles. A Node deleted while a replica was paused (its index still
+holds the Node it listed before, and the deletion event never reaches it): once that replica
+leads again, the Node's agent finalizer goes from the CrossConnections.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from sfc_k8s.api.nodes import agent_finalizer
 from sfc_k8s.operator.controller import Controller
 from tests.fixtures.controller import (
     PEERING,
@@ -28,6 +31,16 @@ from tests.fixtures.controller import (
     eventually,
     running,
 )
+from tests.nettools import unique
+
+
+def leader_argv(cluster: Cluster) -> list[str]:
+    """A controller in its own process, so that it can die without a word (no peering
+    goodbye), leading over the in-process ones (priority 100)."""
+    return [sys.executable, "-m", "sfc_k8s.cli", "controller",
+            "--kubeconfig", str(cluster.apiserver.kubeconfig), "--namespace", cluster.ns,
+            "--peering", PEERING, "--priority", "200", "--peering-lifetime", "5",
+            "--log-format", "plain"]  # fmt: skip
 
 
 def writes(controller: Controller) -> int:
@@ -82,13 +95,8 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
     def firewall_status() -> dict[str, int]:
         return dict(cluster.chain("web")["status"]["functions"]["firewall"])
 
-    # The leader in its own process, so that it can die without a word (no peering goodbye).
-    argv = [sys.executable, "-m", "sfc_k8s.cli", "controller",
-            "--kubeconfig", str(cluster.apiserver.kubeconfig), "--namespace", cluster.ns,
-            "--peering", PEERING, "--priority", "200", "--peering-lifetime", "5",
-            "--log-format", "plain"]  # fmt: skip
     with (tmp_path / "leader.log").open("w") as log:
-        leader = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        leader = subprocess.Popen(leader_argv(cluster), stdout=log, stderr=subprocess.STDOUT)
     try:
         eventually(lambda: firewall_pods() == ["fw-0"], timeout=30)
         standby = Controller(controller_config(cluster.apiserver, cluster.ns, priority=100))
@@ -125,3 +133,46 @@ def test_a_leader_killed_with_sigkill_hands_over_without_duplicate_writes(
         if leader.poll() is None:
             leader.kill()
             leader.wait(timeout=10)
+
+
+def test_a_node_deleted_while_paused_loses_its_finalizer_after_the_takeover(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    lost = unique("lost")
+    cluster.ensure_node(lost)
+    for name, app in [("client-0", "client"), ("fw-0", "firewall"), ("server-0", "server")]:
+        cluster.create_pod(name, app)
+    cluster.create_chain(chain_body())
+    finalizer = agent_finalizer(lost)
+
+    def held() -> list[str]:
+        return [n for n, x in cluster.xcs().items() if finalizer in x["metadata"]["finalizers"]]
+
+    first = Controller(controller_config(cluster.apiserver, cluster.ns, priority=100))
+    with running(first):
+        eventually(lambda: len(cluster.xcs()) == 2)
+        for name, xc in cluster.xcs().items():  # as the lost node's agent does
+            kept = xc["metadata"].get("finalizers") or []
+            cluster.merge(cluster.xc_path(name), {"metadata": {"finalizers": [*kept, finalizer]}})
+        assert len(held()) == 2
+        with (tmp_path / "leader.log").open("w") as log:
+            leader = subprocess.Popen(leader_argv(cluster), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            eventually(lambda: len(cluster.peers()) == 2, timeout=30)
+            # The first replica has paused: a new replica pod is the leader's work alone.
+            reconciles = first.stats["reconcile"]
+            cluster.create_pod("fw-1", "firewall")
+            eventually(lambda: len(endpoints(cluster.xcs()["web-client-firewall"], "b")) == 2)
+            time.sleep(0.5)
+            assert first.stats["reconcile"] == reconciles, first.stats
+
+            leader.send_signal(signal.SIGKILL)
+            assert leader.wait(timeout=10) == -signal.SIGKILL
+            cluster.request("DELETE", f"/api/v1/nodes/{lost}")
+            # Paused until the dead leader's lifetime (5 s) is over, then the first replica
+            # re-lists, with the lost Node still in its index.
+            eventually(lambda: held() == [], timeout=30)
+        finally:
+            if leader.poll() is None:
+                leader.kill()
+                leader.wait(timeout=10)
