@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import os
@@ -23,7 +24,7 @@ import socket
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,7 @@ from sfc_k8s.dataplane import _libbpf as bpf
 from sfc_k8s.dataplane import loader, maglev, maps, structs, tunnel
 from sfc_k8s.dataplane import upgrade as upgrade_
 from sfc_k8s.dataplane.errors import (
+    BpfError,
     CapacityError,
     DataplaneError,
     EndpointExists,
@@ -137,6 +139,11 @@ def _node_address(node: str) -> bytes:
 def _display(e: EndpointEntry) -> str:
     """An endpoint as people see it: its interface, or ``#ID@NODE`` when remote."""
     return f"#{e.id}@{e.node_address}" if e.remote else e.ifname.decode()
+
+
+def _no_counters(_slot: int) -> None:
+    """The counter reader of a read that does not want counters (they stay zero)."""
+    return None
 
 
 def _check_id(what: str, value: int, top: int) -> None:
@@ -281,7 +288,14 @@ class Dataplane:
         """The link's node-local and cluster-wide ids."""
         if not _LINK_NAME.match(name) or not os.path.exists(self.pins.link_info(name)):
             raise LinkNotFound(f"no link named {name!r} under {self.root!r}")
-        fd = bpf.obj_get(self.pins.link_info(name))
+        try:
+            fd = bpf.obj_get(self.pins.link_info(name))
+        except BpfError as err:
+            # Deleted between the check above and the open (another thread or process
+            # deleting the link while this one reads): the link is gone, not broken.
+            if err.errno == errno.ENOENT:
+                raise LinkNotFound(f"no link named {name!r} under {self.root!r}") from err
+            raise
         try:
             info = maps.lookup(fd, ctypes.c_uint32(0), LinkInfoValue)
         finally:
@@ -371,6 +385,44 @@ class Dataplane:
             tx_bytes=sum(c.tx_bytes for c in per_cpu),
         )
 
+    def _counters_of(self, slots: set[int]) -> dict[int, EndpointCounters]:
+        """The counters of ``slots``, summed over CPUs, in one batch walk of the per-CPU
+        counters array (a few calls for all its slots) instead of a lookup per slot: the cost
+        no longer follows the endpoints read, which for a scrape or a traffic sample is every
+        endpoint of the node."""
+        sums = maps.percpu_array_sums(self._map(structs.MAP_EP_COUNTERS), structs.EpCounters, slots)
+        return {slot: EndpointCounters(*fields) for slot, fields in sums.items()}
+
+    def _local_entries(self) -> dict[int, EndpointEntry]:
+        """Every local endpoint of the node by slot, in one batch walk of the endpoint array
+        (the free slots and remote endpoints filtered on raw words, no object per entry)."""
+        size = ctypes.sizeof(EndpointEntry)
+        gen_word = EndpointEntry.gen.offset // 4
+        node_word = EndpointEntry.node.offset // 4
+        stride = size // 4
+        result: dict[int, EndpointEntry] = {}
+        for keys, values in maps.walk_raw(self._map(structs.MAP_ENDPOINTS), 4, size):
+            slots = keys.cast("I")
+            words = values.cast("I")
+            gens, nodes = words[gen_word::stride], words[node_word::stride]
+            for i in (i for i, (g, n) in enumerate(zip(gens, nodes, strict=True)) if g and not n):
+                result[slots[i]] = EndpointEntry.from_buffer_copy(values, i * size)
+        return result
+
+    def local_counters(self) -> dict[str, EndpointCounters]:
+        """The counters of every local endpoint of the node by host interface (an interface
+        is an endpoint of one link at most), in two batch walks whatever the number of links:
+        what the agent's traffic sampler reads every second.
+
+        Safe in a worker thread while another thread changes links, like
+        ``endpoint_sessions``: node-wide maps only, no lock, each entry consistent; an
+        endpoint added or removed meanwhile may be missing or still counted."""
+        entries = self._local_entries()
+        counters = self._counters_of(set(entries))
+        return {
+            e.ifname.decode(): counters.get(slot, EndpointCounters()) for slot, e in entries.items()
+        }
+
     def _sessions_raw(self, link_id: int) -> Iterator[tuple[FlowKey, SessionValue]]:
         for key4, value in maps.walk(self._map(structs.MAP_SESSIONS4), FlowKey4, SessionValue):
             if key4.link_id == link_id:
@@ -383,41 +435,65 @@ class Dataplane:
         return self._status(link, self._link_info(link), None)
 
     def statuses(self) -> list[LinkStatus]:
-        """The status of every link, reading the session table and the endpoints once for all
-        of them."""
+        """The status of every link, reading the session table, the endpoints and their
+        counters once for all of them. A link deleted meanwhile (by another thread: the
+        agent renders its metrics in a worker thread) is left out."""
         counts = self._session_counts()
-        infos = {name: self._link_info(name) for name in self.links()}
+        infos = {}
+        for name in self.links():
+            with contextlib.suppress(LinkNotFound):
+                infos[name] = self._link_info(name)
         grouped = self._endpoints_of({int(i.link_id) for i in infos.values()})
+        batch = self._counters_of({slot for slots in grouped.values() for slot in slots})
         return [
-            self._status(name, info, counts, grouped.get(int(info.link_id), {}))
+            self._status(name, info, counts, grouped.get(int(info.link_id), {}), counters=batch.get)
             for name, info in infos.items()
         ]
 
-    def endpoints_of(self, links: Sequence[str]) -> dict[str, list[Endpoint]]:
+    def endpoints_of(
+        self, links: Sequence[str], *, counters: bool = True
+    ) -> dict[str, list[Endpoint]]:
         """``endpoints`` of several links in one read of the endpoint index (a link that does
-        not exist is left out): what the agent's traffic sampler reads every second."""
+        not exist is left out)."""
         ids: dict[int, str] = {}
         for name in links:
             with contextlib.suppress(LinkNotFound):
                 ids[self._link_id(name)] = name
         grouped = self._endpoints_of(set(ids))
-        return {name: self._endpoint_list(lid, grouped.get(lid, {})) for lid, name in ids.items()}
+        read = self._counter_reader(counters)
+        return {
+            name: self._endpoint_list(lid, grouped.get(lid, {}), read) for lid, name in ids.items()
+        }
 
-    def endpoints(self, link: str) -> list[Endpoint]:
+    def endpoints(self, link: str, *, counters: bool = True) -> list[Endpoint]:
         """The link's endpoints (sorted by side and name) with their counters, without
         reading the session table: ``status`` counts the link's sessions by walking the whole
-        node-wide table, which a reconcile loop that only needs the endpoints should not pay."""
+        node-wide table, which a reconcile loop that only needs the endpoints should not pay.
+        ``counters=False`` leaves the counters at zero and saves a per-CPU lookup per
+        endpoint: what a reconcile, which plans from states and names only, asks for."""
         link_id = self._link_id(link)
-        return self._endpoint_list(link_id, self._endpoints(link_id))
+        return self._endpoint_list(
+            link_id, self._endpoints(link_id), self._counter_reader(counters)
+        )
 
-    def _endpoint_list(self, link_id: int, slots: dict[int, EndpointEntry]) -> list[Endpoint]:
+    def _counter_reader(self, counters: bool) -> Callable[[int], EndpointCounters | None]:
+        return self._counters if counters else _no_counters
+
+    def _endpoint_list(
+        self,
+        link_id: int,
+        slots: dict[int, EndpointEntry],
+        counters: Callable[[int], EndpointCounters | None] | None = None,
+    ) -> list[Endpoint]:
+        """The endpoints of ``slots``, each with ``counters(slot)`` (zero when None)."""
+        read = counters or self._counters
         endpoints = [
             Endpoint(
                 side=Side.from_index(e.side),
                 ifname=e.ifname.decode(),
                 ifindex=e.ifindex,
                 state=_state(e.state),
-                counters=self._counters(slot),
+                counters=read(slot) or EndpointCounters(),
                 id=e.id,
                 node=e.node_address,
             )
@@ -433,11 +509,13 @@ class Dataplane:
         info: LinkInfoValue,
         counts: Counter[int] | None,
         slots: dict[int, EndpointEntry] | None = None,
+        *,
+        counters: Callable[[int], EndpointCounters | None] | None = None,
     ) -> LinkStatus:
         link_id = int(info.link_id)
         if slots is None:
             slots = self._endpoints(link_id)
-        endpoints = self._endpoint_list(link_id, slots)
+        endpoints = self._endpoint_list(link_id, slots, counters)
         per_cpu = maps.percpu(
             self._map(structs.MAP_LINK_STATS), ctypes.c_uint32(link_id), structs.LinkStats
         )

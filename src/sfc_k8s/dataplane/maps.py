@@ -9,7 +9,7 @@ from __future__ import annotations
 import array
 import ctypes
 import mmap
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from typing import TypeVar, cast
 
 from sfc_k8s.dataplane import _libbpf as bpf
@@ -111,6 +111,27 @@ def percpu(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]
     if not bpf.map_lookup(fd, key, buf):
         return None
     return [cast(V, value_type.from_buffer_copy(buf.raw, i * stride)) for i in range(ncpus)]
+
+
+def percpu_array_sums(
+    fd: int, value_type: type[ctypes.Structure], wanted: Container[int]
+) -> dict[int, list[int]]:
+    """For each index of a per-CPU array in ``wanted``, its value's fields summed over CPUs,
+    read in batches (a few calls for the whole array, not one per index). ``value_type``
+    must be made of 64-bit unsigned fields only (counters)."""
+    ncpus = bpf.num_possible_cpus()
+    words = _percpu_stride(ctypes.sizeof(value_type)) // 8  # u64 words per CPU's value
+    fields = ctypes.sizeof(value_type) // 8
+    result: dict[int, list[int]] = {}
+    for keys, values in walk_raw(fd, 4, words * 8 * ncpus):
+        indexes = keys.cast("I")
+        counts = values.cast("Q")
+        for i in (i for i, index in enumerate(indexes) if index in wanted):
+            base = i * ncpus * words
+            result[indexes[i]] = [
+                sum(counts[base + cpu * words + f] for cpu in range(ncpus)) for f in range(fields)
+            ]
+    return result
 
 
 def percpu_set_zero(fd: int, key: ctypes.Structure | ctypes.c_uint32, value_type: type[V]) -> None:

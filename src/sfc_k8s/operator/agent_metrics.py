@@ -8,8 +8,12 @@ Two kinds of metrics:
 - the agent's own work: a reconcile latency histogram, reconcile errors by reason and data-plane
   operations by kind, updated by the handlers in ``sfc_k8s.operator.agent``.
 
-The HTTP endpoint runs on the agent's event loop (aiohttp), so a scrape never reads the data
-plane concurrently with a handler changing it. The same server answers the kubelet's probes:
+The HTTP endpoint is served by the agent's event loop (aiohttp), but a scrape is rendered in a
+worker thread: reading every link's endpoints, counters and sessions takes tens to hundreds of
+milliseconds with a thousand links, and on the loop it delayed every reconcile queued behind
+it. The data plane's reads are safe next to the loop's writes (``Dataplane.statuses``: no
+lock, each map entry consistent, a link deleted meanwhile left out), and prometheus-client's
+metric objects lock their own updates. The same server answers the kubelet's probes:
 ``/healthz`` (liveness: the event loop answers) and ``/readyz`` (readiness: the agent's own
 verdict, 503 with the reason until it is ready), and ``/traffic/pods`` (each pod's traffic
 rates, ``sfc_k8s.operator.agent_traffic``). Each agent has its own ``CollectorRegistry``:
@@ -18,14 +22,15 @@ several agents in one process (tests, benchmarks) never share series.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from sfc_k8s.dataplane import Endpoint, LinkStatus
@@ -152,7 +157,24 @@ class AgentMetrics:
         )
         self.registry.register(DataplaneCollector(source))
         self._runner: web.AppRunner | None = None
+        self._rendering: set[asyncio.Future[bytes]] = set()  # scrapes in worker threads
         self.port: int | None = None
+
+    async def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry in the format ``accept`` asks for, and its content type, rendered in
+        a worker thread (the loop goes on meanwhile); ``stop`` waits for it."""
+        encoder, content_type = choose_encoder(accept)
+        rendering = asyncio.ensure_future(asyncio.to_thread(encoder, self.registry))
+        self._rendering.add(rendering)
+        rendering.add_done_callback(self._rendering.discard)
+        # Shielded: a client hanging up cancels its wait, not the thread's work.
+        return await asyncio.shield(rendering), content_type
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        output, content_type = await self.render(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        response = web.Response(body=output, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
 
     async def start(
         self, host: str, port: int, *, not_ready: Callable[[], str | None] = lambda: None
@@ -173,7 +195,7 @@ class AgentMetrics:
             return web.Response(status=503, text=f"not ready: {reason}\n")
 
         app = web.Application()
-        app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
         if self._add_routes is not None:
@@ -190,6 +212,10 @@ class AgentMetrics:
         return self.port
 
     async def stop(self) -> None:
+        """Stop serving and wait for the scrapes being rendered: the caller closes the data
+        plane's file descriptors next, which their threads must not be reading."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._rendering:
+            await asyncio.gather(*self._rendering, return_exceptions=True)
