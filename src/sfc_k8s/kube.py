@@ -264,6 +264,15 @@ def object_path(
     return path
 
 
+def connector(**options: Any) -> aiohttp.TCPConnector:
+    """A TCP connector whose TLS connections never outlive it. Before Python 3.12.8 asyncio
+    keeps a TLS connection closed in the middle of a request (a cancelled request) open until
+    its peer answers the TLS shutdown, which some never do: aiohttp aborts those when asked
+    to (``enable_cleanup_closed``, which it ignores, with a warning, where it is not needed)."""
+    cleanup = bool(getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False))
+    return aiohttp.TCPConnector(enable_cleanup_closed=cleanup, **options)
+
+
 class KubeClient:
     """One aiohttp session to the API server, JSON in and out; open and close in one loop."""
 
@@ -302,9 +311,7 @@ class KubeClient:
         context = ssl_context(self.conn)
         self._session = aiohttp.ClientSession(
             headers=headers,
-            connector=aiohttp.TCPConnector(
-                ssl=context if context is not None else True, limit=self._pool
-            ),
+            connector=connector(ssl=context if context is not None else True, limit=self._pool),
             # No total timeout: a request waiting for a free pooled connection is not failing.
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self._timeout, sock_read=self._timeout

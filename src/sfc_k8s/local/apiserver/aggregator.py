@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from sfc_k8s.kube import connector
 from sfc_k8s.local.apiserver.errors import StatusError
 from sfc_k8s.local.apiserver.store import Store
 
@@ -130,7 +131,7 @@ class Aggregator:
         backend = self.backend(apiservice)
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)
+                connector=connector(), timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)
             )
         headers = {
             k: v
