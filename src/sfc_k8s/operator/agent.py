@@ -62,7 +62,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -542,31 +542,26 @@ class NodeAgent:
         """Re-plan the links with endpoints on ``node`` (another node's agent status reports
         are refreshed by the next CrossConnection event)."""
         if node != self.config.node:
-            self._replan_links(lambda xc: node in xc.nodes, f"node {node} changed", logger)
+            links = [link for link, (_, _, xc) in self._specs.items() if node in xc.nodes]
+            self._replan_links(links, f"node {node} changed", logger)
 
     def _interface_attached(self, ifname: str, ifindex: int, when: float) -> None:
         """A host interface appeared (``InterfaceWatch`` observer): the links with a local
-        endpoint on it are re-planned at once. That endpoint may be programmed on an
-        interface of the same name that is gone (the pod's sandbox was made again, as after
-        its node restarted), which no CrossConnection change would ever correct."""
-
-        def names_it(xc: CrossConnectionSpec) -> bool:
-            node = self.config.node
-            return any(ep.host_interface == ifname for s in Side for ep in xc.side(s).on_node(node))
-
-        self._replan_links(names_it, f"interface {ifname} appeared", logger)
+        endpoint on it (``_pods``, by host interface) are re-planned at once. That endpoint
+        may be programmed on an interface of the same name that is gone (the pod's sandbox was
+        made again, as after its node restarted), which no CrossConnection change corrects."""
+        links = [link for link, pods in self._pods.items() if ifname in pods]
+        self._replan_links(links, f"interface {ifname} appeared", logger)
 
     def _replan_links(
-        self,
-        select: Callable[[CrossConnectionSpec], bool],
-        reason: str,
-        logger: kopf.Logger | logging.Logger,
+        self, links: Iterable[str], reason: str, logger: kopf.Logger | logging.Logger
     ) -> None:
-        """Bring the links whose last spec ``select`` picks to that spec again (their status
-        is refreshed by the next CrossConnection event)."""
-        for link, (namespace, name, xc) in sorted(self._specs.items()):
-            if not select(xc):
-                continue
+        """Bring ``links`` to their last spec again (their status is refreshed by the next
+        CrossConnection event)."""
+        for link in sorted(links):
+            if link not in self._specs:
+                continue  # deleted by an earlier re-plan of this loop
+            namespace, name, xc = self._specs[link]
             wanted = desired_endpoints(xc, self.config.node, self._nodes)
             try:
                 ops, outcome = self._converge(link, namespace, name, xc, wanted)

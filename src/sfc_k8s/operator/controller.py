@@ -329,7 +329,7 @@ class Controller:
 
     async def _on_node(self, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
         """A Node deleted: its agent will never release the CrossConnections it programmed.
-        Nodes listed (at start, or resuming after a peering pause): see ``_check_listed``."""
+        Nodes listed (at start, or resuming after a peering pause): ``_check_listed_nodes``."""
         self._bind(kwargs)
         kind = event.get("type")
         if kind is None:
